@@ -1,0 +1,127 @@
+//! Hot-path costs of the LLM helpers, reported per byte of input.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::{json, Value};
+
+use tollgate::llm::chat::ChatRequest;
+use tollgate::llm::tokens::{estimate_prompt_tokens, warm_up};
+use tollgate::llm::usage::UsageParser;
+
+const PROSE: &str = "Thanks for reaching out about your order. I checked the tracking \
+    number you sent and the parcel left our warehouse on Tuesday; the carrier shows it \
+    in transit to your local depot. Could you confirm the delivery address, including \
+    the apartment number, so I can update the shipment if needed? ";
+
+/// A support-chat request whose serialized body is at least `target` bytes.
+fn chat_body(target: usize) -> Vec<u8> {
+    let mut messages =
+        vec![json!({"role": "system", "content": "You are a concise, friendly support agent."})];
+    let mut i = 0;
+    loop {
+        let body = json!({"model": "gpt-4o-mini", "messages": messages, "temperature": 0.2});
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        if bytes.len() >= target {
+            return bytes;
+        }
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(json!({"role": role, "content": format!("({i}) {PROSE}")}));
+        i += 1;
+    }
+}
+
+/// An OpenAI stream with `include_usage` of at least `target` bytes.
+fn sse_stream(target: usize) -> Vec<u8> {
+    let mut s = String::new();
+    let words: Vec<&str> = PROSE.split_inclusive(' ').collect();
+    let mut i = 0;
+    while s.len() < target {
+        let v = json!({
+            "id": "chatcmpl-AbCdEf0123456789", "object": "chat.completion.chunk",
+            "created": 1_700_000_000, "model": "gpt-4o-mini-2024-07-18",
+            "system_fingerprint": "fp_0ba0d124f1",
+            "choices": [{"index": 0, "delta": {"content": words[i % words.len()]},
+                "logprobs": null, "finish_reason": null}],
+            "usage": null
+        });
+        s += &format!("data: {v}\n\n");
+        i += 1;
+    }
+    let usage = json!({
+        "id": "chatcmpl-AbCdEf0123456789", "object": "chat.completion.chunk",
+        "created": 1_700_000_000, "model": "gpt-4o-mini-2024-07-18", "choices": [],
+        "usage": {"prompt_tokens": 812, "completion_tokens": i, "total_tokens": 812 + i,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0}}
+    });
+    s += &format!("data: {usage}\n\ndata: [DONE]\n\n");
+    s.into_bytes()
+}
+
+fn json_response() -> Vec<u8> {
+    let v: Value = json!({
+        "id": "chatcmpl-AbCdEf0123456789", "object": "chat.completion",
+        "created": 1_700_000_000, "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": null,
+            "message": {"role": "assistant", "content": PROSE.repeat(3), "refusal": null}}],
+        "usage": {"prompt_tokens": 812, "completion_tokens": 180, "total_tokens": 992,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}},
+        "system_fingerprint": "fp_0ba0d124f1"
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn bench_prompt_estimation(c: &mut Criterion) {
+    warm_up();
+    let mut group = c.benchmark_group("estimate_prompt_tokens");
+    for (name, size) in [("1KiB", 1024), ("16KiB", 16 * 1024)] {
+        let body = chat_body(size);
+        let Ok(req) = ChatRequest::parse(&body) else {
+            panic!("bench request must be valid");
+        };
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| b.iter(|| estimate_prompt_tokens(black_box(&req))));
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("chat_parse");
+    for (name, size) in [("1KiB", 1024), ("16KiB", 16 * 1024)] {
+        let body = chat_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| b.iter(|| ChatRequest::parse(black_box(&body))));
+    }
+    group.finish();
+}
+
+fn bench_usage(c: &mut Criterion) {
+    warm_up();
+    let mut group = c.benchmark_group("usage");
+
+    let stream = sse_stream(32 * 1024);
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    group.bench_function("sse_32KiB_in_1KiB_chunks", |b| {
+        b.iter(|| {
+            let mut p = UsageParser::sse();
+            for chunk in black_box(&stream).chunks(1024) {
+                p.feed(chunk);
+            }
+            p.finish()
+        })
+    });
+
+    let body = json_response();
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("json_response", |b| {
+        b.iter(|| {
+            let mut p = UsageParser::json(1 << 20);
+            for chunk in black_box(&body).chunks(1024) {
+                p.feed(chunk);
+            }
+            p.finish()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_prompt_estimation, bench_usage);
+criterion_main!(benches);

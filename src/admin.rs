@@ -1,0 +1,171 @@
+//! The admin listener (DESIGN §5): health, readiness, metrics, and the
+//! token-protected `/admin/*` API. Never exposed publicly.
+
+use crate::auth::api_key::{digest, parse_digest_hex};
+use crate::state::GatewayState;
+use crate::{metrics, reload};
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub struct AdminApp {
+    state: Arc<GatewayState>,
+}
+
+impl AdminApp {
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self { state }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", value.to_string().into_bytes())
+}
+
+fn admin_error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
+    json_reply(
+        status,
+        &json!({"error": {"type": "admin_error", "code": code, "message": message}}),
+    )
+}
+
+impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let snapshot = self.state.snapshot.load();
+        let Some(expected) = snapshot
+            .server()
+            .admin_token_sha256
+            .as_deref()
+            .and_then(|h| parse_digest_hex(&h.to_ascii_lowercase()))
+        else {
+            return false;
+        };
+        let presented = session
+            .get_header(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(digest(presented.trim()).ct_eq(&expected))
+    }
+
+    async fn admin(&self, method: &str, path: &str) -> Response<Vec<u8>> {
+        match (method, path) {
+            ("POST", "/admin/reload") => match reload::reload(&self.state).await {
+                Ok(generation) => json_reply(StatusCode::OK, &json!({"generation": generation})),
+                Err(e) => json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": {"type": "admin_error", "code": "invalid_config",
+                                      "message": "configuration rejected; the previous one keeps serving",
+                                      "problems": e.lines()}}),
+                ),
+            },
+            ("GET", "/admin/config") => {
+                let snapshot = self.state.snapshot.load_full();
+                let mut config = serde_json::to_value(&*snapshot.config).unwrap_or(Value::Null);
+                redact(&mut config);
+                json_reply(
+                    StatusCode::OK,
+                    &json!({"generation": snapshot.generation, "config": config}),
+                )
+            }
+            _ => admin_error(StatusCode::NOT_FOUND, "not_found", "unknown admin endpoint"),
+        }
+    }
+}
+
+/// Digests, secret sources and injected header values are not shown.
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let secret = key == "sha256"
+                    || key.ends_with("_sha256")
+                    || key == "secret_env"
+                    || key == "secret_file"
+                    || key == "redis_url";
+                if secret && !v.is_null() {
+                    *v = Value::String("<redacted>".into());
+                } else if key == "set_headers" {
+                    if let Value::Object(headers) = v {
+                        for h in headers.values_mut() {
+                            *h = Value::String("<redacted>".into());
+                        }
+                    }
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.as_str().to_string();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => json_reply(StatusCode::OK, &json!({"status": "ok"})),
+            ("GET", "/readyz") => {
+                if self.state.draining.load(Ordering::Acquire) {
+                    json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "draining"}))
+                } else {
+                    let generation = self.state.snapshot.load().generation;
+                    json_reply(StatusCode::OK, &json!({"status": "ready", "generation": generation}))
+                }
+            }
+            ("GET", "/metrics") => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics::render(),
+            ),
+            (_, p) if p.starts_with("/admin/") => {
+                if !self.authorized(session) {
+                    return admin_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_admin_token",
+                        "admin endpoints need Authorization: Bearer <admin token>",
+                    );
+                }
+                self.admin(&method, p).await
+            }
+            _ => admin_error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_secrets() {
+        let mut v = json!({"server": {"admin_token_sha256": "abc"},
+                           "auth": {"api_keys": [{"id": "k", "sha256": "d"}]},
+                           "upstreams": {"u": {"set_headers": {"Authorization": "Bearer x"}}}});
+        redact(&mut v);
+        assert_eq!(v["server"]["admin_token_sha256"], "<redacted>");
+        assert_eq!(v["auth"]["api_keys"][0]["sha256"], "<redacted>");
+        assert_eq!(v["auth"]["api_keys"][0]["id"], "k");
+        assert_eq!(v["upstreams"]["u"]["set_headers"]["Authorization"], "<redacted>");
+    }
+}

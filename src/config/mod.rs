@@ -1,0 +1,165 @@
+//! Configuration: the YAML schema, its validation, and its compilation into
+//! the immutable [`Snapshot`] every request reads.
+
+pub mod locate;
+pub mod schema;
+pub mod snapshot;
+pub mod validate;
+
+pub use schema::Config;
+pub use snapshot::Snapshot;
+
+use locate::PositionIndex;
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a configuration file, positioned like a compiler error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub line: usize,
+    pub column: usize,
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in one file (`tollgate check` prints them all).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: ", self.file, p.line, p.column)?;
+            if !p.path.is_empty() {
+                write!(f, "{}: ", p.path)?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(file: &str, path: &str, message: String) -> Self {
+        Self {
+            file: file.to_string(),
+            problems: vec![ConfigProblem {
+                line: 1,
+                column: 1,
+                path: path.to_string(),
+                message,
+            }],
+        }
+    }
+
+    /// The problems as plain strings, for the admin API's JSON answer.
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
+/// Collects problems by field path; positions are resolved at the end.
+#[derive(Debug, Default)]
+pub struct Problems {
+    items: Vec<(String, String)>,
+}
+
+impl Problems {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.items.push((path.into(), message.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn into_error(self, file: &str, index: &PositionIndex) -> ConfigError {
+        let problems = self
+            .items
+            .into_iter()
+            .map(|(path, message)| {
+                let (line, column) = index.locate(&path);
+                ConfigProblem {
+                    line,
+                    column,
+                    path,
+                    message,
+                }
+            })
+            .collect();
+        ConfigError {
+            file: file.to_string(),
+            problems,
+        }
+    }
+}
+
+/// Reads, parses, validates and compiles a configuration file.
+/// `generation` is stamped on the resulting snapshot.
+pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigError> {
+    load_snapshot_with_previous(path, generation, None)
+}
+
+/// As [`load_snapshot`], reusing unchanged pools of `previous` (reload).
+pub fn load_snapshot_with_previous(
+    path: &Path,
+    generation: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::single(&file, "", format!("cannot read file: {e}")))?;
+    load_snapshot_from_str(&source, &file, generation, previous)
+}
+
+pub fn load_snapshot_from_str(
+    source: &str,
+    file: &str,
+    generation: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigError> {
+    let config = parse(source, file)?;
+    let index = PositionIndex::build(source);
+    let mut problems = Problems::default();
+    validate::validate(&config, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems.into_error(file, &index));
+    }
+    Snapshot::compile_with(config, generation, previous, &mut problems)
+        .ok_or_else(|| problems.into_error(file, &index))
+}
+
+fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
+    serde_yaml::from_str::<Config>(source).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        // serde_yaml renders "path: message at line L column C"; we print the
+        // position ourselves, in front, so strip its suffix.
+        let text = e.to_string();
+        let text = match text.rfind(" at line ") {
+            Some(cut) => text[..cut].to_string(),
+            None => text,
+        };
+        let (path, message) = match text.split_once(": ") {
+            Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
+            _ => (String::new(), text),
+        };
+        ConfigError {
+            file: file.to_string(),
+            problems: vec![ConfigProblem {
+                line,
+                column,
+                path,
+                message,
+            }],
+        }
+    })
+}

@@ -1,0 +1,489 @@
+//! The YAML configuration file as written by operators (DESIGN §3).
+//!
+//! These types mirror the file one to one; `deny_unknown_fields` everywhere
+//! so a misspelled field is an error, not a silently ignored default.
+//! Validation and compilation into a request-ready snapshot live elsewhere.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub guards: Option<GuardsConfig>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<TlsListenerConfig>,
+    pub admin_listen: String,
+    #[serde(default)]
+    pub admin_token_sha256: Option<String>,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default = "defaults::max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "defaults::header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    #[serde(default = "defaults::body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u32>,
+    #[serde(default = "defaults::grace_period_seconds")]
+    pub grace_period_seconds: u64,
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
+    #[serde(default)]
+    pub pid_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub listen: String,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub failed_auth_per_ip_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    pub sha256: String,
+    pub user: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default)]
+    pub leeway_seconds: Option<u64>,
+    #[serde(default)]
+    pub max_lifetime_seconds: Option<u64>,
+    pub keys: Vec<JwtKeyConfig>,
+    #[serde(default)]
+    pub claims: ClaimsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    pub kid: String,
+    pub alg: String,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsConfig {
+    #[serde(default = "defaults::claim_user")]
+    pub user: String,
+    #[serde(default = "defaults::claim_tenant")]
+    pub tenant: String,
+    #[serde(default = "defaults::claim_roles")]
+    pub roles: String,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        Self {
+            user: defaults::claim_user(),
+            tenant: defaults::claim_tenant(),
+            roles: defaults::claim_roles(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    #[default]
+    RoundRobin,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub sni: String,
+    #[serde(default)]
+    pub selection: Selection,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub pins_sha256: Vec<String>,
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::unhealthy_after")]
+    pub unhealthy_after: usize,
+    #[serde(default = "defaults::healthy_after")]
+    pub healthy_after: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub failure_threshold: u32,
+    pub open_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default = "defaults::connect_ms")]
+    pub connect_ms: u64,
+    #[serde(default = "defaults::read_ms")]
+    pub read_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: defaults::connect_ms(),
+            read_ms: defaults::read_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    #[default]
+    Http,
+    Llm,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    pub path: String,
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub kind: RouteKind,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub owner: Option<OwnerRule>,
+    #[serde(default)]
+    pub guards: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    #[serde(default)]
+    pub websocket: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerRule {
+    pub param: String,
+    #[serde(default)]
+    pub bypass_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Optional in serde so a missing price is reported by validation with
+    /// its location ("unpriced models are refused"), not as a parse error.
+    #[serde(default)]
+    pub input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    pub output_usd_per_mtok: Option<f64>,
+    pub max_tokens: u64,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default)]
+    pub default: Option<RateLimitConfig>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, OverrideConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    User,
+    Tenant,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub scope: BudgetScope,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    #[serde(default)]
+    pub usd_per_month: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    #[serde(default)]
+    pub usd_per_month: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardAction {
+    Block,
+    Redact,
+    Log,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardsConfig {
+    #[serde(default)]
+    pub pii: Option<PiiGuardConfig>,
+    #[serde(default)]
+    pub injection: Option<InjectionGuardConfig>,
+    #[serde(default)]
+    pub max_messages: Option<usize>,
+    #[serde(default)]
+    pub max_prompt_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiGuardConfig {
+    pub detect: Vec<String>,
+    pub action: GuardAction,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectionGuardConfig {
+    pub action: GuardAction,
+    #[serde(default)]
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub kind: StoreKind,
+    #[serde(default = "defaults::store_path")]
+    pub path: String,
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Local,
+            path: defaults::store_path(),
+            redis_url: None,
+            on_store_error: OnStoreError::Deny,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    #[serde(default = "defaults::access_log")]
+    pub access_log: String,
+    /// Extension: where audit lines go (default: the access log's target,
+    /// or stderr when the access log is off).
+    #[serde(default)]
+    pub audit_log: Option<String>,
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            access_log: defaults::access_log(),
+            audit_log: None,
+            log_level: defaults::log_level(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn max_body_bytes() -> u64 {
+        1024 * 1024
+    }
+    pub fn max_uri_bytes() -> usize {
+        8192
+    }
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
+    pub fn header_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn body_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn grace_period_seconds() -> u64 {
+        5
+    }
+    pub fn claim_user() -> String {
+        "sub".into()
+    }
+    pub fn claim_tenant() -> String {
+        "tenant".into()
+    }
+    pub fn claim_roles() -> String {
+        "roles".into()
+    }
+    pub fn health_path() -> String {
+        "/healthz".into()
+    }
+    pub fn health_interval_ms() -> u64 {
+        1000
+    }
+    pub fn health_timeout_ms() -> u64 {
+        500
+    }
+    pub fn unhealthy_after() -> usize {
+        3
+    }
+    pub fn healthy_after() -> usize {
+        2
+    }
+    pub fn connect_ms() -> u64 {
+        1000
+    }
+    pub fn read_ms() -> u64 {
+        30_000
+    }
+    pub fn store_path() -> String {
+        "/var/lib/tollgate/usage.db".into()
+    }
+    pub fn access_log() -> String {
+        "stdout".into()
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}

@@ -1,0 +1,151 @@
+//! The compiled, immutable form of a configuration. A request loads the
+//! current snapshot once (one `ArcSwap` load) and uses it throughout, so a
+//! reload landing mid-flight never mixes two configurations.
+
+use super::schema::*;
+use super::validate::parse_rfc3339;
+use super::Problems;
+use crate::auth::api_key::{parse_digest_hex, KeyIndex};
+use crate::auth::identity::Identity;
+use crate::auth::Authenticator;
+use crate::router::{MethodSet, PathTemplate, Routable};
+use crate::upstream::pool::Pool;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub template: PathTemplate,
+    pub methods: MethodSet,
+    pub kind: RouteKind,
+    pub upstream: Option<String>,
+    pub roles: Vec<String>,
+    pub owner: Option<OwnerRule>,
+    pub guards: Vec<String>,
+    pub rate_limit: Option<u32>,
+    pub websocket: bool,
+}
+
+impl Routable for Route {
+    fn template(&self) -> &PathTemplate {
+        &self.template
+    }
+    fn methods(&self) -> &MethodSet {
+        &self.methods
+    }
+}
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub routes: Vec<Route>,
+    pub auth: Authenticator,
+    pub pools: HashMap<String, Arc<Pool>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("routes", &self.routes.len())
+            .field("pools", &self.pools.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Compiles a validated config. Pools whose definition is unchanged in
+    /// `previous` are reused as they are (health and breaker state kept).
+    pub fn compile_with(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        problems: &mut Problems,
+    ) -> Option<Snapshot> {
+        let routes = config.routes.iter().filter_map(compile_route).collect();
+        let auth = compile_auth(&config.auth, problems);
+        let mut pools = HashMap::new();
+        for (name, definition) in &config.upstreams {
+            let reused = previous
+                .and_then(|prev| prev.pools.get(name))
+                .filter(|pool| &pool.definition == definition)
+                .cloned();
+            let pool = match reused {
+                Some(pool) => pool,
+                None => match Pool::build(name, definition) {
+                    Ok(pool) => Arc::new(pool),
+                    Err(e) => {
+                        problems.push(format!("upstreams.{name}"), e);
+                        continue;
+                    }
+                },
+            };
+            pools.insert(name.clone(), pool);
+        }
+        if !problems.is_empty() {
+            return None;
+        }
+        Some(Snapshot {
+            generation,
+            config: Arc::new(config),
+            routes,
+            auth,
+            pools,
+        })
+    }
+
+    pub fn compile(config: Config, generation: u64, problems: &mut Problems) -> Option<Snapshot> {
+        Self::compile_with(config, generation, None, problems)
+    }
+
+    pub fn server(&self) -> &ServerConfig {
+        &self.config.server
+    }
+
+    /// Requests per minute for `user` on the shared default counter.
+    pub fn default_rate_limit(&self, user: &str) -> Option<u32> {
+        self.config
+            .limits
+            .overrides
+            .get(user)
+            .and_then(|o| o.requests_per_minute)
+            .or(self.config.limits.default.map(|d| d.requests_per_minute))
+    }
+}
+
+fn compile_route(r: &RouteConfig) -> Option<Route> {
+    // Validation already rejected bad templates; this cannot fail here.
+    let template = PathTemplate::parse(&r.path).ok()?;
+    Some(Route {
+        name: r.name.clone(),
+        template,
+        methods: MethodSet::from_config(&r.methods),
+        kind: r.kind,
+        upstream: r.upstream.clone(),
+        roles: r.roles.clone(),
+        owner: r.owner.clone(),
+        guards: r.guards.clone(),
+        rate_limit: r.rate_limit.map(|l| l.requests_per_minute),
+        websocket: r.websocket,
+    })
+}
+
+fn compile_auth(auth: &AuthConfig, problems: &mut Problems) -> Authenticator {
+    let mut keys = KeyIndex::default();
+    for (i, key) in auth.api_keys.iter().enumerate() {
+        let Some(digest) = parse_digest_hex(&key.sha256.to_ascii_lowercase()) else {
+            problems.push(format!("auth.api_keys[{i}].sha256"), "not a SHA-256 digest");
+            continue;
+        };
+        let expires_at = key.expires_at.as_deref().and_then(parse_rfc3339);
+        let identity = Identity {
+            user: key.user.clone(),
+            tenant: key.tenant.clone(),
+            roles: key.roles.clone(),
+            key_id: key.id.clone(),
+        };
+        keys.insert(digest, identity, expires_at);
+    }
+    Authenticator::new(keys)
+}

@@ -1,0 +1,504 @@
+//! Semantic checks that serde cannot express: cross-references, formats,
+//! ranges. Every problem is collected (not just the first) with its field
+//! path, so `tollgate check` can list them all like a compiler.
+
+use super::schema::*;
+use super::Problems;
+use crate::router::PathTemplate;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+const KNOWN_GUARDS: &[&str] = &["pii", "injection"];
+const KNOWN_PII: &[&str] = &["email", "phone", "credit_card", "ssn", "iban"];
+const JWT_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512",
+];
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+
+pub fn validate(config: &Config, p: &mut Problems) {
+    server(&config.server, p);
+    auth(&config.auth, p);
+    for (name, upstream) in &config.upstreams {
+        upstream_pool(&format!("upstreams.{name}"), upstream, p);
+    }
+    routes(config, p);
+    models(config, p);
+    limits(&config.limits, p);
+    if let Some(guards) = &config.guards {
+        guards_section(guards, p);
+    }
+    store(&config.store, p);
+    if !LOG_LEVELS.contains(&config.observability.log_level.as_str()) {
+        p.push(
+            "observability.log_level",
+            format!("must be one of {}", LOG_LEVELS.join(", ")),
+        );
+    }
+}
+
+fn socket_addr(path: &str, value: &str, p: &mut Problems) {
+    if value.parse::<SocketAddr>().is_err() {
+        p.push(
+            path,
+            format!("'{value}' is not an IP:port socket address (no host names: DNS is not resolved)"),
+        );
+    }
+}
+
+fn sha256_hex(path: &str, value: &str, p: &mut Problems) {
+    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        p.push(path, "must be 64 hexadecimal characters (a SHA-256 digest)");
+    }
+}
+
+fn readable_file(path: &str, file: &str, p: &mut Problems) {
+    if let Err(e) = std::fs::metadata(file).and_then(|_| std::fs::File::open(file).map(|_| ())) {
+        p.push(path, format!("cannot read '{file}': {e}"));
+    }
+}
+
+fn server(s: &ServerConfig, p: &mut Problems) {
+    if s.listen.is_empty() {
+        p.push("server.listen", "at least one listen address is required");
+    }
+    for (i, addr) in s.listen.iter().enumerate() {
+        socket_addr(&format!("server.listen[{i}]"), addr, p);
+    }
+    socket_addr("server.admin_listen", &s.admin_listen, p);
+    if let Some(token) = &s.admin_token_sha256 {
+        sha256_hex("server.admin_token_sha256", token, p);
+    }
+    if let Some(tls) = &s.tls {
+        socket_addr("server.tls.listen", &tls.listen, p);
+        readable_file("server.tls.cert_file", &tls.cert_file, p);
+        readable_file("server.tls.key_file", &tls.key_file, p);
+    }
+    if s.threads == Some(0) {
+        p.push("server.threads", "must be at least 1");
+    }
+    for (field, value) in [
+        ("max_body_bytes", s.max_body_bytes),
+        ("max_uri_bytes", s.max_uri_bytes as u64),
+        ("max_header_bytes", s.max_header_bytes as u64),
+        ("header_timeout_ms", s.header_timeout_ms),
+        ("body_timeout_ms", s.body_timeout_ms),
+    ] {
+        if value == 0 {
+            p.push(format!("server.{field}"), "must be greater than 0");
+        }
+    }
+}
+
+fn auth(a: &AuthConfig, p: &mut Problems) {
+    let mut ids = HashSet::new();
+    let mut digests = HashSet::new();
+    for (i, key) in a.api_keys.iter().enumerate() {
+        let path = format!("auth.api_keys[{i}]");
+        if key.id.is_empty() {
+            p.push(format!("{path}.id"), "must not be empty");
+        } else if !ids.insert(key.id.as_str()) {
+            p.push(format!("{path}.id"), format!("duplicate key id '{}'", key.id));
+        }
+        sha256_hex(&format!("{path}.sha256"), &key.sha256, p);
+        if !digests.insert(key.sha256.to_ascii_lowercase()) {
+            p.push(
+                format!("{path}.sha256"),
+                "duplicate key digest (two entries for the same key)",
+            );
+        }
+        if key.user.is_empty() {
+            p.push(format!("{path}.user"), "must not be empty");
+        }
+        if key.tenant.is_empty() {
+            p.push(format!("{path}.tenant"), "must not be empty");
+        }
+        if let Some(at) = &key.expires_at {
+            if parse_rfc3339(at).is_none() {
+                p.push(
+                    format!("{path}.expires_at"),
+                    format!("'{at}' is not an RFC 3339 timestamp like 2027-06-30T00:00:00Z"),
+                );
+            }
+        }
+    }
+    if let Some(jwt) = &a.jwt {
+        if jwt.keys.is_empty() {
+            p.push("auth.jwt.keys", "at least one key is required");
+        }
+        let mut kids = HashSet::new();
+        for (i, key) in jwt.keys.iter().enumerate() {
+            let path = format!("auth.jwt.keys[{i}]");
+            if !kids.insert(key.kid.as_str()) {
+                p.push(format!("{path}.kid"), format!("duplicate kid '{}'", key.kid));
+            }
+            if !JWT_ALGS.contains(&key.alg.as_str()) {
+                p.push(
+                    format!("{path}.alg"),
+                    format!("must be one of {}", JWT_ALGS.join(" ")),
+                );
+                continue;
+            }
+            let hmac = key.alg.starts_with("HS");
+            let sources = [
+                key.public_key_file.is_some(),
+                key.secret_env.is_some(),
+                key.secret_file.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                p.push(
+                    path.clone(),
+                    "exactly one of public_key_file, secret_env, secret_file is required",
+                );
+            } else if hmac && key.public_key_file.is_some() {
+                p.push(
+                    format!("{path}.public_key_file"),
+                    "HMAC algorithms take secret_env or secret_file",
+                );
+            } else if !hmac && key.public_key_file.is_none() {
+                p.push(path.clone(), "asymmetric algorithms take public_key_file");
+            }
+            if let Some(file) = &key.public_key_file {
+                readable_file(&format!("{path}.public_key_file"), file, p);
+            }
+            if let Some(file) = &key.secret_file {
+                readable_file(&format!("{path}.secret_file"), file, p);
+            }
+            if let Some(var) = &key.secret_env {
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    p.push(
+                        format!("{path}.secret_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                }
+            }
+        }
+    }
+    if a.failed_auth_per_ip_per_minute == Some(0) {
+        p.push("auth.failed_auth_per_ip_per_minute", "must be at least 1");
+    }
+}
+
+fn upstream_pool(path: &str, u: &UpstreamConfig, p: &mut Problems) {
+    if u.peers.is_empty() {
+        p.push(format!("{path}.peers"), "at least one peer is required");
+    }
+    let mut seen = HashSet::new();
+    for (i, peer) in u.peers.iter().enumerate() {
+        socket_addr(&format!("{path}.peers[{i}]"), peer, p);
+        if !seen.insert(peer) {
+            p.push(format!("{path}.peers[{i}]"), "duplicate peer");
+        }
+    }
+    if let Some(hc) = &u.health_check {
+        if hc.interval_ms == 0 || hc.timeout_ms == 0 {
+            p.push(
+                format!("{path}.health_check"),
+                "interval_ms and timeout_ms must be greater than 0",
+            );
+        }
+        if hc.unhealthy_after == 0 || hc.healthy_after == 0 {
+            p.push(
+                format!("{path}.health_check"),
+                "unhealthy_after and healthy_after must be at least 1",
+            );
+        }
+        if hc.kind == HealthCheckKind::Http && !hc.path.starts_with('/') {
+            p.push(format!("{path}.health_check.path"), "must start with '/'");
+        }
+    }
+    if let Some(cb) = &u.circuit_breaker {
+        if cb.failure_threshold == 0 || cb.open_seconds == 0 {
+            p.push(
+                format!("{path}.circuit_breaker"),
+                "failure_threshold and open_seconds must be at least 1",
+            );
+        }
+    }
+    if u.timeouts.connect_ms == 0 || u.timeouts.read_ms == 0 {
+        p.push(
+            format!("{path}.timeouts"),
+            "connect_ms and read_ms must be greater than 0",
+        );
+    }
+    if !u.tls {
+        if u.ca_file.is_some() {
+            p.push(format!("{path}.ca_file"), "only valid with tls: true");
+        }
+        if !u.pins_sha256.is_empty() {
+            p.push(format!("{path}.pins_sha256"), "only valid with tls: true");
+        }
+    }
+    if let Some(ca) = &u.ca_file {
+        readable_file(&format!("{path}.ca_file"), ca, p);
+    }
+    for (i, pin) in u.pins_sha256.iter().enumerate() {
+        sha256_hex(&format!("{path}.pins_sha256[{i}]"), pin, p);
+    }
+    for (name, value) in &u.set_headers {
+        let field = format!("{path}.set_headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.push(field.clone(), "invalid header name");
+        }
+        match expand_env(value) {
+            Ok(expanded) => {
+                if http::HeaderValue::from_str(&expanded).is_err() {
+                    p.push(field, "invalid header value");
+                }
+            }
+            Err(message) => p.push(field, message),
+        }
+    }
+}
+
+fn roles_list(path: &str, roles: &[String], p: &mut Problems) {
+    for (i, role) in roles.iter().enumerate() {
+        if role.is_empty() || role.contains(',') || role.contains(char::is_whitespace) {
+            p.push(
+                format!("{path}[{i}]"),
+                "role names must be non-empty, without commas or spaces",
+            );
+        }
+    }
+}
+
+fn routes(config: &Config, p: &mut Problems) {
+    let mut names = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if !names.insert(route.name.as_str()) {
+            p.push(
+                format!("{path}.name"),
+                format!("duplicate route name '{}'", route.name),
+            );
+        }
+        let template = match PathTemplate::parse(&route.path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                p.push(format!("{path}.path"), e);
+                None
+            }
+        };
+        if route.methods.is_empty() {
+            p.push(format!("{path}.methods"), "at least one method (or \"*\") is required");
+        }
+        for (j, method) in route.methods.iter().enumerate() {
+            let valid = method == "*"
+                || (!method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic()));
+            if !valid {
+                p.push(format!("{path}.methods[{j}]"), format!("'{method}' is not an HTTP method"));
+            }
+        }
+        match (route.kind, &route.upstream) {
+            (RouteKind::Http, None) => {
+                p.push(format!("{path}.upstream"), "required for kind: http routes")
+            }
+            (RouteKind::Http, Some(up)) if !config.upstreams.contains_key(up) => p.push(
+                format!("{path}.upstream"),
+                format!("unknown upstream '{up}'"),
+            ),
+            (RouteKind::Llm, Some(_)) => p.push(
+                format!("{path}.upstream"),
+                "kind: llm routes take their upstream from the model; remove this field",
+            ),
+            _ => {}
+        }
+        roles_list(&format!("{path}.roles"), &route.roles, p);
+        if let (Some(owner), Some(t)) = (&route.owner, &template) {
+            if !t.has_param(&owner.param) {
+                p.push(
+                    format!("{path}.owner.param"),
+                    format!("the path has no '{{{}}}' parameter", owner.param),
+                );
+            }
+            roles_list(&format!("{path}.owner.bypass_roles"), &owner.bypass_roles, p);
+        }
+        for (j, guard) in route.guards.iter().enumerate() {
+            let gpath = format!("{path}.guards[{j}]");
+            if !KNOWN_GUARDS.contains(&guard.as_str()) {
+                p.push(gpath, format!("unknown guard '{guard}' (known: {})", KNOWN_GUARDS.join(", ")));
+                continue;
+            }
+            let configured = config.guards.as_ref().is_some_and(|g| match guard.as_str() {
+                "pii" => g.pii.is_some(),
+                _ => g.injection.is_some(),
+            });
+            if !configured {
+                p.push(gpath, format!("guard '{guard}' has no section under guards:"));
+            }
+        }
+        if route.rate_limit.is_some_and(|r| r.requests_per_minute == 0) {
+            p.push(format!("{path}.rate_limit.requests_per_minute"), "must be at least 1");
+        }
+    }
+}
+
+fn models(config: &Config, p: &mut Problems) {
+    let names: HashSet<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (i, model) in config.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        if model.name.is_empty() {
+            p.push(format!("{path}.name"), "must not be empty");
+        } else if !seen.insert(model.name.as_str()) {
+            p.push(format!("{path}.name"), format!("duplicate model '{}'", model.name));
+        }
+        if !config.upstreams.contains_key(&model.upstream) {
+            p.push(
+                format!("{path}.upstream"),
+                format!("unknown upstream '{}'", model.upstream),
+            );
+        }
+        for field in ["input_usd_per_mtok", "output_usd_per_mtok"] {
+            let value = if field.starts_with("input") {
+                model.input_usd_per_mtok
+            } else {
+                model.output_usd_per_mtok
+            };
+            match value {
+                None => p.push(
+                    format!("{path}.{field}"),
+                    "required: an unpriced model would silently bypass USD budgets (use 0.0 for free models)",
+                ),
+                Some(v) if !v.is_finite() || v < 0.0 => {
+                    p.push(format!("{path}.{field}"), "must be a non-negative number")
+                }
+                Some(_) => {}
+            }
+        }
+        if model.max_tokens == 0 {
+            p.push(format!("{path}.max_tokens"), "must be at least 1");
+        }
+        roles_list(&format!("{path}.roles"), &model.roles, p);
+        for (j, fallback) in model.fallbacks.iter().enumerate() {
+            if fallback == &model.name {
+                p.push(format!("{path}.fallbacks[{j}]"), "a model cannot fall back to itself");
+            } else if !names.contains(fallback.as_str()) {
+                p.push(
+                    format!("{path}.fallbacks[{j}]"),
+                    format!("unknown model '{fallback}'"),
+                );
+            }
+        }
+    }
+    let has_llm_route = config.routes.iter().any(|r| r.kind == RouteKind::Llm);
+    if has_llm_route && config.models.is_empty() {
+        p.push("models", "kind: llm routes need at least one model");
+    }
+}
+
+fn usd(path: String, value: Option<f64>, p: &mut Problems) {
+    if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+        p.push(path, "must be a non-negative number of USD");
+    }
+}
+
+fn limits(l: &LimitsConfig, p: &mut Problems) {
+    if l.default.is_some_and(|d| d.requests_per_minute == 0) {
+        p.push("limits.default.requests_per_minute", "must be at least 1");
+    }
+    let mut scopes = HashSet::new();
+    for (i, b) in l.budgets.iter().enumerate() {
+        if !scopes.insert(b.scope) {
+            p.push(
+                format!("limits.budgets[{i}].scope"),
+                "only one budget entry per scope",
+            );
+        }
+        usd(format!("limits.budgets[{i}].usd_per_month"), b.usd_per_month, p);
+    }
+    for (user, o) in &l.overrides {
+        usd(format!("limits.overrides.{user}.usd_per_month"), o.usd_per_month, p);
+        if o.requests_per_minute == Some(0) {
+            p.push(
+                format!("limits.overrides.{user}.requests_per_minute"),
+                "must be at least 1",
+            );
+        }
+    }
+}
+
+fn guards_section(g: &GuardsConfig, p: &mut Problems) {
+    if let Some(pii) = &g.pii {
+        for (i, kind) in pii.detect.iter().enumerate() {
+            if !KNOWN_PII.contains(&kind.as_str()) {
+                p.push(
+                    format!("guards.pii.detect[{i}]"),
+                    format!("unknown PII kind '{kind}' (known: {})", KNOWN_PII.join(", ")),
+                );
+            }
+        }
+    }
+    if let Some(inj) = &g.injection {
+        if inj.action == GuardAction::Redact {
+            p.push("guards.injection.action", "must be block or log");
+        }
+        for (i, pattern) in inj.patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pattern) {
+                p.push(format!("guards.injection.patterns[{i}]"), format!("invalid regex: {e}"));
+            }
+        }
+    }
+}
+
+fn store(s: &StoreConfig, p: &mut Problems) {
+    if s.path.is_empty() {
+        p.push("store.path", "must not be empty");
+    }
+    match (s.kind, &s.redis_url) {
+        (StoreKind::Redis, None) => p.push("store.redis_url", "required with kind: redis"),
+        (StoreKind::Redis, Some(url)) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
+            p.push("store.redis_url", "must start with redis:// or rediss://")
+        }
+        _ => {}
+    }
+}
+
+/// RFC 3339 timestamp → unix seconds.
+pub fn parse_rfc3339(value: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// Expands `${env:NAME}` references; a missing variable is an error.
+pub fn expand_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated ${env:...} reference".to_string())?;
+        let name = &after[..end];
+        let resolved = std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&resolved);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("TOLLGATE_TEST_EXPAND", "s3cr3t");
+        assert_eq!(
+            expand_env("Bearer ${env:TOLLGATE_TEST_EXPAND}!").unwrap(),
+            "Bearer s3cr3t!"
+        );
+        assert_eq!(expand_env("plain").unwrap(), "plain");
+        assert!(expand_env("${env:TOLLGATE_SURELY_MISSING_VAR}").is_err());
+        assert!(expand_env("${env:UNTERMINATED").is_err());
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:01:00Z"), Some(60));
+        assert_eq!(parse_rfc3339("2027-06-30"), None);
+    }
+}

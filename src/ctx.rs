@@ -1,0 +1,79 @@
+//! Per-request context carried through Pingora's phases.
+
+use crate::auth::Identity;
+use crate::config::snapshot::Route;
+use crate::config::Snapshot;
+use crate::error::GatewayError;
+use crate::limits::rate::RateDecision;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub traceparent: String,
+    /// The snapshot this request runs on, loaded once at its start.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Index of the matched route in `snapshot.routes`.
+    pub route_index: Option<usize>,
+    /// Normalised path (plus query) sent upstream.
+    pub upstream_path: Option<String>,
+    pub identity: Option<Arc<Identity>>,
+    pub rate: Option<RateDecision>,
+    /// The refusal answered to the client, for logs and metrics.
+    pub error: Option<GatewayError>,
+    /// Request body bytes seen so far (for max_body_bytes on chunked bodies).
+    pub body_bytes: u64,
+    /// Peers already tried by this request (retries go elsewhere).
+    pub tried_peers: Vec<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    pub retries_left: u32,
+    /// When the upstream exchange began / the response header arrived.
+    pub upstream_started: Option<Instant>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            request_id: String::new(),
+            traceparent: String::new(),
+            snapshot: None,
+            route_index: None,
+            upstream_path: None,
+            identity: None,
+            rate: None,
+            error: None,
+            body_bytes: 0,
+            tried_peers: Vec::new(),
+            peer: None,
+            retries_left: 0,
+            upstream_started: None,
+        }
+    }
+
+    pub fn route(&self) -> Option<&Route> {
+        let snapshot = self.snapshot.as_ref()?;
+        snapshot.routes.get(self.route_index?)
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route().map(|r| r.name.as_str()).unwrap_or("")
+    }
+
+    /// Time spent inside the gateway before the upstream exchange began
+    /// (or so far, when there was none): the `Server-Timing` figure.
+    pub fn gateway_time(&self) -> Duration {
+        match self.upstream_started {
+            Some(at) => at.saturating_duration_since(self.started),
+            None => self.started.elapsed(),
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

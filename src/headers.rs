@@ -1,0 +1,98 @@
+//! Header hygiene between client and upstream: what the upstream may trust
+//! (identity headers set only by us), what never crosses (client
+//! credentials, hop-by-hop headers), and what every response carries.
+
+use crate::ctx::RequestCtx;
+use crate::upstream::pool::Pool;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+use std::net::IpAddr;
+
+/// RFC 9110 §7.6.1 hop-by-hop headers (plus the de-facto ones). Framing
+/// (`transfer-encoding`, `content-length`) is left to Pingora.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+const IDENTITY_PREFIX: &str = "x-gateway-";
+
+/// Rewrites the request sent upstream.
+pub fn prepare_upstream_request(
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    pool: &Pool,
+    client_ip: Option<IpAddr>,
+    keep_upgrade: bool,
+) -> Result<()> {
+    // Headers the client lists in Connection are hop-by-hop too.
+    let listed: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in listed.iter().map(String::as_str).chain(HOP_BY_HOP.iter().copied()) {
+        if keep_upgrade && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        req.remove_header(name);
+    }
+    let spoofed: Vec<String> = req
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with(IDENTITY_PREFIX))
+        .map(str::to_string)
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
+    }
+    // Client credentials never reach the upstream; the rest we set below.
+    for name in ["x-api-key", "authorization", "x-forwarded-for", "x-request-id", "traceparent"] {
+        req.remove_header(name);
+    }
+
+    if let Some(identity) = &ctx.identity {
+        req.insert_header("x-gateway-user", identity.user.as_str())?;
+        req.insert_header("x-gateway-tenant", identity.tenant.as_str())?;
+        req.insert_header("x-gateway-roles", identity.roles_header())?;
+        req.insert_header("x-gateway-key-id", identity.key_id.as_str())?;
+    }
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    req.insert_header("traceparent", ctx.traceparent.as_str())?;
+    if let Some(ip) = client_ip {
+        req.insert_header("x-forwarded-for", ip.to_string())?;
+    }
+    for (name, value) in &pool.set_headers {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    if let Some(path) = &ctx.upstream_path {
+        if let Ok(uri) = path.parse::<http::Uri>() {
+            req.set_uri(uri);
+        }
+    }
+    Ok(())
+}
+
+/// Headers on every response to the client, proxied or not.
+pub fn decorate_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(rate) = &ctx.rate {
+        for (name, value) in rate.headers() {
+            resp.insert_header(name, value)?;
+        }
+    }
+    let ms = ctx.gateway_time().as_secs_f64() * 1000.0;
+    resp.insert_header("server-timing", format!("gateway;dur={ms:.3}"))?;
+    Ok(())
+}

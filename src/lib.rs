@@ -1,0 +1,29 @@
+//! tollgate: an AI-aware API gateway for customer-support platforms, on
+//! Cloudflare's Pingora. See DESIGN.md for the contract.
+
+pub mod admin;
+pub mod auth;
+pub mod authz;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod ctx;
+pub mod demo;
+pub mod error;
+pub mod framing;
+pub mod headers;
+pub mod ledger;
+pub mod limits;
+pub mod llm;
+pub mod logs;
+pub mod metrics;
+pub mod mock;
+pub mod observe;
+pub mod proxy;
+pub mod reload;
+pub mod respond;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod trace;
+pub mod upstream;

@@ -1,0 +1,309 @@
+//! Budget vocabulary: limits per scope, the charge a request carries, and the
+//! refusal returned when a budget is exhausted. No state lives here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+use crate::limits::window::Window;
+
+/// Micro-dollars per US dollar. Money is integer micro-USD so sums are exact.
+pub const MICRO_USD_PER_USD: u64 = 1_000_000;
+
+/// Converts a configured USD amount to micro-USD (rounded to nearest).
+/// `None` for negative, NaN, infinite or absurdly large values.
+pub fn micro_usd_from_usd(usd: f64) -> Option<u64> {
+    let micro = (usd * MICRO_USD_PER_USD as f64).round();
+    // 1.8e19 is just under u64::MAX; `as` would silently saturate above it.
+    if micro.is_finite() && (0.0..1.8e19).contains(&micro) {
+        Some(micro as u64)
+    } else {
+        None
+    }
+}
+
+/// Formats micro-USD as a decimal dollar amount: `50.00`, `0.125`, `1.000001`.
+pub fn format_micro_usd(micro: u64) -> String {
+    let whole = micro / MICRO_USD_PER_USD;
+    let frac = format!("{:06}", micro % MICRO_USD_PER_USD);
+    // Keep cents, drop trailing zeros beyond them.
+    let trimmed = frac.trim_end_matches('0');
+    let frac = if trimmed.len() < 2 {
+        &frac[..2]
+    } else {
+        trimmed
+    };
+    format!("{whole}.{frac}")
+}
+
+/// Limits for one scope. `None` means unlimited in that window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetLimits {
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub micro_usd_per_month: Option<u64>,
+}
+
+impl BudgetLimits {
+    /// True when no window is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.tokens_per_minute.is_none()
+            && self.tokens_per_day.is_none()
+            && self.micro_usd_per_month.is_none()
+    }
+
+    /// These limits with every field set in `over` replacing ours
+    /// (per-user overrides on top of the user-scope defaults).
+    pub fn with_override(&self, over: &BudgetLimits) -> BudgetLimits {
+        BudgetLimits {
+            tokens_per_minute: over.tokens_per_minute.or(self.tokens_per_minute),
+            tokens_per_day: over.tokens_per_day.or(self.tokens_per_day),
+            micro_usd_per_month: over.micro_usd_per_month.or(self.micro_usd_per_month),
+        }
+    }
+
+    /// The configured limit for `kind`.
+    pub fn limit(&self, kind: LimitKind) -> Option<u64> {
+        match kind {
+            LimitKind::TokensPerMinute => self.tokens_per_minute,
+            LimitKind::TokensPerDay => self.tokens_per_day,
+            LimitKind::UsdPerMonth => self.micro_usd_per_month,
+        }
+    }
+}
+
+/// Who a budget belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScopeKey {
+    User(String),
+    Tenant(String),
+}
+
+impl ScopeKey {
+    /// `"user"` or `"tenant"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScopeKey::User(_) => "user",
+            ScopeKey::Tenant(_) => "tenant",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            ScopeKey::User(id) | ScopeKey::Tenant(id) => id,
+        }
+    }
+}
+
+impl fmt::Display for ScopeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.id())
+    }
+}
+
+/// Error parsing a `ScopeKey` from `"user:<id>"` / `"tenant:<id>"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scope {0:?}: expected user:<id> or tenant:<id>")]
+pub struct ParseScopeError(pub String);
+
+impl FromStr for ScopeKey {
+    type Err = ParseScopeError;
+
+    /// Parses the `Display` form, e.g. for `/admin/usage/user:alice`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("user", id)) if !id.is_empty() => Ok(ScopeKey::User(id.to_string())),
+            Some(("tenant", id)) if !id.is_empty() => Ok(ScopeKey::Tenant(id.to_string())),
+            _ => Err(ParseScopeError(s.to_string())),
+        }
+    }
+}
+
+impl Serialize for ScopeKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What one request costs (estimated before the call, actual after it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Charge {
+    pub tokens: u64,
+    pub micro_usd: u64,
+}
+
+impl Charge {
+    /// The amount this charge counts against a window of `kind`.
+    pub fn amount(&self, kind: LimitKind) -> u64 {
+        match kind {
+            LimitKind::TokensPerMinute | LimitKind::TokensPerDay => self.tokens,
+            LimitKind::UsdPerMonth => self.micro_usd,
+        }
+    }
+
+    pub fn saturating_add(self, other: Charge) -> Charge {
+        Charge {
+            tokens: self.tokens.saturating_add(other.tokens),
+            micro_usd: self.micro_usd.saturating_add(other.micro_usd),
+        }
+    }
+
+    pub fn saturating_sub(self, other: Charge) -> Charge {
+        Charge {
+            tokens: self.tokens.saturating_sub(other.tokens),
+            micro_usd: self.micro_usd.saturating_sub(other.micro_usd),
+        }
+    }
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    TokensPerMinute,
+    TokensPerDay,
+    UsdPerMonth,
+}
+
+impl LimitKind {
+    /// Check order inside one scope: shortest window first.
+    pub const ALL: [LimitKind; 3] = [
+        LimitKind::TokensPerMinute,
+        LimitKind::TokensPerDay,
+        LimitKind::UsdPerMonth,
+    ];
+
+    pub fn window(self) -> Window {
+        match self {
+            LimitKind::TokensPerMinute => Window::Minute,
+            LimitKind::TokensPerDay => Window::Day,
+            LimitKind::UsdPerMonth => Window::Month,
+        }
+    }
+}
+
+/// A request refused because a budget would be exceeded.
+///
+/// `used` is settled usage in the current window plus in-flight reservations;
+/// `limit`/`used` are tokens, or micro-USD for `UsdPerMonth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetRefusal {
+    pub scope: ScopeKey,
+    pub kind: LimitKind,
+    pub limit: u64,
+    pub used: u64,
+    /// Seconds until the refusing window resets (for `Retry-After`).
+    pub retry_after_secs: u64,
+}
+
+impl fmt::Display for BudgetRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (who, id) = (self.scope.kind(), self.scope.id());
+        match self.kind {
+            LimitKind::TokensPerMinute => write!(
+                f,
+                "per-minute token budget of {} exhausted for {who} {id}",
+                self.limit
+            ),
+            LimitKind::TokensPerDay => write!(
+                f,
+                "daily token budget of {} exhausted for {who} {id}",
+                self.limit
+            ),
+            LimitKind::UsdPerMonth => write!(
+                f,
+                "monthly budget of ${} exhausted for {who} {id}",
+                format_micro_usd(self.limit)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BudgetRefusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_conversion() {
+        assert_eq!(micro_usd_from_usd(50.0), Some(50_000_000));
+        assert_eq!(micro_usd_from_usd(0.000_001), Some(1));
+        assert_eq!(micro_usd_from_usd(0.1 + 0.2), Some(300_000));
+        assert_eq!(micro_usd_from_usd(-1.0), None);
+        assert_eq!(micro_usd_from_usd(f64::NAN), None);
+        assert_eq!(micro_usd_from_usd(f64::INFINITY), None);
+        assert_eq!(micro_usd_from_usd(1e300), None);
+    }
+
+    #[test]
+    fn usd_formatting() {
+        assert_eq!(format_micro_usd(50_000_000), "50.00");
+        assert_eq!(format_micro_usd(2_000_500_000), "2000.50");
+        assert_eq!(format_micro_usd(125_000), "0.125");
+        assert_eq!(format_micro_usd(1_000_001), "1.000001");
+        assert_eq!(format_micro_usd(0), "0.00");
+    }
+
+    #[test]
+    fn refusal_messages() {
+        let r = BudgetRefusal {
+            scope: ScopeKey::User("alice".into()),
+            kind: LimitKind::TokensPerDay,
+            limit: 200_000,
+            used: 199_000,
+            retry_after_secs: 10,
+        };
+        assert_eq!(
+            r.to_string(),
+            "daily token budget of 200000 exhausted for user alice"
+        );
+        let r = BudgetRefusal {
+            scope: ScopeKey::Tenant("acme".into()),
+            kind: LimitKind::UsdPerMonth,
+            limit: 2_000_000_000,
+            ..r
+        };
+        assert_eq!(
+            r.to_string(),
+            "monthly budget of $2000.00 exhausted for tenant acme"
+        );
+    }
+
+    #[test]
+    fn scope_key_display_parse_roundtrip() {
+        let k = ScopeKey::User("alice".into());
+        assert_eq!(k.to_string(), "user:alice");
+        assert_eq!("user:alice".parse::<ScopeKey>(), Ok(k));
+        assert_eq!(
+            "tenant:a:b".parse::<ScopeKey>(),
+            Ok(ScopeKey::Tenant("a:b".into()))
+        );
+        assert!("user:".parse::<ScopeKey>().is_err());
+        assert!("group:x".parse::<ScopeKey>().is_err());
+        assert_eq!(
+            serde_json::to_string(&ScopeKey::Tenant("acme".into())).ok(),
+            Some("\"tenant:acme\"".to_string())
+        );
+    }
+
+    #[test]
+    fn override_replaces_only_set_fields() {
+        let base = BudgetLimits {
+            tokens_per_minute: Some(20_000),
+            tokens_per_day: Some(200_000),
+            micro_usd_per_month: Some(50_000_000),
+        };
+        let over = BudgetLimits {
+            tokens_per_day: Some(500_000),
+            ..Default::default()
+        };
+        let merged = base.with_override(&over);
+        assert_eq!(merged.tokens_per_minute, Some(20_000));
+        assert_eq!(merged.tokens_per_day, Some(500_000));
+        assert_eq!(merged.micro_usd_per_month, Some(50_000_000));
+        assert!(BudgetLimits::default().is_unlimited());
+        assert!(!merged.is_unlimited());
+    }
+}

@@ -1,0 +1,575 @@
+//! In-process budget store: one mutex-protected map of per-scope counters.
+//!
+//! A single mutex is held across the check *and* the reservation for all
+//! scopes, which makes `reserve` atomic all-or-none without lock ordering.
+//! The critical section is a few hash lookups, far below the cost of the LLM
+//! call it guards, so sharding is not worth the complexity.
+//!
+//! Reservation semantics: a reservation is a window-less hold. While open it
+//! counts against whichever minute/day/month is current, and settling or
+//! releasing removes exactly what was added, even after a window boundary
+//! passed (so there is no drift). Actual usage goes into the windows current
+//! at settle time — a long stream that started at 23:59 is billed to the new
+//! day, where its tokens were really produced.
+//!
+//! Memory: an entry exists per scope that spent in the current month or has
+//! an open reservation. Every `prune_every` mutating operations, entries with
+//! no open reservation and no usage in any current window are dropped, so
+//! memory grows only with the users and tenants who actually spend this month.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
+use crate::limits::store::{
+    ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, Store, StoreError,
+};
+use crate::limits::window::{seconds_to_reset, window_id, Window};
+
+/// Default number of mutating operations between prune sweeps.
+pub const DEFAULT_PRUNE_EVERY: u64 = 4096;
+
+/// Settled amount in one window; stale once `window` is not the current id.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    window: u64,
+    amount: u64,
+}
+
+impl Slot {
+    fn current(&self, id: u64) -> u64 {
+        if self.window == id {
+            self.amount
+        } else {
+            0
+        }
+    }
+
+    /// True when nothing in this slot can count again: empty, or from an
+    /// earlier window (a later one means the clock stepped back: keep it).
+    fn is_spent_or_empty(&self, id: u64) -> bool {
+        self.amount == 0 || self.window < id
+    }
+
+    fn add(&mut self, id: u64, amount: u64) {
+        if self.window != id {
+            *self = Slot {
+                window: id,
+                amount: 0,
+            };
+        }
+        self.amount = self.amount.saturating_add(amount);
+    }
+}
+
+/// Ids of the minute, day and month containing one instant.
+#[derive(Debug, Clone, Copy)]
+struct WindowIds {
+    minute: u64,
+    day: u64,
+    month: u64,
+}
+
+impl WindowIds {
+    fn at(now_unix: u64) -> Self {
+        WindowIds {
+            minute: window_id(Window::Minute, now_unix),
+            day: window_id(Window::Day, now_unix),
+            month: window_id(Window::Month, now_unix),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    tokens_minute: Slot,
+    tokens_day: Slot,
+    micro_usd_month: Slot,
+    reserved: Charge,
+    open_reservations: u64,
+}
+
+impl ScopeState {
+    fn settled(&self, kind: LimitKind, ids: WindowIds) -> u64 {
+        match kind {
+            LimitKind::TokensPerMinute => self.tokens_minute.current(ids.minute),
+            LimitKind::TokensPerDay => self.tokens_day.current(ids.day),
+            LimitKind::UsdPerMonth => self.micro_usd_month.current(ids.month),
+        }
+    }
+
+    fn add_settled(&mut self, c: Charge, ids: WindowIds) {
+        self.tokens_minute.add(ids.minute, c.tokens);
+        self.tokens_day.add(ids.day, c.tokens);
+        self.micro_usd_month.add(ids.month, c.micro_usd);
+    }
+
+    fn unhold(&mut self, c: Charge) {
+        self.reserved = self.reserved.saturating_sub(c);
+        self.open_reservations = self.open_reservations.saturating_sub(1);
+    }
+
+    fn is_idle(&self, ids: WindowIds) -> bool {
+        self.open_reservations == 0
+            && self.tokens_minute.is_spent_or_empty(ids.minute)
+            && self.tokens_day.is_spent_or_empty(ids.day)
+            && self.micro_usd_month.is_spent_or_empty(ids.month)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    scopes: HashMap<ScopeKey, ScopeState>,
+    next_id: u64,
+    ops_since_prune: u64,
+}
+
+impl Inner {
+    fn first_refusal(
+        &self,
+        scopes: &[(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+    ) -> Option<BudgetRefusal> {
+        let ids = WindowIds::at(now_unix);
+        for (key, limits) in scopes {
+            let state = self.scopes.get(key);
+            for kind in LimitKind::ALL {
+                let Some(limit) = limits.limit(kind) else {
+                    continue;
+                };
+                let used = state.map_or(0, |s| {
+                    s.settled(kind, ids).saturating_add(s.reserved.amount(kind))
+                });
+                if used.saturating_add(charge.amount(kind)) > limit {
+                    return Some(BudgetRefusal {
+                        scope: key.clone(),
+                        kind,
+                        limit,
+                        used,
+                        retry_after_secs: seconds_to_reset(kind.window(), now_unix),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts a mutating operation and sweeps idle entries when due.
+    /// `now_unix` is `None` when the caller has no clock reading (release):
+    /// the sweep then waits for the next reserve/settle.
+    fn tick(&mut self, prune_every: u64, now_unix: Option<u64>) {
+        self.ops_since_prune = self.ops_since_prune.saturating_add(1);
+        let Some(now_unix) = now_unix else {
+            return;
+        };
+        if self.ops_since_prune >= prune_every {
+            self.ops_since_prune = 0;
+            let ids = WindowIds::at(now_unix);
+            self.scopes.retain(|_, s| !s.is_idle(ids));
+        }
+    }
+}
+
+/// In-memory [`Store`] for a single gateway process.
+#[derive(Debug)]
+pub struct LocalStore {
+    inner: Mutex<Inner>,
+    prune_every: u64,
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalStore {
+    pub fn new() -> Self {
+        Self::with_prune_every(DEFAULT_PRUNE_EVERY)
+    }
+
+    /// Prunes idle entries every `prune_every` reserve/settle/release calls.
+    pub fn with_prune_every(prune_every: u64) -> Self {
+        LocalStore {
+            inner: Mutex::new(Inner::default()),
+            prune_every: prune_every.max(1),
+        }
+    }
+
+    /// Number of scopes currently tracked (for metrics and tests).
+    pub fn tracked_scopes(&self) -> usize {
+        self.lock().scopes.len()
+    }
+
+    /// Never panics on a poisoned lock: every update below is a handful of
+    /// saturating integer writes, so the counters are consistent even if a
+    /// panic happened elsewhere while the lock was held.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for LocalStore {
+    fn reserve(
+        &self,
+        scopes: &[(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+    ) -> Result<ReservationTicket, ReserveError> {
+        let mut inner = self.lock();
+        // Check everything before touching anything: all-or-none.
+        if let Some(refusal) = inner.first_refusal(scopes, charge, now_unix) {
+            return Err(ReserveError::Refused(refusal));
+        }
+        let mut keys: Vec<ScopeKey> = Vec::with_capacity(scopes.len());
+        for (key, _) in scopes {
+            // A scope listed twice is held once, matching how it was checked.
+            if keys.contains(key) {
+                continue;
+            }
+            let state = inner.scopes.entry(key.clone()).or_default();
+            state.reserved = state.reserved.saturating_add(charge);
+            state.open_reservations += 1;
+            keys.push(key.clone());
+        }
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.tick(self.prune_every, Some(now_unix));
+        Ok(ReservationTicket {
+            id,
+            scopes: keys,
+            charge,
+            reserved_at: now_unix,
+        })
+    }
+
+    fn settle(
+        &self,
+        ticket: ReservationTicket,
+        actual: Charge,
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        let ids = WindowIds::at(now_unix);
+        let mut inner = self.lock();
+        for key in &ticket.scopes {
+            // Entries with open reservations are never pruned, so this is
+            // normally present; re-create it rather than lose usage.
+            let state = inner.scopes.entry(key.clone()).or_default();
+            state.unhold(ticket.charge);
+            state.add_settled(actual, ids);
+        }
+        inner.tick(self.prune_every, Some(now_unix));
+        Ok(())
+    }
+
+    fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for key in &ticket.scopes {
+            if let Some(state) = inner.scopes.get_mut(key) {
+                state.unhold(ticket.charge);
+            }
+        }
+        inner.tick(self.prune_every, None);
+        Ok(())
+    }
+
+    fn usage(&self, scope: &ScopeKey, now_unix: u64) -> Result<ScopeUsage, StoreError> {
+        let ids = WindowIds::at(now_unix);
+        let inner = self.lock();
+        Ok(inner
+            .scopes
+            .get(scope)
+            .map(|s| ScopeUsage {
+                tokens_minute: s.tokens_minute.current(ids.minute),
+                tokens_day: s.tokens_day.current(ids.day),
+                micro_usd_month: s.micro_usd_month.current(ids.month),
+                reserved_tokens: s.reserved.tokens,
+                reserved_micro_usd: s.reserved.micro_usd,
+            })
+            .unwrap_or_default())
+    }
+
+    fn restore(
+        &self,
+        spend: &[(ScopeKey, SpendInWindows)],
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        let ids = WindowIds::at(now_unix);
+        let mut inner = self.lock();
+        for (key, s) in spend {
+            let state = inner.scopes.entry(key.clone()).or_default();
+            state.tokens_minute = Slot {
+                window: ids.minute,
+                amount: s.tokens_minute,
+            };
+            state.tokens_day = Slot {
+                window: ids.day,
+                amount: s.tokens_day,
+            };
+            state.micro_usd_month = Slot {
+                window: ids.month,
+                amount: s.micro_usd_month,
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::store::Reservation;
+    use std::sync::{Arc, Barrier};
+
+    // 2024-05-15 12:00:00 UTC, mid-minute/day/month.
+    const NOW: u64 = 1_715_774_400;
+
+    fn user(id: &str) -> ScopeKey {
+        ScopeKey::User(id.into())
+    }
+    fn tenant(id: &str) -> ScopeKey {
+        ScopeKey::Tenant(id.into())
+    }
+    fn tokens(n: u64) -> Charge {
+        Charge {
+            tokens: n,
+            micro_usd: 0,
+        }
+    }
+    fn tpm(n: u64) -> BudgetLimits {
+        BudgetLimits {
+            tokens_per_minute: Some(n),
+            ..Default::default()
+        }
+    }
+    fn usage(store: &dyn Store, k: &ScopeKey, now: u64) -> ScopeUsage {
+        store.usage(k, now).unwrap_or_else(|e| panic!("usage: {e}"))
+    }
+    fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
+        match r {
+            Err(ReserveError::Refused(r)) => r,
+            other => panic!("expected refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reserve_counts_until_limit_then_refuses() {
+        let s = LocalStore::new();
+        let scopes = [(user("alice"), tpm(100))];
+        let a = s.reserve(&scopes, tokens(60), NOW);
+        assert!(a.is_ok());
+        let r = refusal(s.reserve(&scopes, tokens(41), NOW));
+        assert_eq!(r.kind, LimitKind::TokensPerMinute);
+        assert_eq!((r.limit, r.used), (100, 60));
+        assert_eq!(r.retry_after_secs, 60);
+        assert!(s.reserve(&scopes, tokens(40), NOW).is_ok());
+    }
+
+    #[test]
+    fn refusal_is_all_or_none_across_scopes() {
+        let s = LocalStore::new();
+        let scopes = [
+            (user("alice"), tpm(1000)),
+            (
+                tenant("acme"),
+                BudgetLimits {
+                    micro_usd_per_month: Some(1_000),
+                    ..Default::default()
+                },
+            ),
+        ];
+        let c = Charge {
+            tokens: 10,
+            micro_usd: 2_000,
+        };
+        let r = refusal(s.reserve(&scopes, c, NOW));
+        assert_eq!(r.scope, tenant("acme"));
+        assert_eq!(r.kind, LimitKind::UsdPerMonth);
+        // The user scope passed its check but must hold nothing.
+        assert_eq!(usage(&s, &user("alice"), NOW), ScopeUsage::default());
+        assert_eq!(s.tracked_scopes(), 0);
+    }
+
+    #[test]
+    fn first_failure_reported_in_scope_then_window_order() {
+        let s = LocalStore::new();
+        let tight = BudgetLimits {
+            tokens_per_minute: Some(5),
+            tokens_per_day: Some(5),
+            micro_usd_per_month: Some(5),
+        };
+        let scopes = [(user("u"), tight), (tenant("t"), tight)];
+        let r = refusal(s.reserve(
+            &scopes,
+            Charge {
+                tokens: 10,
+                micro_usd: 10,
+            },
+            NOW,
+        ));
+        assert_eq!((r.scope, r.kind), (user("u"), LimitKind::TokensPerMinute));
+        let r = refusal(s.reserve(
+            &scopes,
+            Charge {
+                tokens: 1,
+                micro_usd: 10,
+            },
+            NOW,
+        ));
+        assert_eq!((r.scope, r.kind), (user("u"), LimitKind::UsdPerMonth));
+    }
+
+    #[test]
+    fn settle_replaces_reservation_with_actual_even_over_limit() {
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new());
+        let scopes = [(user("alice"), tpm(100))];
+        let r = Reservation::reserve(&store, &scopes, tokens(50), NOW);
+        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(usage(&*store, &user("alice"), NOW).reserved_tokens, 50);
+        assert!(r.settle(tokens(150), NOW + 1).is_ok());
+        let u = usage(&*store, &user("alice"), NOW + 1);
+        assert_eq!(
+            (u.tokens_minute, u.tokens_day, u.reserved_tokens),
+            (150, 150, 0)
+        );
+        let refused = refusal(store.reserve(&scopes, tokens(1), NOW + 2));
+        assert_eq!(refused.used, 150);
+    }
+
+    #[test]
+    fn dropped_guard_returns_budget() {
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new());
+        let scopes = [(user("alice"), tpm(100)), (tenant("acme"), tpm(100))];
+        let r = Reservation::reserve(&store, &scopes, tokens(100), NOW);
+        assert!(r.is_ok());
+        assert!(store.reserve(&scopes, tokens(1), NOW).is_err());
+        drop(r);
+        assert_eq!(usage(&*store, &user("alice"), NOW), ScopeUsage::default());
+        assert_eq!(usage(&*store, &tenant("acme"), NOW), ScopeUsage::default());
+    }
+
+    #[test]
+    fn settle_across_minute_boundary_moves_usage_to_new_window() {
+        let s = LocalStore::new();
+        let scopes = [(user("bob"), tpm(100))];
+        let t = s.reserve(&scopes, tokens(80), NOW + 59);
+        let t = t.unwrap_or_else(|e| panic!("{e}"));
+        // The hold still counts right after the boundary…
+        assert!(s.reserve(&scopes, tokens(30), NOW + 60).is_err());
+        assert!(s.settle(t, tokens(70), NOW + 61).is_ok());
+        // …and settling removes it exactly, charging the new minute.
+        let u = usage(&s, &user("bob"), NOW + 61);
+        assert_eq!((u.tokens_minute, u.reserved_tokens), (70, 0));
+        assert_eq!(usage(&s, &user("bob"), NOW + 120).tokens_minute, 0);
+        assert_eq!(usage(&s, &user("bob"), NOW + 120).tokens_day, 70);
+    }
+
+    #[test]
+    fn windows_reset_independently() {
+        let s = LocalStore::new();
+        let limits = BudgetLimits {
+            tokens_per_minute: Some(100),
+            tokens_per_day: Some(150),
+            micro_usd_per_month: None,
+        };
+        let scopes = [(user("u"), limits)];
+        for now in [NOW, NOW + 60] {
+            let t = s.reserve(&scopes, tokens(70), now);
+            let t = t.unwrap_or_else(|e| panic!("{e}"));
+            assert!(s.settle(t, tokens(70), now).is_ok());
+        }
+        let r = refusal(s.reserve(&scopes, tokens(70), NOW + 120));
+        assert_eq!((r.kind, r.used), (LimitKind::TokensPerDay, 140));
+        assert_eq!(r.retry_after_secs, 12 * 3600 - 120);
+    }
+
+    #[test]
+    fn concurrent_reservations_admit_exactly_capacity() {
+        let store = Arc::new(LocalStore::new());
+        let barrier = Arc::new(Barrier::new(50));
+        let scopes = vec![(user("u"), tpm(100)), (tenant("t"), tpm(1_000))];
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, barrier, scopes) = (store.clone(), barrier.clone(), scopes.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Keep tickets alive: we count admissions, not throughput.
+                    store.reserve(&scopes, tokens(10), NOW).ok()
+                })
+            })
+            .collect();
+        let admitted = handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .count();
+        assert_eq!(admitted, 10);
+        assert_eq!(usage(&*store, &user("u"), NOW).reserved_tokens, 100);
+        assert_eq!(usage(&*store, &tenant("t"), NOW).reserved_tokens, 100);
+    }
+
+    #[test]
+    fn restore_seeds_current_windows() {
+        let s = LocalStore::new();
+        let spend = SpendInWindows {
+            tokens_minute: 10,
+            tokens_day: 90,
+            micro_usd_month: 5_000,
+        };
+        assert!(s.restore(&[(user("a"), spend)], NOW).is_ok());
+        assert!(s.restore(&[(user("a"), spend)], NOW).is_ok()); // idempotent
+        let u = usage(&s, &user("a"), NOW);
+        assert_eq!(
+            (u.tokens_minute, u.tokens_day, u.micro_usd_month),
+            (10, 90, 5_000)
+        );
+        let limits = BudgetLimits {
+            tokens_per_day: Some(100),
+            ..Default::default()
+        };
+        let r = refusal(s.reserve(&[(user("a"), limits)], tokens(11), NOW));
+        assert_eq!(r.used, 90);
+        assert_eq!(usage(&s, &user("a"), NOW + 60).tokens_minute, 0);
+    }
+
+    #[test]
+    fn idle_entries_are_pruned_but_spenders_and_holders_kept() {
+        let s = LocalStore::with_prune_every(1);
+        let scopes = |id: &str| [(user(id), BudgetLimits::default())];
+        // Spent this month: kept.
+        let t = s.reserve(&scopes("spender"), tokens(5), NOW);
+        assert!(s
+            .settle(t.unwrap_or_else(|e| panic!("{e}")), tokens(5), NOW)
+            .is_ok());
+        // Open reservation: kept.
+        let held = s.reserve(&scopes("holder"), tokens(5), NOW);
+        assert!(held.is_ok());
+        // Reserved then released with no usage: dropped.
+        let t = s.reserve(&scopes("idle"), tokens(5), NOW);
+        assert!(s.release(t.unwrap_or_else(|e| panic!("{e}"))).is_ok());
+        // Next sweep runs on this op.
+        assert!(s.reserve(&scopes("holder"), tokens(0), NOW).is_ok());
+        assert_eq!(s.tracked_scopes(), 2);
+        // Next month the spender's usage is stale: dropped.
+        let next_month = NOW + 31 * 86_400;
+        assert!(s.reserve(&scopes("holder"), tokens(0), next_month).is_ok());
+        assert_eq!(s.tracked_scopes(), 1);
+        assert_eq!(
+            usage(&s, &user("spender"), next_month),
+            ScopeUsage::default()
+        );
+    }
+
+    #[test]
+    fn duplicate_scope_is_held_once() {
+        let s = LocalStore::new();
+        let scopes = [(user("a"), tpm(100)), (user("a"), tpm(100))];
+        let t = s.reserve(&scopes, tokens(60), NOW);
+        assert!(t.is_ok());
+        assert_eq!(usage(&s, &user("a"), NOW).reserved_tokens, 60);
+        if let Ok(t) = t {
+            assert!(s.release(t).is_ok());
+        }
+        assert_eq!(usage(&s, &user("a"), NOW).reserved_tokens, 0);
+    }
+}

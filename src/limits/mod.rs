@@ -1,0 +1,8 @@
+//! Limits: request rates, token and USD budgets, and the stores that hold
+//! their counters.
+
+pub mod budget;
+pub mod local_store;
+pub mod rate;
+pub mod store;
+pub mod window;

@@ -1,0 +1,107 @@
+//! Token counting with the o200k_base BPE (GPT-4o family).
+//!
+//! Counts are estimates used for budget reservation; the upstream's reported
+//! usage is what gets billed whenever it is available.
+
+use once_cell::sync::Lazy;
+use tiktoken_rs::CoreBPE;
+
+use super::chat::{ChatRequest, Part};
+
+/// Loaded on first use (or by [`warm_up`]). `None` if the embedded BPE could not
+/// be built, in which case counting degrades to a byte heuristic.
+static BPE: Lazy<Option<CoreBPE>> = Lazy::new(|| tiktoken_rs::o200k_base().ok());
+
+/// OpenAI's documented framing overhead per message (`<|start|>role ... <|end|>`).
+const TOKENS_PER_MESSAGE: u64 = 3;
+/// Every reply is primed with `<|start|>assistant<|message|>`.
+const REPLY_PRIMING_TOKENS: u64 = 3;
+/// Images are charged 85 tokens at "low" detail and 85 + 170 per 512px tile at
+/// "high"; the tile count needs the image dimensions, which we do not fetch, so
+/// reserve the minimum and let the upstream's usage correct it. Other non-text
+/// parts (audio, files) get the same placeholder.
+const NON_TEXT_PART_TOKENS: u64 = 85;
+
+/// Builds the tokenizer now (parsing the embedded BPE is slow) rather than
+/// during the first request.
+/// Returns false if the BPE is unavailable and the byte heuristic is in use.
+pub fn warm_up() -> bool {
+    BPE.is_some()
+}
+
+pub fn count_text(text: &str) -> u64 {
+    match BPE.as_ref() {
+        // Ordinary encoding: user text that looks like a special token is
+        // tokenized as plain text, as the upstream does.
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => fallback_count(text),
+    }
+}
+
+/// ~4 bytes per token is OpenAI's rule of thumb for English text.
+fn fallback_count(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// Prompt tokens as OpenAI's cookbook approximates them for chat models.
+pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
+    let mut total = REPLY_PRIMING_TOKENS;
+    for msg in req.messages() {
+        total = total
+            .saturating_add(TOKENS_PER_MESSAGE)
+            .saturating_add(count_text(msg.role()));
+        msg.for_each_part(|part| {
+            let n = match part {
+                Part::Text(t) => count_text(t),
+                Part::Other => NON_TEXT_PART_TOKENS,
+            };
+            total = total.saturating_add(n);
+        });
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_loads() {
+        assert!(warm_up());
+    }
+
+    #[test]
+    fn counts_known_strings() {
+        assert_eq!(count_text(""), 0);
+        // o200k_base: "Hello" "," " world" "!"
+        assert_eq!(count_text("Hello, world!"), 4);
+        assert_eq!(count_text("user"), 1);
+        // Special-token lookalikes are plain text, so more than one token.
+        assert!(count_text("<|endoftext|>") > 1);
+    }
+
+    #[test]
+    fn fallback_rounds_up() {
+        assert_eq!(fallback_count(""), 0);
+        assert_eq!(fallback_count("a"), 1);
+        assert_eq!(fallback_count("abcd"), 1);
+        assert_eq!(fallback_count("abcde"), 2);
+    }
+
+    #[test]
+    fn estimates_prompt_with_overheads_and_images() {
+        let body = br#"{"model":"m","messages":[
+            {"role":"system","content":"Hello, world!"},
+            {"role":"user","content":[{"type":"text","text":"Hello, world!"},
+                {"type":"image_url","image_url":{"url":"data:..."}}]},
+            {"role":"assistant","content":null}
+        ]}"#;
+        let req = ChatRequest::parse(body).unwrap();
+        let roles: u64 = ["system", "user", "assistant"]
+            .iter()
+            .map(|r| count_text(r))
+            .sum();
+        let expected = REPLY_PRIMING_TOKENS + 3 * TOKENS_PER_MESSAGE + roles + 4 + 4 + 85;
+        assert_eq!(estimate_prompt_tokens(&req), expected);
+    }
+}

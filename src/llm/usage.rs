@@ -1,0 +1,709 @@
+//! Extracts token usage from an upstream chat-completions response, fed
+//! incrementally as the body arrives (chunks may split anywhere, even inside a
+//! UTF-8 character or a `\r\n`).
+//!
+//! Memory is bounded in both modes: JSON bodies are buffered up to a caller-set
+//! limit, SSE streams only ever hold the event being assembled.
+
+use serde_json::Value;
+
+use super::tokens;
+
+/// Largest SSE event we assemble. OpenAI chunks are a few hundred bytes; an
+/// event beyond this is dropped rather than buffered.
+pub const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
+
+/// Token usage as reported by the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Reads an OpenAI `usage` object; `None` for null or a non-object.
+    /// Missing counters read as 0 (details are optional and vary by provider).
+    pub fn from_json(usage: &Value) -> Option<Usage> {
+        let obj = usage.as_object()?;
+        let num = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        Some(Usage {
+            prompt_tokens: num(obj.get("prompt_tokens")),
+            completion_tokens: num(obj.get("completion_tokens")),
+            cached_tokens: num(usage.pointer("/prompt_tokens_details/cached_tokens")),
+            reasoning_tokens: num(usage.pointer("/completion_tokens_details/reasoning_tokens")),
+        })
+    }
+}
+
+/// What a response revealed about its token usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParsedUsage {
+    /// The upstream's own figures (the last `usage` seen), if any.
+    pub usage: Option<Usage>,
+    /// Locally counted tokens of the generated text, for billing an estimate
+    /// when `usage` is `None`. In JSON mode it is only computed in that case.
+    pub completion_text_tokens: u64,
+}
+
+#[derive(Debug)]
+pub struct UsageParser {
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Json(JsonBody),
+    Sse(SseUsage),
+}
+
+impl UsageParser {
+    /// For a non-streaming JSON body; bodies over `max_buffer` bytes yield no usage.
+    pub fn json(max_buffer: usize) -> UsageParser {
+        UsageParser {
+            mode: Mode::Json(JsonBody::new(max_buffer)),
+        }
+    }
+
+    /// For a `text/event-stream` body.
+    pub fn sse() -> UsageParser {
+        UsageParser {
+            mode: Mode::Sse(SseUsage::default()),
+        }
+    }
+
+    /// Picks SSE for `text/event-stream` (parameters and case ignored), else JSON.
+    pub fn for_content_type(content_type: Option<&str>, max_buffer: usize) -> UsageParser {
+        let is_sse = content_type
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"));
+        if is_sse {
+            UsageParser::sse()
+        } else {
+            UsageParser::json(max_buffer)
+        }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        matches!(self.mode, Mode::Sse(_))
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.mode {
+            Mode::Json(j) => j.feed(chunk),
+            Mode::Sse(s) => s.feed(chunk),
+        }
+    }
+
+    /// Result so far; call at end of body or after an aborted stream.
+    /// Idempotent: further calls (and feeds) do not change the result.
+    pub fn finish(&mut self) -> ParsedUsage {
+        match &mut self.mode {
+            Mode::Json(j) => j.finish(),
+            Mode::Sse(s) => s.finish(),
+        }
+    }
+}
+
+/// Adds the tokens of `choices[*].<field>.content` (and `reasoning_content`,
+/// which some OpenAI-compatible providers use for thinking output).
+fn count_choice_text(response: &Value, field: &str) -> u64 {
+    let Some(choices) = response.get("choices").and_then(Value::as_array) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for choice in choices {
+        let Some(msg) = choice.get(field) else {
+            continue;
+        };
+        for key in ["content", "reasoning_content"] {
+            if let Some(text) = msg.get(key).and_then(Value::as_str) {
+                total = total.saturating_add(tokens::count_text(text));
+            }
+        }
+    }
+    total
+}
+
+// ---------------------------------------------------------------------------
+// JSON mode
+
+#[derive(Debug)]
+struct JsonBody {
+    buf: Vec<u8>,
+    max: usize,
+    overflowed: bool,
+    result: Option<ParsedUsage>,
+}
+
+impl JsonBody {
+    fn new(max: usize) -> JsonBody {
+        JsonBody {
+            buf: Vec::new(),
+            max,
+            overflowed: false,
+            result: None,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.overflowed || self.result.is_some() {
+            return;
+        }
+        if self.buf.len().saturating_add(chunk.len()) > self.max {
+            // Free the memory now; a partial body cannot be parsed anyway.
+            self.overflowed = true;
+            self.buf = Vec::new();
+            return;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    fn finish(&mut self) -> ParsedUsage {
+        if let Some(r) = self.result {
+            return r;
+        }
+        let parsed = if self.overflowed {
+            ParsedUsage::default()
+        } else {
+            match serde_json::from_slice::<Value>(&self.buf) {
+                Ok(v) => parse_response(&v),
+                Err(_) => ParsedUsage::default(),
+            }
+        };
+        self.buf = Vec::new();
+        self.result = Some(parsed);
+        parsed
+    }
+}
+
+fn parse_response(v: &Value) -> ParsedUsage {
+    match v.get("usage").and_then(Usage::from_json) {
+        Some(usage) => ParsedUsage {
+            usage: Some(usage),
+            completion_text_tokens: 0,
+        },
+        None => ParsedUsage {
+            usage: None,
+            completion_text_tokens: count_choice_text(v, "message"),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SSE mode: usage extraction on top of a generic event decoder.
+
+#[derive(Debug, Default)]
+struct SseUsage {
+    decoder: SseDecoder,
+    state: StreamState,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    last_usage: Option<Usage>,
+    text_tokens: u64,
+    done: bool,
+}
+
+impl StreamState {
+    fn on_event(&mut self, data: &[u8]) {
+        if self.done {
+            return;
+        }
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        // Malformed or non-JSON events (keep-alives, vendor noise) are skipped:
+        // they must never fail the proxied response.
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        if let Some(u) = v.get("usage").and_then(Usage::from_json) {
+            self.last_usage = Some(u);
+        }
+        // Deltas are roughly token-aligned, so counting them one by one is
+        // close to counting the joined text.
+        self.text_tokens = self
+            .text_tokens
+            .saturating_add(count_choice_text(&v, "delta"));
+    }
+}
+
+impl SseUsage {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.state.done {
+            return;
+        }
+        let state = &mut self.state;
+        self.decoder.feed(chunk, |data| state.on_event(data));
+    }
+
+    fn finish(&mut self) -> ParsedUsage {
+        if !self.state.done {
+            let state = &mut self.state;
+            self.decoder.finish(|data| state.on_event(data));
+            self.state.done = true;
+        }
+        ParsedUsage {
+            usage: self.state.last_usage,
+            completion_text_tokens: self.state.text_tokens,
+        }
+    }
+}
+
+/// Server-sent-events framing per the WHATWG spec, reduced to what usage
+/// extraction needs: only `data` fields are kept (`event`, `id`, `retry` and
+/// comments are ignored) and a leading BOM is not stripped.
+#[derive(Debug)]
+struct SseDecoder {
+    /// Unterminated line carried over from the previous chunk.
+    line: Vec<u8>,
+    /// Data lines of the current event, joined with `\n` (trailing `\n` included).
+    data: Vec<u8>,
+    /// The previous chunk ended in `\r`; a leading `\n` in the next one belongs to it.
+    after_cr: bool,
+    /// The current event exceeded the size cap and is being skipped.
+    discarding: bool,
+    /// The current line is non-empty but was dropped for being too long.
+    line_dropped: bool,
+    max_event: usize,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        SseDecoder::with_limit(MAX_SSE_EVENT_BYTES)
+    }
+}
+
+impl SseDecoder {
+    fn with_limit(max_event: usize) -> SseDecoder {
+        SseDecoder {
+            line: Vec::new(),
+            data: Vec::new(),
+            after_cr: false,
+            discarding: false,
+            line_dropped: false,
+            max_event,
+        }
+    }
+
+    fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
+        if self.after_cr && !chunk.is_empty() {
+            self.after_cr = false;
+            if chunk[0] == b'\n' {
+                chunk = &chunk[1..];
+            }
+        }
+        while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (head, rest) = chunk.split_at(pos);
+            let is_cr = rest[0] == b'\r';
+            chunk = &rest[1..];
+            if is_cr {
+                match chunk.first() {
+                    Some(b'\n') => chunk = &chunk[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            if self.line.is_empty() && !self.line_dropped {
+                // Fast path: the whole line is inside this chunk, no copy.
+                self.on_line(head, &mut on_event);
+            } else {
+                self.push_line_bytes(head);
+                let line = std::mem::take(&mut self.line);
+                self.on_line(&line, &mut on_event);
+                self.line = recycle(line);
+            }
+        }
+        self.push_line_bytes(chunk);
+    }
+
+    /// End of stream. The spec drops an unterminated final event, but for billing
+    /// a complete usage object missing only its blank line is still worth
+    /// reading; a truncated one fails JSON parsing and is skipped anyway.
+    fn finish(&mut self, mut on_event: impl FnMut(&[u8])) {
+        if !self.line.is_empty() || self.line_dropped {
+            let line = std::mem::take(&mut self.line);
+            self.on_line(&line, &mut on_event);
+        }
+        self.on_line(b"", &mut on_event);
+    }
+
+    fn push_line_bytes(&mut self, bytes: &[u8]) {
+        if self.line_dropped || bytes.is_empty() {
+            return;
+        }
+        if self.data.len() + self.line.len() + bytes.len() > self.max_event {
+            self.drop_event();
+            self.line_dropped = true;
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn drop_event(&mut self) {
+        self.discarding = true;
+        // Release the memory, not just the length: the point is bounding it.
+        self.line = Vec::new();
+        self.data = Vec::new();
+    }
+
+    fn on_line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
+        if self.line_dropped {
+            // An over-long line is never empty, so it cannot end the event.
+            self.line_dropped = false;
+            return;
+        }
+        if line.is_empty() {
+            self.dispatch(on_event);
+            return;
+        }
+        if self.discarding || line[0] == b':' {
+            return;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        if field != b"data" {
+            return;
+        }
+        if self.data.len() + value.len() + 1 > self.max_event {
+            self.drop_event();
+            return;
+        }
+        self.data.extend_from_slice(value);
+        self.data.push(b'\n');
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8])) {
+        if self.discarding {
+            self.discarding = false;
+        } else if let Some((b'\n', data)) = self.data.split_last() {
+            on_event(data);
+        }
+        self.data = recycle(std::mem::take(&mut self.data));
+    }
+}
+
+/// Above this, a buffer is freed instead of reused, so one large event does not
+/// pin up to `MAX_SSE_EVENT_BYTES` for the rest of a long stream.
+const KEEP_BUFFER_CAPACITY: usize = 16 * 1024;
+
+fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() > KEEP_BUFFER_CAPACITY {
+        return Vec::new();
+    }
+    buf.clear();
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const WORDS: [&str; 8] = [
+        "Hello", " there", "!", " How", " can", " I", " help", " today?",
+    ];
+
+    fn chunk_event(delta: Value, finish: Option<&str>, eol: &str) -> String {
+        let v = json!({
+            "id": "chatcmpl-9xYz", "object": "chat.completion.chunk",
+            "created": 1_700_000_000, "model": "gpt-4o-mini-2024-07-18",
+            "system_fingerprint": "fp_0ba0d124f1",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "usage": null
+        });
+        format!("data: {v}{eol}{eol}")
+    }
+
+    fn usage_json() -> Value {
+        json!({
+            "prompt_tokens": 1200, "completion_tokens": 8, "total_tokens": 1208,
+            "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 3, "audio_tokens": 0}
+        })
+    }
+
+    fn expected_usage() -> Usage {
+        Usage {
+            prompt_tokens: 1200,
+            completion_tokens: 8,
+            cached_tokens: 1024,
+            reasoning_tokens: 3,
+        }
+    }
+
+    /// An OpenAI stream with `include_usage`: keep-alive comment, role delta,
+    /// content deltas, finish chunk, usage chunk with empty choices, `[DONE]`.
+    fn stream(eol: &str, with_usage: bool) -> Vec<u8> {
+        let mut s = format!(": keep-alive{eol}{eol}");
+        s += &chunk_event(json!({"role": "assistant", "content": ""}), None, eol);
+        for w in WORDS {
+            s += &chunk_event(json!({"content": w}), None, eol);
+        }
+        s += &chunk_event(json!({}), Some("stop"), eol);
+        if with_usage {
+            let v = json!({
+                "id": "chatcmpl-9xYz", "object": "chat.completion.chunk",
+                "created": 1_700_000_000, "model": "gpt-4o-mini-2024-07-18",
+                "choices": [], "usage": usage_json()
+            });
+            // Split over two data lines so a spurious blank line (e.g. a `\r\n`
+            // misread as two line ends) would dispatch half an event.
+            let text = v.to_string();
+            let (a, b) = text.split_at(text.find("\"usage\"").unwrap());
+            s += &format!("data: {a}{eol}data: {b}{eol}{eol}");
+        }
+        s += &format!("data: [DONE]{eol}{eol}");
+        s.into_bytes()
+    }
+
+    fn parse_sse(parts: &[&[u8]]) -> ParsedUsage {
+        let mut p = UsageParser::sse();
+        for part in parts {
+            p.feed(part);
+        }
+        p.finish()
+    }
+
+    fn word_tokens() -> u64 {
+        WORDS.iter().map(|w| tokens::count_text(w)).sum()
+    }
+
+    #[test]
+    fn sse_stream_yields_usage_and_text_tokens() {
+        let body = stream("\n", true);
+        let got = parse_sse(&[&body]);
+        assert_eq!(got.usage, Some(expected_usage()));
+        assert_eq!(got.completion_text_tokens, word_tokens());
+        assert!(got.completion_text_tokens > 0);
+    }
+
+    #[test]
+    fn sse_split_at_every_byte_boundary() {
+        for eol in ["\n", "\r\n", "\r"] {
+            let body = stream(eol, true);
+            let whole = parse_sse(&[&body]);
+            assert_eq!(whole.usage, Some(expected_usage()), "eol {eol:?}");
+            for i in 0..=body.len() {
+                let (a, b) = body.split_at(i);
+                assert_eq!(parse_sse(&[a, b]), whole, "eol {eol:?} split at {i}");
+            }
+            let mut p = UsageParser::sse();
+            for byte in &body {
+                p.feed(std::slice::from_ref(byte));
+                p.feed(&[]);
+            }
+            assert_eq!(p.finish(), whole, "eol {eol:?} byte by byte");
+        }
+    }
+
+    #[test]
+    fn sse_multiline_data_and_ignored_fields() {
+        let body = b"event: message\nid: 7\nretry: 100\n: comment\n\
+            data: {\"usage\":\ndata:  {\"prompt_tokens\": 5,\n\
+            data: \"completion_tokens\": 2}}\n\n";
+        let got = parse_sse(&[body]);
+        assert_eq!(
+            got.usage,
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 2,
+                ..Usage::default()
+            })
+        );
+    }
+
+    #[test]
+    fn sse_keeps_last_non_null_usage_and_stops_at_done() {
+        let body = b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n\
+            data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n\
+            data: {\"usage\":null}\n\n\
+            data: [DONE]\n\n\
+            data: {\"usage\":{\"prompt_tokens\":99,\"completion_tokens\":99}}\n\n";
+        let got = parse_sse(&[body]);
+        assert_eq!(
+            got.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((2, 3))
+        );
+    }
+
+    #[test]
+    fn sse_without_usage_counts_streamed_text() {
+        let got = parse_sse(&[&stream("\n", false)]);
+        assert_eq!(got.usage, None);
+        assert_eq!(got.completion_text_tokens, word_tokens());
+        let reasoning =
+            b"data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"Hello, world!\"}}]}\n\n";
+        assert_eq!(parse_sse(&[reasoning]).completion_text_tokens, 4);
+    }
+
+    #[test]
+    fn sse_skips_malformed_events() {
+        let body = b"data: {not json\n\ndata: \"str\"\n\ndata: {\"choices\":\"x\",\"usage\":7}\n\n\
+            data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6}}\n\n";
+        let got = parse_sse(&[body]);
+        assert_eq!(
+            got.usage.map(|u| u.prompt_tokens + u.completion_tokens),
+            Some(10)
+        );
+    }
+
+    #[test]
+    fn sse_aborted_stream_reports_what_was_seen() {
+        let body = stream("\n", true);
+        let cut = body.len() / 2;
+        let got = parse_sse(&[&body[..cut]]);
+        assert_eq!(got.usage, None);
+        assert!(got.completion_text_tokens > 0);
+        // A final event lacking only its blank line is still read.
+        let tail = b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}";
+        assert_eq!(
+            parse_sse(&[tail]).usage.map(|u| u.completion_tokens),
+            Some(2)
+        );
+        // finish is idempotent and later feeds are ignored.
+        let mut p = UsageParser::sse();
+        p.feed(tail);
+        let first = p.finish();
+        p.feed(b"\n\ndata: {\"usage\":{\"prompt_tokens\":9}}\n\n");
+        assert_eq!(p.finish(), first);
+    }
+
+    #[test]
+    fn sse_oversized_event_is_dropped_not_buffered() {
+        let mut d = SseDecoder::with_limit(64);
+        let mut events = Vec::new();
+        let big = format!("data: {}\n", "x".repeat(100));
+        // Fed in small pieces so the over-long line spans chunks.
+        for piece in big.as_bytes().chunks(7) {
+            d.feed(piece, |e| events.push(e.to_vec()));
+            assert!(d.line.len() + d.data.len() <= 64);
+        }
+        d.feed(b"data: more\n\ndata: ok\n\n", |e| events.push(e.to_vec()));
+        assert_eq!(events, vec![b"ok".to_vec()]);
+
+        // Many short data lines adding up past the cap are dropped too.
+        let mut events = Vec::new();
+        let many = "data: 0123456789\n".repeat(10) + "\ndata: next\n\n";
+        d.feed(many.as_bytes(), |e| events.push(e.to_vec()));
+        assert_eq!(events, vec![b"next".to_vec()]);
+    }
+
+    #[test]
+    fn sse_large_event_buffers_are_released() {
+        let mut d = SseDecoder::default();
+        let mut sizes = Vec::new();
+        let big = format!("data: {}\n\n", "y".repeat(100_000));
+        for piece in big.as_bytes().chunks(1000) {
+            d.feed(piece, |e| sizes.push(e.len()));
+        }
+        assert_eq!(sizes, [100_000]);
+        assert!(d.line.capacity() <= KEEP_BUFFER_CAPACITY);
+        assert!(d.data.capacity() <= KEEP_BUFFER_CAPACITY);
+    }
+
+    #[test]
+    fn sse_data_without_space_or_colon() {
+        let mut d = SseDecoder::default();
+        let mut events = Vec::new();
+        d.feed(b"data:a\ndata\ndata:  b\n\ndata\n\n", |e| {
+            events.push(e.to_vec())
+        });
+        assert_eq!(events, vec![b"a\n\n b".to_vec(), b"".to_vec()]);
+    }
+
+    fn response_body(with_usage: bool) -> Vec<u8> {
+        let mut v = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Hello, world! ✓ ünïcödé"}}]
+        });
+        if with_usage {
+            v["usage"] = usage_json();
+        }
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn json_body_split_at_every_byte() {
+        let body = response_body(true);
+        for i in 0..=body.len() {
+            let mut p = UsageParser::json(1 << 20);
+            let (a, b) = body.split_at(i);
+            p.feed(a);
+            p.feed(b);
+            assert_eq!(
+                p.finish(),
+                ParsedUsage {
+                    usage: Some(expected_usage()),
+                    completion_text_tokens: 0
+                },
+                "split at {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_without_usage_counts_message_text() {
+        let mut p = UsageParser::json(1 << 20);
+        p.feed(&response_body(false));
+        let got = p.finish();
+        assert_eq!(got.usage, None);
+        assert_eq!(
+            got.completion_text_tokens,
+            tokens::count_text("Hello, world! ✓ ünïcödé")
+        );
+    }
+
+    #[test]
+    fn json_over_limit_or_invalid_reports_nothing() {
+        let body = response_body(true);
+        let mut p = UsageParser::json(body.len() - 1);
+        for c in body.chunks(10) {
+            p.feed(c);
+        }
+        assert_eq!(p.finish(), ParsedUsage::default());
+
+        let mut p = UsageParser::json(body.len());
+        p.feed(&body);
+        assert!(p.finish().usage.is_some());
+
+        let mut p = UsageParser::json(1024);
+        p.feed(b"{\"usage\": {\"prompt_tokens\": 1");
+        assert_eq!(p.finish(), ParsedUsage::default());
+    }
+
+    #[test]
+    fn usage_from_json_handles_missing_details() {
+        let u = Usage::from_json(&json!({"prompt_tokens": 3, "completion_tokens": 4}));
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                ..Usage::default()
+            })
+        );
+        assert_eq!(Usage::from_json(&Value::Null), None);
+        assert_eq!(Usage::from_json(&json!(5)), None);
+    }
+
+    #[test]
+    fn content_type_selects_mode() {
+        assert!(UsageParser::for_content_type(Some("text/event-stream"), 10).is_sse());
+        assert!(
+            UsageParser::for_content_type(Some("Text/Event-Stream; charset=utf-8"), 10).is_sse()
+        );
+        assert!(!UsageParser::for_content_type(Some("application/json"), 10).is_sse());
+        assert!(!UsageParser::for_content_type(None, 10).is_sse());
+    }
+}

@@ -1,0 +1,102 @@
+//! Prometheus metrics (DESIGN §6). No per-user labels: cardinality must stay
+//! bounded under hostile traffic; per-user figures are in /admin/usage.
+
+use crate::config::Snapshot;
+use once_cell::sync::Lazy;
+use prometheus::{
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, CounterVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $register:ident!($($args:tt)*)) => {
+        pub static $name: Lazy<Option<$ty>> = Lazy::new(|| match $register!($($args)*) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!("metric registration failed: {e}");
+                None
+            }
+        });
+    };
+}
+
+metric!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_requests_total", "Requests answered", &["route", "method", "status"]));
+metric!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "tollgate_request_duration_seconds", "Whole request duration", &["route"], LATENCY_BUCKETS.to_vec()));
+metric!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
+    "tollgate_upstream_duration_seconds", "Upstream exchange duration", &["upstream"], LATENCY_BUCKETS.to_vec()));
+metric!(OVERHEAD: HistogramVec = register_histogram_vec!(
+    "tollgate_overhead_seconds", "Time spent inside the gateway, upstream excluded", &["route"], LATENCY_BUCKETS.to_vec()));
+metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "tollgate_auth_failures_total", "Failed authentications", &["reason"]));
+metric!(REJECTIONS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_rejections_total", "Requests refused by the gateway", &["code"]));
+metric!(LLM_TOKENS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_llm_tokens_total", "LLM tokens billed", &["model", "kind", "tenant"]));
+metric!(LLM_COST: CounterVec = register_counter_vec!(
+    "tollgate_llm_cost_usd_total", "LLM cost billed in USD", &["model", "tenant"]));
+metric!(GUARD_ACTIONS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_guard_actions_total", "Guard decisions", &["guard", "action"]));
+metric!(PEER_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
+    "tollgate_upstream_peer_healthy", "1 when the peer passes health checks", &["upstream", "peer"]));
+metric!(CIRCUIT_OPEN: IntGaugeVec = register_int_gauge_vec!(
+    "tollgate_circuit_open", "1 when the peer's circuit breaker is open", &["upstream", "peer"]));
+metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_config_reloads_total", "Configuration reloads", &["result"]));
+metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
+    "tollgate_config_generation", "Generation of the active configuration"));
+metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_store_errors_total", "Usage store failures", &["store"]));
+
+/// Registers every metric so /metrics lists them from the start.
+pub fn init() {
+    for lazy in [&REQUESTS, &AUTH_FAILURES, &REJECTIONS, &LLM_TOKENS, &GUARD_ACTIONS, &CONFIG_RELOADS, &STORE_ERRORS] {
+        Lazy::force(lazy);
+    }
+    for lazy in [&REQUEST_DURATION, &UPSTREAM_DURATION, &OVERHEAD] {
+        Lazy::force(lazy);
+    }
+    Lazy::force(&LLM_COST);
+    Lazy::force(&PEER_HEALTHY);
+    Lazy::force(&CIRCUIT_OPEN);
+    Lazy::force(&CONFIG_GENERATION);
+}
+
+pub fn inc(counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]) {
+    if let Some(c) = counter.as_ref() {
+        c.with_label_values(labels).inc();
+    }
+}
+
+pub fn observe(hist: &Lazy<Option<HistogramVec>>, label: &str, seconds: f64) {
+    if let Some(h) = hist.as_ref() {
+        h.with_label_values(&[label]).observe(seconds);
+    }
+}
+
+/// Publishes health and breaker state of the current snapshot's pools.
+pub fn observe_pools(snapshot: &Snapshot) {
+    let (Some(healthy), Some(open)) = (PEER_HEALTHY.as_ref(), CIRCUIT_OPEN.as_ref()) else {
+        return;
+    };
+    for (name, pool) in &snapshot.pools {
+        for (peer, is_healthy, is_open) in pool.peer_states() {
+            let peer = peer.to_string();
+            healthy.with_label_values(&[name, &peer]).set(i64::from(is_healthy));
+            open.with_label_values(&[name, &peer]).set(i64::from(is_open));
+        }
+    }
+}
+
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
+    out
+}

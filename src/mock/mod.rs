@@ -1,0 +1,223 @@
+//! The mock backend used by `tollgate demo`, the integration tests and the
+//! benches: a support API that echoes what it received (so identity
+//! propagation is visible) and an OpenAI-compatible chat-completions API.
+//!
+//! It is a Pingora `HttpServerApp` rather than a `ServeHttp` because SSE
+//! answers must be streamed chunk by chunk, with delays between events.
+//!
+//! Knobs (request headers, all optional):
+//! - `x-mock-status: 503` answer with this status
+//! - `x-mock-delay-ms: 200` wait before answering
+//! - `x-mock-completion-tokens: 40` completion length of a chat answer
+//! - `x-mock-chunk-delay-ms: 50` delay between SSE events
+//! - `x-mock-no-usage: 1` never report usage
+//!
+//! Control endpoints: `POST /__mock/health/{ok|fail}` flips `/healthz`;
+//! `GET /__mock/stats` counts requests served.
+
+mod chat;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Request bodies larger than this are counted, not kept.
+const MAX_ECHO_BODY: usize = 4 * 1024 * 1024;
+
+pub struct MockBackend {
+    name: String,
+    healthy: AtomicBool,
+    served: AtomicU64,
+}
+
+impl MockBackend {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            healthy: AtomicBool::new(true),
+            served: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A fully formed answer; chat streams are written by `chat` directly.
+pub(crate) struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+        }
+    }
+}
+
+fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
+    session.get_header(name).and_then(|v| v.to_str().ok())
+}
+
+pub(crate) fn header_u64(session: &ServerSession, name: &str) -> Option<u64> {
+    header_str(session, name).and_then(|v| v.trim().parse().ok())
+}
+
+async fn read_body(session: &mut ServerSession) -> pingora::Result<(Vec<u8>, usize)> {
+    let mut body = Vec::new();
+    let mut total = 0;
+    while let Some(chunk) = session.read_request_body().await? {
+        total += chunk.len();
+        if body.len() + chunk.len() <= MAX_ECHO_BODY {
+            body.extend_from_slice(&chunk);
+        }
+    }
+    Ok((body, total))
+}
+
+pub(crate) async fn write_reply(session: &mut ServerSession, reply: Reply) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(reply.status, Some(3))?;
+    header.insert_header("content-type", reply.content_type)?;
+    header.insert_header("content-length", reply.body.len().to_string())?;
+    session.write_response_header(Box::new(header)).await?;
+    session
+        .write_response_body(Bytes::from(reply.body), true)
+        .await?;
+    Ok(())
+}
+
+impl MockBackend {
+    async fn handle(&self, session: &mut ServerSession) -> pingora::Result<()> {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if let Some(ms) = header_u64(session, "x-mock-delay-ms") {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.as_str().to_string();
+        // Expect: 100-continue comes from clients sending large bodies.
+        if session.get_header("expect").is_some() {
+            session.write_continue_response().await?;
+        }
+        let (body, body_len) = read_body(session).await?;
+
+        if let Some(status) = header_u64(session, "x-mock-status") {
+            let status = u16::try_from(status).unwrap_or(500);
+            let reply = json!({"error": {"message": "mock failure", "code": status}});
+            return write_reply(session, Reply::json(status, &reply)).await;
+        }
+        let reply = match (method.as_str(), path.as_str()) {
+            (_, "/healthz") => self.health_reply(),
+            ("POST", "/__mock/health/ok") => self.set_health(true),
+            ("POST", "/__mock/health/fail") => self.set_health(false),
+            ("GET", "/__mock/stats") => Reply::json(
+                200,
+                &json!({"backend": self.name, "served": self.served.load(Ordering::Relaxed)}),
+            ),
+            ("POST", "/v1/chat/completions") => {
+                return chat::complete(session, &self.name, &body).await;
+            }
+            _ => self.echo(session, &method, body, body_len),
+        };
+        write_reply(session, reply).await
+    }
+
+    fn health_reply(&self) -> Reply {
+        if self.healthy.load(Ordering::Relaxed) {
+            Reply::json(200, &json!({"status": "ok", "backend": self.name}))
+        } else {
+            Reply::json(503, &json!({"status": "failing", "backend": self.name}))
+        }
+    }
+
+    fn set_health(&self, healthy: bool) -> Reply {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        Reply::json(200, &json!({"healthy": healthy}))
+    }
+
+    fn echo(&self, session: &ServerSession, method: &str, body: Vec<u8>, body_len: usize) -> Reply {
+        let req = session.req_header();
+        let mut headers = serde_json::Map::new();
+        for (name, value) in req.headers.iter() {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            match headers.get_mut(name.as_str()) {
+                Some(Value::Array(list)) => list.push(Value::String(value)),
+                Some(existing) => {
+                    let first = existing.take();
+                    *existing = Value::Array(vec![first, Value::String(value)]);
+                }
+                None => {
+                    headers.insert(name.as_str().to_string(), Value::String(value));
+                }
+            }
+        }
+        let body_text = String::from_utf8(body).unwrap_or_default();
+        let echo = json!({
+            "backend": self.name,
+            "method": method,
+            "path": req.uri.path(),
+            "query": req.uri.query(),
+            "headers": headers,
+            "body_bytes": body_len,
+            "body": if body_text.len() <= 64 * 1024 { Value::String(body_text) } else { Value::Null },
+        });
+        Reply::json(200, &echo)
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for MockBackend {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return None,
+        }
+        let keepalive = if *shutdown.borrow() { None } else { Some(60) };
+        session.set_keepalive(keepalive);
+        if let Err(e) = self.handle(&mut session).await {
+            tracing::debug!("mock backend: {e}");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(reusable) => {
+                reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Runs the mock backend on `listen` until the process is stopped.
+pub fn run(listen: &[String], threads: usize) -> Result<(), crate::cli::CliError> {
+    use pingora::server::configuration::{Opt, ServerConf};
+    use pingora::server::Server;
+    use pingora::services::listening::Service;
+
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    for addr in listen {
+        let mut service = Service::new(format!("mock {addr}"), MockBackend::new(addr.clone()));
+        service.add_tcp(addr);
+        server.add_service(service);
+    }
+    server.run_forever()
+}

@@ -1,0 +1,144 @@
+//! What happens after a decision: audit lines for refused identities,
+//! circuit-breaker feedback, metrics and the access log. Secrets never
+//! reach this module: it sees key ids and subjects only.
+
+use crate::auth::AuthFailure;
+use crate::ctx::RequestCtx;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::state::GatewayState;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn client_ip(session: &Session) -> String {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+pub fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, failure: &AuthFailure) {
+    metrics::inc(&metrics::AUTH_FAILURES, &[failure.reason()]);
+    state.logs.audit(&json!({
+        "log": "audit",
+        "time": now_rfc3339(),
+        "event": "authentication_failed",
+        "request_id": ctx.request_id,
+        "client_ip": client_ip(session),
+        "principal": failure.principal(),
+        "route": ctx.route_name(),
+        "reason": failure.reason(),
+    }));
+}
+
+pub fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &str) {
+    let identity = ctx.identity.as_deref();
+    state.logs.audit(&json!({
+        "log": "audit",
+        "time": now_rfc3339(),
+        "event": "authorization_denied",
+        "request_id": ctx.request_id,
+        "client_ip": client_ip(session),
+        "principal": identity.map(|i| i.key_id.as_str()),
+        "user": identity.map(|i| i.user.as_str()),
+        "route": ctx.route_name(),
+        "method": session.req_header().method.as_str(),
+        "reason": reason,
+    }));
+}
+
+fn current_pool(ctx: &RequestCtx) -> Option<std::sync::Arc<crate::upstream::pool::Pool>> {
+    let name = ctx.route()?.upstream.as_ref()?;
+    ctx.snapshot.as_ref()?.pools.get(name).cloned()
+}
+
+/// The upstream answered: 5xx counts against the peer's breaker.
+pub fn upstream_answered(ctx: &RequestCtx, status: u16) {
+    if let (Some(pool), Some(peer)) = (current_pool(ctx), ctx.peer) {
+        if status >= 500 {
+            pool.report_failure(peer);
+        } else {
+            pool.report_success(peer);
+        }
+    }
+}
+
+/// A connect, read or write failure on the current peer.
+pub fn upstream_failed(ctx: &RequestCtx) {
+    if let (Some(pool), Some(peer)) = (current_pool(ctx), ctx.peer) {
+        pool.report_failure(peer);
+    }
+}
+
+/// Maps Pingora's own failures to the contract's codes.
+pub fn classify_error(e: &Error) -> GatewayError {
+    match e.etype() {
+        HTTPStatus(413) => GatewayError::BodyTooLarge { limit: 0 },
+        HTTPStatus(code) if *code == 400 => GatewayError::BadRequest(e.to_string()),
+        ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout(
+            e.etype().as_str().to_string(),
+        ),
+        _ => match e.esource() {
+            ErrorSource::Upstream => GatewayError::UpstreamError(e.etype().as_str().to_string()),
+            ErrorSource::Downstream => GatewayError::BadRequest("client connection error".into()),
+            _ if matches!(
+                e.etype(),
+                ConnectRefused | ConnectError | ConnectNoRoute | TLSHandshakeFailure | ConnectProxyFailure
+            ) =>
+            {
+                GatewayError::UpstreamError(e.etype().as_str().to_string())
+            }
+            _ => GatewayError::Internal(e.to_string()),
+        },
+    }
+}
+
+pub fn request_done(state: &GatewayState, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0);
+    let route = ctx.route_name().to_string();
+    let route_label = if route.is_empty() { "none" } else { route.as_str() };
+    let method = session.req_header().method.as_str();
+    let elapsed = ctx.started.elapsed();
+    metrics::inc(&metrics::REQUESTS, &[route_label, method, &status.to_string()]);
+    metrics::observe(&metrics::REQUEST_DURATION, route_label, elapsed.as_secs_f64());
+    metrics::observe(&metrics::OVERHEAD, route_label, ctx.gateway_time().as_secs_f64());
+    if let Some(err) = &ctx.error {
+        metrics::inc(&metrics::REJECTIONS, &[err.code()]);
+    }
+    if let (Some(started), Some(upstream)) = (ctx.upstream_started, ctx.route().and_then(|r| r.upstream.as_deref())) {
+        metrics::observe(&metrics::UPSTREAM_DURATION, upstream, started.elapsed().as_secs_f64());
+    }
+    let identity = ctx.identity.as_deref();
+    state.logs.access(&json!({
+        "log": "access",
+        "time": now_rfc3339(),
+        "request_id": ctx.request_id,
+        "client_ip": client_ip(session),
+        "method": method,
+        "path": session.req_header().uri.path(),
+        "route": route,
+        "status": status,
+        "error_code": ctx.error.as_ref().map(GatewayError::code),
+        "user": identity.map(|i| i.user.as_str()),
+        "tenant": identity.map(|i| i.tenant.as_str()),
+        "key_id": identity.map(|i| i.key_id.as_str()),
+        "upstream_peer": ctx.peer.map(|p| p.to_string()),
+        "duration_ms": elapsed.as_secs_f64() * 1000.0,
+        "gateway_ms": ctx.gateway_time().as_secs_f64() * 1000.0,
+        "bytes_sent": session.body_bytes_sent(),
+        "error": e.map(|e| e.etype().as_str()),
+        "traceparent": ctx.traceparent,
+    }));
+}

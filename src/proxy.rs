@@ -1,0 +1,284 @@
+//! The `ProxyHttp` implementation: a thin sequence of calls into `framing`,
+//! `router`, `auth`, `authz`, `limits` and `upstream`. Decisions live in
+//! those modules; this file only orders them along Pingora's phases.
+
+use crate::ctx::RequestCtx;
+use crate::error::GatewayError;
+use crate::state::GatewayState;
+use crate::{authz, clock, framing, headers, observe, respond, router, trace};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl Gateway {
+    /// Everything that decides whether a request may proceed, in order.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let snapshot = ctx
+            .snapshot
+            .clone()
+            .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
+        let req = session.req_header();
+        framing::check(req, snapshot.server())?;
+
+        let path = router::normalize(req.uri.path())
+            .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let method = req.method.as_str();
+        let (route_index, params) = match router::lookup(&snapshot.routes, &path.segments, method) {
+            router::RouteLookup::Found { route, params } => {
+                let index = snapshot
+                    .routes
+                    .iter()
+                    .position(|r| std::ptr::eq(r, route))
+                    .unwrap_or_default();
+                let params: Vec<(String, String)> =
+                    params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                (index, params)
+            }
+            router::RouteLookup::MethodNotAllowed { allow } => {
+                return Err(GatewayError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allow,
+                })
+            }
+            router::RouteLookup::NotFound => {
+                return Err(GatewayError::NoRoute(path.encoded.clone()))
+            }
+        };
+        ctx.route_index = Some(route_index);
+        ctx.upstream_path = Some(match req.uri.query() {
+            Some(q) => format!("{}?{q}", path.encoded),
+            None => path.encoded,
+        });
+        let route = &snapshot.routes[route_index];
+
+        let identity = snapshot
+            .auth
+            .authenticate(req, clock::unix_secs())
+            .map_err(|failure| {
+                observe::auth_failure(&self.state, session, ctx, &failure);
+                match failure {
+                    crate::auth::AuthFailure::Missing => GatewayError::MissingCredentials,
+                    crate::auth::AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
+                    crate::auth::AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
+                    crate::auth::AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
+                }
+            })?;
+        ctx.identity = Some(identity.clone());
+
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        authz::authorize(route, &identity, &params).map_err(|denial| {
+            observe::denial(&self.state, session, ctx, denial.reason());
+            GatewayError::Forbidden(denial.message(&route.name))
+        })?;
+
+        let decision = self.state.limiter.check(
+            &identity.user,
+            &route.name,
+            route.rate_limit,
+            snapshot.default_rate_limit(&identity.user),
+        );
+        if let Some(decision) = decision {
+            let allowed = decision.allowed;
+            let retry_after = decision.reset_secs;
+            let message = format!(
+                "request rate limit of {} per minute exceeded for user {}",
+                decision.limit, identity.user
+            );
+            ctx.rate = Some(decision);
+            if !allowed {
+                return Err(GatewayError::RateLimited {
+                    message,
+                    retry_after,
+                });
+            }
+        }
+        if let Some(upstream) = &route.upstream {
+            if let Some(pool) = snapshot.pools.get(upstream) {
+                ctx.retries_left = pool.retries();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.request_id = trace::request_id(session.req_header());
+        ctx.traceparent = trace::traceparent(session.req_header());
+        ctx.snapshot = Some(self.state.snapshot.load_full());
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(err) => {
+                respond::send_error(session, ctx, err).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Content-Length was checked up front; this catches chunked bodies.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let limit = ctx
+            .snapshot
+            .as_ref()
+            .map_or(u64::MAX, |s| s.server().max_body_bytes);
+        if ctx.body_bytes > limit {
+            ctx.error = Some(GatewayError::BodyTooLarge { limit });
+            return Error::e_explain(HTTPStatus(413), "request body too large");
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let upstream = ctx.route().and_then(|r| r.upstream.clone()).unwrap_or_default();
+        let pool = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.pools.get(&upstream))
+            .cloned();
+        let key = ctx.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
+        let chosen = pool.as_ref().and_then(|p| {
+            let addr = p.select(key.as_bytes(), &ctx.tried_peers)?;
+            Some((addr, p.http_peer(addr)?))
+        });
+        match chosen {
+            Some((addr, peer)) => {
+                ctx.peer = Some(addr);
+                ctx.tried_peers.push(addr);
+                ctx.upstream_started.get_or_insert_with(Instant::now);
+                Ok(peer)
+            }
+            None => {
+                ctx.error = Some(GatewayError::UpstreamUnavailable {
+                    upstream,
+                    retry_after: 1,
+                });
+                Error::e_explain(HTTPStatus(503), "no healthy peer")
+            }
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(pool) = ctx.route().and_then(|r| {
+            let name = r.upstream.as_ref()?;
+            ctx.snapshot.as_ref()?.pools.get(name).cloned()
+        }) else {
+            return Error::e_explain(InternalError, "route without pool");
+        };
+        let keep_upgrade = ctx.route().is_some_and(|r| r.websocket);
+        headers::prepare_upstream_request(upstream_request, ctx, &pool, client_ip(session), keep_upgrade)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        observe::upstream_answered(ctx, upstream_response.status.as_u16());
+        headers::decorate_response(upstream_response, ctx)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        observe::upstream_failed(ctx);
+        // Nothing was sent: a connect failure is always safe to retry, on
+        // another peer (upstream_peer skips those already tried).
+        if ctx.retries_left > 0 {
+            ctx.retries_left -= 1;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        observe::upstream_failed(ctx);
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // Only idempotent methods whose body is replayable are retried.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if replayable && ctx.retries_left > 0 && session.response_written().is_none() {
+            ctx.retries_left -= 1;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let err = ctx.error.take().unwrap_or_else(|| observe::classify_error(e));
+        let status = err.status();
+        if session.response_written().is_none() {
+            if let Err(write_err) = respond::send_error(session, ctx, err).await {
+                tracing::debug!("could not write error response: {write_err}");
+            }
+        } else {
+            ctx.error = Some(err);
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        observe::request_done(&self.state, session, e, ctx);
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Refusals we produced on purpose are in the access log already.
+        ctx.error.as_ref().is_some_and(|e| e.status() < 500)
+    }
+}

@@ -1,0 +1,116 @@
+//! Assembles the Pingora server: the proxy service on the public listeners,
+//! the admin service, and the background services (health checks, SIGHUP
+//! reload, drain watcher).
+
+use crate::admin::AdminApp;
+use crate::cli::CliError;
+use crate::config::{self, Snapshot};
+use crate::logs::LogSink;
+use crate::proxy::Gateway;
+use crate::reload::SighupReloader;
+use crate::state::GatewayState;
+use crate::upstream::health::HealthCheckLoop;
+use async_trait::async_trait;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn server_conf(snapshot: &Snapshot, config_path: &Path) -> ServerConf {
+    let s = snapshot.server();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Each config gets its own upgrade socket, so instances on one host
+    // (tests, several gateways) never hand sockets to the wrong process.
+    let upgrade_sock = s.upgrade_sock.clone().unwrap_or_else(|| {
+        let id = crate::auth::api_key::digest(&config_path.display().to_string());
+        format!("/tmp/tollgate-{}.sock", hex::encode(&id[..8]))
+    });
+    ServerConf {
+        threads: s.threads.unwrap_or(cores),
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock,
+        pid_file: s.pid_file.clone().unwrap_or_else(|| "/tmp/tollgate.pid".into()),
+        ..ServerConf::default()
+    }
+}
+
+/// Loads the config and builds a ready-to-run server (not yet running).
+pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewayState>), CliError> {
+    let snapshot = config::load_snapshot(config_path, 1)?;
+    let obs = &snapshot.config.observability;
+    init_tracing(&obs.log_level);
+    let audit_target = obs.audit_log.clone().unwrap_or_else(|| {
+        if obs.access_log == "off" {
+            "stderr".into()
+        } else {
+            obs.access_log.clone()
+        }
+    });
+    let logs = LogSink::start(&obs.access_log, &audit_target)
+        .map_err(|e| CliError::Runtime(format!("cannot open logs: {e}")))?;
+    crate::metrics::init();
+    if let Some(g) = crate::metrics::CONFIG_GENERATION.as_ref() {
+        g.set(1);
+    }
+
+    let conf = server_conf(&snapshot, config_path);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let listen = snapshot.server().listen.clone();
+    let admin_listen = snapshot.server().admin_listen.clone();
+    let absolute = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let state = GatewayState::new(snapshot, absolute, logs);
+
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            state: state.clone(),
+        },
+        "tollgate proxy",
+    );
+    for addr in &listen {
+        proxy.add_tcp(addr);
+    }
+    let mut admin = Service::new("tollgate admin".to_string(), AdminApp::new(state.clone()));
+    admin.add_tcp(&admin_listen);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service(
+        "health checks",
+        HealthCheckLoop::new(state.snapshot.clone()),
+    ));
+    server.add_service(background_service("sighup reload", SighupReloader::new(state.clone())));
+    server.add_service(background_service("drain watcher", DrainWatcher(state.clone())));
+    Ok((server, state))
+}
+
+/// Marks the gateway as draining the moment Pingora starts shutting down.
+struct DrainWatcher(Arc<GatewayState>);
+
+#[async_trait]
+impl BackgroundService for DrainWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.0.draining.store(true, Ordering::Release);
+    }
+}
