@@ -6,7 +6,14 @@ use crate::config::schema::ServerConfig;
 use crate::error::GatewayError;
 use pingora::http::RequestHeader;
 
-pub fn check(req: &RequestHeader, server: &ServerConfig) -> Result<(), GatewayError> {
+/// `raw_headers` is the request head as received (HTTP/1): Pingora drops
+/// `Content-Length` when `Transfer-Encoding` is also present, so the
+/// CL+TE smuggling shape is only visible in the original bytes.
+pub fn check(
+    req: &RequestHeader,
+    server: &ServerConfig,
+    raw_headers: impl FnOnce() -> Option<bytes::Bytes>,
+) -> Result<(), GatewayError> {
     let uri_len = req.uri.path_and_query().map(|p| p.as_str().len()).unwrap_or(0);
     if uri_len > server.max_uri_bytes {
         return Err(GatewayError::UriTooLong {
@@ -26,7 +33,16 @@ pub fn check(req: &RequestHeader, server: &ServerConfig) -> Result<(), GatewayEr
 
     let te: Vec<_> = req.headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<_> = req.headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
-    if !te.is_empty() && !cl.is_empty() {
+    let cl_in_raw = || {
+        raw_headers().is_some_and(|raw| {
+            raw.split(|b| *b == b'\n').skip(1).any(|line| {
+                line.split(|b| *b == b':')
+                    .next()
+                    .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(b"content-length"))
+            })
+        })
+    };
+    if !te.is_empty() && (!cl.is_empty() || cl_in_raw()) {
         return Err(GatewayError::BadRequest(
             "both Content-Length and Transfer-Encoding present".into(),
         ));
@@ -89,19 +105,26 @@ mod tests {
             vec![("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
         ];
         for headers in bad {
-            let e = check(&req("/", &headers), &s).unwrap_err();
+            let e = check(&req("/", &headers), &s, || None).unwrap_err();
             assert_eq!(e.code(), "bad_request", "{headers:?}");
         }
-        assert!(check(&req("/", &[("content-length", "5"), ("content-length", "5")]), &s).is_ok());
-        assert!(check(&req("/", &[("transfer-encoding", "Chunked")]), &s).is_ok());
+        assert!(check(&req("/", &[("content-length", "5"), ("content-length", "5")]), &s, || None).is_ok());
+        assert!(check(&req("/", &[("transfer-encoding", "Chunked")]), &s, || None).is_ok());
+    }
+
+    #[test]
+    fn cl_removed_by_the_parser_is_found_in_the_raw_head() {
+        let raw = bytes::Bytes::from_static(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let e = check(&req("/", &[("transfer-encoding", "chunked")]), &server(), || Some(raw)).unwrap_err();
+        assert_eq!(e.code(), "bad_request");
     }
 
     #[test]
     fn sizes() {
         let s = server();
-        assert_eq!(check(&req("/", &[("content-length", "101")]), &s).unwrap_err().code(), "body_too_large");
-        assert_eq!(check(&req(&format!("/{}", "a".repeat(20)), &[]), &s).unwrap_err().code(), "uri_too_long");
+        assert_eq!(check(&req("/", &[("content-length", "101")]), &s, || None).unwrap_err().code(), "body_too_large");
+        assert_eq!(check(&req(&format!("/{}", "a".repeat(20)), &[]), &s, || None).unwrap_err().code(), "uri_too_long");
         let big = "v".repeat(300);
-        assert_eq!(check(&req("/", &[("x-big", &big)]), &s).unwrap_err().code(), "headers_too_large");
+        assert_eq!(check(&req("/", &[("x-big", &big)]), &s, || None).unwrap_err().code(), "headers_too_large");
     }
 }

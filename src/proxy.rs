@@ -35,7 +35,9 @@ impl Gateway {
             .clone()
             .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
         let req = session.req_header();
-        framing::check(req, snapshot.server())?;
+        framing::check(req, snapshot.server(), || {
+            session.as_http1().map(|h1| h1.get_headers_raw_bytes())
+        })?;
 
         let path = router::normalize(req.uri.path())
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;

@@ -148,10 +148,17 @@ fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
             Some(cut) => text[..cut].to_string(),
             None => text,
         };
-        let (path, message) = match text.split_once(": ") {
+        let (mut path, message) = match text.split_once(": ") {
             Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
             _ => (String::new(), text),
         };
+        // Name the misspelled field itself, not only its parent.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        }
         ConfigError {
             file: file.to_string(),
             problems: vec![ConfigProblem {

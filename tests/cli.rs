@@ -1,0 +1,104 @@
+//! The command line: `check`, `hash-key`, exit codes.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN).arg("check").arg("-c").arg(&path).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn filled(template: &str) -> String {
+    template
+        .replace("{listen}", "127.0.0.1:18080")
+        .replace("{admin}", "127.0.0.1:19090")
+        .replace("{dir}", "/tmp")
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let (code, stdout, stderr) = check(&filled(&base_config(&["127.0.0.1:9001"])));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration OK"));
+}
+
+#[test]
+fn check_names_file_line_and_misspelled_field() {
+    let config = filled(&base_config(&["127.0.0.1:9001"])).replace("    methods: [GET, POST, PATCH]", "    methds: [GET, POST, PATCH]");
+    let line = config.lines().position(|l| l.contains("methds")).unwrap() + 1;
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    let first = stderr.lines().next().unwrap();
+    assert!(first.contains(&format!("tollgate.yaml:{line}:5: routes[1].methds: unknown field `methds`")), "{stderr}");
+}
+
+#[test]
+fn check_lists_every_semantic_problem_with_positions() {
+    let config = filled(&base_config(&["127.0.0.1:9001"]))
+        .replace("    upstream: support\n    roles: [admin]", "    upstream: nowhere\n    roles: [admin]")
+        .replace("peers: [\"127.0.0.1:9001\"]", "peers: [\"localhost:9001\"]");
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    let problems: Vec<&str> = stderr.lines().collect();
+    assert!(problems.iter().any(|l| l.contains("routes[2].upstream: unknown upstream 'nowhere'")), "{stderr}");
+    assert!(problems.iter().any(|l| l.contains("upstreams.support.peers[0]:")), "{stderr}");
+    for p in &problems {
+        let mut parts = p.splitn(4, ':');
+        let (_file, line, col) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        assert!(line.parse::<usize>().unwrap() > 1 && col.parse::<usize>().is_ok(), "{p}");
+    }
+}
+
+#[test]
+fn check_rejects_missing_env_in_set_headers() {
+    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
+        "    timeouts: { connect_ms: 300, read_ms: 2000 }",
+        "    timeouts: { connect_ms: 300, read_ms: 2000 }\n    set_headers:\n      Authorization: \"Bearer ${env:TOLLGATE_TEST_SURELY_UNSET}\"",
+    );
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("upstreams.support.set_headers.Authorization: environment variable TOLLGATE_TEST_SURELY_UNSET is not set"), "{stderr}");
+}
+
+#[test]
+fn run_with_a_broken_config_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "server: {listen: []}\n").unwrap();
+    let out = Command::new(BIN).arg("run").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn hash_key_prints_a_key_and_its_digest() {
+    let out = Command::new(BIN).args(["hash-key", "--id", "k9"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("API key (shown once, give it to the client): "))
+        .unwrap();
+    assert!(text.contains(&format!("sha256: \"{}\"", sha(key))), "{text}");
+    assert!(text.contains("- id: k9"));
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    for file in ["conf/demo.yaml", "conf/tollgate.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        if !path.exists() {
+            continue;
+        }
+        let out = Command::new(BIN).arg("check").arg("-c").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

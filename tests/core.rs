@@ -1,0 +1,382 @@
+//! Core gateway behaviour over real TCP: a real `tollgate run` process in
+//! front of real `tollgate mock-backend` processes.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn setup() -> (Backend, Gateway) {
+    let backend = Backend::start();
+    let gw = Gateway::start(&base_config(&[&backend.addr]));
+    (backend, gw)
+}
+
+#[test]
+fn unauthenticated_requests_get_401_with_challenge() {
+    let (_b, gw) = setup();
+    let c = client();
+    let cases = [
+        (None, "missing_credentials"),
+        (Some("definitely-not-a-key"), "invalid_api_key"),
+        (Some(CAROL_KEY), "invalid_api_key"),
+    ];
+    for (key, code) in cases {
+        let mut req = c.get(gw.url("/api/v1/tickets/1"));
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        let resp = req.send().unwrap();
+        let header_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(
+            resp.headers()["www-authenticate"].to_str().unwrap(),
+            "Bearer realm=\"tollgate\""
+        );
+        let (status, got, body) = error_code(resp);
+        assert_eq!((status, got.as_str()), (401, code), "{key:?}");
+        assert_eq!(body["error"]["request_id"].as_str().unwrap(), header_id);
+        assert_eq!(body["error"]["type"], "authentication_error");
+    }
+    // Bearer form works for API keys too.
+    let ok = c
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("Authorization", format!("Bearer {BOB_KEY}"))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[test]
+fn roles_and_owner_rules() {
+    let (_b, gw) = setup();
+    let c = client();
+    let get = |key: &str, path: &str| c.get(gw.url(path)).header("X-API-Key", key).send().unwrap();
+
+    assert_eq!(get(BOB_KEY, "/api/v1/agents/bob/tickets").status(), 200);
+    let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/agents/alice/tickets"));
+    assert_eq!((status, code.as_str()), (403, "forbidden"), "owner rule");
+    let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/users/7"));
+    assert_eq!((status, code.as_str()), (403, "forbidden"), "role rule");
+    assert_eq!(get(ROOT_KEY, "/api/v1/agents/alice/tickets").status(), 200, "admin bypass");
+    assert_eq!(get(ROOT_KEY, "/api/v1/users/7").status(), 200);
+}
+
+#[test]
+fn identity_headers_are_trusted_and_spoofs_stripped() {
+    let (_b, gw) = setup();
+    let resp = client()
+        .get(gw.url("/api/v1/tickets/1?x=1"))
+        .header("X-API-Key", BOB_KEY)
+        .header("X-Gateway-User", "root")
+        .header("X-Gateway-Roles", "admin")
+        .header("X-Gateway-Anything", "spoof")
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("Connection", "keep-alive, X-Secret-Hop")
+        .header("X-Secret-Hop", "must-not-pass")
+        .header("X-Request-Id", "client-id-123")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "client-id-123");
+    assert!(resp.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .starts_with("gateway;dur="));
+    let echo: Value = resp.json().unwrap();
+    let h = &echo["headers"];
+    assert_eq!(h["x-gateway-user"], "bob");
+    assert_eq!(h["x-gateway-tenant"], "acme");
+    assert_eq!(h["x-gateway-roles"], "agent");
+    assert_eq!(h["x-gateway-key-id"], "bob-1");
+    assert_eq!(h["x-request-id"], "client-id-123");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert!(h.get("x-gateway-anything").is_none());
+    assert!(h.get("x-api-key").is_none());
+    assert!(h.get("authorization").is_none());
+    assert!(h.get("x-secret-hop").is_none());
+    assert!(h["traceparent"].as_str().unwrap().starts_with("00-"));
+    assert_eq!(echo["path"], "/api/v1/tickets/1");
+    assert_eq!(echo["query"], "x=1");
+}
+
+#[test]
+fn path_traversal_cannot_escape_a_route() {
+    let (_b, gw) = setup();
+    // Raw requests: HTTP clients normalise dot segments themselves.
+    for path in [
+        "/api/v1/agents/bob/../../users/1",
+        "/api/v1/agents/bob/%2e%2e/%2e%2e/users/1",
+        "/api/v1/tickets/../users/1",
+    ] {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nConnection: close\r\n\r\n"
+        );
+        let resp = raw_request(&gw.addr, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 403"), "{path}: {resp}");
+        assert!(resp.contains("\"forbidden\""));
+    }
+    // An admin reaching the normalised path gets it, normalised upstream.
+    let req = format!(
+        "GET /api/v1/agents/x/../../users/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {ROOT_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw_request(&gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"path\":\"/api/v1/users/1\""), "{resp}");
+    // Encoded separators are refused outright.
+    let req = format!(
+        "GET /api/v1/tickets/a%2f..%2f..%2fusers HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw_request(&gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}
+
+#[test]
+fn request_smuggling_shapes_get_400_and_close() {
+    let (backend, gw) = setup();
+    let before = backend.served();
+    let attempts = [
+        format!("POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Length: 3\r\nContent-Length: 7\r\n\r\nabcdefg"),
+    ];
+    for req in attempts {
+        let resp = raw_request(&gw.addr, req.as_bytes());
+        let head = resp.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        // Pingora itself may refuse the second shape before us; both are 400.
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        if resp.contains("\"error\"") {
+            assert!(resp.contains("\"bad_request\""), "{resp}");
+            assert!(head.contains("connection: close"), "{resp}");
+        }
+    }
+    assert_eq!(backend.served(), before + 1, "nothing but the stats call reached the backend");
+}
+
+#[test]
+fn not_found_method_not_allowed_and_body_too_large_are_json() {
+    let (_b, gw) = setup();
+    let c = client();
+    let resp = c.get(gw.url("/nope")).header("X-API-Key", BOB_KEY).send().unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+    let (status, code, body) = error_code(resp);
+    assert_eq!((status, code.as_str()), (404, "no_route"));
+    assert!(!body["error"]["request_id"].as_str().unwrap().is_empty());
+
+    let resp = c.delete(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
+    assert_eq!(resp.headers()["allow"], "GET, POST, PATCH");
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+
+    let resp = c
+        .post(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .body(vec![b'x'; 5000])
+        .send()
+        .unwrap();
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (413, "body_too_large"));
+
+    // Chunked: no Content-Length up front, counted as it streams.
+    let chunk = "x".repeat(3000);
+    let req = format!(
+        "POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    let resp = raw_request(&gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("\"body_too_large\""), "{resp}");
+
+    // Within the limit, a body passes through.
+    let resp = c
+        .post(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .body("hello")
+        .send()
+        .unwrap();
+    let echo: Value = resp.json().unwrap();
+    assert_eq!(echo["body"], "hello");
+}
+
+#[test]
+fn uri_and_header_limits() {
+    let (_b, gw) = setup();
+    let long = format!("/api/v1/tickets/{}", "a".repeat(9000));
+    let resp = client().get(gw.url(&long)).header("X-API-Key", BOB_KEY).send().unwrap();
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (414, "uri_too_long"));
+    let resp = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .header("X-Big", "v".repeat(40_000))
+        .send()
+        .unwrap();
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+}
+
+#[test]
+fn round_robin_spreads_over_peers() {
+    let a = Backend::start();
+    let b = Backend::start();
+    let gw = Gateway::start(&base_config(&[&a.addr, &b.addr]));
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..20 {
+        let echo: Value = client()
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        *seen.entry(echo["backend"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.values().all(|n| *n >= 8), "{seen:?}");
+}
+
+#[test]
+fn failing_health_check_removes_a_peer_and_recovery_restores_it() {
+    let a = Backend::start();
+    let b = Backend::start();
+    let gw = Gateway::start(&base_config(&[&a.addr, &b.addr]));
+    let c = client();
+    let backend_of = || -> String {
+        let echo: Value = c
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", ROOT_KEY)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        echo["backend"].as_str().unwrap().to_string()
+    };
+    b.set_health(false);
+    // interval 200 ms × unhealthy_after 2 = 400 ms; allow scheduling slack.
+    std::thread::sleep(Duration::from_millis(1000));
+    for _ in 0..10 {
+        assert_eq!(backend_of(), a.addr, "unhealthy peer still receives traffic");
+    }
+    b.set_health(true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut back = false;
+    while Instant::now() < deadline && !back {
+        back = (0..4).any(|_| backend_of() == b.addr);
+    }
+    assert!(back, "recovered peer never received traffic again");
+}
+
+#[test]
+fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
+    let a = Backend::start();
+    let gw = Gateway::start(&base_config(&[&a.addr]));
+    a.set_health(false);
+    std::thread::sleep(Duration::from_millis(1000));
+    let resp = client().get(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+
+    // A peer that refuses connections (no health check to hide it).
+    let dead = free_addr();
+    let config = base_config(&[&dead]).replace(
+        "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
+        "",
+    );
+    let gw2 = Gateway::start(&config);
+    let (status, code, _) = error_code(
+        client().get(gw2.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap(),
+    );
+    assert_eq!((status, code.as_str()), (502, "upstream_error"));
+
+    // read_ms is 2000: a 3 s answer times out.
+    let slow = Backend::start();
+    let gw3 = Gateway::start(&base_config(&[&slow.addr]));
+    let (status, code, _) = error_code(
+        client()
+            .get(gw3.url("/api/v1/tickets/1"))
+            .header("X-API-Key", BOB_KEY)
+            .header("x-mock-delay-ms", "3000")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+}
+
+#[test]
+fn rate_limit_refuses_the_eleventh_request_per_user() {
+    let (_b, gw) = setup();
+    let c = client();
+    let get = |key: &str| {
+        c.get(gw.url("/api/v1/limited/x"))
+            .header("X-API-Key", key)
+            .send()
+            .unwrap()
+    };
+    for i in 0..10 {
+        let resp = get(BOB_KEY);
+        assert_eq!(resp.status(), 200, "request {}", i + 1);
+        assert_eq!(resp.headers()["ratelimit-policy"], "\"limited\";q=10;w=60");
+        let rl = resp.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(rl.starts_with(&format!("\"limited\";r={};t=", 9 - i)), "{rl}");
+    }
+    let resp = get(BOB_KEY);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(resp.headers().contains_key("ratelimit"));
+    assert!(resp.headers().contains_key("ratelimit-policy"));
+    let (status, code, body) = error_code(resp);
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert_eq!(body["error"]["type"], "rate_limit");
+    // Another user is unaffected.
+    assert_eq!(get(ROOT_KEY).status(), 200);
+}
+
+#[test]
+fn admin_endpoints_and_metrics() {
+    let (_b, gw) = setup();
+    let c = client();
+    assert_eq!(c.get(gw.admin_url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(c.get(gw.admin_url("/readyz")).send().unwrap().status(), 200);
+    c.get(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
+    // `logging` runs just after the answer is sent: poll briefly.
+    let wanted = "tollgate_requests_total{method=\"GET\",route=\"tickets\",status=\"200\"}";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut metrics = String::new();
+    while Instant::now() < deadline && !metrics.contains(wanted) {
+        metrics = c.get(gw.admin_url("/metrics")).send().unwrap().text().unwrap();
+    }
+    assert!(metrics.contains("tollgate_requests_total{method=\"GET\",route=\"tickets\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("tollgate_upstream_peer_healthy"));
+    // /admin needs the token, and never shows digests.
+    assert_eq!(c.get(gw.admin_url("/admin/config")).send().unwrap().status(), 401);
+    let config = c
+        .get(gw.admin_url("/admin/config"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(config.contains("<redacted>"));
+    assert!(!config.contains(&sha(BOB_KEY)));
+}
+
+#[test]
+fn access_log_has_one_json_line_per_request_and_no_secrets() {
+    let (_b, gw) = setup();
+    for key in [BOB_KEY, "wrong-secret-key-value"] {
+        client().get(gw.url("/api/v1/tickets/1")).header("X-API-Key", key).send().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = gw.access_log();
+    let access: Vec<_> = lines.iter().filter(|l| l["log"] == "access").collect();
+    assert_eq!(access.len(), 2, "{lines:?}");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["user"], "bob");
+    assert_eq!(access[1]["error_code"], "invalid_api_key");
+    let audit: Vec<_> = lines.iter().filter(|l| l["log"] == "audit").collect();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["reason"], "unknown_api_key");
+    let output = gw.all_output();
+    assert!(!output.contains(BOB_KEY));
+    assert!(!output.contains("wrong-secret-key-value"));
+}
