@@ -1,1 +1,113 @@
-fn main() {}
+//! Per-request hot path: route match + API-key lookup + authorization +
+//! rate check (`admission::admit`), and its parts.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use tollgate::admission;
+use tollgate::ctx::RequestCtx;
+use tollgate::limits::rate::RequestLimiter;
+
+const KEY: &str = "bench-key-bob";
+
+fn config() -> String {
+    let digest = hex::encode(tollgate::auth::api_key::digest(KEY));
+    let mut keys = String::new();
+    // A realistic key table: 1,000 keys.
+    for i in 0..1000 {
+        let d = hex::encode(tollgate::auth::api_key::digest(&format!("other-{i}")));
+        keys.push_str(&format!(
+            "    - {{ id: k{i}, sha256: \"{d}\", user: u{i}, tenant: t, roles: [agent] }}\n"
+        ));
+    }
+    format!(
+        r#"
+server: {{ listen: ["127.0.0.1:1"], admin_listen: "127.0.0.1:2" }}
+auth:
+  api_keys:
+    - {{ id: bob-1, sha256: "{digest}", user: bob, tenant: acme, roles: [agent] }}
+{keys}
+upstreams:
+  support: {{ peers: ["127.0.0.1:9001"] }}
+routes:
+  - {{ name: users, path: "/api/v1/users/**", methods: ["*"], upstream: support, roles: [admin] }}
+  - {{ name: agent-tickets, path: "/api/v1/agents/{{agent}}/tickets", methods: [GET], upstream: support, roles: [agent], owner: {{ param: agent }} }}
+  - {{ name: tickets, path: "/api/v1/tickets/**", methods: [GET, POST, PATCH], upstream: support, roles: [agent, admin] }}
+limits:
+  default: {{ requests_per_minute: 1000000000 }}
+"#
+    )
+}
+
+fn request(path: &str, key: &str) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("req");
+    req.insert_header("host", "gw").expect("h");
+    req.insert_header("x-api-key", key).expect("h");
+    req.insert_header("user-agent", "bench/1.0").expect("h");
+    req.insert_header("accept", "application/json").expect("h");
+    req
+}
+
+fn bench(c: &mut Criterion) {
+    let snapshot = Arc::new(
+        tollgate::config::load_snapshot_from_str(&config(), "bench.yaml", 1, None).expect("config"),
+    );
+    let limiter = RequestLimiter::new();
+    let ok = request("/api/v1/agents/bob/tickets?status=open", KEY);
+    let bad = request("/api/v1/agents/bob/tickets", "not-a-key");
+
+    let mut group = c.benchmark_group("hot_path");
+    group.bench_function("admit_ok", |b| {
+        b.iter(|| {
+            let mut ctx = RequestCtx::new();
+            ctx.snapshot = Some(snapshot.clone());
+            black_box(admission::admit(
+                &limiter,
+                black_box(&ok),
+                || None,
+                &mut ctx,
+            ))
+            .ok()
+        })
+    });
+    group.bench_function("admit_invalid_key", |b| {
+        b.iter(|| {
+            let mut ctx = RequestCtx::new();
+            ctx.snapshot = Some(snapshot.clone());
+            black_box(admission::admit(
+                &limiter,
+                black_box(&bad),
+                || None,
+                &mut ctx,
+            ))
+            .err()
+        })
+    });
+    let path = tollgate::router::normalize("/api/v1/agents/bob/tickets").expect("path");
+    group.bench_function("route_match", |b| {
+        b.iter(|| {
+            matches!(
+                tollgate::router::lookup(&snapshot.routes, black_box(&path.segments), "GET"),
+                tollgate::router::RouteLookup::Found { .. }
+            )
+        })
+    });
+    group.bench_function("key_lookup", |b| {
+        b.iter(|| snapshot.auth.authenticate(black_box(&ok), 0).is_ok())
+    });
+    group.bench_function("rate_check", |b| {
+        b.iter(|| limiter.check(black_box("bob"), "r", None, Some(1_000_000_000)))
+    });
+    group.bench_function("trace_ids", |b| {
+        b.iter(|| {
+            (
+                tollgate::trace::request_id(black_box(&ok)),
+                tollgate::trace::traceparent(black_box(&ok)),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -127,10 +127,16 @@ impl ServeHttp for AdminApp {
             ("GET", "/healthz") => json_reply(StatusCode::OK, &json!({"status": "ok"})),
             ("GET", "/readyz") => {
                 if self.state.draining.load(Ordering::Acquire) {
-                    json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "draining"}))
+                    json_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"status": "draining"}),
+                    )
                 } else {
                     let generation = self.state.snapshot.load().generation;
-                    json_reply(StatusCode::OK, &json!({"status": "ready", "generation": generation}))
+                    json_reply(
+                        StatusCode::OK,
+                        &json!({"status": "ready", "generation": generation}),
+                    )
                 }
             }
             ("GET", "/metrics") => reply(
@@ -166,6 +172,9 @@ mod tests {
         assert_eq!(v["server"]["admin_token_sha256"], "<redacted>");
         assert_eq!(v["auth"]["api_keys"][0]["sha256"], "<redacted>");
         assert_eq!(v["auth"]["api_keys"][0]["id"], "k");
-        assert_eq!(v["upstreams"]["u"]["set_headers"]["Authorization"], "<redacted>");
+        assert_eq!(
+            v["upstreams"]["u"]["set_headers"]["Authorization"],
+            "<redacted>"
+        );
     }
 }

@@ -29,7 +29,11 @@ impl Denial {
     }
 }
 
-pub fn authorize(route: &Route, identity: &Identity, params: &[(&str, &str)]) -> Result<(), Denial> {
+pub fn authorize(
+    route: &Route,
+    identity: &Identity,
+    params: &[(&str, &str)],
+) -> Result<(), Denial> {
     if !route.roles.is_empty() && !identity.has_any_role(&route.roles) {
         return Err(Denial::Role);
     }
@@ -95,7 +99,13 @@ mod tests {
         let r = route(&["agent", "admin"], Some(owner));
         let bob = who("bob", &["agent"]);
         assert_eq!(authorize(&r, &bob, &[("agent", "bob")]), Ok(()));
-        assert_eq!(authorize(&r, &bob, &[("agent", "alice")]), Err(Denial::Owner));
-        assert_eq!(authorize(&r, &who("root", &["admin"]), &[("agent", "alice")]), Ok(()));
+        assert_eq!(
+            authorize(&r, &bob, &[("agent", "alice")]),
+            Err(Denial::Owner)
+        );
+        assert_eq!(
+            authorize(&r, &who("root", &["admin"]), &[("agent", "alice")]),
+            Ok(())
+        );
     }
 }

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about = "AI-aware API gateway for customer-support platforms")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "AI-aware API gateway for customer-support platforms"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -20,7 +20,14 @@ pub fn run() -> Result<(), CliError> {
         server.add_service(mock);
     }
     let snapshot = state.snapshot.load_full();
-    let gw = format!("http://{}", snapshot.server().listen.first().map_or("127.0.0.1:8080", |s| s.as_str()));
+    let gw = format!(
+        "http://{}",
+        snapshot
+            .server()
+            .listen
+            .first()
+            .map_or("127.0.0.1:8080", |s| s.as_str())
+    );
     let admin = format!("http://{}", snapshot.server().admin_listen);
     println!(
         r#"

@@ -14,7 +14,11 @@ pub fn check(
     server: &ServerConfig,
     raw_headers: impl FnOnce() -> Option<bytes::Bytes>,
 ) -> Result<(), GatewayError> {
-    let uri_len = req.uri.path_and_query().map(|p| p.as_str().len()).unwrap_or(0);
+    let uri_len = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
     if uri_len > server.max_uri_bytes {
         return Err(GatewayError::UriTooLong {
             limit: server.max_uri_bytes,
@@ -31,8 +35,16 @@ pub fn check(
         });
     }
 
-    let te: Vec<_> = req.headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
-    let cl: Vec<_> = req.headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    let te: Vec<_> = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .collect();
+    let cl: Vec<_> = req
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .collect();
     let cl_in_raw = || {
         raw_headers().is_some_and(|raw| {
             raw.split(|b| *b == b'\n').skip(1).any(|line| {
@@ -47,7 +59,11 @@ pub fn check(
             "both Content-Length and Transfer-Encoding present".into(),
         ));
     }
-    if te.len() > 1 || te.first().is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+    if te.len() > 1
+        || te
+            .first()
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
         return Err(GatewayError::BadRequest(
             "unsupported Transfer-Encoding (only a single 'chunked' is accepted)".into(),
         ));
@@ -102,29 +118,57 @@ mod tests {
             vec![("content-length", "5, 6")],
             vec![("content-length", "+5")],
             vec![("transfer-encoding", "gzip, chunked")],
-            vec![("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            vec![
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
         ];
         for headers in bad {
             let e = check(&req("/", &headers), &s, || None).unwrap_err();
             assert_eq!(e.code(), "bad_request", "{headers:?}");
         }
-        assert!(check(&req("/", &[("content-length", "5"), ("content-length", "5")]), &s, || None).is_ok());
+        assert!(check(
+            &req("/", &[("content-length", "5"), ("content-length", "5")]),
+            &s,
+            || None
+        )
+        .is_ok());
         assert!(check(&req("/", &[("transfer-encoding", "Chunked")]), &s, || None).is_ok());
     }
 
     #[test]
     fn cl_removed_by_the_parser_is_found_in_the_raw_head() {
         let raw = bytes::Bytes::from_static(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n");
-        let e = check(&req("/", &[("transfer-encoding", "chunked")]), &server(), || Some(raw)).unwrap_err();
+        let e = check(
+            &req("/", &[("transfer-encoding", "chunked")]),
+            &server(),
+            || Some(raw),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "bad_request");
     }
 
     #[test]
     fn sizes() {
         let s = server();
-        assert_eq!(check(&req("/", &[("content-length", "101")]), &s, || None).unwrap_err().code(), "body_too_large");
-        assert_eq!(check(&req(&format!("/{}", "a".repeat(20)), &[]), &s, || None).unwrap_err().code(), "uri_too_long");
+        assert_eq!(
+            check(&req("/", &[("content-length", "101")]), &s, || None)
+                .unwrap_err()
+                .code(),
+            "body_too_large"
+        );
+        assert_eq!(
+            check(&req(&format!("/{}", "a".repeat(20)), &[]), &s, || None)
+                .unwrap_err()
+                .code(),
+            "uri_too_long"
+        );
         let big = "v".repeat(300);
-        assert_eq!(check(&req("/", &[("x-big", &big)]), &s, || None).unwrap_err().code(), "headers_too_large");
+        assert_eq!(
+            check(&req("/", &[("x-big", &big)]), &s, || None)
+                .unwrap_err()
+                .code(),
+            "headers_too_large"
+        );
     }
 }

@@ -41,7 +41,11 @@ pub fn prepare_upstream_request(
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    for name in listed.iter().map(String::as_str).chain(HOP_BY_HOP.iter().copied()) {
+    for name in listed
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
         if keep_upgrade && (name == "upgrade" || name == "connection") {
             continue;
         }
@@ -58,7 +62,13 @@ pub fn prepare_upstream_request(
         req.remove_header(&name);
     }
     // Client credentials never reach the upstream; the rest we set below.
-    for name in ["x-api-key", "authorization", "x-forwarded-for", "x-request-id", "traceparent"] {
+    for name in [
+        "x-api-key",
+        "authorization",
+        "x-forwarded-for",
+        "x-request-id",
+        "traceparent",
+    ] {
         req.remove_header(name);
     }
 

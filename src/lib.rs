@@ -2,6 +2,7 @@
 //! Cloudflare's Pingora. See DESIGN.md for the contract.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod authz;
 pub mod cli;

@@ -6,7 +6,8 @@ fn main() {
     let cli = Cli::parse();
     let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let result: Result<(), CliError> = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => tollgate::server::build(&config, cli.upgrade).and_then(|(server, _)| server.run_forever()),
+        Command::Run => tollgate::server::build(&config, cli.upgrade)
+            .and_then(|(server, _)| server.run_forever()),
         Command::Check => check(&config),
         Command::Demo => tollgate::demo::run(),
         Command::HashKey { id } => {

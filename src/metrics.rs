@@ -56,7 +56,15 @@ metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
 
 /// Registers every metric so /metrics lists them from the start.
 pub fn init() {
-    for lazy in [&REQUESTS, &AUTH_FAILURES, &REJECTIONS, &LLM_TOKENS, &GUARD_ACTIONS, &CONFIG_RELOADS, &STORE_ERRORS] {
+    for lazy in [
+        &REQUESTS,
+        &AUTH_FAILURES,
+        &REJECTIONS,
+        &LLM_TOKENS,
+        &GUARD_ACTIONS,
+        &CONFIG_RELOADS,
+        &STORE_ERRORS,
+    ] {
         Lazy::force(lazy);
     }
     for lazy in [&REQUEST_DURATION, &UPSTREAM_DURATION, &OVERHEAD] {
@@ -88,8 +96,11 @@ pub fn observe_pools(snapshot: &Snapshot) {
     for (name, pool) in &snapshot.pools {
         for (peer, is_healthy, is_open) in pool.peer_states() {
             let peer = peer.to_string();
-            healthy.with_label_values(&[name, &peer]).set(i64::from(is_healthy));
-            open.with_label_values(&[name, &peer]).set(i64::from(is_open));
+            healthy
+                .with_label_values(&[name, &peer])
+                .set(i64::from(is_healthy));
+            open.with_label_values(&[name, &peer])
+                .set(i64::from(is_open));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! circuit-breaker feedback, metrics and the access log. Secrets never
 //! reach this module: it sees key ids and subjects only.
 
+use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
@@ -26,7 +27,21 @@ fn client_ip(session: &Session) -> String {
         .unwrap_or_default()
 }
 
-pub fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, failure: &AuthFailure) {
+/// Audit line (and metric) for a refused identity; nothing for other refusals.
+pub fn refusal(
+    state: &GatewayState,
+    session: &Session,
+    ctx: &RequestCtx,
+    event: Option<&AuditEvent>,
+) {
+    match event {
+        Some(AuditEvent::AuthFailed(failure)) => auth_failure(state, session, ctx, failure),
+        Some(AuditEvent::Denied(reason)) => denial(state, session, ctx, reason),
+        None => {}
+    }
+}
+
+fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, failure: &AuthFailure) {
     metrics::inc(&metrics::AUTH_FAILURES, &[failure.reason()]);
     state.logs.audit(&json!({
         "log": "audit",
@@ -40,7 +55,7 @@ pub fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, f
     }));
 }
 
-pub fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &str) {
+fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &str) {
     let identity = ctx.identity.as_deref();
     state.logs.audit(&json!({
         "log": "audit",
@@ -84,15 +99,19 @@ pub fn classify_error(e: &Error) -> GatewayError {
     match e.etype() {
         HTTPStatus(413) => GatewayError::BodyTooLarge { limit: 0 },
         HTTPStatus(code) if *code == 400 => GatewayError::BadRequest(e.to_string()),
-        ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout(
-            e.etype().as_str().to_string(),
-        ),
+        ConnectTimedout | ReadTimedout | WriteTimedout => {
+            GatewayError::UpstreamTimeout(e.etype().as_str().to_string())
+        }
         _ => match e.esource() {
             ErrorSource::Upstream => GatewayError::UpstreamError(e.etype().as_str().to_string()),
             ErrorSource::Downstream => GatewayError::BadRequest("client connection error".into()),
             _ if matches!(
                 e.etype(),
-                ConnectRefused | ConnectError | ConnectNoRoute | TLSHandshakeFailure | ConnectProxyFailure
+                ConnectRefused
+                    | ConnectError
+                    | ConnectNoRoute
+                    | TLSHandshakeFailure
+                    | ConnectProxyFailure
             ) =>
             {
                 GatewayError::UpstreamError(e.etype().as_str().to_string())
@@ -108,17 +127,39 @@ pub fn request_done(state: &GatewayState, session: &Session, e: Option<&Error>, 
         .map(|r| r.status.as_u16())
         .unwrap_or(0);
     let route = ctx.route_name().to_string();
-    let route_label = if route.is_empty() { "none" } else { route.as_str() };
+    let route_label = if route.is_empty() {
+        "none"
+    } else {
+        route.as_str()
+    };
     let method = session.req_header().method.as_str();
     let elapsed = ctx.started.elapsed();
-    metrics::inc(&metrics::REQUESTS, &[route_label, method, &status.to_string()]);
-    metrics::observe(&metrics::REQUEST_DURATION, route_label, elapsed.as_secs_f64());
-    metrics::observe(&metrics::OVERHEAD, route_label, ctx.gateway_time().as_secs_f64());
+    metrics::inc(
+        &metrics::REQUESTS,
+        &[route_label, method, &status.to_string()],
+    );
+    metrics::observe(
+        &metrics::REQUEST_DURATION,
+        route_label,
+        elapsed.as_secs_f64(),
+    );
+    metrics::observe(
+        &metrics::OVERHEAD,
+        route_label,
+        ctx.gateway_time().as_secs_f64(),
+    );
     if let Some(err) = &ctx.error {
         metrics::inc(&metrics::REJECTIONS, &[err.code()]);
     }
-    if let (Some(started), Some(upstream)) = (ctx.upstream_started, ctx.route().and_then(|r| r.upstream.as_deref())) {
-        metrics::observe(&metrics::UPSTREAM_DURATION, upstream, started.elapsed().as_secs_f64());
+    if let (Some(started), Some(upstream)) = (
+        ctx.upstream_started,
+        ctx.route().and_then(|r| r.upstream.as_deref()),
+    ) {
+        metrics::observe(
+            &metrics::UPSTREAM_DURATION,
+            upstream,
+            started.elapsed().as_secs_f64(),
+        );
     }
     let identity = ctx.identity.as_deref();
     state.logs.access(&json!({

@@ -1,11 +1,11 @@
-//! The `ProxyHttp` implementation: a thin sequence of calls into `framing`,
-//! `router`, `auth`, `authz`, `limits` and `upstream`. Decisions live in
+//! The `ProxyHttp` implementation: a thin sequence of calls into
+//! `admission` (framing, router, auth, authz, limits), `llm` and `upstream`. Decisions live in
 //! those modules; this file only orders them along Pingora's phases.
 
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::state::GatewayState;
-use crate::{authz, clock, framing, headers, observe, respond, router, trace};
+use crate::{admission, headers, observe, respond, trace};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -27,99 +27,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-impl Gateway {
-    /// Everything that decides whether a request may proceed, in order.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let snapshot = ctx
-            .snapshot
-            .clone()
-            .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
-        let req = session.req_header();
-        framing::check(req, snapshot.server(), || {
-            session.as_http1().map(|h1| h1.get_headers_raw_bytes())
-        })?;
-
-        let path = router::normalize(req.uri.path())
-            .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-        let method = req.method.as_str();
-        let (route_index, params) = match router::lookup(&snapshot.routes, &path.segments, method) {
-            router::RouteLookup::Found { route, params } => {
-                let index = snapshot
-                    .routes
-                    .iter()
-                    .position(|r| std::ptr::eq(r, route))
-                    .unwrap_or_default();
-                let params: Vec<(String, String)> =
-                    params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                (index, params)
-            }
-            router::RouteLookup::MethodNotAllowed { allow } => {
-                return Err(GatewayError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allow,
-                })
-            }
-            router::RouteLookup::NotFound => {
-                return Err(GatewayError::NoRoute(path.encoded.clone()))
-            }
-        };
-        ctx.route_index = Some(route_index);
-        ctx.upstream_path = Some(match req.uri.query() {
-            Some(q) => format!("{}?{q}", path.encoded),
-            None => path.encoded,
-        });
-        let route = &snapshot.routes[route_index];
-
-        let identity = snapshot
-            .auth
-            .authenticate(req, clock::unix_secs())
-            .map_err(|failure| {
-                observe::auth_failure(&self.state, session, ctx, &failure);
-                match failure {
-                    crate::auth::AuthFailure::Missing => GatewayError::MissingCredentials,
-                    crate::auth::AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
-                    crate::auth::AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
-                    crate::auth::AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
-                }
-            })?;
-        ctx.identity = Some(identity.clone());
-
-        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        authz::authorize(route, &identity, &params).map_err(|denial| {
-            observe::denial(&self.state, session, ctx, denial.reason());
-            GatewayError::Forbidden(denial.message(&route.name))
-        })?;
-
-        let decision = self.state.limiter.check(
-            &identity.user,
-            &route.name,
-            route.rate_limit,
-            snapshot.default_rate_limit(&identity.user),
-        );
-        if let Some(decision) = decision {
-            let allowed = decision.allowed;
-            let retry_after = decision.reset_secs;
-            let message = format!(
-                "request rate limit of {} per minute exceeded for user {}",
-                decision.limit, identity.user
-            );
-            ctx.rate = Some(decision);
-            if !allowed {
-                return Err(GatewayError::RateLimited {
-                    message,
-                    retry_after,
-                });
-            }
-        }
-        if let Some(upstream) = &route.upstream {
-            if let Some(pool) = snapshot.pools.get(upstream) {
-                ctx.retries_left = pool.retries();
-            }
-        }
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -128,7 +35,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.request_id = trace::request_id(session.req_header());
         ctx.traceparent = trace::traceparent(session.req_header());
         ctx.snapshot = Some(self.state.snapshot.load_full());
@@ -136,10 +47,17 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match self.admit(session, ctx).await {
+        let admitted = admission::admit(
+            &self.state.limiter,
+            session.req_header(),
+            || session.as_http1().map(|h1| h1.get_headers_raw_bytes()),
+            ctx,
+        );
+        match admitted {
             Ok(()) => Ok(false),
-            Err(err) => {
-                respond::send_error(session, ctx, err).await?;
+            Err(refusal) => {
+                observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
+                respond::send_error(session, ctx, refusal.error).await?;
                 Ok(true)
             }
         }
@@ -165,14 +83,25 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let upstream = ctx.route().and_then(|r| r.upstream.clone()).unwrap_or_default();
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = ctx
+            .route()
+            .and_then(|r| r.upstream.clone())
+            .unwrap_or_default();
         let pool = ctx
             .snapshot
             .as_ref()
             .and_then(|s| s.pools.get(&upstream))
             .cloned();
-        let key = ctx.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
+        let key = ctx
+            .identity
+            .as_ref()
+            .map(|i| i.user.clone())
+            .unwrap_or_default();
         let chosen = pool.as_ref().and_then(|p| {
             let addr = p.select(key.as_bytes(), &ctx.tried_peers)?;
             Some((addr, p.http_peer(addr)?))
@@ -207,7 +136,13 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(InternalError, "route without pool");
         };
         let keep_upgrade = ctx.route().is_some_and(|r| r.websocket);
-        headers::prepare_upstream_request(upstream_request, ctx, &pool, client_ip(session), keep_upgrade)
+        headers::prepare_upstream_request(
+            upstream_request,
+            ctx,
+            &pool,
+            client_ip(session),
+            keep_upgrade,
+        )
     }
 
     async fn response_filter(
@@ -259,8 +194,16 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let err = ctx.error.take().unwrap_or_else(|| observe::classify_error(e));
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let err = ctx
+            .error
+            .take()
+            .unwrap_or_else(|| observe::classify_error(e));
         let status = err.status();
         if session.response_written().is_none() {
             if let Err(write_err) = respond::send_error(session, ctx, err).await {

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// Serialises reloads: two at once would race on the generation number.
-static RELOAD_LOCK: once_cell::sync::Lazy<Mutex<()>> = once_cell::sync::Lazy::new(|| Mutex::new(()));
+static RELOAD_LOCK: once_cell::sync::Lazy<Mutex<()>> =
+    once_cell::sync::Lazy::new(|| Mutex::new(()));
 
 /// Reloads the config file; returns the new generation.
 pub async fn reload(state: &Arc<GatewayState>) -> Result<u64, ConfigError> {
@@ -41,7 +42,10 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<u64, ConfigError> {
             // New pools get one health pass before they take traffic.
             let previous = state.snapshot.load_full();
             for (name, pool) in &snapshot.pools {
-                let reused = previous.pools.get(name).is_some_and(|p| Arc::ptr_eq(p, pool));
+                let reused = previous
+                    .pools
+                    .get(name)
+                    .is_some_and(|p| Arc::ptr_eq(p, pool));
                 if !reused {
                     pool.run_health_check().await;
                 }

@@ -23,7 +23,11 @@ pub fn error_body(err: &GatewayError, request_id: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-pub async fn send_error(session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) -> Result<()> {
+pub async fn send_error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    err: GatewayError,
+) -> Result<()> {
     let body = error_body(&err, &ctx.request_id);
     let mut resp = ResponseHeader::build(err.status(), Some(8))?;
     resp.insert_header("content-type", "application/json")?;

@@ -105,8 +105,7 @@ impl PathTemplate {
                 return Err("'**' is only allowed as the final '/**' suffix".into());
             }
             if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(format!("invalid parameter name '{name}'"));
                 }
                 if segments.contains(&Segment::Param(name.to_string())) {
@@ -188,7 +187,9 @@ pub enum RouteLookup<'a, R> {
         params: Vec<(&'a str, &'a str)>,
     },
     /// Some route matches the path but none the method: 405 with `Allow`.
-    MethodNotAllowed { allow: Vec<String> },
+    MethodNotAllowed {
+        allow: Vec<String>,
+    },
     NotFound,
 }
 
@@ -239,7 +240,9 @@ mod tests {
     #[test]
     fn normalizes_dot_segments_and_encoding() {
         assert_eq!(
-            normalize("/api/v1/agents/bob/../../users/1").unwrap().encoded,
+            normalize("/api/v1/agents/bob/../../users/1")
+                .unwrap()
+                .encoded,
             "/api/v1/users/1"
         );
         assert_eq!(normalize("/a/./b//c/").unwrap().encoded, "/a/b/c/");
@@ -298,7 +301,10 @@ mod tests {
             ),
         ];
         let p = segs("/t/1");
-        assert!(matches!(lookup(&routes, &p, "GET"), RouteLookup::Found { .. }));
+        assert!(matches!(
+            lookup(&routes, &p, "GET"),
+            RouteLookup::Found { .. }
+        ));
         match lookup(&routes, &p, "PATCH") {
             RouteLookup::Found { route, params } => {
                 assert!(std::ptr::eq(route, &routes[1]));

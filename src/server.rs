@@ -43,7 +43,10 @@ fn server_conf(snapshot: &Snapshot, config_path: &Path) -> ServerConf {
         grace_period_seconds: Some(s.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock,
-        pid_file: s.pid_file.clone().unwrap_or_else(|| "/tmp/tollgate.pid".into()),
+        pid_file: s
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/tollgate.pid".into()),
         ..ServerConf::default()
     }
 }
@@ -99,8 +102,14 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         "health checks",
         HealthCheckLoop::new(state.snapshot.clone()),
     ));
-    server.add_service(background_service("sighup reload", SighupReloader::new(state.clone())));
-    server.add_service(background_service("drain watcher", DrainWatcher(state.clone())));
+    server.add_service(background_service(
+        "sighup reload",
+        SighupReloader::new(state.clone()),
+    ));
+    server.add_service(background_service(
+        "drain watcher",
+        DrainWatcher(state.clone()),
+    ));
     Ok((server, state))
 }
 

@@ -55,7 +55,9 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     let (version, trace_id, parent_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let lower_hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let valid = version == "00"
         && parts.next().is_none()
@@ -81,10 +83,16 @@ mod tests {
 
     #[test]
     fn request_id_accepts_safe_ids_only() {
-        assert_eq!(request_id(&req(&[("x-request-id", "abc-1.2_3")])), "abc-1.2_3");
+        assert_eq!(
+            request_id(&req(&[("x-request-id", "abc-1.2_3")])),
+            "abc-1.2_3"
+        );
         let generated = request_id(&req(&[("x-request-id", "bad id!")]));
         assert_eq!(generated.len(), 26);
-        assert_eq!(request_id(&req(&[("x-request-id", &"a".repeat(65))])).len(), 26);
+        assert_eq!(
+            request_id(&req(&[("x-request-id", &"a".repeat(65))])).len(),
+            26
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The command line: `check`, `hash-key`, exit codes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -9,7 +11,12 @@ fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tollgate.yaml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN).arg("check").arg("-c").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -33,28 +40,52 @@ fn check_accepts_a_valid_config() {
 
 #[test]
 fn check_names_file_line_and_misspelled_field() {
-    let config = filled(&base_config(&["127.0.0.1:9001"])).replace("    methods: [GET, POST, PATCH]", "    methds: [GET, POST, PATCH]");
+    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
+        "    methods: [GET, POST, PATCH]",
+        "    methds: [GET, POST, PATCH]",
+    );
     let line = config.lines().position(|l| l.contains("methds")).unwrap() + 1;
     let (code, _, stderr) = check(&config);
     assert_eq!(code, 1);
     let first = stderr.lines().next().unwrap();
-    assert!(first.contains(&format!("tollgate.yaml:{line}:5: routes[1].methds: unknown field `methds`")), "{stderr}");
+    assert!(
+        first.contains(&format!(
+            "tollgate.yaml:{line}:5: routes[1].methds: unknown field `methds`"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_lists_every_semantic_problem_with_positions() {
     let config = filled(&base_config(&["127.0.0.1:9001"]))
-        .replace("    upstream: support\n    roles: [admin]", "    upstream: nowhere\n    roles: [admin]")
+        .replace(
+            "    upstream: support\n    roles: [admin]",
+            "    upstream: nowhere\n    roles: [admin]",
+        )
         .replace("peers: [\"127.0.0.1:9001\"]", "peers: [\"localhost:9001\"]");
     let (code, _, stderr) = check(&config);
     assert_eq!(code, 1);
     let problems: Vec<&str> = stderr.lines().collect();
-    assert!(problems.iter().any(|l| l.contains("routes[2].upstream: unknown upstream 'nowhere'")), "{stderr}");
-    assert!(problems.iter().any(|l| l.contains("upstreams.support.peers[0]:")), "{stderr}");
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("routes[2].upstream: unknown upstream 'nowhere'")),
+        "{stderr}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("upstreams.support.peers[0]:")),
+        "{stderr}"
+    );
     for p in &problems {
         let mut parts = p.splitn(4, ':');
         let (_file, line, col) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
-        assert!(line.parse::<usize>().unwrap() > 1 && col.parse::<usize>().is_ok(), "{p}");
+        assert!(
+            line.parse::<usize>().unwrap() > 1 && col.parse::<usize>().is_ok(),
+            "{p}"
+        );
     }
 }
 
@@ -74,20 +105,31 @@ fn run_with_a_broken_config_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "server: {listen: []}\n").unwrap();
-    let out = Command::new(BIN).arg("run").arg("-c").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn hash_key_prints_a_key_and_its_digest() {
-    let out = Command::new(BIN).args(["hash-key", "--id", "k9"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["hash-key", "--id", "k9"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let key = text
         .lines()
         .find_map(|l| l.strip_prefix("API key (shown once, give it to the client): "))
         .unwrap();
-    assert!(text.contains(&format!("sha256: \"{}\"", sha(key))), "{text}");
+    assert!(
+        text.contains(&format!("sha256: \"{}\"", sha(key))),
+        "{text}"
+    );
     assert!(text.contains("- id: k9"));
 }
 
@@ -98,7 +140,16 @@ fn shipped_configs_pass_check() {
         if !path.exists() {
             continue;
         }
-        let out = Command::new(BIN).arg("check").arg("-c").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Core gateway behaviour over real TCP: a real `tollgate run` process in
 //! front of real `tollgate mock-backend` processes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -58,7 +60,11 @@ fn roles_and_owner_rules() {
     assert_eq!((status, code.as_str()), (403, "forbidden"), "owner rule");
     let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/users/7"));
     assert_eq!((status, code.as_str()), (403, "forbidden"), "role rule");
-    assert_eq!(get(ROOT_KEY, "/api/v1/agents/alice/tickets").status(), 200, "admin bypass");
+    assert_eq!(
+        get(ROOT_KEY, "/api/v1/agents/alice/tickets").status(),
+        200,
+        "admin bypass"
+    );
     assert_eq!(get(ROOT_KEY, "/api/v1/users/7").status(), 200);
 }
 
@@ -141,7 +147,11 @@ fn request_smuggling_shapes_get_400_and_close() {
     ];
     for req in attempts {
         let resp = raw_request(&gw.addr, req.as_bytes());
-        let head = resp.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        let head = resp
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         // Pingora itself may refuse the second shape before us; both are 400.
         assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
         if resp.contains("\"error\"") {
@@ -149,20 +159,32 @@ fn request_smuggling_shapes_get_400_and_close() {
             assert!(head.contains("connection: close"), "{resp}");
         }
     }
-    assert_eq!(backend.served(), before + 1, "nothing but the stats call reached the backend");
+    assert_eq!(
+        backend.served(),
+        before + 1,
+        "nothing but the stats call reached the backend"
+    );
 }
 
 #[test]
 fn not_found_method_not_allowed_and_body_too_large_are_json() {
     let (_b, gw) = setup();
     let c = client();
-    let resp = c.get(gw.url("/nope")).header("X-API-Key", BOB_KEY).send().unwrap();
+    let resp = c
+        .get(gw.url("/nope"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
     assert!(resp.headers().contains_key("x-request-id"));
     let (status, code, body) = error_code(resp);
     assert_eq!((status, code.as_str()), (404, "no_route"));
     assert!(!body["error"]["request_id"].as_str().unwrap().is_empty());
 
-    let resp = c.delete(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
+    let resp = c
+        .delete(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
     assert_eq!(resp.headers()["allow"], "GET, POST, PATCH");
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
@@ -201,7 +223,11 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
 fn uri_and_header_limits() {
     let (_b, gw) = setup();
     let long = format!("/api/v1/tickets/{}", "a".repeat(9000));
-    let resp = client().get(gw.url(&long)).header("X-API-Key", BOB_KEY).send().unwrap();
+    let resp = client()
+        .get(gw.url(&long))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (414, "uri_too_long"));
     let resp = client()
@@ -228,7 +254,9 @@ fn round_robin_spreads_over_peers() {
             .unwrap()
             .json()
             .unwrap();
-        *seen.entry(echo["backend"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *seen
+            .entry(echo["backend"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.values().all(|n| *n >= 8), "{seen:?}");
@@ -254,7 +282,11 @@ fn failing_health_check_removes_a_peer_and_recovery_restores_it() {
     // interval 200 ms × unhealthy_after 2 = 400 ms; allow scheduling slack.
     std::thread::sleep(Duration::from_millis(1000));
     for _ in 0..10 {
-        assert_eq!(backend_of(), a.addr, "unhealthy peer still receives traffic");
+        assert_eq!(
+            backend_of(),
+            a.addr,
+            "unhealthy peer still receives traffic"
+        );
     }
     b.set_health(true);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -271,7 +303,11 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     let gw = Gateway::start(&base_config(&[&a.addr]));
     a.set_health(false);
     std::thread::sleep(Duration::from_millis(1000));
-    let resp = client().get(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
+    let resp = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
     assert!(resp.headers().contains_key("retry-after"));
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
@@ -284,7 +320,11 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     );
     let gw2 = Gateway::start(&config);
     let (status, code, _) = error_code(
-        client().get(gw2.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap(),
+        client()
+            .get(gw2.url("/api/v1/tickets/1"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap(),
     );
     assert_eq!((status, code.as_str()), (502, "upstream_error"));
 
@@ -317,10 +357,17 @@ fn rate_limit_refuses_the_eleventh_request_per_user() {
         assert_eq!(resp.status(), 200, "request {}", i + 1);
         assert_eq!(resp.headers()["ratelimit-policy"], "\"limited\";q=10;w=60");
         let rl = resp.headers()["ratelimit"].to_str().unwrap().to_string();
-        assert!(rl.starts_with(&format!("\"limited\";r={};t=", 9 - i)), "{rl}");
+        assert!(
+            rl.starts_with(&format!("\"limited\";r={};t=", 9 - i)),
+            "{rl}"
+        );
     }
     let resp = get(BOB_KEY);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry));
     assert!(resp.headers().contains_key("ratelimit"));
     assert!(resp.headers().contains_key("ratelimit-policy"));
@@ -335,20 +382,41 @@ fn rate_limit_refuses_the_eleventh_request_per_user() {
 fn admin_endpoints_and_metrics() {
     let (_b, gw) = setup();
     let c = client();
-    assert_eq!(c.get(gw.admin_url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(
+        c.get(gw.admin_url("/healthz")).send().unwrap().status(),
+        200
+    );
     assert_eq!(c.get(gw.admin_url("/readyz")).send().unwrap().status(), 200);
-    c.get(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
+    c.get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
     // `logging` runs just after the answer is sent: poll briefly.
     let wanted = "tollgate_requests_total{method=\"GET\",route=\"tickets\",status=\"200\"}";
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut metrics = String::new();
     while Instant::now() < deadline && !metrics.contains(wanted) {
-        metrics = c.get(gw.admin_url("/metrics")).send().unwrap().text().unwrap();
+        metrics = c
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
     }
-    assert!(metrics.contains("tollgate_requests_total{method=\"GET\",route=\"tickets\",status=\"200\"}"), "{metrics}");
+    assert!(
+        metrics
+            .contains("tollgate_requests_total{method=\"GET\",route=\"tickets\",status=\"200\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("tollgate_upstream_peer_healthy"));
     // /admin needs the token, and never shows digests.
-    assert_eq!(c.get(gw.admin_url("/admin/config")).send().unwrap().status(), 401);
+    assert_eq!(
+        c.get(gw.admin_url("/admin/config"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
     let config = c
         .get(gw.admin_url("/admin/config"))
         .bearer_auth(ADMIN_TOKEN)
@@ -364,7 +432,11 @@ fn admin_endpoints_and_metrics() {
 fn access_log_has_one_json_line_per_request_and_no_secrets() {
     let (_b, gw) = setup();
     for key in [BOB_KEY, "wrong-secret-key-value"] {
-        client().get(gw.url("/api/v1/tickets/1")).header("X-API-Key", key).send().unwrap();
+        client()
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", key)
+            .send()
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
     let lines = gw.access_log();

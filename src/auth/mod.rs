@@ -2,8 +2,8 @@
 //! API keys come from `X-API-Key` or `Authorization: Bearer <key>`.
 
 pub mod api_key;
-pub mod jwt;
 pub mod identity;
+pub mod jwt;
 
 use api_key::{KeyIndex, KeyRejection};
 pub use identity::Identity;
@@ -15,9 +15,17 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthFailure {
     Missing,
-    InvalidApiKey { reason: &'static str, key_id: Option<String> },
-    InvalidToken { reason: &'static str, subject: Option<String> },
-    TokenExpired { subject: Option<String> },
+    InvalidApiKey {
+        reason: &'static str,
+        key_id: Option<String>,
+    },
+    InvalidToken {
+        reason: &'static str,
+        subject: Option<String>,
+    },
+    TokenExpired {
+        subject: Option<String>,
+    },
 }
 
 impl AuthFailure {
@@ -25,7 +33,8 @@ impl AuthFailure {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing_credentials",
-            AuthFailure::InvalidApiKey { reason, .. } | AuthFailure::InvalidToken { reason, .. } => reason,
+            AuthFailure::InvalidApiKey { reason, .. }
+            | AuthFailure::InvalidToken { reason, .. } => reason,
             AuthFailure::TokenExpired { .. } => "token_expired",
         }
     }
@@ -72,7 +81,11 @@ impl Authenticator {
         Self { keys }
     }
 
-    pub fn authenticate(&self, req: &RequestHeader, now_unix: i64) -> Result<Arc<Identity>, AuthFailure> {
+    pub fn authenticate(
+        &self,
+        req: &RequestHeader,
+        now_unix: i64,
+    ) -> Result<Arc<Identity>, AuthFailure> {
         match presented(req).ok_or(AuthFailure::Missing)? {
             Credential::ApiKey(key) => self.keys.lookup(key, now_unix).map_err(|r| match r {
                 KeyRejection::Unknown => AuthFailure::InvalidApiKey {

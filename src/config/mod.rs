@@ -157,7 +157,11 @@ fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
         {
-            path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
         }
         ConfigError {
             file: file.to_string(),

@@ -40,7 +40,9 @@ fn socket_addr(path: &str, value: &str, p: &mut Problems) {
     if value.parse::<SocketAddr>().is_err() {
         p.push(
             path,
-            format!("'{value}' is not an IP:port socket address (no host names: DNS is not resolved)"),
+            format!(
+                "'{value}' is not an IP:port socket address (no host names: DNS is not resolved)"
+            ),
         );
     }
 }
@@ -97,7 +99,10 @@ fn auth(a: &AuthConfig, p: &mut Problems) {
         if key.id.is_empty() {
             p.push(format!("{path}.id"), "must not be empty");
         } else if !ids.insert(key.id.as_str()) {
-            p.push(format!("{path}.id"), format!("duplicate key id '{}'", key.id));
+            p.push(
+                format!("{path}.id"),
+                format!("duplicate key id '{}'", key.id),
+            );
         }
         sha256_hex(&format!("{path}.sha256"), &key.sha256, p);
         if !digests.insert(key.sha256.to_ascii_lowercase()) {
@@ -129,7 +134,10 @@ fn auth(a: &AuthConfig, p: &mut Problems) {
         for (i, key) in jwt.keys.iter().enumerate() {
             let path = format!("auth.jwt.keys[{i}]");
             if !kids.insert(key.kid.as_str()) {
-                p.push(format!("{path}.kid"), format!("duplicate kid '{}'", key.kid));
+                p.push(
+                    format!("{path}.kid"),
+                    format!("duplicate kid '{}'", key.kid),
+                );
             }
             if !JWT_ALGS.contains(&key.alg.as_str()) {
                 p.push(
@@ -279,13 +287,19 @@ fn routes(config: &Config, p: &mut Problems) {
             }
         };
         if route.methods.is_empty() {
-            p.push(format!("{path}.methods"), "at least one method (or \"*\") is required");
+            p.push(
+                format!("{path}.methods"),
+                "at least one method (or \"*\") is required",
+            );
         }
         for (j, method) in route.methods.iter().enumerate() {
             let valid = method == "*"
                 || (!method.is_empty() && method.bytes().all(|b| b.is_ascii_alphabetic()));
             if !valid {
-                p.push(format!("{path}.methods[{j}]"), format!("'{method}' is not an HTTP method"));
+                p.push(
+                    format!("{path}.methods[{j}]"),
+                    format!("'{method}' is not an HTTP method"),
+                );
             }
         }
         match (route.kind, &route.upstream) {
@@ -310,24 +324,43 @@ fn routes(config: &Config, p: &mut Problems) {
                     format!("the path has no '{{{}}}' parameter", owner.param),
                 );
             }
-            roles_list(&format!("{path}.owner.bypass_roles"), &owner.bypass_roles, p);
+            roles_list(
+                &format!("{path}.owner.bypass_roles"),
+                &owner.bypass_roles,
+                p,
+            );
         }
         for (j, guard) in route.guards.iter().enumerate() {
             let gpath = format!("{path}.guards[{j}]");
             if !KNOWN_GUARDS.contains(&guard.as_str()) {
-                p.push(gpath, format!("unknown guard '{guard}' (known: {})", KNOWN_GUARDS.join(", ")));
+                p.push(
+                    gpath,
+                    format!(
+                        "unknown guard '{guard}' (known: {})",
+                        KNOWN_GUARDS.join(", ")
+                    ),
+                );
                 continue;
             }
-            let configured = config.guards.as_ref().is_some_and(|g| match guard.as_str() {
-                "pii" => g.pii.is_some(),
-                _ => g.injection.is_some(),
-            });
+            let configured = config
+                .guards
+                .as_ref()
+                .is_some_and(|g| match guard.as_str() {
+                    "pii" => g.pii.is_some(),
+                    _ => g.injection.is_some(),
+                });
             if !configured {
-                p.push(gpath, format!("guard '{guard}' has no section under guards:"));
+                p.push(
+                    gpath,
+                    format!("guard '{guard}' has no section under guards:"),
+                );
             }
         }
         if route.rate_limit.is_some_and(|r| r.requests_per_minute == 0) {
-            p.push(format!("{path}.rate_limit.requests_per_minute"), "must be at least 1");
+            p.push(
+                format!("{path}.rate_limit.requests_per_minute"),
+                "must be at least 1",
+            );
         }
     }
 }
@@ -340,7 +373,10 @@ fn models(config: &Config, p: &mut Problems) {
         if model.name.is_empty() {
             p.push(format!("{path}.name"), "must not be empty");
         } else if !seen.insert(model.name.as_str()) {
-            p.push(format!("{path}.name"), format!("duplicate model '{}'", model.name));
+            p.push(
+                format!("{path}.name"),
+                format!("duplicate model '{}'", model.name),
+            );
         }
         if !config.upstreams.contains_key(&model.upstream) {
             p.push(
@@ -371,7 +407,10 @@ fn models(config: &Config, p: &mut Problems) {
         roles_list(&format!("{path}.roles"), &model.roles, p);
         for (j, fallback) in model.fallbacks.iter().enumerate() {
             if fallback == &model.name {
-                p.push(format!("{path}.fallbacks[{j}]"), "a model cannot fall back to itself");
+                p.push(
+                    format!("{path}.fallbacks[{j}]"),
+                    "a model cannot fall back to itself",
+                );
             } else if !names.contains(fallback.as_str()) {
                 p.push(
                     format!("{path}.fallbacks[{j}]"),
@@ -404,10 +443,18 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
                 "only one budget entry per scope",
             );
         }
-        usd(format!("limits.budgets[{i}].usd_per_month"), b.usd_per_month, p);
+        usd(
+            format!("limits.budgets[{i}].usd_per_month"),
+            b.usd_per_month,
+            p,
+        );
     }
     for (user, o) in &l.overrides {
-        usd(format!("limits.overrides.{user}.usd_per_month"), o.usd_per_month, p);
+        usd(
+            format!("limits.overrides.{user}.usd_per_month"),
+            o.usd_per_month,
+            p,
+        );
         if o.requests_per_minute == Some(0) {
             p.push(
                 format!("limits.overrides.{user}.requests_per_minute"),
@@ -423,7 +470,10 @@ fn guards_section(g: &GuardsConfig, p: &mut Problems) {
             if !KNOWN_PII.contains(&kind.as_str()) {
                 p.push(
                     format!("guards.pii.detect[{i}]"),
-                    format!("unknown PII kind '{kind}' (known: {})", KNOWN_PII.join(", ")),
+                    format!(
+                        "unknown PII kind '{kind}' (known: {})",
+                        KNOWN_PII.join(", ")
+                    ),
                 );
             }
         }
@@ -434,7 +484,10 @@ fn guards_section(g: &GuardsConfig, p: &mut Problems) {
         }
         for (i, pattern) in inj.patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(pattern) {
-                p.push(format!("guards.injection.patterns[{i}]"), format!("invalid regex: {e}"));
+                p.push(
+                    format!("guards.injection.patterns[{i}]"),
+                    format!("invalid regex: {e}"),
+                );
             }
         }
     }
@@ -446,7 +499,9 @@ fn store(s: &StoreConfig, p: &mut Problems) {
     }
     match (s.kind, &s.redis_url) {
         (StoreKind::Redis, None) => p.push("store.redis_url", "required with kind: redis"),
-        (StoreKind::Redis, Some(url)) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
+        (StoreKind::Redis, Some(url))
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") =>
+        {
             p.push("store.redis_url", "must start with redis:// or rediss://")
         }
         _ => {}
@@ -471,8 +526,8 @@ pub fn expand_env(value: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| "unterminated ${env:...} reference".to_string())?;
         let name = &after[..end];
-        let resolved = std::env::var(name)
-            .map_err(|_| format!("environment variable {name} is not set"))?;
+        let resolved =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         out.push_str(&resolved);
         rest = &after[end + 1..];
     }

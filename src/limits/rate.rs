@@ -36,11 +36,19 @@ impl RateDecision {
         [
             (
                 "ratelimit-policy",
-                format!("\"{}\";q={};w={}", self.policy, self.limit, WINDOW.as_secs()),
+                format!(
+                    "\"{}\";q={};w={}",
+                    self.policy,
+                    self.limit,
+                    WINDOW.as_secs()
+                ),
             ),
             (
                 "ratelimit",
-                format!("\"{}\";r={};t={}", self.policy, self.remaining, self.reset_secs),
+                format!(
+                    "\"{}\";r={};t={}",
+                    self.policy, self.remaining, self.reset_secs
+                ),
             ),
         ]
     }
@@ -88,7 +96,13 @@ impl RequestLimiter {
 
     /// Counts a request of `user`: on the route's own counter when the route
     /// has a `rate_limit`, else on the shared default counter.
-    pub fn check(&self, user: &str, route: &str, route_limit: Option<u32>, default_limit: Option<u32>) -> Option<RateDecision> {
+    pub fn check(
+        &self,
+        user: &str,
+        route: &str,
+        route_limit: Option<u32>,
+        default_limit: Option<u32>,
+    ) -> Option<RateDecision> {
         match (route_limit, default_limit, &self.default) {
             (Some(limit), _, _) => Some(count(&self.route_rate(route), user, limit.into(), route)),
             (None, Some(limit), Some(rate)) => Some(count(rate, user, limit.into(), "default")),
@@ -114,7 +128,12 @@ mod tests {
         assert!(refused.reset_secs >= 1 && refused.reset_secs <= 60);
         assert!(limiter.check("bob", "r", None, Some(10)).unwrap().allowed);
         // A route with its own limit counts separately.
-        assert!(limiter.check("alice", "chat", Some(5), Some(10)).unwrap().allowed);
+        assert!(
+            limiter
+                .check("alice", "chat", Some(5), Some(10))
+                .unwrap()
+                .allowed
+        );
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub(super) async fn complete(
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => {
-            let err = json!({"error": {"message": "invalid JSON", "type": "invalid_request_error"}});
+            let err =
+                json!({"error": {"message": "invalid JSON", "type": "invalid_request_error"}});
             return write_reply(session, Reply::json(400, &err)).await;
         }
     };
@@ -127,9 +128,7 @@ pub(super) async fn complete(
 
 async fn send_event(session: &mut ServerSession, data: &str) -> pingora::Result<()> {
     let event = format!("data: {data}\n\n");
-    session
-        .write_response_body(Bytes::from(event), false)
-        .await
+    session.write_response_body(Bytes::from(event), false).await
 }
 
 fn words(count: u64) -> String {

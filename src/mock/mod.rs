@@ -192,9 +192,7 @@ impl HttpServerApp for MockBackend {
         }
         let settings = HttpPersistentSettings::for_session(&session);
         match session.finish().await {
-            Ok(reusable) => {
-                reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
-            }
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
             Err(_) => None,
         }
     }

@@ -14,7 +14,10 @@ use std::time::Duration;
 /// How often the loop looks for due passes; bounds detection latency.
 const TICK: Duration = Duration::from_millis(100);
 
-pub fn build_check(hc: &HealthCheckConfig, upstream: &UpstreamConfig) -> Box<dyn HealthCheck + Send + Sync> {
+pub fn build_check(
+    hc: &HealthCheckConfig,
+    upstream: &UpstreamConfig,
+) -> Box<dyn HealthCheck + Send + Sync> {
     let timeout = Some(Duration::from_millis(hc.timeout_ms));
     match hc.kind {
         HealthCheckKind::Tcp => {

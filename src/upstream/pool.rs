@@ -45,7 +45,10 @@ pub struct Pool {
     health_check_running: AtomicBool,
 }
 
-fn build_balancer<S>(addrs: &[SocketAddr], upstream: &UpstreamConfig) -> Result<LoadBalancer<S>, String>
+fn build_balancer<S>(
+    addrs: &[SocketAddr],
+    upstream: &UpstreamConfig,
+) -> Result<LoadBalancer<S>, String>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,

@@ -2,7 +2,7 @@
 //! `Backend` runs `tollgate mock-backend`, `Gateway` runs `tollgate run`
 //! with a config written to a temp dir. Both are killed on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -64,7 +64,10 @@ impl Backend {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn mock backend");
-        assert!(wait_for_port(addr, Duration::from_secs(10)), "mock backend on {addr} did not start");
+        assert!(
+            wait_for_port(addr, Duration::from_secs(10)),
+            "mock backend on {addr} did not start"
+        );
         Backend {
             addr: addr.to_string(),
             child,
@@ -76,7 +79,11 @@ impl Backend {
     }
 
     pub fn set_health(&self, ok: bool) {
-        let path = if ok { "/__mock/health/ok" } else { "/__mock/health/fail" };
+        let path = if ok {
+            "/__mock/health/ok"
+        } else {
+            "/__mock/health/fail"
+        };
         client().post(self.url(path)).send().expect("mock control");
     }
 
@@ -327,14 +334,13 @@ pub fn raw_request(addr: &str, request: &[u8]) -> String {
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
                 // One answer is enough once its body is complete.
-                if let Some(text) = std::str::from_utf8(&out).ok() {
+                if let Ok(text) = std::str::from_utf8(&out) {
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
-                            });
+                        let len = head.lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        });
                         if len.is_some_and(|l| body.len() >= l) {
                             break;
                         }

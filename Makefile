@@ -1,0 +1,90 @@
+# tollgate — build, demo and test entry points.
+#
+#   make demo     install missing system packages, build the release binary,
+#                 run `tollgate demo` (mock backends + gateway on loopback)
+#   make test     the whole test suite (nextest when installed, else cargo test)
+#   make lint     rustfmt check + clippy with warnings as errors
+#
+# Every recipe runs unattended (CI=true, no stdin, fresh clone, fresh
+# machine). System packages are installed with apt-get when missing, which
+# needs root; otherwise the exact command to run is printed.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+# Extra arguments for the test runner, e.g. `make test TEST_ARGS=jwt`.
+TEST_ARGS ?=
+# One criterion bench target (hot_path, jwt, llm); empty = all of them.
+BENCH ?=
+
+# Debian/Ubuntu packages needed to build Pingora and the bundled C code
+# (libz-ng-sys runs cmake; ring, zstd, rusqlite's SQLite compile C).
+APT_PACKAGES := cmake pkg-config build-essential
+
+.PHONY: help deps build demo test lint check-config bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+deps: ## install missing system packages (cmake, pkg-config, C toolchain)
+	@missing=""; \
+	command -v cmake >/dev/null 2>&1      || missing="$$missing cmake"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	{ command -v cc >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } \
+	                                      || missing="$$missing build-essential"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: missing system packages:$$missing (install them with your package manager)" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: missing system packages:$$missing" >&2; \
+	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	command -v cmake >/dev/null
+
+build: deps ## release build: target/release/tollgate
+	$(CARGO) build --release --locked
+
+demo: build ## run the demo: mock backends + gateway with conf/demo.yaml
+	mkdir -p target/demo
+	./target/release/tollgate demo
+
+test: deps ## the whole test suite
+	$(CARGO) build --locked --all-targets
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  echo "+ $(CARGO) nextest run --locked --all-targets --no-fail-fast $(TEST_ARGS)"; \
+	  $(CARGO) nextest run --locked --all-targets --no-fail-fast $(TEST_ARGS); \
+	else \
+	  echo "+ $(CARGO) test --locked --all-targets --no-fail-fast $(TEST_ARGS)  (cargo-nextest not installed)"; \
+	  $(CARGO) test --locked --all-targets --no-fail-fast $(TEST_ARGS); \
+	fi
+
+lint: deps ## cargo fmt --check and clippy -D warnings
+	@if ! $(CARGO) fmt --version >/dev/null 2>&1 || ! $(CARGO) clippy --version >/dev/null 2>&1; then \
+	  if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt clippy; \
+	  else echo "error: rustfmt/clippy missing and rustup not found" >&2; exit 1; fi; \
+	fi
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+check-config: deps ## `tollgate check` every conf/*.yaml
+	$(CARGO) build --locked --bin tollgate
+	@status=0; for f in conf/*.yaml; do \
+	  ./target/debug/tollgate check -c "$$f" || status=1; \
+	done; exit $$status
+
+bench: deps ## criterion benches (BENCH=hot_path|jwt|llm for one)
+	$(CARGO) bench --locked $(if $(BENCH),--bench $(BENCH))
+
+clean: ## remove build output
+	$(CARGO) clean

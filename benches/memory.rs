@@ -1,0 +1,57 @@
+//! RSS before/after 1,000,000 distinct invalid API keys and 1,000,000
+//! distinct users through the admission path (release build):
+//! `cargo bench --bench memory`.
+
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use tollgate::admission;
+use tollgate::ctx::RequestCtx;
+use tollgate::limits::rate::RequestLimiter;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let config = r#"
+server: { listen: ["127.0.0.1:1"], admin_listen: "127.0.0.1:2" }
+upstreams: { support: { peers: ["127.0.0.1:9001"] } }
+routes: [ { name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support } ]
+limits: { default: { requests_per_minute: 10 } }
+"#;
+    let Ok(snapshot) = tollgate::config::load_snapshot_from_str(config, "m.yaml", 1, None) else {
+        eprintln!("bad bench config");
+        return;
+    };
+    let snapshot = Arc::new(snapshot);
+    let limiter = RequestLimiter::new();
+    let before = rss_kib();
+    let n = 1_000_000;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let Ok(mut req) = RequestHeader::build("GET", b"/api/v1/tickets/1", None) else {
+            return;
+        };
+        let _ = req.insert_header("x-api-key", format!("bad-key-{i}"));
+        let mut ctx = RequestCtx::new();
+        ctx.snapshot = Some(snapshot.clone());
+        let _ = admission::admit(&limiter, &req, || None, &mut ctx);
+        limiter.check(&format!("user-{i}"), "r", None, Some(10));
+        if i % 250_000 == 0 {
+            println!("{i:>8} requests: RSS {} KiB", rss_kib());
+        }
+    }
+    let after = rss_kib();
+    println!(
+        "{n} distinct bad keys + {n} distinct users in {:.1} s: RSS before {before} KiB, after {after} KiB (+{} KiB)",
+        started.elapsed().as_secs_f64(),
+        after.saturating_sub(before)
+    );
+}
