@@ -1,6 +1,8 @@
 //! Per-request hot path: route match + API-key lookup + authorization +
 //! rate check (`admission::admit`), and its parts.
 
+#![allow(clippy::expect_used)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
