@@ -83,7 +83,7 @@ check-config: deps ## `tollgate check` every conf/*.yaml
 	  ./target/debug/tollgate check -c "$$f" || status=1; \
 	done; exit $$status
 
-bench: deps ## criterion benches (BENCH=hot_path|jwt|llm for one)
+bench: deps ## benches (BENCH=hot_path|jwt|llm|memory for one)
 	$(CARGO) bench --locked $(if $(BENCH),--bench $(BENCH))
 
 clean: ## remove build output

@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
         tollgate::config::load_snapshot_from_str(&config(), "bench.yaml", 1, None).expect("config"),
     );
     let limiter = RequestLimiter::new();
+    let failed_auth = tollgate::auth::stuffing::FailedAuthGuard::new();
     let ok = request("/api/v1/agents/bob/tickets?status=open", KEY);
     let bad = request("/api/v1/agents/bob/tickets", "not-a-key");
 
@@ -65,6 +66,8 @@ fn bench(c: &mut Criterion) {
             ctx.snapshot = Some(snapshot.clone());
             black_box(admission::admit(
                 &limiter,
+                &failed_auth,
+                None,
                 black_box(&ok),
                 || None,
                 &mut ctx,
@@ -78,6 +81,8 @@ fn bench(c: &mut Criterion) {
             ctx.snapshot = Some(snapshot.clone());
             black_box(admission::admit(
                 &limiter,
+                &failed_auth,
+                None,
                 black_box(&bad),
                 || None,
                 &mut ctx,

@@ -3,6 +3,9 @@
 
 use crate::auth::api_key::{digest, parse_digest_hex};
 use crate::state::GatewayState;
+use crate::limits::budget::ScopeKey;
+use crate::limits::window::now_unix;
+use crate::llm::pricing::usd_string;
 use crate::{metrics, reload};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -65,8 +68,9 @@ impl AdminApp {
         bool::from(digest(presented.trim()).ct_eq(&expected))
     }
 
-    async fn admin(&self, method: &str, path: &str) -> Response<Vec<u8>> {
+    async fn admin(&self, method: &str, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
         match (method, path) {
+            ("GET", "/admin/usage") => self.usage(query),
             ("POST", "/admin/reload") => match reload::reload(&self.state).await {
                 Ok(generation) => json_reply(StatusCode::OK, &json!({"generation": generation})),
                 Err(e) => json_reply(
@@ -87,6 +91,70 @@ impl AdminApp {
             }
             _ => admin_error(StatusCode::NOT_FOUND, "not_found", "unknown admin endpoint"),
         }
+    }
+}
+
+impl AdminApp {
+    /// `GET /admin/usage?user=ID` or `?tenant=ID`: spend in the current
+    /// windows, each limit and what remains.
+    fn usage(&self, query: Option<&str>) -> Response<Vec<u8>> {
+        let pairs: Vec<(String, String)> = query
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| {
+                        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                        (k.to_string(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let find = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let snapshot = self.state.snapshot.load_full();
+        let (scope, limits) = match (find("user"), find("tenant")) {
+            (Some(user), None) => {
+                let limits = snapshot.budgets.user_limits(&user);
+                (ScopeKey::User(user), limits)
+            }
+            (None, Some(tenant)) => (ScopeKey::Tenant(tenant), snapshot.budgets.tenant_limits()),
+            _ => {
+                return admin_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "give exactly one of ?user=ID or ?tenant=ID",
+                )
+            }
+        };
+        let usage = match self.state.store.usage(&scope, now_unix()) {
+            Ok(u) => u,
+            Err(e) => {
+                return admin_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string())
+            }
+        };
+        let remaining = |limit: Option<u64>, used: u64| limit.map(|l| l.saturating_sub(used));
+        json_reply(
+            StatusCode::OK,
+            &json!({
+                "scope": scope.kind(),
+                "id": scope.id(),
+                "tokens_minute": usage.tokens_minute,
+                "tokens_day": usage.tokens_day,
+                "micro_usd_month": usage.micro_usd_month,
+                "usd_month": usd_string(usage.micro_usd_month),
+                "reserved_tokens": usage.reserved_tokens,
+                "reserved_micro_usd": usage.reserved_micro_usd,
+                "limits": {
+                    "tokens_per_minute": limits.tokens_per_minute,
+                    "tokens_per_day": limits.tokens_per_day,
+                    "usd_per_month": limits.micro_usd_per_month.map(usd_string),
+                },
+                "remaining": {
+                    "tokens_minute": remaining(limits.tokens_per_minute, usage.tokens_minute + usage.reserved_tokens),
+                    "tokens_day": remaining(limits.tokens_per_day, usage.tokens_day + usage.reserved_tokens),
+                    "usd_month": remaining(limits.micro_usd_per_month, usage.micro_usd_month + usage.reserved_micro_usd).map(usd_string),
+                },
+            }),
+        )
     }
 }
 
@@ -152,7 +220,8 @@ impl ServeHttp for AdminApp {
                         "admin endpoints need Authorization: Bearer <admin token>",
                     );
                 }
-                self.admin(&method, p).await
+                let query = session.req_header().uri.query().map(str::to_string);
+                self.admin(&method, p, query.as_deref()).await
             }
             _ => admin_error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint"),
         }

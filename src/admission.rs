@@ -2,13 +2,15 @@
 //! authorization, request rate. Pure over (snapshot, limiter, header), so
 //! it is benchmarked as the per-request hot path.
 
+use crate::auth::stuffing::FailedAuthGuard;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
-use crate::limits::rate::RequestLimiter;
+use crate::limits::rate::{RateDecision, RequestLimiter};
 use crate::{authz, clock, framing, router};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
+use std::net::IpAddr;
 
 /// Why a request was refused, with what the audit log needs.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Refusal {
 pub enum AuditEvent {
     AuthFailed(AuthFailure),
     Denied(&'static str),
+    /// Refused unauthenticated: too many failed authentications from this IP.
+    AuthBlocked,
 }
 
 impl From<GatewayError> for Refusal {
@@ -33,6 +37,8 @@ impl From<GatewayError> for Refusal {
 /// so a refusal is logged with whatever was learnt before it.
 pub fn admit(
     limiter: &RequestLimiter,
+    failed_auth: &FailedAuthGuard,
+    client_ip: Option<IpAddr>,
     req: &RequestHeader,
     raw_head: impl FnOnce() -> Option<Bytes>,
     ctx: &mut RequestCtx,
@@ -42,6 +48,27 @@ pub fn admit(
         .clone()
         .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
     framing::check(req, snapshot.server(), raw_head)?;
+    // Credential-stuffing guard, before anything else: a blocked IP gets 429
+    // on every request and its credentials are not even looked at.
+    let stuffing_limit = snapshot.config.auth.failed_auth_per_ip_per_minute;
+    if let (Some(limit), Some(ip)) = (stuffing_limit, client_ip) {
+        if let Some(retry_after) = failed_auth.blocked(ip, limit) {
+            ctx.rate = Some(RateDecision {
+                policy: "failed_auth".into(),
+                limit: limit.into(),
+                remaining: 0,
+                reset_secs: retry_after,
+                allowed: false,
+            });
+            return Err(Refusal {
+                error: GatewayError::RateLimited {
+                    message: "too many failed authentication attempts from this address".into(),
+                    retry_after,
+                },
+                audit: Some(AuditEvent::AuthBlocked),
+            });
+        }
+    }
 
     let path =
         router::normalize(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
@@ -78,6 +105,12 @@ pub fn admit(
     let identity = snapshot
         .auth
         .authenticate(req, clock::unix_secs())
+        .map_err(|failure| {
+            if let (Some(_), Some(ip), true) = (stuffing_limit, client_ip, failure.is_attempt()) {
+                failed_auth.record_failure(ip);
+            }
+            failure
+        })
         .map_err(|failure| Refusal {
             error: match failure {
                 AuthFailure::Missing => GatewayError::MissingCredentials,

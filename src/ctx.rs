@@ -5,6 +5,7 @@ use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
+use crate::llm::account::LlmCall;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub struct RequestCtx {
     pub retries_left: u32,
     /// When the upstream exchange began / the response header arrived.
     pub upstream_started: Option<Instant>,
+    /// Accounting of an LLM call, settled in `logging`.
+    pub llm: Option<LlmCall>,
 }
 
 impl RequestCtx {
@@ -50,6 +53,7 @@ impl RequestCtx {
             peer: None,
             retries_left: 0,
             upstream_started: None,
+            llm: None,
         }
     }
 

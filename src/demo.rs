@@ -58,5 +58,7 @@ Stop with Ctrl-C.
 "#,
         backends = MOCK_BACKENDS.join(", "),
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    state.shutdown();
+    Ok(())
 }

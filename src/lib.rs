@@ -1,5 +1,5 @@
 //! tollgate: an AI-aware API gateway for customer-support platforms, on
-//! Cloudflare's Pingora. See DESIGN.md for the contract.
+//! Cloudflare's Pingora. README.md describes the contract it implements.
 
 pub mod admin;
 pub mod admission;
@@ -26,5 +26,6 @@ pub mod respond;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod trace;
 pub mod upstream;

@@ -6,6 +6,7 @@ use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
+use crate::llm::account::CallFacts;
 use crate::metrics;
 use crate::state::GatewayState;
 use pingora::prelude::*;
@@ -37,8 +38,23 @@ pub fn refusal(
     match event {
         Some(AuditEvent::AuthFailed(failure)) => auth_failure(state, session, ctx, failure),
         Some(AuditEvent::Denied(reason)) => denial(state, session, ctx, reason),
+        Some(AuditEvent::AuthBlocked) => auth_blocked(state, session, ctx),
         None => {}
     }
+}
+
+/// A request refused unauthenticated by the credential-stuffing guard.
+fn auth_blocked(state: &GatewayState, session: &Session, ctx: &RequestCtx) {
+    state.logs.audit(&json!({
+        "log": "audit",
+        "time": now_rfc3339(),
+        "event": "authentication_blocked",
+        "request_id": ctx.request_id,
+        "client_ip": client_ip(session),
+        "principal": null,
+        "route": ctx.route_name(),
+        "reason": "too_many_failed_auth",
+    }));
 }
 
 fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, failure: &AuthFailure) {
@@ -50,6 +66,7 @@ fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, failu
         "request_id": ctx.request_id,
         "client_ip": client_ip(session),
         "principal": failure.principal(),
+        "key_id": failure.key_id(),
         "route": ctx.route_name(),
         "reason": failure.reason(),
     }));
@@ -121,7 +138,18 @@ pub fn classify_error(e: &Error) -> GatewayError {
     }
 }
 
-pub fn request_done(state: &GatewayState, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+pub fn request_done(state: &GatewayState, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    if let Some(call) = ctx.llm.take() {
+        let identity = ctx.identity.as_deref();
+        let facts = CallFacts {
+            request_id: &ctx.request_id,
+            user: identity.map(|i| i.user.as_str()),
+            tenant: identity.map(|i| i.tenant.as_str()),
+            key_id: identity.map(|i| i.key_id.as_str()),
+            route: ctx.route_name(),
+        };
+        call.settle(state, &facts);
+    }
     let status = session
         .response_written()
         .map(|r| r.status.as_u16())

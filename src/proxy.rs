@@ -5,7 +5,8 @@
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::state::GatewayState;
-use crate::{admission, headers, observe, respond, trace};
+use crate::config::schema::RouteKind;
+use crate::{admission, headers, llm, observe, respond, trace};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -49,11 +50,20 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let admitted = admission::admit(
             &self.state.limiter,
+            &self.state.failed_auth,
+            client_ip(session),
             session.req_header(),
             || session.as_http1().map(|h1| h1.get_headers_raw_bytes()),
             ctx,
         );
         match admitted {
+            Ok(()) if ctx.route().is_some_and(|r| r.kind == RouteKind::Llm) => {
+                // LLM calls are served here in full (see llm::serve).
+                if let Err(err) = llm::serve::serve(&self.state, session, ctx, client_ip(session)).await {
+                    respond::send_error(session, ctx, err).await?;
+                }
+                Ok(true)
+            }
             Ok(()) => Ok(false),
             Err(refusal) => {
                 observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
@@ -153,6 +163,20 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         observe::upstream_answered(ctx, upstream_response.status.as_u16());
         headers::decorate_response(upstream_response, ctx)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Certificate pins of `tls: true` pools (upstream::tls).
+        crate::upstream::tls::verify_pins(peer, digest)
     }
 
     fn fail_to_connect(

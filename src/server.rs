@@ -8,7 +8,13 @@ use crate::config::{self, Snapshot};
 use crate::logs::LogSink;
 use crate::proxy::Gateway;
 use crate::reload::SighupReloader;
-use crate::state::GatewayState;
+use crate::config::schema::StoreKind;
+use crate::ledger::Ledger;
+use crate::limits::local_store::LocalStore;
+use crate::limits::store::Store;
+use crate::state::{GatewayState, Services};
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use crate::upstream::health::HealthCheckLoop;
 use async_trait::async_trait;
 use pingora::proxy::http_proxy_service_with_name;
@@ -76,12 +82,32 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         ..Opt::default()
     };
     let listen = snapshot.server().listen.clone();
+    // Parsed here, not by Pingora's `build()`, which would panic on bad files.
+    let tls_listener = match &snapshot.server().tls {
+        Some(tls) => Some((
+            tls.listen.clone(),
+            crate::tls::listener_settings(tls).map_err(|e| {
+                CliError::Runtime(format!("server.tls.{}: {e}", e.field()))
+            })?,
+        )),
+        None => None,
+    };
     let admin_listen = snapshot.server().admin_listen.clone();
     let absolute = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
-    let state = GatewayState::new(snapshot, absolute, logs);
+    let (store, ledger) = open_store(&snapshot)?;
+    // Load the tokenizer now rather than on the first LLM request.
+    crate::llm::tokens::warm_up();
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&server.configuration)));
+    let services = Services {
+        logs,
+        store,
+        ledger,
+        connector,
+    };
+    let state = GatewayState::new(snapshot, absolute, services);
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
@@ -92,6 +118,9 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     );
     for addr in &listen {
         proxy.add_tcp(addr);
+    }
+    if let Some((addr, settings)) = tls_listener {
+        proxy.add_tls_with_settings(&addr, None, settings);
     }
     let mut admin = Service::new("tollgate admin".to_string(), AdminApp::new(state.clone()));
     admin.add_tcp(&admin_listen);
@@ -111,6 +140,29 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         DrainWatcher(state.clone()),
     ));
     Ok((server, state))
+}
+
+/// Opens the ledger and rebuilds the current windows' spend from it, so a
+/// restart (or a crash) never resets a budget.
+fn open_store(snapshot: &Snapshot) -> Result<(Arc<dyn Store>, Ledger), CliError> {
+    let store_config = &snapshot.config.store;
+    if store_config.kind == StoreKind::Redis {
+        return Err(CliError::Runtime(
+            "store.kind: redis is not available in this build; use kind: local".into(),
+        ));
+    }
+    let ledger = Ledger::open(&store_config.path)
+        .map_err(|e| CliError::Runtime(format!("cannot open usage ledger {}: {e}", store_config.path)))?;
+    let now = crate::limits::window::now_unix();
+    let spend = ledger
+        .current_spend(now)
+        .map_err(|e| CliError::Runtime(format!("cannot read usage ledger: {e}")))?;
+    let local = LocalStore::new();
+    local
+        .restore(&spend, now)
+        .map_err(|e| CliError::Runtime(format!("cannot restore spend: {e}")))?;
+    tracing::info!(scopes = spend.len(), "budgets restored from the ledger");
+    Ok((Arc::new(local), ledger))
 }
 
 /// Marks the gateway as draining the moment Pingora starts shutting down.

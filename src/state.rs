@@ -3,9 +3,12 @@
 //! budgets and the ledger live beside it and survive reloads.
 
 use crate::config::Snapshot;
+use crate::ledger::Ledger;
 use crate::limits::rate::RequestLimiter;
+use crate::limits::store::Store;
 use crate::logs::LogSink;
 use arc_swap::ArcSwap;
+use pingora::connectors::http::Connector;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,19 +19,46 @@ pub struct GatewayState {
     pub snapshot: SharedSnapshot,
     pub config_path: PathBuf,
     pub limiter: RequestLimiter,
+    /// Failed authentications per client IP (credential-stuffing guard).
+    pub failed_auth: crate::auth::stuffing::FailedAuthGuard,
     pub logs: LogSink,
     /// Set once shutdown or an upgrade hand-over starts: /readyz turns 503.
     pub draining: AtomicBool,
+    /// Token and USD budget counters (reservations and spend).
+    pub store: Arc<dyn Store>,
+    /// Durable record of every settled LLM call.
+    pub ledger: Ledger,
+    /// Upstream connections for LLM routes, which tollgate drives itself.
+    pub connector: Connector,
+}
+
+/// What a gateway process needs besides its configuration.
+pub struct Services {
+    pub logs: LogSink,
+    pub store: Arc<dyn Store>,
+    pub ledger: Ledger,
+    pub connector: Connector,
 }
 
 impl GatewayState {
-    pub fn new(snapshot: Snapshot, config_path: PathBuf, logs: LogSink) -> Arc<Self> {
+    pub fn new(snapshot: Snapshot, config_path: PathBuf, services: Services) -> Arc<Self> {
         Arc::new(Self {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             config_path,
             limiter: RequestLimiter::new(),
-            logs,
+            failed_auth: crate::auth::stuffing::FailedAuthGuard::new(),
+            logs: services.logs,
             draining: AtomicBool::new(false),
+            store: services.store,
+            ledger: services.ledger,
+            connector: services.connector,
         })
+    }
+
+    /// Last words before exit: every recorded call reaches the ledger.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.ledger.flush() {
+            tracing::error!("ledger flush at shutdown failed: {e}");
+        }
     }
 }

@@ -38,12 +38,20 @@ limits: { default: { requests_per_minute: 10 } }
     let snapshot =
         Arc::new(tollgate::config::load_snapshot_from_str(config, "m.yaml", 1, None).unwrap());
     let limiter = RequestLimiter::new();
+    let failed_auth = tollgate::auth::stuffing::FailedAuthGuard::new();
     let n = 200_000;
     // Warm up allocator pools and lazies before the baseline.
     for i in 0..10_000 {
         let mut ctx = RequestCtx::new();
         ctx.snapshot = Some(snapshot.clone());
-        let _ = admission::admit(&limiter, &request(&format!("warm-{i}")), || None, &mut ctx);
+        let _ = admission::admit(
+            &limiter,
+            &failed_auth,
+            None,
+            &request(&format!("warm-{i}")),
+            || None,
+            &mut ctx,
+        );
         limiter.check(&format!("warm-user-{i}"), "r", None, Some(10));
     }
     let before = rss_kib();
@@ -52,6 +60,8 @@ limits: { default: { requests_per_minute: 10 } }
         ctx.snapshot = Some(snapshot.clone());
         let refused = admission::admit(
             &limiter,
+            &failed_auth,
+            None,
             &request(&format!("bad-key-{i}")),
             || None,
             &mut ctx,

@@ -1,12 +1,17 @@
 //! Authentication: turns the presented credential into an [`Identity`].
-//! API keys come from `X-API-Key` or `Authorization: Bearer <key>`.
+//! API keys come from `X-API-Key` or `Authorization: Bearer <key>`; a bearer
+//! value with the compact JWS shape (two dots) is a JWT when `auth.jwt` is
+//! configured.
 
 pub mod api_key;
 pub mod identity;
 pub mod jwt;
+pub mod jwt_config;
+pub mod stuffing;
 
 use api_key::{KeyIndex, KeyRejection};
 pub use identity::Identity;
+use jwt::{JwtError, JwtVerifier};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 
@@ -19,12 +24,15 @@ pub enum AuthFailure {
         reason: &'static str,
         key_id: Option<String>,
     },
+    /// `subject` and `kid` are read from the (rejected, so untrusted) token.
     InvalidToken {
         reason: &'static str,
         subject: Option<String>,
+        kid: Option<String>,
     },
     TokenExpired {
         subject: Option<String>,
+        kid: Option<String>,
     },
 }
 
@@ -43,42 +51,94 @@ impl AuthFailure {
     pub fn principal(&self) -> Option<&str> {
         match self {
             AuthFailure::InvalidApiKey { key_id, .. } => key_id.as_deref(),
-            AuthFailure::InvalidToken { subject, .. } | AuthFailure::TokenExpired { subject } => {
-                subject.as_deref()
+            AuthFailure::InvalidToken { subject, kid, .. }
+            | AuthFailure::TokenExpired { subject, kid } => subject.as_deref().or(kid.as_deref()),
+            AuthFailure::Missing => None,
+        }
+    }
+
+    /// The JWT `kid` (or API key id) involved, if known.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            AuthFailure::InvalidApiKey { key_id, .. } => key_id.as_deref(),
+            AuthFailure::InvalidToken { kid, .. } | AuthFailure::TokenExpired { kid, .. } => {
+                kid.as_deref()
             }
             AuthFailure::Missing => None,
         }
+    }
+
+    /// Whether this counts towards the credential-stuffing guard: a wrong
+    /// credential was presented. Missing credentials are not an attempt.
+    pub fn is_attempt(&self) -> bool {
+        !matches!(self, AuthFailure::Missing)
     }
 }
 
 #[derive(Debug)]
 pub struct Authenticator {
     keys: KeyIndex,
+    jwt: Option<JwtVerifier>,
 }
 
 /// The credential as presented; borrowed, never copied or logged.
 enum Credential<'a> {
     ApiKey(&'a str),
+    Jwt(&'a str),
 }
 
-fn presented(req: &RequestHeader) -> Option<Credential<'_>> {
+fn presented(req: &RequestHeader, jwt_enabled: bool) -> Option<Credential<'_>> {
     if let Some(v) = req.headers.get("x-api-key") {
         return Some(Credential::ApiKey(v.to_str().unwrap_or("")));
     }
     let auth = req.headers.get(http::header::AUTHORIZATION)?;
     let value = auth.to_str().unwrap_or("");
-    let token = match value.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = rest.trim();
+            // Generated API keys are `tg_` + hex (no dots), so
+            // the shape alone decides; without `auth.jwt` it is just a key.
+            if jwt_enabled && (jwt::looks_like_jwt(token) || looks_like_jwe(token)) {
+                Some(Credential::Jwt(token))
+            } else {
+                Some(Credential::ApiKey(token))
+            }
+        }
         // Another scheme is still hashed and looked up below, so a
         // malformed header costs the same as an unknown key.
-        _ => value,
-    };
-    Some(Credential::ApiKey(token))
+        _ => Some(Credential::ApiKey(value)),
+    }
+}
+
+/// Compact JWE (five parts). Not accepted, but answered as a token
+/// (`invalid_token`, reason `jwe_not_supported`) rather than as an unknown
+/// API key, so the client learns what is wrong.
+fn looks_like_jwe(bearer: &str) -> bool {
+    bearer.bytes().filter(|&b| b == b'.').count() == 4
+}
+
+/// JWT rejections for the client (401 code) and the audit log (reason, the
+/// token's `sub` and `kid`: untrusted and length-capped, never the token).
+fn jwt_failure(e: JwtError) -> AuthFailure {
+    match e {
+        JwtError::Expired { sub, kid } => AuthFailure::TokenExpired { subject: sub, kid },
+        JwtError::Invalid { reason, sub, kid } => AuthFailure::InvalidToken {
+            reason,
+            subject: sub,
+            kid,
+        },
+    }
 }
 
 impl Authenticator {
     pub fn new(keys: KeyIndex) -> Self {
-        Self { keys }
+        Self { keys, jwt: None }
+    }
+
+    /// Enables `Authorization: Bearer <jwt>`.
+    pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
     }
 
     pub fn authenticate(
@@ -86,7 +146,24 @@ impl Authenticator {
         req: &RequestHeader,
         now_unix: i64,
     ) -> Result<Arc<Identity>, AuthFailure> {
-        match presented(req).ok_or(AuthFailure::Missing)? {
+        match presented(req, self.jwt.is_some()).ok_or(AuthFailure::Missing)? {
+            Credential::Jwt(token) => {
+                let Some(verifier) = &self.jwt else {
+                    return Err(AuthFailure::InvalidToken {
+                        reason: jwt::reason::MALFORMED,
+                        subject: None,
+                        kid: None,
+                    });
+                };
+                let now = u64::try_from(now_unix).unwrap_or(0);
+                let id = verifier.verify(token, now).map_err(jwt_failure)?;
+                Ok(Arc::new(Identity {
+                    user: id.user,
+                    tenant: id.tenant,
+                    roles: id.roles,
+                    key_id: id.kid,
+                }))
+            }
             Credential::ApiKey(key) => self.keys.lookup(key, now_unix).map_err(|r| match r {
                 KeyRejection::Unknown => AuthFailure::InvalidApiKey {
                     reason: "unknown_api_key",

@@ -8,6 +8,8 @@ use super::Problems;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::Identity;
 use crate::auth::Authenticator;
+use crate::limits::policy::BudgetPolicy;
+use crate::llm::model::Model;
 use crate::router::{MethodSet, PathTemplate, Routable};
 use crate::upstream::pool::Pool;
 use std::collections::HashMap;
@@ -42,6 +44,8 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub auth: Authenticator,
     pub pools: HashMap<String, Arc<Pool>>,
+    pub models: HashMap<String, Arc<Model>>,
+    pub budgets: BudgetPolicy,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -83,6 +87,19 @@ impl Snapshot {
             };
             pools.insert(name.clone(), pool);
         }
+        let mut models = HashMap::new();
+        for (i, m) in config.models.iter().enumerate() {
+            match Model::compile(m) {
+                Ok(model) => {
+                    models.insert(model.name.clone(), Arc::new(model));
+                }
+                Err(e) => problems.push(format!("models[{i}]"), e),
+            }
+        }
+        let budgets = BudgetPolicy::compile(&config.limits).unwrap_or_else(|e| {
+            problems.push("limits", e);
+            BudgetPolicy::default()
+        });
         if !problems.is_empty() {
             return None;
         }
@@ -92,6 +109,8 @@ impl Snapshot {
             routes,
             auth,
             pools,
+            models,
+            budgets,
         })
     }
 
@@ -147,5 +166,13 @@ fn compile_auth(auth: &AuthConfig, problems: &mut Problems) -> Authenticator {
         };
         keys.insert(digest, identity, expires_at);
     }
-    Authenticator::new(keys)
+    let authenticator = Authenticator::new(keys);
+    match auth
+        .jwt
+        .as_ref()
+        .and_then(|jwt| crate::auth::jwt_config::build(jwt, problems))
+    {
+        Some(verifier) => authenticator.with_jwt(verifier),
+        None => authenticator,
+    }
 }

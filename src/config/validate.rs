@@ -72,8 +72,11 @@ fn server(s: &ServerConfig, p: &mut Problems) {
     }
     if let Some(tls) = &s.tls {
         socket_addr("server.tls.listen", &tls.listen, p);
-        readable_file("server.tls.cert_file", &tls.cert_file, p);
-        readable_file("server.tls.key_file", &tls.key_file, p);
+        // Parsed for real (chain, key, key matches cert): `check` catches
+        // what would otherwise fail when the listener starts.
+        if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
+            p.push(format!("server.tls.{}", e.field()), e.to_string());
+        }
     }
     if s.threads == Some(0) {
         p.push("server.threads", "must be at least 1");

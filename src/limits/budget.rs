@@ -7,21 +7,7 @@ use std::str::FromStr;
 use serde::{Serialize, Serializer};
 
 use crate::limits::window::Window;
-
-/// Micro-dollars per US dollar. Money is integer micro-USD so sums are exact.
-pub const MICRO_USD_PER_USD: u64 = 1_000_000;
-
-/// Converts a configured USD amount to micro-USD (rounded to nearest).
-/// `None` for negative, NaN, infinite or absurdly large values.
-pub fn micro_usd_from_usd(usd: f64) -> Option<u64> {
-    let micro = (usd * MICRO_USD_PER_USD as f64).round();
-    // 1.8e19 is just under u64::MAX; `as` would silently saturate above it.
-    if micro.is_finite() && (0.0..1.8e19).contains(&micro) {
-        Some(micro as u64)
-    } else {
-        None
-    }
-}
+use crate::llm::pricing::MICRO_USD_PER_USD;
 
 /// Formats micro-USD as a decimal dollar amount: `50.00`, `0.125`, `1.000001`.
 pub fn format_micro_usd(micro: u64) -> String {
@@ -225,17 +211,6 @@ impl std::error::Error for BudgetRefusal {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn usd_conversion() {
-        assert_eq!(micro_usd_from_usd(50.0), Some(50_000_000));
-        assert_eq!(micro_usd_from_usd(0.000_001), Some(1));
-        assert_eq!(micro_usd_from_usd(0.1 + 0.2), Some(300_000));
-        assert_eq!(micro_usd_from_usd(-1.0), None);
-        assert_eq!(micro_usd_from_usd(f64::NAN), None);
-        assert_eq!(micro_usd_from_usd(f64::INFINITY), None);
-        assert_eq!(micro_usd_from_usd(1e300), None);
-    }
 
     #[test]
     fn usd_formatting() {

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod local_store;
+pub mod policy;
 pub mod rate;
 pub mod store;
 pub mod window;

@@ -13,7 +13,8 @@
 //! - `x-mock-no-usage: 1` never report usage
 //!
 //! Control endpoints: `POST /__mock/health/{ok|fail}` flips `/healthz`;
-//! `GET /__mock/stats` counts requests served.
+//! `POST /__mock/force-status/{code}` answers every other request with that
+//! status (0 turns it off); `GET /__mock/stats` counts requests served.
 
 mod chat;
 
@@ -24,7 +25,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub struct MockBackend {
     name: String,
     healthy: AtomicBool,
     served: AtomicU64,
+    forced_status: AtomicU16,
 }
 
 impl MockBackend {
@@ -43,6 +45,7 @@ impl MockBackend {
             name: name.into(),
             healthy: AtomicBool::new(true),
             served: AtomicU64::new(0),
+            forced_status: AtomicU16::new(0),
         }
     }
 }
@@ -109,7 +112,14 @@ impl MockBackend {
         }
         let (body, body_len) = read_body(session).await?;
 
-        if let Some(status) = header_u64(session, "x-mock-status") {
+        if let Some(code) = path.strip_prefix("/__mock/force-status/") {
+            let code = code.parse::<u16>().unwrap_or(0);
+            self.forced_status.store(code, Ordering::Relaxed);
+            return write_reply(session, Reply::json(200, &json!({"forced_status": code}))).await;
+        }
+        let forced = self.forced_status.load(Ordering::Relaxed);
+        let forced = (forced != 0 && !path.starts_with("/__mock/") && path != "/healthz").then_some(u64::from(forced));
+        if let Some(status) = header_u64(session, "x-mock-status").or(forced) {
             let status = u16::try_from(status).unwrap_or(500);
             let reply = json!({"error": {"message": "mock failure", "code": status}});
             return write_reply(session, Reply::json(status, &reply)).await;

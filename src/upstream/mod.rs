@@ -3,3 +3,4 @@
 pub mod breaker;
 pub mod health;
 pub mod pool;
+pub mod tls;

@@ -4,6 +4,7 @@
 
 use super::breaker::{Breaker, BreakerPolicy};
 use super::health;
+use super::tls::UpstreamTls;
 use crate::clock::mono_ms;
 use crate::config::schema::{Selection, UpstreamConfig};
 use crate::config::validate::expand_env;
@@ -81,11 +82,12 @@ impl Pool {
             Selection::RoundRobin => Balancer::RoundRobin(build_balancer(&order, upstream)?),
             Selection::ConsistentHash => Balancer::Consistent(build_balancer(&order, upstream)?),
         };
+        let tls = UpstreamTls::load(upstream)?;
         let peers = order
             .iter()
             .map(|addr| {
                 let slot = PeerSlot {
-                    template: peer_template(*addr, upstream),
+                    template: peer_template(*addr, upstream, &tls),
                     breaker: Breaker::default(),
                 };
                 (*addr, slot)
@@ -199,8 +201,9 @@ impl Pool {
     }
 }
 
-fn peer_template(addr: SocketAddr, upstream: &UpstreamConfig) -> HttpPeer {
+fn peer_template(addr: SocketAddr, upstream: &UpstreamConfig, tls: &UpstreamTls) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, upstream.tls, upstream.sni.clone());
+    tls.apply(&mut peer);
     let connect = Duration::from_millis(upstream.timeouts.connect_ms);
     let read = Duration::from_millis(upstream.timeouts.read_ms);
     // Pingora has no default timeouts: without these a dead peer hangs

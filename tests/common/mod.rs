@@ -87,6 +87,14 @@ impl Backend {
         client().post(self.url(path)).send().expect("mock control");
     }
 
+    /// Every request but control and health ones gets `status` (0: off).
+    pub fn force_status(&self, status: u16) {
+        client()
+            .post(self.url(&format!("/__mock/force-status/{status}")))
+            .send()
+            .expect("mock control");
+    }
+
     pub fn served(&self) -> u64 {
         let v: serde_json::Value = client()
             .get(self.url("/__mock/stats"))

@@ -1,0 +1,192 @@
+//! Opens the upstream exchange of an LLM call: picks a peer of the model's
+//! pool, sends the rewritten body, reads the response header, and moves on
+//! to another peer (connect failure) or the next fallback model (pool down,
+//! connection failed, 5xx or 429) while nothing has reached the client yet.
+
+use super::chat::ChatRequest;
+use super::model::Model;
+use crate::ctx::RequestCtx;
+use crate::error::GatewayError;
+use crate::headers;
+use crate::upstream::pool::Pool;
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// An upstream that answered with a response header we will forward.
+pub struct Opened {
+    pub session: HttpSession,
+    pub peer: Box<HttpPeer>,
+    pub pool: Arc<Pool>,
+    pub addr: SocketAddr,
+    pub model: Arc<Model>,
+    pub response: ResponseHeader,
+}
+
+/// One model to try, with its pool.
+pub struct Candidate {
+    pub model: Arc<Model>,
+    pub pool: Arc<Pool>,
+}
+
+/// Why the last attempt failed, kept to answer the client if all fail.
+enum Failure {
+    NoPeer(String),
+    Connect(String),
+    Timeout(String),
+}
+
+impl Failure {
+    fn from_error(e: &Error) -> Failure {
+        match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Failure::Timeout(e.etype().as_str().to_string())
+            }
+            _ => Failure::Connect(e.etype().as_str().to_string()),
+        }
+    }
+
+    fn into_error(self) -> GatewayError {
+        match self {
+            Failure::NoPeer(upstream) => GatewayError::UpstreamUnavailable {
+                upstream,
+                retry_after: 1,
+            },
+            Failure::Connect(why) => GatewayError::UpstreamError(why),
+            Failure::Timeout(why) => GatewayError::UpstreamTimeout(why),
+        }
+    }
+}
+
+/// The request header sent upstream: the client's, cleaned like any proxied
+/// request, with framing rewritten for the new body.
+fn upstream_request(
+    client: &RequestHeader,
+    ctx: &RequestCtx,
+    pool: &Pool,
+    addr: SocketAddr,
+    client_ip: Option<IpAddr>,
+    body_len: usize,
+) -> pingora::Result<RequestHeader> {
+    let mut req = client.clone();
+    headers::prepare_upstream_request(&mut req, ctx, pool, client_ip, false)?;
+    req.set_version(http::Version::HTTP_11);
+    for name in ["transfer-encoding", "expect", "content-length", "host"] {
+        req.remove_header(name);
+    }
+    // Usage can only be read from an uncompressed answer.
+    req.insert_header("accept-encoding", "identity")?;
+    req.insert_header("content-type", "application/json")?;
+    req.insert_header("content-length", body_len.to_string())?;
+    let host = if pool.definition.sni.is_empty() {
+        addr.to_string()
+    } else {
+        pool.definition.sni.clone()
+    };
+    req.insert_header("host", host)?;
+    Ok(req)
+}
+
+async fn attempt(
+    connector: &Connector,
+    peer: &HttpPeer,
+    req: RequestHeader,
+    body: Bytes,
+) -> pingora::Result<HttpSession> {
+    let (mut session, _reused) = connector.get_http_session(peer).await?;
+    let result = async {
+        session.write_request_header(Box::new(req)).await?;
+        session.write_request_body(body, true).await?;
+        session.finish_request_body().await?;
+        session.read_response_header().await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(session),
+        Err(e) => {
+            session.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+/// Tries each candidate in order until one answers with something to
+/// forward. The last candidate's answer is forwarded whatever its status.
+pub async fn open(
+    connector: &Connector,
+    candidates: &[Candidate],
+    original: &ChatRequest,
+    client: &RequestHeader,
+    ctx: &mut RequestCtx,
+    client_ip: Option<IpAddr>,
+) -> Result<Opened, GatewayError> {
+    let key = ctx.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
+    let mut failure = Failure::NoPeer(String::new());
+    for (index, candidate) in candidates.iter().enumerate() {
+        let is_last = index + 1 == candidates.len();
+        let mut chat = original.clone();
+        chat.rewrite(Some(candidate.model.upstream_name()), candidate.model.max_tokens);
+        let body = Bytes::from(chat.to_vec());
+        let pool = &candidate.pool;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let attempts = 1 + pool.retries();
+        for _ in 0..attempts {
+            let Some(addr) = pool.select(key.as_bytes(), &tried) else {
+                if tried.is_empty() {
+                    failure = Failure::NoPeer(pool.name.clone());
+                }
+                break;
+            };
+            tried.push(addr);
+            let Some(peer) = pool.http_peer(addr) else {
+                break;
+            };
+            ctx.peer = Some(addr);
+            ctx.upstream_started.get_or_insert_with(std::time::Instant::now);
+            let req = upstream_request(client, ctx, pool, addr, client_ip, body.len())
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            match attempt(connector, &peer, req, body.clone()).await {
+                Ok(mut session) => {
+                    let response = match session.response_header() {
+                        Some(r) => r.clone(),
+                        None => {
+                            session.shutdown().await;
+                            failure = Failure::Connect("no response header".into());
+                            continue;
+                        }
+                    };
+                    let status = response.status.as_u16();
+                    if status >= 500 {
+                        pool.report_failure(addr);
+                    } else {
+                        pool.report_success(addr);
+                    }
+                    if !is_last && (status >= 500 || status == 429) {
+                        tracing::warn!(model = %candidate.model.name, status, "upstream refused; trying the next model");
+                        session.shutdown().await;
+                        break;
+                    }
+                    return Ok(Opened {
+                        session,
+                        peer,
+                        pool: pool.clone(),
+                        addr,
+                        model: candidate.model.clone(),
+                        response,
+                    });
+                }
+                Err(e) => {
+                    pool.report_failure(addr);
+                    tracing::warn!(model = %candidate.model.name, peer = %addr, "upstream attempt failed: {e}");
+                    failure = Failure::from_error(&e);
+                }
+            }
+        }
+    }
+    Err(failure.into_error())
+}

@@ -1,0 +1,44 @@
+//! Models as the gateway serves them: the name clients send, the pool and
+//! upstream name it maps to, its price, its output cap, who may use it and
+//! where to fall back.
+
+use super::pricing::Price;
+use crate::config::schema::ModelConfig;
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub upstream: String,
+    pub upstream_model: Option<String>,
+    pub price: Price,
+    pub max_tokens: u64,
+    pub roles: Vec<String>,
+    pub fallbacks: Vec<String>,
+}
+
+impl Model {
+    pub fn compile(config: &ModelConfig) -> Result<Model, String> {
+        let (Some(input), Some(output)) = (config.input_usd_per_mtok, config.output_usd_per_mtok) else {
+            return Err("both prices are required".into());
+        };
+        let price = Price::from_usd_per_mtok(input, output).map_err(|e| e.to_string())?;
+        Ok(Model {
+            name: config.name.clone(),
+            upstream: config.upstream.clone(),
+            upstream_model: config.upstream_model.clone(),
+            price,
+            max_tokens: config.max_tokens,
+            roles: config.roles.clone(),
+            fallbacks: config.fallbacks.clone(),
+        })
+    }
+
+    /// The name written into the body sent upstream.
+    pub fn upstream_name(&self) -> &str {
+        self.upstream_model.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn allows(&self, roles: &[String]) -> bool {
+        self.roles.is_empty() || roles.iter().any(|r| self.roles.contains(r))
+    }
+}

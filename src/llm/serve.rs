@@ -1,0 +1,318 @@
+//! An LLM call end to end: read and check the body, resolve the model,
+//! reserve budget, exchange with the upstream, stream the answer back while
+//! counting usage.
+//!
+//! Why tollgate drives the upstream exchange itself (Pingora's connector,
+//! pooled connections) instead of the normal proxy path: Pingora 0.9.1
+//! replays a request body read in `request_filter` only up to 64 KiB (the
+//! retry buffer); a larger one never reaches the upstream. LLM routes must
+//! read the whole body first (model routing, guards, token estimate), so
+//! the exchange happens here, which also makes fallback to another model
+//! with the full body possible and detects client disconnects at once.
+
+use super::account::LlmCall;
+use super::chat::ChatRequest;
+use super::exchange::{self, Candidate, Opened};
+use super::model::Model;
+use super::tokens;
+use super::usage::UsageParser;
+use crate::config::schema::OnStoreError;
+use crate::config::Snapshot;
+use crate::ctx::RequestCtx;
+use crate::error::GatewayError;
+use crate::headers::decorate_response;
+use crate::limits::budget::{Charge, LimitKind, ScopeKey};
+use crate::limits::store::{Reservation, ReserveError};
+use crate::limits::window::{now_unix, seconds_to_reset, Window};
+use crate::metrics;
+use crate::state::GatewayState;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound on a JSON answer buffered for usage parsing.
+const MAX_USAGE_BUFFER: usize = 8 * 1024 * 1024;
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// Serves the call. `Err` is a refusal answered by the caller; once the
+/// response has started, problems end the stream and are only logged.
+pub async fn serve(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    client_ip: Option<IpAddr>,
+) -> Result<(), GatewayError> {
+    let snapshot = ctx
+        .snapshot
+        .clone()
+        .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
+    let body = read_body(session, &snapshot).await?;
+    let chat = ChatRequest::parse(&body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+    drop(body);
+    check_shape(&chat, &snapshot)?;
+
+    let roles = ctx.identity.as_ref().map(|i| i.roles.clone()).unwrap_or_default();
+    let candidates = candidates(&snapshot, chat.model(), &roles)?;
+    let primary = candidates[0].model.clone();
+
+    let prompt_estimate = tokens::estimate_prompt_tokens(&chat);
+    if let Some(max) = snapshot.config.guards.as_ref().and_then(|g| g.max_prompt_tokens) {
+        if prompt_estimate > max {
+            return Err(GatewayError::InvalidRequest(format!(
+                "prompt of about {prompt_estimate} tokens exceeds the limit of {max}"
+            )));
+        }
+    }
+    let output_cap = chat
+        .requested_max_tokens()
+        .map_or(primary.max_tokens, |r| r.min(primary.max_tokens));
+    let estimate = Charge {
+        tokens: prompt_estimate + output_cap,
+        micro_usd: primary.price.cost_micro_usd(prompt_estimate, output_cap),
+    };
+    let reservation = reserve(state, &snapshot, ctx, estimate)?;
+    ctx.llm = Some(LlmCall {
+        reservation,
+        requested_model: chat.model().to_string(),
+        served: None,
+        prompt_estimate,
+        upstream_status: None,
+        parsed: None,
+    });
+
+    let client_header = session.req_header().clone();
+    let opened = exchange::open(&state.connector, &candidates, &chat, &client_header, ctx, client_ip).await?;
+    stream_back(state, session, ctx, opened).await;
+    Ok(())
+}
+
+async fn read_body(session: &mut Session, snapshot: &Snapshot) -> Result<Vec<u8>, GatewayError> {
+    let limit = snapshot.server().max_body_bytes;
+    let idle = Duration::from_millis(snapshot.server().body_timeout_ms);
+    // Pingora never answers `Expect: 100-continue`; curl would otherwise
+    // wait a second before sending bodies over 1 MiB.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| GatewayError::BadRequest(format!("client connection: {e}")))?;
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(idle, session.read_request_body()).await {
+            Err(_) => return Err(GatewayError::RequestTimeout),
+            Ok(Err(e)) => return Err(GatewayError::BadRequest(format!("reading the body: {e}"))),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn check_shape(chat: &ChatRequest, snapshot: &Snapshot) -> Result<(), GatewayError> {
+    if let Some(max) = snapshot.config.guards.as_ref().and_then(|g| g.max_messages) {
+        if chat.message_count() > max {
+            return Err(GatewayError::InvalidRequest(format!(
+                "{} messages exceed the limit of {max}",
+                chat.message_count()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The requested model and its fallbacks, in order, each with its pool.
+fn candidates(snapshot: &Snapshot, requested: &str, roles: &[String]) -> Result<Vec<Candidate>, GatewayError> {
+    let model = snapshot
+        .models
+        .get(requested)
+        .ok_or_else(|| GatewayError::ModelNotFound(requested.to_string()))?;
+    if !model.allows(roles) {
+        return Err(GatewayError::ModelNotAllowed(requested.to_string()));
+    }
+    let chain = std::iter::once(model.clone()).chain(
+        model
+            .fallbacks
+            .iter()
+            .filter_map(|name| snapshot.models.get(name))
+            .filter(|m| m.allows(roles))
+            .cloned(),
+    );
+    let list: Vec<Candidate> = chain
+        .filter_map(|model: Arc<Model>| {
+            let pool = snapshot.pools.get(&model.upstream)?.clone();
+            Some(Candidate { model, pool })
+        })
+        .collect();
+    if list.is_empty() {
+        return Err(GatewayError::UpstreamUnavailable {
+            upstream: model.upstream.clone(),
+            retry_after: 1,
+        });
+    }
+    Ok(list)
+}
+
+fn reserve(
+    state: &GatewayState,
+    snapshot: &Snapshot,
+    ctx: &RequestCtx,
+    estimate: Charge,
+) -> Result<Option<Reservation>, GatewayError> {
+    let Some(identity) = ctx.identity.as_ref() else {
+        return Err(GatewayError::Internal("llm call without identity".into()));
+    };
+    let scopes = snapshot.budgets.scopes_for(identity);
+    match Reservation::reserve(&state.store, &scopes, estimate, now_unix()) {
+        Ok(r) => Ok(Some(r)),
+        Err(ReserveError::Refused(refusal)) => {
+            let message = refusal.to_string();
+            let retry_after = refusal.retry_after_secs.max(1);
+            Err(match refusal.kind {
+                LimitKind::UsdPerMonth => GatewayError::UsdBudgetExceeded { message, retry_after },
+                _ => GatewayError::TokenBudgetExceeded { message, retry_after },
+            })
+        }
+        Err(ReserveError::Unavailable(why)) => {
+            metrics::inc(&metrics::STORE_ERRORS, &["local"]);
+            match snapshot.config.store.on_store_error {
+                OnStoreError::Deny => Err(GatewayError::StoreUnavailable),
+                OnStoreError::Allow => {
+                    tracing::warn!("budget store unavailable, failing open: {why}");
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// OpenAI's `x-ratelimit-*-tokens` headers for the caller's tightest token
+/// window, so AI SDKs back off on their own.
+fn token_headers(state: &GatewayState, snapshot: &Snapshot, ctx: &RequestCtx) -> Vec<(&'static str, String)> {
+    let Some(identity) = ctx.identity.as_ref() else {
+        return Vec::new();
+    };
+    let limits = snapshot.budgets.user_limits(&identity.user);
+    let now = now_unix();
+    let Ok(usage) = state.store.usage(&ScopeKey::User(identity.user.clone()), now) else {
+        return Vec::new();
+    };
+    let (limit, used, window) = match (limits.tokens_per_minute, limits.tokens_per_day) {
+        (Some(l), _) => (l, usage.tokens_minute, Window::Minute),
+        (None, Some(l)) => (l, usage.tokens_day, Window::Day),
+        (None, None) => return Vec::new(),
+    };
+    let remaining = limit.saturating_sub(used + usage.reserved_tokens);
+    vec![
+        ("x-ratelimit-limit-tokens", limit.to_string()),
+        ("x-ratelimit-remaining-tokens", remaining.to_string()),
+        ("x-ratelimit-reset-tokens", format!("{}s", seconds_to_reset(window, now))),
+    ]
+}
+
+fn client_response(
+    state: &GatewayState,
+    ctx: &RequestCtx,
+    upstream: &ResponseHeader,
+) -> pingora::Result<ResponseHeader> {
+    let mut resp = upstream.clone();
+    for name in ["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
+        resp.remove_header(name);
+    }
+    if let Some(snapshot) = ctx.snapshot.as_ref() {
+        for (name, value) in token_headers(state, snapshot, ctx) {
+            resp.insert_header(name, value)?;
+        }
+    }
+    decorate_response(&mut resp, ctx)?;
+    Ok(resp)
+}
+
+/// Forwards the answer chunk by chunk, counting usage as it passes. Stops
+/// at once if the client goes away; the upstream connection is then closed
+/// so the model stops generating (and billing).
+async fn stream_back(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, opened: Opened) {
+    let Opened {
+        session: mut upstream,
+        peer,
+        model,
+        response,
+        ..
+    } = opened;
+    let status = response.status.as_u16();
+    let content_type = response
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut parser = UsageParser::for_content_type(content_type.as_deref(), MAX_USAGE_BUFFER);
+    if let Some(call) = ctx.llm.as_mut() {
+        call.served = Some(model);
+        call.upstream_status = Some(status);
+    }
+    let header = match client_response(state, ctx, &response) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("building the client response failed: {e}");
+            upstream.shutdown().await;
+            return;
+        }
+    };
+    let mut clean = false;
+    if session.write_response_header(Box::new(header), false).await.is_ok() {
+        clean = pump(session, &mut upstream, &mut parser).await;
+    }
+    if let Some(call) = ctx.llm.as_mut() {
+        call.parsed = Some(parser.finish());
+    }
+    if clean {
+        state
+            .connector
+            .release_http_session(upstream, &*peer, Some(UPSTREAM_IDLE))
+            .await;
+    } else {
+        upstream.shutdown().await;
+    }
+}
+
+/// Copies the body; true when both sides finished cleanly.
+async fn pump(session: &mut Session, upstream: &mut pingora::protocols::http::client::HttpSession, parser: &mut UsageParser) -> bool {
+    loop {
+        let chunk = tokio::select! {
+            read = upstream.read_response_body() => read,
+            // The request body is fully read: anything here is the client
+            // closing (or resetting) the connection.
+            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                tracing::info!("client went away mid-response");
+                return false;
+            }
+        };
+        match chunk {
+            Ok(Some(bytes)) => {
+                parser.feed(&bytes);
+                if session.write_response_body(Some(bytes), false).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(None) => {
+                return session.write_response_body(Some(Bytes::new()), true).await.is_ok();
+            }
+            Err(e) => {
+                tracing::warn!("upstream failed mid-response: {e}");
+                return false;
+            }
+        }
+    }
+}

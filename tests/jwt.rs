@@ -1,0 +1,459 @@
+//! JWT authentication, the credential-stuffing guard and the audit log,
+//! over real TCP against a real `tollgate run` process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const ISS: &str = "https://idp.example.com";
+const AUD: &str = "tollgate";
+const HMAC_SECRET: &str = "jwt-test-hmac-secret-0123456789abcdefXYZ";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).unwrap()
+}
+
+fn fixture_path(name: &str) -> String {
+    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `base_config` plus `auth.jwt` (four keys) and the stuffing guard. The
+/// HMAC secret is in a file under `secrets` (kept alive by the caller).
+fn jwt_config(secrets: &tempfile::TempDir, failed_auth_limit: u32) -> String {
+    let secret_file = secrets.path().join("hmac-1.secret");
+    // Trailing newline as `echo` writes it: not part of the secret.
+    std::fs::write(&secret_file, format!("{HMAC_SECRET}\n")).unwrap();
+    let jwt = format!(
+        r#"  jwt:
+    issuer: "{ISS}"
+    audience: {AUD}
+    max_lifetime_seconds: 3600
+    keys:
+      - {{ kid: rsa-1, alg: RS256, public_key_file: "{rsa}" }}
+      - {{ kid: ec-1, alg: ES256, public_key_file: "{ec}" }}
+      - {{ kid: ed-1, alg: EdDSA, public_key_file: "{ed}" }}
+      - {{ kid: hmac-1, alg: HS256, secret_file: "{secret}" }}
+  failed_auth_per_ip_per_minute: {failed_auth_limit}
+upstreams:
+"#,
+        rsa = fixture_path("rsa-1.pub.pem"),
+        ec = fixture_path("ec-1.pub.pem"),
+        ed = fixture_path("ed-1.pub.pem"),
+        secret = secret_file.display(),
+    );
+    let config = base_config(&["{backend}"]).replacen("upstreams:\n", &jwt, 1);
+    assert!(config.contains("kid: hmac-1"));
+    config
+}
+
+fn start(failed_auth_limit: u32) -> (Backend, Gateway, tempfile::TempDir) {
+    let backend = Backend::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let config = jwt_config(&secrets, failed_auth_limit).replace("{backend}", &backend.addr);
+    let gw = Gateway::start(&config);
+    (backend, gw, secrets)
+}
+
+fn claims(sub: &str, roles: &[&str]) -> Value {
+    let now = now();
+    json!({
+        "iss": ISS, "aud": AUD, "sub": sub, "tenant": "acme", "roles": roles,
+        "iat": now - 10, "exp": now + 600,
+    })
+}
+
+fn key_for(alg: Algorithm) -> (EncodingKey, &'static str) {
+    match alg {
+        Algorithm::RS256 => (
+            EncodingKey::from_rsa_pem(&fixture("rsa-1.key.pem")).unwrap(),
+            "rsa-1",
+        ),
+        Algorithm::ES256 => (
+            EncodingKey::from_ec_pem(&fixture("ec-1.key.pem")).unwrap(),
+            "ec-1",
+        ),
+        Algorithm::EdDSA => (
+            EncodingKey::from_ed_pem(&fixture("ed-1.key.pem")).unwrap(),
+            "ed-1",
+        ),
+        _ => (EncodingKey::from_secret(HMAC_SECRET.as_bytes()), "hmac-1"),
+    }
+}
+
+fn sign(alg: Algorithm, claims: &Value) -> String {
+    let (key, kid) = key_for(alg);
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// A token with an arbitrary header, signed with `key` under `alg`.
+fn sign_raw(header: &Value, claims: &Value, alg: Algorithm, key: &EncodingKey) -> String {
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
+    format!("{input}.{sig}")
+}
+
+fn get(gw: &Gateway, path: &str, token: &str) -> reqwest::blocking::Response {
+    client()
+        .get(gw.url(path))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn valid_tokens_of_every_algorithm_are_accepted_with_their_identity() {
+    let (_b, gw, _s) = start(1000);
+    for (alg, kid) in [
+        (Algorithm::RS256, "rsa-1"),
+        (Algorithm::ES256, "ec-1"),
+        (Algorithm::EdDSA, "ed-1"),
+        (Algorithm::HS256, "hmac-1"),
+    ] {
+        let token = sign(alg, &claims("jwt-alice", &["agent", "admin"]));
+        let resp = get(&gw, "/api/v1/tickets/1", &token);
+        assert_eq!(resp.status(), 200, "{alg:?}");
+        let echo: Value = resp.json().unwrap();
+        let h = &echo["headers"];
+        assert_eq!(h["x-gateway-user"], "jwt-alice", "{alg:?}");
+        assert_eq!(h["x-gateway-tenant"], "acme");
+        assert_eq!(h["x-gateway-roles"], "agent,admin");
+        assert_eq!(h["x-gateway-key-id"], kid);
+        assert!(h.get("authorization").is_none(), "token not forwarded");
+    }
+    // API keys keep working beside JWTs, in both headers.
+    let resp = get(&gw, "/api/v1/tickets/1", BOB_KEY);
+    assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn bad_tokens_are_refused_with_invalid_token_or_token_expired() {
+    let (_b, gw, _s) = start(1000);
+    let now = now();
+    let good = claims("jwt-mallory", &["agent"]);
+    let with = |patch: Value| {
+        let mut c = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let rsa_public_as_secret = EncodingKey::from_secret(&fixture("rsa-1.pub.pem"));
+    let hmac = EncodingKey::from_secret(HMAC_SECRET.as_bytes());
+    let valid = sign(Algorithm::RS256, &good);
+    let parts: Vec<&str> = valid.split('.').collect();
+    let forged_payload = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&with(json!({"roles": ["admin"]}))),
+        parts[2]
+    );
+    let unsigned = |alg: &str| {
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": alg, "typ": "JWT", "kid": "rsa-1"})),
+            b64(&good)
+        )
+    };
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired",
+            sign(
+                Algorithm::RS256,
+                &with(json!({"iat": now - 7200, "exp": now - 3600})),
+            ),
+            "token_expired",
+        ),
+        (
+            "wrong aud",
+            sign(Algorithm::ES256, &with(json!({"aud": "someone-else"}))),
+            "invalid_token",
+        ),
+        (
+            "wrong iss",
+            sign(
+                Algorithm::RS256,
+                &with(json!({"iss": "https://evil.example"})),
+            ),
+            "invalid_token",
+        ),
+        ("forged payload", forged_payload, "invalid_token"),
+        ("alg none", unsigned("none"), "invalid_token"),
+        ("alg NONE", unsigned("NONE"), "invalid_token"),
+        ("alg None", unsigned("None"), "invalid_token"),
+        (
+            "HS256 with the RSA public key as secret",
+            sign_raw(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}),
+                &good,
+                Algorithm::HS256,
+                &rsa_public_as_secret,
+            ),
+            "invalid_token",
+        ),
+        (
+            "unknown kid",
+            sign_raw(
+                &json!({"alg": "HS256", "kid": "nobody"}),
+                &good,
+                Algorithm::HS256,
+                &hmac,
+            ),
+            "invalid_token",
+        ),
+        (
+            "nbf in the future",
+            sign(Algorithm::HS256, &with(json!({"nbf": now + 3600}))),
+            "invalid_token",
+        ),
+        (
+            "lifetime over the maximum",
+            sign(
+                Algorithm::HS256,
+                &with(json!({"iat": now, "exp": now + 7200})),
+            ),
+            "invalid_token",
+        ),
+        (
+            "unknown crit",
+            sign_raw(
+                &json!({"alg": "HS256", "kid": "hmac-1", "crit": ["exp"]}),
+                &good,
+                Algorithm::HS256,
+                &hmac,
+            ),
+            "invalid_token",
+        ),
+        (
+            "JWE",
+            format!(
+                "{}.AAAA.BBBB.CCCC.DDDD",
+                b64(&json!({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": "rsa-1"}))
+            ),
+            "invalid_token",
+        ),
+        ("garbage", "abc.def.ghi".to_string(), "invalid_token"),
+        (
+            "wrong HMAC secret",
+            sign_raw(
+                &json!({"alg": "HS256", "kid": "hmac-1"}),
+                &good,
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"another-secret-of-sufficient-length-000"),
+            ),
+            "invalid_token",
+        ),
+    ];
+    for (name, token, code) in &cases {
+        let resp = get(&gw, "/api/v1/tickets/1", token);
+        assert_eq!(
+            resp.headers()["www-authenticate"].to_str().unwrap(),
+            "Bearer realm=\"tollgate\", error=\"invalid_token\"",
+            "{name}"
+        );
+        let (status, got, body) = error_code(resp);
+        assert_eq!((status, got.as_str()), (401, *code), "{name}: {body}");
+    }
+
+    // Audit lines name the subject, never the token.
+    let audit: Vec<Value> = gw
+        .access_log()
+        .into_iter()
+        .filter(|l| l["log"] == "audit")
+        .collect();
+    assert!(audit.len() >= cases.len(), "{audit:?}");
+    let expired = audit
+        .iter()
+        .find(|l| l["reason"] == "token_expired")
+        .expect("expired audit line");
+    assert_eq!(expired["event"], "authentication_failed");
+    assert_eq!(expired["principal"], "jwt-mallory");
+    assert_eq!(expired["key_id"], "rsa-1");
+    assert_eq!(expired["client_ip"], "127.0.0.1");
+    assert!(audit.iter().any(|l| l["reason"] == "bad_signature"));
+    assert!(audit.iter().any(|l| l["reason"] == "alg_mismatch"));
+    assert!(audit.iter().any(|l| l["reason"] == "unknown_kid"));
+    assert!(audit.iter().any(|l| l["reason"] == "jwe_not_supported"));
+
+    // No secret reaches any output: tokens, HMAC secret, API keys.
+    get(&gw, "/api/v1/tickets/1", "not-a-valid-key");
+    let output = gw.all_output();
+    for (name, token, _) in &cases {
+        assert!(!output.contains(token.as_str()), "token '{name}' leaked");
+        if let Some(sig) = token.rsplit('.').next().filter(|s| s.len() > 8) {
+            assert!(!output.contains(sig), "signature of '{name}' leaked");
+        }
+    }
+    for secret in [HMAC_SECRET, BOB_KEY, "not-a-valid-key", valid.as_str()] {
+        assert!(!output.contains(secret), "secret leaked: {secret}");
+    }
+}
+
+#[test]
+fn jwt_roles_are_enforced_like_key_roles() {
+    let (_b, gw, _s) = start(1000);
+    let agent = sign(Algorithm::RS256, &claims("jwt-bob", &["agent"]));
+    let admin = sign(Algorithm::ES256, &claims("jwt-root", &["admin"]));
+    let norole = sign(Algorithm::HS256, &claims("jwt-nobody", &[]));
+
+    let (status, code, _) = error_code(get(&gw, "/api/v1/users/7", &agent));
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    assert_eq!(get(&gw, "/api/v1/users/7", &admin).status(), 200);
+    // Owner rule: {agent} must be the token's user.
+    assert_eq!(
+        get(&gw, "/api/v1/agents/jwt-bob/tickets", &agent).status(),
+        200
+    );
+    let (status, code, _) = error_code(get(&gw, "/api/v1/agents/alice/tickets", &agent));
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    let (status, code, _) = error_code(get(&gw, "/api/v1/tickets/1", &norole));
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+
+    let denied = gw
+        .access_log()
+        .into_iter()
+        .find(|l| l["event"] == "authorization_denied")
+        .expect("denial audited");
+    assert_eq!(denied["principal"], "rsa-1");
+    assert_eq!(denied["user"], "jwt-bob");
+}
+
+#[test]
+fn repeated_failures_block_the_ip_even_for_valid_credentials() {
+    let limit = 30;
+    let (_b, gw, _s) = start(limit);
+    let c = client();
+    for i in 0..limit {
+        let resp = c
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", format!("guess-{i}"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 401, "attempt {i}");
+    }
+    // Missing credentials are not attempts; they do not change the outcome.
+    for (name, key) in [
+        ("guess", Some("guess-x")),
+        ("valid key", Some(BOB_KEY)),
+        ("none", None),
+    ] {
+        let mut req = c.get(gw.url("/api/v1/tickets/1"));
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        let resp = req.send().unwrap();
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{name}: retry-after {retry}");
+        assert!(resp.headers().contains_key("ratelimit-policy"), "{name}");
+        let (status, code, _) = error_code(resp);
+        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{name}");
+    }
+    // A valid JWT is refused as well.
+    let token = sign(Algorithm::RS256, &claims("jwt-alice", &["agent"]));
+    assert_eq!(get(&gw, "/api/v1/tickets/1", &token).status(), 429);
+
+    // Another client address is not affected.
+    let other = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let resp = other
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let blocked = gw
+        .access_log()
+        .into_iter()
+        .find(|l| l["event"] == "authentication_blocked")
+        .expect("block audited");
+    assert_eq!(blocked["reason"], "too_many_failed_auth");
+    assert_eq!(blocked["client_ip"], "127.0.0.1");
+    assert!(!gw.all_output().contains(BOB_KEY));
+}
+
+#[test]
+fn reload_does_not_reset_the_failed_auth_counter() {
+    let limit = 3;
+    let (backend, gw, secrets) = start(limit);
+    for i in 0..limit {
+        assert_eq!(
+            get(&gw, "/api/v1/tickets/1", &format!("guess-{i}")).status(),
+            401
+        );
+    }
+    assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 429);
+    // Same config, new generation.
+    gw.rewrite_config(&jwt_config(&secrets, limit).replace("{backend}", &backend.addr));
+    let reload = client()
+        .post(gw.admin_url("/admin/reload"))
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 429);
+}
+
+#[test]
+fn check_reports_unusable_jwt_keys_with_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "too-short").unwrap();
+    let config = jwt_config(&dir, 20)
+        .replace("{backend}", "127.0.0.1:9001")
+        .replace("{listen}", "127.0.0.1:18080")
+        .replace("{admin}", "127.0.0.1:19090")
+        .replace("{dir}", "/tmp")
+        // A private key where the public key belongs, and a short secret.
+        .replace(&fixture_path("ec-1.pub.pem"), &fixture_path("ec-1.key.pem"))
+        .replace(
+            &dir.path().join("hmac-1.secret").display().to_string(),
+            &short.display().to_string(),
+        );
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("auth.jwt.keys[1].public_key_file")
+            || text.contains("auth.jwt.keys[3].secret_file"),
+        "{text}"
+    );
+    assert!(!text.contains("too-short"), "secret printed: {text}");
+}

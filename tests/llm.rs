@@ -1,0 +1,397 @@
+//! LLM routes over real TCP: model routing and rewrite, usage accounting
+//! from JSON and SSE, budgets with reservations, the durable ledger,
+//! fallbacks and large bodies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// `{llm}` is the LLM pool's peers; `{user_tokens_per_day}` the user budget.
+fn llm_config(llm_peers: &[&str], fallback_peers: &[&str], user_tokens_per_day: u64) -> String {
+    let list = |peers: &[&str]| peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+server:
+  listen: ["{{listen}}"]
+  admin_listen: "{{admin}}"
+  admin_token_sha256: "{admin}"
+  threads: 2
+  max_body_bytes: 2097152
+  grace_period_seconds: 1
+auth:
+  api_keys:
+    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
+    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
+    - {{ id: root-1, sha256: "{root}", user: root, tenant: ops, roles: [admin] }}
+upstreams:
+  llm:
+    peers: [{llm}]
+    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
+  backup:
+    peers: [{backup}]
+    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
+routes:
+  - name: chat
+    path: /v1/chat/completions
+    methods: [POST]
+    kind: llm
+    roles: [agent, admin]
+models:
+  - name: support-fast
+    upstream: llm
+    upstream_model: gpt-4o-mini
+    input_usd_per_mtok: 0.15
+    output_usd_per_mtok: 0.60
+    max_tokens: 100
+    fallbacks: [support-backup]
+  - name: support-backup
+    upstream: backup
+    upstream_model: backup-model
+    input_usd_per_mtok: 1.0
+    output_usd_per_mtok: 2.0
+    max_tokens: 100
+  - name: admin-only
+    upstream: llm
+    input_usd_per_mtok: 1.0
+    output_usd_per_mtok: 1.0
+    max_tokens: 100
+    roles: [admin]
+limits:
+  default: {{ requests_per_minute: 100000 }}
+  budgets:
+    - scope: user
+      tokens_per_day: {user_tokens_per_day}
+store:
+  path: "{{dir}}/usage.db"
+observability:
+  access_log: "{{dir}}/access.log"
+  log_level: warn
+"#,
+        llm = list(llm_peers),
+        backup = list(fallback_peers),
+        admin = sha(ADMIN_TOKEN),
+        bob = sha(BOB_KEY),
+        alice = sha(ALICE_KEY),
+        root = sha(ROOT_KEY),
+    )
+}
+
+fn chat_body(model: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}],
+    });
+    if let Value::Object(map) = extra {
+        for (k, v) in map {
+            body[k] = v;
+        }
+    }
+    body
+}
+
+fn post_chat(gw: &Gateway, key: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+    let mut req = client().post(gw.url("/v1/chat/completions")).header("X-API-Key", key).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().unwrap()
+}
+
+fn usage_of(gw: &Gateway, user: &str) -> Value {
+    client()
+        .get(gw.admin_url(&format!("/admin/usage?user={user}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Settlement runs in `logging`, just after the answer: poll for it.
+fn wait_usage(gw: &Gateway, user: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let u = usage_of(gw, user);
+        if pred(&u) || Instant::now() > deadline {
+            return u;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ledger_rows(gw: &Gateway) -> Vec<(String, i64, i64, i64, i64)> {
+    let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT model, prompt_tokens, completion_tokens, micro_usd, estimated FROM usage ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({"max_tokens": 5000, "temperature": 0.2})), &[]);
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
+    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
+    assert!(resp.headers().contains_key("x-ratelimit-reset-tokens"));
+    let answer: Value = resp.json().unwrap();
+    let received = &answer["received"];
+    assert_eq!(received["model"], "gpt-4o-mini");
+    assert_eq!(received["max_tokens"], 100, "capped at the model's max_tokens");
+    assert_eq!(received["temperature"], 0.2, "unknown fields pass through");
+    // Absent max_tokens is set to the cap.
+    let answer: Value = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).json().unwrap();
+    assert_eq!(answer["received"]["max_tokens"], 100);
+}
+
+#[test]
+fn usage_from_json_and_sse_is_billed_exactly() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    // JSON answer.
+    let answer: Value = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[("x-mock-completion-tokens", "7")])
+        .json()
+        .unwrap();
+    let json_total = answer["usage"]["total_tokens"].as_u64().unwrap();
+    let u = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() == Some(json_total));
+    assert_eq!(u["tokens_day"].as_u64(), Some(json_total), "{u}");
+    assert_eq!(u["reserved_tokens"], 0);
+
+    // SSE answer: include_usage is injected, so the upstream reports usage.
+    let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({"stream": true})), &[("x-mock-completion-tokens", "9")]);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = resp.text().unwrap();
+    let usage_line = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v.get("usage").is_some())
+        .expect("upstream reported usage: include_usage was injected");
+    let sse_total = usage_line["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let u = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() == Some(json_total + sse_total));
+    assert_eq!(u["tokens_day"].as_u64(), Some(json_total + sse_total), "{u}");
+
+    let rows = ledger_rows_eventually(&gw, 2);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.0 == "support-fast" && r.4 == 0));
+    assert_eq!((rows[1].1 + rows[1].2) as u64, sse_total);
+    // Cost in integer micro-dollars: ceil(p*0.15 + c*0.60).
+    let (p, c) = (rows[1].1 as u64, rows[1].2 as u64);
+    assert_eq!(rows[1].3 as u64, (p * 150_000 + c * 600_000).div_ceil(1_000_000));
+}
+
+fn ledger_rows_eventually(gw: &Gateway, n: usize) -> Vec<(String, i64, i64, i64, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = ledger_rows(gw);
+        if rows.len() >= n || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn refusals_have_the_contract_codes() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (chat_body("no-such-model", json!({})), 404, "model_not_found"),
+        (chat_body("admin-only", json!({})), 403, "model_not_allowed"),
+        (json!({"model": "support-fast"}), 400, "invalid_request"),
+        (json!({"model": "support-fast", "messages": [{"role": "user", "content": 5}]}), 400, "invalid_request"),
+        (json!(["not", "an", "object"]), 400, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got_status, got_code, _) = error_code(post_chat(&gw, BOB_KEY, &body, &[]));
+        assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
+    }
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("X-API-Key", BOB_KEY)
+        .body("{not json")
+        .send()
+        .unwrap();
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    // The admin may use the restricted model.
+    assert_eq!(post_chat(&gw, ROOT_KEY, &chat_body("admin-only", json!({})), &[]).status(), 200);
+}
+
+#[test]
+fn daily_budget_refuses_before_overspending() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 2000));
+    let mut admitted = 0;
+    let mut refused = None;
+    for _ in 0..40 {
+        let resp = post_chat(&gw, ALICE_KEY, &chat_body("support-fast", json!({})), &[("x-mock-completion-tokens", "100")]);
+        if resp.status() == 429 {
+            let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry >= 1 && retry <= 86_400);
+            refused = Some(error_code(resp));
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        admitted += 1;
+        wait_usage(&gw, "alice", |u| u["reserved_tokens"] == 0);
+    }
+    let (_, code, body) = refused.expect("the budget must refuse eventually");
+    assert_eq!(code, "token_budget_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("alice"));
+    let u = usage_of(&gw, "alice");
+    assert!(u["tokens_day"].as_u64().unwrap() <= 2000, "overspent: {u}");
+    assert!(admitted > 0);
+    // Bob is unaffected.
+    assert_eq!(post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).status(), 200);
+}
+
+#[test]
+fn fifty_concurrent_calls_against_room_for_ten() {
+    let llm = Backend::start();
+    // Each call reserves prompt (~12) + max_tokens (100) ≈ 112 tokens:
+    // 1,150 tokens leave room for exactly 10.
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1150));
+    let url = gw.url("/v1/chat/completions");
+    let body = chat_body("support-fast", json!({}));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            std::thread::spawn(move || {
+                client()
+                    .post(url)
+                    .header("X-API-Key", BOB_KEY)
+                    .header("x-mock-delay-ms", "300")
+                    .header("x-mock-completion-tokens", "100")
+                    .json(&body)
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(ok <= 10 && ok >= 1, "admitted {ok}: {statuses:?}");
+    assert_eq!(ok + refused, 50);
+    let rows = ledger_rows_eventually(&gw, ok);
+    assert_eq!(rows.len(), ok);
+    let billed: i64 = rows.iter().map(|r| r.1 + r.2).sum();
+    let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
+    assert_eq!(u["tokens_day"].as_i64().unwrap(), billed, "store and ledger agree");
+    assert_eq!(u["reserved_tokens"], 0);
+}
+
+#[test]
+fn client_disconnect_mid_stream_bills_what_was_produced_and_frees_the_reservation() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let body = chat_body("support-fast", json!({"stream": true})).to_string();
+    let mut stream = TcpStream::connect(&gw.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nx-mock-completion-tokens: 100\r\nx-mock-chunk-delay-ms: 50\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = 0;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while got < 600 {
+        got += stream.read(&mut buf).unwrap();
+    }
+    // Half-way through the 5 s stream: reservation open.
+    assert!(usage_of(&gw, "bob")["reserved_tokens"].as_u64().unwrap() > 0);
+    drop(stream);
+    let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0 && u["tokens_day"].as_u64() > Some(0));
+    assert_eq!(u["reserved_tokens"], 0, "{u}");
+    let billed = u["tokens_day"].as_u64().unwrap();
+    assert!(billed > 0, "billed for what was produced, never zero: {u}");
+    let rows = ledger_rows_eventually(&gw, 1);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].4, 1, "no usage arrived: the row is marked estimated");
+    assert!(rows[0].2 > 0 && rows[0].2 < 100, "completion counted from streamed text: {rows:?}");
+}
+
+#[test]
+fn restart_and_kill_keep_spend() {
+    let llm = Backend::start();
+    let mut gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let before = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(0))["tokens_day"].as_u64().unwrap();
+    // Graceful stop flushes the ledger.
+    gw.signal(libc::SIGTERM);
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
+    gw.spawn(false);
+    assert_eq!(usage_of(&gw, "bob")["tokens_day"].as_u64().unwrap(), before);
+    // kill -9 after the group-commit window (≤ 100 ms) loses nothing.
+    post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let after = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(before))["tokens_day"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(Duration::from_secs(5));
+    gw.spawn(false);
+    assert_eq!(usage_of(&gw, "bob")["tokens_day"].as_u64().unwrap(), after);
+}
+
+#[test]
+fn failing_primary_pool_falls_back_to_the_next_model() {
+    let backup = Backend::start();
+    let dead = free_addr();
+    let gw = Gateway::start(&llm_config(&[&dead], &[&backup.addr], 1_000_000));
+    let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().unwrap();
+    assert_eq!(answer["received"]["model"], "backup-model");
+    let rows = ledger_rows_eventually(&gw, 1);
+    assert_eq!(rows[0].0, "support-backup", "billed at the model that served");
+
+    // A primary answering 5xx also falls back, before any byte reached
+    // the client.
+    let failing = Backend::start();
+    failing.force_status(500);
+    let gw2 = Gateway::start(&llm_config(&[&failing.addr], &[&backup.addr], 1_000_000));
+    let resp = post_chat(&gw2, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().unwrap();
+    assert_eq!(answer["received"]["model"], "backup-model");
+    // When the last candidate fails too, its answer is forwarded as is.
+    backup.force_status(503);
+    let resp = post_chat(&gw2, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    assert_eq!(resp.status(), 503);
+}
+
+#[test]
+fn large_prompts_work() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 100_000_000));
+    for size in [70 * 1024, 900 * 1024] {
+        let text = "lorem ipsum dolor sit amet ".repeat(size / 27 + 1);
+        let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
+        let resp = post_chat(&gw, BOB_KEY, &body, &[]);
+        assert_eq!(resp.status(), 200, "{size}");
+        let answer: Value = resp.json().unwrap();
+        let received = answer["received"]["messages"][0]["content"].as_str().unwrap().len();
+        assert_eq!(received, text.len(), "{size}: body arrived whole");
+    }
+    // Over max_body_bytes (2 MiB): 413.
+    let text = "x".repeat(3 * 1024 * 1024);
+    let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
+    let (status, code, _) = error_code(post_chat(&gw, BOB_KEY, &body, &[]));
+    assert_eq!((status, code.as_str()), (413, "body_too_large"));
+}

@@ -1,0 +1,288 @@
+//! TLS over real TCP: HTTPS + HTTP/2 termination on `server.tls`, config
+//! checks of the certificate files, and upstream TLS with CA and pins (a
+//! second gateway with `server.tls` acts as the TLS upstream).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pin() -> String {
+    std::fs::read_to_string(fixture("server.pin"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `base_config` plus a `server.tls` listener on `tls_addr`.
+fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> String {
+    base_config(peers).replacen(
+        "  admin_listen:",
+        &format!(
+            "  tls: {{ listen: \"{tls_addr}\", cert_file: \"{cert}\", key_file: \"{key}\" }}\n  admin_listen:"
+        ),
+        1,
+    )
+}
+
+fn https_client() -> reqwest::blocking::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .timeout(std::time::Duration::from_secs(15))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+fn check(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    let filled = config
+        .replace("{listen}", "127.0.0.1:18080")
+        .replace("{admin}", "127.0.0.1:19090")
+        .replace("{dir}", "/tmp");
+    std::fs::write(&path, filled).unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn https_with_http2_is_served() {
+    let backend = Backend::start();
+    let tls_addr = free_addr();
+    let gw = Gateway::start(&tls_config(
+        &[&backend.addr],
+        &tls_addr,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    ));
+    assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
+    let port = tls_addr.rsplit(':').next().unwrap();
+    let resp = https_client()
+        .get(format!("https://localhost:{port}/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let echo: Value = resp.json().unwrap();
+    assert_eq!(echo["headers"]["x-gateway-user"], "bob");
+
+    // Refusals are produced over h2 as well.
+    let resp = https_client()
+        .get(format!("https://localhost:{port}/api/v1/tickets/1"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (401, "missing_credentials"));
+
+    // The plain listener keeps working beside the TLS one.
+    let plain = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+}
+
+#[test]
+fn check_parses_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "nothing here\n").unwrap();
+    let garbage = garbage.display().to_string();
+    let empty = empty.display().to_string();
+    let (server, server_key) = (fixture("server.pem"), fixture("server.key.pem"));
+
+    let (code, out) = check(&tls_config(
+        &["127.0.0.1:9001"],
+        "127.0.0.1:18443",
+        &server,
+        &server_key,
+    ));
+    assert_eq!(code, 0, "{out}");
+
+    let cases = [
+        (
+            "/nonexistent/cert.pem",
+            server_key.as_str(),
+            "server.tls.cert_file",
+        ),
+        (
+            garbage.as_str(),
+            server_key.as_str(),
+            "server.tls.cert_file",
+        ),
+        (empty.as_str(), server_key.as_str(), "server.tls.cert_file"),
+        (
+            server.as_str(),
+            "/nonexistent/key.pem",
+            "server.tls.key_file",
+        ),
+        (server.as_str(), empty.as_str(), "server.tls.key_file"),
+        // A valid key that does not belong to the certificate.
+        (
+            server.as_str(),
+            &fixture("other.key.pem"),
+            "server.tls.key_file",
+        ),
+    ];
+    for (cert, key, field) in cases {
+        let (code, out) = check(&tls_config(
+            &["127.0.0.1:9001"],
+            "127.0.0.1:18443",
+            cert,
+            key,
+        ));
+        assert_eq!(code, 1, "{cert} {key}: {out}");
+        assert!(
+            out.contains(field),
+            "{cert} {key}: expected {field} in {out}"
+        );
+    }
+}
+
+/// Gateway B terminates TLS in front of a mock backend; gateway A reaches B
+/// through a `tls: true` pool with the test CA and the given pins.
+fn upstream_chain(pins: &[String]) -> (Backend, Gateway, Gateway) {
+    let backend = Backend::start();
+    let b_tls = free_addr();
+    let b = Gateway::start(&tls_config(
+        &[&backend.addr],
+        &b_tls,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    ));
+    assert!(wait_for_port(&b_tls, std::time::Duration::from_secs(10)));
+    let pins = pins
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let a_config = base_config(&[&b_tls])
+        .replace(
+            "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
+            &format!(
+                "    timeouts: {{ connect_ms: 1000, read_ms: 2000 }}\n    tls: true\n    sni: localhost\n    ca_file: \"{}\"\n    pins_sha256: [{pins}]\n    set_headers: {{ X-API-Key: \"{ROOT_KEY}\" }}\n",
+                fixture("ca.pem")
+            ),
+        )
+        // B's health endpoint needs no TLS-specific handling: drop A's checks.
+        .replace(
+            "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
+            "",
+        );
+    assert!(a_config.contains("tls: true"), "{a_config}");
+    let a = Gateway::start(&a_config);
+    (backend, b, a)
+}
+
+#[test]
+fn upstream_tls_with_right_pin_is_proxied() {
+    let (_backend, _b, a) = upstream_chain(&[
+        "0000000000000000000000000000000000000000000000000000000000000000".to_string(),
+        pin(),
+    ]);
+    let resp = client()
+        .get(a.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", a.all_output());
+    let echo: Value = resp.json().unwrap();
+    // B authenticated A with the pool's credential.
+    assert_eq!(echo["headers"]["x-gateway-user"], "root");
+}
+
+#[test]
+fn upstream_tls_with_wrong_pin_fails_with_502() {
+    let (_backend, _b, a) = upstream_chain(&["ab".repeat(32)]);
+    for _ in 0..2 {
+        let resp = client()
+            .get(a.url("/api/v1/tickets/1"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap();
+        let (status, code, _) = error_code(resp);
+        assert_eq!((status, code.as_str()), (502, "upstream_error"));
+    }
+}
+
+#[test]
+fn upstream_tls_verifies_the_chain_and_name() {
+    // No pins, no ca_file: the test CA is not trusted by the platform store.
+    let backend = Backend::start();
+    let b_tls = free_addr();
+    let _b = Gateway::start(&tls_config(
+        &[&backend.addr],
+        &b_tls,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    ));
+    assert!(wait_for_port(&b_tls, std::time::Duration::from_secs(10)));
+    let config = base_config(&[&b_tls])
+        .replace(
+            "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
+            "    timeouts: { connect_ms: 1000, read_ms: 2000 }\n    tls: true\n    sni: not-localhost.example\n",
+        )
+        .replace(
+            "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
+            "",
+        );
+    let a = Gateway::start(&config.replace(
+        "    sni: not-localhost.example\n",
+        &format!(
+            "    sni: not-localhost.example\n    ca_file: \"{}\"\n",
+            fixture("ca.pem")
+        ),
+    ));
+    let resp = client()
+        .get(a.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    let (status, code, _) = error_code(resp);
+    assert_eq!(
+        (status, code.as_str()),
+        (502, "upstream_error"),
+        "wrong name"
+    );
+
+    let a2 = Gateway::start(&config.replace("not-localhost.example", "localhost"));
+    let resp = client()
+        .get(a2.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    let (status, code, _) = error_code(resp);
+    assert_eq!(
+        (status, code.as_str()),
+        (502, "upstream_error"),
+        "untrusted CA"
+    );
+}
