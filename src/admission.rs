@@ -105,11 +105,11 @@ pub fn admit(
     let identity = snapshot
         .auth
         .authenticate(req, clock::unix_secs())
-        .map_err(|failure| {
+        // Counted after the fact: only a presented, wrong credential counts.
+        .inspect_err(|failure| {
             if let (Some(_), Some(ip), true) = (stuffing_limit, client_ip, failure.is_attempt()) {
                 failed_auth.record_failure(ip);
             }
-            failure
         })
         .map_err(|failure| Refusal {
             error: match failure {

@@ -10,6 +10,8 @@ pub const DEMO_CONFIG: &str = "conf/demo.yaml";
 /// The demo keys are public on purpose: conf/demo.yaml holds their digests.
 pub const AGENT_KEY: &str = "tg_demo_agent_bob";
 pub const ADMIN_KEY: &str = "tg_demo_admin_root";
+pub const ALICE_KEY: &str = "tg_demo_agent_alice";
+pub const ADMIN_TOKEN: &str = "demo-admin-token";
 pub const MOCK_BACKENDS: &[&str] = &["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9101"];
 
 pub fn run() -> Result<(), CliError> {
@@ -49,6 +51,22 @@ curl -s -H 'X-API-Key: wrong' {gw}/api/v1/tickets/1
 
 # spoofed identity headers are stripped before the backend sees them
 curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'X-Gateway-User: admin' {gw}/api/v1/tickets/1
+
+# an LLM call: the model name is rewritten, max_tokens capped, usage billed
+curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' {gw}/v1/chat/completions \
+  -d '{{"model":"support-fast","messages":[{{"role":"user","content":"Where is my order?"}}]}}'
+
+# the same, streamed (usage is requested from the upstream and billed)
+curl -sN -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' {gw}/v1/chat/completions \
+  -d '{{"model":"support-fast","stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}'
+
+# what bob has spent, his limits and what remains (admin API)
+curl -s -H 'Authorization: Bearer {ADMIN_TOKEN}' '{admin}/admin/usage?user=bob'
+
+# alice has a 2,000-token daily budget: the call after it is spent gets 429 token_budget_exceeded
+for i in $(seq 1 20); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'X-API-Key: {ALICE_KEY}' \
+  -H 'x-mock-completion-tokens: 400' {gw}/v1/chat/completions \
+  -d '{{"model":"support-fast","messages":[{{"role":"user","content":"Hi"}}]}}'; done; echo
 
 # health, readiness and metrics
 curl -s {admin}/readyz
