@@ -62,6 +62,30 @@ fn bench_verify(c: &mut Criterion) {
             b.iter(|| verifier.verify(black_box(token), black_box(NOW)))
         });
     }
+    // The whole authentication step as a request sees it: header parsing,
+    // JWT shape detection, verification, identity construction.
+    let config = format!(
+        r#"
+server: {{ listen: ["127.0.0.1:1"], admin_listen: "127.0.0.1:2" }}
+auth:
+  jwt:
+    issuer: "https://idp.example.com"
+    audience: tollgate
+    max_lifetime_seconds: 3600
+    keys:
+      - {{ kid: rsa-1, alg: RS256, public_key_file: "{dir}/tests/fixtures/jwt/rsa-1.pub.pem" }}
+"#,
+        dir = env!("CARGO_MANIFEST_DIR")
+    );
+    let snapshot =
+        tollgate::config::load_snapshot_from_str(&config, "bench.yaml", 1, None).unwrap();
+    let mut req = pingora::http::RequestHeader::build("GET", b"/api/v1/tickets/1", None).unwrap();
+    req.insert_header("authorization", format!("Bearer {}", cases[0].1))
+        .unwrap();
+    snapshot.auth.authenticate(&req, NOW as i64).unwrap();
+    group.bench_function("authenticate_rs256", |b| {
+        b.iter(|| snapshot.auth.authenticate(black_box(&req), NOW as i64))
+    });
     group.finish();
 }
 

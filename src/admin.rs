@@ -2,10 +2,10 @@
 //! token-protected `/admin/*` API. Never exposed publicly.
 
 use crate::auth::api_key::{digest, parse_digest_hex};
-use crate::state::GatewayState;
 use crate::limits::budget::ScopeKey;
 use crate::limits::window::now_unix;
 use crate::llm::pricing::usd_string;
+use crate::state::GatewayState;
 use crate::{metrics, reload};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -109,7 +109,12 @@ impl AdminApp {
                     .collect()
             })
             .unwrap_or_default();
-        let find = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let find = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         let snapshot = self.state.snapshot.load_full();
         let (scope, limits) = match (find("user"), find("tenant")) {
             (Some(user), None) => {
@@ -128,7 +133,11 @@ impl AdminApp {
         let usage = match self.state.store.usage(&scope, now_unix()) {
             Ok(u) => u,
             Err(e) => {
-                return admin_error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string())
+                return admin_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    &e.to_string(),
+                )
             }
         };
         let remaining = |limit: Option<u64>, used: u64| limit.map(|l| l.saturating_sub(used));

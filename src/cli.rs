@@ -42,6 +42,16 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Baseline for benchmarks: a bare Pingora proxy hop.
+    #[command(hide = true)]
+    BareProxy {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 pub const DEFAULT_CONFIG: &str = "conf/tollgate.yaml";

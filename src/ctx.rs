@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub retries_left: u32,
     /// When the upstream exchange began / the response header arrived.
     pub upstream_started: Option<Instant>,
+    /// OpenAI-style `x-ratelimit-*-tokens` headers of an LLM call.
+    pub token_headers: Vec<(&'static str, String)>,
     /// Accounting of an LLM call, settled in `logging`.
     pub llm: Option<LlmCall>,
 }
@@ -53,6 +55,7 @@ impl RequestCtx {
             peer: None,
             retries_left: 0,
             upstream_started: None,
+            token_headers: Vec::new(),
             llm: None,
         }
     }

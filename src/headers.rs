@@ -102,6 +102,9 @@ pub fn decorate_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
             resp.insert_header(name, value)?;
         }
     }
+    for (name, value) in &ctx.token_headers {
+        resp.insert_header(*name, value.as_str())?;
+    }
     let ms = ctx.gateway_time().as_secs_f64() * 1000.0;
     resp.insert_header("server-timing", format!("gateway;dur={ms:.3}"))?;
     Ok(())

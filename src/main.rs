@@ -6,14 +6,24 @@ fn main() {
     let cli = Cli::parse();
     let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let result: Result<(), CliError> = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => tollgate::server::build(&config, cli.upgrade)
-            .and_then(|(server, _)| server.run_forever()),
+        Command::Run => tollgate::server::build(&config, cli.upgrade).map(|(server, state)| {
+            // Not `run_forever`: it calls `process::exit(0)` as soon as the
+            // runtimes stop, so the ledger's last batch would never commit.
+            // `run` returns after the grace period; then flush and exit 0.
+            server.run(pingora::server::RunArgs::default());
+            state.shutdown();
+        }),
         Command::Check => check(&config),
         Command::Demo => tollgate::demo::run(),
         Command::HashKey { id } => {
             hash_key(&id);
             Ok(())
         }
+        Command::BareProxy {
+            listen,
+            upstream,
+            threads,
+        } => tollgate::bare::run(&listen, &upstream, threads),
         Command::MockBackend { listen, threads } => {
             tollgate::server::init_tracing("warn");
             tollgate::mock::run(&listen, threads)

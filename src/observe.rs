@@ -138,7 +138,12 @@ pub fn classify_error(e: &Error) -> GatewayError {
     }
 }
 
-pub fn request_done(state: &GatewayState, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+pub fn request_done(
+    state: &GatewayState,
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &mut RequestCtx,
+) {
     if let Some(call) = ctx.llm.take() {
         let identity = ctx.identity.as_deref();
         let facts = CallFacts {

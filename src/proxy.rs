@@ -2,10 +2,10 @@
 //! `admission` (framing, router, auth, authz, limits), `llm` and `upstream`. Decisions live in
 //! those modules; this file only orders them along Pingora's phases.
 
+use crate::config::schema::RouteKind;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::state::GatewayState;
-use crate::config::schema::RouteKind;
 use crate::{admission, headers, llm, observe, respond, trace};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,7 +59,9 @@ impl ProxyHttp for Gateway {
         match admitted {
             Ok(()) if ctx.route().is_some_and(|r| r.kind == RouteKind::Llm) => {
                 // LLM calls are served here in full (see llm::serve).
-                if let Err(err) = llm::serve::serve(&self.state, session, ctx, client_ip(session)).await {
+                if let Err(err) =
+                    llm::serve::serve(&self.state, session, ctx, client_ip(session)).await
+                {
                     respond::send_error(session, ctx, err).await?;
                 }
                 Ok(true)

@@ -14,7 +14,13 @@ use std::time::{Duration, Instant};
 
 /// `{llm}` is the LLM pool's peers; `{user_tokens_per_day}` the user budget.
 fn llm_config(llm_peers: &[&str], fallback_peers: &[&str], user_tokens_per_day: u64) -> String {
-    let list = |peers: &[&str]| peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+    let list = |peers: &[&str]| {
+        peers
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
         r#"
 server:
@@ -95,8 +101,16 @@ fn chat_body(model: &str, extra: Value) -> Value {
     body
 }
 
-fn post_chat(gw: &Gateway, key: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
-    let mut req = client().post(gw.url("/v1/chat/completions")).header("X-API-Key", key).json(body);
+fn post_chat(
+    gw: &Gateway,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut req = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("X-API-Key", key)
+        .json(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -130,17 +144,27 @@ fn ledger_rows(gw: &Gateway) -> Vec<(String, i64, i64, i64, i64)> {
     let mut stmt = conn
         .prepare("SELECT model, prompt_tokens, completion_tokens, micro_usd, estimated FROM usage ORDER BY id")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
 
 #[test]
 fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
     let llm = Backend::start();
     let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
-    let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({"max_tokens": 5000, "temperature": 0.2})), &[]);
+    let resp = post_chat(
+        &gw,
+        BOB_KEY,
+        &chat_body(
+            "support-fast",
+            json!({"max_tokens": 5000, "temperature": 0.2}),
+        ),
+        &[],
+    );
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
     assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
@@ -149,10 +173,15 @@ fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
     let answer: Value = resp.json().unwrap();
     let received = &answer["received"];
     assert_eq!(received["model"], "gpt-4o-mini");
-    assert_eq!(received["max_tokens"], 100, "capped at the model's max_tokens");
+    assert_eq!(
+        received["max_tokens"], 100,
+        "capped at the model's max_tokens"
+    );
     assert_eq!(received["temperature"], 0.2, "unknown fields pass through");
     // Absent max_tokens is set to the cap.
-    let answer: Value = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).json().unwrap();
+    let answer: Value = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[])
+        .json()
+        .unwrap();
     assert_eq!(answer["received"]["max_tokens"], 100);
 }
 
@@ -161,17 +190,30 @@ fn usage_from_json_and_sse_is_billed_exactly() {
     let llm = Backend::start();
     let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
     // JSON answer.
-    let answer: Value = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[("x-mock-completion-tokens", "7")])
-        .json()
-        .unwrap();
+    let answer: Value = post_chat(
+        &gw,
+        BOB_KEY,
+        &chat_body("support-fast", json!({})),
+        &[("x-mock-completion-tokens", "7")],
+    )
+    .json()
+    .unwrap();
     let json_total = answer["usage"]["total_tokens"].as_u64().unwrap();
     let u = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() == Some(json_total));
     assert_eq!(u["tokens_day"].as_u64(), Some(json_total), "{u}");
     assert_eq!(u["reserved_tokens"], 0);
 
     // SSE answer: include_usage is injected, so the upstream reports usage.
-    let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({"stream": true})), &[("x-mock-completion-tokens", "9")]);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let resp = post_chat(
+        &gw,
+        BOB_KEY,
+        &chat_body("support-fast", json!({"stream": true})),
+        &[("x-mock-completion-tokens", "9")],
+    );
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let text = resp.text().unwrap();
     let usage_line = text
         .lines()
@@ -181,8 +223,14 @@ fn usage_from_json_and_sse_is_billed_exactly() {
         .expect("upstream reported usage: include_usage was injected");
     let sse_total = usage_line["usage"]["total_tokens"].as_u64().unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"));
-    let u = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() == Some(json_total + sse_total));
-    assert_eq!(u["tokens_day"].as_u64(), Some(json_total + sse_total), "{u}");
+    let u = wait_usage(&gw, "bob", |u| {
+        u["tokens_day"].as_u64() == Some(json_total + sse_total)
+    });
+    assert_eq!(
+        u["tokens_day"].as_u64(),
+        Some(json_total + sse_total),
+        "{u}"
+    );
 
     let rows = ledger_rows_eventually(&gw, 2);
     assert_eq!(rows.len(), 2);
@@ -190,7 +238,10 @@ fn usage_from_json_and_sse_is_billed_exactly() {
     assert_eq!((rows[1].1 + rows[1].2) as u64, sse_total);
     // Cost in integer micro-dollars: ceil(p*0.15 + c*0.60).
     let (p, c) = (rows[1].1 as u64, rows[1].2 as u64);
-    assert_eq!(rows[1].3 as u64, (p * 150_000 + c * 600_000).div_ceil(1_000_000));
+    assert_eq!(
+        rows[1].3 as u64,
+        (p * 150_000 + c * 600_000).div_ceil(1_000_000)
+    );
 }
 
 fn ledger_rows_eventually(gw: &Gateway, n: usize) -> Vec<(String, i64, i64, i64, i64)> {
@@ -209,10 +260,18 @@ fn refusals_have_the_contract_codes() {
     let llm = Backend::start();
     let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
     let cases: Vec<(Value, u16, &str)> = vec![
-        (chat_body("no-such-model", json!({})), 404, "model_not_found"),
+        (
+            chat_body("no-such-model", json!({})),
+            404,
+            "model_not_found",
+        ),
         (chat_body("admin-only", json!({})), 403, "model_not_allowed"),
         (json!({"model": "support-fast"}), 400, "invalid_request"),
-        (json!({"model": "support-fast", "messages": [{"role": "user", "content": 5}]}), 400, "invalid_request"),
+        (
+            json!({"model": "support-fast", "messages": [{"role": "user", "content": 5}]}),
+            400,
+            "invalid_request",
+        ),
         (json!(["not", "an", "object"]), 400, "invalid_request"),
     ];
     for (body, status, code) in cases {
@@ -228,7 +287,10 @@ fn refusals_have_the_contract_codes() {
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
     // The admin may use the restricted model.
-    assert_eq!(post_chat(&gw, ROOT_KEY, &chat_body("admin-only", json!({})), &[]).status(), 200);
+    assert_eq!(
+        post_chat(&gw, ROOT_KEY, &chat_body("admin-only", json!({})), &[]).status(),
+        200
+    );
 }
 
 #[test]
@@ -238,10 +300,21 @@ fn daily_budget_refuses_before_overspending() {
     let mut admitted = 0;
     let mut refused = None;
     for _ in 0..40 {
-        let resp = post_chat(&gw, ALICE_KEY, &chat_body("support-fast", json!({})), &[("x-mock-completion-tokens", "100")]);
+        let resp = post_chat(
+            &gw,
+            ALICE_KEY,
+            &chat_body("support-fast", json!({})),
+            &[("x-mock-completion-tokens", "100")],
+        );
         if resp.status() == 429 {
-            let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-            assert!(retry >= 1 && retry <= 86_400);
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=86_400).contains(&retry));
+            assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "2000");
+            assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
             refused = Some(error_code(resp));
             break;
         }
@@ -256,7 +329,10 @@ fn daily_budget_refuses_before_overspending() {
     assert!(u["tokens_day"].as_u64().unwrap() <= 2000, "overspent: {u}");
     assert!(admitted > 0);
     // Bob is unaffected.
-    assert_eq!(post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).status(), 200);
+    assert_eq!(
+        post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).status(),
+        200
+    );
 }
 
 #[test]
@@ -287,13 +363,17 @@ fn fifty_concurrent_calls_against_room_for_ten() {
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
-    assert!(ok <= 10 && ok >= 1, "admitted {ok}: {statuses:?}");
+    assert!((1..=10).contains(&ok), "admitted {ok}: {statuses:?}");
     assert_eq!(ok + refused, 50);
     let rows = ledger_rows_eventually(&gw, ok);
     assert_eq!(rows.len(), ok);
     let billed: i64 = rows.iter().map(|r| r.1 + r.2).sum();
     let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
-    assert_eq!(u["tokens_day"].as_i64().unwrap(), billed, "store and ledger agree");
+    assert_eq!(
+        u["tokens_day"].as_i64().unwrap(),
+        billed,
+        "store and ledger agree"
+    );
     assert_eq!(u["reserved_tokens"], 0);
 }
 
@@ -311,21 +391,31 @@ fn client_disconnect_mid_stream_bills_what_was_produced_and_frees_the_reservatio
     .unwrap();
     let mut buf = [0u8; 4096];
     let mut got = 0;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     while got < 600 {
         got += stream.read(&mut buf).unwrap();
     }
     // Half-way through the 5 s stream: reservation open.
     assert!(usage_of(&gw, "bob")["reserved_tokens"].as_u64().unwrap() > 0);
     drop(stream);
-    let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0 && u["tokens_day"].as_u64() > Some(0));
+    let u = wait_usage(&gw, "bob", |u| {
+        u["reserved_tokens"] == 0 && u["tokens_day"].as_u64() > Some(0)
+    });
     assert_eq!(u["reserved_tokens"], 0, "{u}");
     let billed = u["tokens_day"].as_u64().unwrap();
     assert!(billed > 0, "billed for what was produced, never zero: {u}");
     let rows = ledger_rows_eventually(&gw, 1);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].4, 1, "no usage arrived: the row is marked estimated");
-    assert!(rows[0].2 > 0 && rows[0].2 < 100, "completion counted from streamed text: {rows:?}");
+    assert_eq!(
+        rows[0].4, 1,
+        "no usage arrived: the row is marked estimated"
+    );
+    assert!(
+        rows[0].2 > 0 && rows[0].2 < 100,
+        "completion counted from streamed text: {rows:?}"
+    );
 }
 
 #[test]
@@ -333,7 +423,9 @@ fn restart_and_kill_keep_spend() {
     let llm = Backend::start();
     let mut gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
     post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
-    let before = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(0))["tokens_day"].as_u64().unwrap();
+    let before = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(0))["tokens_day"]
+        .as_u64()
+        .unwrap();
     // Graceful stop flushes the ledger.
     gw.signal(libc::SIGTERM);
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
@@ -341,7 +433,9 @@ fn restart_and_kill_keep_spend() {
     assert_eq!(usage_of(&gw, "bob")["tokens_day"].as_u64().unwrap(), before);
     // kill -9 after the group-commit window (≤ 100 ms) loses nothing.
     post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
-    let after = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(before))["tokens_day"].as_u64().unwrap();
+    let after = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(before))["tokens_day"]
+        .as_u64()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     gw.signal(libc::SIGKILL);
     gw.wait_exit(Duration::from_secs(5));
@@ -359,7 +453,10 @@ fn failing_primary_pool_falls_back_to_the_next_model() {
     let answer: Value = resp.json().unwrap();
     assert_eq!(answer["received"]["model"], "backup-model");
     let rows = ledger_rows_eventually(&gw, 1);
-    assert_eq!(rows[0].0, "support-backup", "billed at the model that served");
+    assert_eq!(
+        rows[0].0, "support-backup",
+        "billed at the model that served"
+    );
 
     // A primary answering 5xx also falls back, before any byte reached
     // the client.
@@ -382,11 +479,15 @@ fn large_prompts_work() {
     let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 100_000_000));
     for size in [70 * 1024, 900 * 1024] {
         let text = "lorem ipsum dolor sit amet ".repeat(size / 27 + 1);
-        let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
+        let body =
+            json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
         let resp = post_chat(&gw, BOB_KEY, &body, &[]);
         assert_eq!(resp.status(), 200, "{size}");
         let answer: Value = resp.json().unwrap();
-        let received = answer["received"]["messages"][0]["content"].as_str().unwrap().len();
+        let received = answer["received"]["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .len();
         assert_eq!(received, text.len(), "{size}: body arrived whole");
     }
     // Over max_body_bytes (2 MiB): 413.

@@ -8,6 +8,7 @@ use super::Problems;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::Identity;
 use crate::auth::Authenticator;
+use crate::guards::Guards;
 use crate::limits::policy::BudgetPolicy;
 use crate::llm::model::Model;
 use crate::router::{MethodSet, PathTemplate, Routable};
@@ -46,6 +47,7 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     pub models: HashMap<String, Arc<Model>>,
     pub budgets: BudgetPolicy,
+    pub guards: Option<Guards>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -100,6 +102,13 @@ impl Snapshot {
             problems.push("limits", e);
             BudgetPolicy::default()
         });
+        let guards = match config.guards.as_ref().map(Guards::compile).transpose() {
+            Ok(g) => g,
+            Err(e) => {
+                problems.push("guards", e);
+                None
+            }
+        };
         if !problems.is_empty() {
             return None;
         }
@@ -111,6 +120,7 @@ impl Snapshot {
             pools,
             models,
             budgets,
+            guards,
         })
     }
 

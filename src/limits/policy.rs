@@ -61,8 +61,14 @@ impl BudgetPolicy {
     /// and shown by /admin/usage even where nothing caps it.
     pub fn scopes_for(&self, identity: &Identity) -> [(ScopeKey, BudgetLimits); 2] {
         [
-            (ScopeKey::User(identity.user.clone()), self.user_limits(&identity.user)),
-            (ScopeKey::Tenant(identity.tenant.clone()), self.tenant_limits()),
+            (
+                ScopeKey::User(identity.user.clone()),
+                self.user_limits(&identity.user),
+            ),
+            (
+                ScopeKey::Tenant(identity.tenant.clone()),
+                self.tenant_limits(),
+            ),
         ]
     }
 }

@@ -40,10 +40,22 @@ pub struct CallFacts<'a> {
 fn billed(call: &LlmCall) -> (u64, u64, u64, u64, bool) {
     let parsed = call.parsed.unwrap_or_default();
     match parsed.usage {
-        Some(u) => (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens, false),
+        Some(u) => (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            false,
+        ),
         // No usage (upstream omitted it, or the stream was cut before it):
         // bill the prompt estimate and the text actually produced, never 0.
-        None => (call.prompt_estimate, parsed.completion_text_tokens, 0, 0, true),
+        None => (
+            call.prompt_estimate,
+            parsed.completion_text_tokens,
+            0,
+            0,
+            true,
+        ),
     }
 }
 
@@ -71,8 +83,10 @@ impl LlmCall {
         }
         let tenant = facts.tenant.unwrap_or("");
         if let Some(c) = metrics::LLM_TOKENS.as_ref() {
-            c.with_label_values(&[&model.name, "prompt", tenant]).inc_by(prompt);
-            c.with_label_values(&[&model.name, "completion", tenant]).inc_by(completion);
+            c.with_label_values(&[&model.name, "prompt", tenant])
+                .inc_by(prompt);
+            c.with_label_values(&[&model.name, "completion", tenant])
+                .inc_by(completion);
         }
         if let Some(c) = metrics::LLM_COST.as_ref() {
             c.with_label_values(&[&model.name, tenant])

@@ -99,6 +99,10 @@ async fn attempt(
     body: Bytes,
 ) -> pingora::Result<HttpSession> {
     let (mut session, _reused) = connector.get_http_session(peer).await?;
+    if let Err(e) = crate::upstream::tls::verify_pins(peer, session.digest()) {
+        session.shutdown().await;
+        return Err(e);
+    }
     let result = async {
         session.write_request_header(Box::new(req)).await?;
         session.write_request_body(body, true).await?;
@@ -125,12 +129,19 @@ pub async fn open(
     ctx: &mut RequestCtx,
     client_ip: Option<IpAddr>,
 ) -> Result<Opened, GatewayError> {
-    let key = ctx.identity.as_ref().map(|i| i.user.clone()).unwrap_or_default();
+    let key = ctx
+        .identity
+        .as_ref()
+        .map(|i| i.user.clone())
+        .unwrap_or_default();
     let mut failure = Failure::NoPeer(String::new());
     for (index, candidate) in candidates.iter().enumerate() {
         let is_last = index + 1 == candidates.len();
         let mut chat = original.clone();
-        chat.rewrite(Some(candidate.model.upstream_name()), candidate.model.max_tokens);
+        chat.rewrite(
+            Some(candidate.model.upstream_name()),
+            candidate.model.max_tokens,
+        );
         let body = Bytes::from(chat.to_vec());
         let pool = &candidate.pool;
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -147,7 +158,8 @@ pub async fn open(
                 break;
             };
             ctx.peer = Some(addr);
-            ctx.upstream_started.get_or_insert_with(std::time::Instant::now);
+            ctx.upstream_started
+                .get_or_insert_with(std::time::Instant::now);
             let req = upstream_request(client, ctx, pool, addr, client_ip, body.len())
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             match attempt(connector, &peer, req, body.clone()).await {

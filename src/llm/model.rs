@@ -18,7 +18,8 @@ pub struct Model {
 
 impl Model {
     pub fn compile(config: &ModelConfig) -> Result<Model, String> {
-        let (Some(input), Some(output)) = (config.input_usd_per_mtok, config.output_usd_per_mtok) else {
+        let (Some(input), Some(output)) = (config.input_usd_per_mtok, config.output_usd_per_mtok)
+        else {
             return Err("both prices are required".into());
         };
         let price = Price::from_usd_per_mtok(input, output).map_err(|e| e.to_string())?;

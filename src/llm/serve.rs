@@ -50,16 +50,29 @@ pub async fn serve(
         .clone()
         .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
     let body = read_body(session, &snapshot).await?;
-    let chat = ChatRequest::parse(&body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+    let mut chat =
+        ChatRequest::parse(&body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
     drop(body);
     check_shape(&chat, &snapshot)?;
+    if let (Some(guards), Some(route)) = (snapshot.guards.as_ref(), ctx.route()) {
+        guards.apply(&route.guards, &mut chat)?;
+    }
 
-    let roles = ctx.identity.as_ref().map(|i| i.roles.clone()).unwrap_or_default();
+    let roles = ctx
+        .identity
+        .as_ref()
+        .map(|i| i.roles.clone())
+        .unwrap_or_default();
     let candidates = candidates(&snapshot, chat.model(), &roles)?;
     let primary = candidates[0].model.clone();
 
     let prompt_estimate = tokens::estimate_prompt_tokens(&chat);
-    if let Some(max) = snapshot.config.guards.as_ref().and_then(|g| g.max_prompt_tokens) {
+    if let Some(max) = snapshot
+        .config
+        .guards
+        .as_ref()
+        .and_then(|g| g.max_prompt_tokens)
+    {
         if prompt_estimate > max {
             return Err(GatewayError::InvalidRequest(format!(
                 "prompt of about {prompt_estimate} tokens exceeds the limit of {max}"
@@ -73,7 +86,10 @@ pub async fn serve(
         tokens: prompt_estimate + output_cap,
         micro_usd: primary.price.cost_micro_usd(prompt_estimate, output_cap),
     };
-    let reservation = reserve(state, &snapshot, ctx, estimate)?;
+    let reservation = reserve(state, &snapshot, ctx, estimate);
+    // Refusals and answers alike tell SDKs how many tokens remain.
+    ctx.token_headers = token_headers(state, &snapshot, ctx);
+    let reservation = reservation?;
     ctx.llm = Some(LlmCall {
         reservation,
         requested_model: chat.model().to_string(),
@@ -84,7 +100,15 @@ pub async fn serve(
     });
 
     let client_header = session.req_header().clone();
-    let opened = exchange::open(&state.connector, &candidates, &chat, &client_header, ctx, client_ip).await?;
+    let opened = exchange::open(
+        &state.connector,
+        &candidates,
+        &chat,
+        &client_header,
+        ctx,
+        client_ip,
+    )
+    .await?;
     stream_back(state, session, ctx, opened).await;
     Ok(())
 }
@@ -134,7 +158,11 @@ fn check_shape(chat: &ChatRequest, snapshot: &Snapshot) -> Result<(), GatewayErr
 }
 
 /// The requested model and its fallbacks, in order, each with its pool.
-fn candidates(snapshot: &Snapshot, requested: &str, roles: &[String]) -> Result<Vec<Candidate>, GatewayError> {
+fn candidates(
+    snapshot: &Snapshot,
+    requested: &str,
+    roles: &[String],
+) -> Result<Vec<Candidate>, GatewayError> {
     let model = snapshot
         .models
         .get(requested)
@@ -181,8 +209,14 @@ fn reserve(
             let message = refusal.to_string();
             let retry_after = refusal.retry_after_secs.max(1);
             Err(match refusal.kind {
-                LimitKind::UsdPerMonth => GatewayError::UsdBudgetExceeded { message, retry_after },
-                _ => GatewayError::TokenBudgetExceeded { message, retry_after },
+                LimitKind::UsdPerMonth => GatewayError::UsdBudgetExceeded {
+                    message,
+                    retry_after,
+                },
+                _ => GatewayError::TokenBudgetExceeded {
+                    message,
+                    retry_after,
+                },
             })
         }
         Err(ReserveError::Unavailable(why)) => {
@@ -200,13 +234,20 @@ fn reserve(
 
 /// OpenAI's `x-ratelimit-*-tokens` headers for the caller's tightest token
 /// window, so AI SDKs back off on their own.
-fn token_headers(state: &GatewayState, snapshot: &Snapshot, ctx: &RequestCtx) -> Vec<(&'static str, String)> {
+fn token_headers(
+    state: &GatewayState,
+    snapshot: &Snapshot,
+    ctx: &RequestCtx,
+) -> Vec<(&'static str, String)> {
     let Some(identity) = ctx.identity.as_ref() else {
         return Vec::new();
     };
     let limits = snapshot.budgets.user_limits(&identity.user);
     let now = now_unix();
-    let Ok(usage) = state.store.usage(&ScopeKey::User(identity.user.clone()), now) else {
+    let Ok(usage) = state
+        .store
+        .usage(&ScopeKey::User(identity.user.clone()), now)
+    else {
         return Vec::new();
     };
     let (limit, used, window) = match (limits.tokens_per_minute, limits.tokens_per_day) {
@@ -218,23 +259,23 @@ fn token_headers(state: &GatewayState, snapshot: &Snapshot, ctx: &RequestCtx) ->
     vec![
         ("x-ratelimit-limit-tokens", limit.to_string()),
         ("x-ratelimit-remaining-tokens", remaining.to_string()),
-        ("x-ratelimit-reset-tokens", format!("{}s", seconds_to_reset(window, now))),
+        (
+            "x-ratelimit-reset-tokens",
+            format!("{}s", seconds_to_reset(window, now)),
+        ),
     ]
 }
 
-fn client_response(
-    state: &GatewayState,
-    ctx: &RequestCtx,
-    upstream: &ResponseHeader,
-) -> pingora::Result<ResponseHeader> {
+fn client_response(ctx: &RequestCtx, upstream: &ResponseHeader) -> pingora::Result<ResponseHeader> {
     let mut resp = upstream.clone();
-    for name in ["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
         resp.remove_header(name);
-    }
-    if let Some(snapshot) = ctx.snapshot.as_ref() {
-        for (name, value) in token_headers(state, snapshot, ctx) {
-            resp.insert_header(name, value)?;
-        }
     }
     decorate_response(&mut resp, ctx)?;
     Ok(resp)
@@ -243,7 +284,12 @@ fn client_response(
 /// Forwards the answer chunk by chunk, counting usage as it passes. Stops
 /// at once if the client goes away; the upstream connection is then closed
 /// so the model stops generating (and billing).
-async fn stream_back(state: &GatewayState, session: &mut Session, ctx: &mut RequestCtx, opened: Opened) {
+async fn stream_back(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    opened: Opened,
+) {
     let Opened {
         session: mut upstream,
         peer,
@@ -262,7 +308,7 @@ async fn stream_back(state: &GatewayState, session: &mut Session, ctx: &mut Requ
         call.served = Some(model);
         call.upstream_status = Some(status);
     }
-    let header = match client_response(state, ctx, &response) {
+    let header = match client_response(ctx, &response) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("building the client response failed: {e}");
@@ -271,7 +317,11 @@ async fn stream_back(state: &GatewayState, session: &mut Session, ctx: &mut Requ
         }
     };
     let mut clean = false;
-    if session.write_response_header(Box::new(header), false).await.is_ok() {
+    if session
+        .write_response_header(Box::new(header), false)
+        .await
+        .is_ok()
+    {
         clean = pump(session, &mut upstream, &mut parser).await;
     }
     if let Some(call) = ctx.llm.as_mut() {
@@ -288,7 +338,11 @@ async fn stream_back(state: &GatewayState, session: &mut Session, ctx: &mut Requ
 }
 
 /// Copies the body; true when both sides finished cleanly.
-async fn pump(session: &mut Session, upstream: &mut pingora::protocols::http::client::HttpSession, parser: &mut UsageParser) -> bool {
+async fn pump(
+    session: &mut Session,
+    upstream: &mut pingora::protocols::http::client::HttpSession,
+    parser: &mut UsageParser,
+) -> bool {
     loop {
         let chunk = tokio::select! {
             read = upstream.read_response_body() => read,
@@ -302,12 +356,19 @@ async fn pump(session: &mut Session, upstream: &mut pingora::protocols::http::cl
         match chunk {
             Ok(Some(bytes)) => {
                 parser.feed(&bytes);
-                if session.write_response_body(Some(bytes), false).await.is_err() {
+                if session
+                    .write_response_body(Some(bytes), false)
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
             }
             Ok(None) => {
-                return session.write_response_body(Some(Bytes::new()), true).await.is_ok();
+                return session
+                    .write_response_body(Some(Bytes::new()), true)
+                    .await
+                    .is_ok();
             }
             Err(e) => {
                 tracing::warn!("upstream failed mid-response: {e}");

@@ -118,7 +118,8 @@ impl MockBackend {
             return write_reply(session, Reply::json(200, &json!({"forced_status": code}))).await;
         }
         let forced = self.forced_status.load(Ordering::Relaxed);
-        let forced = (forced != 0 && !path.starts_with("/__mock/") && path != "/healthz").then_some(u64::from(forced));
+        let forced = (forced != 0 && !path.starts_with("/__mock/") && path != "/healthz")
+            .then_some(u64::from(forced));
         if let Some(status) = header_u64(session, "x-mock-status").or(forced) {
             let status = u16::try_from(status).unwrap_or(500);
             let reply = json!({"error": {"message": "mock failure", "code": status}});

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark on loopback: the same requests sent straight to
+# the mock backend, through a bare Pingora proxy hop (the baseline), and
+# through tollgate; figures are reported as ratios to the bare hop measured
+# in the same run (this machine is shared and noisy).
+#
+#   bash benches/load.sh            # 3 rounds × 5 s per target
+#   ROUNDS=1 DURATION=3 bash benches/load.sh
+#
+# Needs wrk (apt-get install wrk). Loopback only; every run is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-8}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+cargo build --release --locked --quiet
+BIN=target/release/tollgate
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+MOCK=$(port); BARE=$(port); GW=$(port); ADMIN=$(port)
+KEY=bench-key
+"$BIN" mock-backend --listen 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
+"$BIN" bare-proxy --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
+cat > "$WORK/gw.yaml" <<YAML
+server: { listen: ["127.0.0.1:$GW"], admin_listen: "127.0.0.1:$ADMIN", threads: 2, grace_period_seconds: 0 }
+auth:
+  api_keys: [ { id: bench, sha256: "$(sha $KEY)", user: bench, tenant: t, roles: [agent] } ]
+upstreams:
+  support: { peers: ["127.0.0.1:$MOCK"] }
+  llm: { peers: ["127.0.0.1:$MOCK"] }
+routes:
+  - { name: tickets, path: "/api/v1/tickets/**", methods: [GET, POST], upstream: support, roles: [agent] }
+  - { name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent] }
+models:
+  - { name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 64 }
+limits:
+  default: { requests_per_minute: 100000000 }
+  budgets: [ { scope: user, tokens_per_day: 100000000000 } ]
+store: { path: "$WORK/usage.db" }
+observability: { access_log: "off", audit_log: "off", log_level: error }
+YAML
+"$BIN" run -c "$WORK/gw.yaml" & PIDS+=($!)
+wait_port $MOCK; wait_port $BARE; wait_port $GW
+
+BODY=$(python3 -c 'import json; print(json.dumps({"model":"m","messages":[{"role":"user","content":"How do I reset my password? "*36}]}))')
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "$KEY"
+wrk.body = [[$BODY]]
+LUA
+
+run() { # name url [lua]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$3" "$2")
+  else out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "X-API-Key: $KEY" "$2"); fi
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}')
+  echo "$1 $rps $p50 $p99 ${errors:-0}" >> "$WORK/results"
+}
+
+for r in $(seq "$ROUNDS"); do
+  run direct-get "http://127.0.0.1:$MOCK/api/v1/tickets/1"
+  run bare-get "http://127.0.0.1:$BARE/api/v1/tickets/1"
+  run tollgate-get "http://127.0.0.1:$GW/api/v1/tickets/1"
+  run direct-chat "http://127.0.0.1:$MOCK/v1/chat/completions" "$WORK/post.lua"
+  run bare-chat "http://127.0.0.1:$BARE/v1/chat/completions" "$WORK/post.lua"
+  run tollgate-chat "http://127.0.0.1:$GW/v1/chat/completions" "$WORK/post.lua"
+done
+
+python3 - "$WORK/results" <<'PY'
+import sys, statistics, collections
+def us(v):
+    v = v.strip()
+    for unit, f in (("us", 1), ("ms", 1000), ("s", 1e6)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float("nan")
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, rps, p50, p99, errs = line.split()
+    rows[name].append((float(rps), us(p50), us(p99), int(errs)))
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) + (sum(x[3] for x in v),) for k, v in rows.items()}
+print(f"{'target':<15}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'non-2xx':>9}   vs bare hop (req/s, p50)")
+for kind in ("get", "chat"):
+    base = med[f"bare-{kind}"]
+    for who in ("direct", "bare", "tollgate"):
+        r = med[f"{who}-{kind}"]
+        print(f"{who + '-' + kind:<15}{r[0]:>10.0f}{r[1]:>10.0f}{r[2]:>10.0f}{r[3]:>9}   {r[0] / base[0]:.2f}x, {r[1] / base[1]:.2f}x")
+PY
