@@ -6,6 +6,7 @@ use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
 use crate::llm::account::LlmCall;
+use crate::upstream::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +64,12 @@ impl RequestCtx {
     pub fn route(&self) -> Option<&Route> {
         let snapshot = self.snapshot.as_ref()?;
         snapshot.routes.get(self.route_index?)
+    }
+
+    /// The pool of the matched route (`kind: http` routes).
+    pub fn pool(&self) -> Option<Arc<Pool>> {
+        let name = self.route()?.upstream.as_ref()?;
+        self.snapshot.as_ref()?.pools.get(name).cloned()
     }
 
     pub fn route_name(&self) -> &str {

@@ -88,14 +88,9 @@ fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &st
     }));
 }
 
-fn current_pool(ctx: &RequestCtx) -> Option<std::sync::Arc<crate::upstream::pool::Pool>> {
-    let name = ctx.route()?.upstream.as_ref()?;
-    ctx.snapshot.as_ref()?.pools.get(name).cloned()
-}
-
 /// The upstream answered: 5xx counts against the peer's breaker.
 pub fn upstream_answered(ctx: &RequestCtx, status: u16) {
-    if let (Some(pool), Some(peer)) = (current_pool(ctx), ctx.peer) {
+    if let (Some(pool), Some(peer)) = (ctx.pool(), ctx.peer) {
         if status >= 500 {
             pool.report_failure(peer);
         } else {
@@ -106,13 +101,17 @@ pub fn upstream_answered(ctx: &RequestCtx, status: u16) {
 
 /// A connect, read or write failure on the current peer.
 pub fn upstream_failed(ctx: &RequestCtx) {
-    if let (Some(pool), Some(peer)) = (current_pool(ctx), ctx.peer) {
+    if let (Some(pool), Some(peer)) = (ctx.pool(), ctx.peer) {
         pool.report_failure(peer);
     }
 }
 
 /// Maps Pingora's own failures to the contract's codes.
 pub fn classify_error(e: &Error) -> GatewayError {
+    if e.esource() == &ErrorSource::Downstream && matches!(e.etype(), ReadTimedout | WriteTimedout)
+    {
+        return GatewayError::RequestTimeout;
+    }
     match e.etype() {
         HTTPStatus(413) => GatewayError::BodyTooLarge { limit: 0 },
         HTTPStatus(code) if *code == 400 => GatewayError::BadRequest(e.to_string()),

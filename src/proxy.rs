@@ -6,7 +6,7 @@ use crate::config::schema::RouteKind;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::state::GatewayState;
-use crate::{admission, headers, llm, observe, respond, trace};
+use crate::{admission, headers, llm, observe, respond, trace, upstream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -15,7 +15,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub struct Gateway {
     pub state: Arc<GatewayState>,
@@ -66,7 +65,14 @@ impl ProxyHttp for Gateway {
                 }
                 Ok(true)
             }
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                // Request body idle deadline (Pingora's default is 60 s).
+                if let Some(snapshot) = ctx.snapshot.as_ref() {
+                    let idle = snapshot.server().body_timeout_ms;
+                    session.set_read_timeout(Some(std::time::Duration::from_millis(idle)));
+                }
+                Ok(false)
+            }
             Err(refusal) => {
                 observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
                 respond::send_error(session, ctx, refusal.error).await?;
@@ -100,39 +106,11 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let upstream = ctx
-            .route()
-            .and_then(|r| r.upstream.clone())
-            .unwrap_or_default();
-        let pool = ctx
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.pools.get(&upstream))
-            .cloned();
-        let key = ctx
-            .identity
-            .as_ref()
-            .map(|i| i.user.clone())
-            .unwrap_or_default();
-        let chosen = pool.as_ref().and_then(|p| {
-            let addr = p.select(key.as_bytes(), &ctx.tried_peers)?;
-            Some((addr, p.http_peer(addr)?))
-        });
-        match chosen {
-            Some((addr, peer)) => {
-                ctx.peer = Some(addr);
-                ctx.tried_peers.push(addr);
-                ctx.upstream_started.get_or_insert_with(Instant::now);
-                Ok(peer)
-            }
-            None => {
-                ctx.error = Some(GatewayError::UpstreamUnavailable {
-                    upstream,
-                    retry_after: 1,
-                });
-                Error::e_explain(HTTPStatus(503), "no healthy peer")
-            }
-        }
+        upstream::next_peer(ctx).or_else(|err| {
+            let status = err.status();
+            ctx.error = Some(err);
+            Error::e_explain(HTTPStatus(status), "no upstream peer")
+        })
     }
 
     async fn upstream_request_filter(
@@ -141,10 +119,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(pool) = ctx.route().and_then(|r| {
-            let name = r.upstream.as_ref()?;
-            ctx.snapshot.as_ref()?.pools.get(name).cloned()
-        }) else {
+        let Some(pool) = ctx.pool() else {
             return Error::e_explain(InternalError, "route without pool");
         };
         let keep_upgrade = ctx.route().is_some_and(|r| r.websocket);
@@ -206,7 +181,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         _client_reused: bool,
     ) -> Box<Error> {
-        observe::upstream_failed(ctx);
+        // A client that stalls or goes away says nothing about the peer.
+        if e.esource() == &ErrorSource::Upstream {
+            observe::upstream_failed(ctx);
+        }
         let mut e = e.more_context(format!("peer: {peer}"));
         // Only idempotent methods whose body is replayable are retried.
         let replayable = session.req_header().method.is_idempotent()

@@ -4,7 +4,6 @@
 
 use crate::admin::AdminApp;
 use crate::cli::CliError;
-use crate::config::schema::StoreKind;
 use crate::config::{self, Snapshot};
 use crate::ledger::Ledger;
 use crate::limits::local_store::LocalStore;
@@ -155,12 +154,8 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
 /// Opens the ledger and rebuilds the current windows' spend from it, so a
 /// restart (or a crash) never resets a budget.
 fn open_store(snapshot: &Snapshot) -> Result<(Arc<dyn Store>, Ledger), CliError> {
+    // Validation refuses `kind: redis` until it exists; only local is here.
     let store_config = &snapshot.config.store;
-    if store_config.kind == StoreKind::Redis {
-        return Err(CliError::Runtime(
-            "store.kind: redis is not available in this build; use kind: local".into(),
-        ));
-    }
     let ledger = Ledger::open(&store_config.path).map_err(|e| {
         CliError::Runtime(format!(
             "cannot open usage ledger {}: {e}",

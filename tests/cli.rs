@@ -153,3 +153,35 @@ fn shipped_configs_pass_check() {
         );
     }
 }
+
+#[test]
+fn check_refuses_unpriced_models_and_unknown_fallbacks() {
+    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
+        "limits:",
+        "models:\n  - { name: cheap, upstream: support, input_usd_per_mtok: 0.1, max_tokens: 10, fallbacks: [ghost] }\nlimits:",
+    );
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("models[0].output_usd_per_mtok: required"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("models[0].fallbacks[0]: unknown model 'ghost'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_the_redis_store_until_it_exists() {
+    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
+        "store:\n",
+        "store:\n  kind: redis\n  redis_url: \"redis://127.0.0.1:6379/0\"\n",
+    );
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("store.kind: redis is not supported"),
+        "{stderr}"
+    );
+}

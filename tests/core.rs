@@ -452,3 +452,22 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
     assert!(!output.contains(BOB_KEY));
     assert!(!output.contains("wrong-secret-key-value"));
 }
+
+#[test]
+fn stalled_request_body_gets_408() {
+    let backend = Backend::start();
+    let config = base_config(&[&backend.addr]).replace(
+        "  grace_period_seconds: 1\n",
+        "  grace_period_seconds: 1\n  body_timeout_ms: 500\n",
+    );
+    let gw = Gateway::start(&config);
+    // Announce 10 bytes, send 3, then stall.
+    let req = format!(
+        "POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Length: 10\r\n\r\nabc"
+    );
+    let started = Instant::now();
+    let resp = raw_request(&gw.addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("\"request_timeout\""), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -509,6 +509,14 @@ fn store(s: &StoreConfig, p: &mut Problems) {
         }
         _ => {}
     }
+    // Shared counters through Redis are not built yet: say so at `check`
+    // time rather than failing at start-up.
+    if s.kind == StoreKind::Redis {
+        p.push(
+            "store.kind",
+            "redis is not supported by this build yet; use kind: local",
+        );
+    }
 }
 
 /// RFC 3339 timestamp → unix seconds.

@@ -4,3 +4,34 @@ pub mod breaker;
 pub mod health;
 pub mod pool;
 pub mod tls;
+
+use crate::ctx::RequestCtx;
+use crate::error::GatewayError;
+use pingora::upstreams::peer::HttpPeer;
+use std::time::Instant;
+
+/// The next peer for a proxied request: load balanced, healthy, breaker
+/// closed, and not one this request already tried (retries go elsewhere).
+pub fn next_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>, GatewayError> {
+    let pool = ctx
+        .pool()
+        .ok_or_else(|| GatewayError::Internal("route without pool".into()))?;
+    let key = ctx
+        .identity
+        .as_ref()
+        .map(|i| i.user.as_bytes())
+        .unwrap_or_default();
+    let chosen = pool
+        .select(key, &ctx.tried_peers)
+        .and_then(|addr| Some((addr, pool.http_peer(addr)?)));
+    let Some((addr, peer)) = chosen else {
+        return Err(GatewayError::UpstreamUnavailable {
+            upstream: pool.name.clone(),
+            retry_after: 1,
+        });
+    };
+    ctx.peer = Some(addr);
+    ctx.tried_peers.push(addr);
+    ctx.upstream_started.get_or_insert_with(Instant::now);
+    Ok(peer)
+}
