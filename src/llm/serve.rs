@@ -66,7 +66,7 @@ pub async fn serve(
     let candidates = candidates(&snapshot, chat.model(), &roles)?;
     let primary = candidates[0].model.clone();
 
-    let prompt_estimate = tokens::estimate_prompt_tokens(&chat);
+    let (chat, prompt_estimate) = estimate_off_loop(chat).await?;
     if let Some(max) = snapshot
         .config
         .guards
@@ -111,6 +111,25 @@ pub async fn serve(
     .await?;
     stream_back(state, session, ctx, opened).await;
     Ok(())
+}
+
+/// Bodies above this are tokenized on the blocking pool: BPE costs about
+/// 0.1 ms per KiB, which must not stall the other requests of a worker.
+const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
+
+async fn estimate_off_loop(chat: ChatRequest) -> Result<(ChatRequest, u64), GatewayError> {
+    let mut text_bytes = 0;
+    chat.for_each_text(|t| text_bytes += t.len());
+    if text_bytes <= INLINE_TOKENIZE_BYTES {
+        let estimate = tokens::estimate_prompt_tokens(&chat);
+        return Ok((chat, estimate));
+    }
+    tokio::task::spawn_blocking(move || {
+        let estimate = tokens::estimate_prompt_tokens(&chat);
+        (chat, estimate)
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(format!("token estimation failed: {e}")))
 }
 
 async fn read_body(session: &mut Session, snapshot: &Snapshot) -> Result<Vec<u8>, GatewayError> {

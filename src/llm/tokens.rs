@@ -4,6 +4,9 @@
 //! usage is what gets billed whenever it is available.
 
 use once_cell::sync::Lazy;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 use tiktoken_rs::CoreBPE;
 
 use super::chat::{ChatRequest, Part};
@@ -29,7 +32,42 @@ pub fn warm_up() -> bool {
     BPE.is_some()
 }
 
+/// Texts shorter than this are tokenized directly: cheaper than hashing
+/// and locking for the cache.
+const CACHE_MIN_BYTES: usize = 512;
+/// Bounded: when full, the cache is cleared rather than grown.
+const CACHE_MAX_ENTRIES: usize = 8192;
+
+/// Counts of long texts by their hash. Chat clients resend the whole
+/// conversation every turn, so earlier messages are counted only once.
+static COUNT_CACHE: Lazy<Mutex<HashMap<u64, u64>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+fn text_key(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    text.len().hash(&mut hasher);
+    hasher.finish()
+}
+
 pub fn count_text(text: &str) -> u64 {
+    if text.len() < CACHE_MIN_BYTES {
+        return count_uncached(text);
+    }
+    let key = text_key(text);
+    if let Some(n) = COUNT_CACHE.lock().ok().and_then(|c| c.get(&key).copied()) {
+        return n;
+    }
+    let n = count_uncached(text);
+    if let Ok(mut cache) = COUNT_CACHE.lock() {
+        if cache.len() >= CACHE_MAX_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, n);
+    }
+    n
+}
+
+fn count_uncached(text: &str) -> u64 {
     match BPE.as_ref() {
         // Ordinary encoding: user text that looks like a special token is
         // tokenized as plain text, as the upstream does.
@@ -63,6 +101,21 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cached_counts_equal_direct_counts() {
+        let long = "The quick brown fox jumps over the lazy dog. ".repeat(40);
+        let direct = count_uncached(&long);
+        assert_eq!(count_text(&long), direct);
+        assert_eq!(
+            count_text(&long),
+            direct,
+            "second call served from the cache"
+        );
+        let other = format!("{long}!");
+        assert_ne!(count_text(&other), 0);
+        assert_eq!(count_text("short"), count_uncached("short"));
+    }
+
     use super::*;
 
     #[test]
