@@ -38,7 +38,7 @@ upstreams:
   support: { peers: ["127.0.0.1:$MOCK"] }
   llm: { peers: ["127.0.0.1:$MOCK"] }
 routes:
-  - { name: tickets, path: "/api/v1/tickets/**", methods: [GET, POST], upstream: support, roles: [agent] }
+  - { name: bench, path: "/bench", methods: [GET], upstream: support, roles: [agent] }
   - { name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent] }
 models:
   - { name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 64 }
@@ -67,14 +67,14 @@ run() { # name url [lua]
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}')
+  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}' || true)
   echo "$1 $rps $p50 $p99 ${errors:-0}" >> "$WORK/results"
 }
 
 for r in $(seq "$ROUNDS"); do
-  run direct-get "http://127.0.0.1:$MOCK/api/v1/tickets/1"
-  run bare-get "http://127.0.0.1:$BARE/api/v1/tickets/1"
-  run tollgate-get "http://127.0.0.1:$GW/api/v1/tickets/1"
+  run direct-get "http://127.0.0.1:$MOCK/bench"
+  run bare-get "http://127.0.0.1:$BARE/bench"
+  run tollgate-get "http://127.0.0.1:$GW/bench"
   run direct-chat "http://127.0.0.1:$MOCK/v1/chat/completions" "$WORK/post.lua"
   run bare-chat "http://127.0.0.1:$BARE/v1/chat/completions" "$WORK/post.lua"
   run tollgate-chat "http://127.0.0.1:$GW/v1/chat/completions" "$WORK/post.lua"

@@ -23,6 +23,15 @@ const HOP_BY_HOP: &[&str] = &[
 
 const IDENTITY_PREFIX: &str = "x-gateway-";
 
+/// Client credentials never reach the upstream; the others are set by us.
+const REPLACED: &[&str] = &[
+    "x-api-key",
+    "authorization",
+    "x-forwarded-for",
+    "x-request-id",
+    "traceparent",
+];
+
 /// Rewrites the request sent upstream.
 pub fn prepare_upstream_request(
     req: &mut RequestHeader,
@@ -41,35 +50,23 @@ pub fn prepare_upstream_request(
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    for name in listed
-        .iter()
-        .map(String::as_str)
-        .chain(HOP_BY_HOP.iter().copied())
-    {
-        if keep_upgrade && (name == "upgrade" || name == "connection") {
-            continue;
-        }
-        req.remove_header(name);
-    }
-    let spoofed: Vec<String> = req
+    // One pass over what the client sent (usually a handful of headers)
+    // instead of a lookup per name we might strip.
+    let strip: Vec<String> = req
         .headers
         .keys()
         .map(|k| k.as_str())
-        .filter(|k| k.starts_with(IDENTITY_PREFIX))
+        .filter(|name| {
+            let hop = HOP_BY_HOP.contains(name) || listed.iter().any(|l| l == name);
+            let kept_for_upgrade = keep_upgrade && (*name == "upgrade" || *name == "connection");
+            (hop && !kept_for_upgrade)
+                || name.starts_with(IDENTITY_PREFIX)
+                || REPLACED.contains(name)
+        })
         .map(str::to_string)
         .collect();
-    for name in spoofed {
+    for name in strip {
         req.remove_header(&name);
-    }
-    // Client credentials never reach the upstream; the rest we set below.
-    for name in [
-        "x-api-key",
-        "authorization",
-        "x-forwarded-for",
-        "x-request-id",
-        "traceparent",
-    ] {
-        req.remove_header(name);
     }
 
     if let Some(identity) = &ctx.identity {

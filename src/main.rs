@@ -1,4 +1,5 @@
 use clap::Parser;
+
 use std::path::PathBuf;
 use tollgate::cli::{Cli, CliError, Command, DEFAULT_CONFIG};
 

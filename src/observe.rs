@@ -45,47 +45,53 @@ pub fn refusal(
 
 /// A request refused unauthenticated by the credential-stuffing guard.
 fn auth_blocked(state: &GatewayState, session: &Session, ctx: &RequestCtx) {
-    state.logs.audit(&json!({
-        "log": "audit",
-        "time": now_rfc3339(),
-        "event": "authentication_blocked",
-        "request_id": ctx.request_id,
-        "client_ip": client_ip(session),
-        "principal": null,
-        "route": ctx.route_name(),
-        "reason": "too_many_failed_auth",
-    }));
+    state.logs.audit(|| {
+        json!({
+            "log": "audit",
+            "time": now_rfc3339(),
+            "event": "authentication_blocked",
+            "request_id": ctx.request_id,
+            "client_ip": client_ip(session),
+            "principal": null,
+            "route": ctx.route_name(),
+            "reason": "too_many_failed_auth",
+        })
+    });
 }
 
 fn auth_failure(state: &GatewayState, session: &Session, ctx: &RequestCtx, failure: &AuthFailure) {
     metrics::inc(&metrics::AUTH_FAILURES, &[failure.reason()]);
-    state.logs.audit(&json!({
-        "log": "audit",
-        "time": now_rfc3339(),
-        "event": "authentication_failed",
-        "request_id": ctx.request_id,
-        "client_ip": client_ip(session),
-        "principal": failure.principal(),
-        "key_id": failure.key_id(),
-        "route": ctx.route_name(),
-        "reason": failure.reason(),
-    }));
+    state.logs.audit(|| {
+        json!({
+            "log": "audit",
+            "time": now_rfc3339(),
+            "event": "authentication_failed",
+            "request_id": ctx.request_id,
+            "client_ip": client_ip(session),
+            "principal": failure.principal(),
+            "key_id": failure.key_id(),
+            "route": ctx.route_name(),
+            "reason": failure.reason(),
+        })
+    });
 }
 
 fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &str) {
     let identity = ctx.identity.as_deref();
-    state.logs.audit(&json!({
-        "log": "audit",
-        "time": now_rfc3339(),
-        "event": "authorization_denied",
-        "request_id": ctx.request_id,
-        "client_ip": client_ip(session),
-        "principal": identity.map(|i| i.key_id.as_str()),
-        "user": identity.map(|i| i.user.as_str()),
-        "route": ctx.route_name(),
-        "method": session.req_header().method.as_str(),
-        "reason": reason,
-    }));
+    state.logs.audit(|| {
+        json!({
+            "log": "audit",
+            "time": now_rfc3339(),
+            "event": "authorization_denied",
+            "request_id": ctx.request_id,
+            "client_ip": client_ip(session),
+            "principal": identity.map(|i| i.key_id.as_str()),
+            "user": identity.map(|i| i.user.as_str()),
+            "route": ctx.route_name(),
+            "method": session.req_header().method.as_str(),
+            "reason": reason,
+        })
+    });
 }
 
 /// The upstream answered: 5xx counts against the peer's breaker.
@@ -194,24 +200,26 @@ pub fn request_done(
         );
     }
     let identity = ctx.identity.as_deref();
-    state.logs.access(&json!({
-        "log": "access",
-        "time": now_rfc3339(),
-        "request_id": ctx.request_id,
-        "client_ip": client_ip(session),
-        "method": method,
-        "path": session.req_header().uri.path(),
-        "route": route,
-        "status": status,
-        "error_code": ctx.error.as_ref().map(GatewayError::code),
-        "user": identity.map(|i| i.user.as_str()),
-        "tenant": identity.map(|i| i.tenant.as_str()),
-        "key_id": identity.map(|i| i.key_id.as_str()),
-        "upstream_peer": ctx.peer.map(|p| p.to_string()),
-        "duration_ms": elapsed.as_secs_f64() * 1000.0,
-        "gateway_ms": ctx.gateway_time().as_secs_f64() * 1000.0,
-        "bytes_sent": session.body_bytes_sent(),
-        "error": e.map(|e| e.etype().as_str()),
-        "traceparent": ctx.traceparent,
-    }));
+    state.logs.access(|| {
+        json!({
+            "log": "access",
+            "time": now_rfc3339(),
+            "request_id": ctx.request_id,
+            "client_ip": client_ip(session),
+            "method": method,
+            "path": session.req_header().uri.path(),
+            "route": route,
+            "status": status,
+            "error_code": ctx.error.as_ref().map(GatewayError::code),
+            "user": identity.map(|i| i.user.as_str()),
+            "tenant": identity.map(|i| i.tenant.as_str()),
+            "key_id": identity.map(|i| i.key_id.as_str()),
+            "upstream_peer": ctx.peer.map(|p| p.to_string()),
+            "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            "gateway_ms": ctx.gateway_time().as_secs_f64() * 1000.0,
+            "bytes_sent": session.body_bytes_sent(),
+            "error": e.map(|e| e.etype().as_str()),
+            "traceparent": ctx.traceparent,
+        })
+    });
 }

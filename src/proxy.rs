@@ -66,8 +66,10 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Ok(()) => {
-                // Request body idle deadline (Pingora's default is 60 s).
-                if let Some(snapshot) = ctx.snapshot.as_ref() {
+                // Request body idle deadline (Pingora's default is 60 s);
+                // a request without a body has nothing to time out.
+                let has_body = !session.as_downstream_mut().is_body_empty();
+                if let Some(snapshot) = ctx.snapshot.as_ref().filter(|_| has_body) {
                     let idle = snapshot.server().body_timeout_ms;
                     session.set_read_timeout(Some(std::time::Duration::from_millis(idle)));
                 }

@@ -496,3 +496,40 @@ fn large_prompts_work() {
     let (status, code, _) = error_code(post_chat(&gw, BOB_KEY, &body, &[]));
     assert_eq!((status, code.as_str()), (413, "body_too_large"));
 }
+
+/// Regression: watching the client for a disconnect while streaming must
+/// not eat the first bytes of the next request on a keep-alive connection.
+#[test]
+fn keep_alive_clients_send_many_calls_back_to_back() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 100_000_000));
+    let url = gw.url("/v1/chat/completions");
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                let mut failures = Vec::new();
+                for i in 0..100 {
+                    let stream = (t + i) % 2 == 0;
+                    let body = chat_body("support-fast", json!({"stream": stream}));
+                    let resp = c
+                        .post(&url)
+                        .header("X-API-Key", BOB_KEY)
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let _ = resp.bytes();
+                    if status != 200 {
+                        failures.push(status);
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), Vec::<u16>::new());
+    }
+}

@@ -335,6 +335,12 @@ async fn stream_back(
             return;
         }
     };
+    // While the answer streams we watch the client socket for a close.
+    // Pipelining keeps a next request that arrives meanwhile (its bytes are
+    // stashed for it, not consumed), and abort-on-close turns a FIN into
+    // an error at once instead of waiting for a failed write.
+    session.as_downstream_mut().set_pipelining_enabled(true);
+    session.as_downstream_mut().set_abort_on_close(true);
     let mut clean = false;
     if session
         .write_response_header(Box::new(header), false)

@@ -12,6 +12,7 @@
 //! - `x-mock-chunk-delay-ms: 50` delay between SSE events
 //! - `x-mock-no-usage: 1` never report usage
 //!
+//! `/bench` answers a fixed small JSON body (load benchmarks).
 //! Control endpoints: `POST /__mock/health/{ok|fail}` flips `/healthz`;
 //! `POST /__mock/force-status/{code}` answers every other request with that
 //! status (0 turns it off); `GET /__mock/stats` counts requests served.
@@ -127,6 +128,9 @@ impl MockBackend {
         }
         let reply = match (method.as_str(), path.as_str()) {
             (_, "/healthz") => self.health_reply(),
+            // Fixed small answer whatever the request carries: load tests
+            // compare proxies, not the echo's cost of rendering headers.
+            (_, "/bench") => Reply::json(200, &json!({"ok": true})),
             ("POST", "/__mock/health/ok") => self.set_health(true),
             ("POST", "/__mock/health/fail") => self.set_health(false),
             ("GET", "/__mock/stats") => Reply::json(
