@@ -297,7 +297,10 @@ impl Gateway {
             .join("\n")
     }
 
+    /// The access/audit log lines. The gateway writes them in batches
+    /// (every 20 ms), so wait a few batches before reading.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(150));
         read_json_lines(&self.dir.path().join("access.log"))
     }
 }
