@@ -194,6 +194,9 @@ pub struct JwtIdentity {
     /// Id of the configured key that verified the token (trusted; equals the
     /// header `kid` when the token had one).
     pub kid: String,
+    /// Unix second from which the token is refused as expired (`exp` plus
+    /// leeway): the limit for caching this verification.
+    pub valid_until: u64,
 }
 
 /// Why a token was rejected. `sub`/`kid` are read from the token when possible
@@ -404,6 +407,7 @@ impl JwtVerifier {
                 .unwrap_or_default()
                 .to_owned(),
             kid: key.kid.clone(),
+            valid_until: exp.saturating_add(self.leeway).saturating_add(1),
         };
         // Checked last so `Expired` means "fine except for age": the client should refresh.
         if exp.saturating_add(self.leeway) < now {
@@ -722,6 +726,7 @@ mod tests {
                     roles: vec!["agent".into(), "admin".into()],
                     sub: "user-1".into(),
                     kid: kid_for(alg).into(),
+                    valid_until: NOW + 600 + 30 + 1,
                 },
                 "{alg:?}"
             );

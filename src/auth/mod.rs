@@ -6,6 +6,7 @@
 pub mod api_key;
 pub mod identity;
 pub mod jwt;
+pub mod jwt_cache;
 pub mod jwt_config;
 pub mod stuffing;
 
@@ -79,6 +80,7 @@ impl AuthFailure {
 pub struct Authenticator {
     keys: KeyIndex,
     jwt: Option<JwtVerifier>,
+    jwt_cache: jwt_cache::JwtCache,
 }
 
 /// The credential as presented; borrowed, never copied or logged.
@@ -132,7 +134,11 @@ fn jwt_failure(e: JwtError) -> AuthFailure {
 
 impl Authenticator {
     pub fn new(keys: KeyIndex) -> Self {
-        Self { keys, jwt: None }
+        Self {
+            keys,
+            jwt: None,
+            jwt_cache: jwt_cache::JwtCache::default(),
+        }
     }
 
     /// Enables `Authorization: Bearer <jwt>`.
@@ -156,13 +162,20 @@ impl Authenticator {
                     });
                 };
                 let now = u64::try_from(now_unix).unwrap_or(0);
+                let digest = jwt_cache::token_digest(token);
+                if let Some(identity) = self.jwt_cache.get(&digest, now) {
+                    return Ok(identity);
+                }
                 let id = verifier.verify(token, now).map_err(jwt_failure)?;
-                Ok(Arc::new(Identity {
+                let identity = Arc::new(Identity {
                     user: id.user,
                     tenant: id.tenant,
                     roles: id.roles,
                     key_id: id.kid,
-                }))
+                });
+                self.jwt_cache
+                    .insert(digest, identity.clone(), id.valid_until);
+                Ok(identity)
             }
             Credential::ApiKey(key) => self.keys.lookup(key, now_unix).map_err(|r| match r {
                 KeyRejection::Unknown => AuthFailure::InvalidApiKey {

@@ -1,0 +1,90 @@
+//! Verified JWTs, by the SHA-256 of the token, until they expire.
+//!
+//! RS256/ES256 verification costs tens of microseconds per request; clients
+//! reuse one token for many calls, so a hit (one hash, one lookup) replaces
+//! the signature check. The cache lives in the config snapshot: a reload
+//! (rotated or removed keys) starts from an empty one. Bounded: when full it
+//! is cleared rather than grown, so hostile token floods cost memory only up
+//! to the bound (and only validly signed tokens are ever stored).
+
+use super::identity::Identity;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const MAX_ENTRIES: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+pub struct JwtCache {
+    entries: Mutex<HashMap<[u8; 32], (Arc<Identity>, u64)>>,
+}
+
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl JwtCache {
+    /// The identity of a token verified before, if it has not expired.
+    pub fn get(&self, digest: &[u8; 32], now_unix: u64) -> Option<Arc<Identity>> {
+        let mut entries = self.entries.lock().ok()?;
+        match entries.get(digest) {
+            Some((identity, valid_until)) if now_unix < *valid_until => Some(identity.clone()),
+            Some(_) => {
+                entries.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn insert(&self, digest: [u8; 32], identity: Arc<Identity>, valid_until: u64) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(digest, (identity, valid_until));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who() -> Arc<Identity> {
+        Arc::new(Identity {
+            user: "u".into(),
+            tenant: "t".into(),
+            roles: vec![],
+            key_id: "k".into(),
+        })
+    }
+
+    #[test]
+    fn hits_until_expiry_then_forgets() {
+        let cache = JwtCache::default();
+        let d = token_digest("a.b.c");
+        cache.insert(d, who(), 100);
+        assert!(cache.get(&d, 99).is_some());
+        assert!(cache.get(&d, 100).is_none(), "never past expiry");
+        assert!(cache.is_empty(), "expired entries are dropped");
+        assert!(cache.get(&token_digest("a.b.d"), 0).is_none());
+    }
+
+    #[test]
+    fn bounded() {
+        let cache = JwtCache::default();
+        for i in 0..(MAX_ENTRIES + 10) {
+            cache.insert(token_digest(&format!("t{i}")), who(), u64::MAX);
+        }
+        assert!(cache.len() <= MAX_ENTRIES);
+    }
+}
