@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex};
 
 const MAX_ENTRIES: usize = 16 * 1024;
 
+/// The verified identity and the unix second it stops being valid.
+type Entry = (Arc<Identity>, u64);
+
 #[derive(Debug, Default)]
 pub struct JwtCache {
-    entries: Mutex<HashMap<[u8; 32], (Arc<Identity>, u64)>>,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
 pub fn token_digest(token: &str) -> [u8; 32] {
