@@ -471,3 +471,34 @@ fn stalled_request_body_gets_408() {
     assert!(resp.contains("\"request_timeout\""), "{resp}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn consistent_hashing_keeps_a_user_on_one_peer() {
+    let a = Backend::start();
+    let b = Backend::start();
+    let config = base_config(&[&a.addr, &b.addr]).replace(
+        "  support:\n",
+        "  support:\n    selection: consistent_hash\n",
+    );
+    let gw = Gateway::start(&config);
+    let backend_for = |key: &str| -> String {
+        let echo: Value = client()
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        echo["backend"].as_str().unwrap().to_string()
+    };
+    for key in [BOB_KEY, ALICE_KEY, ROOT_KEY] {
+        let first = backend_for(key);
+        for _ in 0..8 {
+            assert_eq!(
+                backend_for(key),
+                first,
+                "a user's requests stay on one peer"
+            );
+        }
+    }
+}

@@ -533,3 +533,42 @@ fn keep_alive_clients_send_many_calls_back_to_back() {
         assert_eq!(h.join().unwrap(), Vec::<u16>::new());
     }
 }
+
+/// Pingora never answers `Expect: 100-continue` itself; clients like curl
+/// would wait a second before sending large bodies.
+#[test]
+fn expect_continue_is_answered_before_the_body() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let body = chat_body("support-fast", json!({})).to_string();
+    let mut stream = TcpStream::connect(&gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = stream
+        .read(&mut buf)
+        .expect("100 Continue arrives without the body");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream.write_all(body.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("chatcmpl-mock") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed early");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"));
+}
