@@ -9,6 +9,7 @@ pub mod bare;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conn_limit;
 pub mod ctx;
 pub mod demo;
 pub mod error;

@@ -5,6 +5,7 @@
 use crate::admin::AdminApp;
 use crate::cli::CliError;
 use crate::config::{self, Snapshot};
+use crate::conn_limit::{peer_ip, ConnectionLimiter};
 use crate::ledger::Ledger;
 use crate::limits::local_store::LocalStore;
 use crate::limits::store::Store;
@@ -113,12 +114,16 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
 
     let mut proxy = Service::new(
         "tollgate proxy".to_string(),
-        KeepIdleUntilExit(Arc::new(http_proxy(
-            &server.configuration,
-            Gateway {
-                state: state.clone(),
-            },
-        ))),
+        ListenerApp {
+            app: Arc::new(http_proxy(
+                &server.configuration,
+                Gateway {
+                    state: state.clone(),
+                },
+            )),
+            state: state.clone(),
+            connections: ConnectionLimiter::default(),
+        },
     );
     for addr in &listen {
         proxy.add_tcp(addr);
@@ -185,26 +190,49 @@ impl BackgroundService for DrainWatcher {
     }
 }
 
-/// The proxy app without its shutdown `cleanup`.
+/// The proxy app as the listeners see it: every new client connection
+/// passes here first.
 ///
-/// Pingora's proxy drops every idle keep-alive client connection the moment
-/// shutdown starts (SIGTERM, or 5 s after SIGQUIT during an upgrade). A
-/// client that sent its next request at that instant gets a connection reset
-/// it cannot safely retry: measured as 2 failures in ~7,500 requests of the
-/// upgrade load test. Without the cleanup, a kept-alive connection is still
-/// served during the grace period, and its next answer carries
-/// `Connection: close` (Pingora turns keep-alive off once shutting down), so
-/// busy clients move to the new process cleanly. Connections idle for the
-/// whole grace period are dropped when the runtimes stop, as before.
-struct KeepIdleUntilExit<A>(Arc<A>);
+/// Per-IP connection cap (`server.max_connections_per_ip`): a connection
+/// over it is closed at once, before a byte is read. The count is held for
+/// the connection's life: Pingora keeps a keep-alive connection inside
+/// `process_new` while it waits for the next request.
+///
+/// No shutdown `cleanup`: Pingora's proxy drops every idle keep-alive
+/// client connection the moment shutdown starts (SIGTERM, or 5 s after
+/// SIGQUIT during an upgrade). A client that sent its next request at that
+/// instant gets a connection reset it cannot safely retry: measured as 2
+/// failures in ~7,500 requests of the upgrade load test. Without the
+/// cleanup, a kept-alive connection is still served during the grace
+/// period, and its next answer carries `Connection: close` (Pingora turns
+/// keep-alive off once shutting down), so busy clients move to the new
+/// process cleanly. Connections idle for the whole grace period are dropped
+/// when the runtimes stop, as before.
+struct ListenerApp<A> {
+    app: Arc<A>,
+    state: Arc<GatewayState>,
+    connections: ConnectionLimiter,
+}
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for KeepIdleUntilExit<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.0.process_new(session, shutdown).await
+        let limit = self.state.snapshot.load().server().max_connections_per_ip;
+        let _open = match (limit, peer_ip(&session)) {
+            (Some(limit), Some(ip)) => match self.connections.admit(ip, limit) {
+                Some(guard) => Some(guard),
+                None => {
+                    crate::metrics::inc(&crate::metrics::REJECTIONS, &["too_many_connections"]);
+                    tracing::warn!(%ip, limit, "connection refused: too many from this address");
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        self.app.process_new(session, shutdown).await
     }
 }

@@ -502,3 +502,44 @@ fn consistent_hashing_keeps_a_user_on_one_peer() {
         }
     }
 }
+
+#[test]
+fn connections_per_ip_are_capped() {
+    use std::io::{Read, Write};
+    let backend = Backend::start();
+    let config = base_config(&[&backend.addr]).replace(
+        "  grace_period_seconds: 1\n",
+        "  grace_period_seconds: 1\n  max_connections_per_ip: 2\n",
+    );
+    let gw = Gateway::start(&config);
+    let request =
+        format!("GET /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\n\r\n");
+    // Reads one answer; Err or empty when the gateway closed the connection.
+    let ask = |s: &mut std::net::TcpStream| -> String {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        if s.write_all(request.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut buf = vec![0u8; 8192];
+        match s.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        }
+    };
+    let mut first = std::net::TcpStream::connect(&gw.addr).unwrap();
+    let mut second = std::net::TcpStream::connect(&gw.addr).unwrap();
+    assert!(ask(&mut first).starts_with("HTTP/1.1 200"));
+    assert!(ask(&mut second).starts_with("HTTP/1.1 200"));
+    let mut third = std::net::TcpStream::connect(&gw.addr).unwrap();
+    assert_eq!(
+        ask(&mut third),
+        "",
+        "a third keep-alive connection is closed"
+    );
+    // Both kept-alive connections still work; closing one frees a slot.
+    assert!(ask(&mut first).starts_with("HTTP/1.1 200"));
+    drop(second);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = std::net::TcpStream::connect(&gw.addr).unwrap();
+    assert!(ask(&mut fourth).starts_with("HTTP/1.1 200"));
+}
