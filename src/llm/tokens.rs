@@ -71,9 +71,43 @@ fn count_uncached(text: &str) -> u64 {
     match BPE.as_ref() {
         // Ordinary encoding: user text that looks like a special token is
         // tokenized as plain text, as the upstream does.
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        Some(bpe) => bounded_segments(text)
+            .map(|segment| bpe.encode_ordinary(segment).len() as u64)
+            .sum(),
         None => fallback_count(text),
     }
+}
+
+/// Longest run without whitespace handed to the BPE in one piece.
+const MAX_RUN_BYTES: usize = 256;
+
+/// Splits `text` inside runs of non-whitespace longer than
+/// [`MAX_RUN_BYTES`]. BPE merging is quadratic in the length of one
+/// pre-tokenized piece: a 900 KiB prompt of a single "word" kept a core busy
+/// for minutes (measured), an easy denial of service. Cutting such runs
+/// changes the estimate by at most a token per cut; ordinary text (short
+/// runs) is passed through in one segment.
+fn bounded_segments(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut run = 0;
+    let mut cuts = Vec::new();
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            run = 0;
+            continue;
+        }
+        if run >= MAX_RUN_BYTES {
+            cuts.push(i);
+            run = 0;
+        }
+        run += c.len_utf8();
+    }
+    cuts.push(text.len());
+    cuts.into_iter().map(move |end| {
+        let segment = &text[start..end];
+        start = end;
+        segment
+    })
 }
 
 /// ~4 bytes per token is OpenAI's rule of thumb for English text.
@@ -101,6 +135,30 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_huge_word_is_counted_quickly_and_sensibly() {
+        let word = "x".repeat(900 * 1024);
+        let started = std::time::Instant::now();
+        let n = count_uncached(&word);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Runs of one letter merge into long tokens: well under 1 per byte.
+        assert!(n > 0 && n < word.len() as u64 / 2, "{n}");
+    }
+
+    #[test]
+    fn ordinary_text_is_one_segment() {
+        let text = "How do I reset my password? ".repeat(100);
+        assert_eq!(bounded_segments(&text).count(), 1);
+        let long = format!("a {} b", "y".repeat(600));
+        let segments: Vec<&str> = bounded_segments(&long).collect();
+        assert_eq!(segments.concat(), long);
+        assert!(segments.len() >= 3);
+    }
+
     #[test]
     fn cached_counts_equal_direct_counts() {
         let long = "The quick brown fox jumps over the lazy dog. ".repeat(40);
