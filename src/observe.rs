@@ -149,7 +149,13 @@ pub fn request_done(
     e: Option<&Error>,
     ctx: &mut RequestCtx,
 ) {
+    // The pool that answered: the route's, or for LLM calls the pool of
+    // the model that served (after fallbacks).
+    let mut upstream = ctx.route().and_then(|r| r.upstream.clone());
     if let Some(call) = ctx.llm.take() {
+        if let Some(model) = &call.served {
+            upstream = Some(model.upstream.clone());
+        }
         let identity = ctx.identity.as_deref();
         let facts = CallFacts {
             request_id: &ctx.request_id,
@@ -189,10 +195,7 @@ pub fn request_done(
     if let Some(err) = &ctx.error {
         metrics::inc(&metrics::REJECTIONS, &[err.code()]);
     }
-    if let (Some(started), Some(upstream)) = (
-        ctx.upstream_started,
-        ctx.route().and_then(|r| r.upstream.as_deref()),
-    ) {
+    if let (Some(started), Some(upstream)) = (ctx.upstream_started, upstream.as_deref()) {
         metrics::observe(
             &metrics::UPSTREAM_DURATION,
             upstream,
