@@ -8,27 +8,11 @@ use common::*;
 use std::process::Command;
 
 fn check(config: &str) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tollgate.yaml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_check(config)
 }
 
 fn filled(template: &str) -> String {
-    template
-        .replace("{listen}", "127.0.0.1:18080")
-        .replace("{admin}", "127.0.0.1:19090")
-        .replace("{dir}", "/tmp")
+    fill_placeholders(template)
 }
 
 #[test]

@@ -426,30 +426,16 @@ fn check_reports_unusable_jwt_keys_with_their_field() {
     let dir = tempfile::tempdir().unwrap();
     let short = dir.path().join("short.secret");
     std::fs::write(&short, "too-short").unwrap();
-    let config = jwt_config(&dir, 20)
-        .replace("{backend}", "127.0.0.1:9001")
-        .replace("{listen}", "127.0.0.1:18080")
-        .replace("{admin}", "127.0.0.1:19090")
-        .replace("{dir}", "/tmp")
+    let config = fill_placeholders(&jwt_config(&dir, 20).replace("{backend}", "127.0.0.1:9001"))
         // A private key where the public key belongs, and a short secret.
         .replace(&fixture_path("ec-1.pub.pem"), &fixture_path("ec-1.key.pem"))
         .replace(
             &dir.path().join("hmac-1.secret").display().to_string(),
             &short.display().to_string(),
         );
-    let path = dir.path().join("tollgate.yaml");
-    std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, stdout, stderr) = run_check(&config);
+    let text = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("auth.jwt.keys[1].public_key_file")
             || text.contains("auth.jwt.keys[3].secret_file"),

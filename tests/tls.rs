@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -43,25 +42,8 @@ fn https_client() -> reqwest::blocking::Client {
 }
 
 fn check(config: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tollgate.yaml");
-    let filled = config
-        .replace("{listen}", "127.0.0.1:18080")
-        .replace("{admin}", "127.0.0.1:19090")
-        .replace("{dir}", "/tmp");
-    std::fs::write(&path, filled).unwrap();
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let (code, stdout, stderr) = run_check(&fill_placeholders(config));
+    (code, format!("{stdout}{stderr}"))
 }
 
 #[test]

@@ -305,6 +305,33 @@ impl Gateway {
     }
 }
 
+/// A config template with placeholder addresses, for `tollgate check`
+/// (nothing listens on them).
+pub fn fill_placeholders(template: &str) -> String {
+    template
+        .replace("{listen}", "127.0.0.1:18080")
+        .replace("{admin}", "127.0.0.1:19090")
+        .replace("{dir}", "/tmp")
+}
+
+/// Runs `tollgate check` on `config`: (exit code, stdout, stderr).
+pub fn run_check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run tollgate check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
