@@ -95,6 +95,9 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     };
     let admin_listen = snapshot.server().admin_listen.clone();
     let absolute = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    if !upgrade {
+        ensure_bindable(&snapshot)?;
+    }
     let (store, ledger) = open_store(&snapshot)?;
     // Load the tokenizer now rather than on the first LLM request.
     crate::llm::tokens::warm_up();
@@ -154,6 +157,23 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         crate::resync::BudgetResync::new(state.clone(), upgrade, phases),
     ));
     Ok((server, state))
+}
+
+/// Pingora logs a listener that cannot bind and keeps running without it:
+/// a gateway that answers nothing. Fail at start instead (exit 2). Skipped
+/// for `-u`, where the sockets come from the running process.
+fn ensure_bindable(snapshot: &Snapshot) -> Result<(), CliError> {
+    let server = snapshot.server();
+    let addrs = server
+        .listen
+        .iter()
+        .chain(std::iter::once(&server.admin_listen))
+        .chain(server.tls.as_ref().map(|t| &t.listen));
+    for addr in addrs {
+        std::net::TcpListener::bind(addr.as_str())
+            .map_err(|e| CliError::Runtime(format!("cannot listen on {addr}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Opens the ledger and rebuilds the current windows' spend from it, so a

@@ -169,3 +169,24 @@ fn check_refuses_the_redis_store_until_it_exists() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_exits_2_when_a_listen_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    let config = base_config(&["127.0.0.1:9001"])
+        .replace("{listen}", &addr)
+        .replace("{admin}", &free_addr())
+        .replace("{dir}", &dir.path().display().to_string());
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
+}
