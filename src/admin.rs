@@ -72,7 +72,10 @@ impl AdminApp {
         match (method, path) {
             ("GET", "/admin/usage") => self.usage(query),
             ("POST", "/admin/reload") => match reload::reload(&self.state).await {
-                Ok(generation) => json_reply(StatusCode::OK, &json!({"generation": generation})),
+                Ok(done) => json_reply(
+                    StatusCode::OK,
+                    &json!({"generation": done.generation, "warnings": done.warnings}),
+                ),
                 Err(e) => json_reply(
                     StatusCode::BAD_REQUEST,
                     &json!({"error": {"type": "admin_error", "code": "invalid_config",

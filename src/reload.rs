@@ -2,7 +2,7 @@
 //! the request path, then swap the snapshot atomically. On failure the old
 //! snapshot keeps serving. Triggered by SIGHUP or `POST /admin/reload`.
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, Config, ConfigError};
 use crate::metrics;
 use crate::state::GatewayState;
 use async_trait::async_trait;
@@ -15,8 +15,60 @@ use tokio::sync::Mutex;
 static RELOAD_LOCK: once_cell::sync::Lazy<Mutex<()>> =
     once_cell::sync::Lazy::new(|| Mutex::new(()));
 
-/// Reloads the config file; returns the new generation.
-pub async fn reload(state: &Arc<GatewayState>) -> Result<u64, ConfigError> {
+/// A successful reload: the new generation, and the changes that only a
+/// restart or binary upgrade applies (listeners, threads, store, logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Fields read once at start-up. A reload keeps serving with the running
+/// values (Pingora cannot add listeners to a running server); the operator
+/// is told instead of the change silently doing nothing.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    // Structural comparison through JSON: the config types need no PartialEq.
+    fn differ<T: serde::Serialize>(a: &T, b: &T) -> bool {
+        serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+    }
+    let (o, n) = (&old.server, &new.server);
+    let checks = [
+        ("server.listen", differ(&o.listen, &n.listen)),
+        (
+            "server.admin_listen",
+            differ(&o.admin_listen, &n.admin_listen),
+        ),
+        ("server.tls", differ(&o.tls, &n.tls)),
+        ("server.threads", differ(&o.threads, &n.threads)),
+        (
+            "server.grace_period_seconds",
+            differ(&o.grace_period_seconds, &n.grace_period_seconds),
+        ),
+        (
+            "server.upgrade_sock",
+            differ(&o.upgrade_sock, &n.upgrade_sock),
+        ),
+        ("store", differ(&old.store, &new.store)),
+        (
+            "observability.access_log",
+            differ(&old.observability.access_log, &new.observability.access_log),
+        ),
+        (
+            "observability.audit_log",
+            differ(&old.observability.audit_log, &new.observability.audit_log),
+        ),
+    ];
+    checks
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(field, _)| {
+            format!("{field} changed: it takes effect at the next restart or binary upgrade")
+        })
+        .collect()
+}
+
+/// Reloads the config file.
+pub async fn reload(state: &Arc<GatewayState>) -> Result<Reloaded, ConfigError> {
     let _guard = RELOAD_LOCK.lock().await;
     let worker_state = state.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -51,13 +103,20 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<u64, ConfigError> {
                 }
             }
             let generation = snapshot.generation;
+            let warnings = restart_only_changes(&previous.config, &snapshot.config);
+            for warning in &warnings {
+                tracing::warn!("{warning}");
+            }
             state.snapshot.store(Arc::new(snapshot));
             metrics::inc(&metrics::CONFIG_RELOADS, &["ok"]);
             if let Some(g) = metrics::CONFIG_GENERATION.as_ref() {
                 g.set(generation as i64);
             }
             tracing::info!(generation, "configuration reloaded");
-            Ok(generation)
+            Ok(Reloaded {
+                generation,
+                warnings,
+            })
         }
         Err(e) => {
             metrics::inc(&metrics::CONFIG_RELOADS, &["error"]);

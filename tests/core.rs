@@ -543,3 +543,34 @@ fn connections_per_ip_are_capped() {
     let mut fourth = std::net::TcpStream::connect(&gw.addr).unwrap();
     assert!(ask(&mut fourth).starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn reload_reports_changes_that_need_a_restart() {
+    let (_b, gw) = setup();
+    let config = base_config(&[&_b.addr]).replace("  threads: 2\n", "  threads: 1\n");
+    gw.rewrite_config(&config);
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["generation"], 2);
+    let warnings = body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert!(warnings[0]
+        .as_str()
+        .unwrap()
+        .starts_with("server.threads changed"));
+    // The rest of the new config is live.
+    assert_eq!(
+        client()
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
