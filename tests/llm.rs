@@ -579,3 +579,21 @@ fn expect_continue_is_answered_before_the_body() {
     }
     assert!(String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"));
 }
+
+#[test]
+fn upstream_refusals_without_usage_cost_nothing() {
+    let llm = Backend::start();
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let resp = post_chat(
+        &gw,
+        BOB_KEY,
+        &chat_body("support-fast", json!({})),
+        &[("x-mock-status", "400")],
+    );
+    assert_eq!(resp.status(), 400, "the upstream's own answer is forwarded");
+    let rows = ledger_rows_eventually(&gw, 1);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].1, rows[0].2, rows[0].3), (0, 0, 0), "{rows:?}");
+    let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
+    assert_eq!(u["tokens_day"], 0, "{u}");
+}

@@ -37,7 +37,7 @@ pub struct CallFacts<'a> {
 }
 
 /// Tokens billed for the call, and whether they are an estimate.
-fn billed(call: &LlmCall) -> (u64, u64, u64, u64, bool) {
+fn billed(call: &LlmCall, status: u16) -> (u64, u64, u64, u64, bool) {
     let parsed = call.parsed.unwrap_or_default();
     match parsed.usage {
         Some(u) => (
@@ -47,6 +47,9 @@ fn billed(call: &LlmCall) -> (u64, u64, u64, u64, bool) {
             u.reasoning_tokens,
             false,
         ),
+        // An upstream refusal (4xx/5xx) that reports no usage consumed
+        // nothing: providers do not bill rejected requests.
+        None if !(200..300).contains(&status) => (0, 0, 0, 0, false),
         // No usage (upstream omitted it, or the stream was cut before it):
         // bill the prompt estimate and the text actually produced, never 0.
         None => (
@@ -69,7 +72,7 @@ impl LlmCall {
             }
             return;
         };
-        let (prompt, completion, cached, reasoning, estimated) = billed(&self);
+        let (prompt, completion, cached, reasoning, estimated) = billed(&self, status);
         let micro_usd = model.price.cost_micro_usd(prompt, completion);
         if let Some(r) = reservation {
             let actual = Charge {
