@@ -46,9 +46,9 @@ fn check(config: &str) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-#[test]
-fn https_with_http2_is_served() {
-    let backend = Backend::start();
+/// A gateway with a TLS listener (the test server certificate) in front of
+/// `backend`; returns it and the TLS address once that accepts.
+fn tls_gateway(backend: &Backend) -> (Gateway, String) {
     let tls_addr = free_addr();
     let gw = Gateway::start(&tls_config(
         &[&backend.addr],
@@ -57,6 +57,13 @@ fn https_with_http2_is_served() {
         &fixture("server.key.pem"),
     ));
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
+    (gw, tls_addr)
+}
+
+#[test]
+fn https_with_http2_is_served() {
+    let backend = Backend::start();
+    let (gw, tls_addr) = tls_gateway(&backend);
     let port = tls_addr.rsplit(':').next().unwrap();
     let resp = https_client()
         .get(format!("https://localhost:{port}/api/v1/tickets/1"))
@@ -153,14 +160,7 @@ fn check_parses_certificate_and_key() {
 /// through a `tls: true` pool with the test CA and the given pins.
 fn upstream_chain(pins: &[String]) -> (Backend, Gateway, Gateway) {
     let backend = Backend::start();
-    let b_tls = free_addr();
-    let b = Gateway::start(&tls_config(
-        &[&backend.addr],
-        &b_tls,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    ));
-    assert!(wait_for_port(&b_tls, std::time::Duration::from_secs(10)));
+    let (b, b_tls) = tls_gateway(&backend);
     let pins = pins
         .iter()
         .map(|p| format!("\"{p}\""))
@@ -219,14 +219,7 @@ fn upstream_tls_with_wrong_pin_fails_with_502() {
 fn upstream_tls_verifies_the_chain_and_name() {
     // No pins, no ca_file: the test CA is not trusted by the platform store.
     let backend = Backend::start();
-    let b_tls = free_addr();
-    let _b = Gateway::start(&tls_config(
-        &[&backend.addr],
-        &b_tls,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    ));
-    assert!(wait_for_port(&b_tls, std::time::Duration::from_secs(10)));
+    let (_b, b_tls) = tls_gateway(&backend);
     let config = base_config(&[&b_tls])
         .replace(
             "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
