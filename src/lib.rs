@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metrics;
 pub mod mock;
 pub mod observe;
+pub mod pidfile;
 pub mod proxy;
 pub mod reload;
 pub mod respond;

@@ -98,6 +98,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     if !upgrade {
         ensure_bindable(&snapshot)?;
     }
+    if let Some(pid_file) = &snapshot.server().pid_file {
+        crate::pidfile::write(Path::new(pid_file))
+            .map_err(|e| CliError::Runtime(format!("cannot write pid_file {pid_file}: {e}")))?;
+    }
     let (store, ledger) = open_store(&snapshot)?;
     // Load the tokenizer now rather than on the first LLM request.
     crate::llm::tokens::warm_up();

@@ -60,5 +60,8 @@ impl GatewayState {
         if let Err(e) = self.ledger.flush() {
             tracing::error!("ledger flush at shutdown failed: {e}");
         }
+        if let Some(pid_file) = &self.snapshot.load().server().pid_file {
+            crate::pidfile::remove_if_ours(std::path::Path::new(pid_file));
+        }
     }
 }

@@ -574,3 +574,19 @@ fn reload_reports_changes_that_need_a_restart() {
         200
     );
 }
+
+#[test]
+fn pid_file_is_written_and_removed_on_stop() {
+    let backend = Backend::start();
+    let config = base_config(&[&backend.addr]).replace(
+        "  grace_period_seconds: 1\n",
+        "  grace_period_seconds: 1\n  pid_file: \"{dir}/run/tollgate.pid\"\n",
+    );
+    let mut gw = Gateway::start(&config);
+    let path = gw.dir.path().join("run/tollgate.pid");
+    let pid = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(pid.trim(), gw.pid().to_string());
+    gw.signal(libc::SIGTERM);
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!path.exists());
+}
