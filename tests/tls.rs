@@ -261,3 +261,60 @@ fn upstream_tls_verifies_the_chain_and_name() {
         "untrusted CA"
     );
 }
+
+#[test]
+fn llm_calls_over_http2_stream_and_carry_large_bodies() {
+    let backend = Backend::start();
+    let tls_addr = free_addr();
+    let config = tls_config(
+        &[&backend.addr],
+        &tls_addr,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    )
+    .replace("  max_body_bytes: 4096\n", "  max_body_bytes: 2097152\n")
+    .replacen(
+        "routes:\n",
+        "routes:\n  - { name: chat, path: /v1/chat/completions, methods: [POST], kind: llm }\n",
+        1,
+    )
+    .replacen(
+        "limits:\n",
+        "models:\n  - { name: m, upstream: support, input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, max_tokens: 20 }\nlimits:\n",
+        1,
+    );
+    let _gw = Gateway::start(&config);
+    assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
+    let port = tls_addr.rsplit(':').next().unwrap();
+    let url = format!("https://localhost:{port}/v1/chat/completions");
+    let c = https_client();
+    let call = |body: serde_json::Value| {
+        c.post(&url)
+            .header("X-API-Key", BOB_KEY)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let resp = call(serde_json::json!({"model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().unwrap();
+    assert!(
+        text.contains("\"usage\"") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
+    let big = "lorem ipsum ".repeat(80_000);
+    let resp =
+        call(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": big}]}));
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().unwrap();
+    assert_eq!(
+        answer["received"]["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        big.len()
+    );
+}
