@@ -246,7 +246,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let limit = self.state.snapshot.load().server().max_connections_per_ip;
-        let _open = match (limit, peer_ip(&session)) {
+        let _open = match (limit, limit.and_then(|_| peer_ip(&session))) {
             (Some(limit), Some(ip)) => match self.connections.admit(ip, limit) {
                 Some(guard) => Some(guard),
                 None => {
