@@ -124,7 +124,7 @@ async fn attempt(
 pub async fn open(
     connector: &Connector,
     candidates: &[Candidate],
-    original: &ChatRequest,
+    original: ChatRequest,
     client: &RequestHeader,
     ctx: &mut RequestCtx,
     client_ip: Option<IpAddr>,
@@ -135,9 +135,18 @@ pub async fn open(
         .map(|i| i.user.clone())
         .unwrap_or_default();
     let mut failure = Failure::NoPeer(String::new());
+    // Fallbacks need the request as the client sent it; the last candidate
+    // takes it without a copy (bodies go up to max_body_bytes).
+    let mut original = Some(original);
     for (index, candidate) in candidates.iter().enumerate() {
         let is_last = index + 1 == candidates.len();
-        let mut chat = original.clone();
+        let Some(mut chat) = (if is_last {
+            original.take()
+        } else {
+            original.clone()
+        }) else {
+            break;
+        };
         chat.rewrite(
             Some(candidate.model.upstream_name()),
             candidate.model.max_tokens,

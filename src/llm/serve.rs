@@ -103,7 +103,7 @@ pub async fn serve(
     let opened = exchange::open(
         &state.connector,
         &candidates,
-        &chat,
+        chat,
         &client_header,
         ctx,
         client_ip,
