@@ -21,10 +21,8 @@ fn now_rfc3339() -> String {
 }
 
 fn client_ip(session: &Session) -> String {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
+    crate::proxy::client_ip(session)
+        .map(|ip| ip.to_string())
         .unwrap_or_default()
 }
 

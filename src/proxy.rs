@@ -20,7 +20,8 @@ pub struct Gateway {
     pub state: Arc<GatewayState>,
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The client's IP address (none for unix-socket listeners).
+pub fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())

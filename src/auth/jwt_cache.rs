@@ -7,8 +7,8 @@
 //! is cleared rather than grown, so hostile token floods cost memory only up
 //! to the bound (and only validly signed tokens are ever stored).
 
+use super::api_key::{digest, KeyDigest};
 use super::identity::Identity;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -19,33 +19,34 @@ type Entry = (Arc<Identity>, u64);
 
 #[derive(Debug, Default)]
 pub struct JwtCache {
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: Mutex<HashMap<KeyDigest, Entry>>,
 }
 
-pub fn token_digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// Tokens are keyed like API keys: by their SHA-256.
+pub fn token_digest(token: &str) -> KeyDigest {
+    digest(token)
 }
 
 impl JwtCache {
     /// The identity of a token verified before, if it has not expired.
-    pub fn get(&self, digest: &[u8; 32], now_unix: u64) -> Option<Arc<Identity>> {
+    pub fn get(&self, key: &KeyDigest, now_unix: u64) -> Option<Arc<Identity>> {
         let mut entries = self.entries.lock().ok()?;
-        match entries.get(digest) {
+        match entries.get(key) {
             Some((identity, valid_until)) if now_unix < *valid_until => Some(identity.clone()),
             Some(_) => {
-                entries.remove(digest);
+                entries.remove(key);
                 None
             }
             None => None,
         }
     }
 
-    pub fn insert(&self, digest: [u8; 32], identity: Arc<Identity>, valid_until: u64) {
+    pub fn insert(&self, key: KeyDigest, identity: Arc<Identity>, valid_until: u64) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
-            entries.insert(digest, (identity, valid_until));
+            entries.insert(key, (identity, valid_until));
         }
     }
 

@@ -7,20 +7,17 @@ use std::str::FromStr;
 use serde::{Serialize, Serializer};
 
 use crate::limits::window::Window;
-use crate::llm::pricing::MICRO_USD_PER_USD;
+use crate::llm::pricing::usd_string;
 
 /// Formats micro-USD as a decimal dollar amount: `50.00`, `0.125`, `1.000001`.
 pub fn format_micro_usd(micro: u64) -> String {
-    let whole = micro / MICRO_USD_PER_USD;
-    let frac = format!("{:06}", micro % MICRO_USD_PER_USD);
-    // Keep cents, drop trailing zeros beyond them.
-    let trimmed = frac.trim_end_matches('0');
-    let frac = if trimmed.len() < 2 {
-        &frac[..2]
-    } else {
-        trimmed
-    };
-    format!("{whole}.{frac}")
+    // usd_string always has six decimals; keep cents, drop zeros beyond.
+    let mut text = usd_string(micro);
+    let with_cents = text.len() - 4;
+    while text.len() > with_cents && text.ends_with('0') {
+        text.pop();
+    }
+    text
 }
 
 /// Limits for one scope. `None` means unlimited in that window.

@@ -68,16 +68,21 @@ pub fn count(rate: &Rate, key: &str, limit: u64, policy: &str) -> RateDecision {
     }
 }
 
-#[derive(Default)]
 pub struct RequestLimiter {
-    default: Option<Rate>,
+    default: Rate,
     routes: RwLock<HashMap<String, Arc<Rate>>>,
+}
+
+impl Default for RequestLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl RequestLimiter {
     pub fn new() -> Self {
         Self {
-            default: Some(new_rate()),
+            default: new_rate(),
             routes: RwLock::new(HashMap::new()),
         }
     }
@@ -103,10 +108,10 @@ impl RequestLimiter {
         route_limit: Option<u32>,
         default_limit: Option<u32>,
     ) -> Option<RateDecision> {
-        match (route_limit, default_limit, &self.default) {
-            (Some(limit), _, _) => Some(count(&self.route_rate(route), user, limit.into(), route)),
-            (None, Some(limit), Some(rate)) => Some(count(rate, user, limit.into(), "default")),
-            _ => None,
+        match (route_limit, default_limit) {
+            (Some(limit), _) => Some(count(&self.route_rate(route), user, limit.into(), route)),
+            (None, Some(limit)) => Some(count(&self.default, user, limit.into(), "default")),
+            (None, None) => None,
         }
     }
 }
