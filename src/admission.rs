@@ -74,18 +74,7 @@ pub fn admit(
         router::normalize(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let method = req.method.as_str();
     let (route_index, params) = match router::lookup(&snapshot.routes, &path.segments, method) {
-        router::RouteLookup::Found { route, params } => {
-            let index = snapshot
-                .routes
-                .iter()
-                .position(|r| std::ptr::eq(r, route))
-                .unwrap_or_default();
-            let params: Vec<(String, String)> = params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            (index, params)
-        }
+        router::RouteLookup::Found { index, params, .. } => (index, params),
         router::RouteLookup::MethodNotAllowed { allow } => {
             return Err(GatewayError::MethodNotAllowed {
                 method: method.to_string(),
@@ -122,10 +111,6 @@ pub fn admit(
         })?;
     ctx.identity = Some(identity.clone());
 
-    let params: Vec<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     authz::authorize(route, &identity, &params).map_err(|denial| Refusal {
         error: GatewayError::Forbidden(denial.message(&route.name)),
         audit: Some(AuditEvent::Denied(denial.reason())),

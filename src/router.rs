@@ -183,6 +183,8 @@ impl MethodSet {
 #[derive(Debug)]
 pub enum RouteLookup<'a, R> {
     Found {
+        /// Position of the route in the list given to `lookup`.
+        index: usize,
         route: &'a R,
         params: Vec<(&'a str, &'a str)>,
     },
@@ -206,12 +208,16 @@ pub fn lookup<'a, R: Routable>(
 ) -> RouteLookup<'a, R> {
     let mut allow: Vec<String> = Vec::new();
     let mut path_matched = false;
-    for route in routes {
+    for (index, route) in routes.iter().enumerate() {
         let Some(params) = route.template().matches(path) else {
             continue;
         };
         if route.methods().allows(method) {
-            return RouteLookup::Found { route, params };
+            return RouteLookup::Found {
+                index,
+                route,
+                params,
+            };
         }
         path_matched = true;
         if let MethodSet::Only(list) = route.methods() {
@@ -306,7 +312,12 @@ mod tests {
             RouteLookup::Found { .. }
         ));
         match lookup(&routes, &p, "PATCH") {
-            RouteLookup::Found { route, params } => {
+            RouteLookup::Found {
+                index,
+                route,
+                params,
+            } => {
+                assert_eq!(index, 1);
                 assert!(std::ptr::eq(route, &routes[1]));
                 assert_eq!(params, vec![("id", "1")]);
             }
