@@ -31,7 +31,7 @@ const MAX_BATCH_DELAY: Duration = Duration::from_millis(100);
 const MAX_BATCH_ROWS: usize = 512;
 /// How long a connection waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage (
@@ -50,21 +50,33 @@ CREATE TABLE IF NOT EXISTS usage (
     reasoning_tokens  INTEGER NOT NULL,
     micro_usd         INTEGER NOT NULL,
     status            INTEGER NOT NULL,
-    estimated         INTEGER NOT NULL
+    estimated         INTEGER NOT NULL,
+    api               TEXT    NOT NULL DEFAULT 'openai_chat',
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    over_cap          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
+";
+
+/// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the
+/// flag of a call whose output went past the request's cap. `ADD COLUMN`
+/// with a default rewrites nothing: old rows read as chat calls.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'openai_chat';
+ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN over_cap INTEGER NOT NULL DEFAULT 0;
 ";
 
 const INSERT: &str = "
 INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 
 const SELECT_ROW: &str = "
 SELECT time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap
 FROM usage";
 
 /// One settled LLM call.
@@ -81,7 +93,9 @@ pub struct LedgerRow {
     pub model: String,
     /// Model actually called upstream (after aliasing/fallback).
     pub upstream_model: String,
-    /// Includes cached tokens.
+    /// Every input token of the call, whatever its price class: includes
+    /// cache reads (`cached_tokens`) and cache writes (`cache_write_tokens`),
+    /// so for Anthropic it is input + cache_read + cache_creation.
     pub prompt_tokens: u64,
     /// Includes reasoning tokens.
     pub completion_tokens: u64,
@@ -92,6 +106,14 @@ pub struct LedgerRow {
     pub status: u16,
     /// True when usage was estimated (upstream reported none, stream cut).
     pub estimated: bool,
+    /// The route's API (`openai_chat`, `openai_responses`,
+    /// `openai_embeddings`, `anthropic_messages`).
+    pub api: String,
+    /// Anthropic `cache_creation_input_tokens` (inside `prompt_tokens`).
+    pub cache_write_tokens: u64,
+    /// The output went past the request's output cap (a runaway stream cut
+    /// off by the gateway, or an upstream that reported more than asked).
+    pub over_cap: bool,
 }
 
 impl LedgerRow {
@@ -331,6 +353,10 @@ fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
         });
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 1 {
+        conn.execute_batch(MIGRATE_1_TO_2)?;
+    }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
@@ -445,6 +471,9 @@ fn insert_batch(conn: &mut Connection, batch: &[LedgerRow]) -> rusqlite::Result<
                 to_sql_int(r.micro_usd),
                 r.status,
                 r.estimated,
+                r.api,
+                to_sql_int(r.cache_write_tokens),
+                r.over_cap,
             ])?;
         }
     }
@@ -468,6 +497,9 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<LedgerRow> {
         micro_usd: from_sql_int(r.get(12)?),
         status: r.get(13)?,
         estimated: r.get(14)?,
+        api: r.get(15)?,
+        cache_write_tokens: from_sql_int(r.get(16)?),
+        over_cap: r.get(17)?,
     })
 }
 
@@ -511,6 +543,7 @@ mod tests {
             micro_usd: tokens * 10,
             status: 200,
             estimated: false,
+            ..LedgerRow::default()
         }
     }
 
@@ -538,6 +571,48 @@ mod tests {
         ledger.record(r.clone());
         assert_eq!(ledger.rows_for_request("req-1").ok(), Some(vec![r]));
         assert_eq!(ledger.rows_for_request("nope").ok(), Some(vec![]));
+    }
+
+    #[test]
+    fn schema_1_ledger_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("usage.db");
+        {
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let v1 = SCHEMA
+                .replace("    api               TEXT    NOT NULL DEFAULT 'openai_chat',\n", "")
+                .replace("    cache_write_tokens INTEGER NOT NULL DEFAULT 0,\n", "")
+                .replace(
+                    "estimated         INTEGER NOT NULL,\n    over_cap          INTEGER NOT NULL DEFAULT 0",
+                    "estimated         INTEGER NOT NULL",
+                );
+            assert!(!v1.contains("over_cap"), "{v1}");
+            conn.execute_batch(&v1).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute(
+                "INSERT INTO usage (time_ms, request_id, route, model, upstream_model,
+                    prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
+                    micro_usd, status, estimated) VALUES (1000, 'old', 'chat', 'm', 'm',
+                    5, 6, 0, 0, 7, 200, 0)",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            conn.pragma_update(None, "user_version", 1)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let ledger = open(&path);
+        let old = ledger
+            .rows_for_request("old")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].api, "openai_chat");
+        assert_eq!((old[0].prompt_tokens, old[0].micro_usd), (5, 7));
+        assert!(!old[0].over_cap);
+        let mut new = row("new", "alice", "acme", NOW, 10);
+        new.api = "anthropic_messages".into();
+        new.cache_write_tokens = 3;
+        new.over_cap = true;
+        ledger.record(new.clone());
+        assert_eq!(ledger.rows_for_request("new").ok(), Some(vec![new]));
     }
 
     #[test]

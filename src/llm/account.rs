@@ -111,6 +111,8 @@ impl LlmCall {
             micro_usd,
             status,
             estimated,
+            api: "openai_chat".to_string(),
+            ..LedgerRow::default()
         });
     }
 }
