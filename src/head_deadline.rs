@@ -121,8 +121,7 @@ impl HeadGuard {
                     let shutting_down = *shutdown.borrow();
                     session.set_keepalive((!shutting_down).then_some(KEEPALIVE_IDLE.as_secs()));
                     session.set_keepalive_reuses_remaining(
-                        app.server_options()
-                            .and_then(|o| o.keepalive_request_limit),
+                        app.server_options().and_then(|o| o.keepalive_request_limit),
                     );
                 }
             }
