@@ -406,3 +406,43 @@ fn read_to_close_or_answer(stream: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[test]
+fn one_address_holds_at_most_16_slow_heads() {
+    let (backend, gw) = setup();
+    // 20 connections whose heads never complete. After 1 s a head counts as
+    // slow; the 17th slow one from the same address is answered 408 at
+    // once, the 16 others at the 2 s deadline.
+    let mut streams: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect(&gw.addr);
+            s.write_all(b"GET /api/v1/tickets/1 HTTP/1.1\r\nHost: gw\r\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+            s
+        })
+        .collect();
+    // Between the 1 s slow mark and the 2 s deadline.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut early = 0;
+    for s in &mut streams {
+        s.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 1024];
+        if let Ok(n) = s.read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+            early += 1;
+        }
+    }
+    assert_eq!(early, 4, "20 slow heads, 16 allowed per address");
+    for s in &mut streams {
+        s.set_nonblocking(false).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The others end at the deadline, as usual.
+    let late = streams
+        .iter_mut()
+        .map(read_to_close)
+        .filter(|answer| answer.starts_with("HTTP/1.1 408"))
+        .count();
+    assert_eq!(late, 16);
+    assert_eq!(upstream_saw(&backend), 0);
+}

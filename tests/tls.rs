@@ -318,3 +318,40 @@ fn llm_calls_over_http2_stream_and_carry_large_bodies() {
         big.len()
     );
 }
+
+#[test]
+fn http1_over_tls_passes_the_head_reader_and_keeps_alive() {
+    let backend = Backend::start();
+    let (_gw, tls_addr) = tls_gateway(&backend);
+    let port = tls_addr.rsplit(':').next().unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .http1_only()
+        .timeout(std::time::Duration::from_secs(15))
+        .no_proxy()
+        .build()
+        .unwrap();
+    // Several requests on one kept-alive TLS connection: every head is read
+    // by the listener, handed back to Pingora, and served.
+    for i in 0..3 {
+        let resp = client
+            .get(format!("https://localhost:{port}/api/v1/tickets/{i}"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+        assert_eq!(resp.status(), 200);
+        let echo: Value = resp.json().unwrap();
+        assert_eq!(echo["path"], format!("/api/v1/tickets/{i}"));
+    }
+    // 300 header fields over TLS: 431 from the listener.
+    let mut req = client
+        .get(format!("https://localhost:{port}/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY);
+    for i in 0..300 {
+        req = req.header(format!("x-f{i}"), "v");
+    }
+    let (status, code, _) = error_code(req.send().unwrap());
+    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+}
