@@ -15,8 +15,8 @@
 //! - Later keep-alive requests: the connection may idle up to Pingora's
 //!   keep-alive timeout (60 s) for the first byte, as before; the deadline
 //!   runs from that byte (nginx's `client_header_timeout` works the same).
-//! - A head still incomplete after `SLOW_AFTER` counts as slow: one client
-//!   address may hold `SLOW_CONNECTIONS_PER_IP` slow connections at most.
+//! - A head begun but still incomplete after `SLOW_AFTER` counts as slow:
+//!   one client address may hold `SLOW_CONNECTIONS_PER_IP` of them at most.
 //! - HTTP/2 (ALPN h2 on TLS) is left to Pingora: heads travel in frames.
 
 use crate::conn_limit::{peer_ip, ConnectionLimiter};
@@ -112,6 +112,10 @@ impl HeadGuard {
             }
             stream = rewind(stream, &buf);
             buf.clear();
+            if buf.capacity() > 2 * READ_CHUNK {
+                // A large head does not pin its buffer for the connection's life.
+                buf = BytesMut::new();
+            }
             let mut session = ServerSession::new_http1(stream);
             match reused.take() {
                 // As Pingora's own loop does (pingora-core 0.9.1 apps/mod.rs).
@@ -160,7 +164,10 @@ impl HeadGuard {
         let slow_at = start + SLOW_AFTER;
         let mut slow_guard = None;
         loop {
-            let wake = if slow_guard.is_none() && ip.is_some() {
+            // Only a head that has begun can be slow: an idle new connection
+            // (a browser's preconnect) is bounded by the deadline alone.
+            let watch_slow = slow_guard.is_none() && ip.is_some() && !buf.is_empty();
+            let wake = if watch_slow {
                 slow_at.min(deadline)
             } else {
                 deadline
@@ -173,17 +180,7 @@ impl HeadGuard {
                 Err(_) if Instant::now() >= deadline => {
                     return Head::Refused(GatewayError::RequestTimeout)
                 }
-                Err(_) => {
-                    let Some(ip) = ip else { continue };
-                    match self.slow.admit(ip, SLOW_CONNECTIONS_PER_IP) {
-                        Some(guard) => slow_guard = Some(guard),
-                        None => {
-                            tracing::warn!(%ip, limit = SLOW_CONNECTIONS_PER_IP,
-                                "connection closed: too many slow request heads from this address");
-                            return Head::Refused(GatewayError::RequestTimeout);
-                        }
-                    }
-                }
+                Err(_) => {}
                 Ok(Ok(0)) if buf.is_empty() => return Head::Gone,
                 Ok(Ok(0)) | Ok(Err(_)) => return Head::Broken,
                 Ok(Ok(_)) => match scanner.scan(buf, limits) {
@@ -191,6 +188,16 @@ impl HeadGuard {
                     Ok(Scan::Incomplete) => {}
                     Err(e) => return Head::Refused(e),
                 },
+            }
+            if let Some(ip) = ip.filter(|_| slow_guard.is_none() && Instant::now() >= slow_at) {
+                match self.slow.admit(ip, SLOW_CONNECTIONS_PER_IP) {
+                    Some(guard) => slow_guard = Some(guard),
+                    None => {
+                        tracing::warn!(%ip, limit = SLOW_CONNECTIONS_PER_IP,
+                            "connection closed: too many slow request heads from this address");
+                        return Head::Refused(GatewayError::RequestTimeout);
+                    }
+                }
             }
         }
     }
