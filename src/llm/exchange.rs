@@ -77,12 +77,13 @@ fn upstream_request(
 ) -> pingora::Result<RequestHeader> {
     let (pool, model, addr) = target;
     let mut req = client.clone();
+    headers::prepare_upstream_request(&mut req, ctx, pool, client_ip, false)?;
+    // After the common preparation, which sets the route's normalised path.
     if let Some(path) = &model.upstream_path {
         let uri = http::Uri::try_from(path.as_str())
             .map_err(|e| Error::explain(ErrorType::InternalError, format!("upstream_path: {e}")))?;
         req.set_uri(uri);
     }
-    headers::prepare_upstream_request(&mut req, ctx, pool, client_ip, false)?;
     req.set_version(http::Version::HTTP_11);
     for name in ["transfer-encoding", "expect", "content-length", "host"] {
         req.remove_header(name);

@@ -122,7 +122,10 @@ pub(super) async fn invalid_json(session: &mut ServerSession) -> pingora::Result
     write_reply(session, Reply::json(400, &err)).await
 }
 
-pub(super) async fn start_stream(session: &mut ServerSession, backend: &str) -> pingora::Result<()> {
+pub(super) async fn start_stream(
+    session: &mut ServerSession,
+    backend: &str,
+) -> pingora::Result<()> {
     let mut header = ResponseHeader::build(200, Some(3))?;
     header.insert_header("content-type", "text/event-stream")?;
     header.insert_header("cache-control", "no-cache")?;
