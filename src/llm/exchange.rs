@@ -108,6 +108,11 @@ async fn attempt(
     body: Bytes,
 ) -> pingora::Result<HttpSession> {
     let (mut session, _reused) = connector.get_http_session(peer).await?;
+    // The connector leaves these unset (Pingora's proxy sets them itself):
+    // without them a stalled upstream would hold the call, and its budget
+    // reservation, forever.
+    session.set_read_timeout(peer.options.read_timeout);
+    session.set_write_timeout(peer.options.write_timeout);
     if let Err(e) = crate::upstream::tls::verify_pins(peer, session.digest()) {
         session.shutdown().await;
         return Err(e);
