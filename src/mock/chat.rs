@@ -34,6 +34,9 @@ pub(super) async fn complete(
     backend: &str,
     body: &[u8],
 ) -> pingora::Result<()> {
+    if llm::misbehave(session).await? {
+        return Ok(());
+    }
     let Some(request) = llm::parse_request(body) else {
         return llm::invalid_json(session).await;
     };

@@ -162,3 +162,61 @@ pub(super) fn request_target(session: &ServerSession) -> String {
         None => uri.path().to_string(),
     }
 }
+
+/// Upstream misbehaviour beyond tokens, for the hostile-upstream tests:
+/// - `x-mock-json-bytes: N` a 200 JSON answer of N bytes (sent in 64 KiB
+///   pieces, never held whole);
+/// - `x-mock-endless-event: 1` an SSE answer whose one event never ends;
+/// - `x-mock-headers: N` N extra response headers on an empty JSON answer.
+///
+/// Returns false when none applies.
+pub(super) async fn misbehave(session: &mut ServerSession) -> pingora::Result<bool> {
+    const PIECE: usize = 64 * 1024;
+    if let Some(total) = header_u64(session, "x-mock-json-bytes") {
+        let total = total.max(16) as usize;
+        let mut header = ResponseHeader::build(200, Some(3))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", total.to_string())?;
+        session.write_response_header(Box::new(header)).await?;
+        // {"pad":"xxxx...x"}: 10 bytes of frame around the padding.
+        session
+            .write_response_body(Bytes::from_static(b"{\"pad\":\""), false)
+            .await?;
+        let mut left = total - 10;
+        let piece = Bytes::from(vec![b'x'; PIECE]);
+        while left > 0 {
+            let n = left.min(PIECE);
+            session.write_response_body(piece.slice(..n), false).await?;
+            left -= n;
+        }
+        session
+            .write_response_body(Bytes::from_static(b"\"}"), true)
+            .await?;
+        return Ok(true);
+    }
+    if session.get_header("x-mock-endless-event").is_some() {
+        start_stream(session, "endless-event").await?;
+        session
+            .write_response_body(Bytes::from_static(b"data: "), false)
+            .await?;
+        let piece = Bytes::from(vec![b'x'; PIECE]);
+        // Until the gateway goes away: the write then fails.
+        loop {
+            session.write_response_body(piece.clone(), false).await?;
+        }
+    }
+    if let Some(n) = header_u64(session, "x-mock-headers") {
+        let mut header = ResponseHeader::build(200, Some(3))?;
+        header.insert_header("content-type", "application/json")?;
+        for i in 0..n {
+            header.append_header(format!("x-mock-h-{i}"), "value")?;
+        }
+        header.insert_header("content-length", "2")?;
+        session.write_response_header(Box::new(header)).await?;
+        session
+            .write_response_body(Bytes::from_static(b"{}"), true)
+            .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}

@@ -22,6 +22,9 @@
 //! - `x-mock-no-usage: 1` never report usage
 //! - `x-mock-cached-tokens: 64`, `x-mock-cache-write-tokens: 32`,
 //!   `x-mock-reasoning-tokens: 8` token classes to report
+//! - chat only: `x-mock-json-bytes: N` (an N-byte JSON answer),
+//!   `x-mock-endless-event: 1` (one SSE event that never ends),
+//!   `x-mock-headers: N` (N extra response headers)
 //!
 //! `/bench` answers a fixed small JSON body (load benchmarks).
 //! Control endpoints: `POST /__mock/health/{ok|fail}` flips `/healthz`;
