@@ -88,10 +88,12 @@ fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
     for scenario in [
         "anthropic messages",
         "anthropic streaming",
+        "anthropic runaway stream ends at max_tokens",
         "anthropic 429 RateLimitError",
         "anthropic unknown key AuthenticationError",
         "openai responses",
         "openai responses streaming",
+        "openai responses runaway stream ends incomplete",
         "openai embeddings",
         "openai 429 RateLimitError",
     ] {
@@ -101,17 +103,20 @@ fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
         );
     }
     // Every served call is billed exactly; refusals never reached the ledger.
-    let rows = rows_eventually(&gw, 5);
-    let apis: Vec<&str> = rows.iter().map(|r| r.api.as_str()).collect();
+    let rows = rows_eventually(&gw, 7);
+    let apis: Vec<(&str, bool)> = rows.iter().map(|r| (r.api.as_str(), r.over_cap)).collect();
     assert_eq!(
         apis,
         [
-            "anthropic_messages",
-            "anthropic_messages",
-            "openai_responses",
-            "openai_responses",
-            "openai_embeddings"
+            ("anthropic_messages", false),
+            ("anthropic_messages", false),
+            ("anthropic_messages", true),
+            ("openai_responses", false),
+            ("openai_responses", false),
+            ("openai_responses", true),
+            ("openai_embeddings", false)
         ]
     );
-    assert!(rows.iter().all(|r| !r.estimated), "{rows:?}");
+    // Cut-off streams are billed as counted (estimated); the others exactly.
+    assert!(rows.iter().all(|r| r.estimated == r.over_cap), "{rows:?}");
 }

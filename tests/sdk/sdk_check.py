@@ -43,6 +43,19 @@ def anthropic_scenarios():
     assert final.stop_reason == "end_turn", final
     ok("anthropic streaming")
 
+    # An upstream that runs past max_tokens is cut off by the gateway; the
+    # SDK sees an ordinary end at the cap.
+    runaway = {"x-mock-ignore-cap": "1", "x-mock-completion-tokens": "1000000"}
+    with client.messages.stream(
+        model="claude", max_tokens=20, messages=MESSAGES, extra_headers=runaway
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "max_tokens", final
+    assert 20 < final.usage.output_tokens < 2000, final.usage
+    assert text.startswith("tok tok"), text[:40]
+    ok("anthropic runaway stream ends at max_tokens")
+
     poor = anthropic.Anthropic(base_url=BASE, api_key=POOR_KEY, max_retries=0)
     try:
         poor.messages.create(model="claude", max_tokens=50, messages=MESSAGES)
@@ -76,6 +89,16 @@ def openai_scenarios():
     assert deltas == MOCK_TEXT, deltas
     assert completed and completed[0].response.usage.output_tokens == MOCK_TOKENS, events[-1]
     ok("openai responses streaming")
+
+    runaway = {"x-mock-ignore-cap": "1", "x-mock-completion-tokens": "1000000"}
+    events = list(
+        client.responses.create(
+            model="gpt", input="Hello", stream=True, max_output_tokens=20, extra_headers=runaway
+        )
+    )
+    assert events[-1].type == "response.incomplete", events[-1]
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens", events[-1]
+    ok("openai responses runaway stream ends incomplete")
 
     embeddings = client.embeddings.create(model="embed", input=["first article", "second"])
     assert len(embeddings.data) == 2, embeddings

@@ -400,6 +400,21 @@ mod tests {
         }
         // Cut before any message_delta: the input is known, the output is
         // what was streamed, and the figure is partial.
+        // An `error` event mid-stream (overloaded) ends it without a
+        // message_delta: the input is billed, the output counted.
+        let errored = format!(
+            "{}event: error\ndata: {}\n\n",
+            &body[..body.find("event: content_block_stop").unwrap()],
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        );
+        let mut p = UsageParser::sse(LlmApi::AnthropicMessages);
+        p.feed(errored.as_bytes());
+        let got = p.finish();
+        assert!(got.partial);
+        assert_eq!(
+            got.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((40, 2))
+        );
         let cut = body.find("event: message_delta").unwrap();
         let mut p = UsageParser::sse(LlmApi::AnthropicMessages);
         p.feed(&body.as_bytes()[..cut]);
