@@ -3,8 +3,8 @@
 //! propagation is visible) and the LLM APIs tollgate serves: OpenAI chat
 //! completions, Responses and embeddings, and Anthropic Messages, at their
 //! `/v1/...` paths and at Azure-style deployment paths
-//! (`/openai/deployments/NAME/chat/completions?api-version=...`): any POST
-//! whose path ends in the API's suffix is served.
+//! (`/openai/deployments/NAME/chat/completions?api-version=...`: any POST
+//! under `/openai/` whose path ends in the API's suffix).
 //!
 //! It is a Pingora `HttpServerApp` rather than a `ServeHttp` because SSE
 //! answers must be streamed chunk by chunk, with delays between events.
@@ -86,6 +86,13 @@ impl Reply {
     }
 }
 
+/// `/v1<suffix>`, or an Azure-style `/openai/...<suffix>` path. Other
+/// paths (e.g. `/v2/chat/completions`) are echoed.
+fn llm_api_path(path: &str, suffix: &str) -> bool {
+    path.strip_prefix("/v1") == Some(suffix)
+        || (path.starts_with("/openai/") && path.ends_with(suffix))
+}
+
 fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
     session.get_header(name).and_then(|v| v.to_str().ok())
 }
@@ -155,16 +162,16 @@ impl MockBackend {
                 200,
                 &json!({"backend": self.name, "served": self.served.load(Ordering::Relaxed)}),
             ),
-            ("POST", p) if p.ends_with("/chat/completions") => {
+            ("POST", p) if llm_api_path(p, "/chat/completions") => {
                 return chat::complete(session, &self.name, &body).await;
             }
-            ("POST", p) if p.ends_with("/messages") => {
+            ("POST", p) if llm_api_path(p, "/messages") => {
                 return anthropic::messages(session, &self.name, &body).await;
             }
-            ("POST", p) if p.ends_with("/responses") => {
+            ("POST", p) if llm_api_path(p, "/responses") => {
                 return responses::create(session, &self.name, &body).await;
             }
-            ("POST", p) if p.ends_with("/embeddings") => {
+            ("POST", p) if llm_api_path(p, "/embeddings") => {
                 return embeddings::create(session, &self.name, &body).await;
             }
             _ => self.echo(session, &method, body, body_len),
