@@ -200,14 +200,21 @@ impl LlmRequest {
         }
     }
 
-    /// The output limit a model with `model_cap` will enforce: the smaller
-    /// of the request's and the model's; 0 for APIs without output.
+    /// The output a model with `model_cap` can produce for this request:
+    /// the smaller of the request's and the model's limit, times the
+    /// number of choices asked for (chat's `n`); 0 for APIs without output.
+    /// It bounds the reservation and the runaway cut-off.
     pub fn output_cap(&self, model_cap: u64) -> u64 {
         if !self.api.has_output() {
             return 0;
         }
         let cap = model_cap.max(1);
-        self.requested_output_cap().map_or(cap, |r| r.min(cap))
+        let per_choice = self.requested_output_cap().map_or(cap, |r| r.min(cap));
+        let choices = match self.api {
+            LlmApi::OpenaiChat => openai_chat::choices(&self.body),
+            _ => 1,
+        };
+        per_choice.saturating_mul(choices)
     }
 
     /// Visits every piece of input the model will read, in order.
@@ -400,5 +407,13 @@ mod tests {
         assert_eq!(r.output_cap(10), 10);
         let r = parse(LlmApi::OpenaiResponses, json!({"model": "m", "input": "x"}));
         assert_eq!(r.output_cap(100), 100);
+        // Each of chat's n choices may use the whole cap.
+        let r = parse(
+            LlmApi::OpenaiChat,
+            json!({"model": "m", "n": 3, "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]}),
+        );
+        assert_eq!(r.output_cap(100), 150);
+        let bad = json!({"model": "m", "n": 0, "messages": [{"role": "user", "content": "x"}]});
+        assert!(LlmRequest::parse(LlmApi::OpenaiChat, bad.to_string().as_bytes()).is_err());
     }
 }

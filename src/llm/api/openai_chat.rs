@@ -17,10 +17,15 @@ pub(super) fn validate(body: &Map<String, Value>) -> Result<(), RequestError> {
     for (i, msg) in messages.iter().enumerate() {
         validate_message(i, msg)?;
     }
-    for key in ["max_tokens", "max_completion_tokens"] {
+    for key in ["max_tokens", "max_completion_tokens", "n"] {
         validate_positive(body, key)?;
     }
     Ok(())
+}
+
+/// Choices asked for (`n`, default 1): each may generate up to the cap.
+pub(super) fn choices(body: &Map<String, Value>) -> u64 {
+    body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
 }
 
 fn messages(body: &Map<String, Value>) -> impl Iterator<Item = &Map<String, Value>> {
