@@ -191,7 +191,7 @@ fn a_stream_stalled_mid_way_hits_the_read_timeout_and_is_settled() {
         &llm.addr,
         &llm.addr,
         100_000_000,
-        1000,
+        3000,
     ));
     for (i, (path, body)) in [
         (
@@ -212,7 +212,9 @@ fn a_stream_stalled_mid_way_hits_the_read_timeout_and_is_settled() {
         // The stream is aborted, not completed: the client can tell.
         let text = resp.text().unwrap_or_default();
         assert!(!text.contains("[DONE]") && !text.contains("message_stop"), "{text}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{path}: read timeout of 1 s");
+        // A read timeout of 3 s: 1 s proved too tight for the first bytes
+        // on a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(12), "{path}: read timeout of 3 s");
         let rows = rows_eventually(&gw, i + 1);
         let row = &rows[i];
         assert!(row.estimated && !row.over_cap, "{path}: {row:?}");
