@@ -25,7 +25,12 @@ BENCH ?=
 # (libz-ng-sys runs cmake; ring, zstd, rusqlite's SQLite compile C).
 APT_PACKAGES := cmake pkg-config build-essential
 
-.PHONY: help deps build demo test lint check-config bench clean
+# The official SDKs tests/sdk.rs drives the gateway with, in a virtualenv
+# under target/ (pinned: the versions the test was written against).
+VENV := target/venv
+SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
+
+.PHONY: help deps build demo test lint check-config bench clean sdk-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -59,7 +64,23 @@ demo: build ## run the demo: mock backends + gateway with conf/demo.yaml
 	mkdir -p target/demo
 	./target/release/tollgate demo
 
-test: deps ## the whole test suite
+sdk-venv: ## virtualenv target/venv with the anthropic and openai SDKs (tests/sdk.rs)
+	@if [ -x $(VENV)/bin/python ] && $(VENV)/bin/python -c 'import anthropic, openai' 2>/dev/null; then exit 0; fi; \
+	if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
+	    echo "installing: python3 python3-venv"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq; \
+	    apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null; \
+	  else \
+	    echo "python3 with venv not available: tests/sdk.rs will be skipped" >&2; exit 0; \
+	  fi; \
+	fi; \
+	rm -rf $(VENV); \
+	python3 -m venv $(VENV); \
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(SDK_PACKAGES)
+
+test: deps sdk-venv ## the whole test suite
 	$(CARGO) build --locked --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  echo "+ $(CARGO) nextest run --locked --all-targets --no-fail-fast $(TEST_ARGS)"; \

@@ -3,8 +3,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 
-use tollgate::llm::chat::ChatRequest;
-use tollgate::llm::tokens::{estimate_prompt_tokens, warm_up};
+use tollgate::llm::api::{LlmApi, LlmRequest};
+use tollgate::llm::tokens::warm_up;
 use tollgate::llm::usage::UsageParser;
 
 const PROSE: &str = "Thanks for reaching out about your order. I checked the tracking \
@@ -57,6 +57,48 @@ fn sse_stream(target: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Anthropic's event format: named events, text deltas, cumulative usage.
+fn anthropic_stream(target: usize) -> Vec<u8> {
+    let mut s = String::new();
+    let start = json!({"type": "message_start", "message": {"id": "msg_01", "type": "message",
+        "role": "assistant", "content": [], "model": "claude-3-5-haiku-20241022",
+        "usage": {"input_tokens": 812, "output_tokens": 1, "cache_read_input_tokens": 0,
+                  "cache_creation_input_tokens": 0}}});
+    s += &format!("event: message_start\ndata: {start}\n\n");
+    let words: Vec<&str> = PROSE.split_inclusive(' ').collect();
+    let mut i = 0;
+    while s.len() < target {
+        let v = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": words[i % words.len()]}});
+        s += &format!("event: content_block_delta\ndata: {v}\n\n");
+        i += 1;
+    }
+    let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": i}});
+    s += &format!("event: message_delta\ndata: {delta}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n");
+    s.into_bytes()
+}
+
+/// The Responses API's event format, ending in `response.completed`.
+fn responses_stream(target: usize) -> Vec<u8> {
+    let mut s = String::new();
+    let words: Vec<&str> = PROSE.split_inclusive(' ').collect();
+    let mut i = 0;
+    while s.len() < target {
+        let v = json!({"type": "response.output_text.delta", "item_id": "msg_01",
+            "output_index": 0, "content_index": 0, "delta": words[i % words.len()],
+            "sequence_number": i});
+        s += &format!("event: response.output_text.delta\ndata: {v}\n\n");
+        i += 1;
+    }
+    let done = json!({"type": "response.completed", "response": {"id": "resp_01",
+        "status": "completed", "usage": {"input_tokens": 812, "output_tokens": i,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0}}}});
+    s += &format!("event: response.completed\ndata: {done}\n\n");
+    s.into_bytes()
+}
+
 fn json_response() -> Vec<u8> {
     let v: Value = json!({
         "id": "chatcmpl-AbCdEf0123456789", "object": "chat.completion",
@@ -76,11 +118,13 @@ fn bench_prompt_estimation(c: &mut Criterion) {
     let mut group = c.benchmark_group("estimate_prompt_tokens");
     for (name, size) in [("1KiB", 1024), ("16KiB", 16 * 1024)] {
         let body = chat_body(size);
-        let Ok(req) = ChatRequest::parse(&body) else {
+        let Ok(req) = LlmRequest::parse(LlmApi::OpenaiChat, &body) else {
             panic!("bench request must be valid");
         };
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function(name, |b| b.iter(|| estimate_prompt_tokens(black_box(&req))));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(&req).estimate_prompt_tokens())
+        });
     }
     group.finish();
 
@@ -88,7 +132,9 @@ fn bench_prompt_estimation(c: &mut Criterion) {
     for (name, size) in [("1KiB", 1024), ("16KiB", 16 * 1024)] {
         let body = chat_body(size);
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function(name, |b| b.iter(|| ChatRequest::parse(black_box(&body))));
+        group.bench_function(name, |b| {
+            b.iter(|| LlmRequest::parse(LlmApi::OpenaiChat, black_box(&body)))
+        });
     }
     group.finish();
 }
@@ -101,7 +147,7 @@ fn bench_usage(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.bench_function("sse_32KiB_in_1KiB_chunks", |b| {
         b.iter(|| {
-            let mut p = UsageParser::sse();
+            let mut p = UsageParser::sse(LlmApi::OpenaiChat);
             for chunk in black_box(&stream).chunks(1024) {
                 p.feed(chunk);
             }
@@ -109,11 +155,36 @@ fn bench_usage(c: &mut Criterion) {
         })
     });
 
+    // The same text as the other APIs stream it, for the per-API cost.
+    for (name, api, stream) in [
+        (
+            "sse_anthropic_32KiB_in_1KiB_chunks",
+            LlmApi::AnthropicMessages,
+            anthropic_stream(32 * 1024),
+        ),
+        (
+            "sse_responses_32KiB_in_1KiB_chunks",
+            LlmApi::OpenaiResponses,
+            responses_stream(32 * 1024),
+        ),
+    ] {
+        group.throughput(Throughput::Bytes(stream.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut p = UsageParser::sse(api);
+                for chunk in black_box(&stream).chunks(1024) {
+                    p.feed(chunk);
+                }
+                p.finish()
+            })
+        });
+    }
+
     let body = json_response();
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("json_response", |b| {
         b.iter(|| {
-            let mut p = UsageParser::json(1 << 20);
+            let mut p = UsageParser::json(LlmApi::OpenaiChat, 1 << 20);
             for chunk in black_box(&body).chunks(1024) {
                 p.feed(chunk);
             }

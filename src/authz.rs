@@ -70,6 +70,7 @@ mod tests {
             guards: vec![],
             rate_limit: None,
             websocket: false,
+            api: Default::default(),
         }
     }
 

@@ -60,6 +60,27 @@ curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' {gw}/v1/
 curl -sN -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' {gw}/v1/chat/completions \
   -d '{{"model":"support-fast","stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}'
 
+# Anthropic Messages (as the anthropic SDK sends it), JSON then streamed in Anthropic's events
+curl -s -H 'x-api-key: {AGENT_KEY}' -H 'anthropic-version: 2023-06-01' {gw}/v1/messages \
+  -d '{{"model":"support-claude","max_tokens":200,"system":"Be brief.","messages":[{{"role":"user","content":"Where is my order?"}}]}}'
+curl -sN -H 'x-api-key: {AGENT_KEY}' {gw}/v1/messages \
+  -d '{{"model":"support-claude","max_tokens":200,"stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}'
+
+# OpenAI Responses, with cache reads priced apart (the mock reports 8 cached tokens)
+curl -s -H 'Authorization: Bearer {AGENT_KEY}' -H 'x-mock-cached-tokens: 8' {gw}/v1/responses \
+  -d '{{"model":"support-fast","instructions":"Be brief.","input":"Where is my order? I ordered it last Tuesday."}}'
+
+# OpenAI embeddings: input tokens only
+curl -s -H 'Authorization: Bearer {AGENT_KEY}' {gw}/v1/embeddings \
+  -d '{{"model":"support-embed","input":["How do I reset my password?","Shipping times"]}}'
+
+# an Azure deployment: the echo's upstream_path shows where the call went
+curl -s -H 'X-API-Key: {AGENT_KEY}' {gw}/v1/chat/completions \
+  -d '{{"model":"support-azure","messages":[{{"role":"user","content":"Hi"}}]}}'
+
+# Anthropic-shaped refusals on the messages route (401 authentication_error)
+curl -s -H 'x-api-key: wrong' {gw}/v1/messages -d '{{}}'
+
 # what bob has spent, his limits and what remains (admin API)
 curl -s -H 'Authorization: Bearer {ADMIN_TOKEN}' '{admin}/admin/usage?user=bob'
 

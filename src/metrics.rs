@@ -53,6 +53,10 @@ metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
     "tollgate_config_generation", "Generation of the active configuration"));
 metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     "tollgate_store_errors_total", "Usage store failures", &["store"]));
+metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
+    "tollgate_llm_over_cap_total",
+    "LLM calls whose output went past the request's cap (stream_cut: cut off by the gateway; reported: billed as the upstream reported)",
+    &["model", "kind"]));
 
 /// Registers every metric so /metrics lists them from the start.
 pub fn init() {
@@ -64,6 +68,7 @@ pub fn init() {
         &GUARD_ACTIONS,
         &CONFIG_RELOADS,
         &STORE_ERRORS,
+        &LLM_OVER_CAP,
     ] {
         Lazy::force(lazy);
     }

@@ -7,9 +7,11 @@
 use proptest::prelude::*;
 use std::sync::OnceLock;
 use tollgate::auth::jwt::{ClaimNames, JwtKeySpec, JwtSettings, JwtVerifier, KeyMaterial};
+use tollgate::config::schema::LlmApi;
 use tollgate::guards::injection::InjectionDetector;
 use tollgate::guards::normalize::normalize;
 use tollgate::guards::pii::{PiiDetector, PiiKind};
+use tollgate::llm::api::LlmRequest;
 use tollgate::llm::usage::UsageParser;
 use tollgate::router::{normalize as normalize_path, PathTemplate};
 
@@ -84,14 +86,14 @@ proptest! {
         stream += &format!(": keep-alive{eol}data: {usage}{eol}{eol}data: [DONE]{eol}{eol}");
         let bytes = stream.as_bytes();
 
-        let mut whole = UsageParser::sse();
+        let mut whole = UsageParser::sse(LlmApi::OpenaiChat);
         whole.feed(bytes);
         let expected = whole.finish();
         prop_assert_eq!(expected.usage.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((prompt, completion)));
 
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
         points.sort_unstable();
-        let mut chunked = UsageParser::sse();
+        let mut chunked = UsageParser::sse(LlmApi::OpenaiChat);
         let mut from = 0;
         for at in points.into_iter().chain(std::iter::once(bytes.len())) {
             chunked.feed(&bytes[from..at]);
@@ -200,7 +202,7 @@ proptest! {
         let text = if card { format!("{text} card 4111 1111 1111 1111") } else { text };
         let guards = guards();
         let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]});
-        let mut chat = tollgate::llm::chat::ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let mut chat = LlmRequest::parse(LlmApi::OpenaiChat, body.to_string().as_bytes()).unwrap();
         let before = chat.body().clone();
         let outcome = guards.apply(&["pii".into(), "injection".into()], &mut chat);
         prop_assert!(outcome.is_ok(), "log and redact never refuse");

@@ -250,6 +250,21 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     pub websocket: bool,
+    /// `kind: llm` only: the API the route speaks (default `openai_chat`).
+    #[serde(default)]
+    pub api: Option<LlmApi>,
+}
+
+/// The LLM API of a `kind: llm` route: how its body is read, guarded,
+/// estimated, rewritten and billed, and the shape of the gateway's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmApi {
+    #[default]
+    OpenaiChat,
+    OpenaiResponses,
+    OpenaiEmbeddings,
+    AnthropicMessages,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -284,6 +299,15 @@ pub struct ModelConfig {
     pub roles: Vec<String>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Path (and query) sent upstream instead of the client's (Azure).
+    #[serde(default)]
+    pub upstream_path: Option<String>,
+    /// Cache-read input tokens (default: the input price).
+    #[serde(default)]
+    pub cached_input_usd_per_mtok: Option<f64>,
+    /// Anthropic cache-creation input tokens (default: the input price).
+    #[serde(default)]
+    pub cache_write_usd_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

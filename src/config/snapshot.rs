@@ -28,6 +28,7 @@ pub struct Route {
     pub guards: Vec<String>,
     pub rate_limit: Option<u32>,
     pub websocket: bool,
+    pub api: LlmApi,
 }
 
 impl Routable for Route {
@@ -180,6 +181,7 @@ fn compile_route(r: &RouteConfig) -> Option<Route> {
         guards: r.guards.clone(),
         rate_limit: r.rate_limit.map(|l| l.requests_per_minute),
         websocket: r.websocket,
+        api: r.api.unwrap_or_default(),
     })
 }
 

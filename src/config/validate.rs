@@ -319,6 +319,9 @@ fn routes(config: &Config, p: &mut Problems) {
             ),
             _ => {}
         }
+        if route.kind == RouteKind::Http && route.api.is_some() {
+            p.push(format!("{path}.api"), "only kind: llm routes have an api");
+        }
         roles_list(&format!("{path}.roles"), &route.roles, p);
         if let (Some(owner), Some(t)) = (&route.owner, &template) {
             if !t.has_param(&owner.param) {
@@ -406,6 +409,26 @@ fn models(config: &Config, p: &mut Problems) {
         }
         if model.max_tokens == 0 {
             p.push(format!("{path}.max_tokens"), "must be at least 1");
+        }
+        for (field, value) in [
+            ("cached_input_usd_per_mtok", model.cached_input_usd_per_mtok),
+            ("cache_write_usd_per_mtok", model.cache_write_usd_per_mtok),
+        ] {
+            if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                p.push(format!("{path}.{field}"), "must be a non-negative number");
+            }
+        }
+        if let Some(up) = &model.upstream_path {
+            if !up.starts_with('/')
+                || up
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                p.push(
+                    format!("{path}.upstream_path"),
+                    "must start with '/' and contain no spaces or control characters",
+                );
+            }
         }
         roles_list(&format!("{path}.roles"), &model.roles, p);
         for (j, fallback) in model.fallbacks.iter().enumerate() {

@@ -8,7 +8,7 @@ pub mod pii;
 
 use crate::config::schema::{GuardAction, GuardsConfig};
 use crate::error::GatewayError;
-use crate::llm::chat::ChatRequest;
+use crate::llm::api::LlmRequest;
 use crate::metrics;
 use injection::InjectionDetector;
 use pii::{PiiDetector, PiiKind};
@@ -43,7 +43,7 @@ impl Guards {
 
     /// Runs the guards `enabled` on this route over every text of the
     /// request; redaction rewrites the request in place.
-    pub fn apply(&self, enabled: &[String], chat: &mut ChatRequest) -> Result<(), GatewayError> {
+    pub fn apply(&self, enabled: &[String], chat: &mut LlmRequest) -> Result<(), GatewayError> {
         let wants = |name: &str| enabled.iter().any(|g| g == name);
         if let (true, Some((detector, action))) = (wants("injection"), &self.injection) {
             let mut hit = false;

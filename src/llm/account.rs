@@ -4,8 +4,10 @@
 //! every path (success, upstream error, client disconnect); if even that is
 //! skipped, dropping the `Reservation` releases it.
 
+use super::api::LlmApi;
 use super::model::Model;
-use super::usage::ParsedUsage;
+use super::pricing::TokenClasses;
+use super::usage::{ParsedUsage, Usage};
 use crate::clock;
 use crate::ledger::LedgerRow;
 use crate::limits::budget::Charge;
@@ -17,14 +19,20 @@ use std::sync::Arc;
 pub struct LlmCall {
     /// None when the store was unreachable and `on_store_error: allow`.
     pub reservation: Option<Reservation>,
+    /// The route's API (the ledger's `api`).
+    pub api: LlmApi,
     pub requested_model: String,
     /// The model whose upstream answered (after fallbacks).
     pub served: Option<Arc<Model>>,
     /// Prompt tokens as estimated before the call.
     pub prompt_estimate: u64,
+    /// The output cap sent upstream (0 for APIs without output).
+    pub output_cap: u64,
     pub upstream_status: Option<u16>,
     /// What the usage parser saw, including after an aborted stream.
     pub parsed: Option<ParsedUsage>,
+    /// The stream ran past the output cap and the gateway cut it off.
+    pub cut_off: bool,
 }
 
 /// Identity and route facts the ledger row needs.
@@ -37,28 +45,44 @@ pub struct CallFacts<'a> {
 }
 
 /// Tokens billed for the call, and whether they are an estimate.
-fn billed(call: &LlmCall, status: u16) -> (u64, u64, u64, u64, bool) {
+fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
     let parsed = call.parsed.unwrap_or_default();
     match parsed.usage {
-        Some(u) => (
-            u.prompt_tokens,
-            u.completion_tokens,
-            u.cached_tokens,
-            u.reasoning_tokens,
-            false,
-        ),
+        // Only the input side was reported (a stream cut before its end):
+        // the output is the larger of the reported and the counted.
+        Some(mut u) if parsed.partial => {
+            u.completion_tokens = u.completion_tokens.max(parsed.completion_text_tokens);
+            (u, true)
+        }
+        Some(u) => (u, false),
         // An upstream refusal (4xx/5xx) that reports no usage consumed
         // nothing: providers do not bill rejected requests.
-        None if !(200..300).contains(&status) => (0, 0, 0, 0, false),
+        None if !(200..300).contains(&status) => (Usage::default(), false),
         // No usage (upstream omitted it, or the stream was cut before it):
         // bill the prompt estimate and the text actually produced, never 0.
         None => (
-            call.prompt_estimate,
-            parsed.completion_text_tokens,
-            0,
-            0,
+            Usage {
+                prompt_tokens: call.prompt_estimate,
+                completion_tokens: parsed.completion_text_tokens,
+                ..Usage::default()
+            },
             true,
         ),
+    }
+}
+
+/// Why a call's output went past its cap, if it did: cut off by the
+/// gateway, or reported over by the upstream (billed as reported).
+fn over_cap(call: &LlmCall, usage: &Usage) -> Option<&'static str> {
+    if call.cut_off {
+        Some("stream_cut")
+    } else if call.api.has_output()
+        && call.output_cap > 0
+        && usage.completion_tokens > call.output_cap
+    {
+        Some("reported")
+    } else {
+        None
     }
 }
 
@@ -72,8 +96,26 @@ impl LlmCall {
             }
             return;
         };
-        let (prompt, completion, cached, reasoning, estimated) = billed(&self, status);
-        let micro_usd = model.price.cost_micro_usd(prompt, completion);
+        let (usage, estimated) = billed(&self, status);
+        let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+        let micro_usd = model.price.cost_of(&TokenClasses {
+            input_tokens: prompt,
+            cached_tokens: usage.cached_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            output_tokens: completion,
+        });
+        let over_cap = over_cap(&self, &usage);
+        if let Some(kind) = over_cap {
+            metrics::inc(&metrics::LLM_OVER_CAP, &[&model.name, kind]);
+            tracing::warn!(
+                request_id = facts.request_id,
+                model = %model.name,
+                cap = self.output_cap,
+                completion,
+                kind,
+                "output past the request's cap"
+            );
+        }
         if let Some(r) = reservation {
             let actual = Charge {
                 tokens: prompt + completion,
@@ -106,13 +148,14 @@ impl LlmCall {
             upstream_model: model.upstream_name().to_string(),
             prompt_tokens: prompt,
             completion_tokens: completion,
-            cached_tokens: cached,
-            reasoning_tokens: reasoning,
+            cached_tokens: usage.cached_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
             micro_usd,
             status,
             estimated,
-            api: "openai_chat".to_string(),
-            ..LedgerRow::default()
+            api: self.api.name().to_string(),
+            cache_write_tokens: usage.cache_write_tokens,
+            over_cap: over_cap.is_some(),
         });
     }
 }

@@ -3,7 +3,7 @@
 //! to another peer (connect failure) or the next fallback model (pool down,
 //! connection failed, 5xx or 429) while nothing has reached the client yet.
 
-use super::chat::ChatRequest;
+use super::api::LlmRequest;
 use super::model::Model;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
@@ -26,6 +26,8 @@ pub struct Opened {
     pub addr: SocketAddr,
     pub model: Arc<Model>,
     pub response: ResponseHeader,
+    /// The output cap sent to this model (0 for APIs without output).
+    pub output_cap: u64,
 }
 
 /// One model to try, with its pool.
@@ -64,17 +66,24 @@ impl Failure {
 }
 
 /// The request header sent upstream: the client's, cleaned like any proxied
-/// request, with framing rewritten for the new body.
+/// request, with framing rewritten for the new body, and sent to the
+/// model's `upstream_path` when it has one (Azure deployments).
 fn upstream_request(
     client: &RequestHeader,
     ctx: &RequestCtx,
-    pool: &Pool,
-    addr: SocketAddr,
+    target: (&Pool, &Model, SocketAddr),
     client_ip: Option<IpAddr>,
     body_len: usize,
 ) -> pingora::Result<RequestHeader> {
+    let (pool, model, addr) = target;
     let mut req = client.clone();
     headers::prepare_upstream_request(&mut req, ctx, pool, client_ip, false)?;
+    // After the common preparation, which sets the route's normalised path.
+    if let Some(path) = &model.upstream_path {
+        let uri = http::Uri::try_from(path.as_str())
+            .map_err(|e| Error::explain(ErrorType::InternalError, format!("upstream_path: {e}")))?;
+        req.set_uri(uri);
+    }
     req.set_version(http::Version::HTTP_11);
     for name in ["transfer-encoding", "expect", "content-length", "host"] {
         req.remove_header(name);
@@ -99,6 +108,11 @@ async fn attempt(
     body: Bytes,
 ) -> pingora::Result<HttpSession> {
     let (mut session, _reused) = connector.get_http_session(peer).await?;
+    // The connector leaves these unset (Pingora's proxy sets them itself):
+    // without them a stalled upstream would hold the call, and its budget
+    // reservation, forever.
+    session.set_read_timeout(peer.options.read_timeout);
+    session.set_write_timeout(peer.options.write_timeout);
     if let Err(e) = crate::upstream::tls::verify_pins(peer, session.digest()) {
         session.shutdown().await;
         return Err(e);
@@ -124,7 +138,7 @@ async fn attempt(
 pub async fn open(
     connector: &Connector,
     candidates: &[Candidate],
-    original: ChatRequest,
+    original: LlmRequest,
     client: &RequestHeader,
     ctx: &mut RequestCtx,
     client_ip: Option<IpAddr>,
@@ -140,18 +154,16 @@ pub async fn open(
     let mut original = Some(original);
     for (index, candidate) in candidates.iter().enumerate() {
         let is_last = index + 1 == candidates.len();
-        let Some(mut chat) = (if is_last {
+        let Some(mut request) = (if is_last {
             original.take()
         } else {
             original.clone()
         }) else {
             break;
         };
-        chat.rewrite(
-            Some(candidate.model.upstream_name()),
-            candidate.model.max_tokens,
-        );
-        let body = Bytes::from(chat.to_vec());
+        let output_cap =
+            request.rewrite(candidate.model.upstream_name(), candidate.model.max_tokens);
+        let body = Bytes::from(request.to_vec());
         let pool = &candidate.pool;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let attempts = 1 + pool.retries();
@@ -169,7 +181,8 @@ pub async fn open(
             ctx.peer = Some(addr);
             ctx.upstream_started
                 .get_or_insert_with(std::time::Instant::now);
-            let req = upstream_request(client, ctx, pool, addr, client_ip, body.len())
+            let target = (pool.as_ref(), candidate.model.as_ref(), addr);
+            let req = upstream_request(client, ctx, target, client_ip, body.len())
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             match attempt(connector, &peer, req, body.clone()).await {
                 Ok(mut session) => {
@@ -199,6 +212,7 @@ pub async fn open(
                         addr,
                         model: candidate.model.clone(),
                         response,
+                        output_cap,
                     });
                 }
                 Err(e) => {

@@ -1,12 +1,15 @@
-//! LLM routes: OpenAI-compatible chat completions. Parsing, token counting,
-//! usage and pricing are transport-free; `serve` performs the upstream
-//! exchange itself (see its module doc for why).
+//! LLM routes: OpenAI chat completions, OpenAI Responses, OpenAI
+//! embeddings and Anthropic Messages, one flow for all (`serve`), what
+//! differs per API behind `api`. Parsing, token counting, usage and pricing
+//! are transport-free; `serve` performs the upstream exchange itself (see
+//! its module doc for why).
 
 pub mod account;
-pub mod chat;
+pub mod api;
 pub mod exchange;
 pub mod model;
 pub mod pricing;
+pub mod runaway;
 pub mod serve;
 pub mod tokens;
 pub mod usage;

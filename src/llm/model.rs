@@ -14,6 +14,8 @@ pub struct Model {
     pub max_tokens: u64,
     pub roles: Vec<String>,
     pub fallbacks: Vec<String>,
+    /// Path and query sent upstream instead of the client's (Azure).
+    pub upstream_path: Option<String>,
 }
 
 impl Model {
@@ -22,7 +24,14 @@ impl Model {
         else {
             return Err("both prices are required".into());
         };
-        let price = Price::from_usd_per_mtok(input, output).map_err(|e| e.to_string())?;
+        let price = Price::from_usd_per_mtok(input, output)
+            .and_then(|p| {
+                p.with_cache_prices(
+                    config.cached_input_usd_per_mtok,
+                    config.cache_write_usd_per_mtok,
+                )
+            })
+            .map_err(|e| e.to_string())?;
         Ok(Model {
             name: config.name.clone(),
             upstream: config.upstream.clone(),
@@ -31,6 +40,7 @@ impl Model {
             max_tokens: config.max_tokens,
             roles: config.roles.clone(),
             fallbacks: config.fallbacks.clone(),
+            upstream_path: config.upstream_path.clone(),
         })
     }
 

@@ -27,25 +27,84 @@ pub enum PriceError {
 pub struct Price {
     pub input_micro_usd_per_mtok: u64,
     pub output_micro_usd_per_mtok: u64,
+    /// Cache-read input tokens (OpenAI `cached_tokens`, Anthropic
+    /// `cache_read_input_tokens`).
+    pub cached_input_micro_usd_per_mtok: u64,
+    /// Anthropic `cache_creation_input_tokens`.
+    pub cache_write_micro_usd_per_mtok: u64,
+}
+
+/// Tokens of one call by price class. `input_tokens` holds EVERY input
+/// token, cache reads and writes included (the ledger's `prompt_tokens`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenClasses {
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
 }
 
 impl Price {
+    /// Cache prices default to the input price.
     pub fn from_usd_per_mtok(input: f64, output: f64) -> Result<Price, PriceError> {
+        let input = per_mtok(input)?;
         Ok(Price {
-            input_micro_usd_per_mtok: per_mtok(input)?,
+            input_micro_usd_per_mtok: input,
             output_micro_usd_per_mtok: per_mtok(output)?,
+            cached_input_micro_usd_per_mtok: input,
+            cache_write_micro_usd_per_mtok: input,
         })
     }
 
-    /// Rounds up so that any non-zero priced usage costs at least 1 µUSD:
-    /// otherwise many small requests could be served for free.
-    pub fn cost_micro_usd(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
-        let input = u128::from(prompt_tokens) * u128::from(self.input_micro_usd_per_mtok);
-        let output = u128::from(completion_tokens) * u128::from(self.output_micro_usd_per_mtok);
-        // Each product fits in u128 (< 2^128); only their sum can overflow.
-        let total = input.saturating_add(output).div_ceil(TOKENS_PER_MTOK);
-        u64::try_from(total).unwrap_or(u64::MAX)
+    pub fn with_cache_prices(
+        mut self,
+        cached_input: Option<f64>,
+        cache_write: Option<f64>,
+    ) -> Result<Price, PriceError> {
+        if let Some(usd) = cached_input {
+            self.cached_input_micro_usd_per_mtok = per_mtok(usd)?;
+        }
+        if let Some(usd) = cache_write {
+            self.cache_write_micro_usd_per_mtok = per_mtok(usd)?;
+        }
+        Ok(self)
     }
+
+    /// The cost of an estimate (no cache classes known yet): input at the
+    /// dearest input price, so a reservation is never below the bill.
+    pub fn cost_micro_usd(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
+        let dearest = self
+            .input_micro_usd_per_mtok
+            .max(self.cache_write_micro_usd_per_mtok);
+        round_up(
+            u128::from(prompt_tokens) * u128::from(dearest),
+            u128::from(completion_tokens) * u128::from(self.output_micro_usd_per_mtok),
+        )
+    }
+
+    /// The cost of reported usage: (input − cached − cache writes) × input
+    /// price + cached × cached price + cache writes × write price + output
+    /// × output price, rounded up once.
+    pub fn cost_of(&self, t: &TokenClasses) -> u64 {
+        let cached = t.cached_tokens.min(t.input_tokens);
+        let writes = t.cache_write_tokens.min(t.input_tokens - cached);
+        let plain = t.input_tokens - cached - writes;
+        let input = (u128::from(plain) * u128::from(self.input_micro_usd_per_mtok))
+            .saturating_add(u128::from(cached) * u128::from(self.cached_input_micro_usd_per_mtok))
+            .saturating_add(u128::from(writes) * u128::from(self.cache_write_micro_usd_per_mtok));
+        round_up(
+            input,
+            u128::from(t.output_tokens) * u128::from(self.output_micro_usd_per_mtok),
+        )
+    }
+}
+
+/// Rounds up so that any non-zero priced usage costs at least 1 µUSD:
+/// otherwise many small requests could be served for free.
+fn round_up(input: u128, output: u128) -> u64 {
+    // Each product fits in u128 (< 2^128); only sums can overflow.
+    let total = input.saturating_add(output).div_ceil(TOKENS_PER_MTOK);
+    u64::try_from(total).unwrap_or(u64::MAX)
 }
 
 fn per_mtok(usd: f64) -> Result<u64, PriceError> {
@@ -140,10 +199,7 @@ mod tests {
 
     #[test]
     fn cost_is_exact_and_rounds_up() {
-        let p = Price {
-            input_micro_usd_per_mtok: 150_000,
-            output_micro_usd_per_mtok: 600_000,
-        };
+        let p = Price::from_usd_per_mtok(0.15, 0.6).unwrap();
         // 1M in + 1M out = $0.75
         assert_eq!(p.cost_micro_usd(1_000_000, 1_000_000), 750_000);
         // 1000 * 0.15 + 500 * 0.6 = 150 + 300 µUSD exactly.
@@ -161,15 +217,58 @@ mod tests {
         let p = Price {
             input_micro_usd_per_mtok: u64::MAX,
             output_micro_usd_per_mtok: u64::MAX,
+            cached_input_micro_usd_per_mtok: u64::MAX,
+            cache_write_micro_usd_per_mtok: u64::MAX,
         };
         assert_eq!(p.cost_micro_usd(u64::MAX, u64::MAX), u64::MAX);
         assert_eq!(p.cost_micro_usd(u64::MAX, 0), u64::MAX);
         // Large but representable: 2^40 tokens at $1/Mtok.
-        let one = Price {
-            input_micro_usd_per_mtok: 1_000_000,
-            output_micro_usd_per_mtok: 0,
-        };
+        let one = Price::from_usd_per_mtok(1.0, 0.0).unwrap();
         assert_eq!(one.cost_micro_usd(1 << 40, 0), 1 << 40);
+    }
+
+    #[test]
+    fn cached_classes_are_priced_apart_and_rounded_once() {
+        // $3 in, $0.30 cache read, $3.75 cache write, $15 out (Anthropic-like).
+        let p = Price::from_usd_per_mtok(3.0, 15.0)
+            .unwrap()
+            .with_cache_prices(Some(0.3), Some(3.75))
+            .unwrap();
+        // Anthropic: input 100 + cache_read 1000 + cache_creation 200, out 50.
+        let t = TokenClasses {
+            input_tokens: 1300,
+            cached_tokens: 1000,
+            cache_write_tokens: 200,
+            output_tokens: 50,
+        };
+        // 100*3 + 1000*0.3 + 200*3.75 + 50*15 = 300+300+750+750 = 2100 µUSD.
+        assert_eq!(p.cost_of(&t), 2100);
+        // One rounding for the whole call: 1 token at each of 0.3 and 0.3.
+        let t = TokenClasses {
+            input_tokens: 2,
+            cached_tokens: 2,
+            ..TokenClasses::default()
+        };
+        assert_eq!(p.cost_of(&t), 1);
+        // Defaults: cache prices equal the input price.
+        let d = Price::from_usd_per_mtok(0.15, 0.6).unwrap();
+        let t = TokenClasses {
+            input_tokens: 1000,
+            cached_tokens: 600,
+            cache_write_tokens: 0,
+            output_tokens: 500,
+        };
+        assert_eq!(d.cost_of(&t), d.cost_micro_usd(1000, 500));
+        // Inconsistent reports (cached > input) never underflow.
+        let t = TokenClasses {
+            input_tokens: 10,
+            cached_tokens: 50,
+            cache_write_tokens: 50,
+            output_tokens: 0,
+        };
+        assert_eq!(p.cost_of(&t), 3);
+        // Estimates take the dearest input price.
+        assert_eq!(p.cost_micro_usd(1000, 0), 3750);
     }
 
     #[test]

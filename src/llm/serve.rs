@@ -11,10 +11,10 @@
 //! with the full body possible and detects client disconnects at once.
 
 use super::account::LlmCall;
-use super::chat::ChatRequest;
+use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
-use super::tokens;
+use super::runaway;
 use super::usage::UsageParser;
 use crate::config::schema::OnStoreError;
 use crate::config::Snapshot;
@@ -49,13 +49,14 @@ pub async fn serve(
         .snapshot
         .clone()
         .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
+    let api = ctx.route().map(|r| r.api).unwrap_or_default();
     let body = read_body(session, &snapshot).await?;
-    let mut chat =
-        ChatRequest::parse(&body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+    let mut request =
+        LlmRequest::parse(api, &body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
     drop(body);
-    check_shape(&chat, &snapshot)?;
+    check_shape(&request, &snapshot)?;
     if let (Some(guards), Some(route)) = (snapshot.guards.as_ref(), ctx.route()) {
-        guards.apply(&route.guards, &mut chat)?;
+        guards.apply(&route.guards, &mut request)?;
     }
 
     let roles = ctx
@@ -63,10 +64,10 @@ pub async fn serve(
         .as_ref()
         .map(|i| i.roles.clone())
         .unwrap_or_default();
-    let candidates = candidates(&snapshot, chat.model(), &roles)?;
+    let candidates = candidates(&snapshot, request.model(), &roles)?;
     let primary = candidates[0].model.clone();
 
-    let (chat, prompt_estimate) = estimate_off_loop(chat).await?;
+    let (request, prompt_estimate) = estimate_off_loop(request).await?;
     if let Some(max) = snapshot
         .config
         .guards
@@ -79,9 +80,7 @@ pub async fn serve(
             )));
         }
     }
-    let output_cap = chat
-        .requested_max_tokens()
-        .map_or(primary.max_tokens, |r| r.min(primary.max_tokens));
+    let output_cap = request.output_cap(primary.max_tokens);
     let estimate = Charge {
         tokens: prompt_estimate + output_cap,
         micro_usd: primary.price.cost_micro_usd(prompt_estimate, output_cap),
@@ -92,18 +91,21 @@ pub async fn serve(
     let reservation = reservation?;
     ctx.llm = Some(LlmCall {
         reservation,
-        requested_model: chat.model().to_string(),
+        api,
+        requested_model: request.model().to_string(),
         served: None,
         prompt_estimate,
+        output_cap,
         upstream_status: None,
         parsed: None,
+        cut_off: false,
     });
 
     let client_header = session.req_header().clone();
     let opened = exchange::open(
         &state.connector,
         &candidates,
-        chat,
+        request,
         &client_header,
         ctx,
         client_ip,
@@ -117,16 +119,14 @@ pub async fn serve(
 /// 0.1 ms per KiB, which must not stall the other requests of a worker.
 const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
 
-async fn estimate_off_loop(chat: ChatRequest) -> Result<(ChatRequest, u64), GatewayError> {
-    let mut text_bytes = 0;
-    chat.for_each_text(|t| text_bytes += t.len());
-    if text_bytes <= INLINE_TOKENIZE_BYTES {
-        let estimate = tokens::estimate_prompt_tokens(&chat);
-        return Ok((chat, estimate));
+async fn estimate_off_loop(request: LlmRequest) -> Result<(LlmRequest, u64), GatewayError> {
+    if request.text_bytes() <= INLINE_TOKENIZE_BYTES {
+        let estimate = request.estimate_prompt_tokens();
+        return Ok((request, estimate));
     }
     tokio::task::spawn_blocking(move || {
-        let estimate = tokens::estimate_prompt_tokens(&chat);
-        (chat, estimate)
+        let estimate = request.estimate_prompt_tokens();
+        (request, estimate)
     })
     .await
     .map_err(|e| GatewayError::Internal(format!("token estimation failed: {e}")))
@@ -164,12 +164,12 @@ async fn read_body(session: &mut Session, snapshot: &Snapshot) -> Result<Vec<u8>
     Ok(body)
 }
 
-fn check_shape(chat: &ChatRequest, snapshot: &Snapshot) -> Result<(), GatewayError> {
-    if let Some(max) = snapshot.config.guards.as_ref().and_then(|g| g.max_messages) {
-        if chat.message_count() > max {
+fn check_shape(request: &LlmRequest, snapshot: &Snapshot) -> Result<(), GatewayError> {
+    let max = snapshot.config.guards.as_ref().and_then(|g| g.max_messages);
+    if let (Some(max), Some(count)) = (max, request.message_count()) {
+        if count > max {
             return Err(GatewayError::InvalidRequest(format!(
-                "{} messages exceed the limit of {max}",
-                chat.message_count()
+                "{count} messages exceed the limit of {max}"
             )));
         }
     }
@@ -314,18 +314,26 @@ async fn stream_back(
         peer,
         model,
         response,
+        output_cap,
         ..
     } = opened;
+    let api = ctx.llm.as_ref().map(|c| c.api).unwrap_or_default();
     let status = response.status.as_u16();
     let content_type = response
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut parser = UsageParser::for_content_type(content_type.as_deref(), MAX_USAGE_BUFFER);
+    let mut parser = UsageParser::for_content_type(api, content_type.as_deref(), MAX_USAGE_BUFFER);
+    let cut_off = CutOff {
+        api,
+        model: model.upstream_name().to_string(),
+        cap: output_cap,
+    };
     if let Some(call) = ctx.llm.as_mut() {
         call.served = Some(model);
         call.upstream_status = Some(status);
+        call.output_cap = output_cap;
     }
     let header = match client_response(ctx, &response) {
         Ok(h) => h,
@@ -341,18 +349,21 @@ async fn stream_back(
     // an error at once instead of waiting for a failed write.
     session.as_downstream_mut().set_pipelining_enabled(true);
     session.as_downstream_mut().set_abort_on_close(true);
-    let mut clean = false;
+    let mut end = PumpEnd::Failed;
     if session
         .write_response_header(Box::new(header), false)
         .await
         .is_ok()
     {
-        clean = pump(session, &mut upstream, &mut parser).await;
+        end = pump(session, &mut upstream, &mut parser, &cut_off).await;
     }
     if let Some(call) = ctx.llm.as_mut() {
         call.parsed = Some(parser.finish());
+        call.cut_off = end == PumpEnd::CutOff;
     }
-    if clean {
+    // A cut-off upstream is closed, not pooled: providers stop generating
+    // (and billing) when the connection goes.
+    if end == PumpEnd::Clean {
         state
             .connector
             .release_http_session(upstream, &*peer, Some(UPSTREAM_IDLE))
@@ -362,12 +373,33 @@ async fn stream_back(
     }
 }
 
-/// Copies the body; true when both sides finished cleanly.
+/// How a stream is ended when it runs past its output cap.
+struct CutOff {
+    api: LlmApi,
+    /// The upstream model name, for the closing event.
+    model: String,
+    /// The output cap sent upstream (0: none).
+    cap: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PumpEnd {
+    /// Both sides finished cleanly.
+    Clean,
+    /// The upstream ran past the output cap and was cut off; the client's
+    /// stream was ended cleanly in its API's format.
+    CutOff,
+    /// A side failed or went away.
+    Failed,
+}
+
+/// Copies the body, counting usage, until it ends or runs away.
 async fn pump(
     session: &mut Session,
     upstream: &mut pingora::protocols::http::client::HttpSession,
     parser: &mut UsageParser,
-) -> bool {
+    cut_off: &CutOff,
+) -> PumpEnd {
     loop {
         let chunk = tokio::select! {
             read = upstream.read_response_body() => read,
@@ -375,30 +407,63 @@ async fn pump(
             // closing (or resetting) the connection.
             _ = session.as_downstream_mut().read_body_or_idle(true) => {
                 tracing::info!("client went away mid-response");
-                return false;
+                return PumpEnd::Failed;
             }
         };
-        match chunk {
+        let written = match chunk {
             Ok(Some(bytes)) => {
                 parser.feed(&bytes);
-                if session
-                    .write_response_body(Some(bytes), false)
-                    .await
-                    .is_err()
-                {
-                    return false;
+                let counted = parser.output_so_far();
+                if runaway::exceeds(cut_off.cap, counted) {
+                    return end_runaway(session, parser, cut_off, bytes, counted).await;
                 }
+                session.write_response_body(Some(bytes), false).await
             }
             Ok(None) => {
-                return session
-                    .write_response_body(Some(Bytes::new()), true)
-                    .await
-                    .is_ok();
+                return match session.write_response_body(Some(Bytes::new()), true).await {
+                    Ok(()) => PumpEnd::Clean,
+                    Err(_) => PumpEnd::Failed,
+                };
             }
             Err(e) => {
                 tracing::warn!("upstream failed mid-response: {e}");
-                return false;
+                return PumpEnd::Failed;
             }
+        };
+        if written.is_err() {
+            return PumpEnd::Failed;
         }
     }
+}
+
+/// Forwards the whole events of the last chunk, then ends the client's
+/// stream with the API's own "stopped at the cap" events.
+async fn end_runaway(
+    session: &mut Session,
+    parser: &UsageParser,
+    cut_off: &CutOff,
+    bytes: Bytes,
+    counted: u64,
+) -> PumpEnd {
+    tracing::warn!(
+        model = %cut_off.model,
+        cap = cut_off.cap,
+        counted,
+        "upstream stream ran past the output cap: cut off"
+    );
+    let whole = parser
+        .last_event_end()
+        .map_or_else(Bytes::new, |end| bytes.slice(..end));
+    let tail = Bytes::from(cut_off.api.cut_off_tail(&cut_off.model, counted));
+    let written = async {
+        if !whole.is_empty() {
+            session.write_response_body(Some(whole), false).await?;
+        }
+        session.write_response_body(Some(tail), true).await
+    }
+    .await;
+    if written.is_err() {
+        tracing::info!("client went away while its runaway stream was ended");
+    }
+    PumpEnd::CutOff
 }

@@ -9,21 +9,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use tiktoken_rs::CoreBPE;
 
-use super::chat::{ChatRequest, Part};
-
 /// Loaded on first use (or by [`warm_up`]). `None` if the embedded BPE could not
 /// be built, in which case counting degrades to a byte heuristic.
 static BPE: Lazy<Option<CoreBPE>> = Lazy::new(|| tiktoken_rs::o200k_base().ok());
-
-/// OpenAI's documented framing overhead per message (`<|start|>role ... <|end|>`).
-const TOKENS_PER_MESSAGE: u64 = 3;
-/// Every reply is primed with `<|start|>assistant<|message|>`.
-const REPLY_PRIMING_TOKENS: u64 = 3;
-/// Images are charged 85 tokens at "low" detail and 85 + 170 per 512px tile at
-/// "high"; the tile count needs the image dimensions, which we do not fetch, so
-/// reserve the minimum and let the upstream's usage correct it. Other non-text
-/// parts (audio, files) get the same placeholder.
-const NON_TEXT_PART_TOKENS: u64 = 85;
 
 /// Builds the tokenizer now (parsing the embedded BPE is slow) rather than
 /// during the first request.
@@ -115,24 +103,6 @@ fn fallback_count(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 
-/// Prompt tokens as OpenAI's cookbook approximates them for chat models.
-pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
-    let mut total = REPLY_PRIMING_TOKENS;
-    for msg in req.messages() {
-        total = total
-            .saturating_add(TOKENS_PER_MESSAGE)
-            .saturating_add(count_text(msg.role()));
-        msg.for_each_part(|part| {
-            let n = match part {
-                Part::Text(t) => count_text(t),
-                Part::Other => NON_TEXT_PART_TOKENS,
-            };
-            total = total.saturating_add(n);
-        });
-    }
-    total
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -194,22 +164,5 @@ mod tests {
         assert_eq!(fallback_count("a"), 1);
         assert_eq!(fallback_count("abcd"), 1);
         assert_eq!(fallback_count("abcde"), 2);
-    }
-
-    #[test]
-    fn estimates_prompt_with_overheads_and_images() {
-        let body = br#"{"model":"m","messages":[
-            {"role":"system","content":"Hello, world!"},
-            {"role":"user","content":[{"type":"text","text":"Hello, world!"},
-                {"type":"image_url","image_url":{"url":"data:..."}}]},
-            {"role":"assistant","content":null}
-        ]}"#;
-        let req = ChatRequest::parse(body).unwrap();
-        let roles: u64 = ["system", "user", "assistant"]
-            .iter()
-            .map(|r| count_text(r))
-            .sum();
-        let expected = REPLY_PRIMING_TOKENS + 3 * TOKENS_PER_MESSAGE + roles + 4 + 4 + 85;
-        assert_eq!(estimate_prompt_tokens(&req), expected);
     }
 }

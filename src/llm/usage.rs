@@ -1,40 +1,29 @@
-//! Extracts token usage from an upstream chat-completions response, fed
-//! incrementally as the body arrives (chunks may split anywhere, even inside a
-//! UTF-8 character or a `\r\n`).
+//! Extracts token usage from an upstream LLM response, fed incrementally
+//! as the body arrives (chunks may split anywhere, even inside a UTF-8
+//! character or a `\r\n`). What an event or a body means is the route's
+//! API's business (`api::LlmApi`); this module owns the framing.
 //!
 //! Memory is bounded in both modes: JSON bodies are buffered up to a caller-set
 //! limit, SSE streams only ever hold the event being assembled.
 
 use serde_json::Value;
 
-use super::tokens;
+use super::api::LlmApi;
 
 /// Largest SSE event we assemble. OpenAI chunks are a few hundred bytes; an
 /// event beyond this is dropped rather than buffered.
 pub const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
 
-/// Token usage as reported by the upstream.
+/// Token usage as reported by the upstream, in the ledger's convention:
+/// `prompt_tokens` holds EVERY input token (cache reads and writes
+/// included), `completion_tokens` every output token (reasoning included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
     pub reasoning_tokens: u64,
-}
-
-impl Usage {
-    /// Reads an OpenAI `usage` object; `None` for null or a non-object.
-    /// Missing counters read as 0 (details are optional and vary by provider).
-    pub fn from_json(usage: &Value) -> Option<Usage> {
-        let obj = usage.as_object()?;
-        let num = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-        Some(Usage {
-            prompt_tokens: num(obj.get("prompt_tokens")),
-            completion_tokens: num(obj.get("completion_tokens")),
-            cached_tokens: num(usage.pointer("/prompt_tokens_details/cached_tokens")),
-            reasoning_tokens: num(usage.pointer("/completion_tokens_details/reasoning_tokens")),
-        })
-    }
+    pub cache_write_tokens: u64,
 }
 
 /// What a response revealed about its token usage.
@@ -42,13 +31,34 @@ impl Usage {
 pub struct ParsedUsage {
     /// The upstream's own figures (the last `usage` seen), if any.
     pub usage: Option<Usage>,
+    /// `usage` holds only part of the report (an Anthropic stream cut
+    /// before its `message_delta`: the input is known, the output is not).
+    pub partial: bool,
     /// Locally counted tokens of the generated text, for billing an estimate
-    /// when `usage` is `None`. In JSON mode it is only computed in that case.
+    /// when `usage` is `None` or partial. In JSON mode it is only computed then.
     pub completion_text_tokens: u64,
+}
+
+/// What an SSE stream has revealed so far; updated per event by the API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamTally {
+    pub usage: Option<Usage>,
+    /// `usage` is the upstream's final report, not only its input side.
+    pub usage_final: bool,
+    pub text_tokens: u64,
+}
+
+impl StreamTally {
+    /// Output generated so far, by the upstream's count or ours.
+    pub fn output_so_far(&self) -> u64 {
+        let reported = self.usage.map_or(0, |u| u.completion_tokens);
+        reported.max(self.text_tokens)
+    }
 }
 
 #[derive(Debug)]
 pub struct UsageParser {
+    api: LlmApi,
     mode: Mode,
 }
 
@@ -60,28 +70,34 @@ enum Mode {
 
 impl UsageParser {
     /// For a non-streaming JSON body; bodies over `max_buffer` bytes yield no usage.
-    pub fn json(max_buffer: usize) -> UsageParser {
+    pub fn json(api: LlmApi, max_buffer: usize) -> UsageParser {
         UsageParser {
+            api,
             mode: Mode::Json(JsonBody::new(max_buffer)),
         }
     }
 
     /// For a `text/event-stream` body.
-    pub fn sse() -> UsageParser {
+    pub fn sse(api: LlmApi) -> UsageParser {
         UsageParser {
+            api,
             mode: Mode::Sse(SseUsage::default()),
         }
     }
 
     /// Picks SSE for `text/event-stream` (parameters and case ignored), else JSON.
-    pub fn for_content_type(content_type: Option<&str>, max_buffer: usize) -> UsageParser {
+    pub fn for_content_type(
+        api: LlmApi,
+        content_type: Option<&str>,
+        max_buffer: usize,
+    ) -> UsageParser {
         let is_sse = content_type
             .and_then(|ct| ct.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"));
         if is_sse {
-            UsageParser::sse()
+            UsageParser::sse(api)
         } else {
-            UsageParser::json(max_buffer)
+            UsageParser::json(api, max_buffer)
         }
     }
 
@@ -92,7 +108,25 @@ impl UsageParser {
     pub fn feed(&mut self, chunk: &[u8]) {
         match &mut self.mode {
             Mode::Json(j) => j.feed(chunk),
-            Mode::Sse(s) => s.feed(chunk),
+            Mode::Sse(s) => s.feed(self.api, chunk),
+        }
+    }
+
+    /// Output tokens counted so far in a stream (0 for JSON bodies, which
+    /// are read at the end).
+    pub fn output_so_far(&self) -> u64 {
+        match &self.mode {
+            Mode::Json(_) => 0,
+            Mode::Sse(s) => s.tally.output_so_far(),
+        }
+    }
+
+    /// In a stream, the offset just past the last event that ended inside
+    /// the chunk last fed: the bytes up to it form whole events.
+    pub fn last_event_end(&self) -> Option<usize> {
+        match &self.mode {
+            Mode::Json(_) => None,
+            Mode::Sse(s) => s.decoder.last_event_end,
         }
     }
 
@@ -100,30 +134,10 @@ impl UsageParser {
     /// Idempotent: further calls (and feeds) do not change the result.
     pub fn finish(&mut self) -> ParsedUsage {
         match &mut self.mode {
-            Mode::Json(j) => j.finish(),
-            Mode::Sse(s) => s.finish(),
+            Mode::Json(j) => j.finish(self.api),
+            Mode::Sse(s) => s.finish(self.api),
         }
     }
-}
-
-/// Adds the tokens of `choices[*].<field>.content` (and `reasoning_content`,
-/// which some OpenAI-compatible providers use for thinking output).
-fn count_choice_text(response: &Value, field: &str) -> u64 {
-    let Some(choices) = response.get("choices").and_then(Value::as_array) else {
-        return 0;
-    };
-    let mut total = 0u64;
-    for choice in choices {
-        let Some(msg) = choice.get(field) else {
-            continue;
-        };
-        for key in ["content", "reasoning_content"] {
-            if let Some(text) = msg.get(key).and_then(Value::as_str) {
-                total = total.saturating_add(tokens::count_text(text));
-            }
-        }
-    }
-    total
 }
 
 // ---------------------------------------------------------------------------
@@ -160,7 +174,7 @@ impl JsonBody {
         self.buf.extend_from_slice(chunk);
     }
 
-    fn finish(&mut self) -> ParsedUsage {
+    fn finish(&mut self, api: LlmApi) -> ParsedUsage {
         if let Some(r) = self.result {
             return r;
         }
@@ -168,7 +182,7 @@ impl JsonBody {
             ParsedUsage::default()
         } else {
             match serde_json::from_slice::<Value>(&self.buf) {
-                Ok(v) => parse_response(&v),
+                Ok(v) => parse_response(api, &v),
                 Err(_) => ParsedUsage::default(),
             }
         };
@@ -178,15 +192,15 @@ impl JsonBody {
     }
 }
 
-fn parse_response(v: &Value) -> ParsedUsage {
-    match v.get("usage").and_then(Usage::from_json) {
+fn parse_response(api: LlmApi, v: &Value) -> ParsedUsage {
+    match api.response_usage(v) {
         Some(usage) => ParsedUsage {
             usage: Some(usage),
-            completion_text_tokens: 0,
+            ..ParsedUsage::default()
         },
         None => ParsedUsage {
-            usage: None,
-            completion_text_tokens: count_choice_text(v, "message"),
+            completion_text_tokens: api.response_text_tokens(v),
+            ..ParsedUsage::default()
         },
     }
 }
@@ -197,23 +211,17 @@ fn parse_response(v: &Value) -> ParsedUsage {
 #[derive(Debug, Default)]
 struct SseUsage {
     decoder: SseDecoder,
-    state: StreamState,
-}
-
-#[derive(Debug, Default)]
-struct StreamState {
-    last_usage: Option<Usage>,
-    text_tokens: u64,
+    tally: StreamTally,
     done: bool,
 }
 
-impl StreamState {
-    fn on_event(&mut self, data: &[u8]) {
-        if self.done {
+impl SseUsage {
+    fn on_event(api: LlmApi, tally: &mut StreamTally, done: &mut bool, data: &[u8]) {
+        if *done {
             return;
         }
         if data == b"[DONE]" {
-            self.done = true;
+            *done = true;
             return;
         }
         // Malformed or non-JSON events (keep-alives, vendor noise) are skipped:
@@ -221,35 +229,38 @@ impl StreamState {
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
             return;
         };
-        if let Some(u) = v.get("usage").and_then(Usage::from_json) {
-            self.last_usage = Some(u);
-        }
-        // Deltas are roughly token-aligned, so counting them one by one is
-        // close to counting the joined text.
-        self.text_tokens = self
-            .text_tokens
-            .saturating_add(count_choice_text(&v, "delta"));
+        api.on_stream_event(&v, tally);
     }
-}
 
-impl SseUsage {
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.state.done {
+    fn feed(&mut self, api: LlmApi, chunk: &[u8]) {
+        self.decoder.last_event_end = None;
+        if self.done {
             return;
         }
-        let state = &mut self.state;
-        self.decoder.feed(chunk, |data| state.on_event(data));
+        let (tally, done) = (&mut self.tally, &mut self.done);
+        self.decoder
+            .feed(chunk, |data| SseUsage::on_event(api, tally, done, data));
     }
 
-    fn finish(&mut self) -> ParsedUsage {
-        if !self.state.done {
-            let state = &mut self.state;
-            self.decoder.finish(|data| state.on_event(data));
-            self.state.done = true;
+    fn finish(&mut self, api: LlmApi) -> ParsedUsage {
+        if !self.done {
+            let (tally, done) = (&mut self.tally, &mut self.done);
+            self.decoder
+                .finish(|data| SseUsage::on_event(api, tally, done, data));
+            self.done = true;
         }
+        let tally = self.tally;
+        let partial = tally.usage.is_some() && !tally.usage_final;
+        let usage = tally.usage.map(|mut u| {
+            if partial {
+                u.completion_tokens = tally.output_so_far();
+            }
+            u
+        });
         ParsedUsage {
-            usage: self.state.last_usage,
-            completion_text_tokens: self.state.text_tokens,
+            usage,
+            partial,
+            completion_text_tokens: tally.text_tokens,
         }
     }
 }
@@ -270,6 +281,10 @@ struct SseDecoder {
     /// The current line is non-empty but was dropped for being too long.
     line_dropped: bool,
     max_event: usize,
+    /// A blank line ended an event in the line just handled.
+    event_ended: bool,
+    /// Offset in the chunk being fed just past the last event's end.
+    last_event_end: Option<usize>,
 }
 
 impl Default for SseDecoder {
@@ -287,10 +302,13 @@ impl SseDecoder {
             discarding: false,
             line_dropped: false,
             max_event,
+            event_ended: false,
+            last_event_end: None,
         }
     }
 
     fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
+        let fed = chunk.len();
         if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
             if chunk[0] == b'\n' {
@@ -316,6 +334,9 @@ impl SseDecoder {
                 let line = std::mem::take(&mut self.line);
                 self.on_line(&line, &mut on_event);
                 self.line = recycle(line);
+            }
+            if std::mem::take(&mut self.event_ended) {
+                self.last_event_end = Some(fed - chunk.len());
             }
         }
         self.push_line_bytes(chunk);
@@ -383,6 +404,7 @@ impl SseDecoder {
     }
 
     fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8])) {
+        self.event_ended = true;
         if self.discarding {
             self.discarding = false;
         } else if let Some((b'\n', data)) = self.data.split_last() {
@@ -407,6 +429,7 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::tokens;
     use serde_json::json;
 
     const WORDS: [&str; 8] = [
@@ -438,6 +461,7 @@ mod tests {
             completion_tokens: 8,
             cached_tokens: 1024,
             reasoning_tokens: 3,
+            cache_write_tokens: 0,
         }
     }
 
@@ -467,7 +491,7 @@ mod tests {
     }
 
     fn parse_sse(parts: &[&[u8]]) -> ParsedUsage {
-        let mut p = UsageParser::sse();
+        let mut p = UsageParser::sse(LlmApi::OpenaiChat);
         for part in parts {
             p.feed(part);
         }
@@ -497,7 +521,7 @@ mod tests {
                 let (a, b) = body.split_at(i);
                 assert_eq!(parse_sse(&[a, b]), whole, "eol {eol:?} split at {i}");
             }
-            let mut p = UsageParser::sse();
+            let mut p = UsageParser::sse(LlmApi::OpenaiChat);
             for byte in &body {
                 p.feed(std::slice::from_ref(byte));
                 p.feed(&[]);
@@ -571,7 +595,7 @@ mod tests {
             Some(2)
         );
         // finish is idempotent and later feeds are ignored.
-        let mut p = UsageParser::sse();
+        let mut p = UsageParser::sse(LlmApi::OpenaiChat);
         p.feed(tail);
         let first = p.finish();
         p.feed(b"\n\ndata: {\"usage\":{\"prompt_tokens\":9}}\n\n");
@@ -612,6 +636,17 @@ mod tests {
     }
 
     #[test]
+    fn last_event_end_marks_whole_events_in_the_chunk() {
+        let mut p = UsageParser::sse(LlmApi::OpenaiChat);
+        p.feed(b"data: a\n\ndata: b\n\ndata: par");
+        assert_eq!(p.last_event_end(), Some(18));
+        p.feed(b"tial");
+        assert_eq!(p.last_event_end(), None);
+        p.feed(b"\r\n\r\nda");
+        assert_eq!(p.last_event_end(), Some(4));
+    }
+
+    #[test]
     fn sse_data_without_space_or_colon() {
         let mut d = SseDecoder::default();
         let mut events = Vec::new();
@@ -637,7 +672,7 @@ mod tests {
     fn json_body_split_at_every_byte() {
         let body = response_body(true);
         for i in 0..=body.len() {
-            let mut p = UsageParser::json(1 << 20);
+            let mut p = UsageParser::json(LlmApi::OpenaiChat, 1 << 20);
             let (a, b) = body.split_at(i);
             p.feed(a);
             p.feed(b);
@@ -645,7 +680,7 @@ mod tests {
                 p.finish(),
                 ParsedUsage {
                     usage: Some(expected_usage()),
-                    completion_text_tokens: 0
+                    ..ParsedUsage::default()
                 },
                 "split at {i}"
             );
@@ -654,7 +689,7 @@ mod tests {
 
     #[test]
     fn json_without_usage_counts_message_text() {
-        let mut p = UsageParser::json(1 << 20);
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, 1 << 20);
         p.feed(&response_body(false));
         let got = p.finish();
         assert_eq!(got.usage, None);
@@ -667,24 +702,26 @@ mod tests {
     #[test]
     fn json_over_limit_or_invalid_reports_nothing() {
         let body = response_body(true);
-        let mut p = UsageParser::json(body.len() - 1);
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, body.len() - 1);
         for c in body.chunks(10) {
             p.feed(c);
         }
         assert_eq!(p.finish(), ParsedUsage::default());
 
-        let mut p = UsageParser::json(body.len());
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, body.len());
         p.feed(&body);
         assert!(p.finish().usage.is_some());
 
-        let mut p = UsageParser::json(1024);
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, 1024);
         p.feed(b"{\"usage\": {\"prompt_tokens\": 1");
         assert_eq!(p.finish(), ParsedUsage::default());
     }
 
     #[test]
     fn usage_from_json_handles_missing_details() {
-        let u = Usage::from_json(&json!({"prompt_tokens": 3, "completion_tokens": 4}));
+        let u = crate::llm::api::openai_chat::usage_object(
+            &json!({"prompt_tokens": 3, "completion_tokens": 4}),
+        );
         assert_eq!(
             u,
             Some(Usage {
@@ -693,17 +730,29 @@ mod tests {
                 ..Usage::default()
             })
         );
-        assert_eq!(Usage::from_json(&Value::Null), None);
-        assert_eq!(Usage::from_json(&json!(5)), None);
+        assert_eq!(
+            crate::llm::api::openai_chat::usage_object(&Value::Null),
+            None
+        );
+        assert_eq!(crate::llm::api::openai_chat::usage_object(&json!(5)), None);
     }
 
     #[test]
     fn content_type_selects_mode() {
-        assert!(UsageParser::for_content_type(Some("text/event-stream"), 10).is_sse());
         assert!(
-            UsageParser::for_content_type(Some("Text/Event-Stream; charset=utf-8"), 10).is_sse()
+            UsageParser::for_content_type(LlmApi::OpenaiChat, Some("text/event-stream"), 10)
+                .is_sse()
         );
-        assert!(!UsageParser::for_content_type(Some("application/json"), 10).is_sse());
-        assert!(!UsageParser::for_content_type(None, 10).is_sse());
+        assert!(UsageParser::for_content_type(
+            LlmApi::OpenaiChat,
+            Some("Text/Event-Stream; charset=utf-8"),
+            10
+        )
+        .is_sse());
+        assert!(
+            !UsageParser::for_content_type(LlmApi::OpenaiChat, Some("application/json"), 10)
+                .is_sse()
+        );
+        assert!(!UsageParser::for_content_type(LlmApi::OpenaiChat, None, 10).is_sse());
     }
 }

@@ -1,6 +1,10 @@
 //! The mock backend used by `tollgate demo`, the integration tests and the
 //! benches: a support API that echoes what it received (so identity
-//! propagation is visible) and an OpenAI-compatible chat-completions API.
+//! propagation is visible) and the LLM APIs tollgate serves: OpenAI chat
+//! completions, Responses and embeddings, and Anthropic Messages, at their
+//! `/v1/...` paths and at Azure-style deployment paths
+//! (`/openai/deployments/NAME/chat/completions?api-version=...`: any POST
+//! under `/openai/` whose path ends in the API's suffix).
 //!
 //! It is a Pingora `HttpServerApp` rather than a `ServeHttp` because SSE
 //! answers must be streamed chunk by chunk, with delays between events.
@@ -8,16 +12,30 @@
 //! Knobs (request headers, all optional):
 //! - `x-mock-status: 503` answer with this status
 //! - `x-mock-delay-ms: 200` wait before answering
-//! - `x-mock-completion-tokens: 40` completion length of a chat answer
+//! - `x-mock-completion-tokens: 40` completion length of an LLM answer
+//!   (capped by the request's output limit)
+//! - `x-mock-ignore-cap: 1` generate past the request's output limit (a
+//!   runaway upstream; with a huge completion count, an endless stream)
 //! - `x-mock-chunk-delay-ms: 50` delay between SSE events
+//! - `x-mock-stall-after: 5` stop sending (connection kept open) after 5
+//!   output events
 //! - `x-mock-no-usage: 1` never report usage
+//! - `x-mock-cached-tokens: 64`, `x-mock-cache-write-tokens: 32`,
+//!   `x-mock-reasoning-tokens: 8` token classes to report
+//! - chat only: `x-mock-json-bytes: N` (an N-byte JSON answer),
+//!   `x-mock-endless-event: 1` (one SSE event that never ends),
+//!   `x-mock-headers: N` (N extra response headers)
 //!
 //! `/bench` answers a fixed small JSON body (load benchmarks).
 //! Control endpoints: `POST /__mock/health/{ok|fail}` flips `/healthz`;
 //! `POST /__mock/force-status/{code}` answers every other request with that
 //! status (0 turns it off); `GET /__mock/stats` counts requests served.
 
+mod anthropic;
 mod chat;
+mod embeddings;
+mod llm;
+mod responses;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -66,6 +84,13 @@ impl Reply {
             body: value.to_string().into_bytes(),
         }
     }
+}
+
+/// `/v1<suffix>`, or an Azure-style `/openai/...<suffix>` path. Other
+/// paths (e.g. `/v2/chat/completions`) are echoed.
+fn llm_api_path(path: &str, suffix: &str) -> bool {
+    path.strip_prefix("/v1") == Some(suffix)
+        || (path.starts_with("/openai/") && path.ends_with(suffix))
 }
 
 fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
@@ -137,8 +162,17 @@ impl MockBackend {
                 200,
                 &json!({"backend": self.name, "served": self.served.load(Ordering::Relaxed)}),
             ),
-            ("POST", "/v1/chat/completions") => {
+            ("POST", p) if llm_api_path(p, "/chat/completions") => {
                 return chat::complete(session, &self.name, &body).await;
+            }
+            ("POST", p) if llm_api_path(p, "/messages") => {
+                return anthropic::messages(session, &self.name, &body).await;
+            }
+            ("POST", p) if llm_api_path(p, "/responses") => {
+                return responses::create(session, &self.name, &body).await;
+            }
+            ("POST", p) if llm_api_path(p, "/embeddings") => {
+                return embeddings::create(session, &self.name, &body).await;
             }
             _ => self.echo(session, &method, body, body_len),
         };

@@ -1,236 +1,14 @@
-//! OpenAI-compatible chat-completions request: validation, inspection and rewriting.
-//!
-//! The request is kept as the parsed JSON object so that fields the gateway does
-//! not know about (tools, response_format, vendor extensions, ...) are forwarded
-//! untouched. Validation happens once in [`ChatRequest::parse`]; the accessors
-//! below rely on it but still never panic on unexpected shapes.
+//! OpenAI chat completions (`POST /v1/chat/completions`): `messages`
+//! with string or part content, `max_tokens` / `max_completion_tokens`,
+//! usage from `usage` (JSON, or the last SSE chunk once
+//! `stream_options.include_usage` is set, which the rewrite forces).
 
-use serde_json::{Map, Value};
-use thiserror::Error;
+use super::{field_err, num, validate_positive, Part, RequestError};
+use crate::llm::tokens;
+use crate::llm::usage::{StreamTally, Usage};
+use serde_json::{json, Map, Value};
 
-/// A request the gateway refuses with HTTP 400 `invalid_request`.
-///
-/// Messages name the offending field but never echo message content, because
-/// error bodies and logs must not leak prompts.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ChatError {
-    /// Only the position is reported: serde's message could quote the input.
-    #[error("request body is not valid JSON (line {line}, column {column})")]
-    Json { line: usize, column: usize },
-    #[error("request body must be a JSON object")]
-    NotObject,
-    #[error("{field} {problem}")]
-    Field {
-        field: String,
-        problem: &'static str,
-    },
-}
-
-fn field_err(field: impl Into<String>, problem: &'static str) -> ChatError {
-    ChatError::Field {
-        field: field.into(),
-        problem,
-    }
-}
-
-/// One piece of message content as the model sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part<'a> {
-    Text(&'a str),
-    /// image_url, input_audio, file, ...: counted with a flat estimate.
-    Other,
-}
-
-/// Read-only view of one validated message.
-#[derive(Debug, Clone, Copy)]
-pub struct MessageRef<'a> {
-    obj: &'a Map<String, Value>,
-}
-
-impl<'a> MessageRef<'a> {
-    pub fn role(&self) -> &'a str {
-        self.obj.get("role").and_then(Value::as_str).unwrap_or("")
-    }
-
-    /// Visits the content parts in order; null/absent content has none.
-    pub fn for_each_part(&self, mut f: impl FnMut(Part<'a>)) {
-        match self.obj.get("content") {
-            Some(Value::String(s)) => f(Part::Text(s)),
-            Some(Value::Array(parts)) => {
-                for part in parts {
-                    match text_of_part(part) {
-                        Some(t) => f(Part::Text(t)),
-                        None => f(Part::Other),
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn is_text_part(part: &Value) -> bool {
-    part.get("type").and_then(Value::as_str) == Some("text")
-}
-
-fn text_of_part(part: &Value) -> Option<&str> {
-    if is_text_part(part) {
-        part.get("text").and_then(Value::as_str)
-    } else {
-        None
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatRequest {
-    body: Map<String, Value>,
-}
-
-impl ChatRequest {
-    pub fn parse(body: &[u8]) -> Result<ChatRequest, ChatError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| ChatError::Json {
-            line: e.line(),
-            column: e.column(),
-        })?;
-        let Value::Object(body) = value else {
-            return Err(ChatError::NotObject);
-        };
-        validate(&body)?;
-        Ok(ChatRequest { body })
-    }
-
-    /// The whole JSON object, for callers that need fields not modelled here.
-    pub fn body(&self) -> &Map<String, Value> {
-        &self.body
-    }
-
-    pub fn model(&self) -> &str {
-        self.body.get("model").and_then(Value::as_str).unwrap_or("")
-    }
-
-    pub fn is_stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool) == Some(true)
-    }
-
-    pub fn message_count(&self) -> usize {
-        self.messages().count()
-    }
-
-    /// `max_completion_tokens` is the newer name and supersedes `max_tokens`.
-    pub fn requested_max_tokens(&self) -> Option<u64> {
-        ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| self.body.get(*k).and_then(Value::as_u64))
-    }
-
-    pub fn messages(&self) -> impl Iterator<Item = MessageRef<'_>> {
-        self.body
-            .get("messages")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_object)
-            .map(|obj| MessageRef { obj })
-    }
-
-    /// Visits every text the model will read: string contents and text parts.
-    pub fn for_each_text(&self, mut f: impl FnMut(&str)) {
-        for msg in self.messages() {
-            msg.for_each_part(|part| {
-                if let Part::Text(t) = part {
-                    f(t)
-                }
-            });
-        }
-    }
-
-    /// Replaces texts in place: `f` returns `Some(new)` to replace, `None` to keep.
-    /// Returns the number of texts replaced.
-    pub fn map_texts(&mut self, mut f: impl FnMut(&str) -> Option<String>) -> usize {
-        let Some(Value::Array(messages)) = self.body.get_mut("messages") else {
-            return 0;
-        };
-        let mut changed = 0;
-        let mut apply = |slot: &mut String| {
-            if let Some(new) = f(slot) {
-                *slot = new;
-                changed += 1;
-            }
-        };
-        for msg in messages.iter_mut() {
-            match msg.get_mut("content") {
-                Some(Value::String(s)) => apply(s),
-                Some(Value::Array(parts)) => {
-                    for part in parts.iter_mut().filter(|p| is_text_part(p)) {
-                        if let Some(Value::String(s)) = part.get_mut("text") {
-                            apply(s);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        changed
-    }
-
-    /// Prepares the request for the upstream and returns the output-token limit
-    /// to use for budget estimation.
-    ///
-    /// A cap of 0 is treated as 1: upstreams reject a zero limit, and config
-    /// validation should have refused it anyway.
-    pub fn rewrite(&mut self, upstream_model: Option<&str>, max_tokens_cap: u64) -> u64 {
-        let cap = max_tokens_cap.max(1);
-        if let Some(model) = upstream_model {
-            self.body
-                .insert("model".to_owned(), Value::String(model.to_owned()));
-        }
-
-        let effective = self.requested_max_tokens().map_or(cap, |r| r.min(cap));
-        let mut present = false;
-        for key in ["max_completion_tokens", "max_tokens"] {
-            if let Some(v) = self.body.get_mut(key) {
-                present = true;
-                if let Some(n) = v.as_u64() {
-                    *v = Value::from(n.min(cap));
-                }
-            }
-        }
-        if !present {
-            // Without an explicit limit the upstream may generate up to the model's
-            // context size, which the budget reservation could not bound.
-            self.body.insert("max_tokens".to_owned(), Value::from(cap));
-        }
-
-        if self.is_stream() {
-            // Without include_usage OpenAI streams carry no usage at all.
-            let opts = self
-                .body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !opts.is_object() {
-                *opts = Value::Object(Map::new());
-            }
-            if let Value::Object(o) = opts {
-                o.insert("include_usage".to_owned(), Value::Bool(true));
-            }
-        }
-        effective
-    }
-
-    pub fn to_vec(&self) -> Vec<u8> {
-        // Serialising a Map<String, Value> into a Vec cannot fail (string keys,
-        // infallible writer), so the empty fallback is unreachable.
-        serde_json::to_vec(&self.body).unwrap_or_default()
-    }
-}
-
-fn validate(body: &Map<String, Value>) -> Result<(), ChatError> {
-    match body.get("model") {
-        None => return Err(field_err("model", "is required")),
-        Some(Value::String(s)) if !s.is_empty() => {}
-        Some(_) => return Err(field_err("model", "must be a non-empty string")),
-    }
-
+pub(super) fn validate(body: &Map<String, Value>) -> Result<(), RequestError> {
     let messages = match body.get("messages") {
         None => return Err(field_err("messages", "is required")),
         Some(Value::Array(a)) if !a.is_empty() => a,
@@ -239,23 +17,166 @@ fn validate(body: &Map<String, Value>) -> Result<(), ChatError> {
     for (i, msg) in messages.iter().enumerate() {
         validate_message(i, msg)?;
     }
-
-    for key in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = body.get(key) {
-            if !matches!(v.as_u64(), Some(n) if n > 0) {
-                return Err(field_err(key, "must be a positive integer"));
-            }
-        }
-    }
-    if let Some(v) = body.get("stream") {
-        if !v.is_boolean() {
-            return Err(field_err("stream", "must be a boolean"));
-        }
+    for key in ["max_tokens", "max_completion_tokens", "n"] {
+        validate_positive(body, key)?;
     }
     Ok(())
 }
 
-fn validate_message(i: usize, msg: &Value) -> Result<(), ChatError> {
+/// Choices asked for (`n`, default 1): each may generate up to the cap.
+pub(super) fn choices(body: &Map<String, Value>) -> u64 {
+    body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
+}
+
+fn messages(body: &Map<String, Value>) -> impl Iterator<Item = &Map<String, Value>> {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+}
+
+pub(super) fn message_count(body: &Map<String, Value>) -> usize {
+    messages(body).count()
+}
+
+/// `max_completion_tokens` is the newer name and supersedes `max_tokens`.
+pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+}
+
+fn is_text_part(part: &Value) -> bool {
+    part.get("type").and_then(Value::as_str) == Some("text")
+}
+
+pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
+    for msg in messages(body) {
+        match msg.get("content") {
+            Some(Value::String(s)) => f(Part::Text(s)),
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    match part.get("text").and_then(Value::as_str) {
+                        Some(t) if is_text_part(part) => f(Part::Text(t)),
+                        _ => f(Part::Other),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
+    let Some(Value::Array(messages)) = body.get_mut("messages") else {
+        return;
+    };
+    for msg in messages.iter_mut() {
+        match msg.get_mut("content") {
+            Some(Value::String(s)) => apply(s),
+            Some(Value::Array(parts)) => {
+                for part in parts.iter_mut().filter(|p| is_text_part(p)) {
+                    if let Some(Value::String(s)) = part.get_mut("text") {
+                        apply(s);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Caps both limits at the model's; sets `max_tokens` when neither is
+/// present (else the upstream may generate up to the context size, which
+/// the reservation could not bound); forces `include_usage` on streams.
+pub(super) fn rewrite(body: &mut Map<String, Value>, model_cap: u64) {
+    let mut present = false;
+    for key in ["max_completion_tokens", "max_tokens"] {
+        if let Some(v) = body.get_mut(key) {
+            present = true;
+            if let Some(n) = v.as_u64() {
+                *v = Value::from(n.min(model_cap));
+            }
+        }
+    }
+    if !present {
+        body.insert("max_tokens".to_owned(), Value::from(model_cap));
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        // Without include_usage OpenAI streams carry no usage at all.
+        let opts = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !opts.is_object() {
+            *opts = Value::Object(Map::new());
+        }
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".to_owned(), Value::Bool(true));
+        }
+    }
+}
+
+/// OpenAI's `usage` object: cached tokens are inside `prompt_tokens`,
+/// reasoning tokens inside `completion_tokens`.
+pub(crate) fn usage_object(usage: &Value) -> Option<Usage> {
+    usage.as_object()?;
+    Some(Usage {
+        prompt_tokens: num(usage, "/prompt_tokens"),
+        completion_tokens: num(usage, "/completion_tokens"),
+        cached_tokens: num(usage, "/prompt_tokens_details/cached_tokens"),
+        reasoning_tokens: num(usage, "/completion_tokens_details/reasoning_tokens"),
+        cache_write_tokens: 0,
+    })
+}
+
+pub(super) fn response_usage(response: &Value) -> Option<Usage> {
+    response.get("usage").and_then(usage_object)
+}
+
+/// `choices[*].<field>.content` and `reasoning_content` (which some
+/// OpenAI-compatible providers use for thinking output).
+fn for_each_choice_text<'a>(response: &'a Value, field: &str, f: &mut impl FnMut(&'a str)) {
+    let Some(choices) = response.get("choices").and_then(Value::as_array) else {
+        return;
+    };
+    for msg in choices.iter().filter_map(|c| c.get(field)) {
+        for key in ["content", "reasoning_content"] {
+            if let Some(text) = msg.get(key).and_then(Value::as_str) {
+                f(text);
+            }
+        }
+    }
+}
+
+pub(super) fn for_each_output_text(response: &Value, f: &mut impl FnMut(&str)) {
+    for_each_choice_text(response, "message", f);
+}
+
+pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
+    if let Some(u) = event.get("usage").and_then(usage_object) {
+        tally.usage = Some(u);
+        tally.usage_final = true;
+    }
+    // Deltas are roughly token-aligned, so counting them one by one is
+    // close to counting the joined text.
+    let mut n = 0u64;
+    for_each_choice_text(event, "delta", &mut |t| {
+        n = n.saturating_add(tokens::count_text(t))
+    });
+    tally.text_tokens = tally.text_tokens.saturating_add(n);
+}
+
+/// A last chunk finishing with "length", then `[DONE]`.
+pub(super) fn cut_off_tail(model: &str, _output_tokens: u64) -> Vec<u8> {
+    let last = json!({
+        "id": "chatcmpl-tollgate-cutoff", "object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]
+    });
+    format!("data: {last}\n\ndata: [DONE]\n\n").into_bytes()
+}
+
+fn validate_message(i: usize, msg: &Value) -> Result<(), RequestError> {
     let Some(obj) = msg.as_object() else {
         return Err(field_err(format!("messages[{i}]"), "must be an object"));
     };
@@ -278,7 +199,7 @@ fn validate_message(i: usize, msg: &Value) -> Result<(), ChatError> {
     }
 }
 
-fn validate_part(i: usize, j: usize, part: &Value) -> Result<(), ChatError> {
+fn validate_part(i: usize, j: usize, part: &Value) -> Result<(), RequestError> {
     let Some(obj) = part.as_object() else {
         return Err(field_err(
             format!("messages[{i}].content[{j}]"),
@@ -305,11 +226,12 @@ fn validate_part(i: usize, j: usize, part: &Value) -> Result<(), ChatError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{LlmApi, LlmRequest};
     use super::*;
     use serde_json::json;
 
-    fn req(v: Value) -> Result<ChatRequest, ChatError> {
-        ChatRequest::parse(v.to_string().as_bytes())
+    fn req(v: Value) -> Result<LlmRequest, RequestError> {
+        LlmRequest::parse(LlmApi::OpenaiChat, v.to_string().as_bytes())
     }
 
     fn err_text(v: Value) -> String {
@@ -342,9 +264,14 @@ mod tests {
         let r = req(sample()).unwrap();
         assert_eq!(r.model(), "gpt-4o-mini");
         assert!(!r.is_stream());
-        assert_eq!(r.message_count(), 4);
-        assert_eq!(r.requested_max_tokens(), None);
-        let roles: Vec<_> = r.messages().map(|m| m.role()).collect();
+        assert_eq!(r.message_count(), Some(4));
+        assert_eq!(r.requested_output_cap(), None);
+        let roles: Vec<_> = r.body()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
         assert_eq!(roles, ["system", "user", "assistant", "tool"]);
     }
 
@@ -358,19 +285,20 @@ mod tests {
             ["You are helpful.", "What is in", "this picture?", "42"]
         );
         let mut others = 0;
-        for m in r.messages() {
-            m.for_each_part(|p| others += usize::from(p == Part::Other));
-        }
+        r.for_each_part(|p| others += usize::from(p == Part::Other));
         assert_eq!(others, 1);
     }
 
     #[test]
     fn rejects_bad_bodies_with_field_names() {
         assert!(matches!(
-            ChatRequest::parse(b"{not json"),
-            Err(ChatError::Json { .. })
+            LlmRequest::parse(LlmApi::OpenaiChat, b"{not json"),
+            Err(RequestError::Json { .. })
         ));
-        assert_eq!(ChatRequest::parse(b"[1]"), Err(ChatError::NotObject));
+        assert_eq!(
+            LlmRequest::parse(LlmApi::OpenaiChat, b"[1]"),
+            Err(RequestError::NotObject)
+        );
         let cases = [
             (
                 json!({"messages": [{"role": "user", "content": "x"}]}),
@@ -446,9 +374,12 @@ mod tests {
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 7}, secret]}]}),
         );
         assert!(!e.contains("123-45"), "{e}");
-        let e = ChatRequest::parse(format!("{{\"model\": \"{secret}\" ,, }}").as_bytes())
-            .unwrap_err()
-            .to_string();
+        let e = LlmRequest::parse(
+            LlmApi::OpenaiChat,
+            format!("{{\"model\": \"{secret}\" ,, }}").as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(!e.contains("123-45"), "{e}");
     }
 
@@ -457,13 +388,13 @@ mod tests {
         let mut v = sample();
         v["max_tokens"] = json!(100);
         v["max_completion_tokens"] = json!(50);
-        assert_eq!(req(v).unwrap().requested_max_tokens(), Some(50));
+        assert_eq!(req(v).unwrap().requested_output_cap(), Some(50));
     }
 
     #[test]
     fn rewrite_sets_model_and_default_cap() {
         let mut r = req(sample()).unwrap();
-        assert_eq!(r.rewrite(Some("gpt-4o-mini-2024-07-18"), 512), 512);
+        assert_eq!(r.rewrite("gpt-4o-mini-2024-07-18", 512), 512);
         assert_eq!(r.model(), "gpt-4o-mini-2024-07-18");
         assert_eq!(r.body()["max_tokens"], json!(512));
         assert!(!r.body().contains_key("max_completion_tokens"));
@@ -480,7 +411,7 @@ mod tests {
         v["max_tokens"] = json!(100);
         v["max_completion_tokens"] = json!(5000);
         let mut r = req(v).unwrap();
-        assert_eq!(r.rewrite(None, 1000), 1000);
+        assert_eq!(r.rewrite("gpt-4o-mini", 1000), 1000);
         assert_eq!(r.model(), "gpt-4o-mini");
         assert_eq!(r.body()["max_completion_tokens"], json!(1000));
         assert_eq!(r.body()["max_tokens"], json!(100));
@@ -488,9 +419,9 @@ mod tests {
         let mut v = sample();
         v["max_tokens"] = json!(100);
         let mut r = req(v).unwrap();
-        assert_eq!(r.rewrite(None, 1000), 100);
+        assert_eq!(r.rewrite("gpt-4o-mini", 1000), 100);
         assert_eq!(r.body()["max_tokens"], json!(100));
-        assert_eq!(r.rewrite(None, 0), 1);
+        assert_eq!(r.rewrite("gpt-4o-mini", 0), 1);
         assert_eq!(r.body()["max_tokens"], json!(1));
     }
 
@@ -499,12 +430,12 @@ mod tests {
         let mut v = sample();
         v["stream"] = json!(true);
         let mut r = req(v.clone()).unwrap();
-        r.rewrite(None, 10);
+        r.rewrite("gpt-4o-mini", 10);
         assert_eq!(r.body()["stream_options"], json!({"include_usage": true}));
 
         v["stream_options"] = json!({"include_usage": false, "other": 1});
         let mut r = req(v.clone()).unwrap();
-        r.rewrite(None, 10);
+        r.rewrite("gpt-4o-mini", 10);
         assert_eq!(
             r.body()["stream_options"],
             json!({"include_usage": true, "other": 1})
@@ -512,13 +443,13 @@ mod tests {
 
         v["stream_options"] = json!("bogus");
         let mut r = req(v).unwrap();
-        r.rewrite(None, 10);
+        r.rewrite("gpt-4o-mini", 10);
         assert_eq!(r.body()["stream_options"], json!({"include_usage": true}));
 
         let mut v = sample();
         v["stream"] = json!(false);
         let mut r = req(v).unwrap();
-        r.rewrite(None, 10);
+        r.rewrite("gpt-4o-mini", 10);
         assert!(!r.body().contains_key("stream_options"));
     }
 

@@ -1,0 +1,103 @@
+//! Anthropic Messages (`/v1/messages`) for the mock backend: JSON, or SSE
+//! in Anthropic's event format (named events, `ping`, `message_start` with
+//! the input usage, `message_delta` with the cumulative output).
+
+use super::llm::{self, Knobs};
+use super::{write_reply, Reply};
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+/// One mock token per 4 bytes of `system` and message text, plus one per
+/// message (cache reads and writes come on top, from the knobs).
+fn input_tokens(request: &Value) -> u64 {
+    let messages: u64 = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|m| llm::content_tokens(m.get("content")) + 1)
+        .sum();
+    messages + llm::content_tokens(request.get("system"))
+}
+
+fn usage(input: u64, output: u64, knobs: &Knobs) -> Value {
+    json!({
+        "input_tokens": input,
+        "output_tokens": output,
+        "cache_creation_input_tokens": knobs.cache_write,
+        "cache_read_input_tokens": knobs.cached,
+    })
+}
+
+pub(super) async fn messages(
+    session: &mut ServerSession,
+    backend: &str,
+    body: &[u8],
+) -> pingora::Result<()> {
+    let Some(request) = llm::parse_request(body) else {
+        return llm::invalid_json(session).await;
+    };
+    let knobs = Knobs::read(session);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let input = input_tokens(&request);
+    let output = knobs.completion(request.get("max_tokens").and_then(Value::as_u64));
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    if !stream {
+        let mut answer = json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": llm::words(output)}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "backend": backend,
+            "upstream_path": llm::request_target(session),
+            "received": request,
+        });
+        if !knobs.no_usage {
+            answer["usage"] = usage(input, output, &knobs);
+        }
+        return write_reply(session, Reply::json(200, &answer)).await;
+    }
+    llm::start_stream(session, backend).await?;
+    let mut message = json!({"id": "msg_mock", "type": "message", "role": "assistant",
+        "model": model, "content": [], "stop_reason": null, "stop_sequence": null});
+    if !knobs.no_usage {
+        message["usage"] = usage(input, 1, &knobs);
+    }
+    llm::send_named(
+        session,
+        "message_start",
+        &json!({"type": "message_start", "message": message}),
+    )
+    .await?;
+    llm::send_named(
+        session,
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+    )
+    .await?;
+    llm::send_named(session, "ping", &json!({"type": "ping"})).await?;
+    for i in 0..output {
+        let delta = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": llm::token(i)}});
+        llm::send_named(session, "content_block_delta", &delta).await?;
+        knobs.pace(i + 1).await;
+    }
+    llm::send_named(
+        session,
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    )
+    .await?;
+    let mut delta = json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}});
+    if !knobs.no_usage {
+        delta["usage"] = json!({"output_tokens": output});
+    }
+    llm::send_named(session, "message_delta", &delta).await?;
+    llm::send_named(session, "message_stop", &json!({"type": "message_stop"})).await?;
+    llm::end_stream(session).await
+}

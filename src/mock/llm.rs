@@ -1,0 +1,222 @@
+//! What every mock LLM API shares: the knobs read from request headers, a
+//! deterministic "tokenizer", SSE writing and the misbehaving modes used by
+//! the runaway tests.
+
+use super::{header_u64, write_reply, Reply};
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How long a stalled stream sleeps: longer than any test's read timeout.
+const STALL: Duration = Duration::from_secs(600);
+
+/// Per-request behaviour, from `x-mock-*` headers.
+pub(super) struct Knobs {
+    /// Output tokens to generate (default 16), capped by the request's
+    /// output limit unless `ignore_cap`.
+    completion: u64,
+    /// `x-mock-ignore-cap: 1`: generate past the request's output limit
+    /// (a runaway upstream; with a huge completion count, an endless one).
+    ignore_cap: bool,
+    pub chunk_delay: Option<Duration>,
+    /// `x-mock-stall-after: N`: stop sending (without closing) after N
+    /// output events.
+    pub stall_after: Option<u64>,
+    pub no_usage: bool,
+    /// Reported cache-read input tokens (OpenAI cached_tokens, Anthropic
+    /// cache_read_input_tokens).
+    pub cached: u64,
+    /// Reported Anthropic cache_creation_input_tokens.
+    pub cache_write: u64,
+    /// Reported reasoning tokens (inside the output).
+    pub reasoning: u64,
+}
+
+impl Knobs {
+    pub fn read(session: &ServerSession) -> Knobs {
+        Knobs {
+            completion: header_u64(session, "x-mock-completion-tokens").unwrap_or(16),
+            ignore_cap: session.get_header("x-mock-ignore-cap").is_some(),
+            chunk_delay: header_u64(session, "x-mock-chunk-delay-ms").map(Duration::from_millis),
+            stall_after: header_u64(session, "x-mock-stall-after"),
+            no_usage: session.get_header("x-mock-no-usage").is_some(),
+            cached: header_u64(session, "x-mock-cached-tokens").unwrap_or(0),
+            cache_write: header_u64(session, "x-mock-cache-write-tokens").unwrap_or(0),
+            reasoning: header_u64(session, "x-mock-reasoning-tokens").unwrap_or(0),
+        }
+    }
+
+    /// Output tokens for a request whose limit is `cap`.
+    pub fn completion(&self, cap: Option<u64>) -> u64 {
+        match cap {
+            Some(cap) if !self.ignore_cap => self.completion.min(cap),
+            _ => self.completion,
+        }
+    }
+
+    /// Between output events: the configured delay, or forever once the
+    /// stall point is reached.
+    pub async fn pace(&self, sent: u64) {
+        if self.stall_after.is_some_and(|n| sent >= n) {
+            tokio::time::sleep(STALL).await;
+        }
+        if let Some(d) = self.chunk_delay {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// Prompt tokens as the mock counts them: one per 4 bytes of text.
+/// Deterministic, not realistic.
+pub(super) fn text_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// Sums the mock tokens of a string or of the `text` of each part.
+pub(super) fn content_tokens(content: Option<&Value>) -> u64 {
+    match content {
+        Some(Value::String(s)) => text_tokens(s),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| match (p.get("text"), p.get("content")) {
+                (Some(Value::String(t)), _) => text_tokens(t),
+                (_, inner @ Some(_)) => content_tokens(inner),
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// `count` tokens of text: "tok tok tok ...".
+pub(super) fn words(count: u64) -> String {
+    let mut text = String::with_capacity(count.min(1 << 20) as usize * 4);
+    for i in 0..count {
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str("tok");
+    }
+    text
+}
+
+/// The text of the i-th streamed token.
+pub(super) fn token(i: u64) -> &'static str {
+    if i == 0 {
+        "tok"
+    } else {
+        " tok"
+    }
+}
+
+pub(super) fn parse_request(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object)
+}
+
+pub(super) async fn invalid_json(session: &mut ServerSession) -> pingora::Result<()> {
+    let err = json!({"error": {"message": "invalid JSON", "type": "invalid_request_error"}});
+    write_reply(session, Reply::json(400, &err)).await
+}
+
+pub(super) async fn start_stream(
+    session: &mut ServerSession,
+    backend: &str,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(200, Some(3))?;
+    header.insert_header("content-type", "text/event-stream")?;
+    header.insert_header("cache-control", "no-cache")?;
+    header.insert_header("x-mock-backend", backend)?;
+    session.write_response_header(Box::new(header)).await
+}
+
+/// `data: ...` (OpenAI chat).
+pub(super) async fn send_data(session: &mut ServerSession, data: &str) -> pingora::Result<()> {
+    let event = format!("data: {data}\n\n");
+    session.write_response_body(Bytes::from(event), false).await
+}
+
+/// `event: NAME` + `data: ...` (Anthropic, Responses).
+pub(super) async fn send_named(
+    session: &mut ServerSession,
+    name: &str,
+    data: &Value,
+) -> pingora::Result<()> {
+    let event = format!("event: {name}\ndata: {data}\n\n");
+    session.write_response_body(Bytes::from(event), false).await
+}
+
+pub(super) async fn end_stream(session: &mut ServerSession) -> pingora::Result<()> {
+    session.write_response_body(Bytes::new(), true).await
+}
+
+/// Where the request was sent (path and query), echoed in JSON answers so
+/// tests see upstream path rewrites (Azure deployments).
+pub(super) fn request_target(session: &ServerSession) -> String {
+    let uri = &session.req_header().uri;
+    match uri.query() {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_string(),
+    }
+}
+
+/// Upstream misbehaviour beyond tokens, for the hostile-upstream tests:
+/// - `x-mock-json-bytes: N` a 200 JSON answer of N bytes (sent in 64 KiB
+///   pieces, never held whole);
+/// - `x-mock-endless-event: 1` an SSE answer whose one event never ends;
+/// - `x-mock-headers: N` N extra response headers on an empty JSON answer.
+///
+/// Returns false when none applies.
+pub(super) async fn misbehave(session: &mut ServerSession) -> pingora::Result<bool> {
+    const PIECE: usize = 64 * 1024;
+    if let Some(total) = header_u64(session, "x-mock-json-bytes") {
+        let total = total.max(16) as usize;
+        let mut header = ResponseHeader::build(200, Some(3))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", total.to_string())?;
+        session.write_response_header(Box::new(header)).await?;
+        // {"pad":"xxxx...x"}: 10 bytes of frame around the padding.
+        session
+            .write_response_body(Bytes::from_static(b"{\"pad\":\""), false)
+            .await?;
+        let mut left = total - 10;
+        let piece = Bytes::from(vec![b'x'; PIECE]);
+        while left > 0 {
+            let n = left.min(PIECE);
+            session.write_response_body(piece.slice(..n), false).await?;
+            left -= n;
+        }
+        session
+            .write_response_body(Bytes::from_static(b"\"}"), true)
+            .await?;
+        return Ok(true);
+    }
+    if session.get_header("x-mock-endless-event").is_some() {
+        start_stream(session, "endless-event").await?;
+        session
+            .write_response_body(Bytes::from_static(b"data: "), false)
+            .await?;
+        let piece = Bytes::from(vec![b'x'; PIECE]);
+        // Until the gateway goes away: the write then fails.
+        loop {
+            session.write_response_body(piece.clone(), false).await?;
+        }
+    }
+    if let Some(n) = header_u64(session, "x-mock-headers") {
+        let mut header = ResponseHeader::build(200, Some(3))?;
+        header.insert_header("content-type", "application/json")?;
+        for i in 0..n {
+            header.append_header(format!("x-mock-h-{i}"), "value")?;
+        }
+        header.insert_header("content-length", "2")?;
+        session.write_response_header(Box::new(header)).await?;
+        session
+            .write_response_body(Bytes::from_static(b"{}"), true)
+            .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}

@@ -1,0 +1,122 @@
+//! The official SDKs as clients: `anthropic` (messages, streaming, a 429
+//! raising RateLimitError, an unknown key raising AuthenticationError) and
+//! `openai` (responses, streamed responses, embeddings) drive a real
+//! gateway and the mock backend through tests/sdk/sdk_check.py.
+//!
+//! The SDKs live in a virtualenv under `target/venv`, created by
+//! `make sdk-venv` (which `make test` runs first). This test runs that
+//! target itself when the virtualenv is missing, and is skipped, with the
+//! reason printed, only when no Python is present.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "support/llm_apis.rs"]
+mod llm_apis;
+
+use common::*;
+use llm_apis::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_python() -> PathBuf {
+    root().join("target/venv/bin/python")
+}
+
+fn sdks_importable(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import anthropic, openai"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The virtualenv's Python with both SDKs; `None` when there is no Python.
+fn python_with_sdks() -> Option<PathBuf> {
+    let python = venv_python();
+    if sdks_importable(&python) {
+        return Some(python);
+    }
+    let has_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        return None;
+    }
+    let out = Command::new("make")
+        .args(["-s", "sdk-venv"])
+        .current_dir(root())
+        .output()
+        .expect("run make sdk-venv");
+    assert!(
+        out.status.success() && sdks_importable(&python),
+        "make sdk-venv failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(python)
+}
+
+#[test]
+fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
+    let Some(python) = python_with_sdks() else {
+        println!("SKIPPED: no python3 on this machine, the SDK test cannot run");
+        return;
+    };
+    let llm = Backend::start();
+    // Alice's budget refuses every call (each reserves more than 10 tokens).
+    let config = apis_config(&llm.addr, &llm.addr, 1_000_000).replace(
+        "  budgets:\n",
+        "  overrides:\n    alice: { tokens_per_day: 10 }\n  budgets:\n",
+    );
+    let gw = Gateway::start(&config);
+    let out = Command::new(&python)
+        .arg(root().join("tests/sdk/sdk_check.py"))
+        .env("TG_BASE", format!("http://{}", gw.addr))
+        .env("TG_KEY", BOB_KEY)
+        .env("TG_POOR_KEY", ALICE_KEY)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for scenario in [
+        "anthropic messages",
+        "anthropic streaming",
+        "anthropic runaway stream ends at max_tokens",
+        "anthropic 429 RateLimitError",
+        "anthropic unknown key AuthenticationError",
+        "openai responses",
+        "openai responses streaming",
+        "openai responses runaway stream ends incomplete",
+        "openai embeddings",
+        "openai 429 RateLimitError",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok {scenario}\n")),
+            "{scenario}: {stdout}"
+        );
+    }
+    // Every served call is billed exactly; refusals never reached the ledger.
+    let rows = rows_eventually(&gw, 7);
+    let apis: Vec<(&str, bool)> = rows.iter().map(|r| (r.api.as_str(), r.over_cap)).collect();
+    assert_eq!(
+        apis,
+        [
+            ("anthropic_messages", false),
+            ("anthropic_messages", false),
+            ("anthropic_messages", true),
+            ("openai_responses", false),
+            ("openai_responses", false),
+            ("openai_responses", true),
+            ("openai_embeddings", false)
+        ]
+    );
+    // Cut-off streams are billed as counted (estimated); the others exactly.
+    assert!(rows.iter().all(|r| r.estimated == r.over_cap), "{rows:?}");
+}
