@@ -9,7 +9,7 @@ use super::usage::ParsedUsage;
 use crate::clock;
 use crate::ledger::LedgerRow;
 use crate::limits::budget::Charge;
-use crate::limits::store::Reservation;
+use crate::limits::store::{Backend, Reservation};
 use crate::metrics;
 use crate::state::GatewayState;
 use std::sync::Arc;
@@ -63,12 +63,13 @@ fn billed(call: &LlmCall, status: u16) -> (u64, u64, u64, u64, bool) {
 }
 
 impl LlmCall {
-    pub fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) {
+    pub async fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) {
         let reservation = self.reservation.take();
         let (Some(status), Some(model)) = (self.upstream_status, self.served.clone()) else {
             // No upstream ever answered: nothing was consumed.
             if let Some(r) = reservation {
-                let _ = r.release();
+                // A failure is counted by the store; the hold expires anyway.
+                let _ = r.release().await;
             }
             return;
         };
@@ -79,8 +80,12 @@ impl LlmCall {
                 tokens: prompt + completion,
                 micro_usd,
             };
-            if let Err(e) = r.settle(actual, clock::unix_secs().max(0) as u64) {
-                metrics::inc(&metrics::STORE_ERRORS, &["local"]);
+            let backend = r.backend();
+            if let Err(e) = r.settle(actual, clock::unix_secs().max(0) as u64).await {
+                // Redis failures are counted by the store itself.
+                if backend == Backend::Local {
+                    metrics::inc(&metrics::STORE_ERRORS, &[backend.name()]);
+                }
                 tracing::error!(request_id = facts.request_id, "settling budget failed: {e}");
             }
         }
