@@ -478,3 +478,33 @@ store:
     }
     assert!(!out.contains("hunter2"), "the password was echoed:\n{out}");
 }
+
+#[test]
+fn reload_warns_that_a_store_change_needs_a_restart() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let template = config(&backend, &redis, "deny", "");
+    let gw = Gateway::start(&template);
+    let moved = template.replace(
+        &format!("redis://127.0.0.1:{}/0", redis.port),
+        &format!("redis://127.0.0.1:{}/0", free_port()),
+    );
+    gw.rewrite_config(&moved);
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    let warnings = body["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with("store changed"))),
+        "{body}"
+    );
+    // Still counting in the Redis it started with.
+    assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+    assert_eq!(usage_of(&gw, "bob")["store"], "redis");
+}
