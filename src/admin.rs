@@ -130,7 +130,17 @@ impl AdminApp {
                         .find(|k| k.user == user)
                         .map(|k| k.tenant.clone())
                 });
-                (ScopeKey::User(user), limits, tenant.unwrap_or_default())
+                let Some(tenant) = tenant.or_else(|| {
+                    // Local counters are not kept per tenant.
+                    self.state.store.as_local().map(|_| String::new())
+                }) else {
+                    return admin_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "this user is not an API-key user: give its tenant too (&tenant=ID)",
+                    );
+                };
+                (ScopeKey::User(user), limits, tenant)
             }
             (None, Some(tenant)) => (
                 ScopeKey::Tenant(tenant.clone()),

@@ -40,8 +40,38 @@ impl Redis {
 
     /// Starts redis-server on its port (again, after `kill`), empty.
     fn restart(&mut self) {
+        self.spawn(&["--port", &self.port.to_string()]);
+    }
+
+    /// TLS only (the fixtures' `localhost` certificate), with a password.
+    fn start_tls(password: &str) -> Option<Redis> {
+        let mut redis = Redis::start()?;
+        redis.kill();
+        let fixture =
+            |name: &str| format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"));
+        redis.spawn(&[
+            "--port",
+            "0",
+            "--tls-port",
+            &redis.port.to_string(),
+            "--tls-cert-file",
+            &fixture("server.pem"),
+            "--tls-key-file",
+            &fixture("server.key.pem"),
+            "--tls-ca-cert-file",
+            &fixture("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]);
+        Some(redis)
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -507,4 +537,47 @@ fn reload_warns_that_a_store_change_needs_a_restart() {
     // Still counting in the Redis it started with.
     assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
     assert_eq!(usage_of(&gw, "bob")["store"], "redis");
+}
+
+#[test]
+fn rediss_with_a_password_from_a_file() {
+    let Some(redis) = Redis::start_tls("s3cret-pass") else {
+        return;
+    };
+    let backend = Backend::start();
+    // The gateway verifies Redis with the system trust store; here the
+    // fixtures' CA. Every test runs in its own process under nextest.
+    std::env::set_var(
+        "SSL_CERT_FILE",
+        format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR")),
+    );
+    let template = config(&backend, &redis, "deny", "")
+        .replace("redis://127.0.0.1:", "rediss://localhost:")
+        // A TLS handshake of a debug build on a busy machine exceeds 50 ms.
+        .replace(
+            "{ connect_ms: 50, command_ms: 100 }",
+            "{ connect_ms: 3000, command_ms: 1000 }",
+        )
+        .replace(
+            "  on_store_error: deny",
+            "  on_store_error: deny\n  redis_password_file: \"{dir}/redis.pass\"",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("redis.pass"), "s3cret-pass\n").unwrap();
+    let template = template.replace(
+        "{dir}/redis.pass",
+        &dir.path().join("redis.pass").display().to_string(),
+    );
+    let gw = Gateway::start(&template);
+    for _ in 0..3 {
+        let status = get(&gw, "/api/v1/limited/1", BOB_KEY).status();
+        assert_eq!(status, 200, "{}", gw.all_output());
+    }
+    let usage = usage_of(&gw, "bob");
+    assert_eq!(usage["store"], "redis", "{usage}");
+    // A wrong password is a store failure: deny answers 503.
+    std::fs::write(dir.path().join("redis.pass"), "wrong\n").unwrap();
+    let wrong = Gateway::start(&template);
+    let (status, code, _) = error_code(get(&wrong, "/api/v1/tickets/1", BOB_KEY));
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
 }

@@ -67,12 +67,24 @@ pub fn budget_keys(prefix: &str, tenant: &str, scope: &ScopeKey, now_unix: u64) 
     ]
 }
 
-/// The request counter of `user` under `policy` (a route name or `default`)
-/// in the minute of `now_unix`.
-pub fn rate_key(prefix: &str, tenant: &str, user: &str, policy: &str, now_unix: u64) -> String {
+/// The request counter of `user` in the minute of `now_unix`: the route's
+/// own (`Some(route)`, for routes with a `rate_limit`) or the default one.
+/// Distinct prefixes keep a route named `default` off the default counter.
+pub fn rate_key(
+    prefix: &str,
+    tenant: &str,
+    user: &str,
+    route: Option<&str>,
+    now_unix: u64,
+) -> String {
     let mut key = scope_base(prefix, tenant, &ScopeKey::User(user.to_string()));
-    key.push_str("rq:");
-    push_escaped(&mut key, policy);
+    match route {
+        Some(route) => {
+            key.push_str("rq:r:");
+            push_escaped(&mut key, route);
+        }
+        None => key.push_str("rq:d"),
+    }
     let _ = write!(key, ":{}", window_id(Window::Minute, now_unix));
     key
 }
@@ -113,18 +125,22 @@ mod tests {
         let [t, ..] = budget_keys("tg:", "acme", &ScopeKey::Tenant("acme".into()), NOW);
         assert!(t.starts_with("tg:{acme}:t:tm:"));
         assert_eq!(
-            rate_key("x:", "acme", "bob", "chat", NOW),
-            format!("x:{{acme}}:u:bob:rq:chat:{}", NOW / 60)
+            rate_key("x:", "acme", "bob", Some("chat"), NOW),
+            format!("x:{{acme}}:u:bob:rq:r:chat:{}", NOW / 60)
+        );
+        assert_ne!(
+            rate_key("x:", "acme", "bob", Some("default"), NOW),
+            rate_key("x:", "acme", "bob", None, NOW)
         );
     }
 
     #[test]
     fn ids_cannot_escape_their_slot_or_collide() {
-        let a = rate_key("tg:", "ac}me", "a:rq:x", "p", NOW);
-        assert!(a.starts_with("tg:{ac%7Dme}:u:a%3Arq%3Ax:rq:p:"));
+        let a = rate_key("tg:", "ac}me", "a:rq:x", Some("p"), NOW);
+        assert!(a.starts_with("tg:{ac%7Dme}:u:a%3Arq%3Ax:rq:r:p:"), "{a}");
         assert_ne!(
-            rate_key("tg:", "t", "a:b", "c", NOW),
-            rate_key("tg:", "t", "a", "b:c", NOW)
+            rate_key("tg:", "t", "a:b", Some("c"), NOW),
+            rate_key("tg:", "t", "a", Some("b:c"), NOW)
         );
     }
 

@@ -239,12 +239,12 @@ impl RedisStore {
                 .call(&mut pipe, &[key], (u8::from(fa.record), ttl));
         }
         let rate = q.rate.and_then(|r| {
-            let (policy, limit) = match (r.route_limit, r.default_limit) {
-                (Some(limit), _) => (r.route, limit),
-                (None, Some(limit)) => ("default", limit),
+            let (policy, counter, limit) = match (r.route_limit, r.default_limit) {
+                (Some(limit), _) => (r.route, Some(r.route), limit),
+                (None, Some(limit)) => ("default", None, limit),
                 (None, None) => return None,
             };
-            let key = keys::rate_key(prefix, r.tenant, r.user, policy, now_unix);
+            let key = keys::rate_key(prefix, r.tenant, r.user, counter, now_unix);
             self.scripts.count.call(&mut pipe, &[key], (1u8, ttl));
             Some((policy, u64::from(limit)))
         });
