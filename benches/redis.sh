@@ -91,7 +91,9 @@ for r in $(seq "$ROUNDS"); do
   run local-chat "http://127.0.0.1:$LOCAL/v1/chat/completions" "$WORK/post.lua"
   run redis-chat "http://127.0.0.1:$SHARED/v1/chat/completions" "$WORK/post.lua"
 done
-RTT=$(timeout 3 redis-cli -p "$REDIS" --latency-history -i 2 2>/dev/null | tr '\r' '\n' | grep -m1 'avg' || true)
+# redis-cli --latency --raw: one line "min max avg samples" (ms) after -i s.
+RTT=$(timeout 5 redis-cli -p "$REDIS" --latency --raw -i 1 2>/dev/null \
+  | awk '{print "min " $1 ", avg " $3 ", max " $2 " ms (" $4 " pings)"}' || true)
 
 python3 - "$WORK/results" <<'PY'
 import sys, statistics, collections
