@@ -129,10 +129,10 @@ impl AdminApp {
             (Some(user), tenant) => {
                 let limits = snapshot.budgets.user_limits(&user);
                 let tenant = tenant.or_else(|| {
-                    let keys = &snapshot.config.auth.api_keys;
-                    keys.iter()
-                        .find(|k| k.user == user)
-                        .map(|k| k.tenant.clone())
+                    let keys = snapshot.auth.keys().entries();
+                    keys.into_iter()
+                        .find(|k| k.identity.user == user)
+                        .map(|k| k.identity.tenant.clone())
                 });
                 let Some(tenant) = tenant.or_else(|| {
                     // Local counters are not kept per tenant.
