@@ -34,9 +34,9 @@ MOCK=$(port); REDIS=$(port); KEY=bench-key
 "$BIN" mock-backend --listen 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
 redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
 
-gateway() { # name store-yaml -> starts it, prints its port
-  local gw admin
-  gw=$(port); admin=$(port)
+gateway() { # name port store-yaml: starts it (not in a subshell, so cleanup kills it)
+  local gw=$2 admin
+  admin=$(port)
   cat > "$WORK/$1.yaml" <<YAML
 server: { listen: ["127.0.0.1:$gw"], admin_listen: "127.0.0.1:$admin", threads: 2, grace_period_seconds: 0 }
 auth:
@@ -52,14 +52,14 @@ models:
 limits:
   default: { requests_per_minute: 100000000 }
   budgets: [ { scope: user, tokens_per_day: 100000000000 } ]
-store: { path: "$WORK/$1.db", $2 }
+store: { path: "$WORK/$1.db", $3 }
 observability: { access_log: "off", audit_log: "off", log_level: error }
 YAML
   "$BIN" run -c "$WORK/$1.yaml" >/dev/null 2>&1 & PIDS+=($!)
-  echo "$gw"
 }
-LOCAL=$(gateway local "kind: local")
-SHARED=$(gateway redis "kind: redis, redis_url: \"redis://127.0.0.1:$REDIS/0\"")
+LOCAL=$(port); SHARED=$(port)
+gateway local "$LOCAL" "kind: local"
+gateway redis "$SHARED" "kind: redis, redis_url: \"redis://127.0.0.1:$REDIS/0\""
 wait_port $MOCK; wait_port $REDIS; wait_port $LOCAL; wait_port $SHARED
 
 BODY=$(python3 -c 'import json; print(json.dumps({"model":"m","messages":[{"role":"user","content":"How do I reset my password? "*36}]}))')
