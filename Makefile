@@ -30,7 +30,7 @@ APT_PACKAGES := cmake pkg-config build-essential
 VENV := target/venv
 SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
 
-.PHONY: help deps build demo test lint check-config bench clean sdk-venv
+.PHONY: help deps test-deps build demo test lint check-config bench clean sdk-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -57,6 +57,21 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	command -v cmake >/dev/null
 
+test-deps: ## install redis-server when missing (cluster-mode tests start their own)
+	@if command -v redis-server >/dev/null 2>&1; then exit 0; fi; \
+	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: redis-server is missing (install it with your package manager)" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: redis-server is missing; run as root:  sudo sh -c '$$cmd'" >&2; exit 1; \
+	fi; \
+	echo "installing: redis-server"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	command -v redis-server >/dev/null
+
 build: deps ## release build: target/release/tollgate
 	$(CARGO) build --release --locked
 
@@ -80,7 +95,7 @@ sdk-venv: ## virtualenv target/venv with the anthropic and openai SDKs (tests/sd
 	python3 -m venv $(VENV); \
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(SDK_PACKAGES)
 
-test: deps sdk-venv ## the whole test suite
+test: deps test-deps sdk-venv ## the whole test suite
 	$(CARGO) build --locked --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  echo "+ $(CARGO) nextest run --locked --all-targets --no-fail-fast $(TEST_ARGS)"; \

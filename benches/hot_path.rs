@@ -4,11 +4,12 @@
 #![allow(clippy::expect_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use futures::executor::block_on;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 use tollgate::admission;
 use tollgate::ctx::RequestCtx;
-use tollgate::limits::rate::RequestLimiter;
+use tollgate::limits::store::Store;
 
 const KEY: &str = "bench-key-bob";
 
@@ -54,8 +55,8 @@ fn bench(c: &mut Criterion) {
     let snapshot = Arc::new(
         tollgate::config::load_snapshot_from_str(&config(), "bench.yaml", 1, None).expect("config"),
     );
-    let limiter = RequestLimiter::new();
-    let failed_auth = tollgate::auth::stuffing::FailedAuthGuard::new();
+    let store = Store::local();
+    let limiter = &store.local_counters().limiter;
     let ok = request("/api/v1/agents/bob/tickets?status=open", KEY);
     let bad = request("/api/v1/agents/bob/tickets", "not-a-key");
 
@@ -64,14 +65,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = RequestCtx::new();
             ctx.snapshot = Some(snapshot.clone());
-            black_box(admission::admit(
-                &limiter,
-                &failed_auth,
+            // Local mode never suspends: block_on polls the future once.
+            black_box(block_on(admission::admit(
+                &store,
                 None,
                 black_box(&ok),
                 || None,
                 &mut ctx,
-            ))
+            )))
             .ok()
         })
     });
@@ -79,14 +80,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = RequestCtx::new();
             ctx.snapshot = Some(snapshot.clone());
-            black_box(admission::admit(
-                &limiter,
-                &failed_auth,
+            black_box(block_on(admission::admit(
+                &store,
                 None,
                 black_box(&bad),
                 || None,
                 &mut ctx,
-            ))
+            )))
             .err()
         })
     });

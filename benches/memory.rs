@@ -6,7 +6,6 @@ use pingora::http::RequestHeader;
 use std::sync::Arc;
 use tollgate::admission;
 use tollgate::ctx::RequestCtx;
-use tollgate::limits::rate::RequestLimiter;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -37,8 +36,8 @@ limits: { default: { requests_per_minute: 10 } }
         return;
     };
     let snapshot = Arc::new(snapshot);
-    let limiter = RequestLimiter::new();
-    let failed_auth = tollgate::auth::stuffing::FailedAuthGuard::new();
+    let store = tollgate::limits::store::Store::local();
+    let limiter = &store.local_counters().limiter;
     let before = rss_kib();
     let n = 1_000_000;
     let started = std::time::Instant::now();
@@ -49,7 +48,9 @@ limits: { default: { requests_per_minute: 10 } }
         let _ = req.insert_header("x-api-key", format!("bad-key-{i}"));
         let mut ctx = RequestCtx::new();
         ctx.snapshot = Some(snapshot.clone());
-        let _ = admission::admit(&limiter, &failed_auth, None, &req, || None, &mut ctx);
+        // Local mode never suspends: block_on polls it once.
+        let _ =
+            futures::executor::block_on(admission::admit(&store, None, &req, || None, &mut ctx));
         limiter.check(&format!("user-{i}"), "r", None, Some(10));
         if i % 250_000 == 0 {
             println!("{i:>8} requests: RSS {} KiB", rss_kib());

@@ -70,7 +70,7 @@ impl AdminApp {
 
     async fn admin(&self, method: &str, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
         match (method, path) {
-            ("GET", "/admin/usage") => self.usage(query),
+            ("GET", "/admin/usage") => self.usage(query).await,
             ("POST", "/admin/reload") => match reload::reload(&self.state).await {
                 Ok(done) => json_reply(
                     StatusCode::OK,
@@ -104,7 +104,7 @@ impl AdminApp {
 impl AdminApp {
     /// `GET /admin/usage?user=ID` or `?tenant=ID`: spend in the current
     /// windows, each limit and what remains.
-    fn usage(&self, query: Option<&str>) -> Response<Vec<u8>> {
+    async fn usage(&self, query: Option<&str>) -> Response<Vec<u8>> {
         let pairs: Vec<(String, String)> = query
             .map(|q| {
                 q.split('&')
@@ -123,21 +123,43 @@ impl AdminApp {
                 .map(|(_, v)| v.clone())
         };
         let snapshot = self.state.snapshot.load_full();
-        let (scope, limits) = match (find("user"), find("tenant")) {
-            (Some(user), None) => {
+        // `&tenant=` may accompany `user=`: Redis keeps a user's counters
+        // under the tenant's key; API-key users are found without it.
+        let (scope, limits, tenant) = match (find("user"), find("tenant")) {
+            (Some(user), tenant) => {
                 let limits = snapshot.budgets.user_limits(&user);
-                (ScopeKey::User(user), limits)
+                let tenant = tenant.or_else(|| {
+                    let keys = snapshot.auth.keys().entries();
+                    keys.into_iter()
+                        .find(|k| k.identity.user == user)
+                        .map(|k| k.identity.tenant.clone())
+                });
+                let Some(tenant) = tenant.or_else(|| {
+                    // Local counters are not kept per tenant.
+                    self.state.store.as_local().map(|_| String::new())
+                }) else {
+                    return admin_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "this user is not an API-key user: give its tenant too (&tenant=ID)",
+                    );
+                };
+                (ScopeKey::User(user), limits, tenant)
             }
-            (None, Some(tenant)) => (ScopeKey::Tenant(tenant), snapshot.budgets.tenant_limits()),
-            _ => {
+            (None, Some(tenant)) => (
+                ScopeKey::Tenant(tenant.clone()),
+                snapshot.budgets.tenant_limits(),
+                tenant,
+            ),
+            (None, None) => {
                 return admin_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
-                    "give exactly one of ?user=ID or ?tenant=ID",
+                    "give ?user=ID (optionally &tenant=ID) or ?tenant=ID",
                 )
             }
         };
-        let usage = match self.state.store.usage(&scope, now_unix()) {
+        let (usage, answered_by) = match self.state.store.usage(&scope, &tenant, now_unix()).await {
             Ok(u) => u,
             Err(e) => {
                 return admin_error(
@@ -153,6 +175,9 @@ impl AdminApp {
             &json!({
                 "scope": scope.kind(),
                 "id": scope.id(),
+                // Which counters answered: "redis" (shared), or "local" (this
+                // instance: local mode, or Redis down with on_store_error: allow).
+                "store": answered_by.name(),
                 "tokens_minute": usage.tokens_minute,
                 "tokens_day": usage.tokens_day,
                 "micro_usd_month": usage.micro_usd_month,

@@ -1,12 +1,13 @@
 //! The request-header decisions, in order: framing, route, identity,
-//! authorization, request rate. Pure over (snapshot, limiter, header), so
-//! it is benchmarked as the per-request hot path.
+//! authorization, then one store question (credential-stuffing lockout and
+//! request rate). Pure over (snapshot, store, header), so it is benchmarked
+//! as the per-request hot path.
 
-use crate::auth::stuffing::FailedAuthGuard;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
-use crate::limits::rate::{RateDecision, RequestLimiter};
+use crate::limits::rate::RateDecision;
+use crate::limits::store::{AdmitQuery, AdmitVerdict, FailedAuthQuery, RateQuery, Store};
 use crate::{authz, clock, framing, router};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
@@ -35,9 +36,15 @@ impl From<GatewayError> for Refusal {
 
 /// Fills `ctx` (route, upstream path, identity, rate decision) as it goes,
 /// so a refusal is logged with whatever was learnt before it.
-pub fn admit(
-    limiter: &RequestLimiter,
-    failed_auth: &FailedAuthGuard,
+///
+/// The store is asked once per request, after the local checks (route,
+/// credentials, authorization): that single question counts the request
+/// rate, records a failed authentication and reads the client IP's lockout,
+/// so in redis mode one round trip decides. A locked-out IP is answered 429
+/// whatever its credentials were, so a guessed key still cannot be
+/// confirmed.
+pub async fn admit(
+    store: &Store,
     client_ip: Option<IpAddr>,
     req: &RequestHeader,
     raw_head: impl FnOnce() -> Option<Bytes>,
@@ -48,27 +55,12 @@ pub fn admit(
         .clone()
         .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
     framing::check(req, snapshot.server(), raw_head)?;
-    // Credential-stuffing guard, before anything else: a blocked IP gets 429
-    // on every request and its credentials are not even looked at.
     let stuffing_limit = snapshot.config.auth.failed_auth_per_ip_per_minute;
-    if let (Some(limit), Some(ip)) = (stuffing_limit, client_ip) {
-        if let Some(retry_after) = failed_auth.blocked(ip, limit) {
-            ctx.rate = Some(RateDecision {
-                policy: "failed_auth".into(),
-                limit: limit.into(),
-                remaining: 0,
-                reset_secs: retry_after,
-                allowed: false,
-            });
-            return Err(Refusal {
-                error: GatewayError::RateLimited {
-                    message: "too many failed authentication attempts from this address".into(),
-                    retry_after,
-                },
-                audit: Some(AuditEvent::AuthBlocked),
-            });
-        }
-    }
+    let stuffing = |record: bool| match (stuffing_limit, client_ip) {
+        (Some(limit), Some(ip)) => Some(FailedAuthQuery { ip, limit, record }),
+        _ => None,
+    };
+    let now = clock::unix_secs().max(0).unsigned_abs();
 
     let path =
         router::normalize(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
@@ -76,13 +68,25 @@ pub fn admit(
     let (route_index, params) = match router::lookup(&snapshot.routes, &path.segments, method) {
         router::RouteLookup::Found { index, params, .. } => (index, params),
         router::RouteLookup::MethodNotAllowed { allow } => {
+            let query = AdmitQuery {
+                failed_auth: stuffing(false),
+                rate: None,
+            };
+            refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
             return Err(GatewayError::MethodNotAllowed {
                 method: method.to_string(),
                 allow,
             }
-            .into())
+            .into());
         }
-        router::RouteLookup::NotFound => return Err(GatewayError::NoRoute(path.encoded).into()),
+        router::RouteLookup::NotFound => {
+            let query = AdmitQuery {
+                failed_auth: stuffing(false),
+                rate: None,
+            };
+            refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
+            return Err(GatewayError::NoRoute(path.encoded).into());
+        }
     };
     ctx.route_index = Some(route_index);
     ctx.upstream_path = Some(match req.uri.query() {
@@ -91,37 +95,47 @@ pub fn admit(
     });
     let route = &snapshot.routes[route_index];
 
-    let identity = snapshot
-        .auth
-        .authenticate(req, clock::unix_secs())
-        // Counted after the fact: only a presented, wrong credential counts.
-        .inspect_err(|failure| {
-            if let (Some(_), Some(ip), true) = (stuffing_limit, client_ip, failure.is_attempt()) {
-                failed_auth.record_failure(ip);
-            }
-        })
-        .map_err(|failure| Refusal {
-            error: match failure {
-                AuthFailure::Missing => GatewayError::MissingCredentials,
-                AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
-                AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
-                AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
-            },
-            audit: Some(AuditEvent::AuthFailed(failure)),
-        })?;
+    let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {
+        Ok(identity) => identity,
+        Err(failure) => {
+            // Only a presented, wrong credential counts as an attempt.
+            let query = AdmitQuery {
+                failed_auth: stuffing(failure.is_attempt()),
+                rate: None,
+            };
+            refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
+            return Err(Refusal {
+                error: match failure {
+                    AuthFailure::Missing => GatewayError::MissingCredentials,
+                    AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
+                    AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
+                    AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
+                },
+                audit: Some(AuditEvent::AuthFailed(failure)),
+            });
+        }
+    };
     ctx.identity = Some(identity.clone());
 
-    authz::authorize(route, &identity, &params).map_err(|denial| Refusal {
+    let authorized = authz::authorize(route, &identity, &params);
+    let query = AdmitQuery {
+        failed_auth: stuffing(false),
+        // A denied request is not counted against the caller's rate.
+        rate: authorized.is_ok().then(|| RateQuery {
+            user: &identity.user,
+            tenant: &identity.tenant,
+            route: &route.name,
+            route_limit: route.rate_limit,
+            default_limit: snapshot.default_rate_limit(&identity.user),
+        }),
+    };
+    let verdict = refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
+    authorized.map_err(|denial| Refusal {
         error: GatewayError::Forbidden(denial.message(&route.name)),
         audit: Some(AuditEvent::Denied(denial.reason())),
     })?;
 
-    if let Some(decision) = limiter.check(
-        &identity.user,
-        &route.name,
-        route.rate_limit,
-        snapshot.default_rate_limit(&identity.user),
-    ) {
+    if let Some(decision) = verdict.rate {
         let refused = (!decision.allowed).then(|| GatewayError::RateLimited {
             message: format!(
                 "request rate limit of {} per minute exceeded for user {}",
@@ -138,4 +152,40 @@ pub fn admit(
         ctx.retries_left = pool.retries();
     }
     Ok(())
+}
+
+/// Asks the store, and refuses with 429 when the client IP is locked out
+/// (credential-stuffing guard), or 503 when the store is down under
+/// `on_store_error: deny`.
+async fn refuse_if_blocked(
+    store: &Store,
+    query: &AdmitQuery<'_>,
+    now: u64,
+    stuffing_limit: Option<u32>,
+    ctx: &mut RequestCtx,
+) -> Result<AdmitVerdict, Refusal> {
+    if query.failed_auth.is_none() && query.rate.is_none() {
+        return Ok(AdmitVerdict::default());
+    }
+    let verdict = store
+        .admit(query, now)
+        .await
+        .map_err(|_| GatewayError::StoreUnavailable)?;
+    if let (Some(retry_after), Some(limit)) = (verdict.blocked_retry_after, stuffing_limit) {
+        ctx.rate = Some(RateDecision {
+            policy: "failed_auth".into(),
+            limit: limit.into(),
+            remaining: 0,
+            reset_secs: retry_after,
+            allowed: false,
+        });
+        return Err(Refusal {
+            error: GatewayError::RateLimited {
+                message: "too many failed authentication attempts from this address".into(),
+                retry_after,
+            },
+            audit: Some(AuditEvent::AuthBlocked),
+        });
+    }
+    Ok(verdict)
 }

@@ -135,6 +135,8 @@ impl GatewayError {
             | UpstreamUnavailable { retry_after, .. } => {
                 vec![("retry-after", retry_after.to_string())]
             }
+            // The store is retried on every request: come back at once.
+            StoreUnavailable => vec![("retry-after", "1".into())],
             _ => Vec::new(),
         }
     }

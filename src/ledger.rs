@@ -520,7 +520,6 @@ fn to_ms(unix_secs: u64) -> i64 {
 mod tests {
     use super::*;
     use crate::limits::local_store::LocalStore;
-    use crate::limits::store::Store;
     use time::macros::datetime;
 
     // 2024-05-15 12:00:30 UTC.
@@ -647,7 +646,7 @@ mod tests {
         let store = LocalStore::new();
         assert!(store.restore(&spend, NOW).is_ok());
         let u = store.usage(&ScopeKey::User("alice".into()), NOW);
-        assert_eq!(u.map(|u| u.micro_usd_month).ok(), Some(7000));
+        assert_eq!(u.micro_usd_month, 7000);
     }
 
     #[test]

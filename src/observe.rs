@@ -141,7 +141,7 @@ pub fn classify_error(e: &Error) -> GatewayError {
     }
 }
 
-pub fn request_done(
+pub async fn request_done(
     state: &GatewayState,
     session: &Session,
     e: Option<&Error>,
@@ -162,7 +162,7 @@ pub fn request_done(
             key_id: identity.map(|i| i.key_id.as_str()),
             route: ctx.route_name(),
         };
-        call.settle(state, &facts);
+        call.settle(state, &facts).await;
     }
     let status = session
         .response_written()

@@ -49,13 +49,13 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let admitted = admission::admit(
-            &self.state.limiter,
-            &self.state.failed_auth,
+            &self.state.store,
             client_ip(session),
             session.req_header(),
             || session.as_http1().map(|h1| h1.get_headers_raw_bytes()),
             ctx,
-        );
+        )
+        .await;
         match admitted {
             Ok(()) if ctx.route().is_some_and(|r| r.kind == RouteKind::Llm) => {
                 // LLM calls are served here in full (see llm::serve).
@@ -226,7 +226,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        observe::request_done(&self.state, session, e, ctx);
+        observe::request_done(&self.state, session, e, ctx).await;
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {

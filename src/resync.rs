@@ -8,7 +8,7 @@
 //! (WAL, one writer connection each), so while the overlap lasts each process
 //! periodically re-reads the ledger's sums and re-seeds its store.
 //!
-//! Why this is safe: `Store::restore` only replaces *settled* usage of the
+//! Why this is safe: `LocalStore::restore` only replaces *settled* usage of the
 //! current windows and never touches open reservations. A pass flushes this
 //! process's own rows first (`current_spend` does), so the ledger holds every
 //! settle of both processes up to that moment. A settle that lands between
@@ -48,12 +48,16 @@ pub enum ResyncError {
 
 /// One pass: ledger sums merged (max) with this process's own counts, then
 /// written into the store. Blocking (SQLite): run it off the async threads.
+/// Redis mode has nothing to resync: both processes count in Redis.
 pub fn resync_once(state: &GatewayState) -> Result<usize, ResyncError> {
+    let Some(local) = state.store.as_local() else {
+        return Ok(0);
+    };
     let now = now_unix();
     let spend = state.ledger.current_spend(now)?;
     let mut merged = Vec::with_capacity(spend.len());
     for (key, from_ledger) in spend {
-        let mine = state.store.usage(&key, now)?;
+        let mine = local.budgets.usage(&key, now);
         let best = SpendInWindows {
             tokens_minute: from_ledger.tokens_minute.max(mine.tokens_minute),
             tokens_day: from_ledger.tokens_day.max(mine.tokens_day),
@@ -61,7 +65,7 @@ pub fn resync_once(state: &GatewayState) -> Result<usize, ResyncError> {
         };
         merged.push((key, best));
     }
-    state.store.restore(&merged, now)?;
+    local.budgets.restore(&merged, now)?;
     Ok(merged.len())
 }
 

@@ -4,11 +4,12 @@
 
 use crate::admin::AdminApp;
 use crate::cli::CliError;
+use crate::config::schema::StoreKind;
 use crate::config::{self, Snapshot};
 use crate::conn_limit::{peer_ip, ConnectionLimiter};
 use crate::ledger::Ledger;
-use crate::limits::local_store::LocalStore;
-use crate::limits::store::Store;
+use crate::limits::redis_store::{self, RedisSettings, RedisStore};
+use crate::limits::store::{LocalCounters, Store};
 use crate::logs::LogSink;
 use crate::proxy::Gateway;
 use crate::reload::SighupReloader;
@@ -27,6 +28,7 @@ use pingora::services::listening::Service;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -182,10 +184,11 @@ fn ensure_bindable(snapshot: &Snapshot) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Opens the ledger and rebuilds the current windows' spend from it, so a
-/// restart (or a crash) never resets a budget.
-fn open_store(snapshot: &Snapshot) -> Result<(Arc<dyn Store>, Ledger), CliError> {
-    // Validation refuses `kind: redis` until it exists; only local is here.
+/// Opens the ledger and the counters. Local mode rebuilds the current
+/// windows' spend from the ledger, so a restart (or a crash) never resets a
+/// budget; redis mode does not (Redis holds the shared counters, and this
+/// instance's ledger holds only what it served).
+fn open_store(snapshot: &Snapshot) -> Result<(Arc<Store>, Ledger), CliError> {
     let store_config = &snapshot.config.store;
     let ledger = Ledger::open(&store_config.path).map_err(|e| {
         CliError::Runtime(format!(
@@ -193,16 +196,30 @@ fn open_store(snapshot: &Snapshot) -> Result<(Arc<dyn Store>, Ledger), CliError>
             store_config.path
         ))
     })?;
+    if store_config.kind == StoreKind::Redis {
+        let settings = RedisSettings {
+            url: store_config.redis_url.clone().unwrap_or_default(),
+            password: redis_store::password(store_config).map_err(CliError::Runtime)?,
+            prefix: store_config.redis_prefix.clone(),
+            connect_timeout: Duration::from_millis(store_config.redis_timeouts.connect_ms),
+            command_timeout: Duration::from_millis(store_config.redis_timeouts.command_ms),
+            on_error: store_config.on_store_error,
+        };
+        let redis = RedisStore::new(settings)
+            .map_err(|e| CliError::Runtime(format!("store.redis_url: {e}")))?;
+        return Ok((Arc::new(Store::Redis(redis)), ledger));
+    }
     let now = crate::limits::window::now_unix();
     let spend = ledger
         .current_spend(now)
         .map_err(|e| CliError::Runtime(format!("cannot read usage ledger: {e}")))?;
-    let local = LocalStore::new();
+    let local = LocalCounters::default();
     local
+        .budgets
         .restore(&spend, now)
         .map_err(|e| CliError::Runtime(format!("cannot restore spend: {e}")))?;
     tracing::info!(scopes = spend.len(), "budgets restored from the ledger");
-    Ok((Arc::new(local), ledger))
+    Ok((Arc::new(Store::Local(local)), ledger))
 }
 
 /// Marks the gateway as draining the moment Pingora starts shutting down.

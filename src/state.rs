@@ -4,7 +4,6 @@
 
 use crate::config::Snapshot;
 use crate::ledger::Ledger;
-use crate::limits::rate::RequestLimiter;
 use crate::limits::store::Store;
 use crate::logs::LogSink;
 use arc_swap::ArcSwap;
@@ -18,14 +17,12 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 pub struct GatewayState {
     pub snapshot: SharedSnapshot,
     pub config_path: PathBuf,
-    pub limiter: RequestLimiter,
-    /// Failed authentications per client IP (credential-stuffing guard).
-    pub failed_auth: crate::auth::stuffing::FailedAuthGuard,
     pub logs: LogSink,
     /// Set once shutdown or an upgrade hand-over starts: /readyz turns 503.
     pub draining: AtomicBool,
-    /// Token and USD budget counters (reservations and spend).
-    pub store: Arc<dyn Store>,
+    /// Every counter a decision needs: request rates, failed
+    /// authentications per IP, token and USD budgets (local or Redis).
+    pub store: Arc<Store>,
     /// Durable record of every settled LLM call.
     pub ledger: Ledger,
     /// Upstream connections for LLM routes, which tollgate drives itself.
@@ -35,7 +32,7 @@ pub struct GatewayState {
 /// What a gateway process needs besides its configuration.
 pub struct Services {
     pub logs: LogSink,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub ledger: Ledger,
     pub connector: Connector,
 }
@@ -45,8 +42,6 @@ impl GatewayState {
         Arc::new(Self {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             config_path,
-            limiter: RequestLimiter::new(),
-            failed_auth: crate::auth::stuffing::FailedAuthGuard::new(),
             logs: services.logs,
             draining: AtomicBool::new(false),
             store: services.store,

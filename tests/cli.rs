@@ -157,17 +157,22 @@ fn check_refuses_unpriced_models_and_unknown_fallbacks() {
 }
 
 #[test]
-fn check_refuses_the_redis_store_until_it_exists() {
-    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
-        "store:\n",
-        "store:\n  kind: redis\n  redis_url: \"redis://127.0.0.1:6379/0\"\n",
-    );
-    let (code, _, stderr) = check(&config);
+fn check_accepts_the_redis_store_but_no_password_in_its_url() {
+    let redis = |url: &str| {
+        filled(&base_config(&["127.0.0.1:9001"])).replace(
+            "store:\n",
+            &format!("store:\n  kind: redis\n  redis_url: \"{url}\"\n"),
+        )
+    };
+    let (code, _, stderr) = check(&redis("redis://127.0.0.1:6379/0"));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = check(&redis("redis://tollgate:hunter2@127.0.0.1:6379/0"));
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("store.kind: redis is not supported"),
+        stderr.contains("store.redis_url: must not hold a password"),
         "{stderr}"
     );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[test]

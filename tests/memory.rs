@@ -6,11 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use futures::executor::block_on;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 use tollgate::admission;
 use tollgate::ctx::RequestCtx;
-use tollgate::limits::rate::RequestLimiter;
+use tollgate::limits::store::Store;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -37,35 +38,33 @@ limits: { default: { requests_per_minute: 10 } }
 "#;
     let snapshot =
         Arc::new(tollgate::config::load_snapshot_from_str(config, "m.yaml", 1, None).unwrap());
-    let limiter = RequestLimiter::new();
-    let failed_auth = tollgate::auth::stuffing::FailedAuthGuard::new();
+    let store = Store::local();
+    let limiter = &store.local_counters().limiter;
     let n = 200_000;
     // Warm up allocator pools and lazies before the baseline.
     for i in 0..10_000 {
         let mut ctx = RequestCtx::new();
         ctx.snapshot = Some(snapshot.clone());
-        let _ = admission::admit(
-            &limiter,
-            &failed_auth,
+        let _ = block_on(admission::admit(
+            &store,
             None,
             &request(&format!("warm-{i}")),
             || None,
             &mut ctx,
-        );
+        ));
         limiter.check(&format!("warm-user-{i}"), "r", None, Some(10));
     }
     let before = rss_kib();
     for i in 0..n {
         let mut ctx = RequestCtx::new();
         ctx.snapshot = Some(snapshot.clone());
-        let refused = admission::admit(
-            &limiter,
-            &failed_auth,
+        let refused = block_on(admission::admit(
+            &store,
             None,
             &request(&format!("bad-key-{i}")),
             || None,
             &mut ctx,
-        );
+        ));
         assert_eq!(refused.unwrap_err().error.code(), "invalid_api_key");
         limiter.check(&format!("user-{i}"), "r", None, Some(10));
     }

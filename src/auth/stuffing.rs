@@ -4,8 +4,10 @@
 //! included, so a guessed key cannot be confirmed — until the window passes.
 //!
 //! Counting is a pingora-limits `Rate` (count-min sketch): fixed memory
-//! whatever the number of attacking addresses. It lives in `GatewayState`,
-//! not in the config snapshot, so a reload does not reset it.
+//! whatever the number of attacking addresses. It is the local store's
+//! counter (`limits::store::LocalCounters`), not the config snapshot's, so a
+//! reload does not reset it; in redis mode the count is shared through
+//! Redis instead (`limits::redis_store`, same /64 grouping for IPv6).
 
 use crate::limits::rate::new_rate;
 use pingora_limits::rate::Rate;

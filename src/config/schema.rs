@@ -416,6 +416,16 @@ pub struct StoreConfig {
     pub redis_url: Option<String>,
     #[serde(default)]
     pub on_store_error: OnStoreError,
+    /// Name of the environment variable holding the Redis password.
+    #[serde(default)]
+    pub redis_password_env: Option<String>,
+    /// File holding the Redis password (trailing newline ignored).
+    #[serde(default)]
+    pub redis_password_file: Option<String>,
+    #[serde(default = "defaults::redis_prefix")]
+    pub redis_prefix: String,
+    #[serde(default)]
+    pub redis_timeouts: RedisTimeoutsConfig,
 }
 
 impl Default for StoreConfig {
@@ -425,6 +435,28 @@ impl Default for StoreConfig {
             path: defaults::store_path(),
             redis_url: None,
             on_store_error: OnStoreError::Deny,
+            redis_password_env: None,
+            redis_password_file: None,
+            redis_prefix: defaults::redis_prefix(),
+            redis_timeouts: RedisTimeoutsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTimeoutsConfig {
+    #[serde(default = "defaults::redis_connect_ms")]
+    pub connect_ms: u64,
+    #[serde(default = "defaults::redis_command_ms")]
+    pub command_ms: u64,
+}
+
+impl Default for RedisTimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: defaults::redis_connect_ms(),
+            command_ms: defaults::redis_command_ms(),
         }
     }
 }
@@ -503,6 +535,15 @@ mod defaults {
     }
     pub fn store_path() -> String {
         "/var/lib/tollgate/usage.db".into()
+    }
+    pub fn redis_prefix() -> String {
+        "tg:".into()
+    }
+    pub fn redis_connect_ms() -> u64 {
+        50
+    }
+    pub fn redis_command_ms() -> u64 {
+        100
     }
     pub fn access_log() -> String {
         "stdout".into()

@@ -530,16 +530,58 @@ fn store(s: &StoreConfig, p: &mut Problems) {
         {
             p.push("store.redis_url", "must start with redis:// or rediss://")
         }
+        (_, Some(url)) if redis_url_has_password(url) => p.push(
+            "store.redis_url",
+            "must not hold a password: use redis_password_env or redis_password_file",
+        ),
+        (_, Some(url)) => {
+            if let Err(e) = crate::limits::redis_store::check_url(url) {
+                p.push("store.redis_url", format!("invalid: {e}"));
+            }
+        }
         _ => {}
     }
-    // Shared counters through Redis are not built yet: say so at `check`
-    // time rather than failing at start-up.
-    if s.kind == StoreKind::Redis {
-        p.push(
-            "store.kind",
-            "redis is not supported by this build yet; use kind: local",
-        );
+    match (&s.redis_password_env, &s.redis_password_file) {
+        (Some(_), Some(_)) => p.push(
+            "store.redis_password_env",
+            "give redis_password_env or redis_password_file, not both",
+        ),
+        (Some(name), None)
+            if s.kind == StoreKind::Redis
+                && std::env::var_os(name).is_none_or(|v| v.is_empty()) =>
+        {
+            p.push(
+                "store.redis_password_env",
+                format!("environment variable {name} is not set"),
+            )
+        }
+        (None, Some(file)) if s.kind == StoreKind::Redis => {
+            readable_file("store.redis_password_file", file, p)
+        }
+        _ => {}
     }
+    // Braces would move keys out of their tenant's hash slot.
+    if s.redis_prefix.contains(['{', '}']) {
+        p.push("store.redis_prefix", "must not contain { or }");
+    }
+    for (field, ms) in [
+        ("connect_ms", s.redis_timeouts.connect_ms),
+        ("command_ms", s.redis_timeouts.command_ms),
+    ] {
+        if ms == 0 {
+            p.push(format!("store.redis_timeouts.{field}"), "must be > 0");
+        }
+    }
+}
+
+/// `redis://user:secret@host` or `redis://:secret@host`: a clear-text
+/// password in the file, which the contract forbids.
+fn redis_url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// RFC 3339 timestamp → unix seconds.

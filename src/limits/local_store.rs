@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::store::{
-    ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, Store, StoreError,
+    Backend, ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, StoreError,
 };
 use crate::limits::window::{seconds_to_reset, window_id, Window};
 
@@ -171,7 +171,7 @@ impl Inner {
     }
 }
 
-/// In-memory [`Store`] for a single gateway process.
+/// In-memory budget counters for a single gateway process (see [`crate::limits::store::Store`]).
 #[derive(Debug)]
 pub struct LocalStore {
     inner: Mutex<Inner>,
@@ -210,8 +210,8 @@ impl LocalStore {
     }
 }
 
-impl Store for LocalStore {
-    fn reserve(
+impl LocalStore {
+    pub fn reserve(
         &self,
         scopes: &[(ScopeKey, BudgetLimits)],
         charge: Charge,
@@ -241,10 +241,11 @@ impl Store for LocalStore {
             scopes: keys,
             charge,
             reserved_at: now_unix,
+            backend: Backend::Local,
         })
     }
 
-    fn settle(
+    pub fn settle(
         &self,
         ticket: ReservationTicket,
         actual: Charge,
@@ -263,7 +264,7 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
+    pub fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for key in &ticket.scopes {
             if let Some(state) = inner.scopes.get_mut(key) {
@@ -274,10 +275,10 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    fn usage(&self, scope: &ScopeKey, now_unix: u64) -> Result<ScopeUsage, StoreError> {
+    pub fn usage(&self, scope: &ScopeKey, now_unix: u64) -> ScopeUsage {
         let ids = WindowIds::at(now_unix);
         let inner = self.lock();
-        Ok(inner
+        inner
             .scopes
             .get(scope)
             .map(|s| ScopeUsage {
@@ -287,10 +288,13 @@ impl Store for LocalStore {
                 reserved_tokens: s.reserved.tokens,
                 reserved_micro_usd: s.reserved.micro_usd,
             })
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    fn restore(
+    /// Seeds settled usage of the windows current at `now_unix` (start-up,
+    /// from the ledger). Replaces any settled usage held for those scopes in
+    /// those windows, so it is idempotent; reservations are untouched.
+    pub fn restore(
         &self,
         spend: &[(ScopeKey, SpendInWindows)],
         now_unix: u64,
@@ -319,7 +323,6 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::store::Reservation;
     use std::sync::{Arc, Barrier};
 
     // 2024-05-15 12:00:00 UTC, mid-minute/day/month.
@@ -343,8 +346,8 @@ mod tests {
             ..Default::default()
         }
     }
-    fn usage(store: &dyn Store, k: &ScopeKey, now: u64) -> ScopeUsage {
-        store.usage(k, now).unwrap_or_else(|e| panic!("usage: {e}"))
+    fn usage(store: &LocalStore, k: &ScopeKey, now: u64) -> ScopeUsage {
+        store.usage(k, now)
     }
     fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
         match r {
@@ -422,13 +425,13 @@ mod tests {
 
     #[test]
     fn settle_replaces_reservation_with_actual_even_over_limit() {
-        let store: Arc<dyn Store> = Arc::new(LocalStore::new());
+        let store = LocalStore::new();
         let scopes = [(user("alice"), tpm(100))];
-        let r = Reservation::reserve(&store, &scopes, tokens(50), NOW);
+        let r = store.reserve(&scopes, tokens(50), NOW);
         let r = r.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(usage(&*store, &user("alice"), NOW).reserved_tokens, 50);
-        assert!(r.settle(tokens(150), NOW + 1).is_ok());
-        let u = usage(&*store, &user("alice"), NOW + 1);
+        assert_eq!(usage(&store, &user("alice"), NOW).reserved_tokens, 50);
+        assert!(store.settle(r, tokens(150), NOW + 1).is_ok());
+        let u = usage(&store, &user("alice"), NOW + 1);
         assert_eq!(
             (u.tokens_minute, u.tokens_day, u.reserved_tokens),
             (150, 150, 0)
@@ -438,15 +441,15 @@ mod tests {
     }
 
     #[test]
-    fn dropped_guard_returns_budget() {
-        let store: Arc<dyn Store> = Arc::new(LocalStore::new());
+    fn released_reservation_returns_budget() {
+        let store = LocalStore::new();
         let scopes = [(user("alice"), tpm(100)), (tenant("acme"), tpm(100))];
-        let r = Reservation::reserve(&store, &scopes, tokens(100), NOW);
-        assert!(r.is_ok());
+        let r = store.reserve(&scopes, tokens(100), NOW);
+        let r = r.unwrap_or_else(|e| panic!("{e}"));
         assert!(store.reserve(&scopes, tokens(1), NOW).is_err());
-        drop(r);
-        assert_eq!(usage(&*store, &user("alice"), NOW), ScopeUsage::default());
-        assert_eq!(usage(&*store, &tenant("acme"), NOW), ScopeUsage::default());
+        assert!(store.release(r).is_ok());
+        assert_eq!(usage(&store, &user("alice"), NOW), ScopeUsage::default());
+        assert_eq!(usage(&store, &tenant("acme"), NOW), ScopeUsage::default());
     }
 
     #[test]
@@ -504,8 +507,8 @@ mod tests {
             .filter_map(|h| h.join().ok().flatten())
             .count();
         assert_eq!(admitted, 10);
-        assert_eq!(usage(&*store, &user("u"), NOW).reserved_tokens, 100);
-        assert_eq!(usage(&*store, &tenant("t"), NOW).reserved_tokens, 100);
+        assert_eq!(usage(&store, &user("u"), NOW).reserved_tokens, 100);
+        assert_eq!(usage(&store, &tenant("t"), NOW).reserved_tokens, 100);
     }
 
     #[test]

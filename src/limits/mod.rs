@@ -5,5 +5,6 @@ pub mod budget;
 pub mod local_store;
 pub mod policy;
 pub mod rate;
+pub mod redis_store;
 pub mod store;
 pub mod window;

@@ -11,7 +11,7 @@ use super::usage::{ParsedUsage, Usage};
 use crate::clock;
 use crate::ledger::LedgerRow;
 use crate::limits::budget::Charge;
-use crate::limits::store::Reservation;
+use crate::limits::store::{Backend, Reservation};
 use crate::metrics;
 use crate::state::GatewayState;
 use std::sync::Arc;
@@ -87,12 +87,13 @@ fn over_cap(call: &LlmCall, usage: &Usage) -> Option<&'static str> {
 }
 
 impl LlmCall {
-    pub fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) {
+    pub async fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) {
         let reservation = self.reservation.take();
         let (Some(status), Some(model)) = (self.upstream_status, self.served.clone()) else {
             // No upstream ever answered: nothing was consumed.
             if let Some(r) = reservation {
-                let _ = r.release();
+                // A failure is counted by the store; the hold expires anyway.
+                let _ = r.release().await;
             }
             return;
         };
@@ -121,8 +122,12 @@ impl LlmCall {
                 tokens: prompt + completion,
                 micro_usd,
             };
-            if let Err(e) = r.settle(actual, clock::unix_secs().max(0) as u64) {
-                metrics::inc(&metrics::STORE_ERRORS, &["local"]);
+            let backend = r.backend();
+            if let Err(e) = r.settle(actual, clock::unix_secs().max(0) as u64).await {
+                // Redis failures are counted by the store itself.
+                if backend == Backend::Local {
+                    metrics::inc(&metrics::STORE_ERRORS, &[backend.name()]);
+                }
                 tracing::error!(request_id = facts.request_id, "settling budget failed: {e}");
             }
         }

@@ -16,7 +16,6 @@ use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
 use super::runaway;
 use super::usage::UsageParser;
-use crate::config::schema::OnStoreError;
 use crate::config::Snapshot;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
@@ -24,7 +23,6 @@ use crate::headers::decorate_response;
 use crate::limits::budget::{Charge, LimitKind, ScopeKey};
 use crate::limits::store::{Reservation, ReserveError};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
-use crate::metrics;
 use crate::state::GatewayState;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -85,9 +83,9 @@ pub async fn serve(
         tokens: prompt_estimate + output_cap,
         micro_usd: primary.price.cost_micro_usd(prompt_estimate, output_cap),
     };
-    let reservation = reserve(state, &snapshot, ctx, estimate);
+    let reservation = reserve(state, &snapshot, ctx, estimate, &candidates).await;
     // Refusals and answers alike tell SDKs how many tokens remain.
-    ctx.token_headers = token_headers(state, &snapshot, ctx);
+    ctx.token_headers = token_headers(state, &snapshot, ctx).await;
     let reservation = reservation?;
     ctx.llm = Some(LlmCall {
         reservation,
@@ -212,17 +210,33 @@ fn candidates(
     Ok(list)
 }
 
-fn reserve(
+/// How long a reservation outlives an instance that dies mid-call (Redis
+/// mode): every candidate's connect and read timeouts, plus this margin.
+const RESERVATION_MARGIN: Duration = Duration::from_secs(5);
+
+fn reservation_hold(snapshot: &Snapshot, candidates: &[Candidate]) -> Duration {
+    let upstreams = &snapshot.config.upstreams;
+    let ms: u64 = candidates
+        .iter()
+        .filter_map(|c| upstreams.get(&c.model.upstream))
+        .map(|u| u.timeouts.connect_ms.saturating_add(u.timeouts.read_ms))
+        .sum();
+    Duration::from_millis(ms) + RESERVATION_MARGIN
+}
+
+async fn reserve(
     state: &GatewayState,
     snapshot: &Snapshot,
     ctx: &RequestCtx,
     estimate: Charge,
+    candidates: &[Candidate],
 ) -> Result<Option<Reservation>, GatewayError> {
     let Some(identity) = ctx.identity.as_ref() else {
         return Err(GatewayError::Internal("llm call without identity".into()));
     };
     let scopes = snapshot.budgets.scopes_for(identity);
-    match Reservation::reserve(&state.store, &scopes, estimate, now_unix()) {
+    let hold = reservation_hold(snapshot, candidates);
+    match Reservation::reserve(&state.store, &scopes, estimate, now_unix(), hold).await {
         Ok(r) => Ok(Some(r)),
         Err(ReserveError::Refused(refusal)) => {
             let message = refusal.to_string();
@@ -238,22 +252,15 @@ fn reserve(
                 },
             })
         }
-        Err(ReserveError::Unavailable(why)) => {
-            metrics::inc(&metrics::STORE_ERRORS, &["local"]);
-            match snapshot.config.store.on_store_error {
-                OnStoreError::Deny => Err(GatewayError::StoreUnavailable),
-                OnStoreError::Allow => {
-                    tracing::warn!("budget store unavailable, failing open: {why}");
-                    Ok(None)
-                }
-            }
-        }
+        // The store counted and logged it; with `allow` it answered from
+        // its local counters instead of failing.
+        Err(ReserveError::Unavailable(_)) => Err(GatewayError::StoreUnavailable),
     }
 }
 
 /// OpenAI's `x-ratelimit-*-tokens` headers for the caller's tightest token
 /// window, so AI SDKs back off on their own.
-fn token_headers(
+async fn token_headers(
     state: &GatewayState,
     snapshot: &Snapshot,
     ctx: &RequestCtx,
@@ -263,9 +270,14 @@ fn token_headers(
     };
     let limits = snapshot.budgets.user_limits(&identity.user);
     let now = now_unix();
-    let Ok(usage) = state
+    let Ok((usage, _)) = state
         .store
-        .usage(&ScopeKey::User(identity.user.clone()), now)
+        .usage(
+            &ScopeKey::User(identity.user.clone()),
+            &identity.tenant,
+            now,
+        )
+        .await
     else {
         return Vec::new();
     };

@@ -1,0 +1,519 @@
+//! Cluster mode: the counters of every gateway instance in one Redis.
+//!
+//! Each decision is one round trip: an atomic Lua script (sent as
+//! `EVALSHA`, loaded again on `NOSCRIPT`), or for admission at most two
+//! scripts on two hash slots pipelined in one write. Every call is bounded
+//! by `store.redis_timeouts`; a failure is handled as `on_store_error` says:
+//! `deny` answers 503 at once, `allow` counts in the local counters
+//! meanwhile. The connection is redis-rs' `ConnectionManager` (multiplexed,
+//! reconnects by itself), so shared counting resumes when Redis returns.
+
+mod keys;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
+
+use crate::clock;
+use crate::config::schema::OnStoreError;
+use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
+use crate::limits::rate::RateDecision;
+use crate::limits::store::{
+    AdmitQuery, AdmitVerdict, Backend, LocalCounters, ReservationTicket, ReserveError, ScopeUsage,
+    StoreError,
+};
+use crate::limits::window::{seconds_to_reset, Window};
+use crate::metrics;
+
+/// Counter keys outlive their window by this much, so an instance whose
+/// clock is a little behind still finds them.
+const KEY_TTL_MARGIN_SECS: u64 = 60;
+/// After a failed connection attempt, requests fail fast for this long
+/// instead of each trying to connect (Redis down must not cost every
+/// request a connect timeout).
+const RECONNECT_PAUSE_MS: u64 = 200;
+
+/// One Lua script and its SHA-1 (what `EVALSHA` names it by).
+struct Script {
+    source: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            sha: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+
+    /// `EVALSHA sha nkeys keys… args…` into `pipe`.
+    fn call<K: redis::ToRedisArgs, A: redis::ToRedisArgs>(
+        &self,
+        pipe: &mut Pipeline,
+        keys: &[K],
+        args: A,
+    ) {
+        pipe.cmd("EVALSHA")
+            .arg(&self.sha)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+    }
+}
+
+struct Scripts {
+    count: Script,
+    reserve: Script,
+    settle: Script,
+    usage: Script,
+}
+
+impl Scripts {
+    fn all(&self) -> [&Script; 4] {
+        [&self.count, &self.reserve, &self.settle, &self.usage]
+    }
+}
+
+/// What `store` in the config says about Redis, resolved (password read).
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub password: Option<String>,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub on_error: OnStoreError,
+}
+
+pub struct RedisStore {
+    settings: RedisSettings,
+    client: redis::Client,
+    connection: ArcSwapOption<ConnectionManager>,
+    /// Held while connecting, so a burst of requests makes one attempt.
+    connecting: tokio::sync::Mutex<()>,
+    last_connect_failure_ms: AtomicU64,
+    last_warning_secs: AtomicU64,
+    scripts: Scripts,
+    /// Counts while Redis is unreachable under `on_store_error: allow`.
+    fallback: LocalCounters,
+}
+
+impl RedisStore {
+    /// Builds the client; connects on first use, so a gateway starts (and
+    /// serves, with `allow`) while Redis is still down.
+    pub fn new(settings: RedisSettings) -> Result<RedisStore, RedisError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())?;
+        if settings.password.is_some() {
+            info.redis.password = settings.password.clone();
+        }
+        Ok(RedisStore {
+            client: redis::Client::open(info)?,
+            settings,
+            connection: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            last_connect_failure_ms: AtomicU64::new(0),
+            last_warning_secs: AtomicU64::new(0),
+            scripts: Scripts {
+                count: Script::new(include_str!("count.lua")),
+                reserve: Script::new(include_str!("reserve.lua")),
+                settle: Script::new(include_str!("settle.lua")),
+                usage: Script::new(include_str!("usage.lua")),
+            },
+            fallback: LocalCounters::default(),
+        })
+    }
+
+    pub fn fallback(&self) -> &LocalCounters {
+        &self.fallback
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        if let Some(c) = self.connection.load_full() {
+            return Ok((*c).clone());
+        }
+        let paused_until = self
+            .last_connect_failure_ms
+            .load(Ordering::Relaxed)
+            .saturating_add(RECONNECT_PAUSE_MS);
+        if now_ms() < paused_until {
+            return Err(unreachable_error("not connected (retrying shortly)"));
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.connection.load_full() {
+            return Ok((*c).clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.settings.connect_timeout)
+            .set_response_timeout(self.settings.command_timeout)
+            // One attempt per reconnect, no backoff sleeps: a request that
+            // finds the connection broken starts the next attempt, so
+            // shared counting resumes as soon as Redis answers again, and
+            // attempts are bounded by the request rate and one at a time.
+            .set_number_of_retries(0)
+            .set_max_delay(100);
+        let connected = tokio::time::timeout(
+            self.settings.connect_timeout,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .unwrap_or_else(|_| Err(unreachable_error("connect timeout")));
+        match connected {
+            Ok(c) => {
+                self.connection.store(Some(std::sync::Arc::new(c.clone())));
+                tracing::info!(url = %redacted(&self.settings.url), "connected to redis");
+                Ok(c)
+            }
+            Err(e) => {
+                self.last_connect_failure_ms
+                    .store(now_ms(), Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `pipe` within the command timeout; on `NOSCRIPT` (Redis
+    /// restarted, or `SCRIPT FLUSH`) loads the scripts and runs it again.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+        let mut con = self.connection().await?;
+        match self.timed(pipe.query_async::<T>(&mut con)).await {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                let mut load = redis::pipe();
+                for script in self.scripts.all() {
+                    load.cmd("SCRIPT").arg("LOAD").arg(script.source);
+                }
+                self.timed(load.query_async::<()>(&mut con)).await?;
+                self.timed(pipe.query_async::<T>(&mut con)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        tokio::time::timeout(self.settings.command_timeout, f)
+            .await
+            .unwrap_or_else(|_| Err(unreachable_error("command timeout")))
+    }
+
+    /// Counts the failure and logs it at most once per second.
+    fn failed(&self, what: &str, e: &RedisError) {
+        metrics::inc(&metrics::STORE_ERRORS, &[Backend::Redis.name()]);
+        let now = now_ms() / 1000;
+        let last = self.last_warning_secs.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_warning_secs
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let fallback = match self.settings.on_error {
+                OnStoreError::Deny => "refusing requests (on_store_error: deny)",
+                OnStoreError::Allow => "counting locally (on_store_error: allow)",
+            };
+            tracing::warn!(error = %e, "redis store {what} failed; {fallback}");
+        }
+    }
+
+    fn allow(&self) -> bool {
+        self.settings.on_error == OnStoreError::Allow
+    }
+
+    pub async fn admit(
+        &self,
+        q: &AdmitQuery<'_>,
+        now_unix: u64,
+    ) -> Result<AdmitVerdict, StoreError> {
+        let prefix = &self.settings.prefix;
+        let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
+        let mut pipe = redis::pipe();
+        if let Some(fa) = q.failed_auth {
+            let key = keys::failed_auth_key(prefix, fa.ip, now_unix);
+            self.scripts
+                .count
+                .call(&mut pipe, &[key], (u8::from(fa.record), ttl));
+        }
+        let rate = q.rate.and_then(|r| {
+            let (policy, counter, limit) = match (r.route_limit, r.default_limit) {
+                (Some(limit), _) => (r.route, Some(r.route), limit),
+                (None, Some(limit)) => ("default", None, limit),
+                (None, None) => return None,
+            };
+            let key = keys::rate_key(prefix, r.tenant, r.user, counter, now_unix);
+            self.scripts.count.call(&mut pipe, &[key], (1u8, ttl));
+            Some((policy, u64::from(limit)))
+        });
+        if q.failed_auth.is_none() && rate.is_none() {
+            return Ok(AdmitVerdict::default());
+        }
+        let counts: Vec<u64> = match self.query(&pipe).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                self.failed("admission", &e);
+                return match self.allow() {
+                    true => Ok(self.fallback.admit(q)),
+                    false => Err(StoreError::Unavailable(e.to_string())),
+                };
+            }
+        };
+        let mut counts = counts.into_iter();
+        let reset_secs = seconds_to_reset(Window::Minute, now_unix).max(1);
+        let blocked_retry_after = q.failed_auth.and_then(|fa| {
+            let failures = counts.next().unwrap_or(0);
+            (failures >= u64::from(fa.limit)).then_some(reset_secs)
+        });
+        let rate = rate.map(|(policy, limit)| {
+            let seen = counts.next().unwrap_or(0) + 1;
+            RateDecision {
+                policy: policy.to_string(),
+                limit,
+                remaining: limit.saturating_sub(seen),
+                reset_secs,
+                allowed: seen <= limit,
+            }
+        });
+        Ok(AdmitVerdict {
+            blocked_retry_after,
+            rate,
+        })
+    }
+
+    pub async fn reserve(
+        &self,
+        scopes: &[(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+        hold: Duration,
+    ) -> Result<ReservationTicket, ReserveError> {
+        let mut unique: Vec<&(ScopeKey, BudgetLimits)> = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            // A scope listed twice is checked and held once.
+            if !unique.iter().any(|s| s.0 == scope.0) {
+                unique.push(scope);
+            }
+        }
+        let tenant = hash_tag(unique.iter().map(|s| &s.0));
+        let id: u64 = rand::random();
+        let now = now_unix.saturating_mul(1000);
+        let mut keys = Vec::with_capacity(unique.len() * 4);
+        let mut args: Vec<i64> = Vec::with_capacity(unique.len() * 3);
+        for (scope, limits) in &unique {
+            keys.extend(keys::budget_keys(
+                &self.settings.prefix,
+                tenant,
+                scope,
+                now_unix,
+            ));
+            for kind in LimitKind::ALL {
+                args.push(limits.limit(kind).map_or(-1, saturating_i64));
+            }
+        }
+        let head = (
+            now,
+            now.saturating_add(hold.as_millis().try_into().unwrap_or(u64::MAX)),
+            member(id, charge),
+            charge.tokens,
+            charge.micro_usd,
+        );
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(&self.scripts.reserve.sha)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(head)
+            .arg(&args);
+        let answer: Vec<Vec<i64>> = match self.query(&pipe).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.failed("reserve", &e);
+                if self.allow() {
+                    return self.fallback.budgets.reserve(scopes, charge, now_unix);
+                }
+                return Err(ReserveError::Unavailable(e.to_string()));
+            }
+        };
+        match answer.first().map(Vec::as_slice) {
+            Some([-1]) => Ok(ReservationTicket {
+                id,
+                scopes: unique.iter().map(|s| s.0.clone()).collect(),
+                charge,
+                reserved_at: now_unix,
+                backend: Backend::Redis,
+            }),
+            Some(&[scope, window, limit, used]) => {
+                let scope = usize::try_from(scope)
+                    .ok()
+                    .and_then(|i| unique.get(i))
+                    .map(|s| s.0.clone());
+                let kind = usize::try_from(window - 1)
+                    .ok()
+                    .and_then(|i| LimitKind::ALL.get(i).copied());
+                match (scope, kind) {
+                    (Some(scope), Some(kind)) => Err(ReserveError::Refused(BudgetRefusal {
+                        scope,
+                        kind,
+                        limit: limit.max(0).unsigned_abs(),
+                        used: used.max(0).unsigned_abs(),
+                        retry_after_secs: seconds_to_reset(kind.window(), now_unix),
+                    })),
+                    _ => Err(ReserveError::Unavailable(format!(
+                        "unexpected reserve answer {answer:?}"
+                    ))),
+                }
+            }
+            _ => Err(ReserveError::Unavailable(format!(
+                "unexpected reserve answer {answer:?}"
+            ))),
+        }
+    }
+
+    /// Settles (or with `actual` zero, releases) a Redis-held reservation.
+    pub async fn settle(
+        &self,
+        ticket: ReservationTicket,
+        actual: Charge,
+        now_unix: u64,
+    ) -> Result<(), StoreError> {
+        let tenant = hash_tag(ticket.scopes.iter());
+        let mut keys = Vec::with_capacity(ticket.scopes.len() * 4);
+        for scope in &ticket.scopes {
+            keys.extend(keys::budget_keys(
+                &self.settings.prefix,
+                tenant,
+                scope,
+                now_unix,
+            ));
+        }
+        let ttl = |w: Window| seconds_to_reset(w, now_unix).saturating_add(KEY_TTL_MARGIN_SECS);
+        let args = (
+            member(ticket.id, ticket.charge),
+            actual.tokens,
+            actual.micro_usd,
+            ttl(Window::Minute),
+            ttl(Window::Day),
+            ttl(Window::Month),
+        );
+        let mut pipe = redis::pipe();
+        self.scripts.settle.call(&mut pipe, &keys, args);
+        self.query::<()>(&pipe).await.map_err(|e| {
+            // Not failed over: the hold expires by itself in Redis.
+            self.failed("settle", &e);
+            StoreError::Unavailable(e.to_string())
+        })
+    }
+
+    pub async fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
+        let now = ticket.reserved_at;
+        self.settle(ticket, Charge::default(), now).await
+    }
+
+    pub async fn usage(
+        &self,
+        scope: &ScopeKey,
+        tenant: &str,
+        now_unix: u64,
+    ) -> Result<(ScopeUsage, Backend), StoreError> {
+        let tenant = match scope {
+            ScopeKey::Tenant(t) => t.as_str(),
+            ScopeKey::User(_) => tenant,
+        };
+        let keys = keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
+        let mut pipe = redis::pipe();
+        self.scripts
+            .usage
+            .call(&mut pipe, &keys, now_unix.saturating_mul(1000));
+        match self.query::<Vec<Vec<u64>>>(&pipe).await {
+            Ok(rows) => {
+                let (tm, td, um, rt, ru) = match rows.first().map(Vec::as_slice) {
+                    Some(&[tm, td, um, rt, ru]) => (tm, td, um, rt, ru),
+                    _ => (0, 0, 0, 0, 0),
+                };
+                Ok((
+                    ScopeUsage {
+                        tokens_minute: tm,
+                        tokens_day: td,
+                        micro_usd_month: um,
+                        reserved_tokens: rt,
+                        reserved_micro_usd: ru,
+                    },
+                    Backend::Redis,
+                ))
+            }
+            Err(e) => {
+                self.failed("usage", &e);
+                match self.allow() {
+                    true => Ok((self.fallback.budgets.usage(scope, now_unix), Backend::Local)),
+                    false => Err(StoreError::Unavailable(e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+/// Whether the redis crate can parse `url` (host, port, db number, TLS).
+pub fn check_url(url: &str) -> Result<(), RedisError> {
+    redis::IntoConnectionInfo::into_connection_info(url).map(|_| ())
+}
+
+/// Reads the password named by `redis_password_env` / `redis_password_file`.
+pub fn password(config: &crate::config::schema::StoreConfig) -> Result<Option<String>, String> {
+    if let Some(var) = &config.redis_password_env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|e| format!("store.redis_password_env: {var}: {e}"));
+    }
+    if let Some(file) = &config.redis_password_file {
+        return std::fs::read_to_string(file)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| format!("store.redis_password_file: {file}: {e}"));
+    }
+    Ok(None)
+}
+
+/// The tenant whose hash slot holds these scopes: the tenant scope's id
+/// (the gateway always passes one), else the first scope's id.
+fn hash_tag<'a>(mut scopes: impl Iterator<Item = &'a ScopeKey> + Clone) -> &'a str {
+    scopes
+        .clone()
+        .find_map(|s| match s {
+            ScopeKey::Tenant(t) => Some(t.as_str()),
+            ScopeKey::User(_) => None,
+        })
+        .or_else(|| scopes.next().map(ScopeKey::id))
+        .unwrap_or("")
+}
+
+/// A reservation in the scope's set: its id and what it holds.
+fn member(id: u64, charge: Charge) -> String {
+    format!("{id:016x}:{}:{}", charge.tokens, charge.micro_usd)
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> u64 {
+    clock::unix_millis().max(0).unsigned_abs()
+}
+
+fn unreachable_error(why: &'static str) -> RedisError {
+    RedisError::from((ErrorKind::IoError, "redis unreachable", why.to_string()))
+}
+
+/// The URL as logged: any `user:password@` part replaced.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+-- Checks and holds one LLM call's estimated charge in every scope, all or none.
+-- KEYS: per scope, 4 keys: tokens this minute, tokens today, micro-USD this
+--       month, and the scope's open reservations (ZSET member -> expiry ms).
+-- ARGV: now_ms, expires_at_ms, member ("id:tokens:micro_usd"), tokens,
+--       micro_usd, then per scope 3 limits (minute, day, month; -1 = none).
+-- Returns {-1} when held, else {scope index (0-based), window (1..3), limit, used}.
+local now = tonumber(ARGV[1])
+local expires_at = tonumber(ARGV[2])
+local member = ARGV[3]
+local charge = { tonumber(ARGV[4]), tonumber(ARGV[4]), tonumber(ARGV[5]) }
+local scopes = #KEYS / 4
+
+-- Drops holds whose instance never settled them (crashed), then sums the rest.
+local function held(reservations)
+  redis.call('ZREMRANGEBYSCORE', reservations, '-inf', now)
+  local tokens, usd = 0, 0
+  for _, m in ipairs(redis.call('ZRANGE', reservations, 0, -1)) do
+    local t, u = string.match(m, ':(%d+):(%d+)$')
+    tokens = tokens + tonumber(t)
+    usd = usd + tonumber(u)
+  end
+  return { tokens, tokens, usd }
+end
+
+for s = 0, scopes - 1 do
+  local reserved = held(KEYS[s * 4 + 4])
+  for w = 1, 3 do
+    local limit = tonumber(ARGV[5 + s * 3 + w])
+    if limit >= 0 then
+      local used = tonumber(redis.call('GET', KEYS[s * 4 + w]) or '0') + reserved[w]
+      if used + charge[w] > limit then
+        return { s, w, limit, used }
+      end
+    end
+  end
+end
+
+for s = 0, scopes - 1 do
+  local reservations = KEYS[s * 4 + 4]
+  redis.call('ZADD', reservations, expires_at, member)
+  -- The set lives as long as its longest hold.
+  if redis.call('PTTL', reservations) < expires_at - now then
+    redis.call('PEXPIRE', reservations, expires_at - now)
+  end
+end
+return { -1 }

@@ -1,0 +1,583 @@
+//! Cluster mode: two real gateway processes sharing one real `redis-server`
+//! (started per test on a free loopback port, `--save '' --appendonly no`).
+//! Request limits, token budgets and the stuffing lockout are shared;
+//! Redis failures follow `store.on_store_error`; reservations of a killed
+//! instance expire. Skipped with a printed reason only when redis-server is
+//! not installed (`make test` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            eprintln!("SKIPPED: redis-server is not installed (`make test` installs it)");
+            return None;
+        }
+        let mut redis = Redis {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart();
+        Some(redis)
+    }
+
+    /// Starts redis-server on its port (again, after `kill`), empty.
+    fn restart(&mut self) {
+        self.spawn(&["--port", &self.port.to_string()]);
+    }
+
+    /// TLS only (the fixtures' `localhost` certificate), with a password.
+    fn start_tls(password: &str) -> Option<Redis> {
+        let mut redis = Redis::start()?;
+        redis.kill();
+        let fixture =
+            |name: &str| format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"));
+        redis.spawn(&[
+            "--port",
+            "0",
+            "--tls-port",
+            &redis.port.to_string(),
+            "--tls-cert-file",
+            &fixture("server.pem"),
+            "--tls-key-file",
+            &fixture("server.key.pem"),
+            "--tls-ca-cert-file",
+            &fixture("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]);
+        Some(redis)
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10)),
+            "redis-server did not start"
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Two instances of one gateway config (`{redis}` and `{on_error}` filled).
+fn config(backend: &Backend, redis: &Redis, on_error: &str, extra_auth: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: ["{{listen}}"]
+  admin_listen: "{{admin}}"
+  admin_token_sha256: "{admin}"
+  threads: 2
+  grace_period_seconds: 1
+auth:
+  api_keys:
+    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
+    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
+{extra_auth}
+upstreams:
+  support:
+    peers: ["{peer}"]
+    timeouts: {{ connect_ms: 300, read_ms: 2000 }}
+  llm:
+    peers: ["{peer}"]
+    timeouts: {{ connect_ms: 300, read_ms: 1000 }}
+routes:
+  - {{ name: limited, path: "/api/v1/limited/**", methods: [GET], upstream: support, roles: [agent], rate_limit: {{ requests_per_minute: 10 }} }}
+  - {{ name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support, roles: [agent] }}
+  - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent] }}
+models:
+  - {{ name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 100 }}
+limits:
+  default: {{ requests_per_minute: 100000 }}
+  budgets:
+    - {{ scope: user, tokens_per_day: 2000 }}
+store:
+  kind: redis
+  path: "{{dir}}/usage.db"
+  redis_url: "redis://127.0.0.1:{port}/0"
+  redis_timeouts: {{ connect_ms: 50, command_ms: 100 }}
+  on_store_error: {on_error}
+observability:
+  access_log: "off"
+  log_level: warn
+"#,
+        admin = sha(ADMIN_TOKEN),
+        bob = sha(BOB_KEY),
+        alice = sha(ALICE_KEY),
+        peer = backend.addr,
+        port = redis.port,
+    )
+}
+
+fn pair(template: &str) -> (Gateway, Gateway) {
+    (Gateway::start(template), Gateway::start(template))
+}
+
+fn get(gw: &Gateway, path: &str, key: &str) -> reqwest::blocking::Response {
+    client()
+        .get(gw.url(path))
+        .header("X-API-Key", key)
+        .send()
+        .unwrap()
+}
+
+fn chat(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+    let mut req = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("X-API-Key", key)
+        .json(&json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "How do I reset my password?"}],
+        }));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().unwrap()
+}
+
+fn usage_of(gw: &Gateway, user: &str) -> Value {
+    client()
+        .get(gw.admin_url(&format!("/admin/usage?user={user}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Tokens this instance's ledger recorded for `user` (its own calls only).
+fn ledger_tokens(gw: &Gateway, user: &str) -> u64 {
+    let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
+    conn.query_row(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE user_id = ?1",
+        [user],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v.unsigned_abs())
+    .unwrap_or(0)
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes.
+fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fixed windows are UTC minutes: start a rate test early in one.
+fn away_from_minute_edge() {
+    let second = tollgate::limits::window::now_unix() % 60;
+    if second >= 45 {
+        std::thread::sleep(Duration::from_secs(61 - second));
+    }
+}
+
+/// The shared counter and the two ledgers agree, and the budget held.
+fn assert_spend_is_shared(a: &Gateway, b: &Gateway, user: &str) {
+    // The ledger writer flushes in batches: wait until both sums match.
+    let mut last = (0, 0, 0);
+    let agreed = eventually(Duration::from_secs(5), || {
+        let shared = usage_of(a, user)["tokens_day"].as_u64().unwrap_or(0);
+        last = (shared, ledger_tokens(a, user), ledger_tokens(b, user));
+        shared > 0 && shared == last.1 + last.2
+    });
+    assert!(
+        agreed,
+        "shared {} != ledgers {} + {}",
+        last.0, last.1, last.2
+    );
+    assert!(last.0 <= 2000, "budget overspent: {}", last.0);
+    assert!(last.1 > 0 && last.2 > 0, "both instances served: {last:?}");
+    let other = usage_of(b, user);
+    assert_eq!(other["tokens_day"].as_u64(), Some(last.0));
+    assert_eq!(other["store"], "redis");
+}
+
+#[test]
+fn ten_per_minute_route_admits_ten_across_both_instances() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+    away_from_minute_edge();
+    let mut admitted = 0;
+    for i in 0..20 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let resp = get(gw, "/api/v1/limited/x", BOB_KEY);
+        match resp.status().as_u16() {
+            200 => admitted += 1,
+            429 => assert_eq!(error_code(resp).1, "rate_limited"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(admitted, 10);
+}
+
+#[test]
+fn daily_token_budget_is_never_overspent_across_instances() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+
+    // Alternating calls until the shared budget refuses.
+    let mut refused = false;
+    // ~108 tokens a call (the reservation is ~110): about 18 calls fit.
+    let full = [("x-mock-completion-tokens", "100")];
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let resp = chat(gw, BOB_KEY, &full);
+        match resp.status().as_u16() {
+            200 => {
+                // Settlement runs just after the answer: let it land.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            429 => {
+                assert_eq!(error_code(resp).1, "token_budget_exceeded");
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused, "2,000 tokens never ran out");
+    assert_spend_is_shared(&a, &b, "bob");
+
+    // 20 concurrent calls, 10 on each instance, for a fresh user.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let gw = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    let slow = [
+                        ("x-mock-delay-ms", "200"),
+                        ("x-mock-completion-tokens", "100"),
+                    ];
+                    chat(gw, ALICE_KEY, &slow).status().as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    // Each call reserves its prompt + 100 output tokens: at most 2,000 / ~110 fit.
+    assert!((1..20).contains(&served), "{served} served of 20");
+    assert_spend_is_shared(&a, &b, "alice");
+}
+
+#[test]
+fn stuffing_lockout_on_one_instance_applies_on_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let template = config(
+        &backend,
+        &redis,
+        "deny",
+        "  failed_auth_per_ip_per_minute: 3",
+    );
+    let (a, b) = pair(&template);
+    away_from_minute_edge();
+    for _ in 0..3 {
+        let resp = get(&a, "/api/v1/tickets/1", "wrong-key");
+        assert_eq!(resp.status(), 401);
+    }
+    // A valid key, on the other instance: refused all the same.
+    let resp = get(&b, "/api/v1/tickets/1", BOB_KEY);
+    let (status, code, _) = error_code(resp);
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+}
+
+#[test]
+fn redis_down_with_deny_answers_503_at_once_and_recovers() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let backend = Backend::start();
+    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+    assert_eq!(get(&a, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+
+    redis.kill();
+    for gw in [&a, &b] {
+        for path in ["/api/v1/tickets/1", "/api/v1/limited/1"] {
+            let started = Instant::now();
+            let resp = get(gw, path, BOB_KEY);
+            let elapsed = started.elapsed();
+            assert_eq!(resp.headers()["retry-after"], "1");
+            let (status, code, _) = error_code(resp);
+            assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+            assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+        }
+        let llm = chat(gw, BOB_KEY, &[]);
+        assert_eq!(error_code(llm).1, "store_unavailable");
+        // Readiness is not a store probe.
+        let ready = client().get(gw.admin_url("/readyz")).send().unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+    let metrics = client()
+        .get(a.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
+        "{metrics}"
+    );
+
+    redis.restart();
+
+    let back = eventually(Duration::from_secs(2), || {
+        get(&a, "/api/v1/tickets/1", BOB_KEY).status() == 200
+            && get(&b, "/api/v1/tickets/1", BOB_KEY).status() == 200
+    });
+    assert!(back, "not serving 2 s after redis returned");
+    // Shared again: the remaining count falls across instances.
+    let remaining = |gw: &Gateway| -> String {
+        let resp = get(gw, "/api/v1/limited/1", BOB_KEY);
+        assert_eq!(resp.status(), 200);
+        resp.headers()["ratelimit"].to_str().unwrap().to_string()
+    };
+    away_from_minute_edge();
+    let first = remaining(&a);
+    assert!(first.starts_with("\"limited\";r=9;"), "{first}");
+    let second = remaining(&b);
+    assert!(second.starts_with("\"limited\";r=8;"), "{second}");
+}
+
+#[test]
+fn redis_down_with_allow_serves_and_counts_locally_then_shares_again() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let backend = Backend::start();
+    let (a, b) = pair(&config(&backend, &redis, "allow", ""));
+    assert_eq!(chat(&a, BOB_KEY, &[]).status(), 200);
+    assert_eq!(usage_of(&b, "bob")["store"], "redis");
+
+    redis.kill();
+    for gw in [&a, &b] {
+        assert_eq!(get(gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+        assert_eq!(chat(gw, BOB_KEY, &[]).status(), 200);
+    }
+    let local = usage_of(&a, "bob");
+    assert_eq!(local["store"], "local");
+    assert!(local["tokens_day"].as_u64().unwrap_or(0) > 0, "{local}");
+    let metrics = client()
+        .get(b.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
+        "{metrics}"
+    );
+
+    redis.restart();
+    let shared = eventually(Duration::from_secs(2), || {
+        usage_of(&a, "bob")["store"] == "redis" && usage_of(&b, "bob")["store"] == "redis"
+    });
+    assert!(shared, "redis not used again 2 s after it returned");
+}
+
+#[test]
+fn reservation_of_a_killed_instance_expires() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let (mut a, b) = pair(&config(&backend, &redis, "deny", ""));
+    let url = a.url("/v1/chat/completions");
+    // A slow call on `a`; `a` is killed while it is in flight.
+    let call = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .header("X-API-Key", BOB_KEY)
+            .header("x-mock-delay-ms", "900")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .map(|r| r.status().as_u16())
+            .ok()
+    });
+    let held = eventually(Duration::from_secs(5), || {
+        usage_of(&b, "bob")["reserved_tokens"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(held, "the reservation never showed on the other instance");
+    let reserved_at = Instant::now();
+    a.signal(libc::SIGKILL);
+    a.wait_exit(Duration::from_secs(5));
+    let _ = call.join();
+    // Nobody settles it now: still held a moment later…
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(usage_of(&b, "bob")["reserved_tokens"].as_u64().unwrap_or(0) > 0);
+    // …and gone once its hold (connect 300 + read 1000 ms + 5 s margin) passed.
+    let hold = Duration::from_millis(6_300);
+    std::thread::sleep((hold + Duration::from_secs(1)).saturating_sub(reserved_at.elapsed()));
+    let after = usage_of(&b, "bob");
+    assert_eq!(after["reserved_tokens"].as_u64(), Some(0), "{after}");
+    // And the budget it held is usable again.
+    assert_eq!(chat(&b, BOB_KEY, &[]).status(), 200);
+}
+
+#[test]
+fn check_accepts_redis_and_rejects_bad_store_values_with_their_line() {
+    let ok = fill_placeholders(
+        r#"
+server: { listen: ["{listen}"], admin_listen: "{admin}" }
+store:
+  kind: redis
+  path: "{dir}/usage.db"
+  redis_url: "rediss://cache.internal:6380/1"
+  redis_prefix: "tg-prod:"
+  redis_timeouts: { connect_ms: 50, command_ms: 100 }
+  on_store_error: allow
+"#,
+    );
+    let (code, _, stderr) = run_check(&ok);
+    assert_eq!(code, 0, "{stderr}");
+    let bad = fill_placeholders(
+        r#"
+server: { listen: ["{listen}"], admin_listen: "{admin}" }
+store:
+  kind: redis
+  path: "{dir}/usage.db"
+  redis_url: "redis://:hunter2@127.0.0.1:6379/0"
+  redis_prefix: "{tg}:"
+  redis_timeouts: { connect_ms: 0, command_ms: 100 }
+"#,
+    );
+    let (code, stdout, stderr) = run_check(&bad);
+    let out = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{out}");
+    for (line, field) in [
+        (6, "store.redis_url"),
+        (7, "store.redis_prefix"),
+        (8, "store.redis_timeouts.connect_ms"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!(":{line}:")) && l.contains(field)),
+            "no {field} at line {line}:\n{out}"
+        );
+    }
+    assert!(!out.contains("hunter2"), "the password was echoed:\n{out}");
+}
+
+#[test]
+fn reload_warns_that_a_store_change_needs_a_restart() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let template = config(&backend, &redis, "deny", "");
+    let gw = Gateway::start(&template);
+    let moved = template.replace(
+        &format!("redis://127.0.0.1:{}/0", redis.port),
+        &format!("redis://127.0.0.1:{}/0", free_port()),
+    );
+    gw.rewrite_config(&moved);
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().unwrap();
+    let warnings = body["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with("store changed"))),
+        "{body}"
+    );
+    // Still counting in the Redis it started with.
+    assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+    assert_eq!(usage_of(&gw, "bob")["store"], "redis");
+}
+
+#[test]
+fn rediss_with_a_password_from_a_file() {
+    let Some(redis) = Redis::start_tls("s3cret-pass") else {
+        return;
+    };
+    let backend = Backend::start();
+    // The gateway verifies Redis with the system trust store; here the
+    // fixtures' CA. Every test runs in its own process under nextest.
+    std::env::set_var(
+        "SSL_CERT_FILE",
+        format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR")),
+    );
+    let template = config(&backend, &redis, "deny", "")
+        .replace("redis://127.0.0.1:", "rediss://localhost:")
+        // A TLS handshake of a debug build on a busy machine exceeds 50 ms.
+        .replace(
+            "{ connect_ms: 50, command_ms: 100 }",
+            "{ connect_ms: 3000, command_ms: 1000 }",
+        )
+        .replace(
+            "  on_store_error: deny",
+            "  on_store_error: deny\n  redis_password_file: \"{dir}/redis.pass\"",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("redis.pass"), "s3cret-pass\n").unwrap();
+    let template = template.replace(
+        "{dir}/redis.pass",
+        &dir.path().join("redis.pass").display().to_string(),
+    );
+    let gw = Gateway::start(&template);
+    for _ in 0..3 {
+        let status = get(&gw, "/api/v1/limited/1", BOB_KEY).status();
+        assert_eq!(status, 200, "{}", gw.all_output());
+    }
+    let usage = usage_of(&gw, "bob");
+    assert_eq!(usage["store"], "redis", "{usage}");
+    // A wrong password is a store failure: deny answers 503.
+    std::fs::write(dir.path().join("redis.pass"), "wrong\n").unwrap();
+    let wrong = Gateway::start(&template);
+    let (status, code, _) = error_code(get(&wrong, "/api/v1/tickets/1", BOB_KEY));
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+}
