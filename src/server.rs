@@ -152,6 +152,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         SighupReloader::new(state.clone()),
     ));
     server.add_service(background_service(
+        "log reopen",
+        crate::reload::LogReopener::new(state.clone()),
+    ));
+    server.add_service(background_service(
         "drain watcher",
         DrainWatcher(state.clone()),
     ));

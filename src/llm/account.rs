@@ -7,6 +7,7 @@
 use super::model::Model;
 use super::usage::ParsedUsage;
 use crate::clock;
+use crate::ctx::LlmSummary;
 use crate::ledger::LedgerRow;
 use crate::limits::budget::Charge;
 use crate::limits::store::Reservation;
@@ -25,6 +26,8 @@ pub struct LlmCall {
     pub upstream_status: Option<u16>,
     /// What the usage parser saw, including after an aborted stream.
     pub parsed: Option<ParsedUsage>,
+    /// The client asked for an SSE stream.
+    pub stream: bool,
 }
 
 /// Identity and route facts the ledger row needs.
@@ -63,17 +66,33 @@ fn billed(call: &LlmCall, status: u16) -> (u64, u64, u64, u64, bool) {
 }
 
 impl LlmCall {
-    pub fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) {
+    /// Settles the call; the returned summary feeds the access log and the
+    /// trace span.
+    pub fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) -> LlmSummary {
+        let api = "openai_chat";
+        let mut summary = LlmSummary {
+            model: self.requested_model.clone(),
+            api,
+            stream: self.stream,
+            ..LlmSummary::default()
+        };
         let reservation = self.reservation.take();
         let (Some(status), Some(model)) = (self.upstream_status, self.served.clone()) else {
             // No upstream ever answered: nothing was consumed.
             if let Some(r) = reservation {
                 let _ = r.release();
             }
-            return;
+            return summary;
         };
         let (prompt, completion, cached, reasoning, estimated) = billed(&self, status);
         let micro_usd = model.price.cost_micro_usd(prompt, completion);
+        summary.served_model = Some(model.name.clone());
+        summary.upstream_model = Some(model.upstream_name().to_string());
+        summary.prompt_tokens = prompt;
+        summary.completion_tokens = completion;
+        summary.cached_tokens = cached;
+        summary.micro_usd = micro_usd;
+        summary.estimated = estimated;
         if let Some(r) = reservation {
             let actual = Charge {
                 tokens: prompt + completion,
@@ -111,8 +130,9 @@ impl LlmCall {
             micro_usd,
             status,
             estimated,
-            api: "openai_chat".to_string(),
+            api: api.to_string(),
             ..LedgerRow::default()
         });
+        summary
     }
 }

@@ -169,6 +169,7 @@ pub async fn open(
             ctx.peer = Some(addr);
             ctx.upstream_started
                 .get_or_insert_with(std::time::Instant::now);
+            ctx.attempt_started(addr);
             let req = upstream_request(client, ctx, pool, addr, client_ip, body.len())
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             match attempt(connector, &peer, req, body.clone()).await {
@@ -176,12 +177,14 @@ pub async fn open(
                     let response = match session.response_header() {
                         Some(r) => r.clone(),
                         None => {
+                            ctx.attempt_ended(None);
                             session.shutdown().await;
                             failure = Failure::Connect("no response header".into());
                             continue;
                         }
                     };
                     let status = response.status.as_u16();
+                    ctx.attempt_ended(Some(status));
                     if status >= 500 {
                         pool.report_failure(addr);
                     } else {
@@ -202,6 +205,7 @@ pub async fn open(
                     });
                 }
                 Err(e) => {
+                    ctx.attempt_ended(None);
                     pool.report_failure(addr);
                     tracing::warn!(model = %candidate.model.name, peer = %addr, "upstream attempt failed: {e}");
                     failure = Failure::from_error(&e);

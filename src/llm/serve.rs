@@ -97,6 +97,7 @@ pub async fn serve(
         prompt_estimate,
         upstream_status: None,
         parsed: None,
+        stream: chat.is_stream(),
     });
 
     let client_header = session.req_header().clone();
