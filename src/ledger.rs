@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS usage (
     over_cap          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
+-- Covering index of the usage report (report.rs): a time-range scan that
+-- never reads the table rows.
+CREATE INDEX IF NOT EXISTS usage_report ON usage(time_ms, tenant_id, user_id, model,
+    prompt_tokens, completion_tokens, cached_tokens, micro_usd, estimated);
 ";
 
 /// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the

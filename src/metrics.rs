@@ -53,6 +53,8 @@ metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
     "tollgate_config_generation", "Generation of the active configuration"));
 metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     "tollgate_store_errors_total", "Usage store failures", &["store"]));
+metric!(OTLP_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
+    "tollgate_otlp_spans_dropped_total", "Trace spans not exported", &["reason"]));
 
 /// Registers every metric so /metrics lists them from the start.
 pub fn init() {
@@ -64,6 +66,7 @@ pub fn init() {
         &GUARD_ACTIONS,
         &CONFIG_RELOADS,
         &STORE_ERRORS,
+        &OTLP_SPANS_DROPPED,
     ] {
         Lazy::force(lazy);
     }
@@ -74,6 +77,18 @@ pub fn init() {
     Lazy::force(&PEER_HEALTHY);
     Lazy::force(&CIRCUIT_OPEN);
     Lazy::force(&CONFIG_GENERATION);
+    // Series that alert rules watch start at 0, so `increase()` sees the
+    // first failure (a series born at 1 shows no increase).
+    let zero = |counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]| {
+        if let Some(c) = counter.as_ref() {
+            c.with_label_values(labels).inc_by(0);
+        }
+    };
+    zero(&STORE_ERRORS, &["local"]);
+    zero(&CONFIG_RELOADS, &["ok"]);
+    zero(&CONFIG_RELOADS, &["error"]);
+    zero(&OTLP_SPANS_DROPPED, &["queue_full"]);
+    zero(&OTLP_SPANS_DROPPED, &["export_failed"]);
 }
 
 pub fn inc(counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]) {

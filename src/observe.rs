@@ -203,6 +203,20 @@ pub fn request_done(
             started.elapsed().as_secs_f64(),
         );
     }
+    if let Some(tracing) = &state.tracing {
+        let incoming = session
+            .req_header()
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        tracing.record(&crate::otel::RequestSpan {
+            ctx,
+            method,
+            path: session.req_header().uri.path(),
+            status,
+            incoming_parent: crate::otel::remote_parent(incoming),
+        });
+    }
     let identity = ctx.identity.as_deref();
     state.logs.access(|| {
         let mut line = json!({

@@ -57,6 +57,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             "observability.audit_log",
             differ(&old.observability.audit_log, &new.observability.audit_log),
         ),
+        (
+            "observability.otlp",
+            differ(&old.observability.otlp, &new.observability.otlp),
+        ),
     ];
     checks
         .iter()
