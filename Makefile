@@ -25,7 +25,7 @@ BENCH ?=
 # (libz-ng-sys runs cmake; ring, zstd, rusqlite's SQLite compile C).
 APT_PACKAGES := cmake pkg-config build-essential
 
-.PHONY: help deps build demo test lint check-config bench clean
+.PHONY: help deps test-deps build demo test lint check-config check-rules bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -52,6 +52,30 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	command -v cmake >/dev/null
 
+test-deps: deps ## install missing test packages (chromium for the usage page test, prometheus for promtool)
+	@missing=""; \
+	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
+	                                      || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1   || missing="$$missing prometheus"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: missing test packages:$$missing (install them with your package manager)" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: missing test packages:$$missing" >&2; \
+	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	command -v promtool >/dev/null
+
+check-rules: test-deps ## validate the Prometheus alert rules with promtool
+	promtool check rules conf/prometheus/tollgate-alerts.yaml
+
 build: deps ## release build: target/release/tollgate
 	$(CARGO) build --release --locked
 
@@ -59,7 +83,7 @@ demo: build ## run the demo: mock backends + gateway with conf/demo.yaml
 	mkdir -p target/demo
 	./target/release/tollgate demo
 
-test: deps ## the whole test suite
+test: test-deps check-rules ## the whole test suite
 	$(CARGO) build --locked --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  echo "+ $(CARGO) nextest run --locked --all-targets --no-fail-fast $(TEST_ARGS)"; \
@@ -83,7 +107,7 @@ check-config: deps ## `tollgate check` every conf/*.yaml
 	  ./target/debug/tollgate check -c "$$f" || status=1; \
 	done; exit $$status
 
-bench: deps ## benches (BENCH=hot_path|jwt|llm|memory for one)
+bench: deps ## benches (BENCH=hot_path|jwt|llm|memory|report for one)
 	$(CARGO) bench --locked $(if $(BENCH),--bench $(BENCH))
 
 clean: ## remove build output
