@@ -104,8 +104,8 @@ impl Tracing {
         let Some((trace_id, span_id)) = ids(&request.ctx.traceparent) else {
             return;
         };
-        let parent_cx = match request.incoming_parent {
-            Some(parent) => Context::new().with_remote_span_context(parent),
+        let parent_cx = match &request.incoming_parent {
+            Some(parent) => Context::new().with_remote_span_context(parent.clone()),
             None => Context::new(),
         };
         let ended = SystemTime::now();
@@ -184,8 +184,17 @@ fn request_attributes(request: &RequestSpan<'_>) -> Vec<KeyValue> {
         KeyValue::new("http.response.status_code", i64::from(request.status)),
         KeyValue::new("tollgate.request_id", ctx.request_id.clone()),
     ];
-    if let Some(route) = ctx.route() {
-        attributes.push(KeyValue::new("http.route", route.path.clone()));
+    // The route's path template, as the config wrote it.
+    let template = ctx.route().zip(ctx.snapshot.as_ref()).and_then(|(route, snapshot)| {
+        snapshot
+            .config
+            .routes
+            .iter()
+            .find(|r| r.name == route.name)
+            .map(|r| r.path.clone())
+    });
+    if let Some(template) = template {
+        attributes.push(KeyValue::new("http.route", template));
     }
     if let Some(identity) = ctx.identity.as_deref() {
         attributes.push(KeyValue::new("user.id", identity.user.clone()));

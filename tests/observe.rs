@@ -158,13 +158,21 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
 
     // Expected figures straight from the ledger rows of each call.
     let conn = rusqlite::Connection::open(&store).unwrap();
+    // The ledger commits in groups (within 100 ms): poll for the row.
     let row = |id: &str| -> (i64, i64, i64, i64) {
-        conn.query_row(
-            "SELECT prompt_tokens, completion_tokens, micro_usd, estimated FROM usage WHERE request_id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap_or_else(|e| panic!("ledger row of {id}: {e}"))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = conn.query_row(
+                "SELECT prompt_tokens, completion_tokens, micro_usd, estimated FROM usage WHERE request_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            );
+            match found {
+                Ok(row) => return row,
+                Err(e) if Instant::now() > deadline => panic!("ledger row of {id}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     };
     let usd = |micro: i64| format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
 
