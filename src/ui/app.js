@@ -72,7 +72,8 @@ function drawChart(report, from, to) {
     const y = top + plotH * (1 - frac);
     root.append(svg("line", { x1: left, x2: W, y1: y, y2: y, class: "axis" }));
     const label = svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" });
-    label.textContent = "$" + (max * frac).toFixed(max * frac < 1 ? 4 : 2);
+    const tick = max * frac;
+    label.textContent = tick === 0 ? "$0" : "$" + tick.toFixed(tick < 1 ? 4 : 2);
     root.append(label);
   }
   dayList.forEach((day, i) => {
