@@ -81,7 +81,10 @@ fn main() {
         ("day,model", Some("tenant-3")),
         ("user", Some("tenant-3")),
     ];
-    println!("{:<28} {:>8} {:>10}", "group_by (30 days, 1M rows)", "rows", "median");
+    println!(
+        "{:<28} {:>8} {:>10}",
+        "group_by (30 days, 1M rows)", "rows", "median"
+    );
     for (group_by, tenant) in cases {
         let query = ReportQuery::new(
             date!(2026 - 01 - 01),

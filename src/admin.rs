@@ -126,7 +126,9 @@ impl AdminApp {
         use crate::report::{Format, ReportError, ReportQuery};
         let (report_query, format) = match ReportQuery::from_pairs(&query_pairs(query)) {
             Ok(q) => q,
-            Err(e) => return admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+            Err(e) => {
+                return admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+            }
         };
         let path = self.state.ledger.path().to_path_buf();
         let ran = tokio::task::spawn_blocking(move || {

@@ -7,8 +7,8 @@ use serde_json::Value;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 
 const QUEUE: usize = 64 * 1024;
 const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -50,7 +50,9 @@ impl Target {
         let out: Box<dyn Write + Send> = match self {
             Target::Stdout => Box::new(io::stdout()),
             Target::Stderr => Box::new(io::stderr()),
-            Target::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+            Target::File(path) => {
+                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+            }
         };
         Ok(BufWriter::new(out))
     }
@@ -65,7 +67,12 @@ struct Output {
 impl Output {
     fn start(target: Option<Target>) -> io::Result<Option<Output>> {
         target
-            .map(|target| Ok(Output { out: target.open()?, target }))
+            .map(|target| {
+                Ok(Output {
+                    out: target.open()?,
+                    target,
+                })
+            })
             .transpose()
     }
 
@@ -151,7 +158,10 @@ fn write_loop(
 ) {
     while let Ok(first) = rx.recv() {
         if reopen.swap(false, Ordering::AcqRel) {
-            access.iter_mut().chain(audit.iter_mut()).for_each(Output::reopen);
+            access
+                .iter_mut()
+                .chain(audit.iter_mut())
+                .for_each(Output::reopen);
         }
         let mut next = Some(first);
         // Drain what is queued, then flush once: one syscall per burst.

@@ -5,9 +5,9 @@
 use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::{LlmSummary, RequestCtx};
-use crate::llm::pricing::usd_string;
 use crate::error::GatewayError;
 use crate::llm::account::CallFacts;
+use crate::llm::pricing::usd_string;
 use crate::metrics;
 use crate::state::GatewayState;
 use pingora::prelude::*;

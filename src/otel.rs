@@ -23,8 +23,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{SpanExporter as OtlpExporter, WithExportConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, Span,
-    SpanData, SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, Span, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,9 +73,8 @@ impl Tracing {
                 .build(),
         )
         .build();
-        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
-        )));
+        let sampler =
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(BoundedProcessor {
                 inner: batch,
@@ -185,14 +184,17 @@ fn request_attributes(request: &RequestSpan<'_>) -> Vec<KeyValue> {
         KeyValue::new("tollgate.request_id", ctx.request_id.clone()),
     ];
     // The route's path template, as the config wrote it.
-    let template = ctx.route().zip(ctx.snapshot.as_ref()).and_then(|(route, snapshot)| {
-        snapshot
-            .config
-            .routes
-            .iter()
-            .find(|r| r.name == route.name)
-            .map(|r| r.path.clone())
-    });
+    let template = ctx
+        .route()
+        .zip(ctx.snapshot.as_ref())
+        .and_then(|(route, snapshot)| {
+            snapshot
+                .config
+                .routes
+                .iter()
+                .find(|r| r.name == route.name)
+                .map(|r| r.path.clone())
+        });
     if let Some(template) = template {
         attributes.push(KeyValue::new("http.route", template));
     }

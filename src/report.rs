@@ -242,7 +242,10 @@ impl ReportQuery {
                 };
                 keys.push(value);
             }
-            let int = |i: usize| r.get::<_, Option<i64>>(n + i).map(|v| v.unwrap_or(0).max(0) as u64);
+            let int = |i: usize| {
+                r.get::<_, Option<i64>>(n + i)
+                    .map(|v| v.unwrap_or(0).max(0) as u64)
+            };
             rows.push(ReportRow {
                 keys,
                 calls: int(0)?,
@@ -379,9 +382,10 @@ mod tests {
 
     #[test]
     fn parses_parameters_and_names_bad_ones() {
-        let (q, f) =
-            ReportQuery::from_pairs(&pairs("from=2026-01-01&to=2026-01-07&group_by=day,model&format=csv"))
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (q, f) = ReportQuery::from_pairs(&pairs(
+            "from=2026-01-01&to=2026-01-07&group_by=day,model&format=csv",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(q.from, date!(2026 - 01 - 01));
         assert_eq!(q.group_by, vec![GroupKey::Day, GroupKey::Model]);
         assert_eq!(f, Format::Csv);
@@ -392,24 +396,42 @@ mod tests {
         assert_eq!(bad("from=2026-13-01&to=2026-01-07"), "from");
         assert_eq!(bad("to=2026-01-07"), "from");
         assert_eq!(bad("from=2026-01-08&to=2026-01-07"), "to");
-        assert_eq!(bad("from=2026-01-01&to=2026-01-07&group_by=team"), "group_by");
-        assert_eq!(bad("from=2026-01-01&to=2026-01-07&group_by=day,day"), "group_by");
+        assert_eq!(
+            bad("from=2026-01-01&to=2026-01-07&group_by=team"),
+            "group_by"
+        );
+        assert_eq!(
+            bad("from=2026-01-01&to=2026-01-07&group_by=day,day"),
+            "group_by"
+        );
         assert_eq!(bad("from=2026-01-01&to=2026-01-07&format=xml"), "format");
         assert_eq!(bad("from=2026-01-01&to=2026-01-07&bogus=1"), "query");
     }
 
     #[test]
     fn both_days_are_inclusive() {
-        let q = ReportQuery::new(date!(1970 - 01 - 02), date!(1970 - 01 - 03), vec![], None, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let q = ReportQuery::new(
+            date!(1970 - 01 - 02),
+            date!(1970 - 01 - 03),
+            vec![],
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(q.bounds_ms(), (MS_PER_DAY, 3 * MS_PER_DAY));
         assert_eq!(day_string(1), "1970-01-02");
     }
 
     #[test]
     fn csv_quotes_per_rfc4180() {
-        let q = ReportQuery::new(date!(2026 - 01 - 01), date!(2026 - 01 - 01), vec![GroupKey::User], None, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let q = ReportQuery::new(
+            date!(2026 - 01 - 01),
+            date!(2026 - 01 - 01),
+            vec![GroupKey::User],
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let report = Report {
             query: q,
             rows: vec![ReportRow {

@@ -114,9 +114,9 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     // Built here, outside Pingora's runtimes: the exporter's blocking
     // HTTP client may not be created inside one.
     let tracing = match &snapshot.config.observability.otlp {
-        Some(otlp) => Some(
-            crate::otel::Tracing::start(otlp).map_err(|e| CliError::Runtime(e.to_string()))?,
-        ),
+        Some(otlp) => {
+            Some(crate::otel::Tracing::start(otlp).map_err(|e| CliError::Runtime(e.to_string()))?)
+        }
         None => None,
     };
     let services = Services {

@@ -19,10 +19,16 @@ pub fn asset(path: &str) -> Response<Vec<u8>> {
     let (status, content_type, body) = match path {
         // Relative asset URLs in the page need the trailing slash.
         "/admin/ui" => return redirect("/admin/ui/"),
-        "/admin/ui/" | "/admin/ui/index.html" => (StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
+        "/admin/ui/" | "/admin/ui/index.html" => {
+            (StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)
+        }
         "/admin/ui/app.js" => (StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/admin/ui/app.css" => (StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
-        _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n"),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        ),
     };
     with_headers(status, content_type, body.as_bytes().to_vec())
 }
@@ -34,16 +40,29 @@ fn redirect(to: &'static str) -> Response<Vec<u8>> {
     resp
 }
 
-fn with_headers(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+fn with_headers(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Vec<u8>> {
     let len = body.len();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

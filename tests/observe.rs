@@ -135,7 +135,13 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("usage.db").display().to_string();
     let gw = Gateway::start(&config(&llm.addr, &store, ""));
-    let json_id = chat(&gw, BOB_KEY, "support-fast", json!({}), &[("x-mock-completion-tokens", "7")]);
+    let json_id = chat(
+        &gw,
+        BOB_KEY,
+        "support-fast",
+        json!({}),
+        &[("x-mock-completion-tokens", "7")],
+    );
     let stream_id = chat(
         &gw,
         BOB_KEY,
@@ -153,7 +159,8 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     let path = gw.dir.path().join("access.log");
     let ids = [&json_id, &stream_id, &estimated_id];
     let lines = access_lines_until(&path, |lines| {
-        ids.iter().all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
+        ids.iter()
+            .all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
     });
 
     // Expected figures straight from the ledger rows of each call.
@@ -193,7 +200,10 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     let (p, c, m, _) = row(&stream_id);
     assert_eq!(l["model"], "support-smart", "{l}");
     assert_eq!(l["served_model"], "support-smart");
-    assert_eq!((l["prompt_tokens"].as_i64(), l["completion_tokens"].as_i64()), (Some(p), Some(c)));
+    assert_eq!(
+        (l["prompt_tokens"].as_i64(), l["completion_tokens"].as_i64()),
+        (Some(p), Some(c))
+    );
     assert_eq!(c, 5);
     assert_eq!(l["usd"], usd(m));
     assert!(m > 0);
@@ -204,7 +214,10 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     let (p, c, m, estimated) = row(&estimated_id);
     assert_eq!(estimated, 1);
     assert_eq!(l["usage_source"], "estimated", "{l}");
-    assert_eq!((l["prompt_tokens"].as_i64(), l["completion_tokens"].as_i64()), (Some(p), Some(c)));
+    assert_eq!(
+        (l["prompt_tokens"].as_i64(), l["completion_tokens"].as_i64()),
+        (Some(p), Some(c))
+    );
     assert!(p > 0 && c > 0);
     assert_eq!(l["usd"], usd(m));
     assert_eq!(l["stream"], false);
@@ -216,7 +229,9 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
         .send()
         .unwrap();
     let plain_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    let lines = access_lines_until(&path, |lines| lines.iter().any(|l| l["request_id"] == plain_id.as_str()));
+    let lines = access_lines_until(&path, |lines| {
+        lines.iter().any(|l| l["request_id"] == plain_id.as_str())
+    });
     let l = line_for(&lines, &plain_id);
     assert!(l.get("model").is_none() && l.get("usd").is_none(), "{l}");
 }
@@ -259,7 +274,9 @@ fn sigusr1_reopens_a_rotated_log_without_losing_a_line() {
     after.extend(get(20));
     let wanted: Vec<&String> = before.iter().chain(&between).chain(&after).collect();
     let lines = access_lines_until(&path, |lines| {
-        after.iter().all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
+        after
+            .iter()
+            .all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
     });
     let rotated_lines = read_json_lines(&rotated);
     for id in &wanted {
@@ -273,7 +290,9 @@ fn sigusr1_reopens_a_rotated_log_without_losing_a_line() {
     // Everything sent after the new file appeared is in it.
     let last = after.last().unwrap();
     assert!(lines.iter().any(|l| l["request_id"] == last.as_str()));
-    assert!(before.iter().all(|id| rotated_lines.iter().any(|l| l["request_id"] == id.as_str())));
+    assert!(before
+        .iter()
+        .all(|id| rotated_lines.iter().any(|l| l["request_id"] == id.as_str())));
     // The process is alive and serving (SIGUSR1 did not kill it).
     assert_eq!(get(1).len(), 1);
 }
@@ -298,7 +317,11 @@ fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
     let day0: i64 = 1_772_323_200_000;
     let day_ms: i64 = 86_400_000;
     let days = ["2026-03-01", "2026-03-02", "2026-03-03"];
-    let users = [("bob", "acme"), ("alice", "acme"), ("dora, \"the\" agent", "globex")];
+    let users = [
+        ("bob", "acme"),
+        ("alice", "acme"),
+        ("dora, \"the\" agent", "globex"),
+    ];
     let models = ["support-fast", "support-smart"];
     let mut rows = Vec::new();
     let mut i = 0i64;
@@ -309,7 +332,9 @@ fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
                 rows.push(SeededRow {
                     day,
                     // Include a row at the last millisecond of the day.
-                    time_ms: day0 + d as i64 * day_ms + if i % 4 == 0 { day_ms - 1 } else { i * 1000 },
+                    time_ms: day0
+                        + d as i64 * day_ms
+                        + if i % 4 == 0 { day_ms - 1 } else { i * 1000 },
                     user,
                     tenant,
                     model,
@@ -410,7 +435,10 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
         let query = format!("from=2026-03-01&to=2026-03-03&group_by={group_by}");
         let resp = report(&gw, &query);
         assert_eq!(resp.status(), 200, "{query}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
         let body: Value = resp.json().unwrap();
         assert_eq!(body["from"], "2026-03-01");
         assert_eq!(body["to"], "2026-03-03");
@@ -418,7 +446,10 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
         let want = expected(&rows, keys, "2026-03-03");
         let mut got = BTreeMap::new();
         for row in body["rows"].as_array().unwrap() {
-            let key: Vec<String> = keys.iter().map(|k| row[*k].as_str().unwrap().to_string()).collect();
+            let key: Vec<String> = keys
+                .iter()
+                .map(|k| row[*k].as_str().unwrap().to_string())
+                .collect();
             let totals = [
                 row["calls"].as_i64().unwrap(),
                 row["prompt_tokens"].as_i64().unwrap(),
@@ -427,21 +458,39 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
                 micro(row["usd"].as_str().unwrap()),
                 row["estimated_calls"].as_i64().unwrap(),
             ];
-            assert!(got.insert(key, totals).is_none(), "duplicate group in {body}");
+            assert!(
+                got.insert(key, totals).is_none(),
+                "duplicate group in {body}"
+            );
         }
         assert_eq!(got, want, "group_by={group_by}");
 
         // The CSV: same columns, same rows, same order.
         let resp = report(&gw, &format!("{query}&format=csv"));
         assert_eq!(resp.status(), 200);
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
         let text = resp.text().unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
-        let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_string)
+            .collect();
         let mut columns: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         columns.extend(
-            ["calls", "prompt_tokens", "completion_tokens", "cached_tokens", "usd", "estimated_calls"]
-                .map(String::from),
+            [
+                "calls",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_tokens",
+                "usd",
+                "estimated_calls",
+            ]
+            .map(String::from),
         );
         assert_eq!(header, columns);
         let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -462,11 +511,27 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
             let out = std::process::Command::new(BIN)
                 .args(["usage", "-c"])
                 .arg(&gw.config_path)
-                .args(["--from", "2026-03-01", "--to", "2026-03-03", "--group-by", &group_by, "--csv"])
+                .args([
+                    "--from",
+                    "2026-03-01",
+                    "--to",
+                    "2026-03-03",
+                    "--group-by",
+                    &group_by,
+                    "--csv",
+                ])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            assert_eq!(String::from_utf8_lossy(&out.stdout), text, "CLI CSV for {group_by}");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                text,
+                "CLI CSV for {group_by}"
+            );
         }
     }
 
@@ -474,24 +539,41 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
     let out = std::process::Command::new(BIN)
         .args(["usage", "-c"])
         .arg(&gw.config_path)
-        .args(["--from", "2026-03-01", "--to", "2026-03-03", "--group-by", "tenant"])
+        .args([
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-03",
+            "--group-by",
+            "tenant",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let api: Value = report(&gw, "from=2026-03-01&to=2026-03-03&group_by=tenant").json().unwrap();
+    let api: Value = report(&gw, "from=2026-03-01&to=2026-03-03&group_by=tenant")
+        .json()
+        .unwrap();
     assert_eq!(cli, api);
 
     // Filters, and a one-day range (both ends inclusive).
-    let body: Value = report(&gw, "from=2026-03-02&to=2026-03-02&group_by=model&tenant=acme&user=bob")
-        .json()
-        .unwrap();
+    let body: Value = report(
+        &gw,
+        "from=2026-03-02&to=2026-03-02&group_by=model&tenant=acme&user=bob",
+    )
+    .json()
+    .unwrap();
     let want: i64 = rows
         .iter()
         .filter(|r| r.day == "2026-03-02" && r.user == "bob" && r.tenant == "acme")
         .map(|r| r.micro_usd)
         .sum();
-    let got: i64 = body["rows"].as_array().unwrap().iter().map(|r| micro(r["usd"].as_str().unwrap())).sum();
+    let got: i64 = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| micro(r["usd"].as_str().unwrap()))
+        .sum();
     assert_eq!(got, want, "{body}");
     assert_eq!(body["rows"].as_array().unwrap().len(), 2);
 
@@ -506,7 +588,11 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
         ("from=2026-03-01&to=2026-03-03&format=xml", "format"),
     ] {
         let (status, code, body) = error_code(report(&gw, query));
-        assert_eq!((status, code.as_str()), (400, "invalid_request"), "{query}: {body}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{query}: {body}"
+        );
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(param), "{query}: {message}");
     }
@@ -554,9 +640,21 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
     let mut body = json!({"stream": false});
     body["messages"] = json!([{"role": "user", "content": "mail me at jane@example.com"}]);
     chat(&gw, BOB_KEY, "support-fast", body, &[]);
-    let _ = client().get(gw.url("/api/v1/tickets/1")).header("X-API-Key", BOB_KEY).send().unwrap();
-    let _ = client().get(gw.url("/api/v1/tickets/1")).header("X-API-Key", "wrong").send().unwrap();
-    let resp = client().post(gw.admin_url("/admin/reload")).bearer_auth(ADMIN_TOKEN).send().unwrap();
+    let _ = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    let _ = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", "wrong")
+        .send()
+        .unwrap();
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let dashboard = std::fs::read_to_string("conf/grafana/tollgate-dashboard.json").unwrap();
     let _: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
@@ -568,10 +666,19 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
     assert!(wanted.len() >= 14, "{wanted:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let exported = client().get(gw.admin_url("/metrics")).send().unwrap().text().unwrap();
+        let exported = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         let missing: Vec<&String> = wanted
             .iter()
-            .filter(|name| !exported.lines().any(|l| l.starts_with(&format!("# TYPE {name} "))))
+            .filter(|name| {
+                !exported
+                    .lines()
+                    .any(|l| l.starts_with(&format!("# TYPE {name} ")))
+            })
             .collect();
         if missing.is_empty() {
             break;
@@ -584,7 +691,9 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
 /// An OTLP/HTTP collector on loopback: decodes each export request.
 struct Collector {
     addr: String,
-    received: Arc<Mutex<Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>>>,
+    received: Arc<
+        Mutex<Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>>,
+    >,
 }
 
 impl Collector {
@@ -657,10 +766,15 @@ fn serve_otlp(
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        assert!(request_line.starts_with("POST /v1/traces "), "{request_line}");
+        assert!(
+            request_line.starts_with("POST /v1/traces "),
+            "{request_line}"
+        );
         let decoded =
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&body[..])
-                .expect("an OTLP protobuf export request");
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &body[..],
+            )
+            .expect("an OTLP protobuf export request");
         sink.lock().unwrap().push(decoded);
         let _ = writer.write_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
@@ -670,7 +784,14 @@ fn serve_otlp(
 
 fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    let value = span.attributes.iter().find(|a| a.key == key)?.value.as_ref()?.value.as_ref()?;
+    let value = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
     Some(match value {
         V::StringValue(s) => s.clone(),
         V::IntValue(i) => i.to_string(),
@@ -721,7 +842,10 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
         .unwrap();
     let upstream_tp = echo["headers"]["traceparent"].as_str().unwrap().to_string();
     let upstream_span_id = upstream_tp.split('-').nth(2).unwrap().to_string();
-    assert!(upstream_tp.starts_with(&format!("00-{trace_id}-")), "{upstream_tp}");
+    assert!(
+        upstream_tp.starts_with(&format!("00-{trace_id}-")),
+        "{upstream_tp}"
+    );
 
     // An LLM call in another trace.
     let llm_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -731,13 +855,24 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
         "support-smart",
         json!({}),
         &[
-            ("traceparent", &format!("00-{llm_trace}-b7ad6b7169203331-01")),
+            (
+                "traceparent",
+                &format!("00-{llm_trace}-b7ad6b7169203331-01"),
+            ),
             ("x-mock-completion-tokens", "6"),
         ],
     );
     let spans = wait_spans(&collector, |spans| {
-        spans.iter().filter(|(_, s)| s.name == "gateway.request").count() >= 2
-            && spans.iter().filter(|(_, s)| s.name == "upstream.attempt").count() >= 2
+        spans
+            .iter()
+            .filter(|(_, s)| s.name == "gateway.request")
+            .count()
+            >= 2
+            && spans
+                .iter()
+                .filter(|(_, s)| s.name == "upstream.attempt")
+                .count()
+                >= 2
     });
     let hex = hex::encode;
     let request_span = |trace: &str| {
@@ -749,13 +884,23 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
 
     let (service, span) = request_span(trace_id);
     assert!(service.contains("tollgate-test"), "service.name: {service}");
-    assert_eq!(hex(&span.parent_span_id), parent_id, "parented on the incoming traceparent");
+    assert_eq!(
+        hex(&span.parent_span_id),
+        parent_id,
+        "parented on the incoming traceparent"
+    );
     // The upstream received this span's trace id, and this span's id.
     assert_eq!(hex(&span.span_id), upstream_span_id);
     assert_eq!(attr(span, "http.request.method").as_deref(), Some("GET"));
     assert_eq!(attr(span, "url.path").as_deref(), Some("/api/v1/tickets/7"));
-    assert_eq!(attr(span, "http.route").as_deref(), Some("/api/v1/tickets/**"));
-    assert_eq!(attr(span, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(span, "http.route").as_deref(),
+        Some("/api/v1/tickets/**")
+    );
+    assert_eq!(
+        attr(span, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     assert_eq!(attr(span, "user.id").as_deref(), Some("bob"));
     assert_eq!(attr(span, "tenant.id").as_deref(), Some("acme"));
     assert!(span.start_time_unix_nano > 0 && span.end_time_unix_nano >= span.start_time_unix_nano);
@@ -765,7 +910,10 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
         .find(|s| s.name == "upstream.attempt" && s.parent_span_id == span.span_id)
         .unwrap_or_else(|| panic!("no upstream.attempt child: {spans:?}"));
     assert_eq!(child.trace_id, span.trace_id);
-    assert_eq!(attr(child, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(child, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     assert_eq!(
         attr(child, "server.port").as_deref(),
         Some(llm.addr.rsplit(':').next().unwrap())
@@ -773,13 +921,31 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
 
     let (_, span) = request_span(llm_trace);
     assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
-    assert_eq!(attr(span, "tollgate.request_id").as_deref(), Some(llm_id.as_str()));
-    assert_eq!(attr(span, "http.route").as_deref(), Some("/v1/chat/completions"));
+    assert_eq!(
+        attr(span, "tollgate.request_id").as_deref(),
+        Some(llm_id.as_str())
+    );
+    assert_eq!(
+        attr(span, "http.route").as_deref(),
+        Some("/v1/chat/completions")
+    );
     assert_eq!(attr(span, "user.id").as_deref(), Some("alice"));
-    assert_eq!(attr(span, "gen_ai.request.model").as_deref(), Some("support-smart"));
-    assert_eq!(attr(span, "gen_ai.response.model").as_deref(), Some("gpt-4o"));
-    assert_eq!(attr(span, "gen_ai.usage.output_tokens").as_deref(), Some("6"));
-    let input: u64 = attr(span, "gen_ai.usage.input_tokens").unwrap().parse().unwrap();
+    assert_eq!(
+        attr(span, "gen_ai.request.model").as_deref(),
+        Some("support-smart")
+    );
+    assert_eq!(
+        attr(span, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o")
+    );
+    assert_eq!(
+        attr(span, "gen_ai.usage.output_tokens").as_deref(),
+        Some("6")
+    );
+    let input: u64 = attr(span, "gen_ai.usage.input_tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(input > 0);
     assert!(spans
         .iter()
@@ -809,7 +975,12 @@ fn an_unreachable_collector_never_affects_requests() {
     // The failed exports are counted.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = client().get(gw.admin_url("/metrics")).send().unwrap().text().unwrap();
+        let metrics = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         let dropped: f64 = metrics
             .lines()
             .find(|l| l.starts_with("tollgate_otlp_spans_dropped_total{reason=\"export_failed\"}"))

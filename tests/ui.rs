@@ -153,7 +153,10 @@ fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
         .unwrap()
         .json()
         .unwrap();
-    let bob_left = usage["remaining"]["usd_month"].as_str().unwrap().to_string();
+    let bob_left = usage["remaining"]["usd_month"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(bob_left, "50.000000", "bob spent today");
     // The blocking HTTP client above must not live inside the runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -161,7 +164,12 @@ fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(drive(&chrome, &gw.admin_url("/admin/ui/"), &expected, &bob_left));
+    runtime.block_on(drive(
+        &chrome,
+        &gw.admin_url("/admin/ui/"),
+        &expected,
+        &bob_left,
+    ));
 }
 
 async fn drive(
@@ -194,10 +202,18 @@ async fn drive(
     let page = browser.new_page(page_url).await.unwrap();
     page.wait_for_navigation().await.unwrap();
     // No token yet: only the prompt, and no data.
-    wait_true(&page, "document.readyState === 'complete' && !!document.getElementById('token')").await;
+    wait_true(
+        &page,
+        "document.readyState === 'complete' && !!document.getElementById('token')",
+    )
+    .await;
     let login_shown: bool = eval(&page, "!document.getElementById('login').hidden").await;
     let app_hidden: bool = eval(&page, "document.getElementById('app').hidden").await;
-    let rows: u64 = eval(&page, "document.querySelectorAll('#usage-table tbody tr').length").await;
+    let rows: u64 = eval(
+        &page,
+        "document.querySelectorAll('#usage-table tbody tr').length",
+    )
+    .await;
     let bars: u64 = eval(&page, "document.querySelectorAll('#chart rect').length").await;
     assert!(login_shown && app_hidden, "the token prompt shows first");
     assert_eq!((rows, bars), (0, 0), "no data without a token");
@@ -209,9 +225,22 @@ async fn drive(
     let input = page.find_element("#token").await.unwrap();
     input.click().await.unwrap();
     input.type_str("not-the-token").await.unwrap();
-    page.find_element("#token-submit").await.unwrap().click().await.unwrap();
-    wait_true(&page, "document.getElementById('login-error').textContent.length > 0").await;
-    let rows: u64 = eval(&page, "document.querySelectorAll('#usage-table tbody tr').length").await;
+    page.find_element("#token-submit")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_true(
+        &page,
+        "document.getElementById('login-error').textContent.length > 0",
+    )
+    .await;
+    let rows: u64 = eval(
+        &page,
+        "document.querySelectorAll('#usage-table tbody tr').length",
+    )
+    .await;
     assert_eq!(rows, 0);
 
     // The right token, typed in.
@@ -250,7 +279,11 @@ async fn drive(
     let total: f64 = segments.iter().map(|s| s.2).sum();
     let want_total: i64 = expected.iter().map(|u| u.2).sum();
     assert!((total - want_total as f64 / 1e6).abs() < 1e-6, "{total}");
-    let legend: u64 = eval(&page, "document.querySelectorAll('#chart .legend span').length").await;
+    let legend: u64 = eval(
+        &page,
+        "document.querySelectorAll('#chart .legend span').length",
+    )
+    .await;
     assert_eq!(legend, 2);
 
     // The token lives in sessionStorage, never in the URL.

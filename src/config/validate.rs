@@ -56,7 +56,10 @@ fn otlp_section(otlp: &OtlpConfig, p: &mut Problems) {
         p.push("observability.otlp.service_name", "must not be empty");
     }
     if !(0.0..=1.0).contains(&otlp.sample_ratio) {
-        p.push("observability.otlp.sample_ratio", "must be between 0.0 and 1.0");
+        p.push(
+            "observability.otlp.sample_ratio",
+            "must be between 0.0 and 1.0",
+        );
     }
 }
 
