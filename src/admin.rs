@@ -145,9 +145,9 @@ impl AdminApp {
         .await;
         match ran {
             Ok(Ok((content_type, body))) => reply(StatusCode::OK, content_type, body),
-            Ok(Err(e @ ReportError::InvalidParameter { .. })) => {
-                admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
-            }
+            Ok(Err(
+                e @ (ReportError::InvalidParameter { .. } | ReportError::UnknownParameter(_)),
+            )) => admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
             Ok(Err(e)) => admin_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

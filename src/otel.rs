@@ -91,6 +91,13 @@ impl Tracing {
         Ok(Tracing { provider, tracer })
     }
 
+    /// Exports what is queued now (blocks until done or timed out).
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!("trace export flush: {e}");
+        }
+    }
+
     /// Sends what is queued and stops the export thread (process exit).
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown() {

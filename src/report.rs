@@ -2,10 +2,10 @@
 //! §2 `tollgate usage`): calls, tokens and spend between two UTC days,
 //! grouped by any of tenant, user, model and day.
 //!
-//! SQLite does the grouping. The day key is the integer `time_ms / 86400000`
-//! (formatted here), not a date function: it keeps the per-row work to
-//! integer arithmetic. The `usage_report` covering index (ledger schema)
-//! lets the scan read the index alone, in time order.
+//! It reads the ledger's `usage_daily` rollup (daily totals per tenant, user
+//! and model, kept by a trigger; see ledger.rs), so its cost grows with the
+//! number of (day, tenant, user, model) groups, not with the number of
+//! calls. Days are UTC day numbers (`time_ms / 86400000`), formatted here.
 
 use crate::llm::pricing::usd_string;
 use rusqlite::{Connection, OpenFlags};
@@ -53,7 +53,7 @@ impl GroupKey {
             GroupKey::Tenant => "tenant_id".into(),
             GroupKey::User => "user_id".into(),
             GroupKey::Model => "model".into(),
-            GroupKey::Day => format!("time_ms / {MS_PER_DAY}"),
+            GroupKey::Day => "day".into(),
         }
     }
 }
@@ -73,6 +73,8 @@ pub enum ReportError {
         param: &'static str,
         message: String,
     },
+    #[error("unknown parameter {0:?} (from, to, group_by, tenant, user, format)")]
+    UnknownParameter(String),
     #[error("ledger: {0}")]
     Ledger(#[from] rusqlite::Error),
     #[error("CSV: {0}")]
@@ -161,12 +163,7 @@ impl ReportQuery {
                         _ => return Err(invalid("format", "expected json or csv")),
                     }
                 }
-                _ => {
-                    return Err(ReportError::InvalidParameter {
-                        param: "query",
-                        message: format!("unknown parameter {name:?}"),
-                    })
-                }
+                _ => return Err(ReportError::UnknownParameter(name.clone())),
             }
         }
         let from = from.ok_or_else(|| invalid("from", "is required (YYYY-MM-DD)"))?;
@@ -187,17 +184,17 @@ impl ReportQuery {
         let mut select = keys.clone();
         select.extend(
             [
-                "COUNT(*)",
+                "SUM(calls)",
                 "SUM(prompt_tokens)",
                 "SUM(completion_tokens)",
                 "SUM(cached_tokens)",
                 "SUM(micro_usd)",
-                "SUM(estimated)",
+                "SUM(estimated_calls)",
             ]
             .map(String::from),
         );
         let mut sql = format!(
-            "SELECT {} FROM usage WHERE time_ms >= ?1 AND time_ms < ?2",
+            "SELECT {} FROM usage_daily WHERE day >= ?1 AND day < ?2",
             select.join(", ")
         );
         if self.tenant.is_some() {
@@ -223,8 +220,9 @@ impl ReportQuery {
     /// Runs the report on a ledger connection.
     pub fn run(&self, conn: &Connection) -> Result<Report, ReportError> {
         let (from_ms, to_ms) = self.bounds_ms();
+        let (from_day, to_day) = (from_ms / MS_PER_DAY, to_ms / MS_PER_DAY);
         let mut stmt = conn.prepare(&self.sql())?;
-        let params = rusqlite::params![from_ms, to_ms, self.tenant, self.user];
+        let params = rusqlite::params![from_day, to_day, self.tenant, self.user];
         // Unused placeholders (?3 / ?4) must not be bound.
         let count = stmt.parameter_count();
         for (i, p) in params.iter().enumerate().take(count) {
@@ -391,6 +389,7 @@ mod tests {
         assert_eq!(f, Format::Csv);
         let bad = |q: &str| match ReportQuery::from_pairs(&pairs(q)) {
             Err(ReportError::InvalidParameter { param, .. }) => param,
+            Err(ReportError::UnknownParameter(_)) => "unknown",
             other => panic!("{q}: {other:?}"),
         };
         assert_eq!(bad("from=2026-13-01&to=2026-01-07"), "from");
@@ -405,7 +404,7 @@ mod tests {
             "group_by"
         );
         assert_eq!(bad("from=2026-01-01&to=2026-01-07&format=xml"), "format");
-        assert_eq!(bad("from=2026-01-01&to=2026-01-07&bogus=1"), "query");
+        assert_eq!(bad("from=2026-01-01&to=2026-01-07&bogus=1"), "unknown");
     }
 
     #[test]

@@ -586,6 +586,7 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
         ("from=2026-03-03&to=2026-03-01", "to"),
         ("from=2026-03-01&to=2026-03-03&group_by=team", "group_by"),
         ("from=2026-03-01&to=2026-03-03&format=xml", "format"),
+        ("from=2026-03-01&to=2026-03-03&tenant=acme&teams=x", "teams"),
     ] {
         let (status, code, body) = error_code(report(&gw, query));
         assert_eq!(
