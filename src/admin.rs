@@ -87,6 +87,10 @@ impl AdminApp {
             ("GET", "/admin/config") => {
                 let snapshot = self.state.snapshot.load_full();
                 let mut config = serde_json::to_value(&*snapshot.config).unwrap_or(Value::Null);
+                if let Some(auth) = config.get_mut("auth") {
+                    auth["api_keys"] =
+                        serde_json::to_value(snapshot.api_keys()).unwrap_or_default();
+                }
                 redact(&mut config);
                 json_reply(
                     StatusCode::OK,

@@ -426,6 +426,14 @@ fn admin_endpoints_and_metrics() {
         .unwrap();
     assert!(config.contains("<redacted>"));
     assert!(!config.contains(&sha(BOB_KEY)));
+    // The key list is rebuilt from the compiled index (the parsed list is
+    // not kept): every key is there, in file order, digests redacted.
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let keys = config["config"]["auth"]["api_keys"].as_array().unwrap();
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert_eq!(keys[0]["id"], "bob-1", "{keys:?}");
+    assert_eq!(keys[0]["user"], "bob");
+    assert!(keys.iter().all(|k| k["sha256"] == "<redacted>"), "{keys:?}");
 }
 
 #[test]

@@ -24,10 +24,11 @@ pub fn parse_digest_hex(hex_digest: &str) -> Option<KeyDigest> {
 
 #[derive(Debug)]
 struct KeyRecord {
-    digest: KeyDigest,
     identity: Arc<Identity>,
     /// Unix seconds; the key is refused from this instant on.
     expires_at: Option<i64>,
+    /// Position in the file, to list keys in file order.
+    ordinal: u32,
 }
 
 /// Why a presented key was refused (for the audit log, never the client).
@@ -37,19 +38,55 @@ pub enum KeyRejection {
     Expired { key_id: String },
 }
 
+/// One configured key as the index holds it (admin API listing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub digest: KeyDigest,
+    pub identity: Arc<Identity>,
+    pub expires_at: Option<i64>,
+}
+
+/// The configured keys by digest. This is the only copy of the key list a
+/// running gateway keeps (the parsed file's list is dropped after compiling),
+/// so its size per key is what a large key set costs.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     by_digest: HashMap<KeyDigest, KeyRecord>,
 }
 
 impl KeyIndex {
+    pub fn with_capacity(keys: usize) -> Self {
+        Self {
+            by_digest: HashMap::with_capacity(keys),
+        }
+    }
+
     pub fn insert(&mut self, digest: KeyDigest, identity: Identity, expires_at: Option<i64>) {
+        self.insert_reusing(digest, identity, expires_at, None);
+    }
+
+    /// As [`insert`](Self::insert), sharing the identity of `previous` (the
+    /// index a reload replaces) when it is unchanged: reloading 100,000 keys
+    /// then allocates a new map, not 100,000 identities next to the old ones.
+    pub fn insert_reusing(
+        &mut self,
+        digest: KeyDigest,
+        identity: Identity,
+        expires_at: Option<i64>,
+        previous: Option<&KeyIndex>,
+    ) {
+        let identity = previous
+            .and_then(|p| p.by_digest.get(&digest))
+            .filter(|old| *old.identity == identity)
+            .map(|old| Arc::clone(&old.identity))
+            .unwrap_or_else(|| Arc::new(identity));
+        let ordinal = u32::try_from(self.by_digest.len()).unwrap_or(u32::MAX);
         self.by_digest.insert(
             digest,
             KeyRecord {
-                digest,
-                identity: Arc::new(identity),
+                identity,
                 expires_at,
+                ordinal,
             },
         );
     }
@@ -64,10 +101,10 @@ impl KeyIndex {
 
     pub fn lookup(&self, presented: &str, now_unix: i64) -> Result<Arc<Identity>, KeyRejection> {
         let presented_digest = digest(presented);
-        let record = self
+        let (_, record) = self
             .by_digest
-            .get(&presented_digest)
-            .filter(|r| bool::from(r.digest.ct_eq(&presented_digest)))
+            .get_key_value(&presented_digest)
+            .filter(|(stored, _)| bool::from(stored.ct_eq(&presented_digest)))
             .ok_or(KeyRejection::Unknown)?;
         match record.expires_at {
             Some(at) if now_unix >= at => Err(KeyRejection::Expired {
@@ -75,6 +112,24 @@ impl KeyIndex {
             }),
             _ => Ok(record.identity.clone()),
         }
+    }
+
+    /// Every key, in file order.
+    pub fn entries(&self) -> Vec<KeyEntry> {
+        let mut entries: Vec<(u32, KeyEntry)> = self
+            .by_digest
+            .iter()
+            .map(|(digest, r)| {
+                let entry = KeyEntry {
+                    digest: *digest,
+                    identity: Arc::clone(&r.identity),
+                    expires_at: r.expires_at,
+                };
+                (r.ordinal, entry)
+            })
+            .collect();
+        entries.sort_unstable_by_key(|(ordinal, _)| *ordinal);
+        entries.into_iter().map(|(_, e)| e).collect()
     }
 }
 
@@ -115,6 +170,35 @@ mod tests {
                 key_id: "k2".into()
             })
         );
+    }
+
+    #[test]
+    fn reload_shares_unchanged_identities_and_lists_in_file_order() {
+        let mut old = KeyIndex::default();
+        old.insert(digest("s1"), ident("k1"), None);
+        old.insert(digest("s2"), ident("k2"), None);
+        let mut new = KeyIndex::with_capacity(3);
+        new.insert_reusing(digest("s3"), ident("k3"), Some(7), Some(&old));
+        new.insert_reusing(digest("s2"), ident("k2"), None, Some(&old));
+        let mut changed = ident("k1");
+        changed.roles = vec!["admin".into()];
+        new.insert_reusing(digest("s1"), changed, None, Some(&old));
+        let shared = |s: &str| {
+            Arc::ptr_eq(
+                &old.lookup(s, 0).unwrap_or_else(|e| panic!("{e:?}")),
+                &new.lookup(s, 0).unwrap_or_else(|e| panic!("{e:?}")),
+            )
+        };
+        assert!(shared("s2"));
+        assert!(!shared("s1"), "a changed identity is not shared");
+        let ids: Vec<String> = new
+            .entries()
+            .iter()
+            .map(|e| e.identity.key_id.clone())
+            .collect();
+        assert_eq!(ids, ["k3", "k2", "k1"]);
+        assert_eq!(new.entries()[0].expires_at, Some(7));
+        assert_eq!(new.entries()[0].digest, digest("s3"));
     }
 
     #[test]

@@ -10,7 +10,8 @@ pub mod jwt_cache;
 pub mod jwt_config;
 pub mod stuffing;
 
-use api_key::{KeyIndex, KeyRejection};
+pub use api_key::KeyIndex;
+use api_key::KeyRejection;
 pub use identity::Identity;
 use jwt::{JwtError, JwtVerifier};
 use pingora::http::RequestHeader;
@@ -139,6 +140,11 @@ impl Authenticator {
             jwt: None,
             jwt_cache: jwt_cache::JwtCache::default(),
         }
+    }
+
+    /// The configured API keys.
+    pub fn keys(&self) -> &KeyIndex {
+        &self.keys
     }
 
     /// Enables `Authorization: Bearer <jwt>`.

@@ -41,6 +41,9 @@ impl Routable for Route {
 
 pub struct Snapshot {
     pub generation: u64,
+    /// The validated file, minus `auth.api_keys`: once compiled, the keys
+    /// live only in `auth`'s index (see [`Snapshot::api_keys`]), so a large
+    /// key set is not held twice.
     pub config: Arc<Config>,
     pub routes: Vec<Route>,
     pub auth: Authenticator,
@@ -70,7 +73,7 @@ impl Snapshot {
         problems: &mut Problems,
     ) -> Option<Snapshot> {
         let routes = config.routes.iter().filter_map(compile_route).collect();
-        let auth = compile_auth(&config.auth, problems);
+        let auth = compile_auth(&config.auth, previous.map(|p| p.auth.keys()), problems);
         let mut pools = HashMap::new();
         for (name, definition) in &config.upstreams {
             let reused = previous
@@ -112,6 +115,8 @@ impl Snapshot {
         if !problems.is_empty() {
             return None;
         }
+        let mut config = config;
+        config.auth.api_keys = Vec::new();
         Some(Snapshot {
             generation,
             config: Arc::new(config),
@@ -126,6 +131,24 @@ impl Snapshot {
 
     pub fn compile(config: Config, generation: u64, problems: &mut Problems) -> Option<Snapshot> {
         Self::compile_with(config, generation, None, problems)
+    }
+
+    /// `auth.api_keys` as configured (file order), rebuilt from the index;
+    /// `expires_at` is rendered in UTC.
+    pub fn api_keys(&self) -> Vec<ApiKeyConfig> {
+        self.auth
+            .keys()
+            .entries()
+            .into_iter()
+            .map(|e| ApiKeyConfig {
+                id: e.identity.key_id.clone(),
+                sha256: hex::encode(e.digest),
+                user: e.identity.user.clone(),
+                tenant: e.identity.tenant.clone(),
+                roles: e.identity.roles.clone(),
+                expires_at: e.expires_at.map(format_rfc3339),
+            })
+            .collect()
     }
 
     pub fn server(&self) -> &ServerConfig {
@@ -160,8 +183,22 @@ fn compile_route(r: &RouteConfig) -> Option<Route> {
     })
 }
 
-fn compile_auth(auth: &AuthConfig, problems: &mut Problems) -> Authenticator {
-    let mut keys = KeyIndex::default();
+fn format_rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn compile_auth(
+    auth: &AuthConfig,
+    previous: Option<&KeyIndex>,
+    problems: &mut Problems,
+) -> Authenticator {
+    let mut keys = KeyIndex::with_capacity(auth.api_keys.len());
     for (i, key) in auth.api_keys.iter().enumerate() {
         let Some(digest) = parse_digest_hex(&key.sha256.to_ascii_lowercase()) else {
             problems.push(format!("auth.api_keys[{i}].sha256"), "not a SHA-256 digest");
@@ -174,7 +211,7 @@ fn compile_auth(auth: &AuthConfig, problems: &mut Problems) -> Authenticator {
             roles: key.roles.clone(),
             key_id: key.id.clone(),
         };
-        keys.insert(digest, identity, expires_at);
+        keys.insert_reusing(digest, identity, expires_at, previous);
     }
     let authenticator = Authenticator::new(keys);
     match auth

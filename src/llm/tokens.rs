@@ -136,15 +136,12 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn one_huge_word_is_counted_quickly_and_sensibly() {
+    fn one_huge_word_is_cut_into_bounded_runs_and_counted_sensibly() {
         let word = "x".repeat(900 * 1024);
-        let started = std::time::Instant::now();
+        // BPE is quadratic per run: the cut is what keeps counting linear
+        // (no timing here: the bench measures speed, this the mechanism).
+        assert!(bounded_segments(&word).all(|s| s.len() <= MAX_RUN_BYTES));
         let n = count_uncached(&word);
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
         // Runs of one letter merge into long tokens: well under 1 per byte.
         assert!(n > 0 && n < word.len() as u64 / 2, "{n}");
     }
