@@ -16,6 +16,7 @@ pub mod error;
 pub mod framing;
 pub mod guards;
 pub mod headers;
+pub mod heap;
 pub mod ledger;
 pub mod limits;
 pub mod llm;

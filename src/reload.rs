@@ -111,7 +111,11 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<Reloaded, ConfigError> 
             for warning in &warnings {
                 tracing::warn!("{warning}");
             }
+            drop(previous);
             state.snapshot.store(Arc::new(snapshot));
+            // The parse's transient memory (and the old snapshot, unless a
+            // request still holds it) is free now: hand it back.
+            let _ = tokio::task::spawn_blocking(crate::heap::release_freed_memory).await;
             metrics::inc(&metrics::CONFIG_RELOADS, &["ok"]);
             if let Some(g) = metrics::CONFIG_GENERATION.as_ref() {
                 g.set(generation as i64);

@@ -62,6 +62,7 @@ fn server_conf(snapshot: &Snapshot, config_path: &Path) -> ServerConf {
 /// Loads the config and builds a ready-to-run server (not yet running).
 pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewayState>), CliError> {
     let snapshot = config::load_snapshot(config_path, 1)?;
+    crate::heap::release_freed_memory();
     let obs = &snapshot.config.observability;
     init_tracing(&obs.log_level);
     let audit_target = obs.audit_log.clone().unwrap_or_else(|| {
