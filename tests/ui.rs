@@ -184,6 +184,9 @@ async fn drive(
         .no_sandbox()
         .user_data_dir(profile.path())
         .window_size(1280, 900)
+        // A loaded CI machine can take a while to start a browser.
+        .launch_timeout(Duration::from_secs(90))
+        .request_timeout(Duration::from_secs(60))
         .args([
             "disable-gpu",
             "disable-quic",
