@@ -113,6 +113,27 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    let head = b"GET /api/v1/agents/bob/tickets?status=open HTTP/1.1\r\nHost: gw.example\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\nX-API-Key: 0123456789abcdef\r\n\r\n";
+    let limits = tollgate::head_scan::HeadLimits {
+        max_header_bytes: 32768,
+        max_uri_bytes: 8192,
+    };
+    group.bench_function("head_scan", |b| {
+        b.iter(|| tollgate::head_scan::HeadScanner::default().scan(black_box(head), &limits))
+    });
+    let detector = tollgate::guards::injection::InjectionDetector::new(&[]).expect("guard");
+    let prompt = "Hello, I ordered a blender (order 88231) two weeks ago and followed all the \
+        instructions in the manual, but the motor stops after ten seconds. The previous agent \
+        told me to reset it by holding the power button, which did not help. Your website says \
+        the warranty rules cover motor faults for two years. Can you tell me how to return it \
+        and whether I need the original box? Thanks, Dana";
+    group.bench_function("injection_guard_support_prompt", |b| {
+        b.iter(|| detector.matches(black_box(prompt)))
+    });
+    let long = prompt.repeat(8);
+    group.bench_function("injection_guard_3k_prompt", |b| {
+        b.iter(|| detector.matches(black_box(&long)))
+    });
     group.finish();
 }
 

@@ -46,3 +46,24 @@ pub async fn send_error(
     session.write_response_body(Some(body), true).await?;
     Ok(())
 }
+
+/// The same answer as raw HTTP/1.1 bytes, for refusals made before Pingora
+/// has a session (the request head deadline and size limits, read by the
+/// listener): always `Connection: close`, since the connection is dropped.
+pub fn raw_error_response(err: &GatewayError) -> Vec<u8> {
+    let request_id = ulid::Ulid::new().to_string();
+    let body = error_body(err, &request_id);
+    let reason = http::StatusCode::from_u16(err.status())
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         cache-control: no-store\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        err.status(),
+        body.len(),
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}

@@ -15,7 +15,7 @@ use crate::reload::SighupReloader;
 use crate::state::{GatewayState, Services};
 use crate::upstream::health::HealthCheckLoop;
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::protocols::Stream;
@@ -140,6 +140,7 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
             )),
             state: state.clone(),
             connections: ConnectionLimiter::default(),
+            heads: crate::head_deadline::HeadGuard::new(),
         },
     );
     for addr in &listen {
@@ -250,10 +251,13 @@ struct ListenerApp<A> {
     app: Arc<A>,
     state: Arc<GatewayState>,
     connections: ConnectionLimiter,
+    /// Every request head is held to `server.header_timeout_ms` and the
+    /// head limits before Pingora parses it (see `head_deadline`).
+    heads: crate::head_deadline::HeadGuard,
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -271,6 +275,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
             },
             _ => None,
         };
-        self.app.process_new(session, shutdown).await
+        let snapshot = &self.state.snapshot;
+        let settings = || {
+            let server = snapshot.load();
+            let server = server.server();
+            (
+                crate::head_scan::HeadLimits {
+                    max_header_bytes: server.max_header_bytes,
+                    max_uri_bytes: server.max_uri_bytes,
+                },
+                std::time::Duration::from_millis(server.header_timeout_ms),
+            )
+        };
+        self.heads
+            .serve(&self.app, session, shutdown, settings)
+            .await
     }
 }

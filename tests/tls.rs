@@ -318,3 +318,135 @@ fn llm_calls_over_http2_stream_and_carry_large_bodies() {
         big.len()
     );
 }
+
+#[test]
+fn http1_over_tls_passes_the_head_reader_and_keeps_alive() {
+    let backend = Backend::start();
+    let (_gw, tls_addr) = tls_gateway(&backend);
+    let port = tls_addr.rsplit(':').next().unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .http1_only()
+        .timeout(std::time::Duration::from_secs(15))
+        .no_proxy()
+        .build()
+        .unwrap();
+    // Several requests on one kept-alive TLS connection: every head is read
+    // by the listener, handed back to Pingora, and served.
+    for i in 0..3 {
+        let resp = client
+            .get(format!("https://localhost:{port}/api/v1/tickets/{i}"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+        assert_eq!(resp.status(), 200);
+        let echo: Value = resp.json().unwrap();
+        assert_eq!(echo["path"], format!("/api/v1/tickets/{i}"));
+    }
+    // 300 header fields over TLS: 431 from the listener.
+    let mut req = client
+        .get(format!("https://localhost:{port}/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY);
+    for i in 0..300 {
+        req = req.header(format!("x-f{i}"), "v");
+    }
+    let (status, code, _) = error_code(req.send().unwrap());
+    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+}
+
+/// A raw HTTP/1.1-over-TLS connection (ALPN http/1.1), handshake done.
+fn tls_http1(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    rustls::StreamOwned::new(conn, sock)
+}
+
+#[test]
+fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let backend = Backend::start();
+    let tls_addr = free_addr();
+    let config = tls_config(
+        &[&backend.addr],
+        &tls_addr,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    )
+    .replace(
+        "grace_period_seconds: 1\n",
+        "grace_period_seconds: 1\n  header_timeout_ms: 2000\n",
+    )
+    // No health checks: the backend's count is then what the gateway sent.
+    .lines()
+    .filter(|l| !l.contains("health_check:"))
+    .collect::<Vec<_>>()
+    .join("\n");
+    let _gw = Gateway::start(&config);
+    assert!(wait_for_port(&tls_addr, Duration::from_secs(10)));
+
+    let mut tls = tls_http1(&tls_addr);
+    // The deadline runs from the end of the handshake.
+    let start = Instant::now();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let head = format!(
+        "GET /api/v1/tickets/1 HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {BOB_KEY}\r\n\r\n"
+    );
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    for b in head.bytes() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never cut off");
+        if tls.write_all(&[b]).and_then(|_| tls.flush()).is_err() {
+            break;
+        }
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    // Whatever is left of the answer, up to the close.
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    while let Ok(n) = tls.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(
+        elapsed <= Duration::from_millis(3000),
+        "held past header_timeout_ms + 1 s: {elapsed:?}"
+    );
+    assert_eq!(backend.served(), 1, "only the stats request itself");
+}

@@ -3,6 +3,7 @@
 //! matched text — only which guard acted — so logs stay free of PII.
 
 pub mod injection;
+pub mod normalize;
 pub mod pii;
 
 use crate::config::schema::{GuardAction, GuardsConfig};
