@@ -30,7 +30,7 @@ APT_PACKAGES := cmake pkg-config build-essential
 VENV := target/venv
 SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
 
-.PHONY: help deps test-deps build demo test lint check-config bench clean sdk-venv
+.PHONY: help deps test-deps build demo test lint check-config bench clean sdk-venv check-rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -57,20 +57,30 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	command -v cmake >/dev/null
 
-test-deps: ## install redis-server when missing (cluster-mode tests start their own)
-	@if command -v redis-server >/dev/null 2>&1; then exit 0; fi; \
-	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server"; \
+test-deps: deps ## install missing test packages (redis-server for cluster tests, chromium for the usage page test, prometheus for promtool)
+	@missing=""; \
+	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
+	                                      || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1   || missing="$$missing prometheus"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: redis-server is missing (install it with your package manager)" >&2; exit 1; \
+	  echo "error: missing test packages:$$missing (install them with your package manager)" >&2; exit 1; \
 	fi; \
 	if [ "$$(id -u)" -ne 0 ]; then \
-	  echo "error: redis-server is missing; run as root:  sudo sh -c '$$cmd'" >&2; exit 1; \
+	  echo "error: missing test packages:$$missing" >&2; \
+	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
+	  exit 1; \
 	fi; \
-	echo "installing: redis-server"; \
+	echo "installing:$$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	apt-get update -qq; \
-	apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
-	command -v redis-server >/dev/null
+	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	command -v promtool >/dev/null && command -v redis-server >/dev/null
+
+check-rules: test-deps ## validate the Prometheus alert rules with promtool
+	promtool check rules conf/prometheus/tollgate-alerts.yaml
 
 build: deps ## release build: target/release/tollgate
 	$(CARGO) build --release --locked
@@ -95,7 +105,7 @@ sdk-venv: ## virtualenv target/venv with the anthropic and openai SDKs (tests/sd
 	python3 -m venv $(VENV); \
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(SDK_PACKAGES)
 
-test: deps test-deps sdk-venv ## the whole test suite
+test: test-deps check-rules sdk-venv ## the whole test suite
 	$(CARGO) build --locked --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  echo "+ $(CARGO) nextest run --locked --all-targets --no-fail-fast $(TEST_ARGS)"; \
@@ -119,7 +129,7 @@ check-config: deps ## `tollgate check` every conf/*.yaml
 	  ./target/debug/tollgate check -c "$$f" || status=1; \
 	done; exit $$status
 
-bench: deps ## benches (BENCH=hot_path|jwt|llm|memory for one)
+bench: deps ## benches (BENCH=hot_path|jwt|llm|memory|report for one)
 	$(CARGO) bench --locked $(if $(BENCH),--bench $(BENCH))
 
 clean: ## remove build output

@@ -71,6 +71,7 @@ impl AdminApp {
     async fn admin(&self, method: &str, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
         match (method, path) {
             ("GET", "/admin/usage") => self.usage(query).await,
+            ("GET", "/admin/usage/report") => self.report(query).await,
             ("POST", "/admin/reload") => match reload::reload(&self.state).await {
                 Ok(done) => json_reply(
                     StatusCode::OK,
@@ -101,7 +102,69 @@ impl AdminApp {
     }
 }
 
+/// Decoded `name=value` pairs of a query string.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let s = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .map(|q| {
+            q.split('&')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (decode(k), decode(v))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl AdminApp {
+    /// `GET /admin/usage/report`: spend from the ledger (report.rs), read
+    /// on the blocking pool so a long scan never stalls the admin listener.
+    async fn report(&self, query: Option<&str>) -> Response<Vec<u8>> {
+        use crate::report::{Format, ReportError, ReportQuery};
+        let (report_query, format) = match ReportQuery::from_pairs(&query_pairs(query)) {
+            Ok(q) => q,
+            Err(e) => {
+                return admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+            }
+        };
+        let path = self.state.ledger.path().to_path_buf();
+        let ran = tokio::task::spawn_blocking(move || {
+            let conn = crate::report::open_ledger(&path)?;
+            let report = report_query.run(&conn)?;
+            match format {
+                Format::Json => Ok((
+                    "application/json",
+                    report.to_json().to_string().into_bytes(),
+                )),
+                Format::Csv => Ok(("text/csv; charset=utf-8", report.to_csv()?)),
+            }
+        })
+        .await;
+        match ran {
+            Ok(Ok((content_type, body))) => reply(StatusCode::OK, content_type, body),
+            Ok(Err(
+                e @ (ReportError::InvalidParameter { .. } | ReportError::UnknownParameter(_)),
+            )) => admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+            Ok(Err(e)) => admin_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &e.to_string(),
+            ),
+            Err(e) => admin_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &e.to_string(),
+            ),
+        }
+    }
+
     /// `GET /admin/usage?user=ID` or `?tenant=ID`: spend in the current
     /// windows, each limit and what remains.
     async fn usage(&self, query: Option<&str>) -> Response<Vec<u8>> {
@@ -248,6 +311,7 @@ impl ServeHttp for AdminApp {
                     )
                 }
             }
+            ("GET", p) if p == "/admin/ui" || p.starts_with("/admin/ui/") => crate::ui::asset(p),
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

@@ -42,6 +42,28 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Usage report from the ledger file (read-only; works while the
+    /// gateway runs): JSON, or CSV with --csv.
+    Usage {
+        /// First UTC day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        from: String,
+        /// Last UTC day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: String,
+        /// Comma-separated keys: tenant, user, model, day.
+        #[arg(long = "group-by", default_value = "")]
+        group_by: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Baseline for benchmarks: a bare Pingora proxy hop.
     #[command(hide = true)]
     BareProxy {

@@ -9,7 +9,7 @@ use crate::llm::account::LlmCall;
 use crate::upstream::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -37,6 +37,39 @@ pub struct RequestCtx {
     pub token_headers: Vec<(&'static str, String)>,
     /// Accounting of an LLM call, settled in `logging`.
     pub llm: Option<LlmCall>,
+    /// What the settled LLM call was billed (access log, trace span).
+    pub llm_summary: Option<LlmSummary>,
+    /// Each upstream attempt, for the trace's child spans.
+    pub attempts: Vec<UpstreamAttempt>,
+}
+
+/// The billed figures of one LLM call, filled where it is settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmSummary {
+    /// The model as the client asked for it.
+    pub model: String,
+    /// The configured model that served, after fallbacks.
+    pub served_model: Option<String>,
+    /// The model name sent upstream.
+    pub upstream_model: Option<String>,
+    pub api: &'static str,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub micro_usd: u64,
+    /// Usage was estimated: the upstream reported none.
+    pub estimated: bool,
+    pub stream: bool,
+}
+
+/// One try of one upstream peer.
+#[derive(Debug, Clone)]
+pub struct UpstreamAttempt {
+    pub peer: SocketAddr,
+    pub started: SystemTime,
+    pub ended: Option<SystemTime>,
+    /// The response status, when a response header arrived.
+    pub status: Option<u16>,
 }
 
 impl RequestCtx {
@@ -58,6 +91,26 @@ impl RequestCtx {
             upstream_started: None,
             token_headers: Vec::new(),
             llm: None,
+            llm_summary: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    pub fn attempt_started(&mut self, peer: SocketAddr) {
+        self.attempts.push(UpstreamAttempt {
+            peer,
+            started: SystemTime::now(),
+            ended: None,
+            status: None,
+        });
+    }
+
+    /// Closes the latest open attempt: `status` None means it failed
+    /// before a response header.
+    pub fn attempt_ended(&mut self, status: Option<u16>) {
+        if let Some(a) = self.attempts.last_mut().filter(|a| a.ended.is_none()) {
+            a.ended = Some(SystemTime::now());
+            a.status = status;
         }
     }
 

@@ -31,7 +31,7 @@ const MAX_BATCH_DELAY: Duration = Duration::from_millis(100);
 const MAX_BATCH_ROWS: usize = 512;
 /// How long a connection waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage (
@@ -56,6 +56,52 @@ CREATE TABLE IF NOT EXISTS usage (
     over_cap          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
+";
+
+/// Daily totals per tenant, user and model, kept by a trigger in the same
+/// transaction as the rows: the usage report (report.rs) reads this instead
+/// of scanning every call, so it answers in milliseconds over millions of
+/// rows. A trigger rather than writer code: every insert path keeps it
+/// exact. `''` stands for a missing tenant or user (key columns cannot be
+/// NULL in a primary key).
+const ROLLUP_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day               INTEGER NOT NULL,
+    tenant_id         TEXT    NOT NULL,
+    user_id           TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    calls             INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    micro_usd         INTEGER NOT NULL,
+    estimated_calls   INTEGER NOT NULL,
+    PRIMARY KEY (day, tenant_id, user_id, model)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS usage_daily_add AFTER INSERT ON usage
+BEGIN
+    INSERT INTO usage_daily VALUES (
+        NEW.time_ms / 86400000, COALESCE(NEW.tenant_id, ''), COALESCE(NEW.user_id, ''),
+        NEW.model, 1, NEW.prompt_tokens, NEW.completion_tokens, NEW.cached_tokens,
+        NEW.micro_usd, NEW.estimated != 0)
+    ON CONFLICT (day, tenant_id, user_id, model) DO UPDATE SET
+        calls = calls + 1,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        cached_tokens = cached_tokens + excluded.cached_tokens,
+        micro_usd = micro_usd + excluded.micro_usd,
+        estimated_calls = estimated_calls + excluded.estimated_calls;
+END;
+";
+
+/// Schema 2 → 3: the daily rollup, rebuilt from the rows already there.
+const MIGRATE_2_TO_3: &str = "
+DELETE FROM usage_daily;
+INSERT INTO usage_daily
+SELECT time_ms / 86400000, COALESCE(tenant_id, ''), COALESCE(user_id, ''), model,
+    COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
+    SUM(micro_usd), SUM(estimated != 0)
+FROM usage GROUP BY 1, 2, 3, 4;
 ";
 
 /// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the
@@ -358,6 +404,10 @@ fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
         conn.execute_batch(MIGRATE_1_TO_2)?;
     }
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(ROLLUP_SCHEMA)?;
+    if version < 3 {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_2_TO_3} COMMIT;"))?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
 }
@@ -611,7 +661,22 @@ mod tests {
         new.cache_write_tokens = 3;
         new.over_cap = true;
         ledger.record(new.clone());
-        assert_eq!(ledger.rows_for_request("new").ok(), Some(vec![new]));
+        assert_eq!(ledger.rows_for_request("new").ok(), Some(vec![new.clone()]));
+        // Schema 3: the daily rollup holds the old row (backfilled by the
+        // migration) and the new one (added by the trigger).
+        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (calls, micro, users): (i64, i64, String) = conn
+            .query_row(
+                "SELECT SUM(calls), SUM(micro_usd), group_concat(user_id, '|') FROM usage_daily",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((calls, micro), (2, 7 + new.micro_usd as i64));
+        assert!(
+            users.split('|').any(|u| u.is_empty()),
+            "NULL user kept as ''"
+        );
     }
 
     #[test]

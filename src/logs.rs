@@ -6,8 +6,9 @@
 use serde_json::Value;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 
 const QUEUE: usize = 64 * 1024;
 const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -20,38 +21,93 @@ enum Stream {
 
 pub struct LogSink {
     tx: SyncSender<(Stream, String)>,
+    /// Set by SIGUSR1: the writer reopens its files before the next batch.
+    reopen: Arc<AtomicBool>,
     dropped: AtomicU64,
     access_on: bool,
     audit_on: bool,
 }
 
-fn open_target(target: &str) -> io::Result<Option<Box<dyn Write + Send>>> {
-    Ok(match target {
-        "off" => None,
-        "stdout" => Some(Box::new(io::stdout())),
-        "stderr" => Some(Box::new(io::stderr())),
-        path => Some(Box::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        )),
-    })
+/// Where a log stream goes; files are reopened on SIGUSR1 (logrotate).
+#[derive(Debug, Clone)]
+enum Target {
+    Stdout,
+    Stderr,
+    File(String),
+}
+
+impl Target {
+    fn parse(target: &str) -> Option<Target> {
+        match target {
+            "off" => None,
+            "stdout" => Some(Target::Stdout),
+            "stderr" => Some(Target::Stderr),
+            path => Some(Target::File(path.to_string())),
+        }
+    }
+
+    fn open(&self) -> io::Result<BufWriter<Box<dyn Write + Send>>> {
+        let out: Box<dyn Write + Send> = match self {
+            Target::Stdout => Box::new(io::stdout()),
+            Target::Stderr => Box::new(io::stderr()),
+            Target::File(path) => {
+                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+            }
+        };
+        Ok(BufWriter::new(out))
+    }
+}
+
+/// An open log stream and where it goes.
+struct Output {
+    target: Target,
+    out: BufWriter<Box<dyn Write + Send>>,
+}
+
+impl Output {
+    fn start(target: Option<Target>) -> io::Result<Option<Output>> {
+        target
+            .map(|target| {
+                Ok(Output {
+                    out: target.open()?,
+                    target,
+                })
+            })
+            .transpose()
+    }
+
+    /// After a rotation the old file was renamed: open the path anew. If
+    /// that fails the old handle is kept, so no line is lost.
+    fn reopen(&mut self) {
+        let _ = self.out.flush();
+        if matches!(self.target, Target::File(_)) {
+            match self.target.open() {
+                Ok(out) => self.out = out,
+                Err(e) => tracing::error!("cannot reopen log file: {e}"),
+            }
+        }
+    }
 }
 
 impl LogSink {
     /// `access` and `audit` are "stdout", "stderr", "off" or a file path.
     pub fn start(access: &str, audit: &str) -> io::Result<LogSink> {
-        let access_out = open_target(access)?;
+        let access_out = Output::start(Target::parse(access))?;
         let audit_out = if audit == access {
             None
         } else {
-            open_target(audit)?
+            Output::start(Target::parse(audit))?
         };
         let shared = audit == access;
         let (tx, rx) = sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer_reopen = reopen.clone();
         std::thread::Builder::new()
             .name("tollgate-logs".into())
-            .spawn(move || write_loop(rx, access_out, audit_out, shared))?;
+            .spawn(move || write_loop(rx, access_out, audit_out, shared, &writer_reopen))?;
         Ok(LogSink {
             tx,
+            reopen,
             dropped: AtomicU64::new(0),
             access_on: access != "off",
             audit_on: audit != "off",
@@ -72,6 +128,13 @@ impl LogSink {
         }
     }
 
+    /// Reopens the log files before the next line (logrotate's
+    /// `postrotate`): lines already written are in the renamed file, later
+    /// ones in the new one.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -88,13 +151,18 @@ impl LogSink {
 
 fn write_loop(
     rx: Receiver<(Stream, String)>,
-    mut access: Option<Box<dyn Write + Send>>,
-    mut audit: Option<Box<dyn Write + Send>>,
+    mut access: Option<Output>,
+    mut audit: Option<Output>,
     shared: bool,
+    reopen: &AtomicBool,
 ) {
-    let mut access = access.take().map(BufWriter::new);
-    let mut audit = audit.take().map(BufWriter::new);
     while let Ok(first) = rx.recv() {
+        if reopen.swap(false, Ordering::AcqRel) {
+            access
+                .iter_mut()
+                .chain(audit.iter_mut())
+                .for_each(Output::reopen);
+        }
         let mut next = Some(first);
         // Drain what is queued, then flush once: one syscall per burst.
         while let Some((stream, line)) = next {
@@ -103,16 +171,13 @@ fn write_loop(
                 (Stream::Audit, false) => audit.as_mut(),
             };
             if let Some(out) = out {
-                let _ = out.write_all(line.as_bytes());
-                let _ = out.write_all(b"\n");
+                let _ = out.out.write_all(line.as_bytes());
+                let _ = out.out.write_all(b"\n");
             }
             next = rx.try_recv().ok();
         }
-        if let Some(out) = access.as_mut() {
-            let _ = out.flush();
-        }
-        if let Some(out) = audit.as_mut() {
-            let _ = out.flush();
+        for out in access.iter_mut().chain(audit.iter_mut()) {
+            let _ = out.out.flush();
         }
         // Let lines accumulate: while this thread sleeps, senders enqueue
         // without waking it, so a busy gateway pays no context switch per

@@ -16,6 +16,14 @@ fn main() {
         }),
         Command::Check => check(&config),
         Command::Demo => tollgate::demo::run(),
+        Command::Usage {
+            from,
+            to,
+            group_by,
+            tenant,
+            user,
+            csv,
+        } => usage(&config, &from, &to, &group_by, tenant, user, csv),
         Command::HashKey { id } => {
             hash_key(&id);
             Ok(())
@@ -52,4 +60,40 @@ fn hash_key(id: &str) {
     println!("      user: <user id>");
     println!("      tenant: <tenant id>");
     println!("      roles: [agent]");
+}
+
+fn usage(
+    config: &std::path::Path,
+    from: &str,
+    to: &str,
+    group_by: &str,
+    tenant: Option<String>,
+    user: Option<String>,
+    csv: bool,
+) -> Result<(), CliError> {
+    use tollgate::report::{open_ledger, parse_date, parse_group_by, ReportQuery};
+    let snapshot = tollgate::config::load_snapshot(config, 1)?;
+    let runtime = |e: tollgate::report::ReportError| CliError::Runtime(e.to_string());
+    let query = ReportQuery::new(
+        parse_date("from", from).map_err(runtime)?,
+        parse_date("to", to).map_err(runtime)?,
+        parse_group_by(group_by).map_err(runtime)?,
+        tenant,
+        user,
+    )
+    .map_err(runtime)?;
+    let conn = open_ledger(std::path::Path::new(&snapshot.config.store.path)).map_err(runtime)?;
+    let report = query.run(&conn).map_err(runtime)?;
+    let out = if csv {
+        report.to_csv().map_err(runtime)?
+    } else {
+        let mut text = serde_json::to_vec_pretty(&report.to_json())
+            .map_err(|e| CliError::Runtime(e.to_string()))?;
+        text.push(b'\n');
+        text
+    };
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| CliError::Runtime(format!("writing the report: {e}")))
 }

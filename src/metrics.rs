@@ -57,6 +57,8 @@ metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
     "tollgate_llm_over_cap_total",
     "LLM calls whose output went past the request's cap (stream_cut: cut off by the gateway; reported: billed as the upstream reported)",
     &["model", "kind"]));
+metric!(OTLP_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
+    "tollgate_otlp_spans_dropped_total", "Trace spans not exported", &["reason"]));
 
 /// Registers every metric so /metrics lists them from the start.
 pub fn init() {
@@ -69,6 +71,7 @@ pub fn init() {
         &CONFIG_RELOADS,
         &STORE_ERRORS,
         &LLM_OVER_CAP,
+        &OTLP_SPANS_DROPPED,
     ] {
         Lazy::force(lazy);
     }
@@ -79,6 +82,18 @@ pub fn init() {
     Lazy::force(&PEER_HEALTHY);
     Lazy::force(&CIRCUIT_OPEN);
     Lazy::force(&CONFIG_GENERATION);
+    // Series that alert rules watch start at 0, so `increase()` sees the
+    // first failure (a series born at 1 shows no increase).
+    let zero = |counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]| {
+        if let Some(c) = counter.as_ref() {
+            c.with_label_values(labels).inc_by(0);
+        }
+    };
+    zero(&STORE_ERRORS, &["local"]);
+    zero(&CONFIG_RELOADS, &["ok"]);
+    zero(&CONFIG_RELOADS, &["error"]);
+    zero(&OTLP_SPANS_DROPPED, &["queue_full"]);
+    zero(&OTLP_SPANS_DROPPED, &["export_failed"]);
 }
 
 pub fn inc(counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]) {

@@ -4,9 +4,10 @@
 
 use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
-use crate::ctx::RequestCtx;
+use crate::ctx::{LlmSummary, RequestCtx};
 use crate::error::GatewayError;
 use crate::llm::account::CallFacts;
+use crate::llm::pricing::usd_string;
 use crate::metrics;
 use crate::state::GatewayState;
 use pingora::prelude::*;
@@ -93,7 +94,8 @@ fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &st
 }
 
 /// The upstream answered: 5xx counts against the peer's breaker.
-pub fn upstream_answered(ctx: &RequestCtx, status: u16) {
+pub fn upstream_answered(ctx: &mut RequestCtx, status: u16) {
+    ctx.attempt_ended(Some(status));
     if let (Some(pool), Some(peer)) = (ctx.pool(), ctx.peer) {
         if status >= 500 {
             pool.report_failure(peer);
@@ -104,7 +106,8 @@ pub fn upstream_answered(ctx: &RequestCtx, status: u16) {
 }
 
 /// A connect, read or write failure on the current peer.
-pub fn upstream_failed(ctx: &RequestCtx) {
+pub fn upstream_failed(ctx: &mut RequestCtx) {
+    ctx.attempt_ended(None);
     if let (Some(pool), Some(peer)) = (ctx.pool(), ctx.peer) {
         pool.report_failure(peer);
     }
@@ -162,7 +165,8 @@ pub async fn request_done(
             key_id: identity.map(|i| i.key_id.as_str()),
             route: ctx.route_name(),
         };
-        call.settle(state, &facts).await;
+        let summary = call.settle(state, &facts).await;
+        ctx.llm_summary = Some(summary);
     }
     let status = session
         .response_written()
@@ -200,9 +204,23 @@ pub async fn request_done(
             started.elapsed().as_secs_f64(),
         );
     }
+    if let Some(tracing) = &state.tracing {
+        let incoming = session
+            .req_header()
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        tracing.record(&crate::otel::RequestSpan {
+            ctx,
+            method,
+            path: session.req_header().uri.path(),
+            status,
+            incoming_parent: crate::otel::remote_parent(incoming),
+        });
+    }
     let identity = ctx.identity.as_deref();
     state.logs.access(|| {
-        json!({
+        let mut line = json!({
             "log": "access",
             "time": now_rfc3339(),
             "request_id": ctx.request_id,
@@ -221,6 +239,29 @@ pub async fn request_done(
             "bytes_sent": session.body_bytes_sent(),
             "error": e.map(|e| e.etype().as_str()),
             "traceparent": ctx.traceparent,
-        })
+        });
+        if let (Some(llm), Some(map)) = (&ctx.llm_summary, line.as_object_mut()) {
+            map.extend(llm_fields(llm));
+        }
+        line
     });
+}
+
+/// The access-log fields of an LLM call.
+fn llm_fields(llm: &LlmSummary) -> serde_json::Map<String, serde_json::Value> {
+    let fields = json!({
+        "model": llm.model,
+        "served_model": llm.served_model,
+        "api": llm.api,
+        "prompt_tokens": llm.prompt_tokens,
+        "completion_tokens": llm.completion_tokens,
+        "cached_tokens": llm.cached_tokens,
+        "usd": usd_string(llm.micro_usd),
+        "usage_source": if llm.estimated { "estimated" } else { "upstream" },
+        "stream": llm.stream,
+    });
+    match fields {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

@@ -57,6 +57,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             "observability.audit_log",
             differ(&old.observability.audit_log, &new.observability.audit_log),
         ),
+        (
+            "observability.otlp",
+            differ(&old.observability.otlp, &new.observability.otlp),
+        ),
     ];
     checks
         .iter()
@@ -162,6 +166,44 @@ impl BackgroundService for SighupReloader {
                     }
                     tracing::info!("SIGHUP received: reloading configuration");
                     let _ = reload(&self.state).await;
+                }
+            }
+        }
+    }
+}
+
+/// SIGUSR1 (logrotate's `postrotate`) reopens the access and audit log
+/// files. Its default disposition would kill the process.
+pub struct LogReopener {
+    state: Arc<GatewayState>,
+}
+
+impl LogReopener {
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self { state }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for LogReopener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install SIGUSR1 handler: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                received = usr1.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGUSR1 received: reopening log files");
+                    self.state.logs.reopen();
                 }
             }
         }

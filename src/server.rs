@@ -114,11 +114,20 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
+    // Built here, outside Pingora's runtimes: the exporter's blocking
+    // HTTP client may not be created inside one.
+    let tracing = match &snapshot.config.observability.otlp {
+        Some(otlp) => {
+            Some(crate::otel::Tracing::start(otlp).map_err(|e| CliError::Runtime(e.to_string()))?)
+        }
+        None => None,
+    };
     let services = Services {
         logs,
         store,
         ledger,
         connector,
+        tracing,
     };
     let state = GatewayState::new(snapshot, absolute, services);
 
@@ -154,6 +163,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     server.add_service(background_service(
         "sighup reload",
         SighupReloader::new(state.clone()),
+    ));
+    server.add_service(background_service(
+        "log reopen",
+        crate::reload::LogReopener::new(state.clone()),
     ));
     server.add_service(background_service(
         "drain watcher",

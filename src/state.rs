@@ -27,6 +27,8 @@ pub struct GatewayState {
     pub ledger: Ledger,
     /// Upstream connections for LLM routes, which tollgate drives itself.
     pub connector: Connector,
+    /// OTLP trace export, when `observability.otlp` is set.
+    pub tracing: Option<crate::otel::Tracing>,
 }
 
 /// What a gateway process needs besides its configuration.
@@ -35,6 +37,7 @@ pub struct Services {
     pub store: Arc<Store>,
     pub ledger: Ledger,
     pub connector: Connector,
+    pub tracing: Option<crate::otel::Tracing>,
 }
 
 impl GatewayState {
@@ -47,11 +50,15 @@ impl GatewayState {
             store: services.store,
             ledger: services.ledger,
             connector: services.connector,
+            tracing: services.tracing,
         })
     }
 
     /// Last words before exit: every recorded call reaches the ledger.
     pub fn shutdown(&self) {
+        if let Some(tracing) = &self.tracing {
+            tracing.shutdown();
+        }
         if let Err(e) = self.ledger.flush() {
             tracing::error!("ledger flush at shutdown failed: {e}");
         }

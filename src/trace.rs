@@ -37,7 +37,7 @@ pub fn traceparent(req: &RequestHeader) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
     match incoming {
-        Some((trace_id, flags)) => format!("00-{trace_id}-{}-{flags}", hex::encode(span)),
+        Some((trace_id, _, flags)) => format!("00-{trace_id}-{}-{flags}", hex::encode(span)),
         None => {
             let mut trace = [0u8; 16];
             rng.fill_bytes(&mut trace);
@@ -49,8 +49,8 @@ pub fn traceparent(req: &RequestHeader) -> String {
     }
 }
 
-/// Returns (trace-id, flags) of a valid version-00 traceparent.
-fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+/// Returns (trace-id, parent-id, flags) of a valid version-00 traceparent.
+pub fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
     let mut parts = value.trim().split('-');
     let (version, trace_id, parent_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -66,7 +66,7 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
         && lower_hex(parent_id, 16)
         && parent_id.bytes().any(|b| b != b'0')
         && lower_hex(flags, 2);
-    valid.then_some((trace_id, flags))
+    valid.then_some((trace_id, parent_id, flags))
 }
 
 #[cfg(test)]

@@ -472,6 +472,9 @@ pub struct ObservabilityConfig {
     pub audit_log: Option<String>,
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
+    /// Optional: OTLP/HTTP trace export (otel.rs).
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for ObservabilityConfig {
@@ -480,11 +483,32 @@ impl Default for ObservabilityConfig {
             access_log: defaults::access_log(),
             audit_log: None,
             log_level: defaults::log_level(),
+            otlp: None,
         }
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Collector base URL, e.g. `http://127.0.0.1:4318`; spans go to
+    /// `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// Share of new traces recorded (0.0 to 1.0); a sampled or unsampled
+    /// incoming `traceparent` decides for its own trace.
+    #[serde(default = "defaults::sample_ratio")]
+    pub sample_ratio: f64,
+}
+
 mod defaults {
+    pub fn service_name() -> String {
+        "tollgate".into()
+    }
+    pub fn sample_ratio() -> f64 {
+        1.0
+    }
     pub fn max_body_bytes() -> u64 {
         1024 * 1024
     }

@@ -34,6 +34,33 @@ pub fn validate(config: &Config, p: &mut Problems) {
             format!("must be one of {}", LOG_LEVELS.join(", ")),
         );
     }
+    if let Some(otlp) = &config.observability.otlp {
+        otlp_section(otlp, p);
+    }
+}
+
+fn otlp_section(otlp: &OtlpConfig, p: &mut Problems) {
+    // The exporter's HTTP client is built without TLS: a collector is
+    // reached over loopback or a private network (a local agent/sidecar).
+    let valid_url = otlp
+        .endpoint
+        .strip_prefix("http://")
+        .is_some_and(|rest| !rest.is_empty() && otlp.endpoint.parse::<http::Uri>().is_ok());
+    if !valid_url {
+        p.push(
+            "observability.otlp.endpoint",
+            "must be an http:// URL such as http://127.0.0.1:4318 (https is not supported: use a local collector)",
+        );
+    }
+    if otlp.service_name.is_empty() {
+        p.push("observability.otlp.service_name", "must not be empty");
+    }
+    if !(0.0..=1.0).contains(&otlp.sample_ratio) {
+        p.push(
+            "observability.otlp.sample_ratio",
+            "must be between 0.0 and 1.0",
+        );
+    }
 }
 
 fn socket_addr(path: &str, value: &str, p: &mut Problems) {

@@ -9,6 +9,7 @@ use super::model::Model;
 use super::pricing::TokenClasses;
 use super::usage::{ParsedUsage, Usage};
 use crate::clock;
+use crate::ctx::LlmSummary;
 use crate::ledger::LedgerRow;
 use crate::limits::budget::Charge;
 use crate::limits::store::{Backend, Reservation};
@@ -33,6 +34,8 @@ pub struct LlmCall {
     pub parsed: Option<ParsedUsage>,
     /// The stream ran past the output cap and the gateway cut it off.
     pub cut_off: bool,
+    /// The client asked for an SSE stream.
+    pub stream: bool,
 }
 
 /// Identity and route facts the ledger row needs.
@@ -87,7 +90,16 @@ fn over_cap(call: &LlmCall, usage: &Usage) -> Option<&'static str> {
 }
 
 impl LlmCall {
-    pub async fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) {
+    /// Settles the call; the returned summary feeds the access log and the
+    /// trace span.
+    pub async fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) -> LlmSummary {
+        let api = self.api.name();
+        let mut summary = LlmSummary {
+            model: self.requested_model.clone(),
+            api,
+            stream: self.stream,
+            ..LlmSummary::default()
+        };
         let reservation = self.reservation.take();
         let (Some(status), Some(model)) = (self.upstream_status, self.served.clone()) else {
             // No upstream ever answered: nothing was consumed.
@@ -95,7 +107,7 @@ impl LlmCall {
                 // A failure is counted by the store; the hold expires anyway.
                 let _ = r.release().await;
             }
-            return;
+            return summary;
         };
         let (usage, estimated) = billed(&self, status);
         let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
@@ -117,6 +129,13 @@ impl LlmCall {
                 "output past the request's cap"
             );
         }
+        summary.served_model = Some(model.name.clone());
+        summary.upstream_model = Some(model.upstream_name().to_string());
+        summary.prompt_tokens = prompt;
+        summary.completion_tokens = completion;
+        summary.cached_tokens = usage.cached_tokens;
+        summary.micro_usd = micro_usd;
+        summary.estimated = estimated;
         if let Some(r) = reservation {
             let actual = Charge {
                 tokens: prompt + completion,
@@ -162,5 +181,6 @@ impl LlmCall {
             cache_write_tokens: usage.cache_write_tokens,
             over_cap: over_cap.is_some(),
         });
+        summary
     }
 }

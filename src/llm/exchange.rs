@@ -181,6 +181,7 @@ pub async fn open(
             ctx.peer = Some(addr);
             ctx.upstream_started
                 .get_or_insert_with(std::time::Instant::now);
+            ctx.attempt_started(addr);
             let target = (pool.as_ref(), candidate.model.as_ref(), addr);
             let req = upstream_request(client, ctx, target, client_ip, body.len())
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -189,12 +190,14 @@ pub async fn open(
                     let response = match session.response_header() {
                         Some(r) => r.clone(),
                         None => {
+                            ctx.attempt_ended(None);
                             session.shutdown().await;
                             failure = Failure::Connect("no response header".into());
                             continue;
                         }
                     };
                     let status = response.status.as_u16();
+                    ctx.attempt_ended(Some(status));
                     if status >= 500 {
                         pool.report_failure(addr);
                     } else {
@@ -216,6 +219,7 @@ pub async fn open(
                     });
                 }
                 Err(e) => {
+                    ctx.attempt_ended(None);
                     pool.report_failure(addr);
                     tracing::warn!(model = %candidate.model.name, peer = %addr, "upstream attempt failed: {e}");
                     failure = Failure::from_error(&e);

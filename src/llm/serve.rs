@@ -97,6 +97,7 @@ pub async fn serve(
         upstream_status: None,
         parsed: None,
         cut_off: false,
+        stream: request.is_stream(),
     });
 
     let client_header = session.req_header().clone();

@@ -1,0 +1,453 @@
+//! Usage report from the SQLite ledger (DESIGN §5 `/admin/usage/report`,
+//! §2 `tollgate usage`): calls, tokens and spend between two UTC days,
+//! grouped by any of tenant, user, model and day.
+//!
+//! It reads the ledger's `usage_daily` rollup (daily totals per tenant, user
+//! and model, kept by a trigger; see ledger.rs), so its cost grows with the
+//! number of (day, tenant, user, model) groups, not with the number of
+//! calls. Days are UTC day numbers (`time_ms / 86400000`), formatted here.
+
+use crate::llm::pricing::usd_string;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::time::Duration;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
+
+const MS_PER_DAY: i64 = 86_400_000;
+const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]");
+
+/// A key the rows can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKey {
+    Tenant,
+    User,
+    Model,
+    Day,
+}
+
+impl GroupKey {
+    pub fn parse(name: &str) -> Option<GroupKey> {
+        match name {
+            "tenant" => Some(GroupKey::Tenant),
+            "user" => Some(GroupKey::User),
+            "model" => Some(GroupKey::Model),
+            "day" => Some(GroupKey::Day),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKey::Tenant => "tenant",
+            GroupKey::User => "user",
+            GroupKey::Model => "model",
+            GroupKey::Day => "day",
+        }
+    }
+
+    fn column(self) -> String {
+        match self {
+            GroupKey::Tenant => "tenant_id".into(),
+            GroupKey::User => "user_id".into(),
+            GroupKey::Model => "model".into(),
+            GroupKey::Day => "day".into(),
+        }
+    }
+}
+
+/// The answer format of the admin endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// A bad parameter: the 400 names it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("parameter {param}: {message}")]
+    InvalidParameter {
+        param: &'static str,
+        message: String,
+    },
+    #[error("unknown parameter {0:?} (from, to, group_by, tenant, user, format)")]
+    UnknownParameter(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] rusqlite::Error),
+    #[error("CSV: {0}")]
+    Csv(#[from] csv::Error),
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> ReportError {
+    ReportError::InvalidParameter {
+        param,
+        message: message.into(),
+    }
+}
+
+/// What to report: UTC days `from..=to`, grouped by `group_by` (in that
+/// order, possibly none: one total row), optionally for one tenant/user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportQuery {
+    pub from: Date,
+    pub to: Date,
+    pub group_by: Vec<GroupKey>,
+    pub tenant: Option<String>,
+    pub user: Option<String>,
+}
+
+pub fn parse_date(param: &'static str, value: &str) -> Result<Date, ReportError> {
+    Date::parse(value, DATE_FORMAT).map_err(|_| invalid(param, "expected a date YYYY-MM-DD"))
+}
+
+pub fn parse_group_by(value: &str) -> Result<Vec<GroupKey>, ReportError> {
+    let mut keys = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let key = GroupKey::parse(name).ok_or_else(|| {
+            invalid(
+                "group_by",
+                format!("unknown key {name:?} (tenant, user, model, day)"),
+            )
+        })?;
+        if keys.contains(&key) {
+            return Err(invalid("group_by", format!("{name} given twice")));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+impl ReportQuery {
+    pub fn new(
+        from: Date,
+        to: Date,
+        group_by: Vec<GroupKey>,
+        tenant: Option<String>,
+        user: Option<String>,
+    ) -> Result<ReportQuery, ReportError> {
+        if to < from {
+            return Err(invalid("to", "is before from"));
+        }
+        Ok(ReportQuery {
+            from,
+            to,
+            group_by,
+            tenant,
+            user,
+        })
+    }
+
+    /// Parses a decoded query string (admin endpoint). Unknown parameters
+    /// are refused, so a typo never silently widens the report.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<(ReportQuery, Format), ReportError> {
+        let mut from = None;
+        let mut to = None;
+        let mut group_by = Vec::new();
+        let mut tenant = None;
+        let mut user = None;
+        let mut format = Format::Json;
+        for (name, value) in pairs {
+            match name.as_str() {
+                "from" => from = Some(parse_date("from", value)?),
+                "to" => to = Some(parse_date("to", value)?),
+                "group_by" => group_by = parse_group_by(value)?,
+                "tenant" => tenant = Some(value.clone()),
+                "user" => user = Some(value.clone()),
+                "format" => {
+                    format = match value.as_str() {
+                        "json" => Format::Json,
+                        "csv" => Format::Csv,
+                        _ => return Err(invalid("format", "expected json or csv")),
+                    }
+                }
+                _ => return Err(ReportError::UnknownParameter(name.clone())),
+            }
+        }
+        let from = from.ok_or_else(|| invalid("from", "is required (YYYY-MM-DD)"))?;
+        let to = to.ok_or_else(|| invalid("to", "is required (YYYY-MM-DD)"))?;
+        Ok((ReportQuery::new(from, to, group_by, tenant, user)?, format))
+    }
+
+    /// `[start, end)` in unix milliseconds: both days inclusive.
+    fn bounds_ms(&self) -> (i64, i64) {
+        let start = |d: Date| OffsetDateTime::new_utc(d, time::Time::MIDNIGHT).unix_timestamp();
+        let from = start(self.from) * 1000;
+        let to = start(self.to) * 1000 + MS_PER_DAY;
+        (from, to)
+    }
+
+    fn sql(&self) -> String {
+        let keys: Vec<String> = self.group_by.iter().map(|k| k.column()).collect();
+        let mut select = keys.clone();
+        select.extend(
+            [
+                "SUM(calls)",
+                "SUM(prompt_tokens)",
+                "SUM(completion_tokens)",
+                "SUM(cached_tokens)",
+                "SUM(micro_usd)",
+                "SUM(estimated_calls)",
+            ]
+            .map(String::from),
+        );
+        let mut sql = format!(
+            "SELECT {} FROM usage_daily WHERE day >= ?1 AND day < ?2",
+            select.join(", ")
+        );
+        if self.tenant.is_some() {
+            sql.push_str(" AND tenant_id = ?3");
+        }
+        if self.user.is_some() {
+            sql.push_str(" AND user_id = ?4");
+        }
+        if !keys.is_empty() {
+            sql.push_str(&format!(" GROUP BY {}", keys.join(", ")));
+        }
+        // Days in order, then the biggest spenders first.
+        let mut order = Vec::new();
+        if let Some(i) = self.group_by.iter().position(|k| *k == GroupKey::Day) {
+            order.push(format!("{} ASC", i + 1));
+        }
+        order.push(format!("{} DESC", keys.len() + 5));
+        order.extend((1..=keys.len()).map(|i| format!("{i} ASC")));
+        sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        sql
+    }
+
+    /// Runs the report on a ledger connection.
+    pub fn run(&self, conn: &Connection) -> Result<Report, ReportError> {
+        let (from_ms, to_ms) = self.bounds_ms();
+        let (from_day, to_day) = (from_ms / MS_PER_DAY, to_ms / MS_PER_DAY);
+        let mut stmt = conn.prepare(&self.sql())?;
+        let params = rusqlite::params![from_day, to_day, self.tenant, self.user];
+        // Unused placeholders (?3 / ?4) must not be bound.
+        let count = stmt.parameter_count();
+        for (i, p) in params.iter().enumerate().take(count) {
+            stmt.raw_bind_parameter(i + 1, p)?;
+        }
+        let n = self.group_by.len();
+        let mut rows = Vec::new();
+        let mut raw = stmt.raw_query();
+        while let Some(r) = raw.next()? {
+            let mut keys = Vec::with_capacity(n);
+            for (i, key) in self.group_by.iter().enumerate() {
+                let value = match key {
+                    GroupKey::Day => day_string(r.get::<_, i64>(i)?),
+                    _ => r.get::<_, Option<String>>(i)?.unwrap_or_default(),
+                };
+                keys.push(value);
+            }
+            let int = |i: usize| {
+                r.get::<_, Option<i64>>(n + i)
+                    .map(|v| v.unwrap_or(0).max(0) as u64)
+            };
+            rows.push(ReportRow {
+                keys,
+                calls: int(0)?,
+                prompt_tokens: int(1)?,
+                completion_tokens: int(2)?,
+                cached_tokens: int(3)?,
+                micro_usd: int(4)?,
+                estimated_calls: int(5)?,
+            });
+        }
+        Ok(Report {
+            query: self.clone(),
+            rows,
+        })
+    }
+}
+
+fn day_string(day: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(day * 86_400)
+        .ok()
+        .and_then(|t| t.date().format(DATE_FORMAT).ok())
+        .unwrap_or_default()
+}
+
+pub fn date_string(date: Date) -> String {
+    date.format(DATE_FORMAT).unwrap_or_default()
+}
+
+/// One group's totals; `keys` follow the query's `group_by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub keys: Vec<String>,
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub micro_usd: u64,
+    pub estimated_calls: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub query: ReportQuery,
+    pub rows: Vec<ReportRow>,
+}
+
+const VALUE_COLUMNS: [&str; 6] = [
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "usd",
+    "estimated_calls",
+];
+
+impl Report {
+    pub fn to_json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let mut obj = Map::new();
+                for (key, value) in self.query.group_by.iter().zip(&row.keys) {
+                    obj.insert(key.name().into(), Value::String(value.clone()));
+                }
+                obj.insert("calls".into(), row.calls.into());
+                obj.insert("prompt_tokens".into(), row.prompt_tokens.into());
+                obj.insert("completion_tokens".into(), row.completion_tokens.into());
+                obj.insert("cached_tokens".into(), row.cached_tokens.into());
+                obj.insert("usd".into(), usd_string(row.micro_usd).into());
+                obj.insert("estimated_calls".into(), row.estimated_calls.into());
+                Value::Object(obj)
+            })
+            .collect();
+        json!({
+            "from": date_string(self.query.from),
+            "to": date_string(self.query.to),
+            "group_by": self.query.group_by.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            "rows": rows,
+        })
+    }
+
+    /// RFC 4180 CSV (CRLF line ends, quoting) with a header row: the group keys, then the totals.
+    pub fn to_csv(&self) -> Result<Vec<u8>, ReportError> {
+        let mut out = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::new());
+        let header: Vec<&str> = self
+            .query
+            .group_by
+            .iter()
+            .map(|k| k.name())
+            .chain(VALUE_COLUMNS)
+            .collect();
+        out.write_record(&header)?;
+        for row in &self.rows {
+            let values = [
+                row.calls.to_string(),
+                row.prompt_tokens.to_string(),
+                row.completion_tokens.to_string(),
+                row.cached_tokens.to_string(),
+                usd_string(row.micro_usd),
+                row.estimated_calls.to_string(),
+            ];
+            out.write_record(row.keys.iter().cloned().chain(values))?;
+        }
+        out.into_inner()
+            .map_err(|e| ReportError::Csv(csv::Error::from(e.into_error())))
+    }
+}
+
+/// A read-only connection to the ledger file: WAL readers never block the
+/// gateway's writer, so reports work while it runs.
+pub fn open_ledger(path: &Path) -> Result<Connection, ReportError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_parameters_and_names_bad_ones() {
+        let (q, f) = ReportQuery::from_pairs(&pairs(
+            "from=2026-01-01&to=2026-01-07&group_by=day,model&format=csv",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.from, date!(2026 - 01 - 01));
+        assert_eq!(q.group_by, vec![GroupKey::Day, GroupKey::Model]);
+        assert_eq!(f, Format::Csv);
+        let bad = |q: &str| match ReportQuery::from_pairs(&pairs(q)) {
+            Err(ReportError::InvalidParameter { param, .. }) => param,
+            Err(ReportError::UnknownParameter(_)) => "unknown",
+            other => panic!("{q}: {other:?}"),
+        };
+        assert_eq!(bad("from=2026-13-01&to=2026-01-07"), "from");
+        assert_eq!(bad("to=2026-01-07"), "from");
+        assert_eq!(bad("from=2026-01-08&to=2026-01-07"), "to");
+        assert_eq!(
+            bad("from=2026-01-01&to=2026-01-07&group_by=team"),
+            "group_by"
+        );
+        assert_eq!(
+            bad("from=2026-01-01&to=2026-01-07&group_by=day,day"),
+            "group_by"
+        );
+        assert_eq!(bad("from=2026-01-01&to=2026-01-07&format=xml"), "format");
+        assert_eq!(bad("from=2026-01-01&to=2026-01-07&bogus=1"), "unknown");
+    }
+
+    #[test]
+    fn both_days_are_inclusive() {
+        let q = ReportQuery::new(
+            date!(1970 - 01 - 02),
+            date!(1970 - 01 - 03),
+            vec![],
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.bounds_ms(), (MS_PER_DAY, 3 * MS_PER_DAY));
+        assert_eq!(day_string(1), "1970-01-02");
+    }
+
+    #[test]
+    fn csv_quotes_per_rfc4180() {
+        let q = ReportQuery::new(
+            date!(2026 - 01 - 01),
+            date!(2026 - 01 - 01),
+            vec![GroupKey::User],
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let report = Report {
+            query: q,
+            rows: vec![ReportRow {
+                keys: vec!["a,\"b\"".into()],
+                calls: 1,
+                prompt_tokens: 2,
+                completion_tokens: 3,
+                cached_tokens: 0,
+                micro_usd: 1_500_000,
+                estimated_calls: 0,
+            }],
+        };
+        let csv = String::from_utf8(report.to_csv().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            csv,
+            "user,calls,prompt_tokens,completion_tokens,cached_tokens,usd,estimated_calls\r\n\"a,\"\"b\"\"\",1,2,3,0,1.500000,0\r\n"
+        );
+    }
+}

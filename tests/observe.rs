@@ -1,0 +1,997 @@
+//! Seeing spend and traces, over real TCP: LLM fields in the access log,
+//! SIGUSR1 log reopening, the usage report (JSON, CSV, CLI), the metrics
+//! named by the Grafana dashboard and the alert rules, and OTLP traces
+//! received by an in-test collector.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use prost::Message;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// An LLM route, a support route, two models and an optional OTLP block.
+fn config(llm: &str, store_path: &str, otlp: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: ["{{listen}}"]
+  admin_listen: "{{admin}}"
+  admin_token_sha256: "{admin}"
+  threads: 2
+  grace_period_seconds: 1
+auth:
+  api_keys:
+    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
+    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
+    - {{ id: root-1, sha256: "{root}", user: root, tenant: ops, roles: [admin] }}
+upstreams:
+  llm:
+    peers: ["{llm}"]
+    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
+  support:
+    peers: ["{llm}"]
+routes:
+  - name: chat
+    path: /v1/chat/completions
+    methods: [POST]
+    kind: llm
+    roles: [agent, admin]
+    guards: [pii]
+  - name: tickets
+    path: "/api/v1/tickets/**"
+    methods: [GET]
+    upstream: support
+    roles: [agent, admin]
+models:
+  - name: support-fast
+    upstream: llm
+    upstream_model: gpt-4o-mini
+    input_usd_per_mtok: 0.15
+    output_usd_per_mtok: 0.60
+    max_tokens: 100
+  - name: support-smart
+    upstream: llm
+    upstream_model: gpt-4o
+    input_usd_per_mtok: 2.5
+    output_usd_per_mtok: 10.0
+    max_tokens: 100
+limits:
+  default: {{ requests_per_minute: 100000 }}
+  budgets:
+    - scope: user
+      tokens_per_day: 1000000
+      usd_per_month: 25.0
+guards:
+  pii:
+    detect: [email]
+    action: redact
+store:
+  path: "{store_path}"
+observability:
+  access_log: "{{dir}}/access.log"
+  log_level: warn
+{otlp}
+"#,
+        admin = sha(ADMIN_TOKEN),
+        bob = sha(BOB_KEY),
+        alice = sha(ALICE_KEY),
+        root = sha(ROOT_KEY),
+    )
+}
+
+fn chat(gw: &Gateway, key: &str, model: &str, extra: Value, headers: &[(&str, &str)]) -> String {
+    let mut body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}],
+    });
+    if let Value::Object(map) = extra {
+        for (k, v) in map {
+            body[k] = v;
+        }
+    }
+    let mut req = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("X-API-Key", key)
+        .json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().unwrap_or_else(|e| panic!("chat: {e}"));
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let _ = resp.text();
+    id
+}
+
+/// Access lines, polled until `pred` holds (lines are written in batches).
+fn access_lines_until(path: &std::path::Path, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = read_json_lines(path);
+        if pred(&lines) || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn line_for<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["request_id"] == request_id)
+        .unwrap_or_else(|| panic!("no access line for {request_id}"))
+}
+
+#[test]
+fn llm_calls_log_model_tokens_cost_and_usage_source() {
+    let llm = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.db").display().to_string();
+    let gw = Gateway::start(&config(&llm.addr, &store, ""));
+    let json_id = chat(
+        &gw,
+        BOB_KEY,
+        "support-fast",
+        json!({}),
+        &[("x-mock-completion-tokens", "7")],
+    );
+    let stream_id = chat(
+        &gw,
+        BOB_KEY,
+        "support-smart",
+        json!({"stream": true}),
+        &[("x-mock-completion-tokens", "5")],
+    );
+    let estimated_id = chat(
+        &gw,
+        ALICE_KEY,
+        "support-fast",
+        json!({}),
+        &[("x-mock-completion-tokens", "4"), ("x-mock-no-usage", "1")],
+    );
+    let path = gw.dir.path().join("access.log");
+    let ids = [&json_id, &stream_id, &estimated_id];
+    let lines = access_lines_until(&path, |lines| {
+        ids.iter()
+            .all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
+    });
+
+    // Expected figures straight from the ledger rows of each call.
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    // The ledger commits in groups (within 100 ms): poll for the row.
+    let row = |id: &str| -> (i64, i64, i64, i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = conn.query_row(
+                "SELECT prompt_tokens, completion_tokens, micro_usd, estimated FROM usage WHERE request_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            );
+            match found {
+                Ok(row) => return row,
+                Err(e) if Instant::now() > deadline => panic!("ledger row of {id}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let usd = |micro: i64| format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+
+    let l = line_for(&lines, &json_id);
+    let (p, c, m, _) = row(&json_id);
+    assert_eq!(l["model"], "support-fast", "{l}");
+    assert_eq!(l["served_model"], "support-fast");
+    assert_eq!(l["api"], "openai_chat");
+    assert_eq!(l["prompt_tokens"], p);
+    assert_eq!(l["completion_tokens"], 7);
+    assert_eq!(c, 7);
+    assert_eq!(l["cached_tokens"], 0);
+    assert_eq!(l["usd"], usd(m));
+    assert_eq!(l["usage_source"], "upstream");
+    assert_eq!(l["stream"], false);
+
+    let l = line_for(&lines, &stream_id);
+    let (p, c, m, _) = row(&stream_id);
+    assert_eq!(l["model"], "support-smart", "{l}");
+    assert_eq!(l["served_model"], "support-smart");
+    assert_eq!(
+        (l["prompt_tokens"].as_i64(), l["completion_tokens"].as_i64()),
+        (Some(p), Some(c))
+    );
+    assert_eq!(c, 5);
+    assert_eq!(l["usd"], usd(m));
+    assert!(m > 0);
+    assert_eq!(l["usage_source"], "upstream");
+    assert_eq!(l["stream"], true);
+
+    let l = line_for(&lines, &estimated_id);
+    let (p, c, m, estimated) = row(&estimated_id);
+    assert_eq!(estimated, 1);
+    assert_eq!(l["usage_source"], "estimated", "{l}");
+    assert_eq!(
+        (l["prompt_tokens"].as_i64(), l["completion_tokens"].as_i64()),
+        (Some(p), Some(c))
+    );
+    assert!(p > 0 && c > 0);
+    assert_eq!(l["usd"], usd(m));
+    assert_eq!(l["stream"], false);
+
+    // A plain request's line has none of them.
+    let resp = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    let plain_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let lines = access_lines_until(&path, |lines| {
+        lines.iter().any(|l| l["request_id"] == plain_id.as_str())
+    });
+    let l = line_for(&lines, &plain_id);
+    assert!(l.get("model").is_none() && l.get("usd").is_none(), "{l}");
+}
+
+#[test]
+fn sigusr1_reopens_a_rotated_log_without_losing_a_line() {
+    let llm = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.db").display().to_string();
+    let gw = Gateway::start(&config(&llm.addr, &store, ""));
+    let path = gw.dir.path().join("access.log");
+    let rotated = gw.dir.path().join("access.log.1");
+    let get = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let resp = client()
+                    .get(gw.url("/api/v1/tickets/1"))
+                    .header("X-API-Key", BOB_KEY)
+                    .send()
+                    .unwrap();
+                resp.headers()["x-request-id"].to_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let before = get(20);
+    // logrotate: rename, then signal. Lines sent between the two still go
+    // to the renamed file (the process holds it open).
+    std::fs::rename(&path, &rotated).unwrap();
+    let between = get(20);
+    gw.signal(libc::SIGUSR1);
+    // The reopen happens before the writer's next batch: keep sending until
+    // a line shows up in the new file.
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() && Instant::now() < deadline {
+        after.extend(get(1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(path.exists(), "no new access.log after SIGUSR1");
+    after.extend(get(20));
+    let wanted: Vec<&String> = before.iter().chain(&between).chain(&after).collect();
+    let lines = access_lines_until(&path, |lines| {
+        after
+            .iter()
+            .all(|id| lines.iter().any(|l| l["request_id"] == id.as_str()))
+    });
+    let rotated_lines = read_json_lines(&rotated);
+    for id in &wanted {
+        let n = rotated_lines
+            .iter()
+            .chain(&lines)
+            .filter(|l| l["request_id"] == id.as_str())
+            .count();
+        assert_eq!(n, 1, "request {id} logged {n} times across both files");
+    }
+    // Everything sent after the new file appeared is in it.
+    let last = after.last().unwrap();
+    assert!(lines.iter().any(|l| l["request_id"] == last.as_str()));
+    assert!(before
+        .iter()
+        .all(|id| rotated_lines.iter().any(|l| l["request_id"] == id.as_str())));
+    // The process is alive and serving (SIGUSR1 did not kill it).
+    assert_eq!(get(1).len(), 1);
+}
+
+/// A ledger written before the gateway starts: known rows over three days.
+struct SeededRow {
+    day: &'static str,
+    time_ms: i64,
+    user: &'static str,
+    tenant: &'static str,
+    model: &'static str,
+    prompt: i64,
+    completion: i64,
+    cached: i64,
+    micro_usd: i64,
+    estimated: bool,
+}
+
+fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
+    drop(tollgate::ledger::Ledger::open(path).unwrap());
+    // 2026-03-01T00:00:00Z
+    let day0: i64 = 1_772_323_200_000;
+    let day_ms: i64 = 86_400_000;
+    let days = ["2026-03-01", "2026-03-02", "2026-03-03"];
+    let users = [
+        ("bob", "acme"),
+        ("alice", "acme"),
+        ("dora, \"the\" agent", "globex"),
+    ];
+    let models = ["support-fast", "support-smart"];
+    let mut rows = Vec::new();
+    let mut i = 0i64;
+    for (d, day) in days.iter().enumerate() {
+        for (user, tenant) in users {
+            for model in models {
+                i += 1;
+                rows.push(SeededRow {
+                    day,
+                    // Include a row at the last millisecond of the day.
+                    time_ms: day0
+                        + d as i64 * day_ms
+                        + if i % 4 == 0 { day_ms - 1 } else { i * 1000 },
+                    user,
+                    tenant,
+                    model,
+                    prompt: 100 + i * 7,
+                    completion: 10 + i * 3,
+                    cached: i % 3 * 5,
+                    micro_usd: 1_000 + i * 12_345,
+                    estimated: i % 5 == 0,
+                });
+            }
+        }
+    }
+    // A row the day after the range: must never be counted.
+    rows.push(SeededRow {
+        day: "2026-03-04",
+        time_ms: day0 + 3 * day_ms,
+        user: "bob",
+        tenant: "acme",
+        model: "support-fast",
+        prompt: 1_000_000,
+        completion: 1,
+        cached: 0,
+        micro_usd: 999_999_999,
+        estimated: false,
+    });
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for (n, r) in rows.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model, upstream_model,
+                prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, micro_usd, status, estimated)
+             VALUES (?1, ?2, ?3, ?4, 'k', 'chat', ?5, ?5, ?6, ?7, ?8, 0, ?9, 200, ?10)",
+            rusqlite::params![r.time_ms, format!("seed-{n}"), r.user, r.tenant, r.model,
+                r.prompt, r.completion, r.cached, r.micro_usd, r.estimated],
+        )
+        .unwrap();
+    }
+    rows
+}
+
+fn report(gw: &Gateway, query: &str) -> reqwest::blocking::Response {
+    client()
+        .get(gw.admin_url(&format!("/admin/usage/report?{query}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+}
+
+/// Expected totals per group key tuple, computed from the seeded rows.
+fn expected(rows: &[SeededRow], keys: &[&str], to: &str) -> BTreeMap<Vec<String>, [i64; 6]> {
+    let mut out: BTreeMap<Vec<String>, [i64; 6]> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.day <= to) {
+        let key = keys
+            .iter()
+            .map(|k| match *k {
+                "tenant" => r.tenant.to_string(),
+                "user" => r.user.to_string(),
+                "model" => r.model.to_string(),
+                "day" => r.day.to_string(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let t = out.entry(key).or_default();
+        t[0] += 1;
+        t[1] += r.prompt;
+        t[2] += r.completion;
+        t[3] += r.cached;
+        t[4] += r.micro_usd;
+        t[5] += i64::from(r.estimated);
+    }
+    out
+}
+
+fn micro(usd: &str) -> i64 {
+    let (whole, frac) = usd.split_once('.').unwrap();
+    assert_eq!(frac.len(), 6, "usd {usd} has 6 decimals");
+    whole.parse::<i64>().unwrap() * 1_000_000 + frac.parse::<i64>().unwrap()
+}
+
+#[test]
+fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
+    let llm = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("usage.db");
+    let rows = seed_ledger(&store_path);
+    let gw = Gateway::start(&config(&llm.addr, &store_path.display().to_string(), ""));
+    let groupings: &[&[&str]] = &[
+        &[],
+        &["tenant"],
+        &["user"],
+        &["model"],
+        &["day"],
+        &["day", "model"],
+        &["tenant", "user"],
+        &["model", "tenant", "user", "day"],
+    ];
+    for keys in groupings {
+        let group_by = keys.join(",");
+        let query = format!("from=2026-03-01&to=2026-03-03&group_by={group_by}");
+        let resp = report(&gw, &query);
+        assert_eq!(resp.status(), 200, "{query}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["from"], "2026-03-01");
+        assert_eq!(body["to"], "2026-03-03");
+        assert_eq!(body["group_by"], json!(keys));
+        let want = expected(&rows, keys, "2026-03-03");
+        let mut got = BTreeMap::new();
+        for row in body["rows"].as_array().unwrap() {
+            let key: Vec<String> = keys
+                .iter()
+                .map(|k| row[*k].as_str().unwrap().to_string())
+                .collect();
+            let totals = [
+                row["calls"].as_i64().unwrap(),
+                row["prompt_tokens"].as_i64().unwrap(),
+                row["completion_tokens"].as_i64().unwrap(),
+                row["cached_tokens"].as_i64().unwrap(),
+                micro(row["usd"].as_str().unwrap()),
+                row["estimated_calls"].as_i64().unwrap(),
+            ];
+            assert!(
+                got.insert(key, totals).is_none(),
+                "duplicate group in {body}"
+            );
+        }
+        assert_eq!(got, want, "group_by={group_by}");
+
+        // The CSV: same columns, same rows, same order.
+        let resp = report(&gw, &format!("{query}&format=csv"));
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        let text = resp.text().unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let mut columns: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        columns.extend(
+            [
+                "calls",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_tokens",
+                "usd",
+                "estimated_calls",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(header, columns);
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        let json_rows = body["rows"].as_array().unwrap();
+        assert_eq!(records.len(), json_rows.len());
+        for (record, row) in records.iter().zip(json_rows) {
+            for (i, column) in columns.iter().enumerate() {
+                let want = match &row[column.as_str()] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(&record[i], want, "column {column}");
+            }
+        }
+
+        // The command line reads the same ledger file while the gateway runs.
+        if !keys.is_empty() {
+            let out = std::process::Command::new(BIN)
+                .args(["usage", "-c"])
+                .arg(&gw.config_path)
+                .args([
+                    "--from",
+                    "2026-03-01",
+                    "--to",
+                    "2026-03-03",
+                    "--group-by",
+                    &group_by,
+                    "--csv",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                text,
+                "CLI CSV for {group_by}"
+            );
+        }
+    }
+
+    // The JSON form of the CLI.
+    let out = std::process::Command::new(BIN)
+        .args(["usage", "-c"])
+        .arg(&gw.config_path)
+        .args([
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-03",
+            "--group-by",
+            "tenant",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api: Value = report(&gw, "from=2026-03-01&to=2026-03-03&group_by=tenant")
+        .json()
+        .unwrap();
+    assert_eq!(cli, api);
+
+    // Filters, and a one-day range (both ends inclusive).
+    let body: Value = report(
+        &gw,
+        "from=2026-03-02&to=2026-03-02&group_by=model&tenant=acme&user=bob",
+    )
+    .json()
+    .unwrap();
+    let want: i64 = rows
+        .iter()
+        .filter(|r| r.day == "2026-03-02" && r.user == "bob" && r.tenant == "acme")
+        .map(|r| r.micro_usd)
+        .sum();
+    let got: i64 = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| micro(r["usd"].as_str().unwrap()))
+        .sum();
+    assert_eq!(got, want, "{body}");
+    assert_eq!(body["rows"].as_array().unwrap().len(), 2);
+
+    // Bad parameters: 400 invalid_request naming the parameter.
+    for (query, param) in [
+        ("to=2026-03-03", "from"),
+        ("from=2026-03-01", "to"),
+        ("from=2026-3-1&to=2026-03-03", "from"),
+        ("from=2026-03-01&to=yesterday", "to"),
+        ("from=2026-03-03&to=2026-03-01", "to"),
+        ("from=2026-03-01&to=2026-03-03&group_by=team", "group_by"),
+        ("from=2026-03-01&to=2026-03-03&format=xml", "format"),
+        ("from=2026-03-01&to=2026-03-03&tenant=acme&teams=x", "teams"),
+    ] {
+        let (status, code, body) = error_code(report(&gw, query));
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{query}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(param), "{query}: {message}");
+    }
+    // The report is an admin endpoint.
+    let resp = client()
+        .get(gw.admin_url("/admin/usage/report?from=2026-03-01&to=2026-03-03"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+/// Metric names in a dashboard or rule file (histograms by family name).
+fn metric_names(text: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"tollgate_[a-z_]+").unwrap();
+    let mut names: Vec<String> = re
+        .find_iter(text)
+        .map(|m| {
+            let name = m.as_str();
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_string()
+        })
+        // Alert names (TollgateX) are capitalised and never match.
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
+    let llm = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.db").display().to_string();
+    // An unreachable collector, so span drops are counted too.
+    let otlp = format!(
+        "  otlp: {{ endpoint: \"http://{}\", service_name: tollgate, sample_ratio: 1.0 }}",
+        free_addr()
+    );
+    let gw = Gateway::start(&config(&llm.addr, &store, &otlp));
+    // Traffic that fills every labelled series: an LLM call with a PII
+    // redaction, a proxied request, an auth failure, a reload.
+    let mut body = json!({"stream": false});
+    body["messages"] = json!([{"role": "user", "content": "mail me at jane@example.com"}]);
+    chat(&gw, BOB_KEY, "support-fast", body, &[]);
+    let _ = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", BOB_KEY)
+        .send()
+        .unwrap();
+    let _ = client()
+        .get(gw.url("/api/v1/tickets/1"))
+        .header("X-API-Key", "wrong")
+        .send()
+        .unwrap();
+    let resp = client()
+        .post(gw.admin_url("/admin/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let dashboard = std::fs::read_to_string("conf/grafana/tollgate-dashboard.json").unwrap();
+    let _: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let rules = std::fs::read_to_string("conf/prometheus/tollgate-alerts.yaml").unwrap();
+    let mut wanted = metric_names(&dashboard);
+    wanted.extend(metric_names(&rules));
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() >= 14, "{wanted:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exported = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|name| {
+                !exported
+                    .lines()
+                    .any(|l| l.starts_with(&format!("# TYPE {name} ")))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not in /metrics: {missing:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An OTLP/HTTP collector on loopback: decodes each export request.
+struct Collector {
+    addr: String,
+    received: Arc<
+        Mutex<Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>>,
+    >,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || serve_otlp(stream, &sink));
+            }
+        });
+        Collector { addr, received }
+    }
+
+    /// Spans received so far, flattened.
+    fn spans(&self) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+        let received = self.received.lock().unwrap();
+        let mut out = Vec::new();
+        for request in received.iter() {
+            for rs in &request.resource_spans {
+                let service = rs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for span in &ss.spans {
+                        out.push((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn serve_otlp(
+    stream: std::net::TcpStream,
+    sink: &Mutex<Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>>,
+) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        assert!(
+            request_line.starts_with("POST /v1/traces "),
+            "{request_line}"
+        );
+        let decoded =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &body[..],
+            )
+            .expect("an OTLP protobuf export request");
+        sink.lock().unwrap().push(decoded);
+        let _ = writer.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+        );
+    }
+}
+
+fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    let value = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
+    Some(match value {
+        V::StringValue(s) => s.clone(),
+        V::IntValue(i) => i.to_string(),
+        V::BoolValue(b) => b.to_string(),
+        V::DoubleValue(d) => d.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn wait_spans(
+    collector: &Collector,
+    pred: impl Fn(&[(String, opentelemetry_proto::tonic::trace::v1::Span)]) -> bool,
+) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+    // The contract: exported at least every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let spans = collector.spans();
+        if pred(&spans) || Instant::now() > deadline {
+            return spans;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
+    let llm = Backend::start();
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.db").display().to_string();
+    let otlp = format!(
+        "  otlp: {{ endpoint: \"http://{}\", service_name: tollgate-test, sample_ratio: 1.0 }}",
+        collector.addr
+    );
+    let gw = Gateway::start(&config(&llm.addr, &store, &otlp));
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let incoming = format!("00-{trace_id}-{parent_id}-01");
+
+    // A proxied request: the support mock echoes the traceparent it got.
+    let echo: Value = client()
+        .get(gw.url("/api/v1/tickets/7"))
+        .header("X-API-Key", BOB_KEY)
+        .header("traceparent", &incoming)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let upstream_tp = echo["headers"]["traceparent"].as_str().unwrap().to_string();
+    let upstream_span_id = upstream_tp.split('-').nth(2).unwrap().to_string();
+    assert!(
+        upstream_tp.starts_with(&format!("00-{trace_id}-")),
+        "{upstream_tp}"
+    );
+
+    // An LLM call in another trace.
+    let llm_trace = "0af7651916cd43dd8448eb211c80319c";
+    let llm_id = chat(
+        &gw,
+        ALICE_KEY,
+        "support-smart",
+        json!({}),
+        &[
+            (
+                "traceparent",
+                &format!("00-{llm_trace}-b7ad6b7169203331-01"),
+            ),
+            ("x-mock-completion-tokens", "6"),
+        ],
+    );
+    let spans = wait_spans(&collector, |spans| {
+        spans
+            .iter()
+            .filter(|(_, s)| s.name == "gateway.request")
+            .count()
+            >= 2
+            && spans
+                .iter()
+                .filter(|(_, s)| s.name == "upstream.attempt")
+                .count()
+                >= 2
+    });
+    let hex = hex::encode;
+    let request_span = |trace: &str| {
+        spans
+            .iter()
+            .find(|(_, s)| s.name == "gateway.request" && hex(&s.trace_id) == trace)
+            .unwrap_or_else(|| panic!("no gateway.request span in trace {trace}: {spans:?}"))
+    };
+
+    let (service, span) = request_span(trace_id);
+    assert!(service.contains("tollgate-test"), "service.name: {service}");
+    assert_eq!(
+        hex(&span.parent_span_id),
+        parent_id,
+        "parented on the incoming traceparent"
+    );
+    // The upstream received this span's trace id, and this span's id.
+    assert_eq!(hex(&span.span_id), upstream_span_id);
+    assert_eq!(attr(span, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(attr(span, "url.path").as_deref(), Some("/api/v1/tickets/7"));
+    assert_eq!(
+        attr(span, "http.route").as_deref(),
+        Some("/api/v1/tickets/**")
+    );
+    assert_eq!(
+        attr(span, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(attr(span, "user.id").as_deref(), Some("bob"));
+    assert_eq!(attr(span, "tenant.id").as_deref(), Some("acme"));
+    assert!(span.start_time_unix_nano > 0 && span.end_time_unix_nano >= span.start_time_unix_nano);
+    let child = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "upstream.attempt" && s.parent_span_id == span.span_id)
+        .unwrap_or_else(|| panic!("no upstream.attempt child: {spans:?}"));
+    assert_eq!(child.trace_id, span.trace_id);
+    assert_eq!(
+        attr(child, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attr(child, "server.port").as_deref(),
+        Some(llm.addr.rsplit(':').next().unwrap())
+    );
+
+    let (_, span) = request_span(llm_trace);
+    assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
+    assert_eq!(
+        attr(span, "tollgate.request_id").as_deref(),
+        Some(llm_id.as_str())
+    );
+    assert_eq!(
+        attr(span, "http.route").as_deref(),
+        Some("/v1/chat/completions")
+    );
+    assert_eq!(attr(span, "user.id").as_deref(), Some("alice"));
+    assert_eq!(
+        attr(span, "gen_ai.request.model").as_deref(),
+        Some("support-smart")
+    );
+    assert_eq!(
+        attr(span, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o")
+    );
+    assert_eq!(
+        attr(span, "gen_ai.usage.output_tokens").as_deref(),
+        Some("6")
+    );
+    let input: u64 = attr(span, "gen_ai.usage.input_tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(input > 0);
+    assert!(spans
+        .iter()
+        .any(|(_, s)| s.name == "upstream.attempt" && s.parent_span_id == span.span_id));
+}
+
+#[test]
+fn an_unreachable_collector_never_affects_requests() {
+    let llm = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.db").display().to_string();
+    // Nothing listens there: every export fails.
+    let otlp = format!(
+        "  otlp: {{ endpoint: \"http://{}\", service_name: tollgate, sample_ratio: 1.0 }}",
+        free_addr()
+    );
+    let gw = Gateway::start(&config(&llm.addr, &store, &otlp));
+    for _ in 0..50 {
+        let resp = client()
+            .get(gw.url("/api/v1/tickets/1"))
+            .header("X-API-Key", BOB_KEY)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    chat(&gw, BOB_KEY, "support-fast", json!({}), &[]);
+    // The failed exports are counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let dropped: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("tollgate_otlp_spans_dropped_total{reason=\"export_failed\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if dropped >= 51.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drops not counted: {dropped}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
