@@ -106,8 +106,8 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
             .map_err(|e| CliError::Runtime(format!("cannot write pid_file {pid_file}: {e}")))?;
     }
     let (store, ledger) = open_store(&snapshot)?;
-    // Load the tokenizer now rather than on the first LLM request.
-    crate::llm::tokens::warm_up();
+    // The tokenizer is not loaded here: reservations use a byte bound, and
+    // it is built off the event loop the first time a count is needed.
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

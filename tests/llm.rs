@@ -597,3 +597,62 @@ fn upstream_refusals_without_usage_cost_nothing() {
     let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
     assert_eq!(u["tokens_day"], 0, "{u}");
 }
+
+/// Reservations take a free bound (one token per byte of prompt text);
+/// when that bound does not fit the budget, the prompt is counted and the
+/// call reserved by the count, so it is never refused for the bound.
+#[test]
+fn a_prompt_that_fits_by_its_count_is_not_refused_for_its_byte_bound() {
+    let llm = Backend::start();
+    let text = "How do I reset my password? ".repeat(20);
+    // Reply priming (3) + one message's framing (4) + the text.
+    let counted = 3 + 4 + tollgate::llm::tokens::count_text(&text);
+    let bound = 3 + 4 + text.len() as u64;
+    let budget = counted + 100 + 10; // max_tokens of support-fast: 100
+    assert!(bound + 100 > budget, "the bound alone would be refused");
+    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], budget));
+    let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
+    let resp = post_chat(&gw, ALICE_KEY, &body, &[("x-mock-completion-tokens", "5")]);
+    assert_eq!(resp.status(), 200);
+    let u = wait_usage(&gw, "alice", |u| u["reserved_tokens"] == 0);
+    assert!(u["tokens_day"].as_u64().unwrap() <= budget, "{u}");
+    // What is left no longer fits the counted prompt plus its cap: refused.
+    let resp = post_chat(&gw, ALICE_KEY, &body, &[("x-mock-completion-tokens", "5")]);
+    assert_eq!(resp.status(), 429);
+    assert_eq!(error_code(resp).1, "token_budget_exceeded");
+    let u = usage_of(&gw, "alice");
+    assert!(
+        u["tokens_day"].as_u64().unwrap() <= budget,
+        "overspent: {u}"
+    );
+}
+
+/// `guards.max_prompt_tokens` is judged by the count, not the byte bound.
+#[test]
+fn max_prompt_tokens_counts_the_prompt() {
+    let llm = Backend::start();
+    let text = "How do I reset my password? ".repeat(20);
+    let counted = 3 + 4 + tollgate::llm::tokens::count_text(&text);
+    let config = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).replace(
+        "store:",
+        &format!("guards:\n  max_prompt_tokens: {counted}\nstore:"),
+    );
+    let gw = Gateway::start(&config);
+    let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
+    assert!(
+        text.len() as u64 > counted,
+        "the byte bound is over the limit"
+    );
+    assert_eq!(post_chat(&gw, ALICE_KEY, &body, &[]).status(), 200);
+    let longer = json!({"model": "support-fast",
+        "messages": [{"role": "user", "content": format!("{text} Thanks!")}]});
+    let resp = post_chat(&gw, ALICE_KEY, &longer, &[]);
+    assert_eq!(resp.status(), 400);
+    let (_, code, body) = error_code(resp);
+    assert_eq!(code, "invalid_request");
+    let message = body["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!("limit of {counted}")),
+        "{message}"
+    );
+}

@@ -25,8 +25,13 @@ pub struct LlmCall {
     pub requested_model: String,
     /// The model whose upstream answered (after fallbacks).
     pub served: Option<Arc<Model>>,
-    /// Prompt tokens as estimated before the call.
-    pub prompt_estimate: u64,
+    /// Upper bound on the prompt's tokens (text bytes), reserved when
+    /// nothing needed the exact estimate.
+    pub prompt_bound: u64,
+    /// The prompt's tokens by the tokenizer, when something needed them:
+    /// `max_prompt_tokens`, a budget the bound did not fit, or an answer
+    /// without usage (billed by this estimate).
+    pub prompt_counted: Option<u64>,
     /// The output cap sent upstream (0 for APIs without output).
     pub output_cap: u64,
     pub upstream_status: Option<u16>,
@@ -65,7 +70,9 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
         // bill the prompt estimate and the text actually produced, never 0.
         None => (
             Usage {
-                prompt_tokens: call.prompt_estimate,
+                // Counted by `serve` before settling; the bound (never
+                // below the count) if that failed.
+                prompt_tokens: call.prompt_counted.unwrap_or(call.prompt_bound),
                 completion_tokens: parsed.completion_text_tokens,
                 ..Usage::default()
             },

@@ -28,6 +28,8 @@ pub struct Opened {
     pub response: ResponseHeader,
     /// The output cap sent to this model (0 for APIs without output).
     pub output_cap: u64,
+    /// The request body sent to it.
+    pub body: Bytes,
 }
 
 /// One model to try, with its pool.
@@ -216,6 +218,7 @@ pub async fn open(
                         model: candidate.model.clone(),
                         response,
                         output_cap,
+                        body,
                     });
                 }
                 Err(e) => {

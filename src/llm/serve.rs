@@ -15,6 +15,7 @@ use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
 use super::runaway;
+use super::tokens;
 use super::usage::UsageParser;
 use crate::config::Snapshot;
 use crate::ctx::RequestCtx;
@@ -65,25 +66,51 @@ pub async fn serve(
     let candidates = candidates(&snapshot, request.model(), &roles)?;
     let primary = candidates[0].model.clone();
 
-    let (request, prompt_estimate) = estimate_off_loop(request).await?;
+    // The prompt is reserved at a bound that needs no tokenizer (one token
+    // per byte of text); it is counted only when the bound is not enough.
+    let prompt_bound = request.prompt_tokens_bound();
+    let mut prompt_counted = None;
+    let mut request = request;
     if let Some(max) = snapshot
         .config
         .guards
         .as_ref()
         .and_then(|g| g.max_prompt_tokens)
     {
-        if prompt_estimate > max {
-            return Err(GatewayError::InvalidRequest(format!(
-                "prompt of about {prompt_estimate} tokens exceeds the limit of {max}"
-            )));
+        if prompt_bound > max {
+            let (counted_request, counted) = estimate_off_loop(request).await?;
+            request = counted_request;
+            prompt_counted = Some(counted);
+            if counted > max {
+                return Err(GatewayError::InvalidRequest(format!(
+                    "prompt of about {counted} tokens exceeds the limit of {max}"
+                )));
+            }
         }
     }
     let output_cap = request.output_cap(primary.max_tokens);
-    let estimate = Charge {
-        tokens: prompt_estimate + output_cap,
-        micro_usd: primary.price.cost_micro_usd(prompt_estimate, output_cap),
+    let charge = |prompt: u64| Charge {
+        tokens: prompt + output_cap,
+        micro_usd: primary.price.cost_micro_usd(prompt, output_cap),
     };
-    let reservation = reserve(state, &snapshot, ctx, estimate, &candidates).await;
+    let mut reservation = reserve(
+        state,
+        &snapshot,
+        ctx,
+        charge(prompt_counted.unwrap_or(prompt_bound)),
+        &candidates,
+    )
+    .await;
+    if prompt_counted.is_none() && is_budget_refusal(&reservation) {
+        // The bound over-reserves (about 4x for English): a call that fits
+        // its budget by the real count must not be refused for it.
+        let (counted_request, counted) = estimate_off_loop(request).await?;
+        request = counted_request;
+        prompt_counted = Some(counted);
+        if counted < prompt_bound {
+            reservation = reserve(state, &snapshot, ctx, charge(counted), &candidates).await;
+        }
+    }
     // Refusals and answers alike tell SDKs how many tokens remain.
     ctx.token_headers = token_headers(state, &snapshot, ctx).await;
     let reservation = reservation?;
@@ -92,7 +119,8 @@ pub async fn serve(
         api,
         requested_model: request.model().to_string(),
         served: None,
-        prompt_estimate,
+        prompt_bound,
+        prompt_counted,
         output_cap,
         upstream_status: None,
         parsed: None,
@@ -114,12 +142,22 @@ pub async fn serve(
     Ok(())
 }
 
+fn is_budget_refusal<T>(reservation: &Result<T, GatewayError>) -> bool {
+    matches!(
+        reservation,
+        Err(GatewayError::TokenBudgetExceeded { .. } | GatewayError::UsdBudgetExceeded { .. })
+    )
+}
+
 /// Bodies above this are tokenized on the blocking pool: BPE costs about
 /// 0.1 ms per KiB, which must not stall the other requests of a worker.
 const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
 
+/// The prompt's exact estimate (tokenizer), off the event loop when the
+/// text is large or the tokenizer is not built yet.
 async fn estimate_off_loop(request: LlmRequest) -> Result<(LlmRequest, u64), GatewayError> {
     if request.text_bytes() <= INLINE_TOKENIZE_BYTES {
+        tokens::load_off_loop().await;
         let estimate = request.estimate_prompt_tokens();
         return Ok((request, estimate));
     }
@@ -328,6 +366,7 @@ async fn stream_back(
         model,
         response,
         output_cap,
+        body,
         ..
     } = opened;
     let api = ctx.llm.as_ref().map(|c| c.api).unwrap_or_default();
@@ -370,8 +409,16 @@ async fn stream_back(
     {
         end = pump(session, &mut upstream, &mut parser, &cut_off).await;
     }
+    if parser.needs_text_count() {
+        tokens::load_off_loop().await;
+    }
+    let parsed = parser.finish_for_billing();
     if let Some(call) = ctx.llm.as_mut() {
-        call.parsed = Some(parser.finish());
+        let billed_by_estimate = parsed.usage.is_none() && (200..300).contains(&status);
+        if billed_by_estimate && call.prompt_counted.is_none() {
+            call.prompt_counted = count_sent_prompt(api, body).await;
+        }
+        call.parsed = Some(parsed);
         call.cut_off = end == PumpEnd::CutOff;
     }
     // A cut-off upstream is closed, not pooled: providers stop generating
@@ -384,6 +431,13 @@ async fn stream_back(
     } else {
         upstream.shutdown().await;
     }
+}
+
+/// The prompt's exact estimate from the body as sent upstream (its texts
+/// are the client's, after guards), for billing an answer without usage.
+async fn count_sent_prompt(api: LlmApi, body: Bytes) -> Option<u64> {
+    let request = LlmRequest::parse(api, &body).ok()?;
+    estimate_off_loop(request).await.ok().map(|(_, n)| n)
 }
 
 /// How a stream is ended when it runs past its output cap.
@@ -426,9 +480,13 @@ async fn pump(
         let written = match chunk {
             Ok(Some(bytes)) => {
                 parser.feed(&bytes);
-                let counted = parser.output_so_far();
-                if runaway::exceeds(cut_off.cap, counted) {
-                    return end_runaway(session, parser, cut_off, bytes, counted).await;
+                // The free bound first: the tokenizer runs only near the cap.
+                if runaway::exceeds(cut_off.cap, parser.output_upper_bound()) {
+                    tokens::load_off_loop().await;
+                    let counted = parser.output_so_far();
+                    if runaway::exceeds(cut_off.cap, counted) {
+                        return end_runaway(session, parser, cut_off, bytes, counted).await;
+                    }
                 }
                 session.write_response_body(Some(bytes), false).await
             }

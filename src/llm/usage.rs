@@ -9,6 +9,7 @@
 use serde_json::Value;
 
 use super::api::LlmApi;
+use super::tokens;
 
 /// Largest SSE event we assemble. OpenAI chunks are a few hundred bytes; an
 /// event beyond this is dropped rather than buffered.
@@ -35,24 +36,92 @@ pub struct ParsedUsage {
     /// before its `message_delta`: the input is known, the output is not).
     pub partial: bool,
     /// Locally counted tokens of the generated text, for billing an estimate
-    /// when `usage` is `None` or partial. In JSON mode it is only computed then.
+    /// when `usage` is `None` or partial. In JSON mode, and in SSE mode
+    /// after [`UsageParser::finish_for_billing`], it is only computed then.
     pub completion_text_tokens: u64,
 }
 
 /// What an SSE stream has revealed so far; updated per event by the API.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamTally {
     pub usage: Option<Usage>,
     /// `usage` is the upstream's final report, not only its input side.
     pub usage_final: bool,
-    pub text_tokens: u64,
+    /// The generated text, counted when something needs the count.
+    pub text: TextTally,
 }
 
 impl StreamTally {
+    fn reported_output(&self) -> u64 {
+        self.usage.map_or(0, |u| u.completion_tokens)
+    }
+
     /// Output generated so far, by the upstream's count or ours.
-    pub fn output_so_far(&self) -> u64 {
-        let reported = self.usage.map_or(0, |u| u.completion_tokens);
-        reported.max(self.text_tokens)
+    pub fn output_so_far(&mut self) -> u64 {
+        self.reported_output().max(self.text.count())
+    }
+
+    /// Never below [`Self::output_so_far`], and free: no tokenizer run.
+    pub fn output_upper_bound(&self) -> u64 {
+        self.reported_output().max(self.text.upper_bound())
+    }
+}
+
+/// Above this many untokenized bytes a stream's text is counted, so an
+/// endless stream holds a bounded amount of it.
+const MAX_PENDING_TEXT_BYTES: usize = 64 * 1024;
+
+/// Generated text whose tokens are counted only when something needs them.
+/// Counting every delta as it passed cost a tokenizer run per event; yet a
+/// stream that reports its own usage (the normal case) never needs the
+/// count, and the cap check works on an upper bound (a token covers at
+/// least one byte). Texts are counted one by one, as the upstream sent
+/// them, so the count is the same whenever it is taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextTally {
+    counted: u64,
+    /// Texts not counted yet, back to back; `ends` marks where each ends.
+    pending: String,
+    ends: Vec<usize>,
+}
+
+impl TextTally {
+    pub fn add(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.pending.push_str(text);
+        self.ends.push(self.pending.len());
+        if self.pending.len() > MAX_PENDING_TEXT_BYTES {
+            self.count();
+        }
+    }
+
+    /// At least the token count, without counting.
+    pub fn upper_bound(&self) -> u64 {
+        self.counted.saturating_add(self.pending.len() as u64)
+    }
+
+    /// Whether [`Self::count`] would run the tokenizer.
+    pub fn has_uncounted(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The exact count of every text added so far.
+    pub fn count(&mut self) -> u64 {
+        let mut start = 0;
+        for &end in &self.ends {
+            let n = tokens::count_text(&self.pending[start..end]);
+            self.counted = self.counted.saturating_add(n);
+            start = end;
+        }
+        self.ends.clear();
+        if self.pending.capacity() > KEEP_BUFFER_CAPACITY {
+            self.pending = String::new();
+        } else {
+            self.pending.clear();
+        }
+        self.counted
     }
 }
 
@@ -113,11 +182,30 @@ impl UsageParser {
     }
 
     /// Output tokens counted so far in a stream (0 for JSON bodies, which
-    /// are read at the end).
-    pub fn output_so_far(&self) -> u64 {
-        match &self.mode {
+    /// are read at the end). Runs the tokenizer on text not counted yet.
+    pub fn output_so_far(&mut self) -> u64 {
+        match &mut self.mode {
             Mode::Json(_) => 0,
             Mode::Sse(s) => s.tally.output_so_far(),
+        }
+    }
+
+    /// Never below [`Self::output_so_far`], and free to ask per chunk.
+    pub fn output_upper_bound(&self) -> u64 {
+        match &self.mode {
+            Mode::Json(_) => 0,
+            Mode::Sse(s) => s.tally.output_upper_bound(),
+        }
+    }
+
+    /// Whether [`Self::finish_for_billing`] will run the tokenizer: the
+    /// answer reported no final usage and has text to count. Call at the
+    /// end of the body: it parses a JSON body, or a stream's unterminated
+    /// last event (once; finishing reuses the result).
+    pub fn needs_text_count(&mut self) -> bool {
+        match &mut self.mode {
+            Mode::Json(j) => j.needs_text_count(self.api),
+            Mode::Sse(s) => s.needs_text_count(self.api),
         }
     }
 
@@ -135,7 +223,17 @@ impl UsageParser {
     pub fn finish(&mut self) -> ParsedUsage {
         match &mut self.mode {
             Mode::Json(j) => j.finish(self.api),
-            Mode::Sse(s) => s.finish(self.api),
+            Mode::Sse(s) => s.finish(self.api, TextCount::Always),
+        }
+    }
+
+    /// Like [`Self::finish`], but a stream's text is counted only when the
+    /// bill needs it (no final usage): `completion_text_tokens` is 0 when
+    /// the upstream reported its usage. Call one of the two, not both.
+    pub fn finish_for_billing(&mut self) -> ParsedUsage {
+        match &mut self.mode {
+            Mode::Json(j) => j.finish(self.api),
+            Mode::Sse(s) => s.finish(self.api, TextCount::WhenUnreported),
         }
     }
 }
@@ -149,6 +247,8 @@ struct JsonBody {
     max: usize,
     overflowed: bool,
     result: Option<ParsedUsage>,
+    /// A parsed answer without usage, kept until its text is counted.
+    unreported: Option<Value>,
 }
 
 impl JsonBody {
@@ -158,11 +258,12 @@ impl JsonBody {
             max,
             overflowed: false,
             result: None,
+            unreported: None,
         }
     }
 
     fn feed(&mut self, chunk: &[u8]) {
-        if self.overflowed || self.result.is_some() {
+        if self.overflowed || self.result.is_some() || self.unreported.is_some() {
             return;
         }
         if self.buf.len().saturating_add(chunk.len()) > self.max {
@@ -174,34 +275,46 @@ impl JsonBody {
         self.buf.extend_from_slice(chunk);
     }
 
-    fn finish(&mut self, api: LlmApi) -> ParsedUsage {
-        if let Some(r) = self.result {
-            return r;
+    /// Parses the body once: a reported usage is the result; an answer
+    /// without one is kept for its text to be counted.
+    fn parse(&mut self, api: LlmApi) {
+        if self.result.is_some() || self.unreported.is_some() {
+            return;
         }
-        let parsed = if self.overflowed {
-            ParsedUsage::default()
+        let buf = std::mem::take(&mut self.buf);
+        let value = if self.overflowed {
+            None
         } else {
-            match serde_json::from_slice::<Value>(&self.buf) {
-                Ok(v) => parse_response(api, &v),
-                Err(_) => ParsedUsage::default(),
-            }
+            serde_json::from_slice::<Value>(&buf).ok()
         };
-        self.buf = Vec::new();
-        self.result = Some(parsed);
-        parsed
+        match value {
+            Some(v) => match api.response_usage(&v) {
+                Some(usage) => {
+                    self.result = Some(ParsedUsage {
+                        usage: Some(usage),
+                        ..ParsedUsage::default()
+                    })
+                }
+                None => self.unreported = Some(v),
+            },
+            None => self.result = Some(ParsedUsage::default()),
+        }
     }
-}
 
-fn parse_response(api: LlmApi, v: &Value) -> ParsedUsage {
-    match api.response_usage(v) {
-        Some(usage) => ParsedUsage {
-            usage: Some(usage),
-            ..ParsedUsage::default()
-        },
-        None => ParsedUsage {
-            completion_text_tokens: api.response_text_tokens(v),
-            ..ParsedUsage::default()
-        },
+    fn needs_text_count(&mut self, api: LlmApi) -> bool {
+        self.parse(api);
+        self.unreported.is_some()
+    }
+
+    fn finish(&mut self, api: LlmApi) -> ParsedUsage {
+        self.parse(api);
+        if let Some(v) = self.unreported.take() {
+            self.result = Some(ParsedUsage {
+                completion_text_tokens: api.response_text_tokens(&v),
+                ..ParsedUsage::default()
+            });
+        }
+        self.result.unwrap_or_default()
     }
 }
 
@@ -242,27 +355,49 @@ impl SseUsage {
             .feed(chunk, |data| SseUsage::on_event(api, tally, done, data));
     }
 
-    fn finish(&mut self, api: LlmApi) -> ParsedUsage {
+    /// Reads a final event left without its blank line (see the decoder).
+    fn end_of_stream(&mut self, api: LlmApi) {
         if !self.done {
             let (tally, done) = (&mut self.tally, &mut self.done);
             self.decoder
                 .finish(|data| SseUsage::on_event(api, tally, done, data));
             self.done = true;
         }
-        let tally = self.tally;
+    }
+
+    fn needs_text_count(&mut self, api: LlmApi) -> bool {
+        self.end_of_stream(api);
+        !self.tally.usage_final && self.tally.text.has_uncounted()
+    }
+
+    fn finish(&mut self, api: LlmApi, when: TextCount) -> ParsedUsage {
+        self.end_of_stream(api);
+        let tally = &mut self.tally;
         let partial = tally.usage.is_some() && !tally.usage_final;
+        let text_tokens = match when {
+            TextCount::WhenUnreported if tally.usage_final => 0,
+            _ => tally.text.count(),
+        };
+        let reported = tally.reported_output();
         let usage = tally.usage.map(|mut u| {
             if partial {
-                u.completion_tokens = tally.output_so_far();
+                u.completion_tokens = reported.max(text_tokens);
             }
             u
         });
         ParsedUsage {
             usage,
             partial,
-            completion_text_tokens: tally.text_tokens,
+            completion_text_tokens: text_tokens,
         }
     }
+}
+
+/// Whether finishing a stream counts its text when the usage was reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextCount {
+    Always,
+    WhenUnreported,
 }
 
 /// Server-sent-events framing per the WHATWG spec, reduced to what usage
@@ -558,6 +693,85 @@ mod tests {
             got.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
             Some((2, 3))
         );
+    }
+
+    #[test]
+    fn text_tally_counts_lazily_and_the_same_whenever_counted() {
+        let mut eager = TextTally::default();
+        let mut lazy = TextTally::default();
+        let mut expected = 0;
+        for (i, w) in WORDS.iter().cycle().take(40).enumerate() {
+            expected += tokens::count_text(w);
+            eager.add(w);
+            assert_eq!(eager.count(), expected);
+            lazy.add(w);
+            assert!(lazy.upper_bound() >= expected, "bound below count at {i}");
+            if i == 17 {
+                assert_eq!(lazy.count(), expected, "counted midway");
+            }
+        }
+        assert!(lazy.has_uncounted());
+        assert_eq!(lazy.count(), expected);
+        assert!(!lazy.has_uncounted());
+        assert_eq!(
+            lazy.upper_bound(),
+            expected,
+            "nothing pending: bound is exact"
+        );
+    }
+
+    #[test]
+    fn text_tally_holds_a_bounded_amount_of_text() {
+        let mut t = TextTally::default();
+        let delta = "word ".repeat(100);
+        for _ in 0..1000 {
+            t.add(&delta);
+            assert!(t.pending.len() <= MAX_PENDING_TEXT_BYTES + delta.len());
+        }
+        assert_eq!(t.count(), 1000 * tokens::count_text(&delta));
+    }
+
+    #[test]
+    fn billing_finish_counts_text_only_without_final_usage() {
+        let with_usage = stream("\n", true);
+        let mut p = UsageParser::sse(LlmApi::OpenaiChat);
+        p.feed(&with_usage);
+        assert!(p.output_upper_bound() >= word_tokens());
+        assert!(!p.needs_text_count());
+        let billed = p.finish_for_billing();
+        assert_eq!(billed.usage, Some(expected_usage()));
+        assert_eq!(billed.completion_text_tokens, 0, "not needed: not counted");
+
+        let without = stream("\n", false);
+        let mut p = UsageParser::sse(LlmApi::OpenaiChat);
+        p.feed(&without);
+        assert!(p.needs_text_count());
+        assert_eq!(p.finish_for_billing(), parse_sse(&[&without]));
+
+        // JSON: parsed once for the question, the same answer after it.
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, 1 << 20);
+        p.feed(&response_body(false));
+        assert!(p.needs_text_count());
+        assert_eq!(
+            p.finish_for_billing().completion_text_tokens,
+            tokens::count_text("Hello, world! ✓ ünïcödé")
+        );
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, 1 << 20);
+        p.feed(&response_body(true));
+        assert!(!p.needs_text_count());
+        assert!(p.finish_for_billing().usage.is_some());
+    }
+
+    #[test]
+    fn upper_bound_is_never_below_the_count_mid_stream() {
+        let body = stream("\n", false);
+        let mut p = UsageParser::sse(LlmApi::OpenaiChat);
+        for chunk in body.chunks(7) {
+            p.feed(chunk);
+            let bound = p.output_upper_bound();
+            assert!(bound >= p.output_so_far());
+        }
+        assert_eq!(p.output_so_far(), word_tokens());
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! gateway's `prompt_tokens` is their sum.
 
 use super::{cap_field, field_err, named_event, num, validate_positive, Part, RequestError};
-use crate::llm::tokens;
 use crate::llm::usage::{StreamTally, Usage};
 use serde_json::{json, Map, Value};
 
@@ -227,7 +226,7 @@ pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
             };
             for key in ["text", "thinking", "partial_json"] {
                 if let Some(t) = delta.get(key).and_then(Value::as_str) {
-                    tally.text_tokens = tally.text_tokens.saturating_add(tokens::count_text(t));
+                    tally.text.add(t);
                 }
             }
         }

@@ -259,13 +259,25 @@ impl LlmRequest {
     /// Input tokens as OpenAI's cookbook approximates them for chat models
     /// (framing per message, reply priming); embeddings have no framing.
     pub fn estimate_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens_with(tokens::count_text)
+    }
+
+    /// An upper bound on [`Self::estimate_prompt_tokens`] that needs no
+    /// tokenizer: texts count one token per byte. What budgets reserve
+    /// before a call (the exact count is taken only when this bound would
+    /// be refused, or `max_prompt_tokens` needs it).
+    pub fn prompt_tokens_bound(&self) -> u64 {
+        self.prompt_tokens_with(tokens::bytes_bound)
+    }
+
+    fn prompt_tokens_with(&self, count_text: impl Fn(&str) -> u64) -> u64 {
         let mut total = match self.message_count() {
             Some(n) => REPLY_PRIMING_TOKENS.saturating_add(TOKENS_PER_MESSAGE * n as u64),
             None => 0,
         };
         self.for_each_part(|part| {
             let n = match part {
-                Part::Text(t) => tokens::count_text(t),
+                Part::Text(t) => count_text(t),
                 Part::Tokens(n) => n,
                 Part::Other => NON_TEXT_PART_TOKENS,
             };
@@ -395,6 +407,28 @@ mod tests {
         );
         assert_eq!(e.estimate_prompt_tokens(), 8);
         assert_eq!(e.output_cap(100), 0);
+    }
+
+    #[test]
+    fn bound_has_the_same_framing_and_bytes_for_texts() {
+        let r = parse(
+            LlmApi::AnthropicMessages,
+            json!({"model": "m", "max_tokens": 9, "system": "Be brief.",
+                "messages": [{"role": "user", "content": "Hello, world!"}]}),
+        );
+        // Reply priming + framing of system and one message + the texts' bytes.
+        assert_eq!(r.prompt_tokens_bound(), 3 + 2 * 4 + 9 + 13);
+        assert!(r.prompt_tokens_bound() >= r.estimate_prompt_tokens());
+        let e = parse(
+            LlmApi::OpenaiEmbeddings,
+            json!({"model": "m", "input": [[1, 2, 3], [4, 5]]}),
+        );
+        assert_eq!(e.prompt_tokens_bound(), 3 + 2);
+        let e = parse(
+            LlmApi::OpenaiEmbeddings,
+            json!({"model": "m", "input": "Hello, world!"}),
+        );
+        assert_eq!(e.prompt_tokens_bound(), 13);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! `stream_options.include_usage` is set, which the rewrite forces).
 
 use super::{field_err, num, validate_positive, Part, RequestError};
-use crate::llm::tokens;
 use crate::llm::usage::{StreamTally, Usage};
 use serde_json::{json, Map, Value};
 
@@ -160,11 +159,7 @@ pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
     }
     // Deltas are roughly token-aligned, so counting them one by one is
     // close to counting the joined text.
-    let mut n = 0u64;
-    for_each_choice_text(event, "delta", &mut |t| {
-        n = n.saturating_add(tokens::count_text(t))
-    });
-    tally.text_tokens = tally.text_tokens.saturating_add(n);
+    for_each_choice_text(event, "delta", &mut |t| tally.text.add(t));
 }
 
 /// A last chunk finishing with "length", then `[DONE]`.

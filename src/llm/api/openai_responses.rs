@@ -7,7 +7,6 @@
 //! `.failed`) event. Cached tokens are inside `input_tokens`.
 
 use super::{cap_field, field_err, named_event, num, validate_positive, Part, RequestError};
-use crate::llm::tokens;
 use crate::llm::usage::{StreamTally, Usage};
 use serde_json::{json, Map, Value};
 
@@ -204,7 +203,7 @@ pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
         // Text, reasoning and tool-argument deltas are all generated output.
         _ if kind.ends_with(".delta") => {
             if let Some(t) = event.get("delta").and_then(Value::as_str) {
-                tally.text_tokens = tally.text_tokens.saturating_add(tokens::count_text(t));
+                tally.text.add(t);
             }
         }
         _ => {}
