@@ -1,102 +1,283 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark on loopback: the same requests sent straight to
-# the mock backend, through a bare Pingora proxy hop (the baseline), and
-# through tollgate; figures are reported as ratios to the bare hop measured
-# in the same run (this machine is shared and noisy).
+# End-to-end load benchmark on loopback, like with like (issue 9, item 5):
+# the same requests to the same upstream straight, through a bare Pingora
+# hop (`tollgate bare-proxy`: the baseline) and through tollgate running the
+# SHIPPED config (conf/tollgate.yaml: API key, RBAC, owner rule, rate limit,
+# budgets, PII + injection guards, ledger) with the access log off and on.
+# Three kinds of request: a plain GET on an owner-rule route, an LLM chat
+# call answered as JSON, and the same call streamed (SSE). Each is measured
+# at saturation (req/s, CONNS connections) and at one connection (latency
+# added by the gateway), in ROUNDS interleaved rounds (every target once per
+# round, order reversed every other round: this machine is shared and
+# noisy); medians are reported as ratios to the bare hop of the same run,
+# with the RSS of every process, then the issue's targets as PASS/FAIL.
 #
-#   bash benches/load.sh            # 3 rounds × 5 s per target
-#   ROUNDS=1 DURATION=3 bash benches/load.sh
+#   bash benches/load.sh                      # 3 rounds x 5 s per target (~6 min)
+#   ROUNDS=1 DURATION=2 SKIP_BUILD=1 BIN=/path/to/tollgate bash benches/load.sh
 #
-# Needs wrk (apt-get install wrk). Loopback only; every run is bounded.
+# Upstream: nginx (a generated config, one worker) when it is on PATH, so the
+# mock upstream is not the bottleneck; otherwise `tollgate mock-backend`.
+# Needs wrk and python3 (stdlib only). Loopback only; every step is bounded;
+# every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate} bash benches/load.sh $*"
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-8}
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --locked --quiet
-BIN=target/release/tollgate
-WORK=$(mktemp -d)
+DURATION=${DURATION:-5}   # seconds per target and round
+CONNS=${CONNS:-32}        # connections at saturation (wrk -t1)
+WARMUP=${WARMUP:-1}       # seconds of unrecorded load per target before round 1 (0: none)
+BIN=${BIN:-target/release/tollgate}
+THREADS=2                 # the shipped config's server.threads; bare hops get the same
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y wrk curl python3)" >&2; exit 1; }
+done
+if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
+[ -x "$BIN" ] || { echo "no binary at $BIN (SKIP_BUILD=1 needs BIN)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/tollgate-load.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  # SIGINT: fast shutdown for Pingora and nginx alike; SIGKILL what lingers.
+  local p
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
-MOCK=$(port); BARE=$(port); GW=$(port); ADMIN=$(port)
-KEY=bench-key
-"$BIN" mock-backend --listen 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
-"$BIN" bare-proxy --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
-cat > "$WORK/gw.yaml" <<YAML
-server: { listen: ["127.0.0.1:$GW"], admin_listen: "127.0.0.1:$ADMIN", threads: 2, grace_period_seconds: 0 }
-auth:
-  api_keys: [ { id: bench, sha256: "$(sha $KEY)", user: bench, tenant: t, roles: [agent] } ]
-upstreams:
-  support: { peers: ["127.0.0.1:$MOCK"] }
-  llm: { peers: ["127.0.0.1:$MOCK"] }
-routes:
-  - { name: bench, path: "/bench", methods: [GET], upstream: support, roles: [agent] }
-  - { name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent] }
-models:
-  - { name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 64 }
-limits:
-  default: { requests_per_minute: 100000000 }
-  budgets: [ { scope: user, tokens_per_day: 100000000000 } ]
-store: { path: "$WORK/usage.db" }
-observability: { access_log: "off", audit_log: "off", log_level: error }
-YAML
-"$BIN" run -c "$WORK/gw.yaml" & PIDS+=($!)
-wait_port $MOCK; wait_port $BARE; wait_port $GW
+# ---------------------------------------------------------------- upstream
+JSON=$(port); SSE=$(port)
+if command -v nginx >/dev/null; then
+  UPSTREAM="nginx $(nginx -v 2>&1 | sed 's|.*/||'), 1 worker"; NGINX_MOCK=1
+  python3 benches/load_setup.py nginx "$WORK/nginx.conf" --work "$WORK" --json-port "$JSON" --sse-port "$SSE"
+  # -e: nginx opens its compiled-in error log before reading the config;
+  # as root the worker runs as nobody (nothing it needs is in $WORK).
+  nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 & NGINX=$!; PIDS+=("$NGINX")
+else
+  UPSTREAM="tollgate mock-backend, $THREADS threads (nginx not on PATH)"; NGINX_MOCK=
+  "$BIN" mock-backend --listen 127.0.0.1:"$JSON" --listen 127.0.0.1:"$SSE" --threads "$THREADS" >"$WORK/mock.out" 2>&1 & NGINX=$!; PIDS+=("$NGINX")
+fi
 
-BODY=$(python3 -c 'import json; print(json.dumps({"model":"m","messages":[{"role":"user","content":"How do I reset my password? "*36}]}))')
-cat > "$WORK/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-API-Key"] = "$KEY"
-wrk.body = [[$BODY]]
-LUA
+# ----------------------------------------------------------- bare hops
+BARE_JSON=$(port); BARE_SSE=$(port)
+"$BIN" bare-proxy --listen 127.0.0.1:"$BARE_JSON" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare-json.out" 2>&1 & BARE1=$!; PIDS+=("$BARE1")
+"$BIN" bare-proxy --listen 127.0.0.1:"$BARE_SSE" --upstream 127.0.0.1:"$SSE" --threads "$THREADS" >"$WORK/bare-sse.out" 2>&1 & BARE2=$!; PIDS+=("$BARE2")
 
-run() { # name url [lua]
-  local out
-  if [ -n "${3:-}" ]; then out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$3" "$2")
-  else out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "X-API-Key: $KEY" "$2"); fi
-  local rps p50 p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}' || true)
-  echo "$1 $rps $p50 $p99 ${errors:-0}" >> "$WORK/results"
+# ------------------------------------------------------------ tollgate
+# Two instances of the shipped config, differing only in the access log.
+KEY=tollgate-bench-key
+GW=$(port); GW_LOG=$(port)
+for inst in gw gw-log; do
+  if [ "$inst" = gw ]; then listen=$GW; log=off; else listen=$GW_LOG; log="$WORK/access.log"; fi
+  IDENTITY=$(python3 benches/load_setup.py gateway conf/tollgate.yaml "$WORK/$inst.yaml" \
+    --listen "$listen" --admin "$(port)" --json-port "$JSON" --sse-port "$SSE" \
+    --work "$WORK" --name "$inst" --access-log "$log" --key-sha256 "$(sha "$KEY")")
+  "$BIN" check -c "$WORK/$inst.yaml" >"$WORK/$inst.check" 2>&1 || {
+    cat "$WORK/$inst.check" >&2; echo "generated config $inst does not pass tollgate check" >&2; exit 1; }
+done
+ADMIN=$(awk -F'"' '/^  admin_listen:/ { print $2 }' "$WORK/gw.yaml")
+BENCH_USER=$(sed -E 's/^user=([^ ]+).*/\1/' <<<"$IDENTITY")
+"$BIN" run -c "$WORK/gw.yaml" >"$WORK/gw.out" 2>&1 & TG=$!; PIDS+=("$TG")
+"$BIN" run -c "$WORK/gw-log.yaml" >"$WORK/gw-log.out" 2>&1 & TG_LOG=$!; PIDS+=("$TG_LOG")
+
+for p in "$JSON" "$SSE" "$BARE_JSON" "$BARE_SSE" "$GW" "$GW_LOG"; do wait_port "$p"; done
+sleep 0.5
+IDLE_TG=$(rss_mib "$TG"); IDLE_TG_LOG=$(rss_mib "$TG_LOG")
+
+# --------------------------------------------------------------- requests
+# The shipped owner-rule route with the bench key's own user (allowed), and
+# the LLM chat route; the same paths on every target.
+GET_PATH="/api/v1/agents/$BENCH_USER/tickets"
+CHAT_PATH="/v1/chat/completions"
+BODY_SIZES=$(python3 benches/load_setup.py bodies "$WORK" --key "$KEY" | tr '\n' ' ')
+
+declare -A URL=(
+  [direct-get]="http://127.0.0.1:$JSON$GET_PATH"      [direct-chat]="http://127.0.0.1:$JSON$CHAT_PATH"
+  [direct-sse]="http://127.0.0.1:$SSE$CHAT_PATH"
+  [bare-get]="http://127.0.0.1:$BARE_JSON$GET_PATH"   [bare-chat]="http://127.0.0.1:$BARE_JSON$CHAT_PATH"
+  [bare-sse]="http://127.0.0.1:$BARE_SSE$CHAT_PATH"
+  [tollgate-get]="http://127.0.0.1:$GW$GET_PATH"      [tollgate-chat]="http://127.0.0.1:$GW$CHAT_PATH"
+  [tollgate-sse]="http://127.0.0.1:$GW$CHAT_PATH"
+  [tollgate-log-get]="http://127.0.0.1:$GW_LOG$GET_PATH" [tollgate-log-chat]="http://127.0.0.1:$GW_LOG$CHAT_PATH"
+  [tollgate-log-sse]="http://127.0.0.1:$GW_LOG$CHAT_PATH"
+)
+
+# Check once before measuring: 200 everywhere, SSE ending with [DONE], and
+# tollgate billing the upstream's usage (prompt 142 / completion 58 JSON,
+# 61 SSE: load_setup.py) rather than estimating. A refused request (401,
+# 403, 429) would make a fast, meaningless benchmark.
+probe() { # target -> body on stdout, status in $WORK/status
+  local kind=${1##*-} args=(-s --max-time 10 -H "X-API-Key: $KEY" -o "$WORK/probe" -w '%{http_code}')
+  [ "$kind" != get ] && args+=(-H 'Content-Type: application/json' --data-binary "@$WORK/$kind.json")
+  curl "${args[@]}" "${URL[$1]}" >"$WORK/status" || true
 }
+for t in "${!URL[@]}"; do
+  probe "$t"
+  [ "$(cat "$WORK/status")" = 200 ] || { echo "check failed: $t answered $(cat "$WORK/status"): $(head -c 300 "$WORK/probe")" >&2; exit 1; }
+  if [[ $t == *-sse ]] && [ "$(tail -c 14 "$WORK/probe")" != 'data: [DONE]' ]; then  # $() drops the \n\n
+    echo "check failed: $t: the SSE answer does not end with [DONE]" >&2; exit 1
+  fi
+done
+billed() { curl -s --max-time 5 "http://$ADMIN/metrics" | awk -v m="$1" -v k="$2" \
+  'index($0, "tollgate_llm_tokens_total{") == 1 && index($0, "model=\"" m "\"") && index($0, "kind=\"" k "\"") { print $NF }'; }
+for _ in $(seq 20); do [ -n "$(billed m-sse completion)" ] && break; sleep 0.1; done
+BILLED="m: $(billed m prompt)+$(billed m completion), m-sse: $(billed m-sse prompt)+$(billed m-sse completion)"
+if [ -n "$NGINX_MOCK" ]; then EXPECT="m: 142+58, m-sse: 142+61"; else EXPECT="$BILLED"; fi  # the mock's counts vary
+[[ $BILLED != *": +"* && $BILLED != *"+," && $BILLED != *"+" && $BILLED = "$EXPECT" ]] || {
+  echo "check failed: tollgate billed $BILLED tokens, expected the upstream's usage ($EXPECT)" >&2; exit 1; }
 
+# ---------------------------------------------------------------- measure
+run() { # mode(sat|c1) target seconds [record]
+  local conns=$CONNS script=()
+  [ "$1" = c1 ] && conns=1
+  case $2 in
+    *-get) script=(-H "X-API-Key: $KEY") ;;
+    *) script=(-s "$WORK/${2##*-}.lua") ;;
+  esac
+  local out
+  out=$(timeout $(($3 + 30)) wrk -t1 -c"$conns" -d"$3s" --latency "${script[@]}" "${URL[$2]}") || {
+    echo "wrk failed on $2" >&2; exit 1; }
+  [ "${4:-}" = record ] || return 0
+  awk -v mode="$1" -v name="$2" '
+    /Requests\/sec/ { rps = $2 }
+    $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 }
+    /requests in/ { n = $1 }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ { gsub(",", ""); sock = $4 + $6 + $8 + $10 }
+    END { print mode, name, rps, p50, p99, n, non2xx + 0, sock + 0 }' <<<"$out" >>"$WORK/results"
+}
+SAT=(); C1=()
+for kind in get chat sse; do
+  SAT+=("direct-$kind" "bare-$kind" "tollgate-$kind" "tollgate-log-$kind")
+  C1+=("bare-$kind" "tollgate-$kind" "tollgate-log-$kind")
+done
+if [ "$WARMUP" -gt 0 ]; then for t in "${SAT[@]}"; do run sat "$t" "$WARMUP"; done; fi
+ORDER=(); for t in "${SAT[@]}"; do ORDER+=("sat:$t"); done; for t in "${C1[@]}"; do ORDER+=("c1:$t"); done
 for r in $(seq "$ROUNDS"); do
-  run direct-get "http://127.0.0.1:$MOCK/bench"
-  run bare-get "http://127.0.0.1:$BARE/bench"
-  run tollgate-get "http://127.0.0.1:$GW/bench"
-  run direct-chat "http://127.0.0.1:$MOCK/v1/chat/completions" "$WORK/post.lua"
-  run bare-chat "http://127.0.0.1:$BARE/v1/chat/completions" "$WORK/post.lua"
-  run tollgate-chat "http://127.0.0.1:$GW/v1/chat/completions" "$WORK/post.lua"
+  echo "round $r/$ROUNDS ..." >&2
+  this_round=("${ORDER[@]}")
+  if [ $((r % 2)) = 0 ]; then  # reversed: no target always runs right after another
+    this_round=(); for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do this_round+=("${ORDER[i]}"); done
+  fi
+  for item in "${this_round[@]}"; do run "${item%%:*}" "${item#*:}" "$DURATION" record; done
 done
 
-python3 - "$WORK/results" <<'PY'
-import sys, statistics, collections
+# ----------------------------------------------------------------- report
+UP_RSS=0; for p in "$NGINX" $(pgrep -P "$NGINX" || true); do UP_RSS=$(awk -v a="$UP_RSS" -v b="$(rss_mib "$p")" 'BEGIN { print a + b }'); done
+cat >"$WORK/env" <<ENV
+date $(date -u +%Y-%m-%dT%H:%M:%SZ)
+host $(nproc) cpus, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
+binary $BIN ($("$BIN" --version 2>/dev/null | head -n1)), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (working tree has uncommitted changes)' || true)
+upstream $UPSTREAM
+config conf/tollgate.yaml as shipped (ports, peers, paths, bench key digest, limits raised but enforced; models m, m-sse = support-fast)
+requests GET $GET_PATH (owner rule, key user $BENCH_USER); POST $CHAT_PATH bodies (bytes) ${BODY_SIZES% }; billed check $BILLED
+command $CMDLINE
+rss tollgate $(rss_mib "$TG") $IDLE_TG
+rss tollgate-log $(rss_mib "$TG_LOG") $IDLE_TG_LOG
+rss bare $(rss_mib "$BARE1") $(rss_mib "$BARE2")
+rss upstream $UP_RSS
+log $(wc -l <"$WORK/access.log") lines, $(du -m "$WORK/access.log" | cut -f1) MiB
+ENV
+
+python3 - "$WORK/results" "$WORK/env" "$ROUNDS" "$DURATION" "$CONNS" <<'PY'
+# Medians across rounds of req/s, p50 and p99 per target; ratios are
+# median(tollgate) / median(bare), "added" is median(tollgate) - median(bare).
+import collections, statistics, sys
+
+results, envfile, rounds, duration, conns = sys.argv[1:6]
 def us(v):
-    v = v.strip()
-    for unit, f in (("us", 1), ("ms", 1000), ("s", 1e6)):
+    for unit, f in (("us", 1), ("ms", 1e3), ("s", 1e6), ("m", 6e7)):
         if v.endswith(unit):
             return float(v[: -len(unit)]) * f
     return float("nan")
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    name, rps, p50, p99, errs = line.split()
-    rows[name].append((float(rps), us(p50), us(p99), int(errs)))
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) + (sum(x[3] for x in v),) for k, v in rows.items()}
-print(f"{'target':<15}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'non-2xx':>9}   vs bare hop (req/s, p50)")
-for kind in ("get", "chat"):
-    base = med[f"bare-{kind}"]
-    for who in ("direct", "bare", "tollgate"):
-        r = med[f"{who}-{kind}"]
-        print(f"{who + '-' + kind:<15}{r[0]:>10.0f}{r[1]:>10.0f}{r[2]:>10.0f}{r[3]:>9}   {r[0] / base[0]:.2f}x, {r[1] / base[1]:.2f}x")
+runs = collections.defaultdict(list)
+for line in open(results):
+    mode, name, rps, p50, p99, n, non2xx, sock = line.split()
+    runs[mode, name].append(dict(rps=float(rps), p50=us(p50), p99=us(p99), n=int(n),
+                                 non2xx=int(non2xx), sock=int(sock)))
+def med(mode, name, k):
+    return statistics.median(r[k] for r in runs[mode, name])
+def errs(mode, name):
+    return sum(r["non2xx"] + r["sock"] for r in runs[mode, name])
+
+env, rss = {}, {}
+for line in open(envfile):
+    k, _, v = line.rstrip("\n").partition(" ")
+    if k == "rss":
+        who, *vals = v.split()
+        rss[who] = [float(x) for x in vals]
+    else:
+        env[k] = v
+print(f"## load.sh {env['date']}")
+print()
+for k in ("host", "binary", "upstream", "config", "requests", "command"):
+    print(f"{k + ':':<10}{env[k]}")
+print(f"{'runs:':<10}{rounds} interleaved rounds x {duration} s per target, wrk -t1; "
+      f"saturation -c{conns}, latency -c1; medians over rounds")
+
+KINDS = (("get", "plain GET"), ("chat", "LLM JSON"), ("sse", "LLM SSE"))
+total_errors = sum(errs(*k) for k in runs)
+print()
+print(f"saturation (-c{conns})   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'vs bare':>7}  {'per round':<16} {'errors':>6}")
+for kind, label in KINDS:
+    bare = med("sat", f"bare-{kind}", "rps")
+    for who in ("direct", "bare", "tollgate", "tollgate-log"):
+        name = f"{who}-{kind}"
+        per = " ".join(f"{r['rps'] / b['rps']:.2f}" for r, b in zip(runs["sat", name], runs["sat", f"bare-{kind}"]))
+        print(f"  {name:<21}{med('sat', name, 'rps'):>9.0f} {med('sat', name, 'p50') / 1e3:>8.3f} "
+              f"{med('sat', name, 'p99') / 1e3:>8.3f}  {med('sat', name, 'rps') / bare:>6.2f}x  {per:<16} {errs('sat', name):>6}")
+print()
+print(f"one connection (-c1)   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'+p50 ms':>7} {'+p99 ms':>8} {'errors':>6}")
+for kind, label in KINDS:
+    for who in ("bare", "tollgate", "tollgate-log"):
+        name = f"{who}-{kind}"
+        d50 = (med("c1", name, "p50") - med("c1", f"bare-{kind}", "p50")) / 1e3
+        d99 = (med("c1", name, "p99") - med("c1", f"bare-{kind}", "p99")) / 1e3
+        added = "" if who == "bare" else f"{d50:>+7.3f} {d99:>+8.3f}"
+        print(f"  {name:<21}{med('c1', name, 'rps'):>9.0f} {med('c1', name, 'p50') / 1e3:>8.3f} "
+              f"{med('c1', name, 'p99') / 1e3:>8.3f}  {added:<16} {errs('c1', name):>6}")
+print()
+print(f"RSS MiB   tollgate {rss['tollgate'][0]:.1f} (idle {rss['tollgate'][1]:.1f}), "
+      f"tollgate-log {rss['tollgate-log'][0]:.1f} (idle {rss['tollgate-log'][1]:.1f}), "
+      f"bare hops {rss['bare'][0]:.1f} + {rss['bare'][1]:.1f}, upstream {rss['upstream'][0]:.1f}")
+print(f"access log (tollgate-log): {env['log']}")
+
+print()
+print("targets")
+def line(ok, text):
+    print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    return ok
+verdicts = []
+for kind, label, floor in (("get", "plain", 0.90), ("chat", "LLM JSON", 0.50), ("sse", "LLM SSE", 0.50)):
+    for who in ("tollgate", "tollgate-log"):
+        ratio = med("sat", f"{who}-{kind}", "rps") / med("sat", f"bare-{kind}", "rps")
+        ok = line(ratio >= floor, f"{label:<9} req/s {who:<13} {ratio:.2f}x bare   (>= {floor:.2f}x)")
+        if who == "tollgate":
+            verdicts.append(ok)
+for kind, label, cap in (("get", "plain", 0.1), ("chat", "LLM JSON", 0.3)):
+    for who in ("tollgate", "tollgate-log"):
+        d = (med("c1", f"{who}-{kind}", "p99") - med("c1", f"bare-{kind}", "p99")) / 1e3
+        ok = line(d <= cap, f"{label:<9} p99 added at -c1 {who:<13} {d:+.3f} ms  (<= {cap} ms)")
+        if who == "tollgate":
+            verdicts.append(ok)
+for who in ("tollgate", "tollgate-log"):
+    ok = line(rss[who][0] <= 64, f"RSS after the run {who:<13} {rss[who][0]:.1f} MiB  (<= 64 MiB)")
+    if who == "tollgate":
+        verdicts.append(ok)
+verdicts.append(line(total_errors == 0, f"no non-2xx answers or socket errors: {total_errors}"))
+print(f"  => {sum(verdicts)}/{len(verdicts)} targets met (log-off instance; log-on lines for reference)")
 PY

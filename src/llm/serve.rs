@@ -70,7 +70,6 @@ pub async fn serve(
     // per byte of text); it is counted only when the bound is not enough.
     let prompt_bound = request.prompt_tokens_bound();
     let mut prompt_counted = None;
-    let mut request = request;
     if let Some(max) = snapshot
         .config
         .guards
