@@ -1,5 +1,14 @@
 use clap::Parser;
 
+// The allocator is chosen at build time; glibc's is the default (see
+// benches/RESULTS.md for the comparison).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use tollgate::cli::{Cli, CliError, Command, DEFAULT_CONFIG};
 
