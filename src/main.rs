@@ -1,7 +1,7 @@
 use clap::Parser;
 
-// The allocator is chosen at build time; glibc's is the default (see
-// benches/RESULTS.md for the comparison).
+// The allocator is chosen at build time (Cargo features): jemalloc by
+// default, see benches/RESULTS.md for the comparison with glibc's.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
