@@ -21,7 +21,7 @@
 # every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate} bash benches/load.sh $*"
+CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} WARMUP=${WARMUP:-1} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate} bash benches/load.sh $*"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}   # seconds per target and round
@@ -35,15 +35,22 @@ done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
 [ -x "$BIN" ] || { echo "no binary at $BIN (SKIP_BUILD=1 needs BIN)" >&2; exit 1; }
 
+# Recorded now: the tree may move on while the bench runs (BIN may come
+# from elsewhere: its own commit is not knowable from here).
+START=$(date -u +%Y-%m-%dT%H:%M:%SZ); LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+HEAD_AT_START="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (working tree has uncommitted changes)' || true)"
 WORK=$(mktemp -d /tmp/tollgate-load.XXXXXX)
 PIDS=()
 cleanup() {
-  # SIGINT: fast shutdown for Pingora and nginx alike; SIGKILL what lingers.
+  # SIGTERM (background jobs of a script ignore SIGINT): nginx exits at
+  # once, Pingora after its grace period; SIGKILL what lingers after 3 s.
   local p
-  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  for _ in $(seq 50); do
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 30); do
     local alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    for p in "${PIDS[@]}"; do  # an exited child stays a zombie until `wait`
+      grep -qs '^State:[[:space:]]*[^Z]' "/proc/$p/status" && alive=1
+    done
     [ "$alive" = 0 ] && break
     sleep 0.1
   done
@@ -66,10 +73,10 @@ if command -v nginx >/dev/null; then
   python3 benches/load_setup.py nginx "$WORK/nginx.conf" --work "$WORK" --json-port "$JSON" --sse-port "$SSE"
   # -e: nginx opens its compiled-in error log before reading the config;
   # as root the worker runs as nobody (nothing it needs is in $WORK).
-  nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 & NGINX=$!; PIDS+=("$NGINX")
+  nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 & UPSTREAM_PID=$!; PIDS+=("$UPSTREAM_PID")
 else
   UPSTREAM="tollgate mock-backend, $THREADS threads (nginx not on PATH)"; NGINX_MOCK=
-  "$BIN" mock-backend --listen 127.0.0.1:"$JSON" --listen 127.0.0.1:"$SSE" --threads "$THREADS" >"$WORK/mock.out" 2>&1 & NGINX=$!; PIDS+=("$NGINX")
+  "$BIN" mock-backend --listen 127.0.0.1:"$JSON" --listen 127.0.0.1:"$SSE" --threads "$THREADS" >"$WORK/mock.out" 2>&1 & UPSTREAM_PID=$!; PIDS+=("$UPSTREAM_PID")
 fi
 
 # ----------------------------------------------------------- bare hops
@@ -89,7 +96,6 @@ for inst in gw gw-log; do
   "$BIN" check -c "$WORK/$inst.yaml" >"$WORK/$inst.check" 2>&1 || {
     cat "$WORK/$inst.check" >&2; echo "generated config $inst does not pass tollgate check" >&2; exit 1; }
 done
-ADMIN=$(awk -F'"' '/^  admin_listen:/ { print $2 }' "$WORK/gw.yaml")
 BENCH_USER=$(sed -E 's/^user=([^ ]+).*/\1/' <<<"$IDENTITY")
 "$BIN" run -c "$WORK/gw.yaml" >"$WORK/gw.out" 2>&1 & TG=$!; PIDS+=("$TG")
 "$BIN" run -c "$WORK/gw-log.yaml" >"$WORK/gw-log.out" 2>&1 & TG_LOG=$!; PIDS+=("$TG_LOG")
@@ -120,7 +126,7 @@ declare -A URL=(
 # tollgate billing the upstream's usage (prompt 142 / completion 58 JSON,
 # 61 SSE: load_setup.py) rather than estimating. A refused request (401,
 # 403, 429) would make a fast, meaningless benchmark.
-probe() { # target -> body on stdout, status in $WORK/status
+probe() { # target -> body in $WORK/probe, status in $WORK/status
   local kind=${1##*-} args=(-s --max-time 10 -H "X-API-Key: $KEY" -o "$WORK/probe" -w '%{http_code}')
   [ "$kind" != get ] && args+=(-H 'Content-Type: application/json' --data-binary "@$WORK/$kind.json")
   curl "${args[@]}" "${URL[$1]}" >"$WORK/status" || true
@@ -132,13 +138,21 @@ for t in "${!URL[@]}"; do
     echo "check failed: $t: the SSE answer does not end with [DONE]" >&2; exit 1
   fi
 done
-billed() { curl -s --max-time 5 "http://$ADMIN/metrics" | awk -v m="$1" -v k="$2" \
-  'index($0, "tollgate_llm_tokens_total{") == 1 && index($0, "model=\"" m "\"") && index($0, "kind=\"" k "\"") { print $NF }'; }
-for _ in $(seq 20); do [ -n "$(billed m-sse completion)" ] && break; sleep 0.1; done
-BILLED="m: $(billed m prompt)+$(billed m completion), m-sse: $(billed m-sse prompt)+$(billed m-sse completion)"
-if [ -n "$NGINX_MOCK" ]; then EXPECT="m: 142+58, m-sse: 142+61"; else EXPECT="$BILLED"; fi  # the mock's counts vary
-[[ $BILLED != *": +"* && $BILLED != *"+," && $BILLED != *"+" && $BILLED = "$EXPECT" ]] || {
-  echo "check failed: tollgate billed $BILLED tokens, expected the upstream's usage ($EXPECT)" >&2; exit 1; }
+billed() { # instance model kind -> tokens counted in its /metrics, or "?"
+  local admin n
+  admin=$(awk -F'"' '/^  admin_listen:/ { print $2 }' "$WORK/$1.yaml")
+  n=$(curl -s --max-time 5 "http://$admin/metrics" | awk -v m="$2" -v k="$3" \
+    'index($0, "tollgate_llm_tokens_total{") == 1 && index($0, "model=\"" m "\"") && index($0, "kind=\"" k "\"") { print $NF }')
+  echo "${n:-?}"
+}
+for inst in gw gw-log; do  # the ledger and metrics are written after the answer
+  for _ in $(seq 20); do [ "$(billed $inst m-sse completion)" != "?" ] && break; sleep 0.1; done
+  BILLED="m: $(billed $inst m prompt)+$(billed $inst m completion), m-sse: $(billed $inst m-sse prompt)+$(billed $inst m-sse completion)"
+  EXPECT="m: 142+58, m-sse: 142+61"
+  if [ -z "$NGINX_MOCK" ]; then EXPECT=$BILLED; fi  # the mock's counts come from its own estimate
+  [[ $BILLED != *"?"* && $BILLED = "$EXPECT" ]] || {
+    echo "check failed: $inst billed $BILLED tokens, expected the upstream's usage ($EXPECT)" >&2; exit 1; }
+done
 
 # ---------------------------------------------------------------- measure
 run() { # mode(sat|c1) target seconds [record]
@@ -177,11 +191,11 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ----------------------------------------------------------------- report
-UP_RSS=0; for p in "$NGINX" $(pgrep -P "$NGINX" || true); do UP_RSS=$(awk -v a="$UP_RSS" -v b="$(rss_mib "$p")" 'BEGIN { print a + b }'); done
+UP_RSS=0; for p in "$UPSTREAM_PID" $(pgrep -P "$UPSTREAM_PID" || true); do UP_RSS=$(awk -v a="$UP_RSS" -v b="$(rss_mib "$p")" 'BEGIN { print a + b }'); done
 cat >"$WORK/env" <<ENV
-date $(date -u +%Y-%m-%dT%H:%M:%SZ)
-host $(nproc) cpus, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
-binary $BIN ($("$BIN" --version 2>/dev/null | head -n1)), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (working tree has uncommitted changes)' || true)
+date $START to $(date -u +%H:%M:%SZ)
+host $(nproc) cpus, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r); load average $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end
+binary $BIN ($("$BIN" --version 2>/dev/null | head -n1)), repo HEAD $HEAD_AT_START
 upstream $UPSTREAM
 config conf/tollgate.yaml as shipped (ports, peers, paths, bench key digest, limits raised but enforced; models m, m-sse = support-fast)
 requests GET $GET_PATH (owner rule, key user $BENCH_USER); POST $CHAT_PATH bodies (bytes) ${BODY_SIZES% }; billed check $BILLED
@@ -190,13 +204,14 @@ rss tollgate $(rss_mib "$TG") $IDLE_TG
 rss tollgate-log $(rss_mib "$TG_LOG") $IDLE_TG_LOG
 rss bare $(rss_mib "$BARE1") $(rss_mib "$BARE2")
 rss upstream $UP_RSS
+loads $LOAD_START $(cut -d' ' -f1-3 /proc/loadavg)
 log $(wc -l <"$WORK/access.log") lines, $(du -m "$WORK/access.log" | cut -f1) MiB
 ENV
 
 python3 - "$WORK/results" "$WORK/env" "$ROUNDS" "$DURATION" "$CONNS" <<'PY'
 # Medians across rounds of req/s, p50 and p99 per target; ratios are
 # median(tollgate) / median(bare), "added" is median(tollgate) - median(bare).
-import collections, statistics, sys
+import collections, os, statistics, sys
 
 results, envfile, rounds, duration, conns = sys.argv[1:6]
 def us(v):
@@ -217,7 +232,9 @@ def errs(mode, name):
 env, rss = {}, {}
 for line in open(envfile):
     k, _, v = line.rstrip("\n").partition(" ")
-    if k == "rss":
+    if k == "loads":  # 1-minute load average at start and at end
+        busy = max(float(x) for x in v.split()[0::3]) > 0.5 * os.cpu_count()
+    elif k == "rss":
         who, *vals = v.split()
         rss[who] = [float(x) for x in vals]
     else:
@@ -229,6 +246,9 @@ for k in ("host", "binary", "upstream", "config", "requests", "command"):
 print(f"{'runs:':<10}{rounds} interleaved rounds x {duration} s per target, wrk -t1; "
       f"saturation -c{conns}, latency -c1; medians over rounds")
 
+if busy:
+    print("WARNING:  the machine was busy (load average above, other work than this bench): "
+          "req/s ratios and -c1 p99 are noisy; rerun on an idle machine")
 KINDS = (("get", "plain GET"), ("chat", "LLM JSON"), ("sse", "LLM SSE"))
 total_errors = sum(errs(*k) for k in runs)
 print()
@@ -274,6 +294,11 @@ for kind, label, cap in (("get", "plain", 0.1), ("chat", "LLM JSON", 0.3)):
         ok = line(d <= cap, f"{label:<9} p99 added at -c1 {who:<13} {d:+.3f} ms  (<= {cap} ms)")
         if who == "tollgate":
             verdicts.append(ok)
+for kind in ("get", "chat"):
+    p50, p99 = med("c1", f"bare-{kind}", "p50"), med("c1", f"bare-{kind}", "p99")
+    if p99 > 5 * p50:
+        print(f"        note: bare-{kind} -c1 p99 is {p99 / p50:.0f}x its p50: scheduling noise "
+              f"dominates p99 here, the added-p99 verdicts above are unreliable")
 for who in ("tollgate", "tollgate-log"):
     ok = line(rss[who][0] <= 64, f"RSS after the run {who:<13} {rss[who][0]:.1f} MiB  (<= 64 MiB)")
     if who == "tollgate":
