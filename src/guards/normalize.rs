@@ -27,7 +27,10 @@ pub fn normalize(text: &str) -> String {
         // ASCII's, and no invisible or look-alike character is ASCII, so
         // the Unicode tables can be skipped (same result, a fraction of
         // the time).
-        push_folded(&mut spaced, text.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        push_folded(
+            &mut spaced,
+            text.bytes().map(|b| char::from(b.to_ascii_lowercase())),
+        );
     } else {
         push_folded(&mut spaced, text.nfkd().flat_map(char::to_lowercase));
     }

@@ -282,6 +282,15 @@ impl JsonBody {
             return;
         }
         let buf = std::mem::take(&mut self.buf);
+        if !self.overflowed {
+            if let Some(usage) = reported_usage(api, &buf) {
+                self.result = Some(ParsedUsage {
+                    usage: Some(usage),
+                    ..ParsedUsage::default()
+                });
+                return;
+            }
+        }
         let value = if self.overflowed {
             None
         } else {
@@ -318,6 +327,22 @@ impl JsonBody {
     }
 }
 
+/// Every API reports usage in a top-level `usage` object. Reading only
+/// that (the rest skipped, not built into a tree) is the fast path; an
+/// answer it does not fit (no usage, not an object, a repeated key) is
+/// parsed whole by the caller, so both agree.
+fn reported_usage(api: LlmApi, body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct UsageView {
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    let usage = serde_json::from_slice::<UsageView>(body).ok()?.usage?;
+    let mut top = serde_json::Map::new();
+    top.insert("usage".to_owned(), usage);
+    api.response_usage(&Value::Object(top))
+}
+
 // ---------------------------------------------------------------------------
 // SSE mode: usage extraction on top of a generic event decoder.
 
@@ -335,6 +360,9 @@ impl SseUsage {
         }
         if data == b"[DONE]" {
             *done = true;
+            return;
+        }
+        if api.on_stream_data(data, tally) {
             return;
         }
         // Malformed or non-JSON events (keep-alives, vendor noise) are skipped:
@@ -693,6 +721,101 @@ mod tests {
             got.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
             Some((2, 3))
         );
+    }
+
+    #[test]
+    fn json_usage_fast_path_agrees_with_the_whole_parse() {
+        let bodies: &[&str] = &[
+            r#"{"data":[{"embedding":[0.1,0.2,0.3]}],"usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+            r#"{"choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":5,"completion_tokens":6}}"#,
+            r#"{"choices":[{"message":{"content":"Hi"}}],"usage":null}"#,
+            r#"{"content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":4,"output_tokens":2}}"#,
+            r#"{"usage":7}"#,
+            r#"[1,2]"#,
+            r#"{"usage":{"prompt_tokens":1}"#,
+        ];
+        for api in [
+            LlmApi::OpenaiChat,
+            LlmApi::OpenaiResponses,
+            LlmApi::OpenaiEmbeddings,
+            LlmApi::AnthropicMessages,
+        ] {
+            for body in bodies {
+                let mut p = UsageParser::json(api, 1 << 20);
+                p.feed(body.as_bytes());
+                let whole = match serde_json::from_slice::<Value>(body.as_bytes()) {
+                    Ok(v) => match api.response_usage(&v) {
+                        Some(u) => ParsedUsage {
+                            usage: Some(u),
+                            ..ParsedUsage::default()
+                        },
+                        None => ParsedUsage {
+                            completion_text_tokens: api.response_text_tokens(&v),
+                            ..ParsedUsage::default()
+                        },
+                    },
+                    Err(_) => ParsedUsage::default(),
+                };
+                assert_eq!(p.finish(), whole, "{api:?} {body}");
+            }
+        }
+    }
+
+    /// The typed fast path (with its fallback) against the `Value` path
+    /// alone, on ordinary, odd and malformed events of every API.
+    #[test]
+    fn fast_event_path_agrees_with_the_value_path() {
+        let events: &[&str] = &[
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel\u006co \"x\""},"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"think","content":null}}]}"#,
+            r#"{"choices":[{"delta":{"content":7}}]}"#,
+            r#"{"choices":[{"delta":"x"}],"usage":null}"#,
+            r#"{"choices":"x","usage":7}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            r#"{"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            r#"{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}},{}]}"#,
+            r#"{"choices":[{"delta":{"content":"dup"}}],"choices":[]}"#,
+            r#"{"id":"no choices"}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"{"type":"content_block_delta","delta":{"partial_json":"{\"a\":"}}"#,
+            r#"{"type":"content_block_delta","delta":{"text":1}}"#,
+            r#"{"type":"content_block_delta"}"#,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"response.output_text.delta","delta":"Hello"}"#,
+            r#"{"type":"response.reasoning_summary_text.delta","delta":"why"}"#,
+            r#"{"type":"response.function_call_arguments.delta","delta":{"x":1}}"#,
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":2,"output_tokens":3}}}"#,
+            r#"{"type":"response.completed.delta","delta":"odd"}"#,
+            r#"{"type":7}"#,
+            r#"{not json"#,
+            r#""str""#,
+            r#"{"choices":[{"delta":{"content":"trailing"}}]} x"#,
+        ];
+        for api in [
+            LlmApi::OpenaiChat,
+            LlmApi::OpenaiResponses,
+            LlmApi::OpenaiEmbeddings,
+            LlmApi::AnthropicMessages,
+        ] {
+            let mut by_value = StreamTally::default();
+            let mut fast = StreamTally::default();
+            for data in events {
+                if let Ok(v) = serde_json::from_slice::<Value>(data.as_bytes()) {
+                    api.on_stream_event(&v, &mut by_value);
+                }
+                if !api.on_stream_data(data.as_bytes(), &mut fast) {
+                    if let Ok(v) = serde_json::from_slice::<Value>(data.as_bytes()) {
+                        api.on_stream_event(&v, &mut fast);
+                    }
+                }
+                assert_eq!(fast, by_value, "{api:?} after {data}");
+            }
+            assert!(fast.text.has_uncounted(), "{api:?}: some text was seen");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 use super::{cap_field, field_err, named_event, num, validate_positive, Part, RequestError};
 use crate::llm::usage::{StreamTally, Usage};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 pub(super) fn validate(body: &Map<String, Value>) -> Result<(), RequestError> {
     if !body.contains_key("max_tokens") {
@@ -193,6 +195,42 @@ pub(super) fn for_each_output_text(response: &Value, f: &mut impl FnMut(&str)) {
                 f(t);
             }
         }
+    }
+}
+
+/// A `content_block_delta` as the fast path reads it.
+#[derive(Deserialize)]
+struct BlockDeltaView<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    delta: Option<TextDeltaView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TextDeltaView<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
+pub(super) fn on_stream_data(data: &[u8], tally: &mut StreamTally) -> bool {
+    match serde_json::from_slice::<BlockDeltaView>(data) {
+        Ok(event) if event.kind == "content_block_delta" => {
+            if let Some(d) = &event.delta {
+                for text in [&d.text, &d.thinking, &d.partial_json]
+                    .into_iter()
+                    .flatten()
+                {
+                    tally.text.add(text);
+                }
+            }
+            true
+        }
+        _ => false,
     }
 }
 

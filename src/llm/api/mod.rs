@@ -112,6 +112,21 @@ impl LlmApi {
         total
     }
 
+    /// Folds one SSE event's `data` into the stream's tally, reading it as
+    /// a small typed view (no `Value` tree): true when that was enough.
+    /// False leaves the event to [`Self::on_stream_event`]: events carrying
+    /// usage (one or two per stream) and any shape the view does not
+    /// expect, so both paths agree on every input.
+    pub fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool {
+        match self {
+            LlmApi::OpenaiChat | LlmApi::OpenaiEmbeddings => {
+                openai_chat::on_stream_data(data, tally)
+            }
+            LlmApi::OpenaiResponses => openai_responses::on_stream_data(data, tally),
+            LlmApi::AnthropicMessages => anthropic_messages::on_stream_data(data, tally),
+        }
+    }
+
     /// Folds one SSE event (its `data`, parsed) into the stream's tally.
     pub fn on_stream_event(self, event: &Value, tally: &mut StreamTally) {
         match self {

@@ -5,7 +5,10 @@
 
 use super::{field_err, num, validate_positive, Part, RequestError};
 use crate::llm::usage::{StreamTally, Usage};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 pub(super) fn validate(body: &Map<String, Value>) -> Result<(), RequestError> {
     let messages = match body.get("messages") {
@@ -150,6 +153,46 @@ fn for_each_choice_text<'a>(response: &'a Value, field: &str, f: &mut impl FnMut
 
 pub(super) fn for_each_output_text(response: &Value, f: &mut impl FnMut(&str)) {
     for_each_choice_text(response, "message", f);
+}
+
+/// A chunk as the fast path reads it (see `LlmApi::on_stream_data`).
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+}
+
+pub(super) fn on_stream_data(data: &[u8], tally: &mut StreamTally) -> bool {
+    match serde_json::from_slice::<ChunkView>(data) {
+        Ok(chunk) if chunk.usage.is_none() => {
+            for delta in chunk.choices.iter().filter_map(|c| c.delta.as_ref()) {
+                for text in [&delta.content, &delta.reasoning_content]
+                    .into_iter()
+                    .flatten()
+                {
+                    tally.text.add(text);
+                }
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {

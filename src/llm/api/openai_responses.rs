@@ -8,7 +8,9 @@
 
 use super::{cap_field, field_err, named_event, num, validate_positive, Part, RequestError};
 use crate::llm::usage::{StreamTally, Usage};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// Part types whose `text` the model reads.
 const TEXT_PARTS: &[&str] = &["input_text", "output_text", "text"];
@@ -189,12 +191,40 @@ pub(super) fn for_each_output_text(response: &Value, f: &mut impl FnMut(&str)) {
     }
 }
 
+/// A `*.delta` event as the fast path reads it.
+#[derive(Deserialize)]
+struct DeltaEventView<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    delta: Option<Cow<'a, str>>,
+}
+
+/// The events whose `response.usage` is the call's final report.
+const TERMINAL_EVENTS: [&str; 3] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
+
+pub(super) fn on_stream_data(data: &[u8], tally: &mut StreamTally) -> bool {
+    match serde_json::from_slice::<DeltaEventView>(data) {
+        Ok(event) if event.kind.ends_with(".delta") && !TERMINAL_EVENTS.contains(&&*event.kind) => {
+            if let Some(text) = &event.delta {
+                tally.text.add(text);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
     let Some(kind) = event.get("type").and_then(Value::as_str) else {
         return;
     };
     match kind {
-        "response.completed" | "response.incomplete" | "response.failed" => {
+        _ if TERMINAL_EVENTS.contains(&kind) => {
             if let Some(u) = event.pointer("/response/usage").and_then(usage_object) {
                 tally.usage = Some(u);
                 tally.usage_final = true;
