@@ -36,18 +36,36 @@ pub fn traceparent(req: &RequestHeader) -> String {
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    match incoming {
-        Some((trace_id, _, flags)) => format!("00-{trace_id}-{}-{flags}", hex::encode(span)),
+    // Written into one buffer: this runs for every request, and one
+    // allocation is all it needs (hex::encode + format! took four).
+    let mut out = [0u8; TRACEPARENT_LEN];
+    out[..3].copy_from_slice(b"00-");
+    out[35] = b'-';
+    out[52] = b'-';
+    let flags = match incoming {
+        Some((trace_id, _, flags)) => {
+            out[3..35].copy_from_slice(trace_id.as_bytes());
+            flags
+        }
         None => {
             let mut trace = [0u8; 16];
             rng.fill_bytes(&mut trace);
             if trace == [0; 16] {
                 trace[15] = 1;
             }
-            format!("00-{}-{}-01", hex::encode(trace), hex::encode(span))
+            // 16 bytes into 32 hex digits: the lengths always match.
+            let _ = hex::encode_to_slice(trace, &mut out[3..35]);
+            "01"
         }
-    }
+    };
+    let _ = hex::encode_to_slice(span, &mut out[36..52]);
+    out[53..].copy_from_slice(flags.as_bytes());
+    // Hex digits and dashes only (the incoming parts were checked as hex).
+    String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`.
+const TRACEPARENT_LEN: usize = 55;
 
 /// Returns (trace-id, parent-id, flags) of a valid version-00 traceparent.
 pub fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {

@@ -32,23 +32,30 @@ pub struct RateDecision {
 
 impl RateDecision {
     /// `RateLimit-Policy` and `RateLimit` header values (structured fields).
+    /// Built by hand: they go on every answer, and `format!` was a
+    /// measurable share of the plain route's CPU.
     pub fn headers(&self) -> [(&'static str, String); 2] {
+        let field = |a: (&str, u64), b: (&str, u64)| {
+            let mut numbers = itoa::Buffer::new();
+            let mut v = String::with_capacity(self.policy.len() + 32);
+            v.push('"');
+            v.push_str(&self.policy);
+            v.push_str("\";");
+            v.push_str(a.0);
+            v.push_str(numbers.format(a.1));
+            v.push(';');
+            v.push_str(b.0);
+            v.push_str(numbers.format(b.1));
+            v
+        };
         [
             (
                 "ratelimit-policy",
-                format!(
-                    "\"{}\";q={};w={}",
-                    self.policy,
-                    self.limit,
-                    WINDOW.as_secs()
-                ),
+                field(("q=", self.limit), ("w=", WINDOW.as_secs())),
             ),
             (
                 "ratelimit",
-                format!(
-                    "\"{}\";r={};t={}",
-                    self.policy, self.remaining, self.reset_secs
-                ),
+                field(("r=", self.remaining), ("t=", self.reset_secs)),
             ),
         ]
     }
