@@ -63,12 +63,9 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
             (u, true)
         }
         Some(u) => (u, false),
-        // An upstream refusal (4xx/5xx) that reports no usage consumed
-        // nothing: providers do not bill rejected requests.
-        None if !(200..300).contains(&status) => (Usage::default(), false),
         // No usage (upstream omitted it, or the stream was cut before it):
         // bill the prompt estimate and the text actually produced, never 0.
-        None => (
+        None if billed_by_count(&parsed, status) => (
             Usage {
                 // Counted by `serve` before settling; the bound (never
                 // below the count) if that failed.
@@ -78,7 +75,16 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
             },
             true,
         ),
+        // An upstream refusal (4xx/5xx) that reports no usage consumed
+        // nothing: providers do not bill rejected requests.
+        None => (Usage::default(), false),
     }
+}
+
+/// Whether the call is billed by the gateway's own counts: a successful
+/// answer that reported no usage. `serve` counts the prompt exactly then.
+pub fn billed_by_count(parsed: &ParsedUsage, status: u16) -> bool {
+    parsed.usage.is_none() && (200..300).contains(&status)
 }
 
 /// Why a call's output went past its cap, if it did: cut off by the

@@ -10,7 +10,7 @@
 //! the exchange happens here, which also makes fallback to another model
 //! with the full body possible and detects client disconnects at once.
 
-use super::account::LlmCall;
+use super::account::{billed_by_count, LlmCall};
 use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
@@ -413,8 +413,7 @@ async fn stream_back(
     }
     let parsed = parser.finish_for_billing();
     if let Some(call) = ctx.llm.as_mut() {
-        let billed_by_estimate = parsed.usage.is_none() && (200..300).contains(&status);
-        if billed_by_estimate && call.prompt_counted.is_none() {
+        if billed_by_count(&parsed, status) && call.prompt_counted.is_none() {
             call.prompt_counted = count_sent_prompt(api, body).await;
         }
         call.parsed = Some(parsed);

@@ -282,32 +282,27 @@ impl JsonBody {
             return;
         }
         let buf = std::mem::take(&mut self.buf);
-        if !self.overflowed {
-            if let Some(usage) = reported_usage(api, &buf) {
-                self.result = Some(ParsedUsage {
-                    usage: Some(usage),
-                    ..ParsedUsage::default()
-                });
-                return;
-            }
-        }
-        let value = if self.overflowed {
+        let usage = if self.overflowed {
             None
+        } else if let Some(usage) = reported_usage(api, &buf) {
+            Some(usage)
         } else {
-            serde_json::from_slice::<Value>(&buf).ok()
+            // Parsed whole only when the fast path found no usage.
+            match serde_json::from_slice::<Value>(&buf) {
+                Ok(v) => match api.response_usage(&v) {
+                    Some(usage) => Some(usage),
+                    None => {
+                        self.unreported = Some(v);
+                        return;
+                    }
+                },
+                Err(_) => None,
+            }
         };
-        match value {
-            Some(v) => match api.response_usage(&v) {
-                Some(usage) => {
-                    self.result = Some(ParsedUsage {
-                        usage: Some(usage),
-                        ..ParsedUsage::default()
-                    })
-                }
-                None => self.unreported = Some(v),
-            },
-            None => self.result = Some(ParsedUsage::default()),
-        }
+        self.result = Some(ParsedUsage {
+            usage,
+            ..ParsedUsage::default()
+        });
     }
 
     fn needs_text_count(&mut self, api: LlmApi) -> bool {
