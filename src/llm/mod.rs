@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod api;
+pub mod bpe;
 pub mod exchange;
 pub mod model;
 pub mod pricing;

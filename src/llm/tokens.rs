@@ -7,15 +7,20 @@ use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
-use tiktoken_rs::CoreBPE;
+
+use super::bpe::CompactBpe;
 
 /// Loaded on first use (or by [`warm_up`]). `None` if the embedded BPE could not
 /// be built, in which case counting degrades to a byte heuristic.
 ///
 /// Not loaded at start: reservations use [`bytes_bound`], so a gateway whose
-/// calls all report usage never needs it (its tables and per-thread regex
-/// clones are about 27 MB of the process's memory, measured with massif).
-static BPE: Lazy<Option<CoreBPE>> = Lazy::new(|| tiktoken_rs::o200k_base().ok());
+/// calls all report usage never needs it. Building it passes through
+/// tiktoken-rs's ~50 MiB tables, freed at once and given back to the OS.
+static BPE: Lazy<Option<CompactBpe>> = Lazy::new(|| {
+    let bpe = CompactBpe::o200k().ok();
+    crate::heap::release_freed_memory();
+    bpe
+});
 
 /// Builds the tokenizer now (parsing the embedded BPE takes a while).
 /// Returns false if the BPE is unavailable and the byte heuristic is in use.
@@ -85,7 +90,10 @@ fn count_uncached(text: &str) -> u64 {
         // Ordinary encoding: user text that looks like a special token is
         // tokenized as plain text, as the upstream does.
         Some(bpe) => bounded_segments(text)
-            .map(|segment| bpe.encode_ordinary(segment).len() as u64)
+            .map(|segment| {
+                bpe.count(segment)
+                    .unwrap_or_else(|| fallback_count(segment))
+            })
             .sum(),
         None => fallback_count(text),
     }
