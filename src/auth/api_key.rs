@@ -2,12 +2,12 @@
 //!
 //! Every presented key costs exactly one hash and one map lookup, whether it
 //! is unknown, expired or malformed, so responses do not leak which case
-//! applied through timing. The map is keyed by digest; the final equality
+//! applied through timing. The table is keyed by digest; the final equality
 //! check on the digest is constant-time.
 
 use super::identity::Identity;
+use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -22,14 +22,16 @@ pub fn parse_digest_hex(hex_digest: &str) -> Option<KeyDigest> {
     bytes.try_into().ok()
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct KeyRecord {
+    digest: KeyDigest,
     identity: Arc<Identity>,
     /// Unix seconds; the key is refused from this instant on.
-    expires_at: Option<i64>,
-    /// Position in the file, to list keys in file order.
-    ordinal: u32,
+    /// [`NEVER`] for a key without expiry.
+    expires_at: i64,
 }
+
+const NEVER: i64 = i64::MAX;
 
 /// Why a presented key was refused (for the audit log, never the client).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,89 +49,138 @@ pub struct KeyEntry {
 }
 
 /// The configured keys by digest. This is the only copy of the key list a
-/// running gateway keeps (the parsed file's list is dropped after compiling),
-/// so its size per key is what a large key set costs.
-#[derive(Debug, Default)]
+/// running gateway keeps (the file's entries are compiled into it as they
+/// are parsed), so its size per key is what a large key set costs.
+///
+/// Records sit in file order in one vector (48 bytes each); the hash table
+/// holds only their positions (4 bytes a slot). A digest is the SHA-256 of
+/// a secret, uniformly distributed, so its first 8 bytes are its hash: no
+/// hasher runs on a lookup.
+#[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
-    by_digest: HashMap<KeyDigest, KeyRecord>,
+    records: Vec<KeyRecord>,
+    by_digest: HashTable<u32>,
+}
+
+fn slot_hash(digest: &KeyDigest) -> u64 {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(prefix)
 }
 
 impl KeyIndex {
     pub fn with_capacity(keys: usize) -> Self {
         Self {
-            by_digest: HashMap::with_capacity(keys),
+            records: Vec::with_capacity(keys),
+            by_digest: HashTable::with_capacity(keys),
         }
     }
 
-    pub fn insert(&mut self, digest: KeyDigest, identity: Identity, expires_at: Option<i64>) {
-        self.insert_reusing(digest, identity, expires_at, None);
+    /// Adds a key; false (and nothing added) if its digest is already in.
+    pub fn insert(
+        &mut self,
+        digest: KeyDigest,
+        identity: Identity,
+        expires_at: Option<i64>,
+    ) -> bool {
+        self.insert_reusing(digest, identity, expires_at, None)
     }
 
     /// As [`insert`](Self::insert), sharing the identity of `previous` (the
     /// index a reload replaces) when it is unchanged: reloading 100,000 keys
-    /// then allocates a new map, not 100,000 identities next to the old ones.
+    /// then allocates a new table, not 100,000 identities next to the old
+    /// ones.
     pub fn insert_reusing(
         &mut self,
         digest: KeyDigest,
         identity: Identity,
         expires_at: Option<i64>,
         previous: Option<&KeyIndex>,
-    ) {
+    ) -> bool {
+        if self.record(&digest).is_some() {
+            return false;
+        }
+        let Ok(position) = u32::try_from(self.records.len()) else {
+            return false;
+        };
         let identity = previous
-            .and_then(|p| p.by_digest.get(&digest))
+            .and_then(|p| p.record(&digest))
             .filter(|old| *old.identity == identity)
             .map(|old| Arc::clone(&old.identity))
             .unwrap_or_else(|| Arc::new(identity));
-        let ordinal = u32::try_from(self.by_digest.len()).unwrap_or(u32::MAX);
-        self.by_digest.insert(
+        self.records.push(KeyRecord {
             digest,
-            KeyRecord {
-                identity,
-                expires_at,
-                ordinal,
-            },
-        );
+            identity,
+            expires_at: expires_at.unwrap_or(NEVER),
+        });
+        let records = &self.records;
+        self.by_digest
+            .insert_unique(slot_hash(&digest), position, |p| {
+                slot_hash(&records[*p as usize].digest)
+            });
+        true
+    }
+
+    pub fn contains(&self, digest: &KeyDigest) -> bool {
+        self.record(digest).is_some()
+    }
+
+    fn record(&self, digest: &KeyDigest) -> Option<&KeyRecord> {
+        self.by_digest
+            .find(slot_hash(digest), |p| {
+                self.records.get(*p as usize).map(|r| &r.digest) == Some(digest)
+            })
+            .and_then(|p| self.records.get(*p as usize))
+    }
+
+    /// The key id of the `position`-th key of the file.
+    pub fn key_id_at(&self, position: usize) -> Option<&str> {
+        self.records
+            .get(position)
+            .map(|r| r.identity.key_id.as_str())
     }
 
     pub fn len(&self) -> usize {
-        self.by_digest.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.records.is_empty()
+    }
+
+    /// Gives back the spare capacity a file with fewer keys than announced
+    /// left behind.
+    pub fn shrink_to_fit(&mut self) {
+        self.records.shrink_to_fit();
+        let records = &self.records;
+        self.by_digest
+            .shrink_to_fit(|p| slot_hash(&records[*p as usize].digest));
     }
 
     pub fn lookup(&self, presented: &str, now_unix: i64) -> Result<Arc<Identity>, KeyRejection> {
         let presented_digest = digest(presented);
-        let (_, record) = self
-            .by_digest
-            .get_key_value(&presented_digest)
-            .filter(|(stored, _)| bool::from(stored.ct_eq(&presented_digest)))
+        let record = self
+            .record(&presented_digest)
+            .filter(|r| bool::from(r.digest.ct_eq(&presented_digest)))
             .ok_or(KeyRejection::Unknown)?;
-        match record.expires_at {
-            Some(at) if now_unix >= at => Err(KeyRejection::Expired {
+        if now_unix >= record.expires_at {
+            return Err(KeyRejection::Expired {
                 key_id: record.identity.key_id.clone(),
-            }),
-            _ => Ok(record.identity.clone()),
+            });
         }
+        Ok(record.identity.clone())
     }
 
     /// Every key, in file order.
     pub fn entries(&self) -> Vec<KeyEntry> {
-        let mut entries: Vec<(u32, KeyEntry)> = self
-            .by_digest
+        self.records
             .iter()
-            .map(|(digest, r)| {
-                let entry = KeyEntry {
-                    digest: *digest,
-                    identity: Arc::clone(&r.identity),
-                    expires_at: r.expires_at,
-                };
-                (r.ordinal, entry)
+            .map(|r| KeyEntry {
+                digest: r.digest,
+                identity: Arc::clone(&r.identity),
+                expires_at: (r.expires_at != NEVER).then_some(r.expires_at),
             })
-            .collect();
-        entries.sort_unstable_by_key(|(ordinal, _)| *ordinal);
-        entries.into_iter().map(|(_, e)| e).collect()
+            .collect()
     }
 }
 
@@ -199,6 +250,27 @@ mod tests {
         assert_eq!(ids, ["k3", "k2", "k1"]);
         assert_eq!(new.entries()[0].expires_at, Some(7));
         assert_eq!(new.entries()[0].digest, digest("s3"));
+    }
+
+    #[test]
+    fn a_second_entry_for_the_same_digest_is_refused() {
+        let mut idx = KeyIndex::with_capacity(1);
+        assert!(idx.insert(digest("s"), ident("k1"), None));
+        assert!(!idx.insert(digest("s"), ident("k2"), None));
+        assert_eq!(idx.len(), 1);
+        assert_eq!(
+            idx.lookup("s", 0).map(|i| i.key_id.clone()),
+            Ok("k1".into())
+        );
+        // Grows past its capacity and still finds every key.
+        for i in 0..1000 {
+            assert!(idx.insert(digest(&format!("x{i}")), ident(&format!("x{i}")), None));
+        }
+        idx.shrink_to_fit();
+        for i in 0..1000 {
+            assert!(idx.lookup(&format!("x{i}"), 0).is_ok());
+        }
+        assert_eq!(idx.key_id_at(1), Some("x0"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl AuthFailure {
 
 #[derive(Debug)]
 pub struct Authenticator {
-    keys: KeyIndex,
+    keys: Arc<KeyIndex>,
     jwt: Option<JwtVerifier>,
     jwt_cache: jwt_cache::JwtCache,
 }
@@ -136,7 +136,7 @@ fn jwt_failure(e: JwtError) -> AuthFailure {
 impl Authenticator {
     pub fn new(keys: KeyIndex) -> Self {
         Self {
-            keys,
+            keys: Arc::new(keys),
             jwt: None,
             jwt_cache: jwt_cache::JwtCache::default(),
         }
@@ -145,6 +145,11 @@ impl Authenticator {
     /// The configured API keys.
     pub fn keys(&self) -> &KeyIndex {
         &self.keys
+    }
+
+    /// The key index, shared: a reload's parse reuses its identities.
+    pub fn shared_keys(&self) -> Arc<KeyIndex> {
+        Arc::clone(&self.keys)
     }
 
     /// Enables `Authorization: Bearer <jwt>`.

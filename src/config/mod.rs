@@ -1,6 +1,7 @@
 //! Configuration: the YAML schema, its validation, and its compilation into
 //! the immutable [`Snapshot`] every request reads.
 
+pub mod api_keys;
 pub mod locate;
 pub mod schema;
 pub mod snapshot;
@@ -110,16 +111,33 @@ pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigErr
     load_snapshot_with_previous(path, generation, None)
 }
 
-/// As [`load_snapshot`], reusing unchanged pools of `previous` (reload).
+/// As [`load_snapshot`], reusing unchanged pools and API-key identities of
+/// `previous` (reload).
+///
+/// The file is parsed as it is read (never held whole: 20 MiB for 100,000
+/// keys); it is read again only to position the problems of a bad file.
 pub fn load_snapshot_with_previous(
     path: &Path,
     generation: u64,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigError> {
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::single(&file, "", format!("cannot read file: {e}")))?;
-    load_snapshot_from_str(&source, &file, generation, previous)
+    let cannot_read =
+        |e: std::io::Error| ConfigError::single(&file, "", format!("cannot read file: {e}"));
+    let reader = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot_read)?);
+    let previous_keys = previous.map(|p| p.auth.shared_keys());
+    let parsed = api_keys::with_previous_keys(previous_keys.clone(), || {
+        serde_saphyr::from_reader_with_options::<_, Config>(reader, saphyr_options()).ok()
+    });
+    let config = match parsed {
+        Some(config) => config,
+        None => {
+            let source = std::fs::read_to_string(path).map_err(cannot_read)?;
+            api_keys::with_previous_keys(previous_keys, || parse_with_serde_yaml(&source, &file))?
+        }
+    };
+    let source_again = || std::fs::read_to_string(path).unwrap_or_default();
+    compile(config, &file, generation, previous, source_again)
 }
 
 pub fn load_snapshot_from_str(
@@ -128,14 +146,41 @@ pub fn load_snapshot_from_str(
     generation: u64,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigError> {
-    let config = parse(source, file)?;
+    let previous_keys = previous.map(|p| p.auth.shared_keys());
+    let config = api_keys::with_previous_keys(previous_keys, || parse(source, file))?;
+    compile(config, file, generation, previous, || source.to_string())
+}
+
+/// Validates and compiles a parsed file; `source` gives its text back to
+/// position the problems if there are any.
+fn compile(
+    config: Config,
+    file: &str,
+    generation: u64,
+    previous: Option<&Snapshot>,
+    source: impl Fn() -> String,
+) -> Result<Snapshot, ConfigError> {
     let mut problems = Problems::default();
     validate::validate(&config, &mut problems);
     if !problems.is_empty() {
-        return Err(problems.into_error(file, source));
+        return Err(problems.into_error(file, &source()));
     }
     Snapshot::compile_with(config, generation, previous, &mut problems)
-        .ok_or_else(|| problems.into_error(file, source))
+        .ok_or_else(|| problems.into_error(file, &source()))
+}
+
+fn saphyr_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        // YAML 1.2 booleans only, like serde_yaml (`on`/`yes` stay strings).
+        strict_booleans: true,
+        // The file is the operator's: size is bounded by what they write,
+        // alias expansion stays bounded by the default alias limits.
+        budget: serde_saphyr::budget! {
+            max_nodes: usize::MAX,
+            max_events: usize::MAX,
+            max_reader_input_bytes: None,
+        },
+    }
 }
 
 /// Parses with serde-saphyr, which streams: serde_yaml 0.9 buffers every
@@ -146,14 +191,7 @@ pub fn load_snapshot_from_str(
 /// report), so a file the gateway accepted before is still accepted and
 /// error messages are unchanged.
 fn parse(source: &str, file: &str) -> Result<Config, ConfigError> {
-    let options = serde_saphyr::options! {
-        // YAML 1.2 booleans only, like serde_yaml (`on`/`yes` stay strings).
-        strict_booleans: true,
-        // The file is the operator's: size is bounded by what they write,
-        // alias expansion stays bounded by the default alias limits.
-        budget: serde_saphyr::budget! { max_nodes: usize::MAX, max_events: usize::MAX },
-    };
-    match serde_saphyr::from_str_with_options::<Config>(source, options) {
+    match serde_saphyr::from_str_with_options::<Config>(source, saphyr_options()) {
         Ok(config) => Ok(config),
         Err(_) => parse_with_serde_yaml(source, file),
     }

@@ -4,6 +4,7 @@
 //! so a misspelled field is an error, not a silently ignored default.
 //! Validation and compilation into a request-ready snapshot live elsewhere.
 
+use super::api_keys::ApiKeyList;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -71,8 +72,10 @@ pub struct TlsListenerConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// Compiled while parsed (see `api_keys`): a large key list is never
+    /// held as parsed entries.
     #[serde(default)]
-    pub api_keys: Vec<ApiKeyConfig>,
+    pub api_keys: ApiKeyList,
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
     #[serde(default)]

@@ -3,10 +3,8 @@
 //! reload landing mid-flight never mixes two configurations.
 
 use super::schema::*;
-use super::validate::parse_rfc3339;
 use super::Problems;
-use crate::auth::api_key::{parse_digest_hex, KeyIndex};
-use crate::auth::identity::Identity;
+use crate::auth::api_key::KeyIndex;
 use crate::auth::Authenticator;
 use crate::guards::Guards;
 use crate::limits::policy::BudgetPolicy;
@@ -68,13 +66,16 @@ impl Snapshot {
     /// Compiles a validated config. Pools whose definition is unchanged in
     /// `previous` are reused as they are (health and breaker state kept).
     pub fn compile_with(
-        config: Config,
+        mut config: Config,
         generation: u64,
         previous: Option<&Snapshot>,
         problems: &mut Problems,
     ) -> Option<Snapshot> {
         let routes = config.routes.iter().filter_map(compile_route).collect();
-        let auth = compile_auth(&config.auth, previous.map(|p| p.auth.keys()), problems);
+        // The keys were compiled while parsing (sharing `previous`'s
+        // identities, see config::load_snapshot_from_str); moved, not copied.
+        let keys = config.auth.api_keys.take_index();
+        let auth = compile_auth(keys, config.auth.jwt.as_ref(), problems);
         let mut pools = HashMap::new();
         for (name, definition) in &config.upstreams {
             let reused = previous
@@ -116,8 +117,6 @@ impl Snapshot {
         if !problems.is_empty() {
             return None;
         }
-        let mut config = config;
-        config.auth.api_keys = Vec::new();
         Some(Snapshot {
             generation,
             config: Arc::new(config),
@@ -137,19 +136,7 @@ impl Snapshot {
     /// `auth.api_keys` as configured (file order), rebuilt from the index;
     /// `expires_at` is rendered in UTC.
     pub fn api_keys(&self) -> Vec<ApiKeyConfig> {
-        self.auth
-            .keys()
-            .entries()
-            .into_iter()
-            .map(|e| ApiKeyConfig {
-                id: e.identity.key_id.clone(),
-                sha256: hex::encode(e.digest),
-                user: e.identity.user.clone(),
-                tenant: e.identity.tenant.clone(),
-                roles: e.identity.roles.clone(),
-                expires_at: e.expires_at.map(format_rfc3339),
-            })
-            .collect()
+        super::api_keys::entries_as_config(self.auth.keys())
     }
 
     pub fn server(&self) -> &ServerConfig {
@@ -185,42 +172,9 @@ fn compile_route(r: &RouteConfig) -> Option<Route> {
     })
 }
 
-fn format_rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-fn compile_auth(
-    auth: &AuthConfig,
-    previous: Option<&KeyIndex>,
-    problems: &mut Problems,
-) -> Authenticator {
-    let mut keys = KeyIndex::with_capacity(auth.api_keys.len());
-    for (i, key) in auth.api_keys.iter().enumerate() {
-        let Some(digest) = parse_digest_hex(&key.sha256.to_ascii_lowercase()) else {
-            problems.push(format!("auth.api_keys[{i}].sha256"), "not a SHA-256 digest");
-            continue;
-        };
-        let expires_at = key.expires_at.as_deref().and_then(parse_rfc3339);
-        let identity = Identity {
-            user: key.user.clone(),
-            tenant: key.tenant.clone(),
-            roles: key.roles.clone(),
-            key_id: key.id.clone(),
-        };
-        keys.insert_reusing(digest, identity, expires_at, previous);
-    }
+fn compile_auth(keys: KeyIndex, jwt: Option<&JwtConfig>, problems: &mut Problems) -> Authenticator {
     let authenticator = Authenticator::new(keys);
-    match auth
-        .jwt
-        .as_ref()
-        .and_then(|jwt| crate::auth::jwt_config::build(jwt, problems))
-    {
+    match jwt.and_then(|jwt| crate::auth::jwt_config::build(jwt, problems)) {
         Some(verifier) => authenticator.with_jwt(verifier),
         None => authenticator,
     }

@@ -122,39 +122,9 @@ fn server(s: &ServerConfig, p: &mut Problems) {
 }
 
 fn auth(a: &AuthConfig, p: &mut Problems) {
-    let mut ids = HashSet::new();
-    let mut digests = HashSet::new();
-    for (i, key) in a.api_keys.iter().enumerate() {
-        let path = format!("auth.api_keys[{i}]");
-        if key.id.is_empty() {
-            p.push(format!("{path}.id"), "must not be empty");
-        } else if !ids.insert(key.id.as_str()) {
-            p.push(
-                format!("{path}.id"),
-                format!("duplicate key id '{}'", key.id),
-            );
-        }
-        sha256_hex(&format!("{path}.sha256"), &key.sha256, p);
-        if !digests.insert(key.sha256.to_ascii_lowercase()) {
-            p.push(
-                format!("{path}.sha256"),
-                "duplicate key digest (two entries for the same key)",
-            );
-        }
-        if key.user.is_empty() {
-            p.push(format!("{path}.user"), "must not be empty");
-        }
-        if key.tenant.is_empty() {
-            p.push(format!("{path}.tenant"), "must not be empty");
-        }
-        if let Some(at) = &key.expires_at {
-            if parse_rfc3339(at).is_none() {
-                p.push(
-                    format!("{path}.expires_at"),
-                    format!("'{at}' is not an RFC 3339 timestamp like 2027-06-30T00:00:00Z"),
-                );
-            }
-        }
+    // Each key entry was checked while it was parsed (config::api_keys).
+    for (path, message) in a.api_keys.problems() {
+        p.push(path.clone(), message.clone());
     }
     if let Some(jwt) = &a.jwt {
         if jwt.keys.is_empty() {

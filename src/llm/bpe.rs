@@ -176,7 +176,11 @@ impl CompactBpe {
 
 fn token_bytes<'a>(blob: &'a [u8], ends: &[u32], rank: u32) -> &'a [u8] {
     let rank = rank as usize;
-    let start = if rank == 0 { 0 } else { ends[rank - 1] as usize };
+    let start = if rank == 0 {
+        0
+    } else {
+        ends[rank - 1] as usize
+    };
     &blob[start..ends[rank] as usize]
 }
 
@@ -224,9 +228,7 @@ mod tests {
     fn counts_equal_tiktoken_on_generated_text() {
         // Deterministic pseudo-random mixes of letters, digits, spaces,
         // punctuation and multibyte characters.
-        let alphabet: Vec<char> = "abcXYZ019 \n\t.,'!?-_/äöü日本✓😀é"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> = "abcXYZ019 \n\t.,'!?-_/äöü日本✓😀é".chars().collect();
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..300 {
             let len = (seed % 200) as usize;
