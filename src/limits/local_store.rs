@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::store::{
-    Backend, ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, StoreError,
+    Backend, ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, window_id, Window};
 
@@ -233,6 +233,23 @@ impl LocalStore {
             state.open_reservations += 1;
             keys.push(key.clone());
         }
+        let ids = WindowIds::at(now_unix);
+        let tokens_in_use = keys
+            .first()
+            .and_then(|key| inner.scopes.get(key))
+            .map(|s| TokensInUse {
+                minute: Some(
+                    s.tokens_minute
+                        .current(ids.minute)
+                        .saturating_add(s.reserved.tokens),
+                ),
+                day: Some(
+                    s.tokens_day
+                        .current(ids.day)
+                        .saturating_add(s.reserved.tokens),
+                ),
+            })
+            .unwrap_or_default();
         inner.next_id += 1;
         let id = inner.next_id;
         inner.tick(self.prune_every, Some(now_unix));
@@ -242,6 +259,7 @@ impl LocalStore {
             charge,
             reserved_at: now_unix,
             backend: Backend::Local,
+            tokens_in_use,
         })
     }
 
@@ -367,6 +385,26 @@ mod tests {
         assert_eq!((r.limit, r.used), (100, 60));
         assert_eq!(r.retry_after_secs, 60);
         assert!(s.reserve(&scopes, tokens(40), NOW).is_ok());
+    }
+
+    #[test]
+    fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
+        let s = LocalStore::new();
+        let scopes = [(user("alice"), tpm(1_000)), (tenant("acme"), tpm(5_000))];
+        let first = s.reserve(&scopes, tokens(100), NOW);
+        let first = first.unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(s.settle(first, tokens(70), NOW).is_ok());
+        let open = s.reserve(&scopes, tokens(30), NOW);
+        let open = open.unwrap_or_else(|e| panic!("{e:?}"));
+        let t = s.reserve(&scopes, tokens(25), NOW);
+        let t = t.unwrap_or_else(|e| panic!("{e:?}"));
+        let read = usage(&s, &user("alice"), NOW);
+        // Settled 70 + holds 30 and 25 (its own).
+        assert_eq!(t.tokens_in_use.minute, Some(125));
+        assert_eq!(t.tokens_in_use.minute, Some(read.tokens_minute + read.reserved_tokens));
+        assert_eq!(t.tokens_in_use.day, Some(read.tokens_day + read.reserved_tokens));
+        assert_eq!(t.scopes.first(), Some(&user("alice")));
+        drop(open);
     }
 
     #[test]

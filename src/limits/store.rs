@@ -93,6 +93,19 @@ pub struct ReservationTicket {
     /// `now_unix` at reserve time, so a backend can locate per-window holds.
     pub reserved_at: u64,
     pub backend: Backend,
+    /// The first scope's token use as the reservation saw it.
+    pub tokens_in_use: TokensInUse,
+}
+
+/// Tokens in use (settled + every hold, this reservation's included) in
+/// the first scope's current minute and day, as read while reserving: what
+/// the `x-ratelimit-*-tokens` headers report, without a second read of the
+/// store (a Redis round trip per LLM call). `None` for a window the
+/// backend did not read (Redis reads only windows with a limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokensInUse {
+    pub minute: Option<u64>,
+    pub day: Option<u64>,
 }
 
 /// The failed-authentication side of one admission decision.
@@ -323,6 +336,14 @@ impl Reservation {
 
     pub fn id(&self) -> u64 {
         self.ticket.as_ref().map(|t| t.id).unwrap_or_default()
+    }
+
+    /// Token use of `scope` as reserving saw it, if `scope` came first.
+    pub fn tokens_in_use(&self, scope: &ScopeKey) -> Option<TokensInUse> {
+        self.ticket
+            .as_ref()
+            .filter(|t| t.scopes.first() == Some(scope))
+            .map(|t| t.tokens_in_use)
     }
 
     /// Which backend holds it (its errors are counted under that name).

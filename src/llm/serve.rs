@@ -111,7 +111,13 @@ pub async fn serve(
         }
     }
     // Refusals and answers alike tell SDKs how many tokens remain.
-    ctx.token_headers = token_headers(state, &snapshot, ctx).await;
+    ctx.token_headers = token_headers(
+        state,
+        &snapshot,
+        ctx,
+        reservation.as_ref().ok().and_then(Option::as_ref),
+    )
+    .await;
     let reservation = reservation?;
     ctx.llm = Some(LlmCall {
         reservation,
@@ -297,34 +303,44 @@ async fn reserve(
 }
 
 /// OpenAI's `x-ratelimit-*-tokens` headers for the caller's tightest token
-/// window, so AI SDKs back off on their own.
+/// window, so AI SDKs back off on their own. The use comes from the
+/// reservation when it read it (no second store round trip); a refused
+/// call reads the store.
 async fn token_headers(
     state: &GatewayState,
     snapshot: &Snapshot,
     ctx: &RequestCtx,
+    reservation: Option<&Reservation>,
 ) -> Vec<(&'static str, String)> {
     let Some(identity) = ctx.identity.as_ref() else {
         return Vec::new();
     };
     let limits = snapshot.budgets.user_limits(&identity.user);
-    let now = now_unix();
-    let Ok((usage, _)) = state
-        .store
-        .usage(
-            &ScopeKey::User(identity.user.clone()),
-            &identity.tenant,
-            now,
-        )
-        .await
-    else {
-        return Vec::new();
-    };
-    let (limit, used, window) = match (limits.tokens_per_minute, limits.tokens_per_day) {
-        (Some(l), _) => (l, usage.tokens_minute, Window::Minute),
-        (None, Some(l)) => (l, usage.tokens_day, Window::Day),
+    let (limit, window) = match (limits.tokens_per_minute, limits.tokens_per_day) {
+        (Some(l), _) => (l, Window::Minute),
+        (None, Some(l)) => (l, Window::Day),
         (None, None) => return Vec::new(),
     };
-    let remaining = limit.saturating_sub(used + usage.reserved_tokens);
+    let now = now_unix();
+    let scope = ScopeKey::User(identity.user.clone());
+    let held = reservation
+        .and_then(|r| r.tokens_in_use(&scope))
+        .and_then(|in_use| match window {
+            Window::Minute => in_use.minute,
+            _ => in_use.day,
+        });
+    let used = match held {
+        Some(used) => used,
+        None => match state.store.usage(&scope, &identity.tenant, now).await {
+            Ok((usage, _)) => match window {
+                Window::Minute => usage.tokens_minute,
+                _ => usage.tokens_day,
+            }
+            .saturating_add(usage.reserved_tokens),
+            Err(_) => return Vec::new(),
+        },
+    };
+    let remaining = limit.saturating_sub(used);
     vec![
         ("x-ratelimit-limit-tokens", limit.to_string()),
         ("x-ratelimit-remaining-tokens", remaining.to_string()),

@@ -23,7 +23,7 @@ use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, Scop
 use crate::limits::rate::RateDecision;
 use crate::limits::store::{
     AdmitQuery, AdmitVerdict, Backend, LocalCounters, ReservationTicket, ReserveError, ScopeUsage,
-    StoreError,
+    StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
 use crate::metrics;
@@ -338,12 +338,17 @@ impl RedisStore {
             }
         };
         match answer.first().map(Vec::as_slice) {
-            Some([-1]) => Ok(ReservationTicket {
+            Some(&[-1, minute, day]) => Ok(ReservationTicket {
                 id,
                 scopes: unique.iter().map(|s| s.0.clone()).collect(),
                 charge,
                 reserved_at: now_unix,
                 backend: Backend::Redis,
+                // -1: a window without a limit, not read by the script.
+                tokens_in_use: TokensInUse {
+                    minute: u64::try_from(minute).ok(),
+                    day: u64::try_from(day).ok(),
+                },
             }),
             Some(&[scope, window, limit, used]) => {
                 let scope = usize::try_from(scope)

@@ -3,7 +3,10 @@
 --       month, and the scope's open reservations (ZSET member -> expiry ms).
 -- ARGV: now_ms, expires_at_ms, member ("id:tokens:micro_usd"), tokens,
 --       micro_usd, then per scope 3 limits (minute, day, month; -1 = none).
--- Returns {-1} when held, else {scope index (0-based), window (1..3), limit, used}.
+-- Returns {-1, minute, day} when held, where minute and day are the first
+-- scope's tokens in use in that window (settled + every hold, this one
+-- included; -1 for a window without a limit, which is not read), else
+-- {scope index (0-based), window (1..3), limit, used}.
 local now = tonumber(ARGV[1])
 local expires_at = tonumber(ARGV[2])
 local member = ARGV[3]
@@ -22,6 +25,7 @@ local function held(reservations)
   return { tokens, tokens, usd }
 end
 
+local in_use = { -1, -1 }
 for s = 0, scopes - 1 do
   local reserved = held(KEYS[s * 4 + 4])
   for w = 1, 3 do
@@ -30,6 +34,9 @@ for s = 0, scopes - 1 do
       local used = tonumber(redis.call('GET', KEYS[s * 4 + w]) or '0') + reserved[w]
       if used + charge[w] > limit then
         return { s, w, limit, used }
+      end
+      if s == 0 and w < 3 then
+        in_use[w] = used + charge[w]
       end
     end
   end
@@ -43,4 +50,4 @@ for s = 0, scopes - 1 do
     redis.call('PEXPIRE', reservations, expires_at - now)
   end
 end
-return { -1 }
+return { -1, in_use[1], in_use[2] }

@@ -238,6 +238,36 @@ async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
 }
 
 #[tokio::test]
+async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = redis.store(OnStoreError::Deny);
+    let now = ts(datetime!(2026-12-01 12:00:00));
+    let minute_only = BudgetLimits {
+        tokens_per_minute: Some(1_000),
+        ..Default::default()
+    };
+    let scopes = [(user("alice"), minute_only), (tenant("acme"), minute_only)];
+    spend(&store, &scopes, tokens(70), now).await;
+    let open = store.reserve(&scopes, tokens(30), now, HOLD).await;
+    let open = open.unwrap_or_else(|e| panic!("{e}"));
+    let t = store.reserve(&scopes, tokens(25), now, HOLD).await;
+    let t = t.unwrap_or_else(|e| panic!("{e}"));
+    let read = usage(&store, &user("alice"), now).await;
+    // Settled 70 + holds 30 and 25 (its own).
+    assert_eq!(t.tokens_in_use.minute, Some(125));
+    assert_eq!(
+        t.tokens_in_use.minute,
+        Some(read.tokens_minute + read.reserved_tokens)
+    );
+    // No day limit: the script does not read that window.
+    assert_eq!(t.tokens_in_use.day, None);
+    store.release(t).await.unwrap_or_else(|e| panic!("{e}"));
+    store.release(open).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
 async fn an_unsettled_reservation_expires_by_itself() {
     let Some(redis) = RedisServer::start() else {
         return;
