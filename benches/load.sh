@@ -10,7 +10,9 @@
 # added by the gateway), in ROUNDS interleaved rounds (every target once per
 # round, order reversed every other round: this machine is shared and
 # noisy); medians are reported as ratios to the bare hop of the same run,
-# with the RSS of every process, then the issue's targets as PASS/FAIL.
+# with the CPU time per request of the serving process (a steadier figure
+# than req/s on a shared machine) and the RSS of every process, then the
+# issue's targets as PASS/FAIL.
 #
 #   bash benches/load.sh                      # 3 rounds x 5 s per target (~6 min)
 #   ROUNDS=1 DURATION=2 SKIP_BUILD=1 BIN=/path/to/tollgate bash benches/load.sh
@@ -155,24 +157,32 @@ for inst in gw gw-log; do  # the ledger and metrics are written after the answer
 done
 
 # ---------------------------------------------------------------- measure
+# CPU time of the process serving a target (user + system, all its threads:
+# ledger, log writer and health checks included), read around each run.
+CLK_TCK=$(getconf CLK_TCK)
+pid_of() { case $1 in bare-sse) echo "$BARE2" ;; bare-*) echo "$BARE1" ;;
+  tollgate-log-*) echo "$TG_LOG" ;; tollgate-*) echo "$TG" ;; *) echo "" ;; esac; }
+cpu_ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
 run() { # mode(sat|c1) target seconds [record]
-  local conns=$CONNS script=()
+  local conns=$CONNS script=() pid t0 t1
   [ "$1" = c1 ] && conns=1
   case $2 in
     *-get) script=(-H "X-API-Key: $KEY") ;;
     *) script=(-s "$WORK/${2##*-}.lua") ;;
   esac
   local out
+  pid=$(pid_of "$2"); t0=$(cpu_ticks "$pid")
   out=$(timeout $(($3 + 30)) wrk -t1 -c"$conns" -d"$3s" --latency "${script[@]}" "${URL[$2]}") || {
     echo "wrk failed on $2" >&2; exit 1; }
+  t1=$(cpu_ticks "$pid")
   [ "${4:-}" = record ] || return 0
-  awk -v mode="$1" -v name="$2" '
+  awk -v mode="$1" -v name="$2" -v cpu_us=$(( (t1 - t0) * 1000000 / CLK_TCK )) '
     /Requests\/sec/ { rps = $2 }
     $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 }
     /requests in/ { n = $1 }
     /Non-2xx or 3xx responses:/ { non2xx = $NF }
     /Socket errors:/ { gsub(",", ""); sock = $4 + $6 + $8 + $10 }
-    END { print mode, name, rps, p50, p99, n, non2xx + 0, sock + 0 }' <<<"$out" >>"$WORK/results"
+    END { print mode, name, rps, p50, p99, n, non2xx + 0, sock + 0, cpu_us }' <<<"$out" >>"$WORK/results"
 }
 SAT=(); C1=()
 for kind in get chat sse; do
@@ -221,9 +231,10 @@ def us(v):
     return float("nan")
 runs = collections.defaultdict(list)
 for line in open(results):
-    mode, name, rps, p50, p99, n, non2xx, sock = line.split()
+    mode, name, rps, p50, p99, n, non2xx, sock, cpu_us = line.split()
     runs[mode, name].append(dict(rps=float(rps), p50=us(p50), p99=us(p99), n=int(n),
-                                 non2xx=int(non2xx), sock=int(sock)))
+                                 non2xx=int(non2xx), sock=int(sock),
+                                 cpu=int(cpu_us) / max(int(n), 1)))
 def med(mode, name, k):
     return statistics.median(r[k] for r in runs[mode, name])
 def errs(mode, name):
@@ -252,14 +263,18 @@ if busy:
 KINDS = (("get", "plain GET"), ("chat", "LLM JSON"), ("sse", "LLM SSE"))
 total_errors = sum(errs(*k) for k in runs)
 print()
-print(f"saturation (-c{conns})   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'vs bare':>7}  {'per round':<16} {'errors':>6}")
+print(f"saturation (-c{conns})   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'vs bare':>7}  {'per round':<16} {'errors':>6} {'CPU µs/req':>10}")
 for kind, label in KINDS:
     bare = med("sat", f"bare-{kind}", "rps")
     for who in ("direct", "bare", "tollgate", "tollgate-log"):
         name = f"{who}-{kind}"
         per = " ".join(f"{r['rps'] / b['rps']:.2f}" for r, b in zip(runs["sat", name], runs["sat", f"bare-{kind}"]))
+        cpu = f"{med('sat', name, 'cpu'):>10.1f}" if who != "direct" else f"{'':>10}"
         print(f"  {name:<21}{med('sat', name, 'rps'):>9.0f} {med('sat', name, 'p50') / 1e3:>8.3f} "
-              f"{med('sat', name, 'p99') / 1e3:>8.3f}  {med('sat', name, 'rps') / bare:>6.2f}x  {per:<16} {errs('sat', name):>6}")
+              f"{med('sat', name, 'p99') / 1e3:>8.3f}  {med('sat', name, 'rps') / bare:>6.2f}x  {per:<16} {errs('sat', name):>6} {cpu}")
+print("CPU per request (the serving process, all threads), tollgate / bare hop: " + ", ".join(
+    f"{label} {med('sat', f'tollgate-{kind}', 'cpu') / med('sat', f'bare-{kind}', 'cpu'):.2f}x"
+    for kind, label in KINDS))
 print()
 print(f"one connection (-c1)   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'+p50 ms':>7} {'+p99 ms':>8} {'errors':>6}")
 for kind, label in KINDS:

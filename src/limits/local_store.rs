@@ -401,8 +401,14 @@ mod tests {
         let read = usage(&s, &user("alice"), NOW);
         // Settled 70 + holds 30 and 25 (its own).
         assert_eq!(t.tokens_in_use.minute, Some(125));
-        assert_eq!(t.tokens_in_use.minute, Some(read.tokens_minute + read.reserved_tokens));
-        assert_eq!(t.tokens_in_use.day, Some(read.tokens_day + read.reserved_tokens));
+        assert_eq!(
+            t.tokens_in_use.minute,
+            Some(read.tokens_minute + read.reserved_tokens)
+        );
+        assert_eq!(
+            t.tokens_in_use.day,
+            Some(read.tokens_day + read.reserved_tokens)
+        );
         assert_eq!(t.scopes.first(), Some(&user("alice")));
         drop(open);
     }
