@@ -121,6 +121,41 @@ fn bench(c: &mut Criterion) {
     group.bench_function("head_scan", |b| {
         b.iter(|| tollgate::head_scan::HeadScanner::default().scan(black_box(head), &limits))
     });
+    // The contract's headers (identity, trace and forwarding upstream;
+    // request id, rate limit and Server-Timing on the answer) through
+    // Pingora's header API, on a case-preserving request as Pingora parses
+    // it: the per-request cost of the header path (benches/RESULTS.md).
+    let mut admitted = RequestCtx::new();
+    admitted.snapshot = Some(snapshot.clone());
+    block_on(admission::admit(&store, None, &ok, || None, &mut admitted)).expect("admitted");
+    let pool = snapshot.pools.get("support").expect("pool").clone();
+    let ip: std::net::IpAddr = [10, 1, 2, 3].into();
+    let answer = {
+        let mut r = pingora::http::ResponseHeader::build(200, None).expect("resp");
+        r.insert_header("content-type", "application/json")
+            .expect("h");
+        r.insert_header("content-length", "512").expect("h");
+        r
+    };
+    group.bench_function("upstream_and_answer_headers", |b| {
+        b.iter(|| {
+            let mut upstream = ok.clone();
+            tollgate::headers::prepare_upstream_request(
+                &mut upstream,
+                &admitted,
+                &pool,
+                Some(ip),
+                false,
+            )
+            .expect("upstream headers");
+            let mut resp = answer.clone();
+            tollgate::headers::decorate_response(&mut resp, &admitted).expect("answer headers");
+            black_box((upstream, resp))
+        })
+    });
+    group.bench_function("clone_request_and_answer_only", |b| {
+        b.iter(|| black_box((ok.clone(), answer.clone())))
+    });
     let detector = tollgate::guards::injection::InjectionDetector::new(&[]).expect("guard");
     let prompt = "Hello, I ordered a blender (order 88231) two weeks ago and followed all the \
         instructions in the manual, but the motor stops after ten seconds. The previous agent \
