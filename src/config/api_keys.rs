@@ -146,6 +146,18 @@ impl<'de> Visitor<'de> for ListVisitor {
 /// is kept in `rejected_ids` (valid entries' ids live in the index).
 const REJECTED: u32 = 1 << 31;
 
+/// The id at `position` of the id table: in the index, or among the
+/// rejected entries' ids when the position carries [`REJECTED`].
+fn id_at<'a>(index: &'a KeyIndex, rejected_ids: &'a [String], position: u32) -> &'a str {
+    if position & REJECTED != 0 {
+        rejected_ids
+            .get((position & !REJECTED) as usize)
+            .map_or("", String::as_str)
+    } else {
+        index.key_id_at(position as usize).unwrap_or("")
+    }
+}
+
 struct Compiler {
     list: ApiKeyList,
     previous: Option<Arc<KeyIndex>>,
@@ -173,16 +185,11 @@ impl Compiler {
     }
 
     fn id_at(&self, position: u32) -> &str {
-        if position & REJECTED != 0 {
-            self.rejected_ids
-                .get((position & !REJECTED) as usize)
-                .map_or("", String::as_str)
-        } else {
-            self.list.index.key_id_at(position as usize).unwrap_or("")
-        }
+        id_at(&self.list.index, &self.rejected_ids, position)
     }
 
     fn remember_id(&mut self, hash: u64, position: u32) {
+        // Disjoint borrows: the table grows while ids are read for rehashing.
         let Compiler {
             ids,
             id_hasher,
@@ -190,16 +197,9 @@ impl Compiler {
             rejected_ids,
             ..
         } = self;
-        let id_at = |p: u32| -> &str {
-            if p & REJECTED != 0 {
-                rejected_ids
-                    .get((p & !REJECTED) as usize)
-                    .map_or("", String::as_str)
-            } else {
-                list.index.key_id_at(p as usize).unwrap_or("")
-            }
-        };
-        ids.insert_unique(hash, position, |p| id_hasher.hash_one(id_at(*p)));
+        ids.insert_unique(hash, position, |p| {
+            id_hasher.hash_one(id_at(&list.index, rejected_ids, *p))
+        });
     }
 
     fn problem(&mut self, path: &str, field: &str, message: impl Into<String>) {

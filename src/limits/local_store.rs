@@ -98,6 +98,16 @@ impl ScopeState {
         }
     }
 
+    fn usage(&self, ids: WindowIds) -> ScopeUsage {
+        ScopeUsage {
+            tokens_minute: self.tokens_minute.current(ids.minute),
+            tokens_day: self.tokens_day.current(ids.day),
+            micro_usd_month: self.micro_usd_month.current(ids.month),
+            reserved_tokens: self.reserved.tokens,
+            reserved_micro_usd: self.reserved.micro_usd,
+        }
+    }
+
     fn add_settled(&mut self, c: Charge, ids: WindowIds) {
         self.tokens_minute.add(ids.minute, c.tokens);
         self.tokens_day.add(ids.day, c.tokens);
@@ -237,18 +247,7 @@ impl LocalStore {
         let tokens_in_use = keys
             .first()
             .and_then(|key| inner.scopes.get(key))
-            .map(|s| TokensInUse {
-                minute: Some(
-                    s.tokens_minute
-                        .current(ids.minute)
-                        .saturating_add(s.reserved.tokens),
-                ),
-                day: Some(
-                    s.tokens_day
-                        .current(ids.day)
-                        .saturating_add(s.reserved.tokens),
-                ),
-            })
+            .map(|s| TokensInUse::from(s.usage(ids)))
             .unwrap_or_default();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -299,13 +298,7 @@ impl LocalStore {
         inner
             .scopes
             .get(scope)
-            .map(|s| ScopeUsage {
-                tokens_minute: s.tokens_minute.current(ids.minute),
-                tokens_day: s.tokens_day.current(ids.day),
-                micro_usd_month: s.micro_usd_month.current(ids.month),
-                reserved_tokens: s.reserved.tokens,
-                reserved_micro_usd: s.reserved.micro_usd,
-            })
+            .map(|s| s.usage(ids))
             .unwrap_or_default()
     }
 

@@ -20,6 +20,7 @@ use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, ScopeKey};
 use crate::limits::local_store::LocalStore;
 use crate::limits::rate::{RateDecision, RequestLimiter};
 use crate::limits::redis_store::RedisStore;
+use crate::limits::window::Window;
 
 /// Why `reserve` did not reserve anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +107,26 @@ pub struct ReservationTicket {
 pub struct TokensInUse {
     pub minute: Option<u64>,
     pub day: Option<u64>,
+}
+
+impl TokensInUse {
+    /// The use in `window`'s token count (the day's for any longer window).
+    pub fn of(self, window: Window) -> Option<u64> {
+        match window {
+            Window::Minute => self.minute,
+            _ => self.day,
+        }
+    }
+}
+
+impl From<ScopeUsage> for TokensInUse {
+    /// Settled plus held, as a reservation reports it.
+    fn from(u: ScopeUsage) -> Self {
+        TokensInUse {
+            minute: Some(u.tokens_minute.saturating_add(u.reserved_tokens)),
+            day: Some(u.tokens_day.saturating_add(u.reserved_tokens)),
+        }
+    }
 }
 
 /// The failed-authentication side of one admission decision.

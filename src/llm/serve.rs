@@ -22,7 +22,7 @@ use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::headers::decorate_response;
 use crate::limits::budget::{Charge, LimitKind, ScopeKey};
-use crate::limits::store::{Reservation, ReserveError};
+use crate::limits::store::{Reservation, ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
 use crate::state::GatewayState;
 use bytes::Bytes;
@@ -325,18 +325,11 @@ async fn token_headers(
     let scope = ScopeKey::User(identity.user.clone());
     let held = reservation
         .and_then(|r| r.tokens_in_use(&scope))
-        .and_then(|in_use| match window {
-            Window::Minute => in_use.minute,
-            _ => in_use.day,
-        });
+        .and_then(|in_use| in_use.of(window));
     let used = match held {
         Some(used) => used,
         None => match state.store.usage(&scope, &identity.tenant, now).await {
-            Ok((usage, _)) => match window {
-                Window::Minute => usage.tokens_minute,
-                _ => usage.tokens_day,
-            }
-            .saturating_add(usage.reserved_tokens),
+            Ok((usage, _)) => TokensInUse::from(usage).of(window).unwrap_or_default(),
             Err(_) => return Vec::new(),
         },
     };
