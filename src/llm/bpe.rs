@@ -66,11 +66,21 @@ impl CompactBpe {
         let pretokenizer = fancy_regex::Regex::new(O200K_PATTERN).map_err(Box::new)?;
         let mut blob = Vec::with_capacity(1 << 21);
         let mut ends = Vec::with_capacity(O200K_RANKS as usize);
-        for token in source._decode_native_and_split((0..O200K_RANKS).collect()) {
-            blob.extend_from_slice(&token);
-            let end = u32::try_from(blob.len())
-                .map_err(|_| BpeError::Vocabulary("vocabulary over 4 GiB".into()))?;
-            ends.push(end);
+        // tiktoken-rs panics on a rank it does not have; a future vocabulary
+        // change must turn into an error (counting then falls back to the
+        // byte estimate), not a panic on the path that loads the table.
+        let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for token in source._decode_native_and_split((0..O200K_RANKS).collect()) {
+                blob.extend_from_slice(&token);
+                let end = u32::try_from(blob.len()).ok()?;
+                ends.push(end);
+            }
+            Some(())
+        }));
+        if !matches!(copied, Ok(Some(()))) {
+            return Err(BpeError::Vocabulary(format!(
+                "o200k_base does not have ranks 0..{O200K_RANKS}"
+            )));
         }
         drop(source);
         blob.shrink_to_fit();
