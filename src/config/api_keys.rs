@@ -8,7 +8,7 @@
 //! shared with the running one) and a table of id positions, nothing more.
 
 use super::schema::ApiKeyConfig;
-use super::validate::parse_rfc3339;
+use super::validate::{parse_rfc3339, NOT_A_SHA256_HEX};
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::Identity;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -228,8 +228,7 @@ impl Compiler {
         }
         let digest = match parse_digest_hex(&key.sha256.to_ascii_lowercase()) {
             None => {
-                let message = "must be 64 hexadecimal characters (a SHA-256 digest)";
-                self.problem(&path, "sha256", message);
+                self.problem(&path, "sha256", NOT_A_SHA256_HEX);
                 None
             }
             Some(digest) if self.list.index.contains(&digest) => {

@@ -74,9 +74,12 @@ fn socket_addr(path: &str, value: &str, p: &mut Problems) {
     }
 }
 
+/// What `check` says of a field that is not a SHA-256 digest in hex.
+pub(super) const NOT_A_SHA256_HEX: &str = "must be 64 hexadecimal characters (a SHA-256 digest)";
+
 fn sha256_hex(path: &str, value: &str, p: &mut Problems) {
     if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        p.push(path, "must be 64 hexadecimal characters (a SHA-256 digest)");
+        p.push(path, NOT_A_SHA256_HEX);
     }
 }
 
