@@ -2,8 +2,11 @@
 # Cluster-mode cost on loopback: the same plain and LLM requests through two
 # tollgate instances that differ only in `store.kind` (local vs redis), in
 # the same run, each round alternating them (this machine is shared and
-# noisy). Prints req/s, p50 and p99 per target, the redis/local ratios, and
-# the Redis round-trip time measured by redis-cli meanwhile.
+# noisy), and through a bare Pingora hop (`tollgate bare-proxy`) to the same
+# upstream. Prints req/s, p50 and p99 per target, the redis/local and
+# tollgate/bare ratios, CPU µs per request of the gateway process and of
+# redis-server (both share this machine's cores with wrk and the upstream),
+# and the Redis round-trip time measured by redis-cli meanwhile.
 #
 #   bash benches/redis.sh              # 3 rounds × 3 s per target
 #   ROUNDS=1 DURATION=2 bash benches/redis.sh
@@ -32,7 +35,9 @@ sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
 MOCK=$(port); REDIS=$(port); KEY=bench-key
 "$BIN" mock-backend --listen 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
+redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & REDIS_PID=$!; PIDS+=($!)
+BARE=$(port)
+"$BIN" bare-proxy --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$MOCK --threads 2 >/dev/null 2>&1 & BARE_PID=$!; PIDS+=($!)
 
 gateway() { # name port store-yaml: starts it (not in a subshell, so cleanup kills it)
   local gw=$2 admin
@@ -55,12 +60,13 @@ limits:
 store: { path: "$WORK/$1.db", $3 }
 observability: { access_log: "off", audit_log: "off", log_level: error }
 YAML
-  "$BIN" run -c "$WORK/$1.yaml" >/dev/null 2>&1 & PIDS+=($!)
+  "$BIN" run -c "$WORK/$1.yaml" >/dev/null 2>&1 & PIDS+=($!); GW_PID[$1]=$!
 }
+declare -A GW_PID
 LOCAL=$(port); SHARED=$(port)
 gateway local "$LOCAL" "kind: local"
 gateway redis "$SHARED" "kind: redis, redis_url: \"redis://127.0.0.1:$REDIS/0\""
-wait_port $MOCK; wait_port $REDIS; wait_port $LOCAL; wait_port $SHARED
+wait_port $MOCK; wait_port $REDIS; wait_port $BARE; wait_port $LOCAL; wait_port $SHARED
 
 BODY=$(python3 -c 'import json; print(json.dumps({"model":"m","messages":[{"role":"user","content":"How do I reset my password? "*36}]}))')
 cat > "$WORK/post.lua" <<LUA
@@ -70,26 +76,33 @@ wrk.headers["X-API-Key"] = "$KEY"
 wrk.body = [[$BODY]]
 LUA
 
-run() { # name url [lua]
-  local out
-  if [ -n "${3:-}" ]; then out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$3" "$2")
-  else out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "X-API-Key: $KEY" "$2"); fi
-  local rps p50 p99 errors
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+run() { # name serving-pid url [lua]
+  local name=$1 pid=$2 url=$3 lua=${4:-} out g0 g1 r0 r1
+  g0=$(ticks "$pid"); r0=$(ticks "$REDIS_PID")
+  if [ -n "$lua" ]; then out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")
+  else out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "X-API-Key: $KEY" "$url"); fi
+  g1=$(ticks "$pid"); r1=$(ticks "$REDIS_PID")
+  local rps p50 p99 errors requests
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}' || true)
-  echo "$1 $rps $p50 $p99 ${errors:-0}" >> "$WORK/results"
+  echo "$name $rps $p50 $p99 ${errors:-0} $(( (g1 - g0) * 1000000 / HZ / requests )) $(( (r1 - r0) * 1000000 / HZ / requests ))" >> "$WORK/results"
 }
 
 # Warm both (connections, tokenizer, the redis connection and scripts).
 curl -s -o /dev/null -H "X-API-Key: $KEY" "http://127.0.0.1:$LOCAL/bench"
 curl -s -o /dev/null -H "X-API-Key: $KEY" "http://127.0.0.1:$SHARED/bench"
+HZ=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
-  run local-get "http://127.0.0.1:$LOCAL/bench"
-  run redis-get "http://127.0.0.1:$SHARED/bench"
-  run local-chat "http://127.0.0.1:$LOCAL/v1/chat/completions" "$WORK/post.lua"
-  run redis-chat "http://127.0.0.1:$SHARED/v1/chat/completions" "$WORK/post.lua"
+  run bare-get "$BARE_PID" "http://127.0.0.1:$BARE/bench"
+  run local-get "${GW_PID[local]}" "http://127.0.0.1:$LOCAL/bench"
+  run redis-get "${GW_PID[redis]}" "http://127.0.0.1:$SHARED/bench"
+  run bare-chat "$BARE_PID" "http://127.0.0.1:$BARE/v1/chat/completions" "$WORK/post.lua"
+  run local-chat "${GW_PID[local]}" "http://127.0.0.1:$LOCAL/v1/chat/completions" "$WORK/post.lua"
+  run redis-chat "${GW_PID[redis]}" "http://127.0.0.1:$SHARED/v1/chat/completions" "$WORK/post.lua"
 done
 # redis-cli --latency --raw: one line "min max avg samples" (ms) after -i s.
 RTT=$(timeout 5 redis-cli -p "$REDIS" --latency --raw -i 1 2>/dev/null \
@@ -105,14 +118,19 @@ def us(v):
     return float("nan")
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    name, rps, p50, p99, errs = line.split()
-    rows[name].append((float(rps), us(p50), us(p99), int(errs)))
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) + (sum(x[3] for x in v),) for k, v in rows.items()}
-print(f"{'target':<12}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'non-2xx':>9}   redis vs local (req/s, p50)")
+    name, rps, p50, p99, errs, cpu, redis_cpu = line.split()
+    rows[name].append((float(rps), us(p50), us(p99), float(cpu), float(redis_cpu), int(errs)))
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(5)) + (sum(x[5] for x in v),) for k, v in rows.items()}
+print(f"{'target':<12}{'req/s':>9}{'p50 µs':>9}{'p99 µs':>9}{'non-2xx':>9}{'vs bare':>9}{'vs local':>10}"
+      f"{'CPU µs/req':>12}{'redis-server':>14}")
 for kind in ("get", "chat"):
-    base = med[f"local-{kind}"]
-    for who in ("local", "redis"):
+    bare, local = med[f"bare-{kind}"], med[f"local-{kind}"]
+    for who in ("bare", "local", "redis"):
         r = med[f"{who}-{kind}"]
-        print(f"{who + '-' + kind:<12}{r[0]:>10.0f}{r[1]:>10.0f}{r[2]:>10.0f}{r[3]:>9}   {r[0] / base[0]:.2f}x, {r[1] / base[1]:.2f}x")
+        vs_local = f"{r[0] / local[0]:.2f}x" if who == "redis" else "-"
+        redis_cpu = f"{r[4]:.0f}" if who == "redis" else "-"
+        print(f"{who + '-' + kind:<12}{r[0]:>9.0f}{r[1]:>9.0f}{r[2]:>9.0f}{r[5]:>9}{r[0] / bare[0]:>8.2f}x{vs_local:>10}"
+              f"{r[3]:>12.0f}{redis_cpu:>14}")
+print("CPU µs/req: user + system time of the serving process (all threads) and of redis-server over the run, per request")
 PY
 echo "redis round trip on loopback (redis-cli --latency, ms): ${RTT:-n/a}"

@@ -1,6 +1,7 @@
 //! tollgate: an AI-aware API gateway for customer-support platforms, on
 //! Cloudflare's Pingora. README.md describes the contract it implements.
 
+pub mod ablation;
 pub mod admin;
 pub mod admission;
 pub mod auth;

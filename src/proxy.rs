@@ -2,6 +2,7 @@
 //! `admission` (framing, router, auth, authz, limits), `llm` and `upstream`. Decisions live in
 //! those modules; this file only orders them along Pingora's phases.
 
+use crate::ablation::{self, Part};
 use crate::config::schema::RouteKind;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
@@ -41,8 +42,10 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.request_id = trace::request_id(session.req_header());
-        ctx.traceparent = trace::traceparent(session.req_header());
+        if !ablation::skip(Part::TraceIds) {
+            ctx.request_id = trace::request_id(session.req_header());
+            ctx.traceparent = trace::traceparent(session.req_header());
+        }
         ctx.snapshot = Some(self.state.snapshot.load_full());
         Ok(())
     }
@@ -125,6 +128,9 @@ impl ProxyHttp for Gateway {
         let Some(pool) = ctx.pool() else {
             return Error::e_explain(InternalError, "route without pool");
         };
+        if ablation::skip(Part::UpstreamHeaders) {
+            return Ok(());
+        }
         let keep_upgrade = ctx.route().is_some_and(|r| r.websocket);
         headers::prepare_upstream_request(
             upstream_request,
@@ -142,6 +148,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         observe::upstream_answered(ctx, upstream_response.status.as_u16());
+        if ablation::skip(Part::AnswerHeaders) {
+            return Ok(());
+        }
         headers::decorate_response(upstream_response, ctx)
     }
 
@@ -226,6 +235,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ablation::skip(Part::Logging) && ctx.llm.is_none() {
+            return;
+        }
         observe::request_done(&self.state, session, e, ctx).await;
     }
 
