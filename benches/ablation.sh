@@ -16,6 +16,7 @@
 #
 #   bash benches/ablation.sh                       # 5 rounds x 5 s per target (~5 min + builds)
 #   ROUNDS=3 DURATION=3 SKIP_BUILD=1 bash benches/ablation.sh
+#   TARGETS="no-headers none-of-these" bash benches/ablation.sh   # bare, minimal and these
 #
 # SKIP_BUILD=1 uses target/release/tollgate and target/release/tollgate-ablation
 # as they are. Needs nginx, wrk, curl, python3. Loopback only; bounded; every
@@ -47,8 +48,8 @@ cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   sleep 1
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # bash reports a job it SIGKILLed ("Killed") on stderr: nothing to say here.
+  { for p in "${PIDS[@]}"; do kill -KILL "$p" || true; done; wait || true; } 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -81,6 +82,7 @@ server:
   listen: ["127.0.0.1:$2"]
   admin_listen: "127.0.0.1:$(port)"
   threads: $THREADS
+  grace_period_seconds: 0
   upgrade_sock: $WORK/$1-upgrade.sock
   pid_file: $WORK/$1.pid
 auth:
@@ -99,7 +101,9 @@ SKIP=([minimal]="" [no-head]="head" [no-up-headers]="upstream-headers"
       [no-ans-headers]="answer-headers" [no-headers]="upstream-headers,answer-headers"
       [no-logging]="logging" [no-ids]="ids" [none-of-these]="all")
 ORDER=(bare shipped minimal no-head no-up-headers no-ans-headers no-headers no-logging no-ids none-of-these)
-for name in "${ORDER[@]:2}"; do
+if [ -n "${TARGETS:-}" ]; then read -ra ORDER <<<"bare minimal $TARGETS"; fi  # e.g. TARGETS="no-headers none-of-these"
+for name in "${ORDER[@]}"; do
+  [ -n "${SKIP[$name]+set}" ] || continue  # bare and shipped are started above
   PORT[$name]=$(port)
   minimal_config "$name" "${PORT[$name]}"
   TOLLGATE_BENCH_SKIP="${SKIP[$name]}" "$ABL" run -c "$WORK/$name.yaml" >"$WORK/$name.out" 2>&1 & PID[$name]=$!; PIDS+=($!)

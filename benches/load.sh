@@ -56,8 +56,8 @@ cleanup() {
     [ "$alive" = 0 ] && break
     sleep 0.1
   done
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # bash reports a job it SIGKILLed ("Killed") on stderr: nothing to say here.
+  { for p in "${PIDS[@]}"; do kill -KILL "$p" || true; done; wait || true; } 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -104,6 +104,9 @@ for r in $(seq "$ROUNDS"); do
   run local-chat "${GW_PID[local]}" "http://127.0.0.1:$LOCAL/v1/chat/completions" "$WORK/post.lua"
   run redis-chat "${GW_PID[redis]}" "http://127.0.0.1:$SHARED/v1/chat/completions" "$WORK/post.lua"
 done
+# Redis's own time per script call (EVALSHA: admission count, reserve, settle).
+EVALSHA=$(redis-cli -p "$REDIS" info commandstats | tr -d '\r' \
+  | awk -F'[:,=]' '$1 == "cmdstat_evalsha" { print $3 " calls, " $7 " µs each inside Redis" }')
 # redis-cli --latency --raw: one line "min max avg samples" (ms) after -i s.
 RTT=$(timeout 5 redis-cli -p "$REDIS" --latency --raw -i 1 2>/dev/null \
   | awk '{print "min " $1 ", avg " $3 ", max " $2 " ms (" $4 " pings)"}' || true)
@@ -134,3 +137,4 @@ for kind in ("get", "chat"):
 print("CPU µs/req: user + system time of the serving process (all threads) and of redis-server over the run, per request")
 PY
 echo "redis round trip on loopback (redis-cli --latency, ms): ${RTT:-n/a}"
+echo "redis scripts (all rounds): ${EVALSHA:-n/a}"
