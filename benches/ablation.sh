@@ -42,22 +42,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$BIN" ] && [ -x "$ABL" ] || { echo "missing $BIN or $ABL (build without SKIP_BUILD=1)" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/tollgate-ablation.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 1
-  # bash reports a job it SIGKILLed ("Killed") on stderr: nothing to say here.
-  { for p in "${PIDS[@]}"; do kill -KILL "$p" || true; done; wait || true; } 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+. benches/common.sh
+bench_start tollgate-ablation
 
 KEY=tollgate-bench-key
 KEY_SHA=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
@@ -117,7 +103,6 @@ for name in "${ORDER[@]}"; do
   [ "$code" = 200 ] || { echo "check failed: $name answered $code" >&2; exit 1; }
 done
 
-HZ=$(getconf CLK_TCK)
 measure() { # name -> "req/s cpu_us_per_req" appended to $WORK/name.runs
   local name=$1 t0 t1 out req rps
   t0=$(cpu_ticks "${PID[$1]}")
@@ -126,7 +111,7 @@ measure() { # name -> "req/s cpu_us_per_req" appended to $WORK/name.runs
   req=$(awk '/requests in/ { print $1 }' <<<"$out")
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
   if grep -q 'Non-2xx' <<<"$out"; then echo "$name: non-2xx answers under load" >&2; exit 1; fi
-  echo "$rps $(awk -v d="$((t1 - t0))" -v r="$req" -v hz="$HZ" 'BEGIN { printf "%.2f", d * 1e6 / hz / r }')" >>"$WORK/$name.runs"
+  echo "$rps $(awk -v d="$((t1 - t0))" -v r="$req" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d * 1e6 / hz / r }')" >>"$WORK/$name.runs"
 }
 echo "ablation: ${ROUNDS} rounds x ${DURATION}s per target, wrk -t1 -c$CONNS, nginx upstream; $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do

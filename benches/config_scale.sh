@@ -17,13 +17,8 @@ SIZES=${SIZES:-"10 10000 100000"}
 RELOADS=${RELOADS:-3}
 cargo build --release --locked --quiet
 BIN=$PWD/target/release/tollgate
-WORK=$(mktemp -d)
-PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. benches/common.sh
+bench_start tollgate-config-scale
 kib() { awk -v f="$2" '$1 == f":" { print $2 }' "/proc/$1/status"; }
 now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
@@ -67,8 +62,8 @@ for n in $SIZES; do
     gen_config "$n" "$CONF" "$GW" "$ADMIN"
     yaml=$(stat -c %s "$CONF")
     t0=$(now); "$BIN" check -c "$CONF" >/dev/null; t1=$(now)
-    "$BIN" run -c "$CONF" >/dev/null 2>&1 & PID=$!
-    wait_port "$GW"; wait_port "$ADMIN"; sleep 1
+    "$BIN" run -c "$CONF" >/dev/null 2>&1 & PID=$!; PIDS=("$PID")
+    wait_port "$GW" 600; wait_port "$ADMIN" 600; sleep 1
     steady=$(kib "$PID" VmRSS)
     echo 5 > "/proc/$PID/clear_refs"   # reset VmHWM: the peak below is the reloads'
     reload_ms=()
@@ -79,7 +74,7 @@ for n in $SIZES; do
     done
     sleep 1
     peak=$(kib "$PID" VmHWM); after=$(kib "$PID" VmRSS)
-    kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+    kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""; PIDS=()
     [ -z "$base_kib" ] && base_kib=$steady
     per_key=$(awk -v s="$steady" -v b="$base_kib" -v n="$n" 'BEGIN { if (n > 10) printf "%.0f", (s - b) * 1024 / n; else print "-" }')
     printf '%-8s %9.1f %8s %10.1f %12s %14.1f %8.2f %10s   (rss after reloads %.1f MiB)\n' \

@@ -41,31 +41,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
 # from elsewhere: its own commit is not knowable from here).
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ); LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HEAD_AT_START="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && echo ' (working tree has uncommitted changes)' || true)"
-WORK=$(mktemp -d /tmp/tollgate-load.XXXXXX)
-PIDS=()
-cleanup() {
-  # SIGTERM (background jobs of a script ignore SIGINT): nginx exits at
-  # once, Pingora after its grace period; SIGKILL what lingers after 3 s.
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 30); do
-    local alive=0
-    for p in "${PIDS[@]}"; do  # an exited child stays a zombie until `wait`
-      grep -qs '^State:[[:space:]]*[^Z]' "/proc/$p/status" && alive=1
-    done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  # bash reports a job it SIGKILLed ("Killed") on stderr: nothing to say here.
-  { for p in "${PIDS[@]}"; do kill -KILL "$p" || true; done; wait || true; } 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+. benches/common.sh
+bench_start tollgate-load
 rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 # ---------------------------------------------------------------- upstream
@@ -159,10 +136,8 @@ done
 # ---------------------------------------------------------------- measure
 # CPU time of the process serving a target (user + system, all its threads:
 # ledger, log writer and health checks included), read around each run.
-CLK_TCK=$(getconf CLK_TCK)
 pid_of() { case $1 in bare-sse) echo "$BARE2" ;; bare-*) echo "$BARE1" ;;
   tollgate-log-*) echo "$TG_LOG" ;; tollgate-*) echo "$TG" ;; *) echo "" ;; esac; }
-cpu_ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
 run() { # mode(sat|c1) target seconds [record]
   local conns=$CONNS script=() pid t0 t1
   [ "$1" = c1 ] && conns=1

@@ -24,14 +24,8 @@ for tool in wrk redis-server redis-cli; do
 done
 cargo build --release --locked --quiet
 BIN=target/release/tollgate
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+. benches/common.sh
+bench_start tollgate-redis
 
 MOCK=$(port); REDIS=$(port); KEY=bench-key
 "$BIN" mock-backend --listen 127.0.0.1:$MOCK --threads 2 & PIDS+=($!)
@@ -76,26 +70,24 @@ wrk.headers["X-API-Key"] = "$KEY"
 wrk.body = [[$BODY]]
 LUA
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run() { # name serving-pid url [lua]
   local name=$1 pid=$2 url=$3 lua=${4:-} out g0 g1 r0 r1
-  g0=$(ticks "$pid"); r0=$(ticks "$REDIS_PID")
+  g0=$(cpu_ticks "$pid"); r0=$(cpu_ticks "$REDIS_PID")
   if [ -n "$lua" ]; then out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")
   else out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "X-API-Key: $KEY" "$url"); fi
-  g1=$(ticks "$pid"); r1=$(ticks "$REDIS_PID")
+  g1=$(cpu_ticks "$pid"); r1=$(cpu_ticks "$REDIS_PID")
   local rps p50 p99 errors requests
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}' || true)
-  echo "$name $rps $p50 $p99 ${errors:-0} $(( (g1 - g0) * 1000000 / HZ / requests )) $(( (r1 - r0) * 1000000 / HZ / requests ))" >> "$WORK/results"
+  echo "$name $rps $p50 $p99 ${errors:-0} $(( (g1 - g0) * 1000000 / CLK_TCK / requests )) $(( (r1 - r0) * 1000000 / CLK_TCK / requests ))" >> "$WORK/results"
 }
 
 # Warm both (connections, tokenizer, the redis connection and scripts).
 curl -s -o /dev/null -H "X-API-Key: $KEY" "http://127.0.0.1:$LOCAL/bench"
 curl -s -o /dev/null -H "X-API-Key: $KEY" "http://127.0.0.1:$SHARED/bench"
-HZ=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
   run bare-get "$BARE_PID" "http://127.0.0.1:$BARE/bench"
   run local-get "${GW_PID[local]}" "http://127.0.0.1:$LOCAL/bench"

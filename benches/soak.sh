@@ -24,14 +24,8 @@ command -v python3 >/dev/null || { echo "python3 is missing" >&2; exit 1; }
 # SOAK_BIN runs another binary (e.g. a debug build, to try the script).
 if [ -z "${SOAK_BIN:-}" ]; then cargo build --release --locked --quiet; fi
 BIN=${SOAK_BIN:-target/release/tollgate}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+. benches/common.sh
+bench_start tollgate-soak
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
 
