@@ -101,18 +101,7 @@ impl Drop for Redis {
 /// Two instances of one gateway config (`{redis}` and `{on_error}` filled).
 fn config(backend: &Backend, redis: &Redis, on_error: &str, extra_auth: &str) -> String {
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 2
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
-{extra_auth}
+        r#"{head}{extra_auth}
 upstreams:
   support:
     peers: ["{peer}"]
@@ -140,9 +129,7 @@ observability:
   access_log: "off"
   log_level: warn
 "#,
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
-        alice = sha(ALICE_KEY),
+        head = config_head(2, None, &[BOB, ALICE]),
         peer = backend.addr,
         port = redis.port,
     )

@@ -22,20 +22,7 @@ fn llm_config(llm_peers: &[&str], fallback_peers: &[&str], user_tokens_per_day: 
             .join(", ")
     };
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 2
-  max_body_bytes: 2097152
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
-    - {{ id: root-1, sha256: "{root}", user: root, tenant: ops, roles: [admin] }}
-upstreams:
+        r#"{head}upstreams:
   llm:
     peers: [{llm}]
     timeouts: {{ connect_ms: 300, read_ms: 5000 }}
@@ -79,12 +66,9 @@ observability:
   access_log: "{{dir}}/access.log"
   log_level: warn
 "#,
+        head = config_head(2, Some(2097152), &[BOB, ALICE, ROOT_OPS]),
         llm = list(llm_peers),
         backup = list(fallback_peers),
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
-        alice = sha(ALICE_KEY),
-        root = sha(ROOT_KEY),
     )
 }
 

@@ -19,19 +19,7 @@ use std::time::{Duration, Instant};
 /// An LLM route, a support route, two models and an optional OTLP block.
 fn config(llm: &str, store_path: &str, otlp: &str) -> String {
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 2
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
-    - {{ id: root-1, sha256: "{root}", user: root, tenant: ops, roles: [admin] }}
-upstreams:
+        r#"{head}upstreams:
   llm:
     peers: ["{llm}"]
     timeouts: {{ connect_ms: 300, read_ms: 5000 }}
@@ -79,10 +67,7 @@ observability:
   log_level: warn
 {otlp}
 "#,
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
-        alice = sha(ALICE_KEY),
-        root = sha(ROOT_KEY),
+        head = config_head(2, None, &[BOB, ALICE, ROOT_OPS]),
     )
 }
 

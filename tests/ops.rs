@@ -511,18 +511,7 @@ fn connect_failure_is_retried_on_the_other_peer_under_load() {
 
 fn llm_config(peer: &str) -> String {
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 2
-  max_body_bytes: 65536
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-upstreams:
+        r#"{head}upstreams:
   llm:
     peers: ["{peer}"]
     timeouts: {{ connect_ms: 300, read_ms: 5000 }}
@@ -550,8 +539,7 @@ observability:
   access_log: "{{dir}}/access.log"
   log_level: warn
 "#,
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
+        head = config_head(2, Some(65536), &[BOB]),
     )
 }
 

@@ -30,17 +30,7 @@ fn chromium() -> Option<PathBuf> {
 
 fn config(llm: &str, store: &str) -> String {
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 1
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-upstreams:
+        r#"{head}upstreams:
   llm:
     peers: ["{llm}"]
 routes:
@@ -66,8 +56,7 @@ observability:
   access_log: "{{dir}}/access.log"
   log_level: warn
 "#,
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
+        head = config_head(1, None, &[BOB]),
     )
 }
 

@@ -124,6 +124,86 @@ pub struct Gateway {
     child: Option<Child>,
 }
 
+/// A test API key as its config entry describes it (the key itself is one
+/// of the `*_KEY` constants; the config holds its digest).
+pub struct TestKey {
+    pub id: &'static str,
+    pub key: &'static str,
+    pub user: &'static str,
+    pub tenant: &'static str,
+    pub roles: &'static str,
+    /// More fields of the entry, e.g. `expires_at: "..."`, or "".
+    pub extra: &'static str,
+}
+
+pub const BOB: TestKey = TestKey {
+    id: "bob-1",
+    key: BOB_KEY,
+    user: "bob",
+    tenant: "acme",
+    roles: "agent",
+    extra: "",
+};
+pub const ALICE: TestKey = TestKey {
+    id: "alice-1",
+    key: ALICE_KEY,
+    user: "alice",
+    tenant: "acme",
+    roles: "agent",
+    extra: "",
+};
+/// The admin, in bob's and alice's tenant.
+pub const ROOT: TestKey = TestKey {
+    id: "root-1",
+    key: ROOT_KEY,
+    user: "root",
+    tenant: "acme",
+    roles: "admin",
+    extra: "",
+};
+/// The admin, in a tenant of its own (tenant budgets and reports apart).
+pub const ROOT_OPS: TestKey = TestKey {
+    tenant: "ops",
+    ..ROOT
+};
+pub const CAROL_EXPIRED: TestKey = TestKey {
+    id: "carol-1",
+    key: CAROL_KEY,
+    user: "carol",
+    tenant: "acme",
+    roles: "agent",
+    extra: r#", expires_at: "2020-01-01T00:00:00Z""#,
+};
+
+/// How every test config begins: `server` (`{listen}` and `{admin}` are
+/// filled in by `Gateway::start`; the admin token is `ADMIN_TOKEN`; a 1 s
+/// grace period; `max_body_bytes` when given) and `auth.api_keys` with
+/// `keys`. The caller appends the rest: more `auth` fields (indented two
+/// spaces), then `upstreams:` and what follows.
+pub fn config_head(threads: u32, max_body_bytes: Option<u64>, keys: &[TestKey]) -> String {
+    let body_limit = max_body_bytes
+        .map(|n| format!("  max_body_bytes: {n}\n"))
+        .unwrap_or_default();
+    let entries: String = keys
+        .iter()
+        .map(|k| {
+            format!(
+                "    - {{ id: {}, sha256: \"{}\", user: {}, tenant: {}, roles: [{}]{} }}\n",
+                k.id,
+                sha(k.key),
+                k.user,
+                k.tenant,
+                k.roles,
+                k.extra
+            )
+        })
+        .collect();
+    format!(
+        "server:\n  listen: [\"{{listen}}\"]\n  admin_listen: \"{{admin}}\"\n  admin_token_sha256: \"{}\"\n  threads: {threads}\n{body_limit}  grace_period_seconds: 1\nauth:\n  api_keys:\n{entries}",
+        sha(ADMIN_TOKEN)
+    )
+}
+
 /// The config used by most tests; `{listen}`, `{admin}` and `{dir}` are
 /// filled in by `Gateway::start`.
 pub fn base_config(support_peers: &[&str]) -> String {
@@ -133,21 +213,7 @@ pub fn base_config(support_peers: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 2
-  max_body_bytes: 4096
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
-    - {{ id: root-1, sha256: "{root}", user: root, tenant: acme, roles: [admin] }}
-    - {{ id: carol-1, sha256: "{carol}", user: carol, tenant: acme, roles: [agent], expires_at: "2020-01-01T00:00:00Z" }}
-upstreams:
+        r#"{head}upstreams:
   support:
     peers: [{peers}]
     health_check: {{ kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }}
@@ -182,11 +248,7 @@ observability:
   access_log: "{{dir}}/access.log"
   log_level: warn
 "#,
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
-        alice = sha(ALICE_KEY),
-        root = sha(ROOT_KEY),
-        carol = sha(CAROL_KEY),
+        head = config_head(2, Some(4096), &[BOB, ALICE, ROOT, CAROL_EXPIRED]),
     )
 }
 

@@ -22,19 +22,7 @@ pub fn apis_config_with_read_ms(
     read_ms: u64,
 ) -> String {
     format!(
-        r#"
-server:
-  listen: ["{{listen}}"]
-  admin_listen: "{{admin}}"
-  admin_token_sha256: "{admin}"
-  threads: 2
-  max_body_bytes: 2097152
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }}
-    - {{ id: alice-1, sha256: "{alice}", user: alice, tenant: acme, roles: [agent] }}
-upstreams:
+        r#"{head}upstreams:
   llm:
     peers: ["{llm}"]
     timeouts: {{ connect_ms: 300, read_ms: {read_ms} }}
@@ -139,9 +127,7 @@ observability:
   access_log: "{{dir}}/access.log"
   log_level: warn
 "#,
-        admin = sha(ADMIN_TOKEN),
-        bob = sha(BOB_KEY),
-        alice = sha(ALICE_KEY),
+        head = config_head(2, Some(2097152), &[BOB, ALICE]),
     )
 }
 
