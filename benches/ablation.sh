@@ -46,12 +46,18 @@ fi
 bench_start tollgate-ablation
 
 KEY=tollgate-bench-key
-KEY_SHA=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
+KEY_SHA=$(sha "$KEY")
 JSON=$(port); SSE=$(port)
 python3 benches/load_setup.py nginx "$WORK/nginx.conf" --work "$WORK" --json-port "$JSON" --sse-port "$SSE"
 nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 & PIDS+=($!)
 
 declare -A PORT PID SKIP
+# name -> parts skipped (src/ablation.rs names); "" = none.
+SKIP=([minimal]="" [no-head]="head" [no-up-headers]="upstream-headers"
+      [no-ans-headers]="answer-headers" [no-headers]="upstream-headers,answer-headers"
+      [no-logging]="logging" [no-ids]="ids" [none-of-these]="all")
+ORDER=(bare shipped minimal no-head no-up-headers no-ans-headers no-headers no-logging no-ids none-of-these)
+if [ -n "${TARGETS:-}" ]; then read -ra ORDER <<<"bare minimal $TARGETS"; fi  # e.g. TARGETS="no-headers none-of-these"
 PORT[bare]=$(port)
 "$BIN" bare-proxy --listen 127.0.0.1:"${PORT[bare]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare.out" 2>&1 & PID[bare]=$!; PIDS+=($!)
 
@@ -60,7 +66,9 @@ IDENTITY=$(python3 benches/load_setup.py gateway conf/tollgate.yaml "$WORK/shipp
   --listen "${PORT[shipped]}" --admin "$(port)" --json-port "$JSON" --sse-port "$SSE" \
   --work "$WORK" --name shipped --access-log off --key-sha256 "$KEY_SHA")
 USER_ID=$(sed -E 's/^user=([^ ]+).*/\1/' <<<"$IDENTITY")
-"$BIN" run -c "$WORK/shipped.yaml" >"$WORK/shipped.out" 2>&1 & PID[shipped]=$!; PIDS+=($!)
+if [[ " ${ORDER[*]} " == *" shipped "* ]]; then  # its config also gives the bench user
+  "$BIN" run -c "$WORK/shipped.yaml" >"$WORK/shipped.out" 2>&1 & PID[shipped]=$!; PIDS+=($!)
+fi
 
 minimal_config() { # name listen-port -> $WORK/name.yaml
   cat >"$WORK/$1.yaml" <<EOF
@@ -82,12 +90,6 @@ store: { kind: local, path: $WORK/$1-usage.db }
 observability: { access_log: "off" }
 EOF
 }
-# name -> parts skipped (src/ablation.rs names); "" = none.
-SKIP=([minimal]="" [no-head]="head" [no-up-headers]="upstream-headers"
-      [no-ans-headers]="answer-headers" [no-headers]="upstream-headers,answer-headers"
-      [no-logging]="logging" [no-ids]="ids" [none-of-these]="all")
-ORDER=(bare shipped minimal no-head no-up-headers no-ans-headers no-headers no-logging no-ids none-of-these)
-if [ -n "${TARGETS:-}" ]; then read -ra ORDER <<<"bare minimal $TARGETS"; fi  # e.g. TARGETS="no-headers none-of-these"
 for name in "${ORDER[@]}"; do
   [ -n "${SKIP[$name]+set}" ] || continue  # bare and shipped are started above
   PORT[$name]=$(port)
