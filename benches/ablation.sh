@@ -113,7 +113,7 @@ measure() { # name -> "req/s cpu_us_per_req" appended to $WORK/name.runs
   req=$(awk '/requests in/ { print $1 }' <<<"$out")
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
   if grep -q 'Non-2xx' <<<"$out"; then echo "$name: non-2xx answers under load" >&2; exit 1; fi
-  echo "$rps $(awk -v d="$((t1 - t0))" -v r="$req" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d * 1e6 / hz / r }')" >>"$WORK/$name.runs"
+  echo "$rps $(cpu_us_per_req "$t0" "$t1" "$req")" >>"$WORK/$name.runs"
 }
 echo "ablation: ${ROUNDS} rounds x ${DURATION}s per target, wrk -t1 -c$CONNS, nginx upstream; $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do

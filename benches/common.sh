@@ -42,3 +42,5 @@ sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 # User + system CPU time of PID (all its threads) in clock ticks; 0 without a PID.
 cpu_ticks() { if [ -n "${1:-}" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
 CLK_TCK=$(getconf CLK_TCK)
+# CPU µs per request from two cpu_ticks readings around REQUESTS requests.
+cpu_us_per_req() { awk -v d="$(($2 - $1))" -v r="$3" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d * 1e6 / hz / r }'; }

@@ -82,7 +82,7 @@ run() { # name serving-pid url [lua]
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errors=$(grep -Eo 'Non-2xx or 3xx responses: [0-9]+' <<<"$out" | awk '{print $NF}' || true)
-  echo "$name $rps $p50 $p99 ${errors:-0} $(( (g1 - g0) * 1000000 / CLK_TCK / requests )) $(( (r1 - r0) * 1000000 / CLK_TCK / requests ))" >> "$WORK/results"
+  echo "$name $rps $p50 $p99 ${errors:-0} $(cpu_us_per_req "$g0" "$g1" "$requests") $(cpu_us_per_req "$r0" "$r1" "$requests")" >> "$WORK/results"
 }
 
 # Warm both (connections, tokenizer, the redis connection and scripts).
