@@ -292,6 +292,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
             },
             _ => None,
         };
+        if crate::ablation::skip(crate::ablation::Part::HeadDeadline) {
+            return self.app.process_new(session, shutdown).await;
+        }
         let snapshot = &self.state.snapshot;
         let settings = || {
             let server = snapshot.load();
@@ -304,9 +307,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
                 std::time::Duration::from_millis(server.header_timeout_ms),
             )
         };
-        if crate::ablation::skip(crate::ablation::Part::HeadDeadline) {
-            return self.app.process_new(session, shutdown).await;
-        }
         self.heads
             .serve(&self.app, session, shutdown, settings)
             .await
