@@ -165,7 +165,9 @@ pub async fn request_done(
             key_id: identity.map(|i| i.key_id.as_str()),
             route: ctx.route_name(),
         };
-        let summary = call.settle(state, &facts).await;
+        // Boxed: the settlement's future is large (store round trips) and
+        // would otherwise size every request's `logging` future.
+        let summary = Box::pin(call.settle(state, &facts)).await;
         ctx.llm_summary = Some(summary);
     }
     let status = session

@@ -61,10 +61,11 @@ impl ProxyHttp for Gateway {
         .await;
         match admitted {
             Ok(()) if ctx.route().is_some_and(|r| r.kind == RouteKind::Llm) => {
-                // LLM calls are served here in full (see llm::serve).
-                if let Err(err) =
-                    llm::serve::serve(&self.state, session, ctx, client_ip(session)).await
-                {
+                // LLM calls are served here in full (see llm::serve). Boxed:
+                // its future is large and would otherwise size (allocation
+                // and copy) every request's `request_filter` future.
+                let serve = llm::serve::serve(&self.state, session, ctx, client_ip(session));
+                if let Err(err) = Box::pin(serve).await {
                     respond::send_error(session, ctx, err).await?;
                 }
                 Ok(true)

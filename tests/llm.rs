@@ -640,3 +640,79 @@ fn max_prompt_tokens_counts_the_prompt() {
         "{message}"
     );
 }
+
+/// A raw upstream that answers every chat call with a fixed JSON answer
+/// and reports, per request, whether its first read held the whole request
+/// (header and body).
+fn one_read_upstream() -> (String, std::sync::mpsc::Receiver<bool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let answer = br#"{"id":"c","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let mut request = Vec::new();
+                    let mut first_read_whole = None;
+                    loop {
+                        let n = match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        request.extend_from_slice(&buf[..n]);
+                        let whole = whole_request(&request);
+                        first_read_whole.get_or_insert(whole);
+                        if whole {
+                            break;
+                        }
+                    }
+                    let _ = tx.send(first_read_whole == Some(true));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    if conn.write_all(head.as_bytes()).is_err() || conn.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Header complete and as many body bytes as its Content-Length says.
+fn whole_request(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let length = text[..end]
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
+}
+
+/// The gateway sends an LLM call's header and body to the upstream in one
+/// write (upstream::cork): the upstream wakes once and reads it whole.
+#[test]
+fn the_upstream_reads_each_call_whole_in_one_read() {
+    let (upstream, first_reads) = one_read_upstream();
+    let gw = Gateway::start(&llm_config(&[&upstream], &[&upstream], 1_000_000));
+    for _ in 0..10 {
+        let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+        assert_eq!(resp.status(), 200);
+    }
+    let whole: Vec<bool> = first_reads.try_iter().collect();
+    assert_eq!(whole.len(), 10);
+    assert!(whole.iter().all(|w| *w), "first reads whole: {whole:?}");
+}

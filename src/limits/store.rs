@@ -195,6 +195,10 @@ impl LocalCounters {
 }
 
 /// The counters of this gateway: in process, or shared through Redis.
+///
+/// Redis calls are boxed: their futures are kilobytes (pipelines, retries)
+/// and would otherwise size, and be copied into, every request's futures in
+/// local mode too; a network round trip dwarfs the allocation.
 // One per process, behind an `Arc`: the variants' sizes do not matter, and
 // unboxed variants keep every call one match away from the counters.
 #[allow(clippy::large_enum_variant)]
@@ -234,7 +238,7 @@ impl Store {
     ) -> Result<AdmitVerdict, StoreError> {
         match self {
             Store::Local(local) => Ok(local.admit(q)),
-            Store::Redis(redis) => redis.admit(q, now_unix).await,
+            Store::Redis(redis) => Box::pin(redis.admit(q, now_unix)).await,
         }
     }
 
@@ -255,7 +259,7 @@ impl Store {
     ) -> Result<ReservationTicket, ReserveError> {
         match self {
             Store::Local(local) => local.budgets.reserve(scopes, charge, now_unix),
-            Store::Redis(redis) => redis.reserve(scopes, charge, now_unix, hold).await,
+            Store::Redis(redis) => Box::pin(redis.reserve(scopes, charge, now_unix, hold)).await,
         }
     }
 
@@ -269,7 +273,9 @@ impl Store {
         now_unix: u64,
     ) -> Result<(), StoreError> {
         match (self, ticket.backend) {
-            (Store::Redis(redis), Backend::Redis) => redis.settle(ticket, actual, now_unix).await,
+            (Store::Redis(redis), Backend::Redis) => {
+                Box::pin(redis.settle(ticket, actual, now_unix)).await
+            }
             _ => self
                 .local_counters()
                 .budgets
@@ -280,7 +286,7 @@ impl Store {
     /// Drops the reservation without recording usage.
     pub async fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
         match (self, ticket.backend) {
-            (Store::Redis(redis), Backend::Redis) => redis.release(ticket).await,
+            (Store::Redis(redis), Backend::Redis) => Box::pin(redis.release(ticket)).await,
             _ => self.local_counters().budgets.release(ticket),
         }
     }
@@ -295,7 +301,7 @@ impl Store {
     ) -> Result<(ScopeUsage, Backend), StoreError> {
         match self {
             Store::Local(local) => Ok((local.budgets.usage(scope, now_unix), Backend::Local)),
-            Store::Redis(redis) => redis.usage(scope, tenant, now_unix).await,
+            Store::Redis(redis) => Box::pin(redis.usage(scope, tenant, now_unix)).await,
         }
     }
 

@@ -8,6 +8,7 @@ use super::model::Model;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::headers;
+use crate::upstream::cork;
 use crate::upstream::pool::Pool;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
@@ -119,13 +120,19 @@ async fn attempt(
         session.shutdown().await;
         return Err(e);
     }
-    let result = async {
+    // Header and body leave as one segment (upstream::cork).
+    let corked = cork::hold(&session);
+    let sent = async {
         session.write_request_header(Box::new(req)).await?;
         session.write_request_body(body, true).await?;
-        session.finish_request_body().await?;
-        session.read_response_header().await
+        session.finish_request_body().await
     }
     .await;
+    cork::release(corked);
+    let result = match sent {
+        Ok(()) => session.read_response_header().await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => Ok(session),
         Err(e) => {

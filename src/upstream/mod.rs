@@ -1,6 +1,7 @@
 //! Upstream pools: load balancing, active health checks, circuit breakers.
 
 pub mod breaker;
+pub mod cork;
 pub mod health;
 pub mod pool;
 pub mod tls;
