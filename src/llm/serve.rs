@@ -133,12 +133,11 @@ pub async fn serve(
         stream: request.is_stream(),
     });
 
-    let client_header = session.req_header().clone();
     let opened = exchange::open(
         &state.connector,
         &candidates,
         request,
-        &client_header,
+        session.req_header(),
         ctx,
         client_ip,
     )
