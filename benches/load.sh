@@ -16,6 +16,7 @@
 #
 #   bash benches/load.sh                      # 3 rounds x 5 s per target (~6 min)
 #   ROUNDS=1 DURATION=2 SKIP_BUILD=1 BIN=/path/to/tollgate bash benches/load.sh
+#   COMPARE_BIN=/tmp/tollgate-before bash benches/load.sh   # A/B: adds that build (log off) as tollgate-cmp
 #
 # Upstream: nginx (a generated config, one worker) when it is on PATH, so the
 # mock upstream is not the bottleneck; otherwise `tollgate mock-backend`.
@@ -23,19 +24,21 @@
 # every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} WARMUP=${WARMUP:-1} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate} bash benches/load.sh $*"
+CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} WARMUP=${WARMUP:-1} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate}${COMPARE_BIN:+ COMPARE_BIN=$COMPARE_BIN} bash benches/load.sh $*"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}   # seconds per target and round
 CONNS=${CONNS:-32}        # connections at saturation (wrk -t1)
 WARMUP=${WARMUP:-1}       # seconds of unrecorded load per target before round 1 (0: none)
 BIN=${BIN:-target/release/tollgate}
+COMPARE_BIN=${COMPARE_BIN:-}  # another build of tollgate, run beside BIN on the same config (log off)
 THREADS=2                 # the shipped config's server.threads; bare hops get the same
 for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y wrk curl python3)" >&2; exit 1; }
 done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
 [ -x "$BIN" ] || { echo "no binary at $BIN (SKIP_BUILD=1 needs BIN)" >&2; exit 1; }
+[ -z "$COMPARE_BIN" ] || [ -x "$COMPARE_BIN" ] || { echo "no binary at COMPARE_BIN=$COMPARE_BIN" >&2; exit 1; }
 
 # Recorded now: the tree may move on while the bench runs (BIN may come
 # from elsewhere: its own commit is not knowable from here).
@@ -66,9 +69,10 @@ BARE_JSON=$(port); BARE_SSE=$(port)
 # ------------------------------------------------------------ tollgate
 # Two instances of the shipped config, differing only in the access log.
 KEY=tollgate-bench-key
-GW=$(port); GW_LOG=$(port)
-for inst in gw gw-log; do
-  if [ "$inst" = gw ]; then listen=$GW; log=off; else listen=$GW_LOG; log="$WORK/access.log"; fi
+GW=$(port); GW_LOG=$(port); GW_CMP=$(port)
+INSTANCES=(gw gw-log); [ -z "$COMPARE_BIN" ] || INSTANCES+=(gw-cmp)
+for inst in "${INSTANCES[@]}"; do
+  case $inst in gw) listen=$GW; log=off ;; gw-log) listen=$GW_LOG; log="$WORK/access.log" ;; *) listen=$GW_CMP; log=off ;; esac
   IDENTITY=$(python3 benches/load_setup.py gateway conf/tollgate.yaml "$WORK/$inst.yaml" \
     --listen "$listen" --admin "$(port)" --json-port "$JSON" --sse-port "$SSE" \
     --work "$WORK" --name "$inst" --access-log "$log" --key-sha256 "$(sha "$KEY")")
@@ -78,10 +82,14 @@ done
 BENCH_USER=$(sed -E 's/^user=([^ ]+).*/\1/' <<<"$IDENTITY")
 "$BIN" run -c "$WORK/gw.yaml" >"$WORK/gw.out" 2>&1 & TG=$!; PIDS+=("$TG")
 "$BIN" run -c "$WORK/gw-log.yaml" >"$WORK/gw-log.out" 2>&1 & TG_LOG=$!; PIDS+=("$TG_LOG")
+TG_CMP=; WAIT_CMP=()
+if [ -n "$COMPARE_BIN" ]; then
+  "$COMPARE_BIN" run -c "$WORK/gw-cmp.yaml" >"$WORK/gw-cmp.out" 2>&1 & TG_CMP=$!; PIDS+=("$TG_CMP"); WAIT_CMP=("$GW_CMP")
+fi
 
-for p in "$JSON" "$SSE" "$BARE_JSON" "$BARE_SSE" "$GW" "$GW_LOG"; do wait_port "$p"; done
+for p in "$JSON" "$SSE" "$BARE_JSON" "$BARE_SSE" "$GW" "$GW_LOG" "${WAIT_CMP[@]}"; do wait_port "$p"; done
 sleep 0.5
-IDLE_TG=$(rss_mib "$TG"); IDLE_TG_LOG=$(rss_mib "$TG_LOG")
+IDLE_TG=$(rss_mib "$TG"); IDLE_TG_LOG=$(rss_mib "$TG_LOG"); IDLE_TG_CMP=$( [ -z "$TG_CMP" ] || rss_mib "$TG_CMP")
 
 # --------------------------------------------------------------- requests
 # The shipped owner-rule route with the bench key's own user (allowed), and
@@ -100,6 +108,10 @@ declare -A URL=(
   [tollgate-log-get]="http://127.0.0.1:$GW_LOG$GET_PATH" [tollgate-log-chat]="http://127.0.0.1:$GW_LOG$CHAT_PATH"
   [tollgate-log-sse]="http://127.0.0.1:$GW_LOG$CHAT_PATH"
 )
+if [ -n "$COMPARE_BIN" ]; then
+  URL+=([tollgate-cmp-get]="http://127.0.0.1:$GW_CMP$GET_PATH" [tollgate-cmp-chat]="http://127.0.0.1:$GW_CMP$CHAT_PATH"
+        [tollgate-cmp-sse]="http://127.0.0.1:$GW_CMP$CHAT_PATH")
+fi
 
 # Check once before measuring: 200 everywhere, SSE ending with [DONE], and
 # tollgate billing the upstream's usage (prompt 142 / completion 58 JSON,
@@ -124,7 +136,7 @@ billed() { # instance model kind -> tokens counted in its /metrics, or "?"
     'index($0, "tollgate_llm_tokens_total{") == 1 && index($0, "model=\"" m "\"") && index($0, "kind=\"" k "\"") { print $NF }')
   echo "${n:-?}"
 }
-for inst in gw gw-log; do  # the ledger and metrics are written after the answer
+for inst in "${INSTANCES[@]}"; do  # the ledger and metrics are written after the answer
   for _ in $(seq 20); do [ "$(billed $inst m-sse completion)" != "?" ] && break; sleep 0.1; done
   BILLED="m: $(billed $inst m prompt)+$(billed $inst m completion), m-sse: $(billed $inst m-sse prompt)+$(billed $inst m-sse completion)"
   EXPECT="m: 142+58, m-sse: 142+61"
@@ -137,7 +149,7 @@ done
 # CPU time of the process serving a target (user + system, all its threads:
 # ledger, log writer and health checks included), read around each run.
 pid_of() { case $1 in bare-sse) echo "$BARE2" ;; bare-*) echo "$BARE1" ;;
-  tollgate-log-*) echo "$TG_LOG" ;; tollgate-*) echo "$TG" ;; *) echo "" ;; esac; }
+  tollgate-log-*) echo "$TG_LOG" ;; tollgate-cmp-*) echo "$TG_CMP" ;; tollgate-*) echo "$TG" ;; *) echo "" ;; esac; }
 run() { # mode(sat|c1) target seconds [record]
   local conns=$CONNS script=() pid t0 t1
   [ "$1" = c1 ] && conns=1
@@ -163,6 +175,7 @@ SAT=(); C1=()
 for kind in get chat sse; do
   SAT+=("direct-$kind" "bare-$kind" "tollgate-$kind" "tollgate-log-$kind")
   C1+=("bare-$kind" "tollgate-$kind" "tollgate-log-$kind")
+  if [ -n "$COMPARE_BIN" ]; then SAT+=("tollgate-cmp-$kind"); C1+=("tollgate-cmp-$kind"); fi
 done
 if [ "$WARMUP" -gt 0 ]; then for t in "${SAT[@]}"; do run sat "$t" "$WARMUP"; done; fi
 ORDER=(); for t in "${SAT[@]}"; do ORDER+=("sat:$t"); done; for t in "${C1[@]}"; do ORDER+=("c1:$t"); done
@@ -187,6 +200,8 @@ requests GET $GET_PATH (owner rule, key user $BENCH_USER); POST $CHAT_PATH bodie
 command $CMDLINE
 rss tollgate $(rss_mib "$TG") $IDLE_TG
 rss tollgate-log $(rss_mib "$TG_LOG") $IDLE_TG_LOG
+$( [ -z "$TG_CMP" ] || echo "rss tollgate-cmp $(rss_mib "$TG_CMP") $IDLE_TG_CMP" )
+compare ${COMPARE_BIN:--} ($( [ -z "$COMPARE_BIN" ] || "$COMPARE_BIN" --version 2>/dev/null | head -n1))
 rss bare $(rss_mib "$BARE1") $(rss_mib "$BARE2")
 rss upstream $UP_RSS
 loads $LOAD_START $(cut -d' ' -f1-3 /proc/loadavg)
@@ -227,7 +242,8 @@ for line in open(envfile):
         env[k] = v
 print(f"## load.sh {env['date']}")
 print()
-for k in ("host", "binary", "upstream", "config", "requests", "command"):
+CMP = ("tollgate-cmp",) if ("sat", "tollgate-cmp-get") in runs else ()
+for k in ("host", "binary") + (("compare",) if CMP else ()) + ("upstream", "config", "requests", "command"):
     print(f"{k + ':':<10}{env[k]}")
 print(f"{'runs:':<10}{rounds} interleaved rounds x {duration} s per target, wrk -t1; "
       f"saturation -c{conns}, latency -c1; medians over rounds")
@@ -241,7 +257,7 @@ print()
 print(f"saturation (-c{conns})   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'vs bare':>7}  {'per round':<16} {'errors':>6} {'CPU µs/req':>10}")
 for kind, label in KINDS:
     bare = med("sat", f"bare-{kind}", "rps")
-    for who in ("direct", "bare", "tollgate", "tollgate-log"):
+    for who in ("direct", "bare", "tollgate", "tollgate-log") + CMP:
         name = f"{who}-{kind}"
         per = " ".join(f"{r['rps'] / b['rps']:.2f}" for r, b in zip(runs["sat", name], runs["sat", f"bare-{kind}"]))
         cpu = f"{med('sat', name, 'cpu'):>10.1f}" if who != "direct" else f"{'':>10}"
@@ -250,10 +266,16 @@ for kind, label in KINDS:
 print("CPU per request (the serving process, all threads), tollgate / bare hop: " + ", ".join(
     f"{label} {med('sat', f'tollgate-{kind}', 'cpu') / med('sat', f'bare-{kind}', 'cpu'):.2f}x"
     for kind, label in KINDS))
+if CMP:
+    print("A/B, binary / compare binary: CPU per request " + ", ".join(
+        f"{label} {med('sat', f'tollgate-{kind}', 'cpu') / med('sat', f'tollgate-cmp-{kind}', 'cpu'):.2f}x"
+        for kind, label in KINDS) + "; req/s " + ", ".join(
+        f"{label} {med('sat', f'tollgate-{kind}', 'rps') / med('sat', f'tollgate-cmp-{kind}', 'rps'):.2f}x"
+        for kind, label in KINDS))
 print()
 print(f"one connection (-c1)   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'+p50 ms':>7} {'+p99 ms':>8} {'errors':>6}")
 for kind, label in KINDS:
-    for who in ("bare", "tollgate", "tollgate-log"):
+    for who in ("bare", "tollgate", "tollgate-log") + CMP:
         name = f"{who}-{kind}"
         d50 = (med("c1", name, "p50") - med("c1", f"bare-{kind}", "p50")) / 1e3
         d99 = (med("c1", name, "p99") - med("c1", f"bare-{kind}", "p99")) / 1e3
@@ -263,7 +285,8 @@ for kind, label in KINDS:
 print()
 print(f"RSS MiB   tollgate {rss['tollgate'][0]:.1f} (idle {rss['tollgate'][1]:.1f}), "
       f"tollgate-log {rss['tollgate-log'][0]:.1f} (idle {rss['tollgate-log'][1]:.1f}), "
-      f"bare hops {rss['bare'][0]:.1f} + {rss['bare'][1]:.1f}, upstream {rss['upstream'][0]:.1f}")
+      f"bare hops {rss['bare'][0]:.1f} + {rss['bare'][1]:.1f}, upstream {rss['upstream'][0]:.1f}"
+      + (f", tollgate-cmp {rss['tollgate-cmp'][0]:.1f} (idle {rss['tollgate-cmp'][1]:.1f})" if CMP else ""))
 print(f"access log (tollgate-log): {env['log']}")
 
 print()
