@@ -30,6 +30,7 @@ pub fn release(corked: Option<Corked>) {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn set_cork(fd: i32, on: bool) -> bool {
     let value: libc::c_int = on.into();
     // SAFETY: `fd` is the descriptor of a socket the caller's session owns
@@ -48,7 +49,13 @@ fn set_cork(fd: i32, on: bool) -> bool {
     rc == 0
 }
 
-#[cfg(test)]
+/// `TCP_CORK` is Linux's; elsewhere writes go out as they are made.
+#[cfg(not(target_os = "linux"))]
+fn set_cork(_fd: i32, _on: bool) -> bool {
+    false
+}
+
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
