@@ -67,7 +67,8 @@ BARE_JSON=$(port); BARE_SSE=$(port)
 "$BIN" bare-proxy --listen 127.0.0.1:"$BARE_SSE" --upstream 127.0.0.1:"$SSE" --threads "$THREADS" >"$WORK/bare-sse.out" 2>&1 & BARE2=$!; PIDS+=("$BARE2")
 
 # ------------------------------------------------------------ tollgate
-# Two instances of the shipped config, differing only in the access log.
+# Two instances of the shipped config, differing only in the access log
+# (a third with COMPARE_BIN: that build, log off).
 KEY=tollgate-bench-key
 GW=$(port); GW_LOG=$(port); GW_CMP=$(port)
 INSTANCES=(gw gw-log); [ -z "$COMPARE_BIN" ] || INSTANCES+=(gw-cmp)
