@@ -116,14 +116,7 @@ fn split_answers(mut text: &str) -> Vec<(u16, String, Value)> {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status line in {head:?}"));
-        let len = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            })
-            .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+        let len = content_length(head).unwrap_or_else(|| panic!("no content-length in {head:?}"));
         let body = &rest[..len.min(rest.len())];
         answers.push((
             status,

@@ -691,14 +691,7 @@ fn whole_request(bytes: &[u8]) -> bool {
     let Some(end) = text.find("\r\n\r\n") else {
         return false;
     };
-    let length = text[..end]
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
+    let length = content_length(&text[..end]).unwrap_or(0);
     bytes.len() >= end + 4 + length
 }
 

@@ -460,3 +460,12 @@ pub fn error_code(resp: reqwest::blocking::Response) -> (u16, String, serde_json
     let code = body["error"]["code"].as_str().unwrap_or("").to_string();
     (status, code, body)
 }
+
+/// The Content-Length of a raw HTTP/1.1 head (the text before `\r\n\r\n`).
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    })
+}
