@@ -10,6 +10,7 @@
 #
 #   bash benches/redis.sh              # 3 rounds × 3 s per target
 #   ROUNDS=1 DURATION=2 bash benches/redis.sh
+#   SKIP_BUILD=1 BIN=/path/to/tollgate bash benches/redis.sh   # another build
 #
 # Needs wrk and redis-server (apt-get install -y wrk redis-server).
 # Loopback only; every run is bounded.
@@ -22,8 +23,9 @@ CONNS=${CONNS:-8}
 for tool in wrk redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y wrk redis-server" >&2; exit 1; }
 done
-cargo build --release --locked --quiet
-BIN=target/release/tollgate
+BIN=${BIN:-target/release/tollgate}
+if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
+[ -x "$BIN" ] || { echo "no binary at $BIN (SKIP_BUILD=1 needs BIN)" >&2; exit 1; }
 . benches/common.sh
 bench_start tollgate-redis
 

@@ -3,7 +3,10 @@
 //! request rate). Pure over (snapshot, store, header), so it is benchmarked
 //! as the per-request hot path.
 
-use crate::auth::AuthFailure;
+use crate::auth::{AuthFailure, Identity};
+use crate::config::schema::RouteKind;
+use crate::config::snapshot::Route;
+use crate::config::Snapshot;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
@@ -28,6 +31,15 @@ pub enum AuditEvent {
     AuthBlocked,
 }
 
+/// An admitted LLM call's store question, left for its reservation to ask
+/// in the same round trip (redis mode; see [`admit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred {
+    pub failed_auth: Option<FailedAuthQuery>,
+    /// `auth.failed_auth_per_ip_per_minute` when the question was deferred.
+    stuffing_limit: Option<u32>,
+}
+
 impl From<GatewayError> for Refusal {
     fn from(error: GatewayError) -> Self {
         Refusal { error, audit: None }
@@ -43,6 +55,12 @@ impl From<GatewayError> for Refusal {
 /// so in redis mode one round trip decides. A locked-out IP is answered 429
 /// whatever its credentials were, so a guessed key still cannot be
 /// confirmed.
+///
+/// In redis mode an authorized LLM call's question is deferred
+/// (`ctx.deferred_admission`): its reservation asks it in the same round
+/// trip (`Store::admit_and_reserve`), and a refusal before the reservation
+/// asks it first ([`ask_deferred`]), so a rate-limited or locked-out caller
+/// is still answered 429 before anything else.
 pub async fn admit(
     store: &Store,
     client_ip: Option<IpAddr>,
@@ -118,40 +136,135 @@ pub async fn admit(
     ctx.identity = Some(identity.clone());
 
     let authorized = authz::authorize(route, &identity, &params);
+    if authorized.is_ok() && route.kind == RouteKind::Llm && store.is_shared() {
+        ctx.deferred_admission = Some(Deferred {
+            failed_auth: stuffing(false),
+            stuffing_limit,
+        });
+        return Ok(());
+    }
     let query = AdmitQuery {
         failed_auth: stuffing(false),
         // A denied request is not counted against the caller's rate.
-        rate: authorized.is_ok().then(|| RateQuery {
-            user: &identity.user,
-            tenant: &identity.tenant,
-            route: &route.name,
-            route_limit: route.rate_limit,
-            default_limit: snapshot.default_rate_limit(&identity.user),
-        }),
+        rate: authorized
+            .is_ok()
+            .then(|| rate_query(&snapshot, route, &identity)),
     };
     let verdict = refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
     authorized.map_err(|denial| Refusal {
         error: GatewayError::Forbidden(denial.message(&route.name)),
         audit: Some(AuditEvent::Denied(denial.reason())),
     })?;
-
-    if let Some(decision) = verdict.rate {
-        let refused = (!decision.allowed).then(|| GatewayError::RateLimited {
-            message: format!(
-                "request rate limit of {} per minute exceeded for user {}",
-                decision.limit, identity.user
-            ),
-            retry_after: decision.reset_secs,
-        });
-        ctx.rate = Some(decision);
-        if let Some(error) = refused {
-            return Err(error.into());
-        }
-    }
+    judge_rate(verdict, &identity, ctx)?;
     if let Some(pool) = route.upstream.as_ref().and_then(|u| snapshot.pools.get(u)) {
         ctx.retries_left = pool.retries();
     }
     Ok(())
+}
+
+/// The request-rate side of the store question of `identity` on `route`.
+pub fn rate_query<'a>(
+    snapshot: &'a Snapshot,
+    route: &'a Route,
+    identity: &'a Identity,
+) -> RateQuery<'a> {
+    RateQuery {
+        user: &identity.user,
+        tenant: &identity.tenant,
+        route: &route.name,
+        route_limit: route.rate_limit,
+        default_limit: snapshot.default_rate_limit(&identity.user),
+    }
+}
+
+/// The store question of a deferred admission, for `ctx`'s caller and route.
+pub fn deferred_query<'a>(
+    deferred: &Deferred,
+    snapshot: &'a Snapshot,
+    route: &'a Route,
+    identity: &'a Identity,
+) -> AdmitQuery<'a> {
+    AdmitQuery {
+        failed_auth: deferred.failed_auth,
+        rate: Some(rate_query(snapshot, route, identity)),
+    }
+}
+
+/// Refuses as admission would have: the lockout first, then the rate.
+pub fn judge_deferred(
+    deferred: &Deferred,
+    verdict: AdmitVerdict,
+    identity: &Identity,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    if let (Some(retry_after), Some(limit)) = (verdict.blocked_retry_after, deferred.stuffing_limit)
+    {
+        return Err(locked_out(retry_after, limit, ctx));
+    }
+    judge_rate(verdict, identity, ctx)
+}
+
+/// Asks a deferred admission's question on its own, when the call is
+/// refused before its reservation: the caller learns it is over its rate
+/// (or locked out) before learning anything about its request.
+pub async fn ask_deferred(store: &Store, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    let Some(deferred) = ctx.deferred_admission.take() else {
+        return Ok(());
+    };
+    let (Some(snapshot), Some(identity)) = (ctx.snapshot.clone(), ctx.identity.clone()) else {
+        return Ok(());
+    };
+    let Some(route) = ctx.route_index.and_then(|i| snapshot.routes.get(i)) else {
+        return Ok(());
+    };
+    let query = deferred_query(&deferred, &snapshot, route, &identity);
+    let now = clock::unix_secs().max(0).unsigned_abs();
+    let verdict = store
+        .admit(&query, now)
+        .await
+        .map_err(|_| GatewayError::StoreUnavailable)?;
+    judge_deferred(&deferred, verdict, &identity, ctx)
+}
+
+/// Records the rate decision (for the `RateLimit` headers) and refuses
+/// with 429 when it is over.
+fn judge_rate(
+    verdict: AdmitVerdict,
+    identity: &Identity,
+    ctx: &mut RequestCtx,
+) -> Result<(), Refusal> {
+    let Some(decision) = verdict.rate else {
+        return Ok(());
+    };
+    let refused = (!decision.allowed).then(|| GatewayError::RateLimited {
+        message: format!(
+            "request rate limit of {} per minute exceeded for user {}",
+            decision.limit, identity.user
+        ),
+        retry_after: decision.reset_secs,
+    });
+    ctx.rate = Some(decision);
+    match refused {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
+fn locked_out(retry_after: u64, limit: u32, ctx: &mut RequestCtx) -> Refusal {
+    ctx.rate = Some(RateDecision {
+        policy: "failed_auth".into(),
+        limit: limit.into(),
+        remaining: 0,
+        reset_secs: retry_after,
+        allowed: false,
+    });
+    Refusal {
+        error: GatewayError::RateLimited {
+            message: "too many failed authentication attempts from this address".into(),
+            retry_after,
+        },
+        audit: Some(AuditEvent::AuthBlocked),
+    }
 }
 
 /// Asks the store, and refuses with 429 when the client IP is locked out
@@ -172,20 +285,7 @@ async fn refuse_if_blocked(
         .await
         .map_err(|_| GatewayError::StoreUnavailable)?;
     if let (Some(retry_after), Some(limit)) = (verdict.blocked_retry_after, stuffing_limit) {
-        ctx.rate = Some(RateDecision {
-            policy: "failed_auth".into(),
-            limit: limit.into(),
-            remaining: 0,
-            reset_secs: retry_after,
-            allowed: false,
-        });
-        return Err(Refusal {
-            error: GatewayError::RateLimited {
-                message: "too many failed authentication attempts from this address".into(),
-                retry_after,
-            },
-            audit: Some(AuditEvent::AuthBlocked),
-        });
+        return Err(locked_out(retry_after, limit, ctx));
     }
     Ok(verdict)
 }

@@ -1,5 +1,6 @@
 //! Per-request context carried through Pingora's phases.
 
+use crate::admission::Deferred;
 use crate::auth::Identity;
 use crate::config::snapshot::Route;
 use crate::config::Snapshot;
@@ -23,6 +24,8 @@ pub struct RequestCtx {
     pub upstream_path: Option<String>,
     pub identity: Option<Arc<Identity>>,
     pub rate: Option<RateDecision>,
+    /// An LLM call's store question, asked with its reservation (redis mode).
+    pub deferred_admission: Option<Deferred>,
     /// The refusal answered to the client, for logs and metrics.
     pub error: Option<GatewayError>,
     /// Request body bytes seen so far (for max_body_bytes on chunked bodies).
@@ -83,6 +86,7 @@ impl RequestCtx {
             upstream_path: None,
             identity: None,
             rate: None,
+            deferred_admission: None,
             error: None,
             body_bytes: 0,
             tried_peers: Vec::new(),

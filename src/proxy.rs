@@ -65,8 +65,9 @@ impl ProxyHttp for Gateway {
                 // its future is large and would otherwise size (allocation
                 // and copy) every request's `request_filter` future.
                 let serve = llm::serve::serve(&self.state, session, ctx, client_ip(session));
-                if let Err(err) = Box::pin(serve).await {
-                    respond::send_error(session, ctx, err).await?;
+                if let Err(refusal) = Box::pin(serve).await {
+                    observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
+                    respond::send_error(session, ctx, refusal.error).await?;
                 }
                 Ok(true)
             }

@@ -113,6 +113,7 @@ routes:
   - {{ name: limited, path: "/api/v1/limited/**", methods: [GET], upstream: support, roles: [agent], rate_limit: {{ requests_per_minute: 10 }} }}
   - {{ name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support, roles: [agent] }}
   - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent] }}
+  - {{ name: chat-limited, path: /openai/limited/chat/completions, methods: [POST], kind: llm, roles: [agent], rate_limit: {{ requests_per_minute: 4 }} }}
 models:
   - {{ name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 100 }}
 limits:
@@ -159,6 +160,40 @@ fn chat(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking:
         req = req.header(*k, *v);
     }
     req.send().unwrap()
+}
+
+/// A chat call with a raw body, to `path`.
+fn chat_raw(gw: &Gateway, path: &str, key: &str, body: &str) -> reqwest::blocking::Response {
+    client()
+        .post(gw.url(path))
+        .header("X-API-Key", key)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap()
+}
+
+/// How many scripts (`EVALSHA`) Redis has run since its statistics were reset.
+fn scripts_run(redis: &Redis) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn reset_redis_stats(redis: &Redis) {
+    let status = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "config", "resetstat"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli");
+    assert!(status.success());
 }
 
 fn usage_of(gw: &Gateway, user: &str) -> Value {
@@ -246,6 +281,57 @@ fn ten_per_minute_route_admits_ten_across_both_instances() {
 }
 
 #[test]
+fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
+    let Some(redis) = Redis::start() else { return };
+    let backend = Backend::start();
+    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+    let path = "/openai/limited/chat/completions";
+    let call = r#"{"model":"m","messages":[{"role":"user","content":"Where is my order?"}]}"#;
+    away_from_minute_edge();
+    // Warm both connections (and load the scripts) on another route.
+    for gw in [&a, &b] {
+        assert_eq!(get(gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+    }
+    reset_redis_stats(&redis);
+    let resp = chat_raw(&a, path, BOB_KEY, call);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["ratelimit-policy"],
+        "\"chat-limited\";q=4;w=60"
+    );
+    // Two scripts in all: reserve (with the rate count) and settle.
+    assert!(eventually(Duration::from_secs(3), || scripts_run(&redis) >= 2));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        scripts_run(&redis),
+        2,
+        "one call, one reservation and one settlement"
+    );
+
+    // The rate is shared: 4 a minute across both instances.
+    let statuses: Vec<u16> = (0..5)
+        .map(|i| {
+            let gw = if i % 2 == 0 { &b } else { &a };
+            let resp = chat_raw(gw, path, BOB_KEY, call);
+            resp.status().as_u16()
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // Over its rate, a caller hears 429 before anything about its request.
+    for body in ["{not json", r#"{"model":"nope","messages":[]}"#, call] {
+        let (status, code, _) = error_code(chat_raw(&b, path, BOB_KEY, body));
+        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+    }
+    // Refused calls hold nothing; the settled ones are billed.
+    let usage = usage_of(&a, "bob");
+    assert_eq!(usage["reserved_tokens"], 0, "{usage}");
+    assert!(usage["tokens_day"].as_u64().unwrap_or(0) > 0, "{usage}");
+    // Under the rate, a malformed body is still a 400 (and counted).
+    let (status, code, _) = error_code(chat_raw(&a, "/v1/chat/completions", BOB_KEY, "{x"));
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+}
+
+#[test]
 fn daily_token_budget_is_never_overspent_across_instances() {
     let Some(redis) = Redis::start() else { return };
     let backend = Backend::start();
@@ -320,6 +406,16 @@ fn stuffing_lockout_on_one_instance_applies_on_the_other() {
     let resp = get(&b, "/api/v1/tickets/1", BOB_KEY);
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    // LLM calls too, whatever their body, and they hold nothing.
+    for body in [
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        "{not json",
+    ] {
+        let resp = chat_raw(&b, "/v1/chat/completions", BOB_KEY, body);
+        let (status, code, _) = error_code(resp);
+        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+    }
+    assert_eq!(usage_of(&a, "bob")["reserved_tokens"], 0);
 }
 
 #[test]

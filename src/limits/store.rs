@@ -165,6 +165,22 @@ pub struct AdmitVerdict {
     pub rate: Option<RateDecision>,
 }
 
+impl AdmitVerdict {
+    /// Neither locked out nor over the request rate.
+    pub fn admits(&self) -> bool {
+        self.blocked_retry_after.is_none() && self.rate.as_ref().is_none_or(|r| r.allowed)
+    }
+}
+
+/// An admission asked together with a reservation (`Store::admit_and_reserve`).
+#[derive(Debug)]
+pub struct Admitted {
+    pub verdict: AdmitVerdict,
+    /// The reservation, or why none was made; `None` when the verdict
+    /// refuses the call (nothing is held then).
+    pub reserved: Option<Result<ReservationTicket, ReserveError>>,
+}
+
 /// The in-process counters: the whole store in local mode, the fallback of
 /// the Redis store under `on_store_error: allow`.
 #[derive(Default)]
@@ -239,6 +255,37 @@ impl Store {
         match self {
             Store::Local(local) => Ok(local.admit(q)),
             Store::Redis(redis) => Box::pin(redis.admit(q, now_unix)).await,
+        }
+    }
+
+    /// Whether every instance shares these counters (redis): a store
+    /// question then costs a network round trip, worth saving.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    /// [`Self::admit`] and, when it admits, [`Self::reserve`]: one round
+    /// trip in redis mode, where an LLM call's admission waits for its
+    /// reservation (see `admission::admit`).
+    pub async fn admit_and_reserve(
+        &self,
+        q: &AdmitQuery<'_>,
+        scopes: &[(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+        hold: Duration,
+    ) -> Result<Admitted, StoreError> {
+        match self {
+            Store::Local(local) => {
+                let verdict = local.admit(q);
+                let reserved = verdict
+                    .admits()
+                    .then(|| local.budgets.reserve(scopes, charge, now_unix));
+                Ok(Admitted { verdict, reserved })
+            }
+            Store::Redis(redis) => {
+                Box::pin(redis.admit_and_reserve(q, scopes, charge, now_unix, hold)).await
+            }
         }
     }
 
@@ -350,10 +397,15 @@ impl Reservation {
         hold: Duration,
     ) -> Result<Reservation, ReserveError> {
         let ticket = store.reserve(scopes, charge, now_unix, hold).await?;
-        Ok(Reservation {
+        Ok(Reservation::hold(store, ticket))
+    }
+
+    /// Guards a ticket the store returned (`Store::admit_and_reserve`).
+    pub fn hold(store: &Arc<Store>, ticket: ReservationTicket) -> Reservation {
+        Reservation {
             store: Arc::clone(store),
             ticket: Some(ticket),
-        })
+        }
     }
 
     /// The reserved (estimated) charge.
@@ -508,6 +560,30 @@ mod tests {
         }));
         assert!(result.is_err());
         assert_eq!(reserved(&store), 0);
+    }
+
+    #[test]
+    fn local_admit_and_reserve_holds_only_what_it_admits() {
+        let store = Store::local();
+        let q = AdmitQuery {
+            failed_auth: None,
+            rate: Some(RateQuery {
+                user: "alice",
+                tenant: "acme",
+                route: "chat",
+                route_limit: Some(1),
+                default_limit: None,
+            }),
+        };
+        let first = block_on(store.admit_and_reserve(&q, &scopes(), charge(10), NOW, HOLD))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(first.verdict.admits());
+        assert!(matches!(first.reserved, Some(Ok(ref t)) if t.charge == charge(10)));
+        let second = block_on(store.admit_and_reserve(&q, &scopes(), charge(10), NOW, HOLD))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!second.verdict.admits());
+        assert!(second.reserved.is_none());
+        assert_eq!(reserved(&store), 10);
     }
 
     #[test]

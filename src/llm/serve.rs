@@ -17,6 +17,7 @@ use super::model::Model;
 use super::runaway;
 use super::tokens;
 use super::usage::UsageParser;
+use crate::admission::{self, Refusal};
 use crate::config::Snapshot;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
@@ -43,7 +44,23 @@ pub async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
     client_ip: Option<IpAddr>,
-) -> Result<(), GatewayError> {
+) -> Result<(), Refusal> {
+    let served = serve_call(state, session, ctx, client_ip).await;
+    if served.is_err() {
+        // Refused before its reservation asked the admission's question
+        // (redis mode): that question is answered first, as it would
+        // have been before the body was read.
+        admission::ask_deferred(&state.store, ctx).await?;
+    }
+    served
+}
+
+async fn serve_call(
+    state: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    client_ip: Option<IpAddr>,
+) -> Result<(), Refusal> {
     let snapshot = ctx
         .snapshot
         .clone()
@@ -83,7 +100,8 @@ pub async fn serve(
             if counted > max {
                 return Err(GatewayError::InvalidRequest(format!(
                     "prompt of about {counted} tokens exceeds the limit of {max}"
-                )));
+                ))
+                .into());
             }
         }
     }
@@ -109,6 +127,16 @@ pub async fn serve(
         if counted < prompt_bound {
             reservation = reserve(state, &snapshot, ctx, charge(counted), &candidates).await;
         }
+    }
+    if let Err(
+        refusal @ Refusal {
+            error: GatewayError::RateLimited { .. },
+            ..
+        },
+    ) = reservation
+    {
+        // The deferred admission refused (rate or lockout), as admission does.
+        return Err(refusal);
     }
     // Refusals and answers alike tell SDKs how many tokens remain.
     ctx.token_headers = token_headers(
@@ -146,10 +174,14 @@ pub async fn serve(
     Ok(())
 }
 
-fn is_budget_refusal<T>(reservation: &Result<T, GatewayError>) -> bool {
+fn is_budget_refusal<T>(reservation: &Result<T, Refusal>) -> bool {
     matches!(
         reservation,
-        Err(GatewayError::TokenBudgetExceeded { .. } | GatewayError::UsdBudgetExceeded { .. })
+        Err(Refusal {
+            error: GatewayError::TokenBudgetExceeded { .. }
+                | GatewayError::UsdBudgetExceeded { .. },
+            ..
+        })
     )
 }
 
@@ -267,19 +299,45 @@ fn reservation_hold(snapshot: &Snapshot, candidates: &[Candidate]) -> Duration {
     Duration::from_millis(ms) + RESERVATION_MARGIN
 }
 
+/// Reserves the call's estimate; an admission left for it (redis mode) is
+/// asked in the same round trip and judged first.
 async fn reserve(
     state: &GatewayState,
     snapshot: &Snapshot,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     estimate: Charge,
     candidates: &[Candidate],
-) -> Result<Option<Reservation>, GatewayError> {
-    let Some(identity) = ctx.identity.as_ref() else {
-        return Err(GatewayError::Internal("llm call without identity".into()));
+) -> Result<Option<Reservation>, Refusal> {
+    let Some(identity) = ctx.identity.clone() else {
+        return Err(GatewayError::Internal("llm call without identity".into()).into());
     };
-    let scopes = snapshot.budgets.scopes_for(identity);
+    let scopes = snapshot.budgets.scopes_for(&identity);
     let hold = reservation_hold(snapshot, candidates);
-    match Reservation::reserve(&state.store, &scopes, estimate, now_unix(), hold).await {
+    let now = now_unix();
+    let deferred = ctx.deferred_admission.take();
+    let route = ctx.route_index.and_then(|i| snapshot.routes.get(i));
+    let reserved = match (deferred, route) {
+        (Some(deferred), Some(route)) => {
+            let query = admission::deferred_query(&deferred, snapshot, route, &identity);
+            let admitted = state
+                .store
+                .admit_and_reserve(&query, &scopes, estimate, now, hold)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            // Guarded before judging: a refused call must not keep a hold.
+            let reserved = admitted
+                .reserved
+                .map(|r| r.map(|ticket| Reservation::hold(&state.store, ticket)));
+            admission::judge_deferred(&deferred, admitted.verdict, &identity, ctx)?;
+            reserved.unwrap_or_else(|| {
+                Err(ReserveError::Unavailable(
+                    "admitted without a reservation".into(),
+                ))
+            })
+        }
+        _ => Reservation::reserve(&state.store, &scopes, estimate, now, hold).await,
+    };
+    match reserved {
         Ok(r) => Ok(Some(r)),
         Err(ReserveError::Refused(refusal)) => {
             let message = refusal.to_string();
@@ -293,11 +351,12 @@ async fn reserve(
                     message,
                     retry_after,
                 },
-            })
+            }
+            .into())
         }
         // The store counted and logged it; with `allow` it answered from
         // its local counters instead of failing.
-        Err(ReserveError::Unavailable(_)) => Err(GatewayError::StoreUnavailable),
+        Err(ReserveError::Unavailable(_)) => Err(GatewayError::StoreUnavailable.into()),
     }
 }
 

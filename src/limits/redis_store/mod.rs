@@ -2,7 +2,10 @@
 //!
 //! Each decision is one round trip: an atomic Lua script (sent as
 //! `EVALSHA`, loaded again on `NOSCRIPT`), or for admission at most two
-//! scripts on two hash slots pipelined in one write. Every call is bounded
+//! scripts on two hash slots pipelined in one write. An LLM call's
+//! admission rides on its reservation (`admit_and_reserve`): the reserve
+//! script counts the request rate first, so a call costs two round trips
+//! (reserve, settle), not three. Every call is bounded
 //! by `store.redis_timeouts`; a failure is handled as `on_store_error` says:
 //! `deny` answers 503 at once, `allow` counts in the local counters
 //! meanwhile. The connection is redis-rs' `ConnectionManager` (multiplexed,
@@ -22,8 +25,8 @@ use crate::config::schema::OnStoreError;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::rate::RateDecision;
 use crate::limits::store::{
-    AdmitQuery, AdmitVerdict, Backend, LocalCounters, ReservationTicket, ReserveError, ScopeUsage,
-    StoreError, TokensInUse,
+    AdmitQuery, AdmitVerdict, Admitted, Backend, LocalCounters, RateQuery, ReservationTicket,
+    ReserveError, ScopeUsage, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
 use crate::metrics;
@@ -232,22 +235,13 @@ impl RedisStore {
         let prefix = &self.settings.prefix;
         let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
         let mut pipe = redis::pipe();
-        if let Some(fa) = q.failed_auth {
-            let key = keys::failed_auth_key(prefix, fa.ip, now_unix);
+        self.count_failed_auth(&mut pipe, q, now_unix);
+        let rate = q.rate.and_then(|r| rate_counter(prefix, &r, now_unix));
+        if let Some(counter) = &rate {
             self.scripts
                 .count
-                .call(&mut pipe, &[key], (u8::from(fa.record), ttl));
+                .call(&mut pipe, &[&counter.key], (1u8, ttl));
         }
-        let rate = q.rate.and_then(|r| {
-            let (policy, counter, limit) = match (r.route_limit, r.default_limit) {
-                (Some(limit), _) => (r.route, Some(r.route), limit),
-                (None, Some(limit)) => ("default", None, limit),
-                (None, None) => return None,
-            };
-            let key = keys::rate_key(prefix, r.tenant, r.user, counter, now_unix);
-            self.scripts.count.call(&mut pipe, &[key], (1u8, ttl));
-            Some((policy, u64::from(limit)))
-        });
         if q.failed_auth.is_none() && rate.is_none() {
             return Ok(AdmitVerdict::default());
         }
@@ -262,25 +256,25 @@ impl RedisStore {
             }
         };
         let mut counts = counts.into_iter();
-        let reset_secs = seconds_to_reset(Window::Minute, now_unix).max(1);
-        let blocked_retry_after = q.failed_auth.and_then(|fa| {
-            let failures = counts.next().unwrap_or(0);
-            (failures >= u64::from(fa.limit)).then_some(reset_secs)
-        });
-        let rate = rate.map(|(policy, limit)| {
-            let seen = counts.next().unwrap_or(0) + 1;
-            RateDecision {
-                policy: policy.to_string(),
-                limit,
-                remaining: limit.saturating_sub(seen),
-                reset_secs,
-                allowed: seen <= limit,
-            }
-        });
+        let failures = q.failed_auth.and_then(|_| counts.next());
+        let blocked_retry_after = lockout(q, failures, now_unix);
+        let rate = rate.map(|counter| counter.decision(counts.next().unwrap_or(0) + 1, now_unix));
         Ok(AdmitVerdict {
             blocked_retry_after,
             rate,
         })
+    }
+
+    /// The failed-auth counter's script for `q`, if it asks (its own hash
+    /// slot: the client address's).
+    fn count_failed_auth(&self, pipe: &mut Pipeline, q: &AdmitQuery<'_>, now_unix: u64) {
+        if let Some(fa) = q.failed_auth {
+            let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
+            let key = keys::failed_auth_key(&self.settings.prefix, fa.ip, now_unix);
+            self.scripts
+                .count
+                .call(pipe, &[key], (u8::from(fa.record), ttl));
+        }
     }
 
     pub async fn reserve(
@@ -290,43 +284,9 @@ impl RedisStore {
         now_unix: u64,
         hold: Duration,
     ) -> Result<ReservationTicket, ReserveError> {
-        let mut unique: Vec<&(ScopeKey, BudgetLimits)> = Vec::with_capacity(scopes.len());
-        for scope in scopes {
-            // A scope listed twice is checked and held once.
-            if !unique.iter().any(|s| s.0 == scope.0) {
-                unique.push(scope);
-            }
-        }
-        let tenant = hash_tag(unique.iter().map(|s| &s.0));
-        let id: u64 = rand::random();
-        let now = now_unix.saturating_mul(1000);
-        let mut keys = Vec::with_capacity(unique.len() * 4);
-        let mut args: Vec<i64> = Vec::with_capacity(unique.len() * 3);
-        for (scope, limits) in &unique {
-            keys.extend(keys::budget_keys(
-                &self.settings.prefix,
-                tenant,
-                scope,
-                now_unix,
-            ));
-            for kind in LimitKind::ALL {
-                args.push(limits.limit(kind).map_or(-1, saturating_i64));
-            }
-        }
-        let head = (
-            now,
-            now.saturating_add(hold.as_millis().try_into().unwrap_or(u64::MAX)),
-            member(id, charge),
-            charge.tokens,
-            charge.micro_usd,
-        );
+        let plan = ReservePlan::new(&self.settings.prefix, scopes, charge, now_unix, hold);
         let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(&self.scripts.reserve.sha)
-            .arg(keys.len())
-            .arg(&keys)
-            .arg(head)
-            .arg(&args);
+        plan.call(&self.scripts.reserve, &mut pipe, None);
         let answer: Vec<Vec<i64>> = match self.query(&pipe).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -337,44 +297,89 @@ impl RedisStore {
                 return Err(ReserveError::Unavailable(e.to_string()));
             }
         };
-        match answer.first().map(Vec::as_slice) {
-            Some(&[-1, minute, day]) => Ok(ReservationTicket {
-                id,
-                scopes: unique.iter().map(|s| s.0.clone()).collect(),
-                charge,
-                reserved_at: now_unix,
-                backend: Backend::Redis,
-                // -1: a window without a limit, not read by the script.
-                tokens_in_use: TokensInUse {
-                    minute: u64::try_from(minute).ok(),
-                    day: u64::try_from(day).ok(),
-                },
-            }),
-            Some(&[scope, window, limit, used]) => {
-                let scope = usize::try_from(scope)
-                    .ok()
-                    .and_then(|i| unique.get(i))
-                    .map(|s| s.0.clone());
-                let kind = usize::try_from(window - 1)
-                    .ok()
-                    .and_then(|i| LimitKind::ALL.get(i).copied());
-                match (scope, kind) {
-                    (Some(scope), Some(kind)) => Err(ReserveError::Refused(BudgetRefusal {
-                        scope,
-                        kind,
-                        limit: limit.max(0).unsigned_abs(),
-                        used: used.max(0).unsigned_abs(),
-                        retry_after_secs: seconds_to_reset(kind.window(), now_unix),
-                    })),
-                    _ => Err(ReserveError::Unavailable(format!(
-                        "unexpected reserve answer {answer:?}"
-                    ))),
-                }
-            }
-            _ => Err(ReserveError::Unavailable(format!(
-                "unexpected reserve answer {answer:?}"
-            ))),
+        match plan.outcome(answer.first().map(Vec::as_slice)) {
+            ReserveOutcome::Held(ticket, _) => Ok(ticket),
+            ReserveOutcome::Refused(refusal, _) => Err(ReserveError::Refused(refusal)),
+            ReserveOutcome::RateRefused(_) | ReserveOutcome::Unexpected => Err(
+                ReserveError::Unavailable(format!("unexpected reserve answer {answer:?}")),
+            ),
         }
+    }
+
+    /// An LLM call's admission and reservation in one round trip: the
+    /// request counter is counted inside the reserve script (same hash
+    /// slot), which holds nothing when the rate refuses; the failed-auth
+    /// read (another slot) is pipelined beside it. A locked-out caller's
+    /// hold, if one was taken, is released before answering.
+    pub async fn admit_and_reserve(
+        &self,
+        q: &AdmitQuery<'_>,
+        scopes: &[(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+        hold: Duration,
+    ) -> Result<Admitted, StoreError> {
+        let prefix = &self.settings.prefix;
+        let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
+        let plan = ReservePlan::new(prefix, scopes, charge, now_unix, hold);
+        let rate = q.rate.and_then(|r| rate_counter(prefix, &r, now_unix));
+        let mut pipe = redis::pipe();
+        self.count_failed_auth(&mut pipe, q, now_unix);
+        plan.call(
+            &self.scripts.reserve,
+            &mut pipe,
+            rate.as_ref().map(|c| (c.key.as_str(), c.limit, ttl)),
+        );
+        let answers: Vec<redis::Value> = match self.query(&pipe).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                self.failed("reserve", &e);
+                if !self.allow() {
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
+                let verdict = self.fallback.admit(q);
+                let reserved = verdict
+                    .admits()
+                    .then(|| self.fallback.budgets.reserve(scopes, charge, now_unix));
+                return Ok(Admitted { verdict, reserved });
+            }
+        };
+        let mut answers = answers.iter();
+        let failures = match q.failed_auth {
+            Some(_) => answers.next().and_then(|v| redis::from_redis_value(v).ok()),
+            None => None,
+        };
+        let reserve: Option<Vec<i64>> =
+            answers.next().and_then(|v| redis::from_redis_value(v).ok());
+        let blocked_retry_after = lockout(q, failures, now_unix);
+        let (seen, reserved) = match plan.outcome(reserve.as_deref()) {
+            ReserveOutcome::Held(ticket, seen) => (seen, Some(Ok(ticket))),
+            ReserveOutcome::Refused(refusal, seen) => {
+                (seen, Some(Err(ReserveError::Refused(refusal))))
+            }
+            ReserveOutcome::RateRefused(seen) => (seen, None),
+            ReserveOutcome::Unexpected => {
+                return Err(StoreError::Unavailable(format!(
+                    "unexpected reserve answer {reserve:?}"
+                )))
+            }
+        };
+        let verdict = AdmitVerdict {
+            blocked_retry_after,
+            rate: rate.map(|counter| counter.decision(seen, now_unix)),
+        };
+        let reserved = match reserved {
+            Some(Ok(ticket)) if blocked_retry_after.is_some() => {
+                // Rare (valid credentials from a locked-out address): the
+                // hold goes back at once rather than at its expiry.
+                if let Err(e) = self.release(ticket).await {
+                    tracing::debug!(error = %e, "releasing a locked-out caller's hold");
+                }
+                None
+            }
+            other => other,
+        };
+        Ok(Admitted { verdict, reserved })
     }
 
     /// Settles (or with `actual` zero, releases) a Redis-held reservation.
@@ -491,6 +496,179 @@ fn hash_tag<'a>(mut scopes: impl Iterator<Item = &'a ScopeKey> + Clone) -> &'a s
         })
         .or_else(|| scopes.next().map(ScopeKey::id))
         .unwrap_or("")
+}
+
+/// A request counter as the scripts take it, and what its count means.
+struct RateCounter<'a> {
+    /// `RateLimit-Policy`'s name: the route's, or `default`.
+    policy: &'a str,
+    key: String,
+    limit: u64,
+}
+
+impl RateCounter<'_> {
+    /// The decision once the counter reads `seen` (this request included).
+    fn decision(&self, seen: u64, now_unix: u64) -> RateDecision {
+        RateDecision {
+            policy: self.policy.to_string(),
+            limit: self.limit,
+            remaining: self.limit.saturating_sub(seen),
+            reset_secs: seconds_to_reset(Window::Minute, now_unix).max(1),
+            allowed: seen <= self.limit,
+        }
+    }
+}
+
+/// The route's own counter when it has a `rate_limit`, else the default one.
+fn rate_counter<'a>(prefix: &str, r: &RateQuery<'a>, now_unix: u64) -> Option<RateCounter<'a>> {
+    let (policy, route, limit) = match (r.route_limit, r.default_limit) {
+        (Some(limit), _) => (r.route, Some(r.route), limit),
+        (None, Some(limit)) => ("default", None, limit),
+        (None, None) => return None,
+    };
+    Some(RateCounter {
+        policy,
+        key: keys::rate_key(prefix, r.tenant, r.user, route, now_unix),
+        limit: u64::from(limit),
+    })
+}
+
+/// The failed-auth lockout as the counter of `q`'s address reads it.
+fn lockout(q: &AdmitQuery<'_>, failures: Option<u64>, now_unix: u64) -> Option<u64> {
+    let fa = q.failed_auth?;
+    (failures.unwrap_or(0) >= u64::from(fa.limit))
+        .then(|| seconds_to_reset(Window::Minute, now_unix).max(1))
+}
+
+/// One reserve script call: the scopes (deduplicated, on the tenant's
+/// hash slot), their keys and limits, and the hold's id.
+struct ReservePlan<'s> {
+    unique: Vec<&'s (ScopeKey, BudgetLimits)>,
+    keys: Vec<String>,
+    limits: Vec<i64>,
+    id: u64,
+    charge: Charge,
+    now_unix: u64,
+    hold: Duration,
+}
+
+/// What the reserve script answered.
+enum ReserveOutcome {
+    /// Held; the request counter's value (0 without one).
+    Held(ReservationTicket, u64),
+    Refused(BudgetRefusal, u64),
+    /// The request rate refused the call before any budget was read.
+    RateRefused(u64),
+    Unexpected,
+}
+
+impl<'s> ReservePlan<'s> {
+    fn new(
+        prefix: &str,
+        scopes: &'s [(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+        hold: Duration,
+    ) -> ReservePlan<'s> {
+        let mut unique: Vec<&(ScopeKey, BudgetLimits)> = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            // A scope listed twice is checked and held once.
+            if !unique.iter().any(|s| s.0 == scope.0) {
+                unique.push(scope);
+            }
+        }
+        let tenant = hash_tag(unique.iter().map(|s| &s.0));
+        let mut keys = Vec::with_capacity(unique.len() * 4 + 1);
+        let mut limits = Vec::with_capacity(unique.len() * 3);
+        for (scope, scope_limits) in &unique {
+            keys.extend(keys::budget_keys(prefix, tenant, scope, now_unix));
+            for kind in LimitKind::ALL {
+                limits.push(scope_limits.limit(kind).map_or(-1, saturating_i64));
+            }
+        }
+        ReservePlan {
+            unique,
+            keys,
+            limits,
+            id: rand::random(),
+            charge,
+            now_unix,
+            hold,
+        }
+    }
+
+    /// `EVALSHA reserve …` into `pipe`; `counter` (key, limit, TTL in
+    /// seconds) must be on the scopes' hash slot: the tenant's.
+    fn call(&self, script: &Script, pipe: &mut Pipeline, counter: Option<(&str, u64, u64)>) {
+        let now = self.now_unix.saturating_mul(1000);
+        let head = (
+            now,
+            now.saturating_add(self.hold.as_millis().try_into().unwrap_or(u64::MAX)),
+            member(self.id, self.charge),
+            self.charge.tokens,
+            self.charge.micro_usd,
+        );
+        let cmd = pipe.cmd("EVALSHA").arg(&script.sha);
+        match counter {
+            Some((key, limit, ttl)) => cmd
+                .arg(self.keys.len() + 1)
+                .arg(&self.keys)
+                .arg(key)
+                .arg(head)
+                .arg(&self.limits)
+                .arg((limit, ttl)),
+            None => cmd
+                .arg(self.keys.len())
+                .arg(&self.keys)
+                .arg(head)
+                .arg(&self.limits),
+        };
+    }
+
+    fn outcome(&self, answer: Option<&[i64]>) -> ReserveOutcome {
+        let seen = |v: i64| v.max(0).unsigned_abs();
+        match answer {
+            Some(&[-2, counted]) => ReserveOutcome::RateRefused(seen(counted)),
+            Some(&[-1, minute, day, counted]) => ReserveOutcome::Held(
+                ReservationTicket {
+                    id: self.id,
+                    scopes: self.unique.iter().map(|s| s.0.clone()).collect(),
+                    charge: self.charge,
+                    reserved_at: self.now_unix,
+                    backend: Backend::Redis,
+                    // -1: a window without a limit, not read by the script.
+                    tokens_in_use: TokensInUse {
+                        minute: u64::try_from(minute).ok(),
+                        day: u64::try_from(day).ok(),
+                    },
+                },
+                seen(counted),
+            ),
+            Some(&[scope, window, limit, used, counted]) => {
+                let scope = usize::try_from(scope)
+                    .ok()
+                    .and_then(|i| self.unique.get(i))
+                    .map(|s| s.0.clone());
+                let kind = usize::try_from(window - 1)
+                    .ok()
+                    .and_then(|i| LimitKind::ALL.get(i).copied());
+                match (scope, kind) {
+                    (Some(scope), Some(kind)) => ReserveOutcome::Refused(
+                        BudgetRefusal {
+                            scope,
+                            kind,
+                            limit: seen(limit),
+                            used: seen(used),
+                            retry_after_secs: seconds_to_reset(kind.window(), self.now_unix),
+                        },
+                        seen(counted),
+                    ),
+                    _ => ReserveOutcome::Unexpected,
+                }
+            }
+            _ => ReserveOutcome::Unexpected,
+        }
+    }
 }
 
 /// A reservation in the scope's set: its id and what it holds.

@@ -1,17 +1,37 @@
--- Checks and holds one LLM call's estimated charge in every scope, all or none.
+-- Checks and holds one LLM call's estimated charge in every scope, all or none;
+-- first, when given a request counter, counts the call against its request
+-- rate (an LLM call's admission, folded in here to save a round trip).
 -- KEYS: per scope, 4 keys: tokens this minute, tokens today, micro-USD this
---       month, and the scope's open reservations (ZSET member -> expiry ms).
+--       month, and the scope's open reservations (ZSET member -> expiry ms);
+--       then, optionally, the request counter (same hash slot).
 -- ARGV: now_ms, expires_at_ms, member ("id:tokens:micro_usd"), tokens,
---       micro_usd, then per scope 3 limits (minute, day, month; -1 = none).
--- Returns {-1, minute, day} when held, where minute and day are the first
--- scope's tokens in use in that window (settled + every hold, this one
--- included; -1 for a window without a limit, which is not read), else
--- {scope index (0-based), window (1..3), limit, used}.
+--       micro_usd, then per scope 3 limits (minute, day, month; -1 = none),
+--       then with a request counter: its limit and its TTL in seconds.
+-- Returns {-2, seen} when the request rate refuses the call (nothing held);
+-- else {-1, minute, day, seen} when held, where minute and day are the
+-- first scope's tokens in use in that window (settled + every hold, this
+-- one included; -1 for a window without a limit, which is not read);
+-- else {scope index (0-based), window (1..3), limit, used, seen}. `seen` is
+-- the counter after this call (0 without a counter).
 local now = tonumber(ARGV[1])
 local expires_at = tonumber(ARGV[2])
 local member = ARGV[3]
 local charge = { tonumber(ARGV[4]), tonumber(ARGV[4]), tonumber(ARGV[5]) }
-local scopes = #KEYS / 4
+local scopes = math.floor(#KEYS / 4)
+
+-- Counted like count.lua: every call, a refused one included.
+local seen = 0
+if #KEYS > scopes * 4 then
+  local counter = KEYS[#KEYS]
+  local rate_limit = tonumber(ARGV[6 + scopes * 3])
+  seen = redis.call('INCR', counter)
+  if seen == 1 then
+    redis.call('EXPIRE', counter, ARGV[7 + scopes * 3])
+  end
+  if seen > rate_limit then
+    return { -2, seen }
+  end
+end
 
 -- Drops holds whose instance never settled them (crashed), then sums the rest.
 local function held(reservations)
@@ -33,7 +53,7 @@ for s = 0, scopes - 1 do
     if limit >= 0 then
       local used = tonumber(redis.call('GET', KEYS[s * 4 + w]) or '0') + reserved[w]
       if used + charge[w] > limit then
-        return { s, w, limit, used }
+        return { s, w, limit, used, seen }
       end
       if s == 0 and w < 3 then
         in_use[w] = used + charge[w]
@@ -50,4 +70,4 @@ for s = 0, scopes - 1 do
     redis.call('PEXPIRE', reservations, expires_at - now)
   end
 end
-return { -1, in_use[1], in_use[2] }
+return { -1, in_use[1], in_use[2], seen }

@@ -428,6 +428,115 @@ async fn two_instances_share_rate_and_failed_auth_counters() {
 }
 
 #[tokio::test]
+async fn an_llm_calls_admission_rides_on_its_reservation() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (
+        redis.store(OnStoreError::Deny),
+        redis.store(OnStoreError::Deny),
+    );
+    let now = ts(datetime!(2026-12-01 12:00:30));
+    let scopes = [
+        (
+            user("bob"),
+            BudgetLimits {
+                tokens_per_minute: Some(100),
+                ..Default::default()
+            },
+        ),
+        (tenant("acme"), BudgetLimits::default()),
+    ];
+    let ip = IpAddr::from([192, 0, 2, 10]);
+    let query = |route_limit| AdmitQuery {
+        failed_auth: Some(FailedAuthQuery {
+            ip,
+            limit: 2,
+            record: false,
+        }),
+        rate: Some(RateQuery {
+            user: "bob",
+            tenant: "acme",
+            route: "chat",
+            route_limit: Some(route_limit),
+            default_limit: None,
+        }),
+    };
+    // Two calls fit the rate of 3 and hold 40 tokens each, across instances.
+    let mut held = Vec::new();
+    for (store, seen) in [(&a, 1), (&b, 2)] {
+        let admitted = store
+            .admit_and_reserve(&query(3), &scopes, tokens(40), now, HOLD)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rate = admitted
+            .verdict
+            .rate
+            .clone()
+            .unwrap_or_else(|| panic!("no rate"));
+        assert_eq!(
+            (rate.policy.as_str(), rate.remaining, rate.allowed),
+            ("chat", 3 - seen, true)
+        );
+        assert_eq!(admitted.verdict.blocked_retry_after, None);
+        match admitted.reserved {
+            Some(Ok(ticket)) => held.push(ticket),
+            other => panic!("expected a hold, got {other:?}"),
+        }
+    }
+    assert_eq!(usage(&a, &user("bob"), now).await.reserved_tokens, 80);
+    // The third is counted and refused by its budget (80 + 40 > 100)...
+    let admitted = a
+        .admit_and_reserve(&query(3), &scopes, tokens(40), now, HOLD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(admitted.verdict.admits());
+    assert_eq!(
+        refusal(admitted.reserved.unwrap_or_else(|| panic!("no answer"))).kind,
+        LimitKind::TokensPerMinute
+    );
+    // ...the fourth by its rate, before any budget is read or held.
+    let admitted = b
+        .admit_and_reserve(&query(3), &scopes, tokens(1), now, HOLD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!admitted.verdict.admits());
+    assert_eq!(admitted.verdict.rate.map(|r| r.remaining), Some(0));
+    assert!(admitted.reserved.is_none());
+    assert_eq!(usage(&a, &user("bob"), now).await.reserved_tokens, 80);
+    // The counter is the one admission counts: a plain admit sees all four.
+    let counted = a
+        .admit(&query(5), now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .rate
+        .map(|r| r.remaining);
+    assert_eq!(counted, Some(0));
+    // A locked-out address is refused and holds nothing, even with room.
+    for ticket in held {
+        a.release(ticket).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let fail = AdmitQuery {
+        failed_auth: Some(FailedAuthQuery {
+            ip,
+            limit: 2,
+            record: true,
+        }),
+        rate: None,
+    };
+    for _ in 0..2 {
+        a.admit(&fail, now).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let admitted = b
+        .admit_and_reserve(&query(100), &scopes, tokens(10), now, HOLD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(admitted.verdict.blocked_retry_after, Some(30));
+    assert!(admitted.reserved.is_none());
+    assert_eq!(usage(&a, &user("bob"), now).await.reserved_tokens, 0);
+}
+
+#[tokio::test]
 async fn unreachable_redis_denies_or_counts_locally() {
     // A port that was free a moment ago: connection refused at once.
     let port = TcpListener::bind("127.0.0.1:0")
