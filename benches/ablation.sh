@@ -3,7 +3,9 @@
 # plain route (issue 9: "policy for free on plain routes").
 #
 # The same GET through: a bare Pingora hop (`tollgate bare-proxy`, the
-# baseline); tollgate with the shipped config (every policy on, as in
+# baseline); the bare hop writing the contract's request and answer headers
+# (`bare-proxy --contract-headers`: tollgate's header functions, fixed
+# values, no policy); tollgate with the shipped config (every policy on, as in
 # load.sh); tollgate with a minimal config (one API key, one route: no
 # RBAC beyond one role, no owner rule, no rate limit, no budgets, no
 # health checks); and the minimal config with parts of the per-request work
@@ -56,10 +58,14 @@ declare -A PORT PID SKIP
 SKIP=([minimal]="" [no-head]="head" [no-up-headers]="upstream-headers"
       [no-ans-headers]="answer-headers" [no-headers]="upstream-headers,answer-headers"
       [no-logging]="logging" [no-ids]="ids" [none-of-these]="all")
-ORDER=(bare shipped minimal no-head no-up-headers no-ans-headers no-headers no-logging no-ids none-of-these)
-if [ -n "${TARGETS:-}" ]; then read -ra ORDER <<<"bare minimal $TARGETS"; fi  # e.g. TARGETS="no-headers none-of-these"
+ORDER=(bare bare-headers shipped minimal no-head no-up-headers no-ans-headers no-headers no-logging no-ids none-of-these)
+if [ -n "${TARGETS:-}" ]; then read -ra ORDER <<<"bare minimal $TARGETS"; fi  # e.g. TARGETS="bare-headers no-headers"
 PORT[bare]=$(port)
 "$BIN" bare-proxy --listen 127.0.0.1:"${PORT[bare]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare.out" 2>&1 & PID[bare]=$!; PIDS+=($!)
+if [[ " ${ORDER[*]} " == *" bare-headers "* ]]; then
+  PORT[bare-headers]=$(port)
+  "$BIN" bare-proxy --contract-headers --listen 127.0.0.1:"${PORT[bare-headers]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare-headers.out" 2>&1 & PID[bare-headers]=$!; PIDS+=($!)
+fi
 
 PORT[shipped]=$(port)
 IDENTITY=$(python3 benches/load_setup.py gateway conf/tollgate.yaml "$WORK/shipped.yaml" \
@@ -91,7 +97,7 @@ observability: { access_log: "off" }
 EOF
 }
 for name in "${ORDER[@]}"; do
-  [ -n "${SKIP[$name]+set}" ] || continue  # bare and shipped are started above
+  [ -n "${SKIP[$name]+set}" ] || continue  # bare, bare-headers and shipped are started above
   PORT[$name]=$(port)
   minimal_config "$name" "${PORT[$name]}"
   TOLLGATE_BENCH_SKIP="${SKIP[$name]}" "$ABL" run -c "$WORK/$name.yaml" >"$WORK/$name.out" 2>&1 & PID[$name]=$!; PIDS+=($!)
@@ -129,7 +135,7 @@ for name in "${ORDER[@]}"; do
   rps=$(cut -d' ' -f1 "$WORK/$name.runs" | median)
   cpu=$(cut -d' ' -f2 "$WORK/$name.runs" | median)
   awk -v n="$name" -v rps="$rps" -v c="$cpu" -v b="$BARE_CPU" -v m="$MIN_CPU" -v rounds="$(cut -d' ' -f2 "$WORK/$name.runs" | tr '\n' ' ')" \
-    'BEGIN { vm = (n == "bare" || n == "shipped") ? "-" : sprintf("%+.1f", c - m)
+    'BEGIN { vm = (n ~ /^bare/ || n == "shipped") ? "-" : sprintf("%+.1f", c - m)
             printf "%-15s %9.0f %11.1f %+10.1f %12s   %s\n", n, rps, c, c - b, vm, rounds }'
 done
-echo "skipped parts: no-head = the head deadline read; no-up-headers = identity/trace/forwarding headers upstream; no-ans-headers = request id/rate-limit/Server-Timing on the answer; no-headers = both; no-logging = metrics/access log/span; no-ids = request id + traceparent; none-of-these = all five (src/ablation.rs)"
+echo "bare-headers = the bare hop writing the same headers (bare-proxy --contract-headers); skipped parts: no-head = the head deadline read; no-up-headers = identity/trace/forwarding headers upstream; no-ans-headers = request id/rate-limit/Server-Timing on the answer; no-headers = both; no-logging = metrics/access log/span; no-ids = request id + traceparent; none-of-these = all five (src/ablation.rs)"

@@ -143,7 +143,7 @@ fn bench(c: &mut Criterion) {
             tollgate::headers::prepare_upstream_request(
                 &mut upstream,
                 &admitted,
-                &pool,
+                &pool.set_headers,
                 Some(ip),
                 false,
             )

@@ -11,6 +11,9 @@
 #   bash benches/redis.sh              # 3 rounds × 3 s per target
 #   ROUNDS=1 DURATION=2 bash benches/redis.sh
 #   SKIP_BUILD=1 BIN=/path/to/tollgate bash benches/redis.sh   # another build
+#   COMPARE_BIN=/path/to/old/tollgate bash benches/redis.sh
+#       adds `redis-cmp` rows: that build in redis mode on the same Redis,
+#       upstream and config, in the same interleaved rounds, and an A/B line
 #
 # Needs wrk and redis-server (apt-get install -y wrk redis-server).
 # Loopback only; every run is bounded.
@@ -35,8 +38,8 @@ redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/nu
 BARE=$(port)
 "$BIN" bare-proxy --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$MOCK --threads 2 >/dev/null 2>&1 & BARE_PID=$!; PIDS+=($!)
 
-gateway() { # name port store-yaml: starts it (not in a subshell, so cleanup kills it)
-  local gw=$2 admin
+gateway() { # name port store-yaml [binary]: starts it (not in a subshell, so cleanup kills it)
+  local gw=$2 admin bin=${4:-$BIN}
   admin=$(port)
   cat > "$WORK/$1.yaml" <<YAML
 server: { listen: ["127.0.0.1:$gw"], admin_listen: "127.0.0.1:$admin", threads: 2, grace_period_seconds: 0 }
@@ -56,12 +59,19 @@ limits:
 store: { path: "$WORK/$1.db", $3 }
 observability: { access_log: "off", audit_log: "off", log_level: error }
 YAML
-  "$BIN" run -c "$WORK/$1.yaml" >/dev/null 2>&1 & PIDS+=($!); GW_PID[$1]=$!
+  "$bin" run -c "$WORK/$1.yaml" >/dev/null 2>&1 & PIDS+=($!); GW_PID[$1]=$!
 }
 declare -A GW_PID
 LOCAL=$(port); SHARED=$(port)
 gateway local "$LOCAL" "kind: local"
 gateway redis "$SHARED" "kind: redis, redis_url: \"redis://127.0.0.1:$REDIS/0\""
+if [ -n "${COMPARE_BIN:-}" ]; then
+  CMP=$(port)
+  # Its own key prefix: the same Redis, counters apart from the other instance's.
+  gateway redis-cmp "$CMP" "kind: redis, redis_prefix: \"cmp:\", redis_url: \"redis://127.0.0.1:$REDIS/0\"" "$COMPARE_BIN"
+  wait_port "$CMP"
+  curl -s -o /dev/null -H "X-API-Key: $KEY" "http://127.0.0.1:$CMP/bench"
+fi
 wait_port $MOCK; wait_port $REDIS; wait_port $BARE; wait_port $LOCAL; wait_port $SHARED
 
 BODY=$(python3 -c 'import json; print(json.dumps({"model":"m","messages":[{"role":"user","content":"How do I reset my password? "*36}]}))')
@@ -94,9 +104,11 @@ for r in $(seq "$ROUNDS"); do
   run bare-get "$BARE_PID" "http://127.0.0.1:$BARE/bench"
   run local-get "${GW_PID[local]}" "http://127.0.0.1:$LOCAL/bench"
   run redis-get "${GW_PID[redis]}" "http://127.0.0.1:$SHARED/bench"
+  [ -z "${CMP:-}" ] || run redis-cmp-get "${GW_PID[redis-cmp]}" "http://127.0.0.1:$CMP/bench"
   run bare-chat "$BARE_PID" "http://127.0.0.1:$BARE/v1/chat/completions" "$WORK/post.lua"
   run local-chat "${GW_PID[local]}" "http://127.0.0.1:$LOCAL/v1/chat/completions" "$WORK/post.lua"
   run redis-chat "${GW_PID[redis]}" "http://127.0.0.1:$SHARED/v1/chat/completions" "$WORK/post.lua"
+  [ -z "${CMP:-}" ] || run redis-cmp-chat "${GW_PID[redis-cmp]}" "http://127.0.0.1:$CMP/v1/chat/completions" "$WORK/post.lua"
 done
 # Redis's own time per script call (EVALSHA: admission count, reserve, settle).
 EVALSHA=$(redis-cli -p "$REDIS" info commandstats | tr -d '\r' \
@@ -122,13 +134,20 @@ print(f"{'target':<12}{'req/s':>9}{'p50 µs':>9}{'p99 µs':>9}{'non-2xx':>9}{'vs
       f"{'CPU µs/req':>12}{'redis-server':>14}")
 for kind in ("get", "chat"):
     bare, local = med[f"bare-{kind}"], med[f"local-{kind}"]
-    for who in ("bare", "local", "redis"):
+    for who in ("bare", "local", "redis", "redis-cmp"):
+        if f"{who}-{kind}" not in med:
+            continue
         r = med[f"{who}-{kind}"]
-        vs_local = f"{r[0] / local[0]:.2f}x" if who == "redis" else "-"
-        redis_cpu = f"{r[4]:.0f}" if who == "redis" else "-"
+        vs_local = f"{r[0] / local[0]:.2f}x" if who.startswith("redis") else "-"
+        redis_cpu = f"{r[4]:.0f}" if who.startswith("redis") else "-"
         print(f"{who + '-' + kind:<12}{r[0]:>9.0f}{r[1]:>9.0f}{r[2]:>9.0f}{r[5]:>9}{r[0] / bare[0]:>8.2f}x{vs_local:>10}"
               f"{r[3]:>12.0f}{redis_cpu:>14}")
 print("CPU µs/req: user + system time of the serving process (all threads) and of redis-server over the run, per request")
+if "redis-cmp-chat" in med:
+    ab = lambda k, i: med[f"redis-{k}"][i] / med[f"redis-cmp-{k}"][i]
+    print("A/B, redis / redis-cmp (COMPARE_BIN): req/s plain GET %.2fx, LLM JSON %.2fx; "
+          "gateway CPU per request %.2fx / %.2fx; redis-server CPU per request %.2fx / %.2fx"
+          % (ab("get", 0), ab("chat", 0), ab("get", 3), ab("chat", 3), ab("get", 4), ab("chat", 4)))
 PY
 echo "redis round trip on loopback (redis-cli --latency, ms): ${RTT:-n/a}"
 echo "redis scripts (all rounds): ${EVALSHA:-n/a}"

@@ -73,6 +73,9 @@ pub enum Command {
         upstream: String,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Also write the contract's request and answer headers (benches/ablation.sh).
+        #[arg(long)]
+        contract_headers: bool,
     },
 }
 

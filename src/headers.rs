@@ -3,7 +3,7 @@
 //! credentials, hop-by-hop headers), and what every response carries.
 
 use crate::ctx::RequestCtx;
-use crate::upstream::pool::Pool;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use std::net::IpAddr;
@@ -32,11 +32,11 @@ const REPLACED: &[&str] = &[
     "traceparent",
 ];
 
-/// Rewrites the request sent upstream.
+/// Rewrites the request sent upstream; `set_headers` are the pool's own.
 pub fn prepare_upstream_request(
     req: &mut RequestHeader,
     ctx: &RequestCtx,
-    pool: &Pool,
+    set_headers: &[(HeaderName, HeaderValue)],
     client_ip: Option<IpAddr>,
     keep_upgrade: bool,
 ) -> Result<()> {
@@ -81,7 +81,7 @@ pub fn prepare_upstream_request(
     if let Some(ip) = client_ip {
         req.insert_header("x-forwarded-for", ip.to_string())?;
     }
-    for (name, value) in &pool.set_headers {
+    for (name, value) in set_headers {
         req.insert_header(name.clone(), value.clone())?;
     }
     if let Some(path) = &ctx.upstream_path {

@@ -41,7 +41,8 @@ fn main() {
             listen,
             upstream,
             threads,
-        } => tollgate::bare::run(&listen, &upstream, threads),
+            contract_headers,
+        } => tollgate::bare::run(&listen, &upstream, threads, contract_headers),
         Command::MockBackend { listen, threads } => {
             tollgate::server::init_tracing("warn");
             tollgate::mock::run(&listen, threads)

@@ -137,7 +137,7 @@ impl ProxyHttp for Gateway {
         headers::prepare_upstream_request(
             upstream_request,
             ctx,
-            &pool,
+            &pool.set_headers,
             client_ip(session),
             keep_upgrade,
         )

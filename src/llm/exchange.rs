@@ -80,7 +80,7 @@ fn upstream_request(
 ) -> pingora::Result<RequestHeader> {
     let (pool, model, addr) = target;
     let mut req = client.clone();
-    headers::prepare_upstream_request(&mut req, ctx, pool, client_ip, false)?;
+    headers::prepare_upstream_request(&mut req, ctx, &pool.set_headers, client_ip, false)?;
     // After the common preparation, which sets the route's normalised path.
     if let Some(path) = &model.upstream_path {
         let uri = http::Uri::try_from(path.as_str())
