@@ -55,9 +55,11 @@ const WRITER_NICE: libc::c_int = 10;
 /// The longest a row may wait for its commit, past the batch delay, before
 /// the writer leaves the idle class (bounds what a crash can lose).
 const MAX_IDLE_LAG: Duration = Duration::from_millis(50);
-/// Commits in a row within [`MAX_IDLE_LAG`] / 10 before the writer goes
-/// back to the idle class (about a second at full load: no flapping).
-const ON_TIME_COMMITS_TO_IDLE: u32 = 100;
+/// Commits in a row within [`MAX_IDLE_LAG`] before the writer goes back to
+/// the idle class (half a second at one commit per 10 ms). Should the idle
+/// class still not keep up, the next late commit moves it back: one
+/// system call each way, and rows never wait much beyond the limit.
+const ON_TIME_COMMITS_TO_IDLE: u32 = 50;
 /// How long a connection waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SCHEMA_VERSION: i64 = 3;
@@ -570,7 +572,7 @@ impl PriorityGuard {
                 );
             }
         } else if !self.idle {
-            self.on_time = match lag <= MAX_IDLE_LAG / 10 {
+            self.on_time = match lag <= MAX_IDLE_LAG {
                 true => self.on_time + 1,
                 false => 0,
             };
