@@ -208,6 +208,21 @@ impl LocalCounters {
             rate,
         }
     }
+
+    /// [`Self::admit`], then the reservation only if it admits.
+    pub fn admit_and_reserve(
+        &self,
+        q: &AdmitQuery<'_>,
+        scopes: &[(ScopeKey, BudgetLimits)],
+        charge: Charge,
+        now_unix: u64,
+    ) -> Admitted {
+        let verdict = self.admit(q);
+        let reserved = verdict
+            .admits()
+            .then(|| self.budgets.reserve(scopes, charge, now_unix));
+        Admitted { verdict, reserved }
+    }
 }
 
 /// The counters of this gateway: in process, or shared through Redis.
@@ -276,13 +291,7 @@ impl Store {
         hold: Duration,
     ) -> Result<Admitted, StoreError> {
         match self {
-            Store::Local(local) => {
-                let verdict = local.admit(q);
-                let reserved = verdict
-                    .admits()
-                    .then(|| local.budgets.reserve(scopes, charge, now_unix));
-                Ok(Admitted { verdict, reserved })
-            }
+            Store::Local(local) => Ok(local.admit_and_reserve(q, scopes, charge, now_unix)),
             Store::Redis(redis) => {
                 Box::pin(redis.admit_and_reserve(q, scopes, charge, now_unix, hold)).await
             }

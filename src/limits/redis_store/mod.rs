@@ -337,11 +337,7 @@ impl RedisStore {
                 if !self.allow() {
                     return Err(StoreError::Unavailable(e.to_string()));
                 }
-                let verdict = self.fallback.admit(q);
-                let reserved = verdict
-                    .admits()
-                    .then(|| self.fallback.budgets.reserve(scopes, charge, now_unix));
-                return Ok(Admitted { verdict, reserved });
+                return Ok(self.fallback.admit_and_reserve(q, scopes, charge, now_unix));
             }
         };
         let mut answers = answers.iter();
