@@ -235,7 +235,7 @@ impl RedisStore {
         let prefix = &self.settings.prefix;
         let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
         let mut pipe = redis::pipe();
-        self.count_failed_auth(&mut pipe, q, now_unix);
+        self.count_failed_auth(&mut pipe, q, now_unix, ttl);
         let rate = q.rate.and_then(|r| rate_counter(prefix, &r, now_unix));
         if let Some(counter) = &rate {
             self.scripts
@@ -266,10 +266,9 @@ impl RedisStore {
     }
 
     /// The failed-auth counter's script for `q`, if it asks (its own hash
-    /// slot: the client address's).
-    fn count_failed_auth(&self, pipe: &mut Pipeline, q: &AdmitQuery<'_>, now_unix: u64) {
+    /// slot: the client address's); `ttl` is the minute counters' expiry.
+    fn count_failed_auth(&self, pipe: &mut Pipeline, q: &AdmitQuery<'_>, now_unix: u64, ttl: u64) {
         if let Some(fa) = q.failed_auth {
-            let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
             let key = keys::failed_auth_key(&self.settings.prefix, fa.ip, now_unix);
             self.scripts
                 .count
@@ -324,7 +323,7 @@ impl RedisStore {
         let plan = ReservePlan::new(prefix, scopes, charge, now_unix, hold);
         let rate = q.rate.and_then(|r| rate_counter(prefix, &r, now_unix));
         let mut pipe = redis::pipe();
-        self.count_failed_auth(&mut pipe, q, now_unix);
+        self.count_failed_auth(&mut pipe, q, now_unix, ttl);
         plan.call(
             &self.scripts.reserve,
             &mut pipe,
