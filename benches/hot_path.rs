@@ -169,7 +169,55 @@ fn bench(c: &mut Criterion) {
     group.bench_function("injection_guard_3k_prompt", |b| {
         b.iter(|| detector.matches(black_box(&long)))
     });
+    access_lines(&mut group);
     group.finish();
+}
+
+/// The access log's line: the typed record (`access_line`) against the
+/// `serde_json::Value` tree the gateway built before, same fields.
+fn access_lines(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
+    use tollgate::access_line::{AccessLine, RequestFacts};
+    let facts = || RequestFacts {
+        client_ip: Some(std::net::IpAddr::from([10, 0, 0, 7])),
+        method: "GET",
+        path: "/api/v1/agents/alice/tickets",
+        route: "agent-tickets",
+        status: 200,
+        bytes_sent: 512,
+        request_id: "01JEXAMPLE7Q3ZC0M6P1V9K2RB",
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        user: Some("alice"),
+        tenant: Some("acme"),
+        key_id: Some("bench-1"),
+        upstream_peer: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9000))),
+        error: None,
+        error_code: None,
+        duration_ms: 1.25,
+        gateway_ms: 0.125,
+    };
+    group.bench_function("access_line_typed", |b| {
+        b.iter(|| {
+            let line = AccessLine::new(facts(), "2026-12-02T20:00:00.123456789Z".into(), None);
+            black_box(serde_json::to_string(&line).expect("line"))
+        })
+    });
+    group.bench_function("access_line_value_tree_before", |b| {
+        b.iter(|| {
+            let f = facts();
+            let line = serde_json::json!({
+                "log": "access", "time": "2026-12-02T20:00:00.123456789Z",
+                "request_id": f.request_id,
+                "client_ip": f.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                "method": f.method, "path": f.path, "route": f.route.to_string(),
+                "status": f.status, "error_code": f.error_code, "user": f.user,
+                "tenant": f.tenant, "key_id": f.key_id,
+                "upstream_peer": f.upstream_peer.map(|p| p.to_string()),
+                "duration_ms": f.duration_ms, "gateway_ms": f.gateway_ms,
+                "bytes_sent": f.bytes_sent, "error": f.error, "traceparent": f.traceparent,
+            });
+            black_box(line.to_string())
+        })
+    });
 }
 
 criterion_group!(benches, bench);

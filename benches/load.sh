@@ -17,6 +17,7 @@
 #   bash benches/load.sh                      # 3 rounds x 5 s per target (~6 min)
 #   ROUNDS=1 DURATION=2 SKIP_BUILD=1 BIN=/path/to/tollgate bash benches/load.sh
 #   COMPARE_BIN=/tmp/tollgate-before bash benches/load.sh   # A/B: adds that build (log off) as tollgate-cmp
+#   COMPARE_LOG=1 COMPARE_BIN=...                          # the same, log on: A/B of the access-log path
 #
 # Upstream: nginx (a generated config, one worker) when it is on PATH, so the
 # mock upstream is not the bottleneck; otherwise `tollgate mock-backend`.
@@ -24,7 +25,7 @@
 # every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} WARMUP=${WARMUP:-1} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate}${COMPARE_BIN:+ COMPARE_BIN=$COMPARE_BIN} bash benches/load.sh $*"
+CMDLINE="ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-32} WARMUP=${WARMUP:-1} SKIP_BUILD=${SKIP_BUILD:-0} BIN=${BIN:-target/release/tollgate}${COMPARE_BIN:+ COMPARE_BIN=$COMPARE_BIN}${COMPARE_LOG:+ COMPARE_LOG=$COMPARE_LOG} bash benches/load.sh $*"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}   # seconds per target and round
@@ -32,6 +33,7 @@ CONNS=${CONNS:-32}        # connections at saturation (wrk -t1)
 WARMUP=${WARMUP:-1}       # seconds of unrecorded load per target before round 1 (0: none)
 BIN=${BIN:-target/release/tollgate}
 COMPARE_BIN=${COMPARE_BIN:-}  # another build of tollgate, run beside BIN on the same config (log off)
+COMPARE_LOG=${COMPARE_LOG:-0} # 1: COMPARE_BIN writes its access log, and the A/B line compares it with tollgate-log
 THREADS=2                 # the shipped config's server.threads; bare hops get the same
 for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y wrk curl python3)" >&2; exit 1; }
@@ -68,12 +70,13 @@ BARE_JSON=$(port); BARE_SSE=$(port)
 
 # ------------------------------------------------------------ tollgate
 # Two instances of the shipped config, differing only in the access log
-# (a third with COMPARE_BIN: that build, log off).
+# (a third with COMPARE_BIN: that build, log off, or on with COMPARE_LOG=1).
 KEY=tollgate-bench-key
 GW=$(port); GW_LOG=$(port); GW_CMP=$(port)
 INSTANCES=(gw gw-log); [ -z "$COMPARE_BIN" ] || INSTANCES+=(gw-cmp)
 for inst in "${INSTANCES[@]}"; do
-  case $inst in gw) listen=$GW; log=off ;; gw-log) listen=$GW_LOG; log="$WORK/access.log" ;; *) listen=$GW_CMP; log=off ;; esac
+  case $inst in gw) listen=$GW; log=off ;; gw-log) listen=$GW_LOG; log="$WORK/access.log" ;;
+    *) listen=$GW_CMP; log=off; [ "$COMPARE_LOG" != 1 ] || log="$WORK/access-cmp.log" ;; esac
   IDENTITY=$(python3 benches/load_setup.py gateway conf/tollgate.yaml "$WORK/$inst.yaml" \
     --listen "$listen" --admin "$(port)" --json-port "$JSON" --sse-port "$SSE" \
     --work "$WORK" --name "$inst" --access-log "$log" --key-sha256 "$(sha "$KEY")")
@@ -202,7 +205,8 @@ command $CMDLINE
 rss tollgate $(rss_mib "$TG") $IDLE_TG
 rss tollgate-log $(rss_mib "$TG_LOG") $IDLE_TG_LOG
 $( [ -z "$TG_CMP" ] || echo "rss tollgate-cmp $(rss_mib "$TG_CMP") $IDLE_TG_CMP" )
-compare ${COMPARE_BIN:--} ($( [ -z "$COMPARE_BIN" ] || "$COMPARE_BIN" --version 2>/dev/null | head -n1))
+compare ${COMPARE_BIN:--} ($( [ -z "$COMPARE_BIN" ] || "$COMPARE_BIN" --version 2>/dev/null | head -n1)), access log $( [ "$COMPARE_LOG" = 1 ] && echo on || echo off)
+cmp_log $COMPARE_LOG
 rss bare $(rss_mib "$BARE1") $(rss_mib "$BARE2")
 rss upstream $UP_RSS
 loads $LOAD_START $(cut -d' ' -f1-3 /proc/loadavg)
@@ -268,10 +272,12 @@ print("CPU per request (the serving process, all threads), tollgate / bare hop: 
     f"{label} {med('sat', f'tollgate-{kind}', 'cpu') / med('sat', f'bare-{kind}', 'cpu'):.2f}x"
     for kind, label in KINDS))
 if CMP:
-    print("A/B, binary / compare binary: CPU per request " + ", ".join(
-        f"{label} {med('sat', f'tollgate-{kind}', 'cpu') / med('sat', f'tollgate-cmp-{kind}', 'cpu'):.2f}x"
+    # With COMPARE_LOG=1 both sides of the A/B write their access log.
+    ab = "tollgate-log" if env.get("cmp_log") == "1" else "tollgate"
+    print(f"A/B, binary ({ab}) / compare binary: CPU per request " + ", ".join(
+        f"{label} {med('sat', f'{ab}-{kind}', 'cpu') / med('sat', f'tollgate-cmp-{kind}', 'cpu'):.2f}x"
         for kind, label in KINDS) + "; req/s " + ", ".join(
-        f"{label} {med('sat', f'tollgate-{kind}', 'rps') / med('sat', f'tollgate-cmp-{kind}', 'rps'):.2f}x"
+        f"{label} {med('sat', f'{ab}-{kind}', 'rps') / med('sat', f'tollgate-cmp-{kind}', 'rps'):.2f}x"
         for kind, label in KINDS))
 print()
 print(f"one connection (-c1)   {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  {'+p50 ms':>7} {'+p99 ms':>8} {'errors':>6}")

@@ -65,6 +65,7 @@ mod tests {
             methods: MethodSet::Any,
             kind: RouteKind::Http,
             upstream: Some("u".into()),
+            pool: None,
             roles: roles.iter().map(|s| s.to_string()).collect(),
             owner,
             guards: vec![],

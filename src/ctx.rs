@@ -124,9 +124,8 @@ impl RequestCtx {
     }
 
     /// The pool of the matched route (`kind: http` routes).
-    pub fn pool(&self) -> Option<Arc<Pool>> {
-        let name = self.route()?.upstream.as_ref()?;
-        self.snapshot.as_ref()?.pools.get(name).cloned()
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        self.route()?.pool.as_ref()
     }
 
     pub fn route_name(&self) -> &str {

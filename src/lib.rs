@@ -2,6 +2,7 @@
 //! Cloudflare's Pingora. README.md describes the contract it implements.
 
 pub mod ablation;
+pub mod access_line;
 pub mod admin;
 pub mod admission;
 pub mod auth;

@@ -3,11 +3,11 @@
 //! bounded; when it is full, lines are dropped and counted rather than
 //! letting memory grow under a flood.
 
-use serde_json::Value;
+use serde::Serialize;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 const QUEUE: usize = 64 * 1024;
@@ -116,13 +116,13 @@ impl LogSink {
 
     /// Builds the line only when the access log is on: JSON rendering is
     /// a measurable share of a proxied request.
-    pub fn access(&self, line: impl FnOnce() -> Value) {
+    pub fn access<L: Serialize>(&self, line: impl FnOnce() -> L) {
         if self.access_on {
             self.send(Stream::Access, &line());
         }
     }
 
-    pub fn audit(&self, line: impl FnOnce() -> Value) {
+    pub fn audit<L: Serialize>(&self, line: impl FnOnce() -> L) {
         if self.audit_on {
             self.send(Stream::Audit, &line());
         }
@@ -139,12 +139,14 @@ impl LogSink {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn send(&self, stream: Stream, line: &Value) {
-        match self.tx.try_send((stream, line.to_string())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// A line that cannot be rendered (no type logged here fails to) or
+    /// queued is counted as dropped.
+    fn send(&self, stream: Stream, line: &impl Serialize) {
+        let sent = serde_json::to_string(line)
+            .ok()
+            .is_some_and(|text| self.tx.try_send((stream, text)).is_ok());
+        if !sent {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

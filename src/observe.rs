@@ -2,12 +2,12 @@
 //! circuit-breaker feedback, metrics and the access log. Secrets never
 //! reach this module: it sees key ids and subjects only.
 
+use crate::access_line::{AccessLine, RequestFacts};
 use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
-use crate::ctx::{LlmSummary, RequestCtx};
+use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::llm::account::CallFacts;
-use crate::llm::pricing::usd_string;
 use crate::metrics;
 use crate::state::GatewayState;
 use pingora::prelude::*;
@@ -174,12 +174,8 @@ pub async fn request_done(
         .response_written()
         .map(|r| r.status.as_u16())
         .unwrap_or(0);
-    let route = ctx.route_name().to_string();
-    let route_label = if route.is_empty() {
-        "none"
-    } else {
-        route.as_str()
-    };
+    let route = ctx.route_name();
+    let route_label = if route.is_empty() { "none" } else { route };
     let method = session.req_header().method.as_str();
     let elapsed = ctx.started.elapsed();
     metrics::inc(
@@ -222,48 +218,24 @@ pub async fn request_done(
     }
     let identity = ctx.identity.as_deref();
     state.logs.access(|| {
-        let mut line = json!({
-            "log": "access",
-            "time": now_rfc3339(),
-            "request_id": ctx.request_id,
-            "client_ip": client_ip(session),
-            "method": method,
-            "path": session.req_header().uri.path(),
-            "route": route,
-            "status": status,
-            "error_code": ctx.error.as_ref().map(GatewayError::code),
-            "user": identity.map(|i| i.user.as_str()),
-            "tenant": identity.map(|i| i.tenant.as_str()),
-            "key_id": identity.map(|i| i.key_id.as_str()),
-            "upstream_peer": ctx.peer.map(|p| p.to_string()),
-            "duration_ms": elapsed.as_secs_f64() * 1000.0,
-            "gateway_ms": ctx.gateway_time().as_secs_f64() * 1000.0,
-            "bytes_sent": session.body_bytes_sent(),
-            "error": e.map(|e| e.etype().as_str()),
-            "traceparent": ctx.traceparent,
-        });
-        if let (Some(llm), Some(map)) = (&ctx.llm_summary, line.as_object_mut()) {
-            map.extend(llm_fields(llm));
-        }
-        line
+        let facts = RequestFacts {
+            client_ip: crate::proxy::client_ip(session),
+            method,
+            path: session.req_header().uri.path(),
+            route,
+            status,
+            bytes_sent: session.body_bytes_sent(),
+            request_id: &ctx.request_id,
+            traceparent: &ctx.traceparent,
+            user: identity.map(|i| i.user.as_str()),
+            tenant: identity.map(|i| i.tenant.as_str()),
+            key_id: identity.map(|i| i.key_id.as_str()),
+            upstream_peer: ctx.peer,
+            error: e.map(|e| e.etype().as_str()),
+            error_code: ctx.error.as_ref().map(GatewayError::code),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            gateway_ms: ctx.gateway_time().as_secs_f64() * 1000.0,
+        };
+        AccessLine::new(facts, now_rfc3339(), ctx.llm_summary.as_ref())
     });
-}
-
-/// The access-log fields of an LLM call.
-fn llm_fields(llm: &LlmSummary) -> serde_json::Map<String, serde_json::Value> {
-    let fields = json!({
-        "model": llm.model,
-        "served_model": llm.served_model,
-        "api": llm.api,
-        "prompt_tokens": llm.prompt_tokens,
-        "completion_tokens": llm.completion_tokens,
-        "cached_tokens": llm.cached_tokens,
-        "usd": usd_string(llm.micro_usd),
-        "usage_source": if llm.estimated { "estimated" } else { "upstream" },
-        "stream": llm.stream,
-    });
-    match fields {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    }
 }

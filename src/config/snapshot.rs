@@ -21,6 +21,9 @@ pub struct Route {
     pub methods: MethodSet,
     pub kind: RouteKind,
     pub upstream: Option<String>,
+    /// The `upstream` pool, resolved when the snapshot is built: a
+    /// request asks for it several times (peer, headers, breaker).
+    pub pool: Option<Arc<Pool>>,
     pub roles: Vec<String>,
     pub owner: Option<OwnerRule>,
     pub guards: Vec<String>,
@@ -71,7 +74,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         problems: &mut Problems,
     ) -> Option<Snapshot> {
-        let routes = config.routes.iter().filter_map(compile_route).collect();
+        let mut routes: Vec<Route> = config.routes.iter().filter_map(compile_route).collect();
         // The keys were compiled while parsing (sharing `previous`'s
         // identities, see config::load_snapshot_from_str); moved, not copied.
         let keys = config.auth.api_keys.take_index();
@@ -93,6 +96,9 @@ impl Snapshot {
                 },
             };
             pools.insert(name.clone(), pool);
+        }
+        for route in &mut routes {
+            route.pool = route.upstream.as_ref().and_then(|u| pools.get(u)).cloned();
         }
         let mut models = HashMap::new();
         for (i, m) in config.models.iter().enumerate() {
@@ -163,6 +169,7 @@ fn compile_route(r: &RouteConfig) -> Option<Route> {
         methods: MethodSet::from_config(&r.methods),
         kind: r.kind,
         upstream: r.upstream.clone(),
+        pool: None,
         roles: r.roles.clone(),
         owner: r.owner.clone(),
         guards: r.guards.clone(),

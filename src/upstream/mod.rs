@@ -16,6 +16,7 @@ use std::time::Instant;
 pub fn next_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>, GatewayError> {
     let pool = ctx
         .pool()
+        .cloned()
         .ok_or_else(|| GatewayError::Internal("route without pool".into()))?;
     let key = ctx
         .identity

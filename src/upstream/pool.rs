@@ -46,6 +46,15 @@ pub struct Pool {
     health_check_running: AtomicBool,
 }
 
+/// Routes hold their pool (`Route::pool`); their `Debug` names it.
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 fn build_balancer<S>(
     addrs: &[SocketAddr],
     upstream: &UpstreamConfig,
