@@ -155,6 +155,18 @@ fn bench_usage(c: &mut Criterion) {
         })
     });
 
+    // What the gateway runs per stream: the upstream reported its usage, so
+    // the text is never tokenized; this is the per-event parsing alone.
+    group.bench_function("sse_32KiB_in_1KiB_chunks_as_billed", |b| {
+        b.iter(|| {
+            let mut p = UsageParser::sse(LlmApi::OpenaiChat);
+            for chunk in black_box(&stream).chunks(1024) {
+                p.feed(chunk);
+            }
+            p.finish_for_billing()
+        })
+    });
+
     // The same text as the other APIs stream it, for the per-API cost.
     for (name, api, stream) in [
         (

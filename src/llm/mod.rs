@@ -10,6 +10,7 @@ pub mod bpe;
 pub mod exchange;
 pub mod model;
 pub mod pricing;
+pub mod pump;
 pub mod runaway;
 pub mod serve;
 pub mod tokens;

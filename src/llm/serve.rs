@@ -14,7 +14,7 @@ use super::account::{billed_by_count, LlmCall};
 use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
-use super::runaway;
+use super::pump::{pump, CutOff, PumpEnd};
 use super::tokens;
 use super::usage::UsageParser;
 use crate::admission::{self, Refusal};
@@ -503,103 +503,4 @@ async fn stream_back(
 async fn count_sent_prompt(api: LlmApi, body: Bytes) -> Option<u64> {
     let request = LlmRequest::parse(api, &body).ok()?;
     estimate_off_loop(request).await.ok().map(|(_, n)| n)
-}
-
-/// How a stream is ended when it runs past its output cap.
-struct CutOff {
-    api: LlmApi,
-    /// The upstream model name, for the closing event.
-    model: String,
-    /// The output cap sent upstream (0: none).
-    cap: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PumpEnd {
-    /// Both sides finished cleanly.
-    Clean,
-    /// The upstream ran past the output cap and was cut off; the client's
-    /// stream was ended cleanly in its API's format.
-    CutOff,
-    /// A side failed or went away.
-    Failed,
-}
-
-/// Copies the body, counting usage, until it ends or runs away.
-async fn pump(
-    session: &mut Session,
-    upstream: &mut pingora::protocols::http::client::HttpSession,
-    parser: &mut UsageParser,
-    cut_off: &CutOff,
-) -> PumpEnd {
-    loop {
-        let chunk = tokio::select! {
-            read = upstream.read_response_body() => read,
-            // The request body is fully read: anything here is the client
-            // closing (or resetting) the connection.
-            _ = session.as_downstream_mut().read_body_or_idle(true) => {
-                tracing::info!("client went away mid-response");
-                return PumpEnd::Failed;
-            }
-        };
-        let written = match chunk {
-            Ok(Some(bytes)) => {
-                parser.feed(&bytes);
-                // The free bound first: the tokenizer runs only near the cap.
-                if runaway::exceeds(cut_off.cap, parser.output_upper_bound()) {
-                    tokens::load_off_loop().await;
-                    let counted = parser.output_so_far();
-                    if runaway::exceeds(cut_off.cap, counted) {
-                        return end_runaway(session, parser, cut_off, bytes, counted).await;
-                    }
-                }
-                session.write_response_body(Some(bytes), false).await
-            }
-            Ok(None) => {
-                return match session.write_response_body(Some(Bytes::new()), true).await {
-                    Ok(()) => PumpEnd::Clean,
-                    Err(_) => PumpEnd::Failed,
-                };
-            }
-            Err(e) => {
-                tracing::warn!("upstream failed mid-response: {e}");
-                return PumpEnd::Failed;
-            }
-        };
-        if written.is_err() {
-            return PumpEnd::Failed;
-        }
-    }
-}
-
-/// Forwards the whole events of the last chunk, then ends the client's
-/// stream with the API's own "stopped at the cap" events.
-async fn end_runaway(
-    session: &mut Session,
-    parser: &UsageParser,
-    cut_off: &CutOff,
-    bytes: Bytes,
-    counted: u64,
-) -> PumpEnd {
-    tracing::warn!(
-        model = %cut_off.model,
-        cap = cut_off.cap,
-        counted,
-        "upstream stream ran past the output cap: cut off"
-    );
-    let whole = parser
-        .last_event_end()
-        .map_or_else(Bytes::new, |end| bytes.slice(..end));
-    let tail = Bytes::from(cut_off.api.cut_off_tail(&cut_off.model, counted));
-    let written = async {
-        if !whole.is_empty() {
-            session.write_response_body(Some(whole), false).await?;
-        }
-        session.write_response_body(Some(tail), true).await
-    }
-    .await;
-    if written.is_err() {
-        tracing::info!("client went away while its runaway stream was ended");
-    }
-    PumpEnd::CutOff
 }

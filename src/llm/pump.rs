@@ -1,0 +1,243 @@
+//! Forwards an LLM answer's body from the upstream to the client, feeding
+//! the usage parser as it passes and cutting off a stream that runs past its
+//! output cap.
+//!
+//! What the upstream has already sent leaves in one client write: after each
+//! read the pump takes whatever further reads complete without waiting, up
+//! to [`COALESCE_LIMIT`], before it writes. An answer that arrives in two
+//! socket reads (a 5.6 KiB stream behind a 4 KiB header read) then costs one
+//! `sendto` and one wake-up of the client instead of two, as a bare Pingora
+//! hop's buffering does; a stream whose events trickle in is forwarded
+//! event by event exactly as before, since nothing here waits.
+
+use super::api::LlmApi;
+use super::runaway;
+use super::tokens;
+use super::usage::UsageParser;
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+
+/// Upper bound on the bytes gathered into one client write.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// How a stream is ended when it runs past its output cap.
+pub struct CutOff {
+    pub api: LlmApi,
+    /// The upstream model name, for the closing event.
+    pub model: String,
+    /// The output cap sent upstream (0: none).
+    pub cap: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// Both sides finished cleanly.
+    Clean,
+    /// The upstream ran past the output cap and was cut off; the client's
+    /// stream was ended cleanly in its API's format.
+    CutOff,
+    /// A side failed or went away.
+    Failed,
+}
+
+/// The bytes of one client write: the first read as it came, later ones
+/// appended (one copy, amortised growth: a flood of tiny reads stays linear).
+struct Outgoing {
+    first: Bytes,
+    joined: Option<BytesMut>,
+}
+
+impl Outgoing {
+    fn new(first: Bytes) -> Outgoing {
+        Outgoing {
+            first,
+            joined: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.joined.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    fn push(&mut self, more: &[u8]) {
+        let first = &self.first;
+        self.joined
+            .get_or_insert_with(|| {
+                let mut joined = BytesMut::with_capacity(first.len() + more.len());
+                joined.extend_from_slice(first);
+                joined
+            })
+            .extend_from_slice(more);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.joined.map_or(self.first, BytesMut::freeze)
+    }
+}
+
+/// What one step of the pump read from the upstream.
+enum Read {
+    Data(Bytes),
+    End,
+    Failed,
+}
+
+/// Copies the body, counting usage, until it ends or runs away.
+pub async fn pump(
+    session: &mut Session,
+    upstream: &mut HttpSession,
+    parser: &mut UsageParser,
+    cut_off: &CutOff,
+) -> PumpEnd {
+    loop {
+        let read = tokio::select! {
+            read = upstream.read_response_body() => read,
+            // The request body is fully read: anything here is the client
+            // closing (or resetting) the connection.
+            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                tracing::info!("client went away mid-response");
+                return PumpEnd::Failed;
+            }
+        };
+        let first = match classify(read) {
+            Read::Data(bytes) => bytes,
+            Read::End => return write(session, Bytes::new(), true).await,
+            Read::Failed => return PumpEnd::Failed,
+        };
+        if let Some(counted) = ran_away(parser, cut_off, &first).await {
+            return end_runaway(session, parser, cut_off, first, counted).await;
+        }
+        let mut out = Outgoing::new(first);
+        let mut next = None;
+        while out.len() < COALESCE_LIMIT {
+            // Polled once: `None` when nothing more has arrived. Dropping a
+            // pending body read loses nothing: Pingora's body readers commit
+            // their state before each await (pingora-core v1/body.rs), and
+            // a socket read that is pending has consumed no bytes.
+            let Some(read) = upstream.read_response_body().now_or_never() else {
+                break;
+            };
+            match classify(read) {
+                Read::Data(more) => {
+                    if let Some(counted) = ran_away(parser, cut_off, &more).await {
+                        if write(session, out.into_bytes(), false).await == PumpEnd::Failed {
+                            return PumpEnd::Failed;
+                        }
+                        return end_runaway(session, parser, cut_off, more, counted).await;
+                    }
+                    out.push(&more);
+                }
+                end => {
+                    next = Some(end);
+                    break;
+                }
+            }
+        }
+        match next {
+            Some(Read::End) => return write(session, out.into_bytes(), true).await,
+            // What was read before the upstream failed still reaches the
+            // client, as it would have without coalescing.
+            Some(_) => {
+                write(session, out.into_bytes(), false).await;
+                return PumpEnd::Failed;
+            }
+            None => {
+                if write(session, out.into_bytes(), false).await == PumpEnd::Failed {
+                    return PumpEnd::Failed;
+                }
+            }
+        }
+    }
+}
+
+fn classify(read: pingora::Result<Option<Bytes>>) -> Read {
+    match read {
+        Ok(Some(bytes)) => Read::Data(bytes),
+        Ok(None) => Read::End,
+        Err(e) => {
+            tracing::warn!("upstream failed mid-response: {e}");
+            Read::Failed
+        }
+    }
+}
+
+/// Writes to the client: `Clean` once written (the end of the answer when
+/// `end`), `Failed` when the client is gone.
+async fn write(session: &mut Session, bytes: Bytes, end: bool) -> PumpEnd {
+    match session.write_response_body(Some(bytes), end).await {
+        Ok(()) => PumpEnd::Clean,
+        Err(_) => PumpEnd::Failed,
+    }
+}
+
+/// Feeds a read to the parser: `Some(counted)` when the stream has run past
+/// its cap. The free bound first: the tokenizer runs only near the cap.
+async fn ran_away(parser: &mut UsageParser, cut_off: &CutOff, bytes: &[u8]) -> Option<u64> {
+    parser.feed(bytes);
+    if !runaway::exceeds(cut_off.cap, parser.output_upper_bound()) {
+        return None;
+    }
+    tokens::load_off_loop().await;
+    let counted = parser.output_so_far();
+    runaway::exceeds(cut_off.cap, counted).then_some(counted)
+}
+
+/// Forwards the whole events of the last read, then ends the client's
+/// stream with the API's own "stopped at the cap" events.
+async fn end_runaway(
+    session: &mut Session,
+    parser: &UsageParser,
+    cut_off: &CutOff,
+    bytes: Bytes,
+    counted: u64,
+) -> PumpEnd {
+    tracing::warn!(
+        model = %cut_off.model,
+        cap = cut_off.cap,
+        counted,
+        "upstream stream ran past the output cap: cut off"
+    );
+    let whole = parser
+        .last_event_end()
+        .map_or_else(Bytes::new, |end| bytes.slice(..end));
+    let tail = Bytes::from(cut_off.api.cut_off_tail(&cut_off.model, counted));
+    let written = async {
+        if !whole.is_empty() {
+            session.write_response_body(Some(whole), false).await?;
+        }
+        session.write_response_body(Some(tail), true).await
+    }
+    .await;
+    if written.is_err() {
+        tracing::info!("client went away while its runaway stream was ended");
+    }
+    PumpEnd::CutOff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outgoing_passes_a_single_read_through_without_a_copy() {
+        let first = Bytes::from_static(b"data: one\n\n");
+        let out = Outgoing::new(first.clone());
+        assert_eq!(out.len(), first.len());
+        let bytes = out.into_bytes();
+        assert_eq!(bytes.as_ptr(), first.as_ptr());
+    }
+
+    #[test]
+    fn outgoing_joins_reads_in_order() {
+        let mut out = Outgoing::new(Bytes::from_static(b"data: one\n\n"));
+        out.push(b"data: two\n\n");
+        out.push(b"data: [DONE]\n\n");
+        assert_eq!(out.len(), 36);
+        assert_eq!(
+            &out.into_bytes()[..],
+            b"data: one\n\ndata: two\n\ndata: [DONE]\n\n"
+        );
+    }
+}
