@@ -110,7 +110,6 @@ pub async fn pump(
             return end_runaway(session, parser, cut_off, first, counted).await;
         }
         let mut out = Outgoing::new(first);
-        let mut next = None;
         while out.len() < COALESCE_LIMIT {
             // Polled once: `None` when nothing more has arrived. Dropping a
             // pending body read loses nothing: Pingora's body readers commit
@@ -129,25 +128,17 @@ pub async fn pump(
                     }
                     out.push(&more);
                 }
-                end => {
-                    next = Some(end);
-                    break;
-                }
-            }
-        }
-        match next {
-            Some(Read::End) => return write(session, out.into_bytes(), true).await,
-            // What was read before the upstream failed still reaches the
-            // client, as it would have without coalescing.
-            Some(_) => {
-                write(session, out.into_bytes(), false).await;
-                return PumpEnd::Failed;
-            }
-            None => {
-                if write(session, out.into_bytes(), false).await == PumpEnd::Failed {
+                Read::End => return write(session, out.into_bytes(), true).await,
+                // What was read before the upstream failed still reaches
+                // the client, as it would have without coalescing.
+                Read::Failed => {
+                    write(session, out.into_bytes(), false).await;
                     return PumpEnd::Failed;
                 }
             }
+        }
+        if write(session, out.into_bytes(), false).await == PumpEnd::Failed {
+            return PumpEnd::Failed;
         }
     }
 }
