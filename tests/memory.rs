@@ -36,15 +36,15 @@ upstreams: { support: { peers: ["127.0.0.1:9001"] } }
 routes: [ { name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support } ]
 limits: { default: { requests_per_minute: 10 } }
 "#;
-    let snapshot =
-        Arc::new(tollgate::config::load_snapshot_from_str(config, "m.yaml", 1, None).unwrap());
+    let snapshot = Arc::new(
+        tollgate::config::load::load_snapshot_from_str(config, "m.yaml", 1, None).unwrap(),
+    );
     let store = Store::local();
     let limiter = &store.local_counters().limiter;
     let n = 200_000;
     // Warm up allocator pools and lazies before the baseline.
     for i in 0..10_000 {
-        let mut ctx = RequestCtx::new();
-        ctx.snapshot = Some(snapshot.clone());
+        let mut ctx = RequestCtx::new(snapshot.clone());
         let _ = block_on(admission::admit(
             &store,
             None,
@@ -56,8 +56,7 @@ limits: { default: { requests_per_minute: 10 } }
     }
     let before = rss_kib();
     for i in 0..n {
-        let mut ctx = RequestCtx::new();
-        ctx.snapshot = Some(snapshot.clone());
+        let mut ctx = RequestCtx::new(snapshot.clone());
         let refused = block_on(admission::admit(
             &store,
             None,

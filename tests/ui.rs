@@ -64,7 +64,7 @@ observability:
 /// users and two models. Returns (user, tenant, micro_usd, prompt, calls).
 fn seed(path: &std::path::Path) -> Vec<(&'static str, &'static str, i64, i64, i64)> {
     drop(tollgate::ledger::Ledger::open(path).unwrap());
-    let now_ms = tollgate::clock::unix_millis();
+    let now_ms = tollgate::sys::clock::unix_millis();
     let day_ms = 86_400_000;
     let today = now_ms - now_ms % day_ms;
     let conn = rusqlite::Connection::open(path).unwrap();

@@ -8,7 +8,6 @@ pub mod identity;
 pub mod jwt;
 pub mod jwt_cache;
 pub mod jwt_config;
-pub mod stuffing;
 
 pub use api_key::KeyIndex;
 use api_key::KeyRejection;

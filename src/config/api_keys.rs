@@ -7,8 +7,8 @@
 //! then dropped: a reload holds the new index (48 bytes a key, identities
 //! shared with the running one) and a table of id positions, nothing more.
 
+use super::formats::{parse_rfc3339, NOT_A_SHA256_HEX};
 use super::schema::ApiKeyConfig;
-use super::validate::{parse_rfc3339, NOT_A_SHA256_HEX};
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::Identity;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -89,7 +89,7 @@ pub fn entries_as_config(index: &KeyIndex) -> Vec<ApiKeyConfig> {
 fn entry_as_config(e: crate::auth::api_key::KeyEntry) -> ApiKeyConfig {
     ApiKeyConfig {
         id: e.identity.key_id.clone(),
-        sha256: hex::encode(e.digest),
+        sha256: hex::encode(e.digest).into(),
         user: e.identity.user.clone(),
         tenant: e.identity.tenant.clone(),
         roles: e.identity.roles.clone(),
@@ -226,7 +226,7 @@ impl Compiler {
             let message = format!("duplicate key id '{}'", key.id);
             self.problem(&path, "id", message);
         }
-        let digest = match parse_digest_hex(&key.sha256.to_ascii_lowercase()) {
+        let digest = match parse_digest_hex(&key.sha256.expose().to_ascii_lowercase()) {
             None => {
                 self.problem(&path, "sha256", NOT_A_SHA256_HEX);
                 None
@@ -294,7 +294,7 @@ mod tests {
     fn key(id: &str, secret: &str) -> ApiKeyConfig {
         ApiKeyConfig {
             id: id.into(),
-            sha256: hex::encode(crate::auth::api_key::digest(secret)),
+            sha256: hex::encode(crate::auth::api_key::digest(secret)).into(),
             user: format!("user-{id}"),
             tenant: "acme".into(),
             roles: vec!["agent".into()],
@@ -309,20 +309,23 @@ mod tests {
     fn entry_yaml(k: &ApiKeyConfig) -> String {
         format!(
             "- {{ id: {}, sha256: \"{}\", user: {}, tenant: {}, roles: [agent] }}\n",
-            k.id, k.sha256, k.user, k.tenant
+            k.id,
+            k.sha256.expose(),
+            k.user,
+            k.tenant
         )
     }
 
     #[test]
     fn every_bad_entry_is_named_with_its_field_and_left_out() {
         let mut upper = key("k5", "s5");
-        upper.sha256 = upper.sha256.to_ascii_uppercase();
+        upper.sha256 = upper.sha256.expose().to_ascii_uppercase().into();
         let mut no_user = key("k6", "s6");
         no_user.user.clear();
         let mut bad_expiry = key("k7", "s7");
         bad_expiry.expires_at = Some("next tuesday".into());
         let mut short = key("k8", "s8");
-        short.sha256.truncate(63);
+        short.sha256.expose_mut().truncate(63);
         let list = ApiKeyList::from_entries([
             key("k1", "s1"),
             key("k1", "s2"),
@@ -396,13 +399,13 @@ mod tests {
     }
 
     #[test]
-    fn serializes_back_as_the_file_listed_them() {
+    fn serializes_back_as_the_file_listed_them_digests_redacted() {
         let mut k = key("k1", "s1");
         k.expires_at = Some("2030-01-01T00:00:00Z".into());
         let list = ApiKeyList::from_entries([k.clone(), key("k2", "s2")]);
         let value = serde_json::to_value(&list).unwrap_or_default();
         assert_eq!(value[0]["id"], "k1");
-        assert_eq!(value[0]["sha256"], k.sha256.as_str());
+        assert_eq!(value[0]["sha256"], crate::config::secret::REDACTED);
         assert_eq!(value[0]["expires_at"], "2030-01-01T00:00:00Z");
         assert_eq!(value[1]["id"], "k2");
     }

@@ -5,6 +5,7 @@
 //! Validation and compilation into a request-ready snapshot live elsewhere.
 
 use super::api_keys::ApiKeyList;
+use super::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -38,7 +39,7 @@ pub struct ServerConfig {
     pub tls: Option<TlsListenerConfig>,
     pub admin_listen: String,
     #[serde(default)]
-    pub admin_token_sha256: Option<String>,
+    pub admin_token_sha256: Option<Secret<String>>,
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default = "defaults::max_body_bytes")]
@@ -86,7 +87,7 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub id: String,
-    pub sha256: String,
+    pub sha256: Secret<String>,
     pub user: String,
     pub tenant: String,
     #[serde(default)]
@@ -117,9 +118,9 @@ pub struct JwtKeyConfig {
     #[serde(default)]
     pub public_key_file: Option<String>,
     #[serde(default)]
-    pub secret_env: Option<String>,
+    pub secret_env: Option<Secret<String>>,
     #[serde(default)]
-    pub secret_file: Option<String>,
+    pub secret_file: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -174,7 +175,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub pins_sha256: Vec<String>,
     #[serde(default)]
-    pub set_headers: BTreeMap<String, String>,
+    pub set_headers: BTreeMap<String, Secret<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -416,7 +417,7 @@ pub struct StoreConfig {
     #[serde(default = "defaults::store_path")]
     pub path: String,
     #[serde(default)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret<String>>,
     #[serde(default)]
     pub on_store_error: OnStoreError,
     /// Name of the environment variable holding the Redis password.

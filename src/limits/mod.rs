@@ -2,6 +2,7 @@
 //! their counters.
 
 pub mod budget;
+pub mod failed_auth;
 pub mod local_store;
 pub mod policy;
 pub mod rate;

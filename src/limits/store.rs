@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::auth::stuffing::FailedAuthGuard;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, ScopeKey};
+use crate::limits::failed_auth::FailedAuthGuard;
 use crate::limits::local_store::LocalStore;
 use crate::limits::rate::{RateDecision, RequestLimiter};
 use crate::limits::redis_store::RedisStore;

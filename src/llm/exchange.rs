@@ -6,8 +6,8 @@
 use super::api::LlmRequest;
 use super::model::Model;
 use crate::ctx::RequestCtx;
+use crate::edge::headers;
 use crate::error::GatewayError;
-use crate::headers;
 use crate::upstream::cork;
 use crate::upstream::pool::Pool;
 use bytes::Bytes;

@@ -71,7 +71,7 @@ impl BackgroundService for HealthCheckLoop {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let now = crate::clock::mono_ms();
+            let now = crate::sys::clock::mono_ms();
             let snapshot = self.snapshot.load_full();
             for pool in snapshot.pools.values() {
                 if pool.claim_health_check(now) {
@@ -79,7 +79,7 @@ impl BackgroundService for HealthCheckLoop {
                     tokio::spawn(async move { pool.run_health_check().await });
                 }
             }
-            crate::metrics::observe_pools(&snapshot);
+            crate::observe::metrics::observe_pools(&snapshot);
         }
     }
 }

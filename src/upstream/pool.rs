@@ -5,9 +5,9 @@
 use super::breaker::{Breaker, BreakerPolicy};
 use super::health;
 use super::tls::UpstreamTls;
-use crate::clock::mono_ms;
+use crate::config::env::expand_env;
 use crate::config::schema::{Selection, UpstreamConfig};
-use crate::config::validate::expand_env;
+use crate::sys::clock::mono_ms;
 use futures::FutureExt;
 use http::{HeaderName, HeaderValue};
 use pingora::lb::discovery::Static;
@@ -105,7 +105,8 @@ impl Pool {
         let mut set_headers = Vec::new();
         for (k, v) in &upstream.set_headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(&expand_env(v)?).map_err(|e| e.to_string())?;
+            let value =
+                HeaderValue::from_str(&expand_env(v.expose())?).map_err(|e| e.to_string())?;
             set_headers.push((name, value));
         }
         Ok(Pool {

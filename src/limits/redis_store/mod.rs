@@ -20,7 +20,6 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
 
-use crate::clock;
 use crate::config::schema::OnStoreError;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::rate::RateDecision;
@@ -29,7 +28,8 @@ use crate::limits::store::{
     ReserveError, ScopeUsage, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
-use crate::metrics;
+use crate::observe::metrics;
+use crate::sys::clock;
 
 /// Counter keys outlive their window by this much, so an instance whose
 /// clock is a little behind still finds them.
@@ -458,11 +458,6 @@ impl RedisStore {
             }
         }
     }
-}
-
-/// Whether the redis crate can parse `url` (host, port, db number, TLS).
-pub fn check_url(url: &str) -> Result<(), RedisError> {
-    redis::IntoConnectionInfo::into_connection_info(url).map(|_| ())
 }
 
 /// Reads the password named by `redis_password_env` / `redis_password_file`.

@@ -1,7 +1,7 @@
 //! Prometheus metrics (DESIGN §6). No per-user labels: cardinality must stay
 //! bounded under hostile traffic; per-user figures are in /admin/usage.
 
-use crate::config::Snapshot;
+use crate::config::snapshot::Snapshot;
 use once_cell::sync::Lazy;
 use prometheus::{
     register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,

@@ -2,13 +2,13 @@
 //! circuit-breaker feedback, metrics and the access log. Secrets never
 //! reach this module: it sees key ids and subjects only.
 
-use crate::access_line::{AccessLine, RequestFacts};
 use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::llm::account::CallFacts;
-use crate::metrics;
+use crate::observe::access_line::{AccessLine, RequestFacts};
+use crate::observe::metrics;
 use crate::state::GatewayState;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -22,7 +22,7 @@ fn now_rfc3339() -> String {
 }
 
 fn client_ip(session: &Session) -> String {
-    crate::proxy::client_ip(session)
+    crate::edge::client::client_ip(session)
         .map(|ip| ip.to_string())
         .unwrap_or_default()
 }
@@ -152,7 +152,7 @@ pub async fn request_done(
 ) {
     // The pool that answered: the route's, or for LLM calls the pool of
     // the model that served (after fallbacks).
-    let mut upstream = ctx.route().and_then(|r| r.upstream.clone());
+    let mut upstream = ctx.route().and_then(|r| r.upstream()).map(str::to_string);
     if let Some(call) = ctx.llm.take() {
         if let Some(model) = &call.served {
             upstream = Some(model.upstream.clone());
@@ -167,7 +167,7 @@ pub async fn request_done(
         };
         // Boxed: the settlement's future is large (store round trips) and
         // would otherwise size every request's `logging` future.
-        let summary = Box::pin(call.settle(state, &facts)).await;
+        let summary = Box::pin(call.settle(&state.ledger, &facts)).await;
         ctx.llm_summary = Some(summary);
     }
     let status_code = session.response_written().map(|r| r.status);
@@ -211,18 +211,18 @@ pub async fn request_done(
             .headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok());
-        tracing.record(&crate::otel::RequestSpan {
+        tracing.record(&crate::observe::otel::RequestSpan {
             ctx,
             method,
             path: session.req_header().uri.path(),
             status,
-            incoming_parent: crate::otel::remote_parent(incoming),
+            incoming_parent: crate::observe::otel::remote_parent(incoming),
         });
     }
     let identity = ctx.identity.as_deref();
     state.logs.access(|| {
         let facts = RequestFacts {
-            client_ip: crate::proxy::client_ip(session),
+            client_ip: crate::edge::client::client_ip(session),
             method,
             path: session.req_header().uri.path(),
             route,
