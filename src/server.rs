@@ -6,7 +6,7 @@ use crate::admin::AdminApp;
 use crate::cli::CliError;
 use crate::config::load;
 use crate::config::reload::SighupReloader;
-use crate::config::schema::StoreKind;
+use crate::config::schema::{LogTarget, StoreKind};
 use crate::config::snapshot::Snapshot;
 use crate::edge::conn_limit::{peer_ip, ConnectionLimiter};
 use crate::edge::head_deadline::HeadGuard;
@@ -16,7 +16,7 @@ use crate::limits::store::{LocalCounters, Store};
 use crate::observe::logs::LogSink;
 use crate::proxy::Gateway;
 use crate::state::{GatewayState, Services};
-use crate::upstream::health::HealthCheckLoop;
+use crate::upstream::health_loop::HealthCheckLoop;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::connectors::http::Connector;
@@ -69,13 +69,13 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     crate::sys::heap::release_freed_memory();
     let obs = &snapshot.config.observability;
     init_tracing(&obs.log_level);
-    let audit_target = obs.audit_log.clone().unwrap_or_else(|| {
-        if obs.access_log == "off" {
-            "stderr".into()
-        } else {
-            obs.access_log.clone()
-        }
-    });
+    let audit_target = obs
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| match obs.access_log {
+            LogTarget::Off => LogTarget::Stderr,
+            ref access => access.clone(),
+        });
     let logs = LogSink::start(&obs.access_log, &audit_target)
         .map_err(|e| CliError::Runtime(format!("cannot open logs: {e}")))?;
     crate::observe::metrics::init();

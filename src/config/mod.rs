@@ -10,6 +10,8 @@ pub mod formats;
 pub mod load;
 pub mod locate;
 pub mod problems;
+#[cfg(test)]
+mod redaction_tests;
 pub mod reload;
 pub mod schema;
 pub mod secret;

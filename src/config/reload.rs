@@ -29,9 +29,10 @@ pub struct Reloaded {
 /// values (Pingora cannot add listeners to a running server); the operator
 /// is told instead of the change silently doing nothing.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    // Structural comparison through JSON: the config types need no PartialEq.
-    fn differ<T: serde::Serialize>(a: &T, b: &T) -> bool {
-        serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+    // Compared as values (not through their serialisation, which
+    // redacts secrets such as `store.redis_url`).
+    fn differ<T: PartialEq>(a: &T, b: &T) -> bool {
+        a != b
     }
     let (o, n) = (&old.server, &new.server);
     let checks = [

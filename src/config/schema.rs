@@ -62,7 +62,7 @@ pub struct ServerConfig {
     pub pid_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenerConfig {
     pub listen: String,
@@ -409,7 +409,7 @@ pub enum OnStoreError {
     Allow,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default)]
@@ -465,15 +465,49 @@ impl Default for RedisTimeoutsConfig {
     }
 }
 
+/// Where a log stream goes: written `stdout`, `stderr`, `off` or a file
+/// path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum LogTarget {
+    Off,
+    #[default]
+    Stdout,
+    Stderr,
+    File(String),
+}
+
+impl From<String> for LogTarget {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "off" => LogTarget::Off,
+            "stdout" => LogTarget::Stdout,
+            "stderr" => LogTarget::Stderr,
+            _ => LogTarget::File(value),
+        }
+    }
+}
+
+impl From<LogTarget> for String {
+    fn from(target: LogTarget) -> Self {
+        match target {
+            LogTarget::Off => "off".into(),
+            LogTarget::Stdout => "stdout".into(),
+            LogTarget::Stderr => "stderr".into(),
+            LogTarget::File(path) => path,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityConfig {
-    #[serde(default = "defaults::access_log")]
-    pub access_log: String,
+    #[serde(default)]
+    pub access_log: LogTarget,
     /// Extension: where audit lines go (default: the access log's target,
     /// or stderr when the access log is off).
     #[serde(default)]
-    pub audit_log: Option<String>,
+    pub audit_log: Option<LogTarget>,
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
     /// Optional: OTLP/HTTP trace export (otel.rs).
@@ -484,7 +518,7 @@ pub struct ObservabilityConfig {
 impl Default for ObservabilityConfig {
     fn default() -> Self {
         Self {
-            access_log: defaults::access_log(),
+            access_log: LogTarget::default(),
             audit_log: None,
             log_level: defaults::log_level(),
             otlp: None,
@@ -492,7 +526,7 @@ impl Default for ObservabilityConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// Collector base URL, e.g. `http://127.0.0.1:4318`; spans go to
@@ -572,9 +606,6 @@ mod defaults {
     }
     pub fn redis_command_ms() -> u64 {
         100
-    }
-    pub fn access_log() -> String {
-        "stdout".into()
     }
     pub fn log_level() -> String {
         "info".into()

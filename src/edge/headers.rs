@@ -8,9 +8,10 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use std::net::IpAddr;
 
-/// RFC 9110 §7.6.1 hop-by-hop headers (plus the de-facto ones). Framing
-/// (`transfer-encoding`, `content-length`) is left to Pingora.
-const HOP_BY_HOP: &[&str] = &[
+/// RFC 9110 §7.6.1 hop-by-hop headers (plus the de-facto ones), never
+/// forwarded in either direction. Framing (`transfer-encoding`,
+/// `content-length`) is left to Pingora.
+pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -5,7 +5,7 @@ use super::row::{LedgerError, LedgerRow, LedgerStats};
 use super::schema::{from_sql_int, open_writer, read_row, to_ms, BUSY_TIMEOUT, SELECT_ROW};
 use super::writer::{Counters, Msg, Writer};
 use crate::limits::budget::ScopeKey;
-use crate::limits::store::SpendInWindows;
+use crate::limits::types::SpendInWindows;
 use crate::limits::window::{reset_at, window_start, Window};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};

@@ -8,4 +8,5 @@ pub mod policy;
 pub mod rate;
 pub mod redis_store;
 pub mod store;
+pub mod types;
 pub mod window;

@@ -207,11 +207,7 @@ pub async fn open(
                     };
                     let status = response.status.as_u16();
                     ctx.attempt_ended(Some(status));
-                    if status >= 500 {
-                        pool.report_failure(addr);
-                    } else {
-                        pool.report_success(addr);
-                    }
+                    pool.report_status(addr, status);
                     if !is_last && (status >= 500 || status == 429) {
                         tracing::warn!(model = %candidate.model.name, status, "upstream refused; trying the next model");
                         session.shutdown().await;

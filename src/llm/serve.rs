@@ -21,10 +21,11 @@ use crate::admission::{Admitted, Question, Refusal};
 use crate::config::snapshot::Snapshot;
 use crate::config::snapshot::Target;
 use crate::ctx::RequestCtx;
-use crate::edge::headers::decorate_response;
+use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
 use crate::limits::budget::{Charge, LimitKind, ScopeKey};
-use crate::limits::store::{Reservation, ReserveError, TokensInUse};
+use crate::limits::store::Reservation;
+use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
 use crate::state::GatewayState;
 use bytes::Bytes;
@@ -403,14 +404,8 @@ async fn token_headers(
 
 fn client_response(ctx: &RequestCtx, upstream: &ResponseHeader) -> pingora::Result<ResponseHeader> {
     let mut resp = upstream.clone();
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "trailer",
-        "upgrade",
-    ] {
-        resp.remove_header(name);
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
     }
     decorate_response(&mut resp, ctx)?;
     Ok(resp)

@@ -1,7 +1,6 @@
 //! Prometheus metrics (DESIGN §6). No per-user labels: cardinality must stay
 //! bounded under hostile traffic; per-user figures are in /admin/usage.
 
-use crate::config::snapshot::Snapshot;
 use once_cell::sync::Lazy;
 use prometheus::{
     register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
@@ -105,23 +104,6 @@ pub fn inc(counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]) {
 pub fn observe(hist: &Lazy<Option<HistogramVec>>, label: &str, seconds: f64) {
     if let Some(h) = hist.as_ref() {
         h.with_label_values(&[label]).observe(seconds);
-    }
-}
-
-/// Publishes health and breaker state of the current snapshot's pools.
-pub fn observe_pools(snapshot: &Snapshot) {
-    let (Some(healthy), Some(open)) = (PEER_HEALTHY.as_ref(), CIRCUIT_OPEN.as_ref()) else {
-        return;
-    };
-    for (name, pool) in &snapshot.pools {
-        for (peer, is_healthy, is_open) in pool.peer_states() {
-            let peer = peer.to_string();
-            healthy
-                .with_label_values(&[name, &peer])
-                .set(i64::from(is_healthy));
-            open.with_label_values(&[name, &peer])
-                .set(i64::from(is_open));
-        }
     }
 }
 

@@ -97,11 +97,7 @@ fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &st
 pub fn upstream_answered(ctx: &mut RequestCtx, status: u16) {
     ctx.attempt_ended(Some(status));
     if let (Some(pool), Some(peer)) = (ctx.pool(), ctx.peer) {
-        if status >= 500 {
-            pool.report_failure(peer);
-        } else {
-            pool.report_success(peer);
-        }
+        pool.report_status(peer, status);
     }
 }
 

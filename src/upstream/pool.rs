@@ -148,8 +148,13 @@ impl Pool {
         self.peers.get(&addr).map(|p| Box::new(p.template.clone()))
     }
 
-    pub fn report_success(&self, addr: SocketAddr) {
-        if let Some(p) = self.peers.get(&addr) {
+    /// The peer answered with `status`: the one rule both the proxied and
+    /// the LLM paths feed the breaker by — a 5xx is a failure, any other
+    /// answer closes the count.
+    pub fn report_status(&self, addr: SocketAddr, status: u16) {
+        if status >= 500 {
+            self.report_failure(addr);
+        } else if let Some(p) = self.peers.get(&addr) {
             p.breaker.record_success();
         }
     }

@@ -23,8 +23,9 @@ use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
 use crate::config::schema::OnStoreError;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::rate::RateDecision;
-use crate::limits::store::{
-    AdmitQuery, AdmitVerdict, Admitted, Backend, LocalCounters, RateQuery, ReservationTicket,
+use crate::limits::store::LocalCounters;
+use crate::limits::types::{
+    AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
     ReserveError, ScopeUsage, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
@@ -317,7 +318,7 @@ impl RedisStore {
         charge: Charge,
         now_unix: u64,
         hold: Duration,
-    ) -> Result<Admitted, StoreError> {
+    ) -> Result<AdmittedReservation, StoreError> {
         let prefix = &self.settings.prefix;
         let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
         let plan = ReservePlan::new(prefix, scopes, charge, now_unix, hold);
@@ -374,7 +375,7 @@ impl RedisStore {
             }
             other => other,
         };
-        Ok(Admitted { verdict, reserved })
+        Ok(AdmittedReservation { verdict, reserved })
     }
 
     /// Settles (or with `actual` zero, releases) a Redis-held reservation.
