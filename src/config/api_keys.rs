@@ -8,7 +8,7 @@
 //! shared with the running one) and a table of id positions, nothing more.
 
 use super::formats::{parse_rfc3339, NOT_A_SHA256_HEX};
-use super::schema::ApiKeyConfig;
+use super::secret::Secret;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::Identity;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -19,6 +19,19 @@ use std::cell::RefCell;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    pub sha256: Secret<String>,
+    pub user: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
 
 thread_local! {
     /// The key index the file being parsed will replace (a reload), so

@@ -3,7 +3,8 @@
 //! `"<redacted>"`. A field added to the schema fails this test until it is
 //! classified here, so a new secret cannot leak by default.
 
-use super::schema::{ApiKeyConfig, Config};
+use super::api_keys::ApiKeyConfig;
+use super::schema::Config;
 use serde_json::Value;
 use std::collections::BTreeSet;
 

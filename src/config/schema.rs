@@ -85,19 +85,6 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    pub id: String,
-    pub sha256: Secret<String>,
-    pub user: String,
-    pub tenant: String,
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub expires_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     pub issuer: String,
     pub audience: String,
@@ -269,6 +256,23 @@ pub enum LlmApi {
     OpenaiResponses,
     OpenaiEmbeddings,
     AnthropicMessages,
+}
+
+impl LlmApi {
+    /// The name used in the config, the ledger's `api` column and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LlmApi::OpenaiChat => "openai_chat",
+            LlmApi::OpenaiResponses => "openai_responses",
+            LlmApi::OpenaiEmbeddings => "openai_embeddings",
+            LlmApi::AnthropicMessages => "anthropic_messages",
+        }
+    }
+
+    /// Whether the API generates output (embeddings do not).
+    pub fn has_output(self) -> bool {
+        self != LlmApi::OpenaiEmbeddings
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -2,6 +2,7 @@
 //! current snapshot once (one `ArcSwap` load) and uses it throughout, so a
 //! reload landing mid-flight never mixes two configurations.
 
+use super::api_keys::ApiKeyConfig;
 use super::problems::Problems;
 use super::schema::*;
 use crate::auth::api_key::KeyIndex;

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod failed_auth;
+pub mod local_counters;
 pub mod local_store;
 pub mod policy;
 pub mod rate;

@@ -9,63 +9,16 @@
 //! per decision.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limits::budget::{BudgetLimits, Charge, ScopeKey};
-use crate::limits::failed_auth::FailedAuthGuard;
-use crate::limits::local_store::LocalStore;
-use crate::limits::rate::RequestLimiter;
+use crate::limits::local_counters::LocalCounters;
 use crate::limits::redis_store::RedisStore;
 use crate::limits::types::{
-    AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, FailedAuthQuery, RateQuery,
-    ReservationTicket, ReserveError, ScopeUsage, StoreError, TokensInUse,
+    AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, ReservationTicket, ReserveError,
+    ScopeUsage, StoreError, TokensInUse,
 };
-
-/// The in-process counters: the whole store in local mode, the fallback of
-/// the Redis store under `on_store_error: allow`.
-#[derive(Default)]
-pub struct LocalCounters {
-    pub limiter: RequestLimiter,
-    pub failed_auth: FailedAuthGuard,
-    pub budgets: LocalStore,
-}
-
-impl LocalCounters {
-    pub fn admit(&self, q: &AdmitQuery<'_>) -> AdmitVerdict {
-        let blocked_retry_after = q.failed_auth.and_then(|fa| {
-            let blocked = self.failed_auth.blocked(fa.ip, fa.limit);
-            if fa.record {
-                self.failed_auth.record_failure(fa.ip);
-            }
-            blocked
-        });
-        let rate = q.rate.and_then(|r| {
-            self.limiter
-                .check(r.user, r.route, r.route_limit, r.default_limit)
-        });
-        AdmitVerdict {
-            blocked_retry_after,
-            rate,
-        }
-    }
-
-    /// [`Self::admit`], then the reservation only if it admits.
-    pub fn admit_and_reserve(
-        &self,
-        q: &AdmitQuery<'_>,
-        scopes: &[(ScopeKey, BudgetLimits)],
-        charge: Charge,
-        now_unix: u64,
-    ) -> AdmittedReservation {
-        let verdict = self.admit(q);
-        let reserved = verdict
-            .admits()
-            .then(|| self.budgets.reserve(scopes, charge, now_unix));
-        AdmittedReservation { verdict, reserved }
-    }
-}
 
 /// The counters of this gateway: in process, or shared through Redis.
 ///
@@ -318,6 +271,8 @@ impl fmt::Debug for Reservation {
 mod tests {
     use super::*;
     use crate::limits::budget::LimitKind;
+    use crate::limits::types::{FailedAuthQuery, RateQuery};
+    use std::net::IpAddr;
 
     const NOW: u64 = 1_715_774_400;
     const HOLD: Duration = Duration::from_secs(60);

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::api::LlmApi;
+use super::api::{Dialect, LlmApi};
 use super::tokens;
 
 /// Largest SSE event we assemble. OpenAI chunks are a few hundred bytes; an

@@ -22,8 +22,8 @@ use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
 
 use crate::config::schema::OnStoreError;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
+use crate::limits::local_counters::LocalCounters;
 use crate::limits::rate::RateDecision;
-use crate::limits::store::LocalCounters;
 use crate::limits::types::{
     AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
     ReserveError, ScopeUsage, StoreError, TokensInUse,

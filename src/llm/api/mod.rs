@@ -70,24 +70,26 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 /// Every reply is primed with `<|start|>assistant<|message|>`.
 const REPLY_PRIMING_TOKENS: u64 = 3;
 
-impl LlmApi {
-    /// The name used in the config, the ledger's `api` column and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            LlmApi::OpenaiChat => "openai_chat",
-            LlmApi::OpenaiResponses => "openai_responses",
-            LlmApi::OpenaiEmbeddings => "openai_embeddings",
-            LlmApi::AnthropicMessages => "anthropic_messages",
-        }
-    }
-
-    /// Whether the API generates output (embeddings do not).
-    pub fn has_output(self) -> bool {
-        self != LlmApi::OpenaiEmbeddings
-    }
-
+/// What each API's wire format tells about usage, and how a cut-off
+/// stream ends in it. A trait (not an inherent impl) because `LlmApi` is
+/// the config's plain enum: its behaviour lives here, with the APIs.
+pub trait Dialect {
     /// Usage of a whole JSON answer (`None` when it reports none).
-    pub fn response_usage(self, response: &Value) -> Option<Usage> {
+    fn response_usage(self, response: &Value) -> Option<Usage>;
+    /// Tokens of the text generated in a whole JSON answer, for billing an
+    /// estimate when it reports no usage.
+    fn response_text_tokens(self, response: &Value) -> u64;
+    /// Folds one SSE event's `data` into the stream's tally (see the impl).
+    fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool;
+    /// Folds one SSE event (its `data`, parsed) into the stream's tally.
+    fn on_stream_event(self, event: &Value, tally: &mut StreamTally);
+    /// The events that end a stream the gateway cut off at the output cap.
+    fn cut_off_tail(self, model: &str, output_tokens: u64) -> Vec<u8>;
+}
+
+impl Dialect for LlmApi {
+    /// Usage of a whole JSON answer (`None` when it reports none).
+    fn response_usage(self, response: &Value) -> Option<Usage> {
         match self {
             LlmApi::OpenaiChat => openai_chat::response_usage(response),
             LlmApi::OpenaiResponses => openai_responses::response_usage(response),
@@ -98,7 +100,7 @@ impl LlmApi {
 
     /// Tokens of the text generated in a whole JSON answer, for billing an
     /// estimate when it reports no usage.
-    pub fn response_text_tokens(self, response: &Value) -> u64 {
+    fn response_text_tokens(self, response: &Value) -> u64 {
         let mut total = 0u64;
         let mut add = |t: &str| total = total.saturating_add(tokens::count_text(t));
         match self {
@@ -117,7 +119,7 @@ impl LlmApi {
     /// False leaves the event to [`Self::on_stream_event`]: events carrying
     /// usage (one or two per stream) and any shape the view does not
     /// expect, so both paths agree on every input.
-    pub fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool {
+    fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool {
         match self {
             LlmApi::OpenaiChat | LlmApi::OpenaiEmbeddings => {
                 openai_chat::on_stream_data(data, tally)
@@ -128,7 +130,7 @@ impl LlmApi {
     }
 
     /// Folds one SSE event (its `data`, parsed) into the stream's tally.
-    pub fn on_stream_event(self, event: &Value, tally: &mut StreamTally) {
+    fn on_stream_event(self, event: &Value, tally: &mut StreamTally) {
         match self {
             LlmApi::OpenaiChat => openai_chat::on_stream_event(event, tally),
             LlmApi::OpenaiResponses => openai_responses::on_stream_event(event, tally),
@@ -140,7 +142,7 @@ impl LlmApi {
 
     /// The events that end a stream the gateway cut off at the output cap,
     /// in the API's own format, so clients see a clean "length" finish.
-    pub fn cut_off_tail(self, model: &str, output_tokens: u64) -> Vec<u8> {
+    fn cut_off_tail(self, model: &str, output_tokens: u64) -> Vec<u8> {
         match self {
             LlmApi::OpenaiChat | LlmApi::OpenaiEmbeddings => {
                 openai_chat::cut_off_tail(model, output_tokens)
