@@ -107,10 +107,7 @@ pub async fn admit(
         }
     };
     ctx.route_index = Some(route_index);
-    ctx.upstream_path = Some(match req.uri.query() {
-        Some(q) => format!("{}?{q}", path.encoded),
-        None => path.encoded,
-    });
+    ctx.upstream_uri = Some(upstream_uri(path.encoded, req.uri.query(), snapshot.server())?);
     let route = &snapshot.routes[route_index];
 
     let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {
@@ -160,6 +157,32 @@ pub async fn admit(
         ctx.retries_left = pool.retries();
     }
     Ok(())
+}
+
+/// The normalised path (and the client's query) as the upstream target.
+/// One that cannot be represented is refused, never replaced by the raw
+/// target (fail closed); `server.max_uri_bytes` is capped so that the
+/// re-encoded path (at most 3x the raw one) always fits.
+pub fn upstream_uri(
+    encoded_path: String,
+    query: Option<&str>,
+    server: &crate::config::schema::ServerConfig,
+) -> Result<http::Uri, GatewayError> {
+    let target = match query {
+        Some(q) => format!("{encoded_path}?{q}"),
+        None => encoded_path,
+    };
+    // `http::Uri` holds at most u16::MAX - 1 bytes.
+    let too_long = target.len() >= usize::from(u16::MAX);
+    http::Uri::try_from(target).map_err(|_| {
+        if too_long {
+            GatewayError::UriTooLong {
+                limit: server.max_uri_bytes,
+            }
+        } else {
+            GatewayError::BadRequest("the normalised path is not a valid request target".into())
+        }
+    })
 }
 
 /// The request-rate side of the store question of `identity` on `route`.

@@ -20,8 +20,11 @@ pub struct RequestCtx {
     pub snapshot: Option<Arc<Snapshot>>,
     /// Index of the matched route in `snapshot.routes`.
     pub route_index: Option<usize>,
-    /// Normalised path (plus query) sent upstream.
-    pub upstream_path: Option<String>,
+    /// The normalised path (plus the client's query) sent upstream: the
+    /// target the route was matched on, already checked to be representable.
+    pub upstream_uri: Option<http::Uri>,
+    /// `X-Forwarded-Proto`: the scheme the client used (`http`/`https`).
+    pub forwarded_proto: &'static str,
     pub identity: Option<Arc<Identity>>,
     pub rate: Option<RateDecision>,
     /// An LLM call's store question, asked with its reservation (redis mode).
@@ -83,7 +86,8 @@ impl RequestCtx {
             traceparent: String::new(),
             snapshot: None,
             route_index: None,
-            upstream_path: None,
+            upstream_uri: None,
+            forwarded_proto: "http",
             identity: None,
             rate: None,
             deferred_admission: None,
