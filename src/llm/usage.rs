@@ -1163,7 +1163,7 @@ mod tests {
 
     #[test]
     fn json_invalid_reports_nothing() {
-
+        let body = response_body(true);
         let mut p = UsageParser::json(LlmApi::OpenaiChat, body.len());
         p.feed(&body);
         assert!(p.finish().usage.is_some());
