@@ -330,7 +330,10 @@ impl ServeHttp for AdminApp {
                 metrics::render(),
             ),
             (_, p) if p.starts_with("/admin/") => {
-                let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+                let ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
                 let limit = self
                     .state
                     .snapshot
@@ -347,8 +350,10 @@ impl ServeHttp for AdminApp {
                         "rate_limited",
                         "too many failed authentication attempts from this address",
                     );
-                    resp.headers_mut()
-                        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after));
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from(retry_after),
+                    );
                     return resp;
                 }
                 if !self.authorized(session) {

@@ -107,7 +107,11 @@ pub async fn admit(
         }
     };
     ctx.route_index = Some(route_index);
-    ctx.upstream_uri = Some(upstream_uri(path.encoded, req.uri.query(), snapshot.server())?);
+    ctx.upstream_uri = Some(upstream_uri(
+        path.encoded,
+        req.uri.query(),
+        snapshot.server(),
+    )?);
     let route = &snapshot.routes[route_index];
 
     let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {

@@ -153,7 +153,12 @@ mod tests {
         )
         .is_ok());
         assert!(check(&req("/", &[("transfer-encoding", "Chunked")]), &s, || None).is_ok());
-        assert!(check(&req("/", &[("connection", "keep-alive, x-foo")]), &s, || None).is_ok());
+        assert!(check(
+            &req("/", &[("connection", "keep-alive, x-foo")]),
+            &s,
+            || None
+        )
+        .is_ok());
     }
 
     #[test]

@@ -47,9 +47,7 @@ impl ProxyHttp for Gateway {
             ctx.traceparent = trace::traceparent(session.req_header());
         }
         ctx.snapshot = Some(self.state.snapshot.load_full());
-        let tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.forwarded_proto = if tls { "https" } else { "http" };
         Ok(())
     }

@@ -354,7 +354,12 @@ mod tests {
 
     #[test]
     fn normalizing_twice_changes_nothing() {
-        for p in ["/a/%2e%2e/b%20c/%3F/", "/x/%C3%A9t%C3%A9", "/a/\"q\"", "/%25/%2541"] {
+        for p in [
+            "/a/%2e%2e/b%20c/%3F/",
+            "/x/%C3%A9t%C3%A9",
+            "/a/\"q\"",
+            "/%25/%2541",
+        ] {
             let once = normalize(p).unwrap();
             let twice = normalize(&once.encoded).unwrap();
             assert_eq!(once, twice, "{p}");

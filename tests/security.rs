@@ -58,7 +58,11 @@ fn quiet_config(backend: &Backend) -> String {
 /// Nothing but the two stats calls reached the backend since `before`
 /// (each `served()` call counts itself).
 fn assert_untouched(backend: &Backend, before: u64) {
-    assert_eq!(backend.served(), before + 1, "a request reached the backend");
+    assert_eq!(
+        backend.served(),
+        before + 1,
+        "a request reached the backend"
+    );
 }
 
 fn code(body: &Value) -> &str {
@@ -150,12 +154,17 @@ fn identity_and_forwarding_headers_cannot_be_spoofed_under_any_spelling() {
         "x-api-key",
         "transfer-encoding",
     ] {
-        assert!(values_of(&seen, gone).is_empty(), "{gone} reached the backend: {seen:?}");
+        assert!(
+            values_of(&seen, gone).is_empty(),
+            "{gone} reached the backend: {seen:?}"
+        );
     }
     // No header the backend sees carries an `_` spelling of a protected name.
     let raw_names: Vec<&String> = echo["headers"].as_object().unwrap().keys().collect();
     assert!(
-        raw_names.iter().all(|n| !n.contains('_') || *n == "x_custom_thing"),
+        raw_names
+            .iter()
+            .all(|n| !n.contains('_') || *n == "x_custom_thing"),
         "{raw_names:?}"
     );
     assert_eq!(echo["method"], "GET");
@@ -183,7 +192,11 @@ fn semicolons_and_reserved_escapes_never_act_as_separators() {
         "/api/v1/tickets/a%zz",
     ] {
         let (status, body) = get(&gw, target, &[]);
-        assert_eq!((status, code(&body)), (400, "bad_request"), "{target}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (400, "bad_request"),
+            "{target}: {body}"
+        );
     }
     // A raw `\` (a separator to some backends) is refused, by the gateway
     // or already by the HTTP parser.
@@ -194,7 +207,10 @@ fn semicolons_and_reserved_escapes_never_act_as_separators() {
     // Reserved characters stay encoded (upper-case hex), unreserved ones
     // are decoded: the backend sees the path the route was matched on.
     for (target, expected) in [
-        ("/api/v1/tickets/a%3fb%23c%2C", "/api/v1/tickets/a%3Fb%23c%2C"),
+        (
+            "/api/v1/tickets/a%3fb%23c%2C",
+            "/api/v1/tickets/a%3Fb%23c%2C",
+        ),
         ("/api/v1/tickets/%2e%2e%3F/1", "/api/v1/tickets/..%3F/1"),
         ("/api/v1/tickets/x/%2E%2e/%7e1", "/api/v1/tickets/~1"),
         ("/api/v1/tickets/100%25", "/api/v1/tickets/100%25"),
@@ -296,7 +312,10 @@ fn the_backend_receives_exactly_the_normalised_path_the_route_matched() {
                             target
                         );
                     } else {
-                        prop_assert!([403, 404, 405, 429].contains(&status), "{target}: {status} {echo}");
+                        prop_assert!(
+                            [403, 404, 405, 429].contains(&status),
+                            "{target}: {status} {echo}"
+                        );
                     }
                 }
             }
@@ -354,8 +373,17 @@ fn client_methods_never_become_metric_labels() {
     );
     assert!(requests.iter().any(|l| l.contains("method=\"GET\"")));
     for line in &requests {
-        assert!(!line.contains("ZZRT") && !line.contains("ZZZZ") && !line.contains("method=\"get\""), "{line}");
-        let route = line.split("route=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert!(
+            !line.contains("ZZRT") && !line.contains("ZZZZ") && !line.contains("method=\"get\""),
+            "{line}"
+        );
+        let route = line
+            .split("route=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert!(["none", "tickets"].contains(&route), "{line}");
     }
 }
@@ -371,12 +399,22 @@ fn authorization_without_the_bearer_scheme_is_refused() {
         format!("Token {BOB_KEY}"),
         "Bearer".to_string(),
     ] {
-        let (status, body) = send(&gw.addr, "GET", "/api/v1/tickets/1", &[("Authorization", &value)]);
+        let (status, body) = send(
+            &gw.addr,
+            "GET",
+            "/api/v1/tickets/1",
+            &[("Authorization", &value)],
+        );
         assert_eq!((status, code(&body)), (401, "invalid_api_key"), "{value}");
     }
     assert_untouched(&backend, before);
     let bearer = format!("Bearer {BOB_KEY}");
-    let (status, echo) = send(&gw.addr, "GET", "/api/v1/tickets/1", &[("Authorization", &bearer)]);
+    let (status, echo) = send(
+        &gw.addr,
+        "GET",
+        "/api/v1/tickets/1",
+        &[("Authorization", &bearer)],
+    );
     assert_eq!(status, 200);
     assert_eq!(echo["headers"]["x-gateway-user"], "bob");
     assert!(echo["headers"].get("authorization").is_none());
@@ -428,12 +466,23 @@ fn admin_token_guesses_are_locked_out_per_ip() {
     // have been right cannot be confirmed.
     let resp = admin(ADMIN_TOKEN);
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     let (_, code, _) = error_code(resp);
     assert_eq!(code, "rate_limited");
     // Health and metrics need no token and stay open; the proxy listener
     // keeps its own count.
-    assert_eq!(client().get(gw.admin_url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(get(&gw, "/api/v1/tickets/1", &[]).0, 200);
 }

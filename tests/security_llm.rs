@@ -83,7 +83,10 @@ fn the_client_cannot_pick_the_llm_account_path_or_query() {
         "x-api-key",
         "x-goog-api-key",
     ] {
-        assert!(!folded.iter().any(|k| k == gone), "{gone} forwarded: {headers:?}");
+        assert!(
+            !folded.iter().any(|k| k == gone),
+            "{gone} forwarded: {headers:?}"
+        );
     }
     // The pool's own credentials, once each, not the client's.
     assert_eq!(headers["api-key"], "from-config");
@@ -98,17 +101,31 @@ fn the_client_cannot_pick_the_llm_account_path_or_query() {
     // Real API routes: the configured path, without the client's query
     // or trailing slash; a model's `upstream_path` as configured.
     for (target, model, expected) in [
-        ("/v1/chat/completions/?api-version=client", "gpt", "/v1/chat/completions"),
-        ("/v1/chat/completions?model=x", "gpt", "/v1/chat/completions"),
+        (
+            "/v1/chat/completions/?api-version=client",
+            "gpt",
+            "/v1/chat/completions",
+        ),
+        (
+            "/v1/chat/completions?model=x",
+            "gpt",
+            "/v1/chat/completions",
+        ),
         (
             "/v1/chat/completions/?api-version=client",
             "azure-gpt",
             "/openai/deployments/fast/chat/completions?api-version=2024-10-21",
         ),
     ] {
-        let answer: Value = post(&gw, target, BOB_KEY, &chat_body(json!({"model": model})), &[])
-            .json()
-            .unwrap();
+        let answer: Value = post(
+            &gw,
+            target,
+            BOB_KEY,
+            &chat_body(json!({"model": model})),
+            &[],
+        )
+        .json()
+        .unwrap();
         assert_eq!(answer["upstream_path"], expected, "{target} {model}");
     }
 }
@@ -123,7 +140,10 @@ fn a_json_answer_over_the_usage_buffer_is_billed_in_full() {
         "/v1/chat/completions",
         BOB_KEY,
         &chat_body(json!({})),
-        &[("x-mock-json-bytes", "8800000"), ("x-mock-json-usage", "2200000")],
+        &[
+            ("x-mock-json-bytes", "8800000"),
+            ("x-mock-json-usage", "2200000"),
+        ],
     );
     assert_eq!(resp.status(), 200);
     let copied = resp.copy_to(&mut std::io::sink()).unwrap();
@@ -159,8 +179,16 @@ fn fields_with(text: &str) -> Vec<(&'static str, &'static str, Value)> {
     let schema_tool = json!({"type": "function", "function": {"name": "lookup",
         "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": text}}}}});
     vec![
-        ("/v1/chat/completions", "tools[].function.description", chat_body(json!({"tools": [tool]}))),
-        ("/v1/chat/completions", "tools[].function.parameters", chat_body(json!({"tools": [schema_tool]}))),
+        (
+            "/v1/chat/completions",
+            "tools[].function.description",
+            chat_body(json!({"tools": [tool]})),
+        ),
+        (
+            "/v1/chat/completions",
+            "tools[].function.parameters",
+            chat_body(json!({"tools": [schema_tool]})),
+        ),
         (
             "/v1/chat/completions",
             "tool_calls[].function.arguments",
@@ -183,10 +211,16 @@ fn fields_with(text: &str) -> Vec<(&'static str, &'static str, Value)> {
         (
             "/v1/chat/completions",
             "response_format.json_schema.description",
-            chat_body(json!({"response_format": {"type": "json_schema", "json_schema": {
-                "name": "answer", "description": text, "schema": {"type": "object"}}}})),
+            chat_body(
+                json!({"response_format": {"type": "json_schema", "json_schema": {
+                "name": "answer", "description": text, "schema": {"type": "object"}}}}),
+            ),
         ),
-        ("/v1/chat/completions", "prediction.content", chat_body(json!({"prediction": {"type": "content", "content": text}}))),
+        (
+            "/v1/chat/completions",
+            "prediction.content",
+            chat_body(json!({"prediction": {"type": "content", "content": text}})),
+        ),
         (
             "/v1/responses",
             "input[].arguments",
@@ -242,7 +276,11 @@ fn fields_with(text: &str) -> Vec<(&'static str, &'static str, Value)> {
                     "content": [{"type": "text", "text": text}]}]}
             ]}),
         ),
-        ("/v1/embeddings", "input", json!({"model": "embed", "input": ["hi", text]})),
+        (
+            "/v1/embeddings",
+            "input",
+            json!({"model": "embed", "input": ["hi", text]}),
+        ),
     ]
 }
 
@@ -252,13 +290,21 @@ fn input_guards_read_every_field_that_reaches_the_model() {
     let gw = Gateway::start(&config(&llm.addr, ""));
     for (path, field, body) in fields_with(INJECTION) {
         let (status, code, answer) = error_code(post(&gw, path, BOB_KEY, &body, &[]));
-        assert_eq!((status, code.as_str()), (400, "guard_blocked"), "{path} {field}: {answer}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "guard_blocked"),
+            "{path} {field}: {answer}"
+        );
     }
     // Case and position variants of the same attack.
     let upper = INJECTION.to_uppercase();
     for (path, field, body) in fields_with(&format!("Order 4411 status? {upper}")) {
         let (status, code, _) = error_code(post(&gw, path, BOB_KEY, &body, &[]));
-        assert_eq!((status, code.as_str()), (400, "guard_blocked"), "{path} {field}");
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "guard_blocked"),
+            "{path} {field}"
+        );
     }
     // PII is redacted there too: the upstream never sees it.
     for (path, field, body) in fields_with(&format!("write to {EMAIL} today")) {
@@ -267,7 +313,10 @@ fn input_guards_read_every_field_that_reaches_the_model() {
         let answer: Value = resp.json().unwrap();
         let received = answer["received"].to_string();
         assert!(!received.contains(EMAIL), "{path} {field}: {received}");
-        assert!(received.contains("REDACTED_EMAIL"), "{path} {field}: {received}");
+        assert!(
+            received.contains("REDACTED_EMAIL"),
+            "{path} {field}: {received}"
+        );
     }
 }
 
@@ -275,10 +324,21 @@ fn input_guards_read_every_field_that_reaches_the_model() {
 fn n_is_bounded_by_the_models_max_n() {
     let llm = Backend::start();
     let gw = Gateway::start(&config(&llm.addr, ""));
-    let (status, code, body) =
-        error_code(post(&gw, "/v1/chat/completions", BOB_KEY, &chat_body(json!({"n": 9})), &[]));
+    let (status, code, body) = error_code(post(
+        &gw,
+        "/v1/chat/completions",
+        BOB_KEY,
+        &chat_body(json!({"n": 9})),
+        &[],
+    ));
     assert_eq!((status, code.as_str()), (400, "invalid_request"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("n of 9"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("n of 9"),
+        "{body}"
+    );
     let (status, code, _) = error_code(post(
         &gw,
         "/v1/chat/completions",
@@ -287,14 +347,26 @@ fn n_is_bounded_by_the_models_max_n() {
         &[],
     ));
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
-    let resp = post(&gw, "/v1/chat/completions", BOB_KEY, &chat_body(json!({"n": 8})), &[]);
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        BOB_KEY,
+        &chat_body(json!({"n": 8})),
+        &[],
+    );
     assert_eq!(resp.status(), 200);
 
-    let bad = fill_placeholders(&apis_config("127.0.0.1:1", "127.0.0.1:1", 1000))
-        .replacen("    max_tokens: 100\n", "    max_tokens: 100\n    max_n: 0\n", 1);
+    let bad = fill_placeholders(&apis_config("127.0.0.1:1", "127.0.0.1:1", 1000)).replacen(
+        "    max_tokens: 100\n",
+        "    max_tokens: 100\n    max_n: 0\n",
+        1,
+    );
     let (exit, out, err) = run_check(&bad);
     assert_eq!(exit, 1);
-    assert!(format!("{out}{err}").contains("models[0].max_n: must be at least 1"), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("models[0].max_n: must be at least 1"),
+        "{out}{err}"
+    );
 }
 
 #[test]
@@ -308,11 +380,29 @@ fn tools_and_predictions_count_in_the_prompt_estimate() {
         json!({"tools": [tool]}),
         json!({"prediction": {"type": "content", "content": long}}),
     ] {
-        let (status, code, body) =
-            error_code(post(&gw, "/v1/chat/completions", BOB_KEY, &chat_body(extra.clone()), &[]));
-        assert_eq!((status, code.as_str()), (400, "invalid_request"), "{extra}: {body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("exceeds the limit of 300"));
+        let (status, code, body) = error_code(post(
+            &gw,
+            "/v1/chat/completions",
+            BOB_KEY,
+            &chat_body(extra.clone()),
+            &[],
+        ));
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{extra}: {body}"
+        );
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit of 300"));
     }
-    let resp = post(&gw, "/v1/chat/completions", BOB_KEY, &chat_body(json!({})), &[]);
+    let resp = post(
+        &gw,
+        "/v1/chat/completions",
+        BOB_KEY,
+        &chat_body(json!({})),
+        &[],
+    );
     assert_eq!(resp.status(), 200);
 }

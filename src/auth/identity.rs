@@ -57,7 +57,17 @@ mod tests {
 
     #[test]
     fn list_separators_and_control_characters_are_refused() {
-        for bad in ["", "bob,carol", "x,admin", "bob\r\nx-gateway-roles: admin", "a\u{0}", "a\u{7f}", "a\u{85}", " bob", "bob\t"] {
+        for bad in [
+            "",
+            "bob,carol",
+            "x,admin",
+            "bob\r\nx-gateway-roles: admin",
+            "a\u{0}",
+            "a\u{7f}",
+            "a\u{85}",
+            " bob",
+            "bob\t",
+        ] {
             assert!(value_problem(bad).is_some(), "{bad:?}");
         }
         for good in ["bob", "jane.doe@example.com", "Zoë", "team a"] {

@@ -1132,7 +1132,11 @@ mod tests {
             let mut c = claims();
             c[claim] = value.clone();
             let result = v.verify(&sign(Algorithm::HS256, &c), NOW);
-            assert_eq!(reason_of(result), reason::INVALID_IDENTITY, "{claim}: {value}");
+            assert_eq!(
+                reason_of(result),
+                reason::INVALID_IDENTITY,
+                "{claim}: {value}"
+            );
         }
         let mut c = claims();
         c["roles"] = json!(["agent", ""]);

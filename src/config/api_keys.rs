@@ -392,9 +392,15 @@ mod tests {
             problems,
             [
                 ("auth.api_keys[0].roles[1]", "must not contain a comma"),
-                ("auth.api_keys[1].user", "must not contain a control character"),
+                (
+                    "auth.api_keys[1].user",
+                    "must not contain a control character"
+                ),
                 ("auth.api_keys[2].tenant", "must not contain a comma"),
-                ("auth.api_keys[3].id", "must not contain a control character"),
+                (
+                    "auth.api_keys[3].id",
+                    "must not contain a control character"
+                ),
             ]
         );
         assert_eq!(list.len(), 0);

@@ -1133,7 +1133,11 @@ mod tests {
                 p.feed(c);
             }
             let got = p.finish();
-            assert_eq!(got.usage.map(|u| u.completion_tokens), Some(2_200_000), "{piece}");
+            assert_eq!(
+                got.usage.map(|u| u.completion_tokens),
+                Some(2_200_000),
+                "{piece}"
+            );
             assert_eq!(got.unread_bytes, big.len() as u64);
         }
         // Without usage: nothing reported, the size kept for the bill.
@@ -1146,7 +1150,8 @@ mod tests {
 
     #[test]
     fn tail_usage_is_never_read_from_inside_a_string() {
-        let fake = br#"{"choices":[{"message":{"content":"say \"usage\": {\"completion_tokens\": 1}"}}]}"#;
+        let fake =
+            br#"{"choices":[{"message":{"content":"say \"usage\": {\"completion_tokens\": 1}"}}]}"#;
         assert_eq!(usage_in_tail(LlmApi::OpenaiChat, fake), None);
         let escaped_backslash = br#"{"a":"x\\","usage":{"prompt_tokens":1,"completion_tokens":9}}"#;
         assert_eq!(
@@ -1154,7 +1159,8 @@ mod tests {
             Some(9)
         );
         // The last one wins; a cut-off first half is skipped.
-        let cut = br#"ge": {"prompt_tokens": 1}, "usage" : {"prompt_tokens":2,"completion_tokens":3}}"#;
+        let cut =
+            br#"ge": {"prompt_tokens": 1}, "usage" : {"prompt_tokens":2,"completion_tokens":3}}"#;
         assert_eq!(
             usage_in_tail(LlmApi::OpenaiChat, cut).map(|u| u.prompt_tokens),
             Some(2)

@@ -437,9 +437,7 @@ fn walk<'a>(value: &'a Value, free_form: bool, f: &mut impl FnMut(Part<'a>)) {
 fn walk_mut(value: &mut Value, free_form: bool, apply: &mut impl FnMut(&mut String)) {
     match value {
         Value::String(s) => apply(s),
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| walk_mut(v, free_form, apply)),
+        Value::Array(items) => items.iter_mut().for_each(|v| walk_mut(v, free_form, apply)),
         Value::Object(map) if free_form => {
             let keys: Vec<String> = map.keys().cloned().collect();
             for key in keys {

@@ -49,7 +49,6 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
 }
 
-
 /// Every field whose text reaches the model: messages (content, refusals,
 /// tool-call arguments), tool and function definitions, the structured
 /// output schema and the predicted output.
