@@ -208,8 +208,65 @@ fn server_timing(elapsed: std::time::Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::server_timing;
+    use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn names_fold_as_cgi_backends_read_them() {
+        assert_eq!(fold_name("X_Gateway_User"), "x-gateway-user");
+        assert_eq!(fold_name("x-gateway-user"), "x-gateway-user");
+        assert!(matches!(fold_name("accept"), Cow::Borrowed(_)));
+        for spoof in [
+            "x-gateway-user",
+            "X_Gateway_User",
+            "x-gateway_roles",
+            "X_GATEWAY_ANYTHING",
+            "x_forwarded_for",
+            "X-Forwarded-Proto",
+            "forwarded",
+            "X_Real_IP",
+            "x-original-url",
+            "X_Rewrite_Url",
+            "x_http_method_override",
+            "x_api_key",
+            "Authorization",
+            "x_request_id",
+            "content_length",
+            "Transfer_Encoding",
+            "proxy_connection",
+        ] {
+            assert!(is_gateway_controlled(spoof), "{spoof}");
+        }
+        for kept in [
+            "content-length",
+            "host",
+            "x_custom",
+            "x-gatewayuser",
+            "accept",
+            "cookie",
+        ] {
+            assert!(!is_gateway_controlled(kept), "{kept}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_target_is_the_normalised_one_or_nothing() {
+        let mut req =
+            RequestHeader::build("GET", b"/a/../b;x", None).unwrap_or_else(|e| panic!("{e}"));
+        let mut ctx = RequestCtx::new();
+        assert!(prepare_upstream_request(&mut req, &ctx, &[], None, false).is_err());
+        ctx.upstream_uri = Some(http::Uri::from_static("/b?q=1"));
+        req.insert_header("X_Gateway_User", "carol")
+            .unwrap_or_else(|e| panic!("{e}"));
+        req.insert_header("host", "gw.example")
+            .unwrap_or_else(|e| panic!("{e}"));
+        prepare_upstream_request(&mut req, &ctx, &[], None, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(req.uri, "/b?q=1");
+        assert!(req.headers.get("x_gateway_user").is_none());
+        assert_eq!(req.headers["x-forwarded-host"], "gw.example");
+        assert_eq!(req.headers["x-forwarded-proto"], "http");
+    }
 
     #[test]
     fn server_timing_has_milliseconds_with_three_decimals() {
