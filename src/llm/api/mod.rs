@@ -592,6 +592,66 @@ mod tests {
     }
 
     #[test]
+    fn every_text_the_model_reads_is_visited_and_no_identifier() {
+        let r = parse(
+            LlmApi::OpenaiChat,
+            json!({"model": "m",
+                "messages": [
+                    {"role": "user", "name": "u1", "content": "t-content"},
+                    {"role": "assistant", "content": [{"type": "refusal", "refusal": "t-refusal"}],
+                     "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "lookup", "arguments": "t-args"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "t-tool"},
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:t-image"}}]}
+                ],
+                "tools": [{"type": "function", "function": {"name": "lookup", "description": "t-desc",
+                    "parameters": {"type": "object", "properties": {"t-key": {"description": "t-pdesc"}}}}}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "n", "description": "t-rf"}},
+                "prediction": {"type": "content", "content": "t-pred"},
+                "user": "t-not-model-input"}),
+        );
+        let mut seen = Vec::new();
+        r.for_each_text(|t| seen.push(t.to_string()));
+        for t in [
+            "t-content",
+            "t-refusal",
+            "t-args",
+            "t-tool",
+            "t-desc",
+            "t-key",
+            "t-pdesc",
+            "t-rf",
+            "t-pred",
+        ] {
+            assert!(seen.iter().any(|s| s == t), "{t} not visited: {seen:?}");
+        }
+        for t in [
+            "u1",
+            "call_1",
+            "lookup",
+            "function",
+            "data:t-image",
+            "t-not-model-input",
+            "user",
+        ] {
+            assert!(!seen.iter().any(|s| s == t), "{t} visited: {seen:?}");
+        }
+        // Redaction reaches the same texts, object keys of schemas included.
+        let mut r = r;
+        let changed = r.map_texts(|t| t.starts_with("t-").then(|| "X".to_string()));
+        assert_eq!(changed, seen.iter().filter(|s| s.starts_with("t-")).count());
+        let sent = String::from_utf8(r.to_vec()).unwrap_or_default();
+        assert!(
+            !sent.contains("t-key") && !sent.contains("t-args"),
+            "{sent}"
+        );
+        assert!(
+            sent.contains("call_1") && sent.contains("t-not-model-input"),
+            "{sent}"
+        );
+    }
+
+    #[test]
     fn output_cap_is_the_smaller_limit() {
         let r = parse(
             LlmApi::AnthropicMessages,
