@@ -20,8 +20,11 @@ pub struct RequestCtx {
     pub snapshot: Arc<Snapshot>,
     /// Index of the matched route in `snapshot.routes`.
     pub route_index: Option<usize>,
-    /// Normalised path (plus query) sent upstream.
-    pub upstream_path: Option<String>,
+    /// The normalised path (plus the client's query) sent upstream: the
+    /// target the route was matched on, already checked to be representable.
+    pub upstream_uri: Option<http::Uri>,
+    /// `X-Forwarded-Proto`: the scheme the client used (`http`/`https`).
+    pub forwarded_proto: &'static str,
     pub identity: Option<Arc<Identity>>,
     pub rate: Option<RateDecision>,
     /// The refusal answered to the client, for logs and metrics.
@@ -62,7 +65,8 @@ impl RequestCtx {
             traceparent: String::new(),
             snapshot,
             route_index: None,
-            upstream_path: None,
+            upstream_uri: None,
+            forwarded_proto: "http",
             identity: None,
             rate: None,
             error: None,

@@ -37,6 +37,8 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.request_id = trace::request_id(session.req_header());
         ctx.traceparent = trace::traceparent(session.req_header());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.forwarded_proto = if tls { "https" } else { "http" };
         Ok(())
     }
 

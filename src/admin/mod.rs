@@ -6,6 +6,7 @@ pub mod ui;
 use crate::auth::api_key::{digest, parse_digest_hex};
 use crate::config::reload;
 use crate::limits::budget::ScopeKey;
+use crate::limits::failed_auth::FailedAuthGuard;
 use crate::limits::window::now_unix;
 use crate::llm::pricing::usd_string;
 use crate::observe::metrics;
@@ -21,13 +22,24 @@ use subtle::ConstantTimeEq;
 
 pub struct AdminApp {
     state: Arc<GatewayState>,
+    /// Failed admin-token attempts per client IP (this listener's own
+    /// count: the admin listener is per instance).
+    failed_auth: FailedAuthGuard,
 }
 
 impl AdminApp {
     pub fn new(state: Arc<GatewayState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            failed_auth: FailedAuthGuard::new(),
+        }
     }
 }
+
+/// Failed admin-token attempts per IP per minute when
+/// `auth.failed_auth_per_ip_per_minute` is not set: the admin token is
+/// never left open to unbounded guessing.
+const DEFAULT_ADMIN_FAILED_AUTH_PER_MINUTE: u32 = 20;
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
@@ -293,7 +305,36 @@ impl ServeHttp for AdminApp {
                 metrics::render(),
             ),
             (_, p) if p.starts_with("/admin/") => {
+                let ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let limit = self
+                    .state
+                    .snapshot
+                    .load()
+                    .config
+                    .auth
+                    .failed_auth_per_ip_per_minute
+                    .unwrap_or(DEFAULT_ADMIN_FAILED_AUTH_PER_MINUTE);
+                // Checked before the token: a locked-out address learns
+                // nothing, not even whether its guess was right.
+                if let Some(retry_after) = ip.and_then(|ip| self.failed_auth.blocked(ip, limit)) {
+                    let mut resp = admin_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many failed authentication attempts from this address",
+                    );
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from(retry_after),
+                    );
+                    return resp;
+                }
                 if !self.authorized(session) {
+                    if let Some(ip) = ip {
+                        self.failed_auth.record_failure(ip);
+                    }
                     return admin_error(
                         StatusCode::UNAUTHORIZED,
                         "invalid_admin_token",

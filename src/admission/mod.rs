@@ -118,10 +118,11 @@ pub async fn admit(
         }
     };
     ctx.route_index = Some(route_index);
-    ctx.upstream_path = Some(match req.uri.query() {
-        Some(q) => format!("{}?{q}", path.encoded),
-        None => path.encoded,
-    });
+    ctx.upstream_uri = Some(upstream_uri(
+        path.encoded,
+        req.uri.query(),
+        snapshot.server(),
+    )?);
     let route = &snapshot.routes[route_index];
 
     let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {
@@ -170,6 +171,32 @@ pub async fn admit(
         ctx.retries_left = pool.retries();
     }
     Ok(Admitted::Done)
+}
+
+/// The normalised path (and the client's query) as the upstream target.
+/// One that cannot be represented is refused, never replaced by the raw
+/// target (fail closed); `server.max_uri_bytes` is capped so that the
+/// re-encoded path (at most 3x the raw one) always fits.
+pub fn upstream_uri(
+    encoded_path: String,
+    query: Option<&str>,
+    server: &crate::config::schema::ServerConfig,
+) -> Result<http::Uri, GatewayError> {
+    let target = match query {
+        Some(q) => format!("{encoded_path}?{q}"),
+        None => encoded_path,
+    };
+    // `http::Uri` holds at most u16::MAX - 1 bytes.
+    let too_long = target.len() >= usize::from(u16::MAX);
+    http::Uri::try_from(target).map_err(|_| {
+        if too_long {
+            GatewayError::UriTooLong {
+                limit: server.max_uri_bytes,
+            }
+        } else {
+            GatewayError::BadRequest("the normalised path is not a valid request target".into())
+        }
+    })
 }
 
 /// The request-rate side of the store question of `identity` on `route`.
@@ -298,4 +325,25 @@ async fn refuse_if_blocked(
         return Err(locked_out(retry_after, limit, ctx));
     }
     Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_uri;
+    use crate::config::schema::ServerConfig;
+
+    fn server() -> ServerConfig {
+        serde_yaml::from_str("listen: ['127.0.0.1:1']\nadmin_listen: '127.0.0.1:2'")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_represented_fails_closed() {
+        let s = server();
+        let ok = upstream_uri("/a/%22".into(), Some("q=1"), &s).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok, "/a/%22?q=1");
+        let huge = format!("/{}", "%22".repeat(22_000));
+        let err = upstream_uri(huge, None, &s).err().map(|e| e.code());
+        assert_eq!(err, Some("uri_too_long"));
+    }
 }

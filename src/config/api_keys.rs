@@ -10,7 +10,7 @@
 use super::formats::{parse_rfc3339, NOT_A_SHA256_HEX};
 use super::secret::Secret;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
-use crate::auth::identity::Identity;
+use crate::auth::identity::{value_problem, Identity};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -233,8 +233,8 @@ impl Compiler {
                 .ids
                 .find(id_hash, |p| self.id_at(*p) == key.id)
                 .is_some();
-        if key.id.is_empty() {
-            self.problem(&path, "id", "must not be empty");
+        if let Some(problem) = value_problem(&key.id) {
+            self.problem(&path, "id", problem);
         } else if duplicate_id {
             let message = format!("duplicate key id '{}'", key.id);
             self.problem(&path, "id", message);
@@ -251,11 +251,17 @@ impl Compiler {
             }
             Some(digest) => Some(digest),
         };
-        if key.user.is_empty() {
-            self.problem(&path, "user", "must not be empty");
+        // Sent to backends in X-Gateway-* headers (roles comma-joined).
+        if let Some(problem) = value_problem(&key.user) {
+            self.problem(&path, "user", problem);
         }
-        if key.tenant.is_empty() {
-            self.problem(&path, "tenant", "must not be empty");
+        if let Some(problem) = value_problem(&key.tenant) {
+            self.problem(&path, "tenant", problem);
+        }
+        for (i, role) in key.roles.iter().enumerate() {
+            if let Some(problem) = value_problem(role) {
+                self.problem(&path, &format!("roles[{i}]"), problem);
+            }
         }
         let expires_at = key.expires_at.as_deref().and_then(|at| {
             let unix = parse_rfc3339(at);
@@ -380,6 +386,40 @@ mod tests {
         // k1 and the upper-case digest of k5 are in; nothing else is.
         assert_eq!(list.len(), 2);
         assert!(list.index.lookup("s5", 0).is_ok());
+    }
+
+    #[test]
+    fn identity_values_that_would_forge_a_header_are_refused() {
+        let mut comma = key("k1", "s1");
+        comma.roles = vec!["agent".into(), "x,admin".into()];
+        let mut control = key("k2", "s2");
+        control.user = "bob\r\nx".into();
+        let mut tenant = key("k3", "s3");
+        tenant.tenant = "acme,globex".into();
+        let mut id = key("k4\u{1}", "s4");
+        id.user = "ok".into();
+        let list = ApiKeyList::from_entries([comma, control, tenant, id]);
+        let problems: Vec<(&str, &str)> = list
+            .problems()
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                ("auth.api_keys[0].roles[1]", "must not contain a comma"),
+                (
+                    "auth.api_keys[1].user",
+                    "must not contain a control character"
+                ),
+                ("auth.api_keys[2].tenant", "must not contain a comma"),
+                (
+                    "auth.api_keys[3].id",
+                    "must not contain a control character"
+                ),
+            ]
+        );
+        assert_eq!(list.len(), 0);
     }
 
     #[test]

@@ -303,6 +303,10 @@ pub struct ModelConfig {
     #[serde(default)]
     pub output_usd_per_mtok: Option<f64>,
     pub max_tokens: u64,
+    /// Most answers one request may ask for (chat's `n`): each is priced
+    /// and may use the whole `max_tokens`, so `n` is bounded too.
+    #[serde(default = "defaults::max_n")]
+    pub max_n: u64,
     #[serde(default)]
     pub roles: Vec<String>,
     #[serde(default)]
@@ -553,6 +557,9 @@ mod defaults {
     }
     pub fn max_body_bytes() -> u64 {
         1024 * 1024
+    }
+    pub fn max_n() -> u64 {
+        8
     }
     pub fn max_uri_bytes() -> usize {
         8192

@@ -121,7 +121,21 @@ fn server(s: &ServerConfig, p: &mut Problems) {
             p.push(format!("server.{field}"), "must be greater than 0");
         }
     }
+    if s.max_uri_bytes > MAX_URI_BYTES_CEILING {
+        p.push(
+            "server.max_uri_bytes",
+            format!(
+                "must be at most {MAX_URI_BYTES_CEILING}: the normalised path, re-encoded (up to 3x), must stay a representable request target"
+            ),
+        );
+    }
 }
+
+/// Hard ceiling of `server.max_uri_bytes`. A raw path byte re-encodes to
+/// at most 3 (`"` → `%22`), and a request target holds at most 65,534
+/// bytes (`http::Uri`): 16 KiB leaves the rewritten target always
+/// representable, so the normalised path can always be what goes upstream.
+pub const MAX_URI_BYTES_CEILING: usize = 16 * 1024;
 
 fn auth(a: &AuthConfig, p: &mut Problems) {
     // Each key entry was checked while it was parsed (config::api_keys).
@@ -405,6 +419,9 @@ fn models(config: &Config, p: &mut Problems) {
                 }
                 Some(_) => {}
             }
+        }
+        if model.max_n == 0 {
+            p.push(format!("{path}.max_n"), "must be at least 1");
         }
         if model.max_tokens == 0 {
             p.push(format!("{path}.max_tokens"), "must be at least 1");

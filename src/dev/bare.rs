@@ -47,6 +47,7 @@ fn contract_ctx() -> Result<RequestCtx, crate::config::problems::ConfigError> {
         ctx.request_id = crate::observe::trace::request_id(&req);
         ctx.traceparent = crate::observe::trace::traceparent(&req);
     }
+    ctx.upstream_uri = Some(http::Uri::from_static("/"));
     ctx.rate = Some(RateDecision {
         policy: "default".into(),
         limit: 100_000_000,
@@ -80,7 +81,13 @@ impl ProxyHttp for BareProxy {
             return Ok(());
         };
         let client_ip = crate::edge::client::client_ip(session);
-        headers::prepare_upstream_request(upstream_request, ctx, &[], client_ip, false)
+        // The hop forwards the client's target as it came; the placeholder
+        // normalised target is set (a `Uri` clone, as tollgate pays) and
+        // the client's put back.
+        let target = upstream_request.uri.clone();
+        headers::prepare_upstream_request(upstream_request, ctx, &[], client_ip, false)?;
+        upstream_request.set_uri(target);
+        Ok(())
     }
 
     async fn response_filter(

@@ -89,7 +89,9 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
                 // Counted by `serve` before settling; the bound (never
                 // below the count) if that failed.
                 prompt_tokens: call.prompt_counted.unwrap_or(call.prompt_bound),
-                completion_tokens: parsed.completion_text_tokens,
+                completion_tokens: parsed
+                    .completion_text_tokens
+                    .max(unread_output(call, &parsed)),
                 ..Usage::default()
             },
             true,
@@ -98,6 +100,20 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
         // nothing: providers do not bill rejected requests.
         None => (Usage::default(), false),
     }
+}
+
+/// Typical bytes per token of generated text (OpenAI's rule of thumb).
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// The output of an answer too large to parse (and without a usage object
+/// in its tail): it was delivered, so it is billed at the larger of the
+/// output cap the reservation priced and what its size suggests, never 0.
+fn unread_output(call: &LlmCall, parsed: &ParsedUsage) -> u64 {
+    if parsed.unread_bytes == 0 || !call.api.has_output() {
+        return 0;
+    }
+    call.output_cap
+        .max(parsed.unread_bytes.div_ceil(BYTES_PER_TOKEN))
 }
 
 /// Whether the call is billed by the gateway's own counts: a successful

@@ -100,6 +100,17 @@ async fn serve_call(
         .unwrap_or_default();
     let candidates = candidates(&snapshot, request.model(), &roles)?;
     let primary = candidates[0].model.clone();
+    // Each answer may use the whole output cap: `n` multiplies the cost
+    // (and the reservation), so it is bounded per model.
+    if request.choices() > primary.max_n {
+        return Err(GatewayError::InvalidRequest(format!(
+            "n of {} exceeds the limit of {} for model {}",
+            request.choices(),
+            primary.max_n,
+            primary.name
+        ))
+        .into());
+    }
 
     // The prompt is reserved at a bound that needs no tokenizer (one token
     // per byte of text); it is counted only when the bound is not enough.

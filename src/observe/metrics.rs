@@ -95,6 +95,24 @@ pub fn init() {
     zero(&OTLP_SPANS_DROPPED, &["export_failed"]);
 }
 
+/// The `method` label: the standard methods by name, anything else
+/// `other`, so a client cannot mint a new series per request.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 pub fn inc(counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]) {
     if let Some(c) = counter.as_ref() {
         c.with_label_values(labels).inc();
@@ -112,4 +130,21 @@ pub fn render() -> Vec<u8> {
     let mut out = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        for m in ["GET", "PATCH", "TRACE"] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap_or_default();
+            assert_eq!(method_label(&method), m);
+        }
+        for m in ["ZZRT123", "get", "PROPFIND", &"X".repeat(4000)] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap_or_default();
+            assert_eq!(method_label(&method), "other", "{m}");
+        }
+    }
 }

@@ -177,7 +177,7 @@ pub async fn request_done(
         // `as_str`: the label without formatting a number per request.
         &[
             route_label,
-            method,
+            metrics::method_label(&session.req_header().method),
             status_code.as_ref().map_or("0", http::StatusCode::as_str),
         ],
     );
