@@ -30,6 +30,24 @@ APT_PACKAGES := cmake pkg-config build-essential
 VENV := target/venv
 SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
 
+# Installs the Debian packages listed in the shell variable `missing`
+# (apt-get, as root), or prints the command to run; a no-op when none is.
+APT_INSTALL_MISSING = \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: missing packages:$$missing (install them with your package manager)" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: missing packages:$$missing" >&2; \
+	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
 .PHONY: help deps test-deps build demo test lint modules check-config bench clean sdk-venv check-rules
 
 help: ## list the targets
@@ -41,20 +59,7 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	{ command -v cc >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } \
 	                                      || missing="$$missing build-essential"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: missing system packages:$$missing (install them with your package manager)" >&2; exit 1; \
-	fi; \
-	if [ "$$(id -u)" -ne 0 ]; then \
-	  echo "error: missing system packages:$$missing" >&2; \
-	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
-	  exit 1; \
-	fi; \
-	echo "installing:$$missing"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -qq; \
-	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	$(APT_INSTALL_MISSING); \
 	command -v cmake >/dev/null
 
 test-deps: deps ## install missing test packages (redis-server for cluster tests, chromium for the usage page test, prometheus for promtool)
@@ -63,20 +68,7 @@ test-deps: deps ## install missing test packages (redis-server for cluster tests
 	                                      || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1   || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: missing test packages:$$missing (install them with your package manager)" >&2; exit 1; \
-	fi; \
-	if [ "$$(id -u)" -ne 0 ]; then \
-	  echo "error: missing test packages:$$missing" >&2; \
-	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
-	  exit 1; \
-	fi; \
-	echo "installing:$$missing"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -qq; \
-	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	$(APT_INSTALL_MISSING); \
 	command -v promtool >/dev/null && command -v redis-server >/dev/null
 
 check-rules: test-deps ## validate the Prometheus alert rules with promtool
