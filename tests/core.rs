@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 fn setup() -> (Backend, Gateway) {
     let backend = Backend::start();
-    let gw = Gateway::start(&base_config(&[&backend.addr]));
+    let gw = ConfigBuilder::support(&[&backend.addr]).start();
     (backend, gw)
 }
 
@@ -244,7 +244,7 @@ fn uri_and_header_limits() {
 fn round_robin_spreads_over_peers() {
     let a = Backend::start();
     let b = Backend::start();
-    let gw = Gateway::start(&base_config(&[&a.addr, &b.addr]));
+    let gw = ConfigBuilder::support(&[&a.addr, &b.addr]).start();
     let mut seen = std::collections::HashMap::new();
     for _ in 0..20 {
         let echo: Value = client()
@@ -266,7 +266,7 @@ fn round_robin_spreads_over_peers() {
 fn failing_health_check_removes_a_peer_and_recovery_restores_it() {
     let a = Backend::start();
     let b = Backend::start();
-    let gw = Gateway::start(&base_config(&[&a.addr, &b.addr]));
+    let gw = ConfigBuilder::support(&[&a.addr, &b.addr]).start();
     let c = client();
     let backend_of = || -> String {
         let echo: Value = c
@@ -300,7 +300,7 @@ fn failing_health_check_removes_a_peer_and_recovery_restores_it() {
 #[test]
 fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     let a = Backend::start();
-    let gw = Gateway::start(&base_config(&[&a.addr]));
+    let gw = ConfigBuilder::support(&[&a.addr]).start();
     a.set_health(false);
     std::thread::sleep(Duration::from_millis(1000));
     let resp = client()
@@ -314,11 +314,9 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
 
     // A peer that refuses connections (no health check to hide it).
     let dead = free_addr();
-    let config = base_config(&[&dead]).replace(
-        "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
-        "",
-    );
-    let gw2 = Gateway::start(&config);
+    let gw2 = ConfigBuilder::support(&[&dead])
+        .with_pool("support", Pool::no_health_check)
+        .start();
     let (status, code, _) = error_code(
         client()
             .get(gw2.url("/api/v1/tickets/1"))
@@ -330,7 +328,7 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
 
     // read_ms is 2000: a 3 s answer times out.
     let slow = Backend::start();
-    let gw3 = Gateway::start(&base_config(&[&slow.addr]));
+    let gw3 = ConfigBuilder::support(&[&slow.addr]).start();
     let (status, code, _) = error_code(
         client()
             .get(gw3.url("/api/v1/tickets/1"))
@@ -464,11 +462,9 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
 #[test]
 fn stalled_request_body_gets_408() {
     let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  body_timeout_ms: 500\n",
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::support(&[&backend.addr])
+        .body_timeout_ms(500)
+        .start();
     // Announce 10 bytes, send 3, then stall.
     let req = format!(
         "POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Length: 10\r\n\r\nabc"
@@ -484,11 +480,9 @@ fn stalled_request_body_gets_408() {
 fn consistent_hashing_keeps_a_user_on_one_peer() {
     let a = Backend::start();
     let b = Backend::start();
-    let config = base_config(&[&a.addr, &b.addr]).replace(
-        "  support:\n",
-        "  support:\n    selection: consistent_hash\n",
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::support(&[&a.addr, &b.addr])
+        .with_pool("support", |p| p.selection("consistent_hash"))
+        .start();
     let backend_for = |key: &str| -> String {
         let echo: Value = client()
             .get(gw.url("/api/v1/tickets/1"))
@@ -515,11 +509,9 @@ fn consistent_hashing_keeps_a_user_on_one_peer() {
 fn connections_per_ip_are_capped() {
     use std::io::{Read, Write};
     let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  max_connections_per_ip: 2\n",
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::support(&[&backend.addr])
+        .max_connections_per_ip(2)
+        .start();
     let request =
         format!("GET /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\n\r\n");
     // Reads one answer; Err or empty when the gateway closed the connection.
@@ -555,13 +547,8 @@ fn connections_per_ip_are_capped() {
 #[test]
 fn reload_reports_changes_that_need_a_restart() {
     let (_b, gw) = setup();
-    let config = base_config(&[&_b.addr]).replace("  threads: 2\n", "  threads: 1\n");
-    gw.rewrite_config(&config);
-    let resp = client()
-        .post(gw.admin_url("/admin/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
+    gw.rewrite_config(&ConfigBuilder::support(&[&_b.addr]).threads(1).render());
+    let resp = gw.reload();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().unwrap();
     assert_eq!(body["generation"], 2);
@@ -586,11 +573,9 @@ fn reload_reports_changes_that_need_a_restart() {
 #[test]
 fn pid_file_is_written_and_removed_on_stop() {
     let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  pid_file: \"{dir}/run/tollgate.pid\"\n",
-    );
-    let mut gw = Gateway::start(&config);
+    let mut gw = ConfigBuilder::support(&[&backend.addr])
+        .pid_file("{dir}/run/tollgate.pid")
+        .start();
     let path = gw.dir.path().join("run/tollgate.pid");
     let pid = std::fs::read_to_string(&path).unwrap();
     assert_eq!(pid.trim(), gw.pid().to_string());

@@ -17,21 +17,15 @@ const HEADER_TIMEOUT_MS: u64 = 2000;
 
 /// The core config with a 2 s head deadline and no health checks, so the
 /// mock backend's `served` counts exactly the requests the gateway passed on.
-fn hostile_config(peer: &str) -> String {
-    base_config(&[peer])
-        .replace(
-            "grace_period_seconds: 1\n",
-            &format!("grace_period_seconds: 1\n  header_timeout_ms: {HEADER_TIMEOUT_MS}\n"),
-        )
-        .lines()
-        .filter(|l| !l.contains("health_check:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+fn hostile_config(peer: &str) -> ConfigBuilder {
+    ConfigBuilder::support(&[peer])
+        .header_timeout_ms(HEADER_TIMEOUT_MS)
+        .with_pool("support", Pool::no_health_check)
 }
 
 fn setup() -> (Backend, Gateway) {
     let backend = Backend::start();
-    let gw = Gateway::start(&hostile_config(&backend.addr));
+    let gw = hostile_config(&backend.addr).start();
     (backend, gw)
 }
 
@@ -249,7 +243,7 @@ fn too_many_header_fields_get_431_and_reach_nobody() {
 #[test]
 fn an_oversize_head_gets_431_and_reaches_nobody() {
     let (backend, gw) = setup();
-    // base_config keeps the default max_header_bytes (32 KiB).
+    // The support config keeps the default max_header_bytes (32 KiB).
     let big = format!("X-Big: {}\r\n", "v".repeat(40_000));
     let mut stream = connect(&gw.addr);
     stream
@@ -319,29 +313,19 @@ fn two_gets_in_one_write_never_hang() {
 }
 
 /// An LLM route whose upstream is the mock backend.
-fn llm_config(llm: &str) -> String {
-    format!(
-        r#"
-server: {{ listen: ["{{listen}}"], admin_listen: "{{admin}}", threads: 2, grace_period_seconds: 1, max_body_bytes: 1048576 }}
-auth:
-  api_keys: [ {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }} ]
-upstreams:
-  llm: {{ peers: ["{llm}"] }}
-routes:
-  - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm }}
-models:
-  - {{ name: m, upstream: llm, input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, max_tokens: 50 }}
-store: {{ path: "{{dir}}/usage.db" }}
-observability: {{ access_log: "{{dir}}/access.log", log_level: warn }}
-"#,
-        bob = sha(BOB_KEY)
-    )
+fn llm_config(llm: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .max_body_bytes(1_048_576)
+        .keys(&[BOB])
+        .pool("llm", Pool::new(&[llm]))
+        .route(Route::llm("chat", "/v1/chat/completions"))
+        .model(Model::new("m", "llm", 1.0, 1.0, 50))
 }
 
 #[test]
 fn json_nested_100000_deep_is_refused_with_400_and_the_gateway_lives_on() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&llm.addr));
+    let gw = llm_config(&llm.addr).start();
     let depth = 100_000;
     for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
         let body = format!(
@@ -357,47 +341,15 @@ fn json_nested_100000_deep_is_refused_with_400_and_the_gateway_lives_on() {
         stream
             .write_all([head, body].concat().as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
-        let answers = split_answers(&read_to_close_or_answer(&mut stream));
+        let answers = split_answers(&read_answer(&mut stream, Duration::from_secs(10)));
         assert_eq!(answers.len(), 1, "{open}");
         assert_eq!(answers[0].0, 400, "{open}");
         assert_eq!(answers[0].2["error"]["code"], "invalid_request", "{open}");
     }
     assert_eq!(upstream_saw(&llm), 0, "nothing reached the upstream");
     // The process survived (no stack overflow): it still serves.
-    let ok = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", BOB_KEY)
-        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ok = chat(&gw, BOB_KEY, &user_says("m", "hi"), &[]);
     assert_eq!(ok.status(), 200);
-}
-
-/// One answer (the connection may stay open): read until its body is complete.
-fn read_to_close_or_answer(stream: &mut TcpStream) -> String {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        let text = String::from_utf8_lossy(&out).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            });
-            if len.is_some_and(|l| body.len() >= l) {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

@@ -7,39 +7,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "support/llm_apis.rs"]
-mod llm_apis;
 
 use common::*;
-use llm_apis::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 fn anthropic_body(extra: Value) -> Value {
-    let mut body = json!({
-        "model": "claude",
-        "max_tokens": 50,
-        "system": "You are a support agent.",
-        "messages": [{"role": "user", "content": "How do I reset my password?"}],
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
+    let body = chat_body(
+        "claude",
+        json!({"max_tokens": 50, "system": "You are a support agent."}),
+    );
+    with_fields(body, extra)
 }
 
 fn responses_body(extra: Value) -> Value {
-    let mut body = json!({
+    let body = json!({
         "model": "gpt",
         "instructions": "Be brief.",
         "input": [{"role": "user", "content": [{"type": "input_text", "text": "Where is my order?"}]}],
     });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
+    with_fields(body, extra)
 }
 
 /// µUSD of a call at $/Mtok prices, rounded up once.
@@ -54,7 +43,7 @@ fn cost(classes: &[(u64, f64)]) -> u64 {
 #[test]
 fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let classes = [
         ("x-mock-cached-tokens", "1000"),
         ("x-mock-cache-write-tokens", "200"),
@@ -137,12 +126,7 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
             cost(&[(input, 3.0), (1000, 0.30), (200, 3.75), (7, 15.0)])
         );
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     assert!(
         metrics.contains(
             "tollgate_llm_tokens_total{kind=\"completion\",model=\"claude\",tenant=\"acme\"} 14"
@@ -154,7 +138,7 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
 #[test]
 fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning_tokens() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let classes = [
         ("x-mock-cached-tokens", "4"),
         ("x-mock-reasoning-tokens", "3"),
@@ -223,7 +207,7 @@ fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning
 #[test]
 fn embeddings_bill_input_only_for_strings_and_token_arrays() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let inputs = [
         json!("How do I reset my password?"),
         json!(["first article text", "second article text"]),
@@ -262,7 +246,7 @@ fn embeddings_bill_input_only_for_strings_and_token_arrays() {
 #[test]
 fn guards_redact_and_block_in_every_body_shape() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let email = "jane.doe@example.com";
     // (path, body with the email in the API's nested places, pointers to them)
     let cases = [
@@ -365,7 +349,7 @@ fn budget_refuses_before_overspend_in_each_api_error_shape() {
     let llm = Backend::start();
     // Each call reserves more than 60 tokens (prompt + the cap of 100, or
     // a long embeddings input): every one is refused before the upstream.
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 60));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 60).start();
     let long = "lorem ipsum dolor sit amet ".repeat(30);
     let calls = [
         (
@@ -438,7 +422,7 @@ fn budget_refuses_before_overspend_in_each_api_error_shape() {
 fn every_api_falls_back_when_the_primary_pool_is_down() {
     let backup = Backend::start();
     let dead = free_addr();
-    let gw = Gateway::start(&apis_config(&dead, &backup.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&dead, &backup.addr, 1_000_000).start();
     let calls = [
         (
             "/v1/messages",
@@ -470,7 +454,7 @@ fn every_api_falls_back_when_the_primary_pool_is_down() {
 #[test]
 fn bodies_of_900_kb_arrive_whole_on_every_api() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 100_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 100_000_000).start();
     let text = "lorem ipsum dolor sit amet ".repeat(900 * 1024 / 27 + 1);
     let calls = [
         (
@@ -505,7 +489,7 @@ fn bodies_of_900_kb_arrive_whole_on_every_api() {
 #[test]
 fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let calls = [
         (
             "/v1/chat/completions",
@@ -542,7 +526,7 @@ fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
 #[test]
 fn missing_usage_is_billed_as_an_estimate_on_every_api() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let no_usage = [("x-mock-no-usage", "1"), ("x-mock-completion-tokens", "12")];
     let calls = [
         ("/v1/messages", anthropic_body(json!({"stream": true}))),
@@ -574,7 +558,7 @@ fn missing_usage_is_billed_as_an_estimate_on_every_api() {
 #[test]
 fn client_disconnect_mid_anthropic_stream_bills_input_and_streamed_output() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
     let body = anthropic_body(json!({"stream": true, "max_tokens": 100})).to_string();
     let mut stream = TcpStream::connect(&gw.addr).unwrap();
     write!(
@@ -613,9 +597,10 @@ fn client_disconnect_mid_anthropic_stream_bills_input_and_streamed_output() {
 
 #[test]
 fn check_rejects_an_unknown_api_with_its_position() {
-    let config = fill_placeholders(&apis_config("127.0.0.1:1", "127.0.0.1:2", 1000))
-        .replace("api: openai_responses", "api: openai_completions");
-    let (code, _, stderr) = run_check(&config);
+    let apis = || ConfigBuilder::llm_apis("127.0.0.1:1", "127.0.0.1:2", 1000);
+    let (code, _, stderr) = apis()
+        .with_route("responses", |r| r.api("openai_completions"))
+        .check();
     assert_eq!(code, 1, "{stderr}");
     let line = stderr.lines().next().unwrap_or_default();
     assert!(line.contains("tollgate.yaml:"), "{stderr}");
@@ -627,19 +612,15 @@ fn check_rejects_an_unknown_api_with_its_position() {
         "FILE:LINE:COL: {line}"
     );
 
-    // An api on an http route, and an unpriced model, are refused too.
-    let unpriced = fill_placeholders(&apis_config("127.0.0.1:1", "127.0.0.1:2", 1000))
-        .replace("    input_usd_per_mtok: 0.02\n    output_usd_per_mtok: 0.0\n    max_tokens: 1\n    fallbacks", "    output_usd_per_mtok: 0.0\n    max_tokens: 1\n    fallbacks");
-    let (code, _, stderr) = run_check(&unpriced);
+    // An unpriced model is refused too.
+    let (code, _, stderr) = apis()
+        .with_model("embed", |m| m.unset("input_usd_per_mtok"))
+        .check();
     assert_eq!(code, 1);
     assert!(
         stderr.contains("models[4].input_usd_per_mtok: required"),
         "{stderr}"
     );
-    let (code, _, _) = run_check(&fill_placeholders(&apis_config(
-        "127.0.0.1:1",
-        "127.0.0.1:2",
-        1000,
-    )));
+    let (code, _, _) = apis().check();
     assert_eq!(code, 0);
 }

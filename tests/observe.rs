@@ -16,79 +16,32 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// An LLM route, a support route, two models and an optional OTLP block.
-fn config(llm: &str, store_path: &str, otlp: &str) -> String {
-    format!(
-        r#"{head}upstreams:
-  llm:
-    peers: ["{llm}"]
-    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
-  support:
-    peers: ["{llm}"]
-routes:
-  - name: chat
-    path: /v1/chat/completions
-    methods: [POST]
-    kind: llm
-    roles: [agent, admin]
-    guards: [pii]
-  - name: tickets
-    path: "/api/v1/tickets/**"
-    methods: [GET]
-    upstream: support
-    roles: [agent, admin]
-models:
-  - name: support-fast
-    upstream: llm
-    upstream_model: gpt-4o-mini
-    input_usd_per_mtok: 0.15
-    output_usd_per_mtok: 0.60
-    max_tokens: 100
-  - name: support-smart
-    upstream: llm
-    upstream_model: gpt-4o
-    input_usd_per_mtok: 2.5
-    output_usd_per_mtok: 10.0
-    max_tokens: 100
-limits:
-  default: {{ requests_per_minute: 100000 }}
-  budgets:
-    - scope: user
-      tokens_per_day: 1000000
-      usd_per_month: 25.0
-guards:
-  pii:
-    detect: [email]
-    action: redact
-store:
-  path: "{store_path}"
-observability:
-  access_log: "{{dir}}/access.log"
-  log_level: warn
-{otlp}
-"#,
-        head = config_head(2, None, &[BOB, ALICE, ROOT_OPS]),
-    )
+/// An LLM route, a support route and two models; the ledger at `store`.
+fn config(llm: &str, store: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .keys(&[BOB, ALICE, ROOT_OPS])
+        .pool("llm", Pool::new(&[llm]).timeouts(300, 5000))
+        .pool("support", Pool::new(&[llm]))
+        .route(
+            Route::llm("chat", "/v1/chat/completions")
+                .roles(&["agent", "admin"])
+                .guards(&["pii"]),
+        )
+        .route(
+            Route::http("tickets", "/api/v1/tickets/**", &["GET"], "support")
+                .roles(&["agent", "admin"]),
+        )
+        .model(Model::new("support-fast", "llm", 0.15, 0.60, 100).upstream_model("gpt-4o-mini"))
+        .model(Model::new("support-smart", "llm", 2.5, 10.0, 100).upstream_model("gpt-4o"))
+        .default_rate_limit(100_000)
+        .budget(Budget::user().tokens_per_day(1_000_000).usd_per_month(25.0))
+        .pii(&["email"], "redact")
+        .store_path(store)
 }
 
-fn chat(gw: &Gateway, key: &str, model: &str, extra: Value, headers: &[(&str, &str)]) -> String {
-    let mut body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "How do I reset my password?"}],
-    });
-    if let Value::Object(map) = extra {
-        for (k, v) in map {
-            body[k] = v;
-        }
-    }
-    let mut req = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", key)
-        .json(&body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().unwrap_or_else(|e| panic!("chat: {e}"));
+/// A chat call that must succeed; returns its request id.
+fn chat_id(gw: &Gateway, key: &str, model: &str, extra: Value, headers: &[(&str, &str)]) -> String {
+    let resp = chat(gw, key, &chat_body(model, extra), headers);
     assert_eq!(resp.status(), 200);
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let _ = resp.text();
@@ -119,22 +72,22 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     let llm = Backend::start();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("usage.db").display().to_string();
-    let gw = Gateway::start(&config(&llm.addr, &store, ""));
-    let json_id = chat(
+    let gw = config(&llm.addr, &store).start();
+    let json_id = chat_id(
         &gw,
         BOB_KEY,
         "support-fast",
         json!({}),
         &[("x-mock-completion-tokens", "7")],
     );
-    let stream_id = chat(
+    let stream_id = chat_id(
         &gw,
         BOB_KEY,
         "support-smart",
         json!({"stream": true}),
         &[("x-mock-completion-tokens", "5")],
     );
-    let estimated_id = chat(
+    let estimated_id = chat_id(
         &gw,
         ALICE_KEY,
         "support-fast",
@@ -226,7 +179,7 @@ fn sigusr1_reopens_a_rotated_log_without_losing_a_line() {
     let llm = Backend::start();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("usage.db").display().to_string();
-    let gw = Gateway::start(&config(&llm.addr, &store, ""));
+    let gw = config(&llm.addr, &store).start();
     let path = gw.dir.path().join("access.log");
     let rotated = gw.dir.path().join("access.log.1");
     let get = |n: usize| -> Vec<String> {
@@ -404,7 +357,7 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("usage.db");
     let rows = seed_ledger(&store_path);
-    let gw = Gateway::start(&config(&llm.addr, &store_path.display().to_string(), ""));
+    let gw = config(&llm.addr, &store_path.display().to_string()).start();
     let groupings: &[&[&str]] = &[
         &[],
         &["tenant"],
@@ -616,16 +569,14 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("usage.db").display().to_string();
     // An unreachable collector, so span drops are counted too.
-    let otlp = format!(
-        "  otlp: {{ endpoint: \"http://{}\", service_name: tollgate, sample_ratio: 1.0 }}",
-        free_addr()
-    );
-    let gw = Gateway::start(&config(&llm.addr, &store, &otlp));
+    let gw = config(&llm.addr, &store)
+        .otlp(&format!("http://{}", free_addr()), "tollgate", 1.0)
+        .start();
     // Traffic that fills every labelled series: an LLM call with a PII
     // redaction, a proxied request, an auth failure, a reload.
     let mut body = json!({"stream": false});
     body["messages"] = json!([{"role": "user", "content": "mail me at jane@example.com"}]);
-    chat(&gw, BOB_KEY, "support-fast", body, &[]);
+    chat_id(&gw, BOB_KEY, "support-fast", body, &[]);
     let _ = client()
         .get(gw.url("/api/v1/tickets/1"))
         .header("X-API-Key", BOB_KEY)
@@ -808,11 +759,9 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
     let collector = Collector::start();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("usage.db").display().to_string();
-    let otlp = format!(
-        "  otlp: {{ endpoint: \"http://{}\", service_name: tollgate-test, sample_ratio: 1.0 }}",
-        collector.addr
-    );
-    let gw = Gateway::start(&config(&llm.addr, &store, &otlp));
+    let gw = config(&llm.addr, &store)
+        .otlp(&format!("http://{}", collector.addr), "tollgate-test", 1.0)
+        .start();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let incoming = format!("00-{trace_id}-{parent_id}-01");
@@ -835,7 +784,7 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
 
     // An LLM call in another trace.
     let llm_trace = "0af7651916cd43dd8448eb211c80319c";
-    let llm_id = chat(
+    let llm_id = chat_id(
         &gw,
         ALICE_KEY,
         "support-smart",
@@ -944,11 +893,9 @@ fn an_unreachable_collector_never_affects_requests() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("usage.db").display().to_string();
     // Nothing listens there: every export fails.
-    let otlp = format!(
-        "  otlp: {{ endpoint: \"http://{}\", service_name: tollgate, sample_ratio: 1.0 }}",
-        free_addr()
-    );
-    let gw = Gateway::start(&config(&llm.addr, &store, &otlp));
+    let gw = config(&llm.addr, &store)
+        .otlp(&format!("http://{}", free_addr()), "tollgate", 1.0)
+        .start();
     for _ in 0..50 {
         let resp = client()
             .get(gw.url("/api/v1/tickets/1"))
@@ -957,7 +904,7 @@ fn an_unreachable_collector_never_affects_requests() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    chat(&gw, BOB_KEY, "support-fast", json!({}), &[]);
+    chat_id(&gw, BOB_KEY, "support-fast", json!({}), &[]);
     // The failed exports are counted.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -11,11 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "support/llm_apis.rs"]
-mod llm_apis;
 
 use common::*;
-use llm_apis::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -69,11 +66,9 @@ fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
     };
     let llm = Backend::start();
     // Alice's budget refuses every call (each reserves more than 10 tokens).
-    let config = apis_config(&llm.addr, &llm.addr, 1_000_000).replace(
-        "  budgets:\n",
-        "  overrides:\n    alice: { tokens_per_day: 10 }\n  budgets:\n",
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000)
+        .limit_override("alice", serde_json::json!({"tokens_per_day": 10}))
+        .start();
     let out = Command::new(&python)
         .arg(root().join("tests/sdk/sdk_check.py"))
         .env("TG_BASE", format!("http://{}", gw.addr))

@@ -20,15 +20,9 @@ fn pin() -> String {
         .to_string()
 }
 
-/// `base_config` plus a `server.tls` listener on `tls_addr`.
-fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> String {
-    base_config(peers).replacen(
-        "  admin_listen:",
-        &format!(
-            "  tls: {{ listen: \"{tls_addr}\", cert_file: \"{cert}\", key_file: \"{key}\" }}\n  admin_listen:"
-        ),
-        1,
-    )
+/// The support config plus a `server.tls` listener on `tls_addr`.
+fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> ConfigBuilder {
+    ConfigBuilder::support(peers).tls(tls_addr, cert, key)
 }
 
 fn https_client() -> reqwest::blocking::Client {
@@ -41,8 +35,8 @@ fn https_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-fn check(config: &str) -> (i32, String) {
-    let (code, stdout, stderr) = run_check(&fill_placeholders(config));
+fn check(config: ConfigBuilder) -> (i32, String) {
+    let (code, stdout, stderr) = config.check();
     (code, format!("{stdout}{stderr}"))
 }
 
@@ -50,12 +44,13 @@ fn check(config: &str) -> (i32, String) {
 /// `backend`; returns it and the TLS address once that accepts.
 fn tls_gateway(backend: &Backend) -> (Gateway, String) {
     let tls_addr = free_addr();
-    let gw = Gateway::start(&tls_config(
+    let gw = tls_config(
         &[&backend.addr],
         &tls_addr,
         &fixture("server.pem"),
         &fixture("server.key.pem"),
-    ));
+    )
+    .start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
     (gw, tls_addr)
 }
@@ -108,7 +103,7 @@ fn check_parses_certificate_and_key() {
     let empty = empty.display().to_string();
     let (server, server_key) = (fixture("server.pem"), fixture("server.key.pem"));
 
-    let (code, out) = check(&tls_config(
+    let (code, out) = check(tls_config(
         &["127.0.0.1:9001"],
         "127.0.0.1:18443",
         &server,
@@ -142,7 +137,7 @@ fn check_parses_certificate_and_key() {
         ),
     ];
     for (cert, key, field) in cases {
-        let (code, out) = check(&tls_config(
+        let (code, out) = check(tls_config(
             &["127.0.0.1:9001"],
             "127.0.0.1:18443",
             cert,
@@ -161,26 +156,17 @@ fn check_parses_certificate_and_key() {
 fn upstream_chain(pins: &[String]) -> (Backend, Gateway, Gateway) {
     let backend = Backend::start();
     let (b, b_tls) = tls_gateway(&backend);
-    let pins = pins
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let a_config = base_config(&[&b_tls])
-        .replace(
-            "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
-            &format!(
-                "    timeouts: {{ connect_ms: 1000, read_ms: 2000 }}\n    tls: true\n    sni: localhost\n    ca_file: \"{}\"\n    pins_sha256: [{pins}]\n    set_headers: {{ X-API-Key: \"{ROOT_KEY}\" }}\n",
-                fixture("ca.pem")
-            ),
-        )
-        // B's health endpoint needs no TLS-specific handling: drop A's checks.
-        .replace(
-            "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
-            "",
-        );
-    assert!(a_config.contains("tls: true"), "{a_config}");
-    let a = Gateway::start(&a_config);
+    let pins: Vec<&str> = pins.iter().map(String::as_str).collect();
+    let a_config = ConfigBuilder::support(&[&b_tls]).with_pool("support", |p| {
+        p.timeouts(1000, 2000)
+            .tls("localhost")
+            .ca_file(&fixture("ca.pem"))
+            .pins_sha256(&pins)
+            .set_header("X-API-Key", ROOT_KEY)
+            // B's health endpoint needs no TLS-specific handling: drop A's checks.
+            .no_health_check()
+    });
+    let a = a_config.start();
     (backend, b, a)
 }
 
@@ -220,22 +206,15 @@ fn upstream_tls_verifies_the_chain_and_name() {
     // No pins, no ca_file: the test CA is not trusted by the platform store.
     let backend = Backend::start();
     let (_b, b_tls) = tls_gateway(&backend);
-    let config = base_config(&[&b_tls])
-        .replace(
-            "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
-            "    timeouts: { connect_ms: 1000, read_ms: 2000 }\n    tls: true\n    sni: not-localhost.example\n",
-        )
-        .replace(
-            "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
-            "",
-        );
-    let a = Gateway::start(&config.replace(
-        "    sni: not-localhost.example\n",
-        &format!(
-            "    sni: not-localhost.example\n    ca_file: \"{}\"\n",
-            fixture("ca.pem")
-        ),
-    ));
+    let config = ConfigBuilder::support(&[&b_tls]).with_pool("support", |p| {
+        p.timeouts(1000, 2000)
+            .tls("not-localhost.example")
+            .no_health_check()
+    });
+    let a = config
+        .clone()
+        .with_pool("support", |p| p.ca_file(&fixture("ca.pem")))
+        .start();
     let resp = client()
         .get(a.url("/api/v1/tickets/1"))
         .header("X-API-Key", BOB_KEY)
@@ -248,7 +227,9 @@ fn upstream_tls_verifies_the_chain_and_name() {
         "wrong name"
     );
 
-    let a2 = Gateway::start(&config.replace("not-localhost.example", "localhost"));
+    let a2 = config
+        .with_pool("support", |p| p.set("sni", "localhost"))
+        .start();
     let resp = client()
         .get(a2.url("/api/v1/tickets/1"))
         .header("X-API-Key", BOB_KEY)
@@ -272,18 +253,10 @@ fn llm_calls_over_http2_stream_and_carry_large_bodies() {
         &fixture("server.pem"),
         &fixture("server.key.pem"),
     )
-    .replace("  max_body_bytes: 4096\n", "  max_body_bytes: 2097152\n")
-    .replacen(
-        "routes:\n",
-        "routes:\n  - { name: chat, path: /v1/chat/completions, methods: [POST], kind: llm }\n",
-        1,
-    )
-    .replacen(
-        "limits:\n",
-        "models:\n  - { name: m, upstream: support, input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, max_tokens: 20 }\nlimits:\n",
-        1,
-    );
-    let _gw = Gateway::start(&config);
+    .max_body_bytes(2_097_152)
+    .route(Route::llm("chat", "/v1/chat/completions"))
+    .model(Model::new("m", "support", 1.0, 1.0, 20));
+    let _gw = config.start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
     let port = tls_addr.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}/v1/chat/completions");
@@ -391,16 +364,10 @@ fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
         &fixture("server.pem"),
         &fixture("server.key.pem"),
     )
-    .replace(
-        "grace_period_seconds: 1\n",
-        "grace_period_seconds: 1\n  header_timeout_ms: 2000\n",
-    )
+    .header_timeout_ms(2000)
     // No health checks: the backend's count is then what the gateway sent.
-    .lines()
-    .filter(|l| !l.contains("health_check:"))
-    .collect::<Vec<_>>()
-    .join("\n");
-    let _gw = Gateway::start(&config);
+    .with_pool("support", Pool::no_health_check);
+    let _gw = config.start();
     assert!(wait_for_port(&tls_addr, Duration::from_secs(10)));
 
     let mut tls = tls_http1(&tls_addr);

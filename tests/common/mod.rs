@@ -2,7 +2,13 @@
 //! `Backend` runs `tollgate mock-backend`, `Gateway` runs `tollgate run`
 //! with a config written to a temp dir. Both are killed on drop.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod config;
+pub mod llm;
+
+pub use config::{Budget, ConfigBuilder, Fields, Model, Pool, Route};
+pub use llm::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -131,9 +137,8 @@ pub struct TestKey {
     pub key: &'static str,
     pub user: &'static str,
     pub tenant: &'static str,
-    pub roles: &'static str,
-    /// More fields of the entry, e.g. `expires_at: "..."`, or "".
-    pub extra: &'static str,
+    pub roles: &'static [&'static str],
+    pub expires_at: Option<&'static str>,
 }
 
 pub const BOB: TestKey = TestKey {
@@ -141,25 +146,22 @@ pub const BOB: TestKey = TestKey {
     key: BOB_KEY,
     user: "bob",
     tenant: "acme",
-    roles: "agent",
-    extra: "",
+    roles: &["agent"],
+    expires_at: None,
 };
 pub const ALICE: TestKey = TestKey {
     id: "alice-1",
     key: ALICE_KEY,
     user: "alice",
-    tenant: "acme",
-    roles: "agent",
-    extra: "",
+    ..BOB
 };
 /// The admin, in bob's and alice's tenant.
 pub const ROOT: TestKey = TestKey {
     id: "root-1",
     key: ROOT_KEY,
     user: "root",
-    tenant: "acme",
-    roles: "admin",
-    extra: "",
+    roles: &["admin"],
+    ..BOB
 };
 /// The admin, in a tenant of its own (tenant budgets and reports apart).
 pub const ROOT_OPS: TestKey = TestKey {
@@ -170,86 +172,36 @@ pub const CAROL_EXPIRED: TestKey = TestKey {
     id: "carol-1",
     key: CAROL_KEY,
     user: "carol",
-    tenant: "acme",
-    roles: "agent",
-    extra: r#", expires_at: "2020-01-01T00:00:00Z""#,
+    expires_at: Some("2020-01-01T00:00:00Z"),
+    ..BOB
 };
 
-/// How every test config begins: `server` (`{listen}` and `{admin}` are
-/// filled in by `Gateway::start`; the admin token is `ADMIN_TOKEN`; a 1 s
-/// grace period; `max_body_bytes` when given) and `auth.api_keys` with
-/// `keys`. The caller appends the rest: more `auth` fields (indented two
-/// spaces), then `upstreams:` and what follows.
-pub fn config_head(threads: u32, max_body_bytes: Option<u64>, keys: &[TestKey]) -> String {
-    let body_limit = max_body_bytes
-        .map(|n| format!("  max_body_bytes: {n}\n"))
-        .unwrap_or_default();
-    let entries: String = keys
-        .iter()
-        .map(|k| {
-            format!(
-                "    - {{ id: {}, sha256: \"{}\", user: {}, tenant: {}, roles: [{}]{} }}\n",
-                k.id,
-                sha(k.key),
-                k.user,
-                k.tenant,
-                k.roles,
-                k.extra
-            )
-        })
-        .collect();
-    format!(
-        "server:\n  listen: [\"{{listen}}\"]\n  admin_listen: \"{{admin}}\"\n  admin_token_sha256: \"{}\"\n  threads: {threads}\n{body_limit}  grace_period_seconds: 1\nauth:\n  api_keys:\n{entries}",
-        sha(ADMIN_TOKEN)
-    )
+/// Calls `get` every 50 ms until `done` holds of its value or `within`
+/// passes; returns the last value.
+pub fn poll_until<T>(within: Duration, mut get: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = get();
+        if done(&value) || Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
-/// The config used by most tests; `{listen}`, `{admin}` and `{dir}` are
-/// filled in by `Gateway::start`.
-pub fn base_config(support_peers: &[&str]) -> String {
-    let peers = support_peers
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"{head}upstreams:
-  support:
-    peers: [{peers}]
-    health_check: {{ kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }}
-    timeouts: {{ connect_ms: 300, read_ms: 2000 }}
-routes:
-  - name: agent-tickets
-    path: "/api/v1/agents/{{agent}}/tickets"
-    methods: [GET]
-    upstream: support
-    roles: [agent, admin]
-    owner: {{ param: agent, bypass_roles: [admin] }}
-  - name: tickets
-    path: "/api/v1/tickets/**"
-    methods: [GET, POST, PATCH]
-    upstream: support
-    roles: [agent, admin]
-  - name: users
-    path: "/api/v1/users/**"
-    methods: ["*"]
-    upstream: support
-    roles: [admin]
-  - name: limited
-    path: "/api/v1/limited/**"
-    methods: [GET]
-    upstream: support
-    rate_limit: {{ requests_per_minute: 10 }}
-limits:
-  default: {{ requests_per_minute: 1000 }}
-store:
-  path: "{{dir}}/usage.db"
-observability:
-  access_log: "{{dir}}/access.log"
-  log_level: warn
-"#,
-        head = config_head(2, Some(4096), &[BOB, ALICE, ROOT, CAROL_EXPIRED]),
-    )
+/// Polls `check` until it holds or `within` passes.
+pub fn eventually(within: Duration, check: impl FnMut() -> bool) -> bool {
+    poll_until(within, check, |ok| *ok)
+}
+
+/// The resident set size of a process (`"self"` or a pid), in KiB.
+pub fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
 }
 
 impl Gateway {
@@ -313,6 +265,43 @@ impl Gateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// GET `path` as the holder of the API key `key`.
+    pub fn get(&self, path: &str, key: &str) -> reqwest::blocking::Response {
+        client()
+            .get(self.url(path))
+            .header("X-API-Key", key)
+            .send()
+            .unwrap()
+    }
+
+    /// `POST /admin/reload` with the admin token.
+    pub fn reload(&self) -> reqwest::blocking::Response {
+        client()
+            .post(self.admin_url("/admin/reload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// The value of one series of `/metrics` (name and labels as
+    /// exported), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn pid(&self) -> u32 {
@@ -422,32 +411,26 @@ pub fn client() -> reqwest::blocking::Client {
 /// Sends raw bytes and returns the whole answer (until close or timeout).
 pub fn raw_request(addr: &str, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
     stream.write_all(request).expect("write");
+    read_answer(&mut stream, Duration::from_secs(3))
+}
+
+/// Reads one answer: until its body is complete by its Content-Length, the
+/// connection closes, or nothing arrives for `timeout`.
+pub fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                // One answer is enough once its body is complete.
-                if let Ok(text) = std::str::from_utf8(&out) {
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head.lines().find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        });
-                        if len.is_some_and(|l| body.len() >= l) {
-                            break;
-                        }
-                    }
-                }
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if content_length(head).is_some_and(|l| body.len() >= l) {
+                break;
             }
-            Err(_) => break,
         }
     }
     String::from_utf8_lossy(&out).into_owned()
