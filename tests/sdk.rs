@@ -67,7 +67,7 @@ fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
     let llm = Backend::start();
     // Alice's budget refuses every call (each reserves more than 10 tokens).
     let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000)
-        .limit_override("alice", serde_json::json!({"tokens_per_day": 10}))
+        .limit_overrides(serde_json::json!({"alice": {"tokens_per_day": 10}}))
         .start();
     let out = Command::new(&python)
         .arg(root().join("tests/sdk/sdk_check.py"))

@@ -200,35 +200,59 @@ impl Budget {
 }
 
 /// A whole gateway config; `render` writes it as YAML.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ConfigBuilder {
-    server: Mapping,
+    /// The sections, in the order they render (empty ones are left out).
+    doc: Mapping,
     keys: Vec<Value>,
-    auth: Mapping,
     pools: Vec<(String, Pool)>,
     routes: Vec<Route>,
     models: Vec<Model>,
-    limits: Mapping,
     budgets: Vec<Budget>,
-    guards: Mapping,
-    store: Mapping,
-    observability: Mapping,
-    sections: Mapping,
+}
+
+/// A setter of any field of a top-level section, named after the section.
+macro_rules! section_setters {
+    ($($name:ident),*) => {
+        $(#[doc = concat!("A field of `", stringify!($name), "`.")]
+        pub fn $name(self, key: &str, value: impl Serialize) -> Self { self.field(stringify!($name), key, value) })*
+    };
 }
 
 impl ConfigBuilder {
     /// The part every test config shares (see the module doc); no keys,
     /// pools, routes or limits yet.
     pub fn new() -> ConfigBuilder {
-        ConfigBuilder::default()
-            .listen("{listen}")
-            .admin_listen("{admin}")
-            .admin_token(ADMIN_TOKEN)
-            .threads(2)
-            .grace_period_seconds(1)
-            .store_path("{dir}/usage.db")
-            .access_log("{dir}/access.log")
-            .log_level("warn")
+        let sections = [
+            "server",
+            "auth",
+            "upstreams",
+            "routes",
+            "models",
+            "limits",
+            "guards",
+            "store",
+            "observability",
+        ];
+        ConfigBuilder {
+            doc: sections
+                .into_iter()
+                .map(|s| (s.into(), Value::Mapping(Mapping::new())))
+                .collect(),
+            keys: Vec::new(),
+            pools: Vec::new(),
+            routes: Vec::new(),
+            models: Vec::new(),
+            budgets: Vec::new(),
+        }
+        .listen("{listen}")
+        .admin_listen("{admin}")
+        .admin_token(ADMIN_TOKEN)
+        .threads(2)
+        .grace_period_seconds(1)
+        .store_path("{dir}/usage.db")
+        .access_log("{dir}/access.log")
+        .log_level("warn")
     }
 
     /// The support API most tests run against: bob, alice, root and the
@@ -238,6 +262,7 @@ impl ConfigBuilder {
     /// `tickets` (GET POST PATCH), `users` (any method, admin only) and
     /// `limited` (GET, 10 a minute); 1,000 requests a minute per user.
     pub fn support(peers: &[&str]) -> ConfigBuilder {
+        let staff = ["agent", "admin"];
         ConfigBuilder::new()
             .max_body_bytes(4096)
             .keys(&[super::BOB, super::ALICE, super::ROOT, super::CAROL_EXPIRED])
@@ -252,7 +277,7 @@ impl ConfigBuilder {
                     &["GET"],
                     "support",
                 )
-                .roles(&["agent", "admin"])
+                .roles(&staff)
                 .owner("agent", &["admin"]),
             )
             .route(
@@ -262,18 +287,26 @@ impl ConfigBuilder {
                     &["GET", "POST", "PATCH"],
                     "support",
                 )
-                .roles(&["agent", "admin"]),
+                .roles(&staff),
             )
             .route(Route::http("users", "/api/v1/users/**", &["*"], "support").roles(&["admin"]))
             .route(Route::http("limited", "/api/v1/limited/**", &["GET"], "support").rate_limit(10))
             .default_rate_limit(1000)
     }
 
-    /// A field of `server`.
-    pub fn server(mut self, key: &str, value: impl Serialize) -> Self {
-        self.server.insert(key.into(), yaml(value));
+    /// Sets `key` of the top-level `section`.
+    fn field(mut self, section: &str, key: &str, value: impl Serialize) -> Self {
+        let fields = self
+            .doc
+            .entry(section.into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if let Value::Mapping(fields) = fields {
+            fields.insert(key.into(), yaml(value));
+        }
         self
     }
+
+    section_setters!(server, auth, limits, guards, store, observability);
 
     /// The only plain listener.
     pub fn listen(self, addr: &str) -> Self {
@@ -300,16 +333,14 @@ impl ConfigBuilder {
     /// The API keys of `keys`, after those already there.
     pub fn keys(mut self, keys: &[TestKey]) -> Self {
         for key in keys {
-            let mut entry = Mapping::new();
-            entry.insert("id".into(), key.id.into());
-            entry.insert("sha256".into(), sha(key.key).into());
-            entry.insert("user".into(), key.user.into());
-            entry.insert("tenant".into(), key.tenant.into());
-            entry.insert("roles".into(), yaml(key.roles));
+            let mut entry = serde_json::json!({
+                "id": key.id, "sha256": sha(key.key), "user": key.user,
+                "tenant": key.tenant, "roles": key.roles,
+            });
             if let Some(at) = key.expires_at {
-                entry.insert("expires_at".into(), at.into());
+                entry["expires_at"] = at.into();
             }
-            self.keys.push(Value::Mapping(entry));
+            self.keys.push(yaml(entry));
         }
         self
     }
@@ -320,29 +351,24 @@ impl ConfigBuilder {
         self
     }
 
-    /// A field of `auth` beside `api_keys` (`jwt`, ...).
-    pub fn auth(mut self, key: &str, value: impl Serialize) -> Self {
-        self.auth.insert(key.into(), yaml(value));
-        self
-    }
-
     pub fn failed_auth_per_ip_per_minute(self, n: u32) -> Self {
         self.auth("failed_auth_per_ip_per_minute", n)
     }
 
+    /// The pool `name` (an entry of `upstreams`).
     pub fn pool(mut self, name: &str, pool: Pool) -> Self {
         self.pools.push((name.to_string(), pool));
         self
     }
 
     /// Changes the pool `name` (which must exist).
-    pub fn with_pool(mut self, name: &str, change: impl FnOnce(Pool) -> Pool) -> Self {
-        let (_, pool) = self
+    pub fn with_pool(mut self, name: &str, f: impl FnOnce(Pool) -> Pool) -> Self {
+        let pool = self
             .pools
             .iter_mut()
             .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no pool {name}"));
-        *pool = change(std::mem::take(pool));
+            .map(|p| &mut p.1);
+        change(pool, name, f);
         self
     }
 
@@ -352,13 +378,8 @@ impl ConfigBuilder {
     }
 
     /// Changes the route named `name` (which must exist).
-    pub fn with_route(mut self, name: &str, change: impl FnOnce(Route) -> Route) -> Self {
-        let route = self
-            .routes
-            .iter_mut()
-            .find(|r| r.0.get("name") == Some(&Value::from(name)))
-            .unwrap_or_else(|| panic!("no route {name}"));
-        *route = change(std::mem::take(route));
+    pub fn with_route(mut self, name: &str, f: impl FnOnce(Route) -> Route) -> Self {
+        change(self.routes.iter_mut().find(|r| named(&r.0, name)), name, f);
         self
     }
 
@@ -368,19 +389,8 @@ impl ConfigBuilder {
     }
 
     /// Changes the model named `name` (which must exist).
-    pub fn with_model(mut self, name: &str, change: impl FnOnce(Model) -> Model) -> Self {
-        let model = self
-            .models
-            .iter_mut()
-            .find(|m| m.0.get("name") == Some(&Value::from(name)))
-            .unwrap_or_else(|| panic!("no model {name}"));
-        *model = change(std::mem::take(model));
-        self
-    }
-
-    /// A field of `limits`.
-    pub fn limits(mut self, key: &str, value: impl Serialize) -> Self {
-        self.limits.insert(key.into(), yaml(value));
+    pub fn with_model(mut self, name: &str, f: impl FnOnce(Model) -> Model) -> Self {
+        change(self.models.iter_mut().find(|m| named(&m.0, name)), name, f);
         self
     }
 
@@ -392,27 +402,15 @@ impl ConfigBuilder {
         )
     }
 
+    /// An entry of `limits.budgets`.
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budgets.push(budget);
         self
     }
 
-    /// One entry of `limits.overrides`, e.g. `("alice", json!({"tokens_per_day": 10}))`.
-    pub fn limit_override(mut self, user: &str, limits: serde_json::Value) -> Self {
-        let overrides = self
-            .limits
-            .entry("overrides".into())
-            .or_insert_with(|| Value::Mapping(Mapping::new()));
-        if let Value::Mapping(overrides) = overrides {
-            overrides.insert(user.into(), yaml(limits));
-        }
-        self
-    }
-
-    /// A field of `guards`.
-    pub fn guards(mut self, key: &str, value: impl Serialize) -> Self {
-        self.guards.insert(key.into(), yaml(value));
-        self
+    /// `limits.overrides`, by user, e.g. `json!({"alice": {"tokens_per_day": 10}})`.
+    pub fn limit_overrides(self, overrides: serde_json::Value) -> Self {
+        self.limits("overrides", overrides)
     }
 
     /// `guards.pii`.
@@ -434,12 +432,6 @@ impl ConfigBuilder {
 
     field_setters!(guards => max_messages: u32, max_prompt_tokens: u64);
 
-    /// A field of `store`.
-    pub fn store(mut self, key: &str, value: impl Serialize) -> Self {
-        self.store.insert(key.into(), yaml(value));
-        self
-    }
-
     /// The ledger file (`store.path`).
     pub fn store_path(self, path: &str) -> Self {
         self.store("path", path)
@@ -460,12 +452,6 @@ impl ConfigBuilder {
 
     field_setters!(store => on_store_error: &str, redis_password_file: &str, redis_prefix: &str);
 
-    /// A field of `observability`.
-    pub fn observability(mut self, key: &str, value: impl Serialize) -> Self {
-        self.observability.insert(key.into(), yaml(value));
-        self
-    }
-
     /// `observability.otlp`: trace export to `endpoint`.
     pub fn otlp(self, endpoint: &str, service_name: &str, sample_ratio: f64) -> Self {
         self.observability(
@@ -482,50 +468,38 @@ impl ConfigBuilder {
     pub fn section(mut self, name: &str, yaml_text: &str) -> Self {
         let value: Value = serde_yaml::from_str(yaml_text)
             .unwrap_or_else(|e| panic!("section {name}: {e}: {yaml_text}"));
-        self.sections.insert(name.into(), value);
+        self.doc.insert(name.into(), value);
         self
     }
 
     /// The config as YAML, placeholders (`{listen}`, `{admin}`, `{dir}`)
     /// left for `Gateway::start` or `fill_placeholders`.
     pub fn render(&self) -> String {
-        let mut doc = Mapping::new();
-        let mut put = |key: &str, value: Value| {
-            let empty = match &value {
-                Value::Mapping(m) => m.is_empty(),
-                Value::Sequence(s) => s.is_empty(),
-                _ => false,
-            };
-            if !empty {
-                doc.insert(key.into(), value);
-            }
-        };
-        put("server", Value::Mapping(self.server.clone()));
-        let mut auth = Mapping::new();
+        let mut doc = self.doc.clone();
         if !self.keys.is_empty() {
-            auth.insert("api_keys".into(), Value::Sequence(self.keys.clone()));
+            let keys = Value::Sequence(self.keys.clone());
+            doc["auth"]
+                .as_mapping_mut()
+                .map(|auth| auth.insert("api_keys".into(), keys));
         }
-        auth.extend(self.auth.clone());
-        put("auth", Value::Mapping(auth));
         let pools = self
             .pools
             .iter()
-            .map(|(name, pool)| (Value::from(name.as_str()), Value::Mapping(pool.0.clone())))
-            .collect();
-        put("upstreams", Value::Mapping(pools));
-        put("routes", entries(&self.routes, |r| &r.0));
-        put("models", entries(&self.models, |m| &m.0));
-        let mut limits = self.limits.clone();
+            .map(|(name, p)| (name.as_str().into(), p.0.clone().into()));
+        doc.insert("upstreams".into(), Value::Mapping(pools.collect()));
+        doc.insert("routes".into(), entries(&self.routes, |r| &r.0));
+        doc.insert("models".into(), entries(&self.models, |m| &m.0));
         if !self.budgets.is_empty() {
-            limits.insert("budgets".into(), entries(&self.budgets, |b| &b.0));
+            let budgets = entries(&self.budgets, |b| &b.0);
+            doc["limits"]
+                .as_mapping_mut()
+                .map(|limits| limits.insert("budgets".into(), budgets));
         }
-        put("limits", Value::Mapping(limits));
-        put("guards", Value::Mapping(self.guards.clone()));
-        put("store", Value::Mapping(self.store.clone()));
-        put("observability", Value::Mapping(self.observability.clone()));
-        for (name, value) in &self.sections {
-            put(name.as_str().unwrap_or_default(), value.clone());
-        }
+        doc.retain(|_, v| match v {
+            Value::Mapping(m) => !m.is_empty(),
+            Value::Sequence(s) => !s.is_empty(),
+            _ => true,
+        });
         serde_yaml::to_string(&doc).expect("the config renders")
     }
 
@@ -539,6 +513,16 @@ impl ConfigBuilder {
     pub fn check(&self) -> (i32, String, String) {
         run_check(&fill_placeholders(&self.render()))
     }
+}
+
+fn named(entry: &Mapping, name: &str) -> bool {
+    entry.get("name") == Some(&Value::from(name))
+}
+
+/// Replaces `entry` (the one named `name`, which must exist) by `f` of it.
+fn change<T: Default>(entry: Option<&mut T>, name: &str, f: impl FnOnce(T) -> T) {
+    let entry = entry.unwrap_or_else(|| panic!("nothing named {name} in the config"));
+    *entry = f(std::mem::take(entry));
 }
 
 fn entries<T>(parts: &[T], map: impl Fn(&T) -> &Mapping) -> Value {
