@@ -223,11 +223,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
 fn uri_and_header_limits() {
     let (_b, gw) = setup();
     let long = format!("/api/v1/tickets/{}", "a".repeat(9000));
-    let resp = client()
-        .get(gw.url(&long))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = gw.get(&long, BOB_KEY);
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (414, "uri_too_long"));
     let resp = client()
@@ -247,13 +243,7 @@ fn round_robin_spreads_over_peers() {
     let gw = ConfigBuilder::support(&[&a.addr, &b.addr]).start();
     let mut seen = std::collections::HashMap::new();
     for _ in 0..20 {
-        let echo: Value = client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let echo: Value = gw.get("/api/v1/tickets/1", BOB_KEY).json().unwrap();
         *seen
             .entry(echo["backend"].as_str().unwrap().to_string())
             .or_insert(0) += 1;
@@ -303,11 +293,7 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     let gw = ConfigBuilder::support(&[&a.addr]).start();
     a.set_health(false);
     std::thread::sleep(Duration::from_millis(1000));
-    let resp = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
     assert!(resp.headers().contains_key("retry-after"));
     let (status, code, _) = error_code(resp);
     assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
@@ -317,13 +303,7 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     let gw2 = ConfigBuilder::support(&[&dead])
         .with_pool("support", Pool::no_health_check)
         .start();
-    let (status, code, _) = error_code(
-        client()
-            .get(gw2.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap(),
-    );
+    let (status, code, _) = error_code(gw2.get("/api/v1/tickets/1", BOB_KEY));
     assert_eq!((status, code.as_str()), (502, "upstream_error"));
 
     // read_ms is 2000: a 3 s answer times out.
@@ -438,11 +418,7 @@ fn admin_endpoints_and_metrics() {
 fn access_log_has_one_json_line_per_request_and_no_secrets() {
     let (_b, gw) = setup();
     for key in [BOB_KEY, "wrong-secret-key-value"] {
-        client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", key)
-            .send()
-            .unwrap();
+        gw.get("/api/v1/tickets/1", key);
     }
     std::thread::sleep(Duration::from_millis(300));
     let lines = gw.access_log();
@@ -484,13 +460,7 @@ fn consistent_hashing_keeps_a_user_on_one_peer() {
         .with_pool("support", |p| p.selection("consistent_hash"))
         .start();
     let backend_for = |key: &str| -> String {
-        let echo: Value = client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", key)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let echo: Value = gw.get("/api/v1/tickets/1", key).json().unwrap();
         echo["backend"].as_str().unwrap().to_string()
     };
     for key in [BOB_KEY, ALICE_KEY, ROOT_KEY] {
@@ -559,15 +529,7 @@ fn reload_reports_changes_that_need_a_restart() {
         .unwrap()
         .starts_with("server.threads changed"));
     // The rest of the new config is live.
-    assert_eq!(
-        client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
 }
 
 #[test]

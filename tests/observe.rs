@@ -161,11 +161,7 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     assert_eq!(l["stream"], false);
 
     // A plain request's line has none of them.
-    let resp = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
     let plain_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let lines = access_lines_until(&path, |lines| {
         lines.iter().any(|l| l["request_id"] == plain_id.as_str())
@@ -185,11 +181,7 @@ fn sigusr1_reopens_a_rotated_log_without_losing_a_line() {
     let get = |n: usize| -> Vec<String> {
         (0..n)
             .map(|_| {
-                let resp = client()
-                    .get(gw.url("/api/v1/tickets/1"))
-                    .header("X-API-Key", BOB_KEY)
-                    .send()
-                    .unwrap();
+                let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
                 resp.headers()["x-request-id"].to_str().unwrap().to_string()
             })
             .collect()
@@ -577,16 +569,8 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
     let mut body = json!({"stream": false});
     body["messages"] = json!([{"role": "user", "content": "mail me at jane@example.com"}]);
     chat_id(&gw, BOB_KEY, "support-fast", body, &[]);
-    let _ = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
-    let _ = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", "wrong")
-        .send()
-        .unwrap();
+    let _ = gw.get("/api/v1/tickets/1", BOB_KEY);
+    let _ = gw.get("/api/v1/tickets/1", "wrong");
     let resp = client()
         .post(gw.admin_url("/admin/reload"))
         .bearer_auth(ADMIN_TOKEN)
@@ -897,11 +881,7 @@ fn an_unreachable_collector_never_affects_requests() {
         .otlp(&format!("http://{}", free_addr()), "tollgate", 1.0)
         .start();
     for _ in 0..50 {
-        let resp = client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap();
+        let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
         assert_eq!(resp.status(), 200);
     }
     chat_id(&gw, BOB_KEY, "support-fast", json!({}), &[]);

@@ -80,11 +80,7 @@ fn https_with_http2_is_served() {
     assert_eq!((status, code.as_str()), (401, "missing_credentials"));
 
     // The plain listener keeps working beside the TLS one.
-    let plain = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let plain = gw.get("/api/v1/tickets/1", BOB_KEY);
     assert_eq!(plain.status(), 200);
 }
 
@@ -176,11 +172,7 @@ fn upstream_tls_with_right_pin_is_proxied() {
         "0000000000000000000000000000000000000000000000000000000000000000".to_string(),
         pin(),
     ]);
-    let resp = client()
-        .get(a.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = a.get("/api/v1/tickets/1", BOB_KEY);
     assert_eq!(resp.status(), 200, "{}", a.all_output());
     let echo: Value = resp.json().unwrap();
     // B authenticated A with the pool's credential.
@@ -191,11 +183,7 @@ fn upstream_tls_with_right_pin_is_proxied() {
 fn upstream_tls_with_wrong_pin_fails_with_502() {
     let (_backend, _b, a) = upstream_chain(&["ab".repeat(32)]);
     for _ in 0..2 {
-        let resp = client()
-            .get(a.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap();
+        let resp = a.get("/api/v1/tickets/1", BOB_KEY);
         let (status, code, _) = error_code(resp);
         assert_eq!((status, code.as_str()), (502, "upstream_error"));
     }
@@ -215,11 +203,7 @@ fn upstream_tls_verifies_the_chain_and_name() {
         .clone()
         .with_pool("support", |p| p.ca_file(&fixture("ca.pem")))
         .start();
-    let resp = client()
-        .get(a.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = a.get("/api/v1/tickets/1", BOB_KEY);
     let (status, code, _) = error_code(resp);
     assert_eq!(
         (status, code.as_str()),
@@ -230,11 +214,7 @@ fn upstream_tls_verifies_the_chain_and_name() {
     let a2 = config
         .with_pool("support", |p| p.set("sni", "localhost"))
         .start();
-    let resp = client()
-        .get(a2.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = a2.get("/api/v1/tickets/1", BOB_KEY);
     let (status, code, _) = error_code(resp);
     assert_eq!(
         (status, code.as_str()),

@@ -32,6 +32,8 @@ macro_rules! field_setters {
 pub trait Fields: Sized {
     fn fields(&mut self) -> &mut Mapping;
 
+    fn name(&self) -> Option<&str>;
+
     fn set(mut self, key: &str, value: impl Serialize) -> Self {
         self.fields().insert(key.into(), yaml(value));
         self
@@ -51,6 +53,9 @@ macro_rules! part {
         impl Fields for $name {
             fn fields(&mut self) -> &mut Mapping {
                 &mut self.0
+            }
+            fn name(&self) -> Option<&str> {
+                self.0.get("name").and_then(Value::as_str)
             }
         }
     };
@@ -355,43 +360,52 @@ impl ConfigBuilder {
         self.auth("failed_auth_per_ip_per_minute", n)
     }
 
-    /// The pool `name` (an entry of `upstreams`).
-    pub fn pool(mut self, name: &str, pool: Pool) -> Self {
-        self.pools.push((name.to_string(), pool));
+    /// Adds `entry` to one of the lists.
+    fn add<T>(mut self, list: impl FnOnce(&mut Self) -> &mut Vec<T>, entry: T) -> Self {
+        list(&mut self).push(entry);
         self
+    }
+
+    /// Replaces the entry named `name` (which must exist) by `f` of it.
+    fn change<T: Fields + Default>(
+        mut self,
+        list: impl FnOnce(&mut Self) -> &mut Vec<T>,
+        name: &str,
+        f: impl FnOnce(T) -> T,
+    ) -> Self {
+        let entry = list(&mut self).iter_mut().find(|e| e.name() == Some(name));
+        change(entry, name, f);
+        self
+    }
+
+    /// The pool `name` (an entry of `upstreams`).
+    pub fn pool(self, name: &str, pool: Pool) -> Self {
+        self.add(|c| &mut c.pools, (name.to_string(), pool))
     }
 
     /// Changes the pool `name` (which must exist).
     pub fn with_pool(mut self, name: &str, f: impl FnOnce(Pool) -> Pool) -> Self {
-        let pool = self
-            .pools
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|p| &mut p.1);
-        change(pool, name, f);
+        let pool = self.pools.iter_mut().find(|(n, _)| n == name);
+        change(pool.map(|(_, p)| p), name, f);
         self
     }
 
-    pub fn route(mut self, route: Route) -> Self {
-        self.routes.push(route);
-        self
+    pub fn route(self, route: Route) -> Self {
+        self.add(|c| &mut c.routes, route)
     }
 
     /// Changes the route named `name` (which must exist).
-    pub fn with_route(mut self, name: &str, f: impl FnOnce(Route) -> Route) -> Self {
-        change(self.routes.iter_mut().find(|r| named(&r.0, name)), name, f);
-        self
+    pub fn with_route(self, name: &str, f: impl FnOnce(Route) -> Route) -> Self {
+        self.change(|c| &mut c.routes, name, f)
     }
 
-    pub fn model(mut self, model: Model) -> Self {
-        self.models.push(model);
-        self
+    pub fn model(self, model: Model) -> Self {
+        self.add(|c| &mut c.models, model)
     }
 
     /// Changes the model named `name` (which must exist).
-    pub fn with_model(mut self, name: &str, f: impl FnOnce(Model) -> Model) -> Self {
-        change(self.models.iter_mut().find(|m| named(&m.0, name)), name, f);
-        self
+    pub fn with_model(self, name: &str, f: impl FnOnce(Model) -> Model) -> Self {
+        self.change(|c| &mut c.models, name, f)
     }
 
     /// `limits.default`: requests a minute per user.
@@ -403,9 +417,8 @@ impl ConfigBuilder {
     }
 
     /// An entry of `limits.budgets`.
-    pub fn budget(mut self, budget: Budget) -> Self {
-        self.budgets.push(budget);
-        self
+    pub fn budget(self, budget: Budget) -> Self {
+        self.add(|c| &mut c.budgets, budget)
     }
 
     /// `limits.overrides`, by user, e.g. `json!({"alice": {"tokens_per_day": 10}})`.
@@ -513,10 +526,6 @@ impl ConfigBuilder {
     pub fn check(&self) -> (i32, String, String) {
         run_check(&fill_placeholders(&self.render()))
     }
-}
-
-fn named(entry: &Mapping, name: &str) -> bool {
-    entry.get("name") == Some(&Value::from(name))
 }
 
 /// Replaces `entry` (the one named `name`, which must exist) by `f` of it.

@@ -267,11 +267,22 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// A request to `path` as the holder of the API key `key`, to finish
+    /// (more headers, a body) and send.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        client()
+            .request(method, self.url(path))
+            .header("X-API-Key", key)
+    }
+
     /// GET `path` as the holder of the API key `key`.
     pub fn get(&self, path: &str, key: &str) -> reqwest::blocking::Response {
-        client()
-            .get(self.url(path))
-            .header("X-API-Key", key)
+        self.request(reqwest::Method::GET, path, key)
             .send()
             .unwrap()
     }
