@@ -122,6 +122,15 @@ fn split_answers(mut text: &str) -> Vec<(u16, String, Value)> {
     answers
 }
 
+/// Sends `request` on a new connection; the answers until it closes.
+fn exchange(gw: &Gateway, request: &str) -> Vec<(u16, String, Value)> {
+    let mut stream = connect(&gw.addr);
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    split_answers(&read_to_close(&mut stream))
+}
+
 fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: gw\r\nX-API-Key: {BOB_KEY}\r\n{extra}\r\n")
 }
@@ -218,11 +227,7 @@ fn keep_alive_requests_and_a_head_split_over_several_writes_are_served() {
 fn too_many_header_fields_get_431_and_reach_nobody() {
     let (backend, gw) = setup();
     let fields: String = (0..300).map(|i| format!("X-F{i}: v\r\n")).collect();
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(get("/api/v1/tickets/1", &fields).as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &get("/api/v1/tickets/1", &fields));
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, 431);
     assert_eq!(answers[0].2["error"]["code"], "headers_too_large");
@@ -245,11 +250,7 @@ fn an_oversize_head_gets_431_and_reaches_nobody() {
     let (backend, gw) = setup();
     // The support config keeps the default max_header_bytes (32 KiB).
     let big = format!("X-Big: {}\r\n", "v".repeat(40_000));
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(get("/api/v1/tickets/1", &big).as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &get("/api/v1/tickets/1", &big));
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, 431);
     assert_eq!(answers[0].2["error"]["code"], "headers_too_large");
@@ -275,11 +276,7 @@ fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
         get("/api/v1/tickets/c", ""),
     ]
     .concat();
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(pipelined.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &pipelined);
     assert!(!answers.is_empty(), "the first request is answered");
     let expected = [
         "/api/v1/tickets/a",
@@ -299,11 +296,7 @@ fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
 fn two_gets_in_one_write_never_hang() {
     let (backend, gw) = setup();
     let two = [get("/api/v1/tickets/1", ""), get("/api/v1/tickets/2", "")].concat();
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(two.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &two);
     assert!(!answers.is_empty() && answers.len() <= 2, "{answers:?}");
     for (i, (status, _, body)) in answers.iter().enumerate() {
         assert_eq!(*status, 200);

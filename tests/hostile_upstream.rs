@@ -21,8 +21,7 @@ fn hi(gw: &Gateway, stream: bool, headers: &[(&str, &str)]) -> reqwest::blocking
 
 #[test]
 fn hostile_upstream_answers_pass_or_fail_cleanly_with_rss_flat() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000_000);
     // Warm up: connection pools, lazies, the tokenizer.
     for stream in [false, true, false, true] {
         let _ = hi(&gw, stream, &[]).bytes();

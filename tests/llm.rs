@@ -38,6 +38,11 @@ fn llm_config(
         .budget(Budget::user().tokens_per_day(user_tokens_per_day))
 }
 
+/// A chat call for `support-fast`.
+fn ask(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+    chat(gw, key, &chat_body("support-fast", json!({})), headers)
+}
+
 #[test]
 fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
     let llm = Backend::start();
@@ -65,9 +70,7 @@ fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
     );
     assert_eq!(received["temperature"], 0.2, "unknown fields pass through");
     // Absent max_tokens is set to the cap.
-    let answer: Value = chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[])
-        .json()
-        .unwrap();
+    let answer: Value = ask(&gw, BOB_KEY, &[]).json().unwrap();
     assert_eq!(answer["received"]["max_tokens"], 100);
 }
 
@@ -76,14 +79,9 @@ fn usage_from_json_and_sse_is_billed_exactly() {
     let llm = Backend::start();
     let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
     // JSON answer.
-    let answer: Value = chat(
-        &gw,
-        BOB_KEY,
-        &chat_body("support-fast", json!({})),
-        &[("x-mock-completion-tokens", "7")],
-    )
-    .json()
-    .unwrap();
+    let answer: Value = ask(&gw, BOB_KEY, &[("x-mock-completion-tokens", "7")])
+        .json()
+        .unwrap();
     let json_total = answer["usage"]["total_tokens"].as_u64().unwrap();
     let u = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() == Some(json_total));
     assert_eq!(u["tokens_day"].as_u64(), Some(json_total), "{u}");
@@ -177,12 +175,7 @@ fn daily_budget_refuses_before_overspending() {
     let mut admitted = 0;
     let mut refused = None;
     for _ in 0..40 {
-        let resp = chat(
-            &gw,
-            ALICE_KEY,
-            &chat_body("support-fast", json!({})),
-            &[("x-mock-completion-tokens", "100")],
-        );
+        let resp = ask(&gw, ALICE_KEY, &[("x-mock-completion-tokens", "100")]);
         if resp.status() == 429 {
             let retry: u64 = resp.headers()["retry-after"]
                 .to_str()
@@ -206,10 +199,7 @@ fn daily_budget_refuses_before_overspending() {
     assert!(u["tokens_day"].as_u64().unwrap() <= 2000, "overspent: {u}");
     assert!(admitted > 0);
     // Bob is unaffected.
-    assert_eq!(
-        chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).status(),
-        200
-    );
+    assert_eq!(ask(&gw, BOB_KEY, &[]).status(), 200);
 }
 
 #[test]
@@ -299,7 +289,7 @@ fn client_disconnect_mid_stream_bills_what_was_produced_and_frees_the_reservatio
 fn restart_and_kill_keep_spend() {
     let llm = Backend::start();
     let mut gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
-    chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    ask(&gw, BOB_KEY, &[]);
     let before = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(0))["tokens_day"]
         .as_u64()
         .unwrap();
@@ -309,7 +299,7 @@ fn restart_and_kill_keep_spend() {
     gw.spawn(false);
     assert_eq!(usage_of(&gw, "bob")["tokens_day"].as_u64().unwrap(), before);
     // kill -9 after the group-commit window (≤ 100 ms) loses nothing.
-    chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    ask(&gw, BOB_KEY, &[]);
     let after = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(before))["tokens_day"]
         .as_u64()
         .unwrap();
@@ -325,7 +315,7 @@ fn failing_primary_pool_falls_back_to_the_next_model() {
     let backup = Backend::start();
     let dead = free_addr();
     let gw = llm_config(&[&dead], &[&backup.addr], 1_000_000).start();
-    let resp = chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let resp = ask(&gw, BOB_KEY, &[]);
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().unwrap();
     assert_eq!(answer["received"]["model"], "backup-model");
@@ -340,13 +330,13 @@ fn failing_primary_pool_falls_back_to_the_next_model() {
     let failing = Backend::start();
     failing.force_status(500);
     let gw2 = llm_config(&[&failing.addr], &[&backup.addr], 1_000_000).start();
-    let resp = chat(&gw2, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let resp = ask(&gw2, BOB_KEY, &[]);
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().unwrap();
     assert_eq!(answer["received"]["model"], "backup-model");
     // When the last candidate fails too, its answer is forwarded as is.
     backup.force_status(503);
-    let resp = chat(&gw2, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let resp = ask(&gw2, BOB_KEY, &[]);
     assert_eq!(resp.status(), 503);
 }
 
@@ -461,12 +451,7 @@ fn expect_continue_is_answered_before_the_body() {
 fn upstream_refusals_without_usage_cost_nothing() {
     let llm = Backend::start();
     let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
-    let resp = chat(
-        &gw,
-        BOB_KEY,
-        &chat_body("support-fast", json!({})),
-        &[("x-mock-status", "400")],
-    );
+    let resp = ask(&gw, BOB_KEY, &[("x-mock-status", "400")]);
     assert_eq!(resp.status(), 400, "the upstream's own answer is forwarded");
     let rows = rows_eventually(&gw, 1);
     assert_eq!(rows.len(), 1);
@@ -597,7 +582,7 @@ fn the_upstream_reads_each_call_whole_in_one_read() {
     let (upstream, first_reads) = one_read_upstream();
     let gw = llm_config(&[&upstream], &[&upstream], 1_000_000).start();
     for _ in 0..10 {
-        let resp = chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+        let resp = ask(&gw, BOB_KEY, &[]);
         assert_eq!(resp.status(), 200);
     }
     let whole: Vec<bool> = first_reads.try_iter().collect();

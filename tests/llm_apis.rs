@@ -42,8 +42,7 @@ fn cost(classes: &[(u64, f64)]) -> u64 {
 
 #[test]
 fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let classes = [
         ("x-mock-cached-tokens", "1000"),
         ("x-mock-cache-write-tokens", "200"),
@@ -137,8 +136,7 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
 
 #[test]
 fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning_tokens() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let classes = [
         ("x-mock-cached-tokens", "4"),
         ("x-mock-reasoning-tokens", "3"),
@@ -206,8 +204,7 @@ fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning
 
 #[test]
 fn embeddings_bill_input_only_for_strings_and_token_arrays() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let inputs = [
         json!("How do I reset my password?"),
         json!(["first article text", "second article text"]),
@@ -245,8 +242,7 @@ fn embeddings_bill_input_only_for_strings_and_token_arrays() {
 
 #[test]
 fn guards_redact_and_block_in_every_body_shape() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (llm, gw) = start_llm_apis(1_000_000);
     let email = "jane.doe@example.com";
     // (path, body with the email in the API's nested places, pointers to them)
     let cases = [
@@ -453,8 +449,7 @@ fn every_api_falls_back_when_the_primary_pool_is_down() {
 
 #[test]
 fn bodies_of_900_kb_arrive_whole_on_every_api() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 100_000_000).start();
+    let (_llm, gw) = start_llm_apis(100_000_000);
     let text = "lorem ipsum dolor sit amet ".repeat(900 * 1024 / 27 + 1);
     let calls = [
         (
@@ -488,8 +483,7 @@ fn bodies_of_900_kb_arrive_whole_on_every_api() {
 
 #[test]
 fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let calls = [
         (
             "/v1/chat/completions",
@@ -525,8 +519,7 @@ fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
 
 #[test]
 fn missing_usage_is_billed_as_an_estimate_on_every_api() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let no_usage = [("x-mock-no-usage", "1"), ("x-mock-completion-tokens", "12")];
     let calls = [
         ("/v1/messages", anthropic_body(json!({"stream": true}))),
@@ -557,8 +550,7 @@ fn missing_usage_is_billed_as_an_estimate_on_every_api() {
 
 #[test]
 fn client_disconnect_mid_anthropic_stream_bills_input_and_streamed_output() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000).start();
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let body = anthropic_body(json!({"stream": true, "max_tokens": 100})).to_string();
     let mut stream = TcpStream::connect(&gw.addr).unwrap();
     write!(

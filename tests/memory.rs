@@ -41,30 +41,25 @@ fn distinct_bad_keys_and_users_do_not_grow_memory() {
     let store = Store::local();
     let limiter = &store.local_counters().limiter;
     let n = 200_000;
-    // Warm up allocator pools and lazies before the baseline.
-    for i in 0..10_000 {
+    let admit = |key: &str| {
         let mut ctx = RequestCtx::new();
         ctx.snapshot = Some(snapshot.clone());
-        let _ = block_on(admission::admit(
+        block_on(admission::admit(
             &store,
             None,
-            &request(&format!("warm-{i}")),
+            &request(key),
             || None,
             &mut ctx,
-        ));
+        ))
+    };
+    // Warm up allocator pools and lazies before the baseline.
+    for i in 0..10_000 {
+        let _ = admit(&format!("warm-{i}"));
         limiter.check(&format!("warm-user-{i}"), "r", None, Some(10));
     }
     let before = rss_kib("self");
     for i in 0..n {
-        let mut ctx = RequestCtx::new();
-        ctx.snapshot = Some(snapshot.clone());
-        let refused = block_on(admission::admit(
-            &store,
-            None,
-            &request(&format!("bad-key-{i}")),
-            || None,
-            &mut ctx,
-        ));
+        let refused = admit(&format!("bad-key-{i}"));
         assert_eq!(refused.unwrap_err().error.code(), "invalid_api_key");
         limiter.check(&format!("user-{i}"), "r", None, Some(10));
     }

@@ -32,8 +32,7 @@ fn over_cap_metric(gw: &Gateway, model: &str, kind: &str) -> f64 {
 
 #[test]
 fn endless_streams_are_cut_at_the_cap_and_end_cleanly_in_each_api_format() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 100_000_000).start();
+    let (_llm, gw) = start_llm_apis(100_000_000);
     let calls = [
         (
             "/v1/chat/completions",
@@ -106,8 +105,7 @@ fn endless_streams_are_cut_at_the_cap_and_end_cleanly_in_each_api_format() {
 
 #[test]
 fn output_within_the_margin_is_not_cut_but_flagged_and_billed_as_reported() {
-    let llm = Backend::start();
-    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 100_000_000).start();
+    let (_llm, gw) = start_llm_apis(100_000_000);
     let overshoot = [
         ("x-mock-ignore-cap", "1"),
         ("x-mock-completion-tokens", "35"),

@@ -25,6 +25,16 @@ fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> ConfigBu
     ConfigBuilder::support(peers).tls(tls_addr, cert, key)
 }
 
+/// `tls_config` with the fixtures' server certificate (`localhost`).
+fn localhost_tls(peers: &[&str], tls_addr: &str) -> ConfigBuilder {
+    tls_config(
+        peers,
+        tls_addr,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    )
+}
+
 fn https_client() -> reqwest::blocking::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
     reqwest::blocking::Client::builder()
@@ -44,13 +54,7 @@ fn check(config: ConfigBuilder) -> (i32, String) {
 /// `backend`; returns it and the TLS address once that accepts.
 fn tls_gateway(backend: &Backend) -> (Gateway, String) {
     let tls_addr = free_addr();
-    let gw = tls_config(
-        &[&backend.addr],
-        &tls_addr,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    )
-    .start();
+    let gw = localhost_tls(&[&backend.addr], &tls_addr).start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
     (gw, tls_addr)
 }
@@ -227,15 +231,10 @@ fn upstream_tls_verifies_the_chain_and_name() {
 fn llm_calls_over_http2_stream_and_carry_large_bodies() {
     let backend = Backend::start();
     let tls_addr = free_addr();
-    let config = tls_config(
-        &[&backend.addr],
-        &tls_addr,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    )
-    .max_body_bytes(2_097_152)
-    .route(Route::llm("chat", "/v1/chat/completions"))
-    .model(Model::new("m", "support", 1.0, 1.0, 20));
+    let config = localhost_tls(&[&backend.addr], &tls_addr)
+        .max_body_bytes(2_097_152)
+        .route(Route::llm("chat", "/v1/chat/completions"))
+        .model(Model::new("m", "support", 1.0, 1.0, 20));
     let _gw = config.start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
     let port = tls_addr.rsplit(':').next().unwrap();
@@ -338,15 +337,10 @@ fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
     use std::time::{Duration, Instant};
     let backend = Backend::start();
     let tls_addr = free_addr();
-    let config = tls_config(
-        &[&backend.addr],
-        &tls_addr,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    )
-    .header_timeout_ms(2000)
-    // No health checks: the backend's count is then what the gateway sent.
-    .with_pool("support", Pool::no_health_check);
+    let config = localhost_tls(&[&backend.addr], &tls_addr)
+        .header_timeout_ms(2000)
+        // No health checks: the backend's count is then what the gateway sent.
+        .with_pool("support", Pool::no_health_check);
     let _gw = config.start();
     assert!(wait_for_port(&tls_addr, Duration::from_secs(10)));
 

@@ -72,6 +72,14 @@ impl ConfigBuilder {
     }
 }
 
+/// A mock backend and a gateway on `ConfigBuilder::llm_apis` with the
+/// backend as both pools.
+pub fn start_llm_apis(user_tokens_per_day: u64) -> (Backend, Gateway) {
+    let llm = Backend::start();
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, user_tokens_per_day).start();
+    (llm, gw)
+}
+
 /// `body` with the fields of the object `extra` added or replaced.
 pub fn with_fields(mut body: Value, extra: Value) -> Value {
     if let Value::Object(map) = extra {
