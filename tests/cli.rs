@@ -89,12 +89,7 @@ fn run_with_a_broken_config_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "server: {listen: []}\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tollgate("run", &path, &[]);
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -124,12 +119,7 @@ fn shipped_configs_pass_check() {
         if !path.exists() {
             continue;
         }
-        let out = Command::new(BIN)
-            .arg("check")
-            .arg("-c")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = tollgate("check", &path, &[]);
         assert!(
             out.status.success(),
             "{file}: {}",
@@ -185,12 +175,7 @@ fn run_exits_2_when_a_listen_address_is_taken() {
         .render()
         .replace("{dir}", &dir.path().display().to_string());
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tollgate("run", &path, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 }

@@ -27,7 +27,7 @@ impl Redis {
             .status()
             .is_err()
         {
-            eprintln!("SKIPPED: redis-server is not installed (`make test` installs it)");
+            skipped("redis-server is not installed (`make test` installs it)");
             return None;
         }
         let mut redis = Redis {
@@ -180,6 +180,14 @@ fn away_from_minute_edge() {
     }
 }
 
+fn assert_store_errors_counted(gw: &Gateway) {
+    let metrics = gw.metrics();
+    assert!(
+        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
+        "{metrics}"
+    );
+}
+
 /// The shared counter and the two ledgers agree, and the budget held.
 fn assert_spend_is_shared(a: &Gateway, b: &Gateway, user: &str) {
     // The ledger writer flushes in batches: wait until both sums match.
@@ -259,16 +267,23 @@ fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     // Over its rate, a caller hears 429 before anything about its request.
     for body in ["{not json", r#"{"model":"nope","messages":[]}"#, call] {
-        let (status, code, _) = error_code(post_raw(&b, path, BOB_KEY, body));
-        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+        assert_error!(
+            post_raw(&b, path, BOB_KEY, body),
+            429,
+            "rate_limited",
+            "{body}"
+        );
     }
     // Refused calls hold nothing; the settled ones are billed.
     let usage = usage_of(&a, "bob");
     assert_eq!(usage["reserved_tokens"], 0, "{usage}");
     assert!(usage["tokens_day"].as_u64().unwrap_or(0) > 0, "{usage}");
     // Under the rate, a malformed body is still a 400 (and counted).
-    let (status, code, _) = error_code(post_raw(&a, "/v1/chat/completions", BOB_KEY, "{x"));
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_error!(
+        post_raw(&a, "/v1/chat/completions", BOB_KEY, "{x"),
+        400,
+        "invalid_request"
+    );
 }
 
 #[test]
@@ -338,16 +353,14 @@ fn stuffing_lockout_on_one_instance_applies_on_the_other() {
     }
     // A valid key, on the other instance: refused all the same.
     let resp = b.get("/api/v1/tickets/1", BOB_KEY);
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert_error!(resp, 429, "rate_limited");
     // LLM calls too, whatever their body, and they hold nothing.
     for body in [
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
         "{not json",
     ] {
         let resp = post_raw(&b, "/v1/chat/completions", BOB_KEY, body);
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+        assert_error!(resp, 429, "rate_limited", "{body}");
     }
     assert_eq!(usage_of(&a, "bob")["reserved_tokens"], 0);
 }
@@ -368,8 +381,7 @@ fn redis_down_with_deny_answers_503_at_once_and_recovers() {
             let resp = gw.get(path, BOB_KEY);
             let elapsed = started.elapsed();
             assert_eq!(resp.headers()["retry-after"], "1");
-            let (status, code, _) = error_code(resp);
-            assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+            assert_error!(resp, 503, "store_unavailable");
             assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
         }
         let llm = ask(gw, BOB_KEY, &[]);
@@ -378,11 +390,7 @@ fn redis_down_with_deny_answers_503_at_once_and_recovers() {
         let ready = client().get(gw.admin_url("/readyz")).send().unwrap();
         assert_eq!(ready.status(), 200);
     }
-    let metrics = a.metrics();
-    assert!(
-        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
-        "{metrics}"
-    );
+    assert_store_errors_counted(&a);
 
     redis.restart();
 
@@ -422,11 +430,7 @@ fn redis_down_with_allow_serves_and_counts_locally_then_shares_again() {
     let local = usage_of(&a, "bob");
     assert_eq!(local["store"], "local");
     assert!(local["tokens_day"].as_u64().unwrap_or(0) > 0, "{local}");
-    let metrics = b.metrics();
-    assert!(
-        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
-        "{metrics}"
-    );
+    assert_store_errors_counted(&b);
 
     redis.restart();
     let shared = eventually(Duration::from_secs(2), || {
@@ -564,6 +568,9 @@ fn rediss_with_a_password_from_a_file() {
     // A wrong password is a store failure: deny answers 503.
     std::fs::write(&password_file, "wrong\n").unwrap();
     let wrong = Gateway::start(&template);
-    let (status, code, _) = error_code(wrong.get("/api/v1/tickets/1", BOB_KEY));
-    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    assert_error!(
+        wrong.get("/api/v1/tickets/1", BOB_KEY),
+        503,
+        "store_unavailable"
+    );
 }

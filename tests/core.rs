@@ -10,8 +10,13 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn setup() -> (Backend, Gateway) {
+    setup_with(|config| config)
+}
+
+/// A backend and a gateway on the support config as `change` leaves it.
+fn setup_with(change: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> (Backend, Gateway) {
     let backend = Backend::start();
-    let gw = ConfigBuilder::support(&[&backend.addr]).start();
+    let gw = change(ConfigBuilder::support(&[&backend.addr])).start();
     (backend, gw)
 }
 
@@ -56,10 +61,18 @@ fn roles_and_owner_rules() {
     let get = |key: &str, path: &str| c.get(gw.url(path)).header("X-API-Key", key).send().unwrap();
 
     assert_eq!(get(BOB_KEY, "/api/v1/agents/bob/tickets").status(), 200);
-    let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/agents/alice/tickets"));
-    assert_eq!((status, code.as_str()), (403, "forbidden"), "owner rule");
-    let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/users/7"));
-    assert_eq!((status, code.as_str()), (403, "forbidden"), "role rule");
+    assert_error!(
+        get(BOB_KEY, "/api/v1/agents/alice/tickets"),
+        403,
+        "forbidden",
+        "owner rule"
+    );
+    assert_error!(
+        get(BOB_KEY, "/api/v1/users/7"),
+        403,
+        "forbidden",
+        "role rule"
+    );
     assert_eq!(
         get(ROOT_KEY, "/api/v1/agents/alice/tickets").status(),
         200,
@@ -176,8 +189,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
         .send()
         .unwrap();
     assert!(resp.headers().contains_key("x-request-id"));
-    let (status, code, body) = error_code(resp);
-    assert_eq!((status, code.as_str()), (404, "no_route"));
+    let body = assert_error!(resp, 404, "no_route");
     assert!(!body["error"]["request_id"].as_str().unwrap().is_empty());
 
     let resp = c
@@ -186,8 +198,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
         .send()
         .unwrap();
     assert_eq!(resp.headers()["allow"], "GET, POST, PATCH");
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    assert_error!(resp, 405, "method_not_allowed");
 
     let resp = c
         .post(gw.url("/api/v1/tickets/1"))
@@ -195,8 +206,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
         .body(vec![b'x'; 5000])
         .send()
         .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (413, "body_too_large"));
+    assert_error!(resp, 413, "body_too_large");
 
     // Chunked: no Content-Length up front, counted as it streams.
     let chunk = "x".repeat(3000);
@@ -224,16 +234,14 @@ fn uri_and_header_limits() {
     let (_b, gw) = setup();
     let long = format!("/api/v1/tickets/{}", "a".repeat(9000));
     let resp = gw.get(&long, BOB_KEY);
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (414, "uri_too_long"));
+    assert_error!(resp, 414, "uri_too_long");
     let resp = client()
         .get(gw.url("/api/v1/tickets/1"))
         .header("X-API-Key", BOB_KEY)
         .header("X-Big", "v".repeat(40_000))
         .send()
         .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+    assert_error!(resp, 431, "headers_too_large");
 }
 
 #[test]
@@ -295,29 +303,23 @@ fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     std::thread::sleep(Duration::from_millis(1000));
     let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
     assert!(resp.headers().contains_key("retry-after"));
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+    assert_error!(resp, 503, "upstream_unavailable");
 
     // A peer that refuses connections (no health check to hide it).
     let dead = free_addr();
     let gw2 = ConfigBuilder::support(&[&dead])
         .with_pool("support", Pool::no_health_check)
         .start();
-    let (status, code, _) = error_code(gw2.get("/api/v1/tickets/1", BOB_KEY));
-    assert_eq!((status, code.as_str()), (502, "upstream_error"));
+    assert_error!(gw2.get("/api/v1/tickets/1", BOB_KEY), 502, "upstream_error");
 
     // read_ms is 2000: a 3 s answer times out.
     let slow = Backend::start();
     let gw3 = ConfigBuilder::support(&[&slow.addr]).start();
-    let (status, code, _) = error_code(
-        client()
-            .get(gw3.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .header("x-mock-delay-ms", "3000")
-            .send()
-            .unwrap(),
+    assert_error!(
+        gw3.get_with("/api/v1/tickets/1", BOB_KEY, &[("x-mock-delay-ms", "3000")]),
+        504,
+        "upstream_timeout"
     );
-    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
 }
 
 #[test]
@@ -341,16 +343,11 @@ fn rate_limit_refuses_the_eleventh_request_per_user() {
         );
     }
     let resp = get(BOB_KEY);
-    let retry: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(&resp);
     assert!((1..=60).contains(&retry));
     assert!(resp.headers().contains_key("ratelimit"));
     assert!(resp.headers().contains_key("ratelimit-policy"));
-    let (status, code, body) = error_code(resp);
-    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    let body = assert_error!(resp, 429, "rate_limited");
     assert_eq!(body["error"]["type"], "rate_limit");
     // Another user is unaffected.
     assert_eq!(get(ROOT_KEY).status(), 200);
@@ -437,10 +434,7 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
 
 #[test]
 fn stalled_request_body_gets_408() {
-    let backend = Backend::start();
-    let gw = ConfigBuilder::support(&[&backend.addr])
-        .body_timeout_ms(500)
-        .start();
+    let (_backend, gw) = setup_with(|c| c.body_timeout_ms(500));
     // Announce 10 bytes, send 3, then stall.
     let req = format!(
         "POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Length: 10\r\n\r\nabc"
@@ -478,10 +472,7 @@ fn consistent_hashing_keeps_a_user_on_one_peer() {
 #[test]
 fn connections_per_ip_are_capped() {
     use std::io::{Read, Write};
-    let backend = Backend::start();
-    let gw = ConfigBuilder::support(&[&backend.addr])
-        .max_connections_per_ip(2)
-        .start();
+    let (_backend, gw) = setup_with(|c| c.max_connections_per_ip(2));
     let request =
         format!("GET /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\n\r\n");
     // Reads one answer; Err or empty when the gateway closed the connection.
@@ -534,10 +525,7 @@ fn reload_reports_changes_that_need_a_restart() {
 
 #[test]
 fn pid_file_is_written_and_removed_on_stop() {
-    let backend = Backend::start();
-    let mut gw = ConfigBuilder::support(&[&backend.addr])
-        .pid_file("{dir}/run/tollgate.pid")
-        .start();
+    let (_backend, mut gw) = setup_with(|c| c.pid_file("{dir}/run/tollgate.pid"));
     let path = gw.dir.path().join("run/tollgate.pid");
     let pid = std::fs::read_to_string(&path).unwrap();
     assert_eq!(pid.trim(), gw.pid().to_string());

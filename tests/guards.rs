@@ -69,8 +69,12 @@ fn blocking_guards_answer_400_without_echoing_the_match() {
         ("HAL, open the pod bay doors", "injection"),
         ("my ssn is 123-45-6789", "pii"),
     ] {
-        let (status, code, body) = error_code(say(&gw, "/v1/chat/completions", text));
-        assert_eq!((status, code.as_str()), (400, "guard_blocked"), "{text}");
+        let body = assert_error!(
+            say(&gw, "/v1/chat/completions", text),
+            400,
+            "guard_blocked",
+            "{text}"
+        );
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(guard), "{message}");
         assert!(!message.contains("123-45-6789") && !message.contains("pod bay"));
@@ -86,6 +90,5 @@ fn blocking_guards_answer_400_without_echoing_the_match() {
         .map(|i| json!({"role": "user", "content": format!("m{i}")}))
         .collect();
     let resp = chat(&gw, BOB_KEY, &json!({"model": "m", "messages": many}), &[]);
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_error!(resp, 400, "invalid_request");
 }

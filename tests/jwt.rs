@@ -316,23 +316,22 @@ fn jwt_roles_are_enforced_like_key_roles() {
     let admin = sign(Algorithm::ES256, &claims("jwt-root", &["admin"]));
     let norole = sign(Algorithm::HS256, &claims("jwt-nobody", &[]));
 
-    let (status, code, _) = error_code(get(&gw, "/api/v1/users/7", &agent));
-    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    assert_error!(get(&gw, "/api/v1/users/7", &agent), 403, "forbidden");
     assert_eq!(get(&gw, "/api/v1/users/7", &admin).status(), 200);
     // Owner rule: {agent} must be the token's user.
     assert_eq!(
         get(&gw, "/api/v1/agents/jwt-bob/tickets", &agent).status(),
         200
     );
-    let (status, code, _) = error_code(get(&gw, "/api/v1/agents/alice/tickets", &agent));
-    assert_eq!((status, code.as_str()), (403, "forbidden"));
-    let (status, code, _) = error_code(get(&gw, "/api/v1/tickets/1", &norole));
-    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    assert_error!(
+        get(&gw, "/api/v1/agents/alice/tickets", &agent),
+        403,
+        "forbidden"
+    );
+    assert_error!(get(&gw, "/api/v1/tickets/1", &norole), 403, "forbidden");
 
     let denied = gw
-        .access_log()
-        .into_iter()
-        .find(|l| l["event"] == "authorization_denied")
+        .logged("event", "authorization_denied")
         .expect("denial audited");
     assert_eq!(denied["principal"], "rsa-1");
     assert_eq!(denied["user"], "jwt-bob");
@@ -362,15 +361,10 @@ fn repeated_failures_block_the_ip_even_for_valid_credentials() {
             req = req.header("X-API-Key", k);
         }
         let resp = req.send().unwrap();
-        let retry: u64 = resp.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry = retry_after(&resp);
         assert!((1..=60).contains(&retry), "{name}: retry-after {retry}");
         assert!(resp.headers().contains_key("ratelimit-policy"), "{name}");
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{name}");
+        assert_error!(resp, 429, "rate_limited", "{name}");
     }
     // A valid JWT is refused as well.
     let token = sign(Algorithm::RS256, &claims("jwt-alice", &["agent"]));
@@ -390,9 +384,7 @@ fn repeated_failures_block_the_ip_even_for_valid_credentials() {
     assert_eq!(resp.status(), 200);
 
     let blocked = gw
-        .access_log()
-        .into_iter()
-        .find(|l| l["event"] == "authentication_blocked")
+        .logged("event", "authentication_blocked")
         .expect("block audited");
     assert_eq!(blocked["reason"], "too_many_failed_auth");
     assert_eq!(blocked["client_ip"], "127.0.0.1");

@@ -159,8 +159,7 @@ fn refusals_have_the_contract_codes() {
         .body("{not json")
         .send()
         .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_error!(resp, 400, "invalid_request");
     // The admin may use the restricted model.
     assert_eq!(
         chat(&gw, ROOT_KEY, &chat_body("admin-only", json!({})), &[]).status(),
@@ -177,11 +176,7 @@ fn daily_budget_refuses_before_overspending() {
     for _ in 0..40 {
         let resp = ask(&gw, ALICE_KEY, &[("x-mock-completion-tokens", "100")]);
         if resp.status() == 429 {
-            let retry: u64 = resp.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let retry = retry_after(&resp);
             assert!((1..=86_400).contains(&retry));
             assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "2000");
             assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
@@ -367,8 +362,7 @@ fn large_prompts_work() {
     // Over max_body_bytes (2 MiB): 413.
     let text = "x".repeat(3 * 1024 * 1024);
     let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
-    let (status, code, _) = error_code(chat(&gw, BOB_KEY, &body, &[]));
-    assert_eq!((status, code.as_str()), (413, "body_too_large"));
+    assert_error!(chat(&gw, BOB_KEY, &body, &[]), 413, "body_too_large");
 }
 
 /// Regression: watching the client for a disconnect while streaming must

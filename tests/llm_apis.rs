@@ -31,6 +31,16 @@ fn responses_body(extra: Value) -> Value {
     with_fields(body, extra)
 }
 
+/// A call of bob's with the mock's usage headers: it is served and says
+/// how many tokens are left of the budget; its JSON answer.
+fn billed_ok(gw: &Gateway, path: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
+    let resp = post(gw, path, BOB_KEY, body, headers);
+    assert_eq!(resp.status(), 200, "{path}");
+    assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
+    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
+    resp.json().unwrap()
+}
+
 /// µUSD of a call at $/Mtok prices, rounded up once.
 fn cost(classes: &[(u64, f64)]) -> u64 {
     let micro: u128 = classes
@@ -48,17 +58,8 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
         ("x-mock-cache-write-tokens", "200"),
         ("x-mock-completion-tokens", "7"),
     ];
-    let resp = post(
-        &gw,
-        "/v1/messages",
-        BOB_KEY,
-        &anthropic_body(json!({"max_tokens": 500})),
-        &classes,
-    );
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
-    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
-    let answer: Value = resp.json().unwrap();
+    let body = anthropic_body(json!({"max_tokens": 500}));
+    let answer = billed_ok(&gw, "/v1/messages", &body, &classes);
     assert_eq!(answer["received"]["model"], "claude-3-5-haiku");
     assert_eq!(
         answer["received"]["max_tokens"], 100,
@@ -142,16 +143,8 @@ fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning
         ("x-mock-reasoning-tokens", "3"),
         ("x-mock-completion-tokens", "9"),
     ];
-    let resp = post(
-        &gw,
-        "/v1/responses",
-        BOB_KEY,
-        &responses_body(json!({"max_output_tokens": 500})),
-        &classes,
-    );
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
-    let answer: Value = resp.json().unwrap();
+    let body = responses_body(json!({"max_output_tokens": 500}));
+    let answer = billed_ok(&gw, "/v1/responses", &body, &classes);
     assert_eq!(answer["received"]["model"], "gpt-4o-mini");
     assert_eq!(answer["received"]["max_output_tokens"], 100);
     let input = answer["usage"]["input_tokens"].as_u64().unwrap();

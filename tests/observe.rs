@@ -350,6 +350,11 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
     let store_path = dir.path().join("usage.db");
     let rows = seed_ledger(&store_path);
     let gw = config(&llm.addr, &store_path.display().to_string()).start();
+    // `tollgate usage` over the three seeded days, grouped by `group_by`.
+    let usage_cli = |group_by: &[&str]| {
+        let range = ["--from", "2026-03-01", "--to", "2026-03-03", "--group-by"];
+        tollgate("usage", &gw.config_path, &[&range[..], group_by].concat())
+    };
     let groupings: &[&[&str]] = &[
         &[],
         &["tenant"],
@@ -411,17 +416,8 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
             .map(str::to_string)
             .collect();
         let mut columns: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        columns.extend(
-            [
-                "calls",
-                "prompt_tokens",
-                "completion_tokens",
-                "cached_tokens",
-                "usd",
-                "estimated_calls",
-            ]
-            .map(String::from),
-        );
+        let totals = "calls prompt_tokens completion_tokens cached_tokens usd estimated_calls";
+        columns.extend(totals.split(' ').map(String::from));
         assert_eq!(header, columns);
         let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         let json_rows = body["rows"].as_array().unwrap();
@@ -438,20 +434,7 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
 
         // The command line reads the same ledger file while the gateway runs.
         if !keys.is_empty() {
-            let out = std::process::Command::new(BIN)
-                .args(["usage", "-c"])
-                .arg(&gw.config_path)
-                .args([
-                    "--from",
-                    "2026-03-01",
-                    "--to",
-                    "2026-03-03",
-                    "--group-by",
-                    &group_by,
-                    "--csv",
-                ])
-                .output()
-                .unwrap();
+            let out = usage_cli(&[&group_by, "--csv"]);
             assert!(
                 out.status.success(),
                 "{}",
@@ -466,19 +449,7 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
     }
 
     // The JSON form of the CLI.
-    let out = std::process::Command::new(BIN)
-        .args(["usage", "-c"])
-        .arg(&gw.config_path)
-        .args([
-            "--from",
-            "2026-03-01",
-            "--to",
-            "2026-03-03",
-            "--group-by",
-            "tenant",
-        ])
-        .output()
-        .unwrap();
+    let out = usage_cli(&["tenant"]);
     assert!(out.status.success());
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     let api: Value = report(&gw, "from=2026-03-01&to=2026-03-03&group_by=tenant")
@@ -518,10 +489,10 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
         ("from=2026-03-01&to=2026-03-03&format=xml", "format"),
         ("from=2026-03-01&to=2026-03-03&tenant=acme&teams=x", "teams"),
     ] {
-        let (status, code, body) = error_code(report(&gw, query));
-        assert_eq!(
-            (status, code.as_str()),
-            (400, "invalid_request"),
+        let body = assert_error!(
+            report(&gw, query),
+            400,
+            "invalid_request",
             "{query}: {body}"
         );
         let message = body["error"]["message"].as_str().unwrap();

@@ -220,10 +220,12 @@ fn reload_revokes_keys_at_once_and_keeps_rate_limit_counters() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().unwrap()["generation"], 2);
 
-    let (status, code, _) = error_code(gw.get("/api/v1/tickets/1", ALICE_KEY));
-    assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
-    let (status, code, _) = error_code(gw.get("/api/v1/limited/x", BOB_KEY));
-    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert_error!(
+        gw.get("/api/v1/tickets/1", ALICE_KEY),
+        401,
+        "invalid_api_key"
+    );
+    assert_error!(gw.get("/api/v1/limited/x", BOB_KEY), 429, "rate_limited");
 }
 
 /// The socket `server_conf` derives from the config path when the config
@@ -362,8 +364,7 @@ fn circuit_breaker_opens_sheds_load_and_recovers() {
     for _ in 0..10 {
         let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
         let retry_after = resp.headers().get("retry-after").cloned();
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+        assert_error!(resp, 503, "upstream_unavailable");
         assert!(retry_after.is_some(), "503 without Retry-After");
     }
     let after = (a.served(), b.served());
@@ -408,14 +409,11 @@ fn slow_upstream_times_out_with_504_under_load() {
     let gw = ops_config(&[&backend.addr]).start();
     let load = Load::start("slow upstream", gw.url("/api/v1/tickets/1"), BOB_KEY);
     // read_ms is 2000: a 3 s answer times out.
-    let (status, code, _) = error_code(
-        client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", ROOT_KEY)
-            .header("x-mock-delay-ms", "3000")
-            .send()
-            .unwrap(),
-    );
+    let (status, code, _) = error_code(gw.get_with(
+        "/api/v1/tickets/1",
+        ROOT_KEY,
+        &[("x-mock-delay-ms", "3000")],
+    ));
     let (sent, failures) = load.finish();
     assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
     assert!(sent > 100, "load too small to mean anything: {sent}");

@@ -20,6 +20,11 @@ const ENDLESS: [(&str, &str); 2] = [
     ("x-mock-ignore-cap", "1"),
     ("x-mock-completion-tokens", "1000000000"),
 ];
+/// An upstream that runs past the cap, but within the margin.
+const OVERSHOOT: [(&str, &str); 2] = [
+    ("x-mock-ignore-cap", "1"),
+    ("x-mock-completion-tokens", "35"),
+];
 /// The cap of these requests, and where the gateway cuts: 20 + 20/4 + 16.
 const CAP: u64 = 20;
 const CUT_AT: u64 = 41;
@@ -106,14 +111,10 @@ fn endless_streams_are_cut_at_the_cap_and_end_cleanly_in_each_api_format() {
 #[test]
 fn output_within_the_margin_is_not_cut_but_flagged_and_billed_as_reported() {
     let (_llm, gw) = start_llm_apis(100_000_000);
-    let overshoot = [
-        ("x-mock-ignore-cap", "1"),
-        ("x-mock-completion-tokens", "35"),
-    ];
     // Streamed: 35 tokens for a cap of 20 is within the margin (41).
     let body = json!({"model": "gpt", "stream": true, "max_tokens": CAP,
                       "messages": [{"role": "user", "content": "hi"}]});
-    let text = post(&gw, "/v1/chat/completions", BOB_KEY, &body, &overshoot)
+    let text = post(&gw, "/v1/chat/completions", BOB_KEY, &body, &OVERSHOOT)
         .text()
         .unwrap();
     let events = sse_events(&text);

@@ -61,8 +61,7 @@ fn python_with_sdks() -> Option<PathBuf> {
 #[test]
 fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
     let Some(python) = python_with_sdks() else {
-        println!("SKIPPED: no python3 on this machine, the SDK test cannot run");
-        return;
+        return skipped("no python3 on this machine, the SDK test cannot run");
     };
     let llm = Backend::start();
     // Alice's budget refuses every call (each reserves more than 10 tokens).

@@ -80,8 +80,7 @@ fn https_with_http2_is_served() {
         .send()
         .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (401, "missing_credentials"));
+    assert_error!(resp, 401, "missing_credentials");
 
     // The plain listener keeps working beside the TLS one.
     let plain = gw.get("/api/v1/tickets/1", BOB_KEY);
@@ -188,8 +187,7 @@ fn upstream_tls_with_wrong_pin_fails_with_502() {
     let (_backend, _b, a) = upstream_chain(&["ab".repeat(32)]);
     for _ in 0..2 {
         let resp = a.get("/api/v1/tickets/1", BOB_KEY);
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (502, "upstream_error"));
+        assert_error!(resp, 502, "upstream_error");
     }
 }
 
@@ -208,23 +206,13 @@ fn upstream_tls_verifies_the_chain_and_name() {
         .with_pool("support", |p| p.ca_file(&fixture("ca.pem")))
         .start();
     let resp = a.get("/api/v1/tickets/1", BOB_KEY);
-    let (status, code, _) = error_code(resp);
-    assert_eq!(
-        (status, code.as_str()),
-        (502, "upstream_error"),
-        "wrong name"
-    );
+    assert_error!(resp, 502, "upstream_error", "wrong name");
 
     let a2 = config
         .with_pool("support", |p| p.set("sni", "localhost"))
         .start();
     let resp = a2.get("/api/v1/tickets/1", BOB_KEY);
-    let (status, code, _) = error_code(resp);
-    assert_eq!(
-        (status, code.as_str()),
-        (502, "upstream_error"),
-        "untrusted CA"
-    );
+    assert_error!(resp, 502, "upstream_error", "untrusted CA");
 }
 
 #[test]
@@ -304,8 +292,7 @@ fn http1_over_tls_passes_the_head_reader_and_keeps_alive() {
     for i in 0..300 {
         req = req.header(format!("x-f{i}"), "v");
     }
-    let (status, code, _) = error_code(req.send().unwrap());
-    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+    assert_error!(req.send().unwrap(), 431, "headers_too_large");
 }
 
 /// A raw HTTP/1.1-over-TLS connection (ALPN http/1.1), handshake done.

@@ -103,13 +103,12 @@ fn usd(micro: i64) -> String {
 #[test]
 fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
     let Some(chrome) = chromium() else {
-        eprintln!("SKIPPED: no chromium on PATH (make test installs it: apt-get install chromium)");
-        return;
+        return skipped("no chromium on PATH (make test installs it: apt-get install chromium)");
     };
-    let llm = Backend::start();
     let store_dir = tempfile::tempdir().unwrap();
     let store = store_dir.path().join("usage.db");
     let expected = seed(&store);
+    let llm = Backend::start();
     let gw = config(&llm.addr, &store.display().to_string()).start();
     // Bob's remaining budget from the live counters (restored from the
     // ledger); nothing changes them during the test.

@@ -2,7 +2,8 @@
 //! `Backend` runs `tollgate mock-backend`, `Gateway` runs `tollgate run`
 //! with a config written to a temp dir. Both are killed on drop.
 
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, unused_macros)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod config;
 pub mod llm;
@@ -282,9 +283,21 @@ impl Gateway {
 
     /// GET `path` as the holder of the API key `key`.
     pub fn get(&self, path: &str, key: &str) -> reqwest::blocking::Response {
-        self.request(reqwest::Method::GET, path, key)
-            .send()
-            .unwrap()
+        self.get_with(path, key, &[])
+    }
+
+    /// GET `path` as the holder of `key`, with more headers.
+    pub fn get_with(
+        &self,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::blocking::Response {
+        let mut req = self.request(reqwest::Method::GET, path, key);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().unwrap()
     }
 
     /// `POST /admin/reload` with the admin token.
@@ -359,6 +372,11 @@ impl Gateway {
             .join("\n")
     }
 
+    /// The first access or audit log line whose `field` is `value`.
+    pub fn logged(&self, field: &str, value: &str) -> Option<serde_json::Value> {
+        self.access_log().into_iter().find(|l| l[field] == value)
+    }
+
     /// The access/audit log lines. The gateway writes them in batches
     /// (every 20 ms), so wait a few batches before reading.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
@@ -376,17 +394,22 @@ pub fn fill_placeholders(template: &str) -> String {
         .replace("{dir}", "/tmp")
 }
 
+/// Runs `tollgate <command> -c <config> <more>` to its end.
+pub fn tollgate(command: &str, config: &Path, more: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args([command, "-c"])
+        .arg(config)
+        .args(more)
+        .output()
+        .expect("run tollgate")
+}
+
 /// Runs `tollgate check` on `config`: (exit code, stdout, stderr).
 pub fn run_check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tollgate.yaml");
     std::fs::write(&path, config).expect("write config");
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run tollgate check");
+    let out = tollgate("check", &path, &[]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -446,6 +469,31 @@ pub fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A test that needs a tool this machine lacks says so and passes.
+pub fn skipped(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// The Retry-After of an answer, in seconds.
+pub fn retry_after(resp: &reqwest::blocking::Response) -> u64 {
+    resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Asserts a gateway refusal: its status and JSON error code (then an
+/// optional message as for `assert_eq!`); evaluates to the error body.
+macro_rules! assert_error {
+    ($resp:expr, $status:expr, $code:expr $(, $($message:tt)+)?) => {{
+        let (status, code, body) = $crate::common::error_code($resp);
+        assert_eq!((status, code.as_str()), ($status, $code) $(, $($message)+)?);
+        body
+    }};
+}
+pub(crate) use assert_error;
 
 /// Parses the JSON error body of a gateway answer.
 pub fn error_code(resp: reqwest::blocking::Response) -> (u16, String, serde_json::Value) {
