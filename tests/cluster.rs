@@ -132,6 +132,18 @@ fn pair(config: &ConfigBuilder) -> (Gateway, Gateway) {
     (Gateway::start(&template), Gateway::start(&template))
 }
 
+/// Redis, a backend and two gateways on `config` of them as `change`
+/// leaves it; `None` when redis-server is missing.
+fn cluster(
+    on_error: &str,
+    change: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Option<(Redis, Backend, Gateway, Gateway)> {
+    let redis = Redis::start()?;
+    let backend = Backend::start();
+    let (a, b) = pair(&change(config(&backend, &redis, on_error)));
+    Some((redis, backend, a, b))
+}
+
 /// A chat call for the model `m`.
 fn ask(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
     chat(gw, key, &chat_body("m", json!({})), headers)
@@ -211,9 +223,9 @@ fn assert_spend_is_shared(a: &Gateway, b: &Gateway, user: &str) {
 
 #[test]
 fn ten_per_minute_route_admits_ten_across_both_instances() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny"));
+    let Some((_redis, _backend, a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
     away_from_minute_edge();
     let mut admitted = 0;
     for i in 0..20 {
@@ -230,9 +242,9 @@ fn ten_per_minute_route_admits_ten_across_both_instances() {
 
 #[test]
 fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny"));
+    let Some((redis, _backend, a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
     let path = "/openai/limited/chat/completions";
     let call = r#"{"model":"m","messages":[{"role":"user","content":"Where is my order?"}]}"#;
     away_from_minute_edge();
@@ -288,9 +300,9 @@ fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
 
 #[test]
 fn daily_token_budget_is_never_overspent_across_instances() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny"));
+    let Some((_redis, _backend, a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
 
     // Alternating calls until the shared budget refuses.
     let mut refused = false;
@@ -343,9 +355,10 @@ fn daily_token_budget_is_never_overspent_across_instances() {
 
 #[test]
 fn stuffing_lockout_on_one_instance_applies_on_the_other() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny").failed_auth_per_ip_per_minute(3));
+    let Some((_redis, _backend, a, b)) = cluster("deny", |c| c.failed_auth_per_ip_per_minute(3))
+    else {
+        return;
+    };
     away_from_minute_edge();
     for _ in 0..3 {
         let resp = a.get("/api/v1/tickets/1", "wrong-key");
@@ -367,11 +380,9 @@ fn stuffing_lockout_on_one_instance_applies_on_the_other() {
 
 #[test]
 fn redis_down_with_deny_answers_503_at_once_and_recovers() {
-    let Some(mut redis) = Redis::start() else {
+    let Some((mut redis, _backend, a, b)) = cluster("deny", |c| c) else {
         return;
     };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny"));
     assert_eq!(a.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
 
     redis.kill();
@@ -414,11 +425,9 @@ fn redis_down_with_deny_answers_503_at_once_and_recovers() {
 
 #[test]
 fn redis_down_with_allow_serves_and_counts_locally_then_shares_again() {
-    let Some(mut redis) = Redis::start() else {
+    let Some((mut redis, _backend, a, b)) = cluster("allow", |c| c) else {
         return;
     };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "allow"));
     assert_eq!(ask(&a, BOB_KEY, &[]).status(), 200);
     assert_eq!(usage_of(&b, "bob")["store"], "redis");
 
@@ -441,9 +450,9 @@ fn redis_down_with_allow_serves_and_counts_locally_then_shares_again() {
 
 #[test]
 fn reservation_of_a_killed_instance_expires() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (mut a, b) = pair(&config(&backend, &redis, "deny"));
+    let Some((_redis, _backend, mut a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
     let url = a.url("/v1/chat/completions");
     // A slow call on `a`; `a` is killed while it is in flight.
     let call = std::thread::spawn(move || {

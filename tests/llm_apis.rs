@@ -138,12 +138,12 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
 #[test]
 fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning_tokens() {
     let (_llm, gw) = start_llm_apis(1_000_000);
+    let body = responses_body(json!({"max_output_tokens": 500}));
     let classes = [
         ("x-mock-cached-tokens", "4"),
         ("x-mock-reasoning-tokens", "3"),
         ("x-mock-completion-tokens", "9"),
     ];
-    let body = responses_body(json!({"max_output_tokens": 500}));
     let answer = billed_ok(&gw, "/v1/responses", &body, &classes);
     assert_eq!(answer["received"]["model"], "gpt-4o-mini");
     assert_eq!(answer["received"]["max_output_tokens"], 100);

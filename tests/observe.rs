@@ -16,8 +16,8 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// An LLM route, a support route and two models; the ledger at `store`.
-fn config(llm: &str, store: &str) -> ConfigBuilder {
+/// An LLM route, a support route and two models.
+fn config(llm: &str) -> ConfigBuilder {
     ConfigBuilder::new()
         .keys(&[BOB, ALICE, ROOT_OPS])
         .pool("llm", Pool::new(&[llm]).timeouts(300, 5000))
@@ -36,7 +36,13 @@ fn config(llm: &str, store: &str) -> ConfigBuilder {
         .default_rate_limit(100_000)
         .budget(Budget::user().tokens_per_day(1_000_000).usd_per_month(25.0))
         .pii(&["email"], "redact")
-        .store_path(store)
+}
+
+/// A gateway exporting traces to a collector that is never there.
+fn with_dead_collector(llm: &str) -> Gateway {
+    config(llm)
+        .otlp(&format!("http://{}", free_addr()), "tollgate", 1.0)
+        .start()
 }
 
 /// A chat call that must succeed; returns its request id.
@@ -70,9 +76,7 @@ fn line_for<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
 #[test]
 fn llm_calls_log_model_tokens_cost_and_usage_source() {
     let llm = Backend::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("usage.db").display().to_string();
-    let gw = config(&llm.addr, &store).start();
+    let gw = config(&llm.addr).start();
     let json_id = chat_id(
         &gw,
         BOB_KEY,
@@ -102,7 +106,7 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
     });
 
     // Expected figures straight from the ledger rows of each call.
-    let conn = rusqlite::Connection::open(&store).unwrap();
+    let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
     // The ledger commits in groups (within 100 ms): poll for the row.
     let row = |id: &str| -> (i64, i64, i64, i64) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -173,9 +177,7 @@ fn llm_calls_log_model_tokens_cost_and_usage_source() {
 #[test]
 fn sigusr1_reopens_a_rotated_log_without_losing_a_line() {
     let llm = Backend::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("usage.db").display().to_string();
-    let gw = config(&llm.addr, &store).start();
+    let gw = config(&llm.addr).start();
     let path = gw.dir.path().join("access.log");
     let rotated = gw.dir.path().join("access.log.1");
     let get = |n: usize| -> Vec<String> {
@@ -349,7 +351,9 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("usage.db");
     let rows = seed_ledger(&store_path);
-    let gw = config(&llm.addr, &store_path.display().to_string()).start();
+    let gw = config(&llm.addr)
+        .store_path(&store_path.display().to_string())
+        .start();
     // `tollgate usage` over the three seeded days, grouped by `group_by`.
     let usage_cli = |group_by: &[&str]| {
         let range = ["--from", "2026-03-01", "--to", "2026-03-03", "--group-by"];
@@ -529,12 +533,8 @@ fn metric_names(text: &str) -> Vec<String> {
 #[test]
 fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
     let llm = Backend::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("usage.db").display().to_string();
     // An unreachable collector, so span drops are counted too.
-    let gw = config(&llm.addr, &store)
-        .otlp(&format!("http://{}", free_addr()), "tollgate", 1.0)
-        .start();
+    let gw = with_dead_collector(&llm.addr);
     // Traffic that fills every labelled series: an LLM call with a PII
     // redaction, a proxied request, an auth failure, a reload.
     let mut body = json!({"stream": false});
@@ -712,9 +712,7 @@ fn wait_spans(
 fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
     let llm = Backend::start();
     let collector = Collector::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("usage.db").display().to_string();
-    let gw = config(&llm.addr, &store)
+    let gw = config(&llm.addr)
         .otlp(&format!("http://{}", collector.addr), "tollgate-test", 1.0)
         .start();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -845,12 +843,8 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
 #[test]
 fn an_unreachable_collector_never_affects_requests() {
     let llm = Backend::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("usage.db").display().to_string();
     // Nothing listens there: every export fails.
-    let gw = config(&llm.addr, &store)
-        .otlp(&format!("http://{}", free_addr()), "tollgate", 1.0)
-        .start();
+    let gw = with_dead_collector(&llm.addr);
     for _ in 0..50 {
         let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
         assert_eq!(resp.status(), 200);

@@ -25,14 +25,17 @@ fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> ConfigBu
     ConfigBuilder::support(peers).tls(tls_addr, cert, key)
 }
 
-/// `tls_config` with the fixtures' server certificate (`localhost`).
-fn localhost_tls(peers: &[&str], tls_addr: &str) -> ConfigBuilder {
-    tls_config(
-        peers,
-        tls_addr,
+/// `tls_config` on `backend` with the fixtures' server certificate
+/// (`localhost`) and a TLS listener on a free port; that port's address.
+fn localhost_tls(backend: &Backend) -> (ConfigBuilder, String) {
+    let tls_addr = free_addr();
+    let config = tls_config(
+        &[&backend.addr],
+        &tls_addr,
         &fixture("server.pem"),
         &fixture("server.key.pem"),
-    )
+    );
+    (config, tls_addr)
 }
 
 fn https_client() -> reqwest::blocking::Client {
@@ -53,8 +56,8 @@ fn check(config: ConfigBuilder) -> (i32, String) {
 /// A gateway with a TLS listener (the test server certificate) in front of
 /// `backend`; returns it and the TLS address once that accepts.
 fn tls_gateway(backend: &Backend) -> (Gateway, String) {
-    let tls_addr = free_addr();
-    let gw = localhost_tls(&[&backend.addr], &tls_addr).start();
+    let (config, tls_addr) = localhost_tls(backend);
+    let gw = config.start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
     (gw, tls_addr)
 }
@@ -218,8 +221,8 @@ fn upstream_tls_verifies_the_chain_and_name() {
 #[test]
 fn llm_calls_over_http2_stream_and_carry_large_bodies() {
     let backend = Backend::start();
-    let tls_addr = free_addr();
-    let config = localhost_tls(&[&backend.addr], &tls_addr)
+    let (config, tls_addr) = localhost_tls(&backend);
+    let config = config
         .max_body_bytes(2_097_152)
         .route(Route::llm("chat", "/v1/chat/completions"))
         .model(Model::new("m", "support", 1.0, 1.0, 20));
@@ -323,8 +326,8 @@ fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let backend = Backend::start();
-    let tls_addr = free_addr();
-    let config = localhost_tls(&[&backend.addr], &tls_addr)
+    let (config, tls_addr) = localhost_tls(&backend);
+    let config = config
         .header_timeout_ms(2000)
         // No health checks: the backend's count is then what the gateway sent.
         .with_pool("support", Pool::no_health_check);
