@@ -31,11 +31,22 @@ fn responses_body(extra: Value) -> Value {
     with_fields(body, extra)
 }
 
+/// A call of bob's that must be served.
+fn served(
+    gw: &Gateway,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let resp = post(gw, path, BOB_KEY, body, headers);
+    assert_eq!(resp.status(), 200, "{path}");
+    resp
+}
+
 /// A call of bob's with the mock's usage headers: it is served and says
 /// how many tokens are left of the budget; its JSON answer.
 fn billed_ok(gw: &Gateway, path: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
-    let resp = post(gw, path, BOB_KEY, body, headers);
-    assert_eq!(resp.status(), 200, "{path}");
+    let resp = served(gw, path, body, headers);
     assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
     assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
     resp.json().unwrap()
@@ -275,9 +286,7 @@ fn guards_redact_and_block_in_every_body_shape() {
         ),
     ];
     for (path, body, pointers) in &cases {
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         let received = &answer["received"];
         assert!(!received.to_string().contains(email), "{path}: {received}");
         for p in pointers {
@@ -426,9 +435,7 @@ fn every_api_falls_back_when_the_primary_pool_is_down() {
         ),
     ];
     for (path, body, upstream_model) in &calls {
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         assert_eq!(answer["received"]["model"], *upstream_model, "{path}");
     }
     let rows = rows_eventually(&gw, 3);
@@ -463,9 +470,7 @@ fn bodies_of_900_kb_arrive_whole_on_every_api() {
     ];
     for (path, body, pointer) in &calls {
         assert!(body.to_string().len() > 900 * 1024);
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         let received = answer["received"]
             .pointer(pointer)
             .and_then(Value::as_str)
@@ -495,9 +500,7 @@ fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
         ),
     ];
     for (path, body, upstream_path) in &calls {
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         assert_eq!(answer["upstream_path"], *upstream_path, "{path}");
         assert!(answer["usage"].is_object());
     }

@@ -11,7 +11,7 @@ use common::*;
 use prost::Message;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -556,28 +556,19 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
     wanted.sort();
     wanted.dedup();
     assert!(wanted.len() >= 14, "{wanted:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let exported = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let missing: Vec<&String> = wanted
-            .iter()
-            .filter(|name| {
-                !exported
-                    .lines()
-                    .any(|l| l.starts_with(&format!("# TYPE {name} ")))
-            })
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not in /metrics: {missing:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let missing_from = |exported: String| -> Vec<String> {
+        let typed = |name: &&String| {
+            let type_line = format!("# TYPE {name} ");
+            exported.lines().any(|l| l.starts_with(&type_line))
+        };
+        wanted.iter().filter(|n| !typed(n)).cloned().collect()
+    };
+    let missing = poll_until(
+        Duration::from_secs(10),
+        || missing_from(gw.metrics()),
+        Vec::is_empty,
+    );
+    assert!(missing.is_empty(), "not in /metrics: {missing:?}");
 }
 
 /// An OTLP/HTTP collector on loopback: decodes each export request.
@@ -633,35 +624,8 @@ fn serve_otlp(
 ) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        assert!(
-            request_line.starts_with("POST /v1/traces "),
-            "{request_line}"
-        );
+    while let Some((head, body)) = read_request(&mut reader) {
+        assert!(head.starts_with("POST /v1/traces "), "{head}");
         let decoded =
             opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
                 &body[..],
@@ -851,24 +815,10 @@ fn an_unreachable_collector_never_affects_requests() {
     }
     chat_id(&gw, BOB_KEY, "support-fast", json!({}), &[]);
     // The failed exports are counted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let dropped: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with("tollgate_otlp_spans_dropped_total{reason=\"export_failed\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        if dropped >= 51.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "drops not counted: {dropped}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let dropped = poll_until(
+        Duration::from_secs(10),
+        || gw.metric("tollgate_otlp_spans_dropped_total{reason=\"export_failed\"}"),
+        |dropped| *dropped >= 51.0,
+    );
+    assert!(dropped >= 51.0, "drops not counted: {dropped}");
 }

@@ -56,8 +56,16 @@ fn check(config: ConfigBuilder) -> (i32, String) {
 /// A gateway with a TLS listener (the test server certificate) in front of
 /// `backend`; returns it and the TLS address once that accepts.
 fn tls_gateway(backend: &Backend) -> (Gateway, String) {
+    tls_gateway_with(backend, |config| config)
+}
+
+/// `tls_gateway` on the config as `change` leaves it.
+fn tls_gateway_with(
+    backend: &Backend,
+    change: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> (Gateway, String) {
     let (config, tls_addr) = localhost_tls(backend);
-    let gw = config.start();
+    let gw = change(config).start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
     (gw, tls_addr)
 }
@@ -221,13 +229,12 @@ fn upstream_tls_verifies_the_chain_and_name() {
 #[test]
 fn llm_calls_over_http2_stream_and_carry_large_bodies() {
     let backend = Backend::start();
-    let (config, tls_addr) = localhost_tls(&backend);
-    let config = config
-        .max_body_bytes(2_097_152)
-        .route(Route::llm("chat", "/v1/chat/completions"))
-        .model(Model::new("m", "support", 1.0, 1.0, 20));
-    let _gw = config.start();
-    assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
+    let (_gw, tls_addr) = tls_gateway_with(&backend, |config| {
+        config
+            .max_body_bytes(2_097_152)
+            .route(Route::llm("chat", "/v1/chat/completions"))
+            .model(Model::new("m", "support", 1.0, 1.0, 20))
+    });
     let port = tls_addr.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}/v1/chat/completions");
     let c = https_client();
@@ -326,13 +333,12 @@ fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let backend = Backend::start();
-    let (config, tls_addr) = localhost_tls(&backend);
-    let config = config
-        .header_timeout_ms(2000)
-        // No health checks: the backend's count is then what the gateway sent.
-        .with_pool("support", Pool::no_health_check);
-    let _gw = config.start();
-    assert!(wait_for_port(&tls_addr, Duration::from_secs(10)));
+    let (_gw, tls_addr) = tls_gateway_with(&backend, |config| {
+        config
+            .header_timeout_ms(2000)
+            // No health checks: the backend's count is then what the gateway sent.
+            .with_pool("support", Pool::no_health_check)
+    });
 
     let mut tls = tls_http1(&tls_addr);
     // The deadline runs from the end of the handshake.

@@ -495,6 +495,20 @@ macro_rules! assert_error {
 }
 pub(crate) use assert_error;
 
+/// Reads one HTTP/1.1 request with a Content-Length body: (head, body);
+/// `None` once the connection ends.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        if reader.read_line(&mut head).ok()? == 0 {
+            return None;
+        }
+    }
+    let mut body = vec![0u8; content_length(&head).unwrap_or(0)];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
 /// Parses the JSON error body of a gateway answer.
 pub fn error_code(resp: reqwest::blocking::Response) -> (u16, String, serde_json::Value) {
     let status = resp.status().as_u16();
