@@ -86,13 +86,8 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
     assert_eq!(u["tokens_day"].as_u64(), Some(prompt + 7), "{u}");
 
     // Streamed: message_start carries the input, message_delta the output.
-    let resp = post(
-        &gw,
-        "/v1/messages",
-        BOB_KEY,
-        &anthropic_body(json!({"stream": true})),
-        &classes,
-    );
+    let body = anthropic_body(json!({"stream": true}));
+    let resp = post(&gw, "/v1/messages", BOB_KEY, &body, &classes);
     assert!(resp.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -161,13 +156,8 @@ fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning
     let input = answer["usage"]["input_tokens"].as_u64().unwrap();
     assert!(input > 4);
 
-    let resp = post(
-        &gw,
-        "/v1/responses",
-        BOB_KEY,
-        &responses_body(json!({"stream": true})),
-        &classes,
-    );
+    let body = responses_body(json!({"stream": true}));
+    let resp = post(&gw, "/v1/responses", BOB_KEY, &body, &classes);
     let text = resp.text().unwrap();
     let events = sse_events(&text);
     let (last, completed) = events.last().unwrap();

@@ -657,6 +657,12 @@ fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option
     })
 }
 
+fn assert_attrs(span: &opentelemetry_proto::tonic::trace::v1::Span, wanted: &[(&str, &str)]) {
+    for (key, value) in wanted {
+        assert_eq!(attr(span, key).as_deref(), Some(*value), "{key}");
+    }
+}
+
 fn wait_spans(
     collector: &Collector,
     pred: impl Fn(&[(String, opentelemetry_proto::tonic::trace::v1::Span)]) -> bool,
@@ -743,18 +749,17 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
     );
     // The upstream received this span's trace id, and this span's id.
     assert_eq!(hex(&span.span_id), upstream_span_id);
-    assert_eq!(attr(span, "http.request.method").as_deref(), Some("GET"));
-    assert_eq!(attr(span, "url.path").as_deref(), Some("/api/v1/tickets/7"));
-    assert_eq!(
-        attr(span, "http.route").as_deref(),
-        Some("/api/v1/tickets/**")
+    assert_attrs(
+        span,
+        &[
+            ("http.request.method", "GET"),
+            ("url.path", "/api/v1/tickets/7"),
+            ("http.route", "/api/v1/tickets/**"),
+            ("http.response.status_code", "200"),
+            ("user.id", "bob"),
+            ("tenant.id", "acme"),
+        ],
     );
-    assert_eq!(
-        attr(span, "http.response.status_code").as_deref(),
-        Some("200")
-    );
-    assert_eq!(attr(span, "user.id").as_deref(), Some("bob"));
-    assert_eq!(attr(span, "tenant.id").as_deref(), Some("acme"));
     assert!(span.start_time_unix_nano > 0 && span.end_time_unix_nano >= span.start_time_unix_nano);
     let child = spans
         .iter()
@@ -773,26 +778,16 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
 
     let (_, span) = request_span(llm_trace);
     assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
-    assert_eq!(
-        attr(span, "tollgate.request_id").as_deref(),
-        Some(llm_id.as_str())
-    );
-    assert_eq!(
-        attr(span, "http.route").as_deref(),
-        Some("/v1/chat/completions")
-    );
-    assert_eq!(attr(span, "user.id").as_deref(), Some("alice"));
-    assert_eq!(
-        attr(span, "gen_ai.request.model").as_deref(),
-        Some("support-smart")
-    );
-    assert_eq!(
-        attr(span, "gen_ai.response.model").as_deref(),
-        Some("gpt-4o")
-    );
-    assert_eq!(
-        attr(span, "gen_ai.usage.output_tokens").as_deref(),
-        Some("6")
+    assert_attrs(
+        span,
+        &[
+            ("tollgate.request_id", &llm_id),
+            ("http.route", "/v1/chat/completions"),
+            ("user.id", "alice"),
+            ("gen_ai.request.model", "support-smart"),
+            ("gen_ai.response.model", "gpt-4o"),
+            ("gen_ai.usage.output_tokens", "6"),
+        ],
     );
     let input: u64 = attr(span, "gen_ai.usage.input_tokens")
         .unwrap()

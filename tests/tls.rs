@@ -53,27 +53,27 @@ fn check(config: ConfigBuilder) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-/// A gateway with a TLS listener (the test server certificate) in front of
-/// `backend`; returns it and the TLS address once that accepts.
-fn tls_gateway(backend: &Backend) -> (Gateway, String) {
-    tls_gateway_with(backend, |config| config)
+/// A mock backend and a gateway with a TLS listener (the test server
+/// certificate) in front of it; returns them and the TLS address once that
+/// accepts.
+fn tls_gateway() -> (Backend, Gateway, String) {
+    tls_gateway_with(|config| config)
 }
 
 /// `tls_gateway` on the config as `change` leaves it.
 fn tls_gateway_with(
-    backend: &Backend,
     change: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
-) -> (Gateway, String) {
-    let (config, tls_addr) = localhost_tls(backend);
+) -> (Backend, Gateway, String) {
+    let backend = Backend::start();
+    let (config, tls_addr) = localhost_tls(&backend);
     let gw = change(config).start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
-    (gw, tls_addr)
+    (backend, gw, tls_addr)
 }
 
 #[test]
 fn https_with_http2_is_served() {
-    let backend = Backend::start();
-    let (gw, tls_addr) = tls_gateway(&backend);
+    let (_backend, gw, tls_addr) = tls_gateway();
     let port = tls_addr.rsplit(':').next().unwrap();
     let resp = https_client()
         .get(format!("https://localhost:{port}/api/v1/tickets/1"))
@@ -164,8 +164,7 @@ fn check_parses_certificate_and_key() {
 /// Gateway B terminates TLS in front of a mock backend; gateway A reaches B
 /// through a `tls: true` pool with the test CA and the given pins.
 fn upstream_chain(pins: &[String]) -> (Backend, Gateway, Gateway) {
-    let backend = Backend::start();
-    let (b, b_tls) = tls_gateway(&backend);
+    let (backend, b, b_tls) = tls_gateway();
     let pins: Vec<&str> = pins.iter().map(String::as_str).collect();
     let a_config = ConfigBuilder::support(&[&b_tls]).with_pool("support", |p| {
         p.timeouts(1000, 2000)
@@ -205,8 +204,7 @@ fn upstream_tls_with_wrong_pin_fails_with_502() {
 #[test]
 fn upstream_tls_verifies_the_chain_and_name() {
     // No pins, no ca_file: the test CA is not trusted by the platform store.
-    let backend = Backend::start();
-    let (_b, b_tls) = tls_gateway(&backend);
+    let (_backend, _b, b_tls) = tls_gateway();
     let config = ConfigBuilder::support(&[&b_tls]).with_pool("support", |p| {
         p.timeouts(1000, 2000)
             .tls("not-localhost.example")
@@ -228,8 +226,7 @@ fn upstream_tls_verifies_the_chain_and_name() {
 
 #[test]
 fn llm_calls_over_http2_stream_and_carry_large_bodies() {
-    let backend = Backend::start();
-    let (_gw, tls_addr) = tls_gateway_with(&backend, |config| {
+    let (_backend, _gw, tls_addr) = tls_gateway_with(|config| {
         config
             .max_body_bytes(2_097_152)
             .route(Route::llm("chat", "/v1/chat/completions"))
@@ -271,8 +268,7 @@ fn llm_calls_over_http2_stream_and_carry_large_bodies() {
 
 #[test]
 fn http1_over_tls_passes_the_head_reader_and_keeps_alive() {
-    let backend = Backend::start();
-    let (_gw, tls_addr) = tls_gateway(&backend);
+    let (_backend, _gw, tls_addr) = tls_gateway();
     let port = tls_addr.rsplit(':').next().unwrap();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
     let client = reqwest::blocking::Client::builder()
@@ -332,8 +328,7 @@ fn tls_http1(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, std::n
 fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let backend = Backend::start();
-    let (_gw, tls_addr) = tls_gateway_with(&backend, |config| {
+    let (backend, _gw, tls_addr) = tls_gateway_with(|config| {
         config
             .header_timeout_ms(2000)
             // No health checks: the backend's count is then what the gateway sent.
