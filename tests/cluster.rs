@@ -186,7 +186,7 @@ fn ledger_tokens(gw: &Gateway, user: &str) -> u64 {
 
 /// Fixed windows are UTC minutes: start a rate test early in one.
 fn away_from_minute_edge() {
-    let second = tollgate::limits::window::now_unix() % 60;
+    let second = unix_millis() / 1000 % 60;
     if second >= 45 {
         std::thread::sleep(Duration::from_secs(61 - second));
     }

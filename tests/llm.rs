@@ -466,7 +466,7 @@ fn a_prompt_that_fits_by_its_count_is_not_refused_for_its_byte_bound() {
     let llm = Backend::start();
     let text = "How do I reset my password? ".repeat(20);
     // Reply priming (3) + one message's framing (4) + the text.
-    let counted = 3 + 4 + tollgate::llm::tokens::count_text(&text);
+    let counted = 3 + 4 + count_tokens(&text);
     let bound = 3 + 4 + text.len() as u64;
     let budget = counted + 100 + 10; // max_tokens of support-fast: 100
     assert!(bound + 100 > budget, "the bound alone would be refused");
@@ -492,7 +492,7 @@ fn a_prompt_that_fits_by_its_count_is_not_refused_for_its_byte_bound() {
 fn max_prompt_tokens_counts_the_prompt() {
     let llm = Backend::start();
     let text = "How do I reset my password? ".repeat(20);
-    let counted = 3 + 4 + tollgate::llm::tokens::count_text(&text);
+    let counted = 3 + 4 + count_tokens(&text);
     let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000)
         .max_prompt_tokens(counted)
         .start();

@@ -244,7 +244,7 @@ struct SeededRow {
 }
 
 fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
-    drop(tollgate::ledger::Ledger::open(path).unwrap());
+    create_ledger(path);
     // 2026-03-01T00:00:00Z
     let day0: i64 = 1_772_323_200_000;
     let day_ms: i64 = 86_400_000;

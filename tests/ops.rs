@@ -231,8 +231,9 @@ fn reload_revokes_keys_at_once_and_keeps_rate_limit_counters() {
 /// The socket `server_conf` derives from the config path when the config
 /// names none (src/server.rs).
 fn default_upgrade_sock(config_path: &std::path::Path) -> std::path::PathBuf {
-    let id = tollgate::auth::api_key::digest(&config_path.display().to_string());
-    std::path::PathBuf::from(format!("/tmp/tollgate-{}.sock", hex::encode(&id[..8])))
+    // The first 8 bytes of the path's SHA-256, in hex.
+    let id = sha(&config_path.display().to_string());
+    std::path::PathBuf::from(format!("/tmp/tollgate-{}.sock", &id[..16]))
 }
 
 /// (c) `tollgate run -u` + SIGQUIT under load: no request fails, the old

@@ -41,8 +41,8 @@ fn config(llm: &str, store: &str) -> ConfigBuilder {
 /// Today and the two days before, UTC, with rows for two tenants, three
 /// users and two models. Returns (user, tenant, micro_usd, prompt, calls).
 fn seed(path: &std::path::Path) -> Vec<(&'static str, &'static str, i64, i64, i64)> {
-    drop(tollgate::ledger::Ledger::open(path).unwrap());
-    let now_ms = tollgate::clock::unix_millis();
+    create_ledger(path);
+    let now_ms = unix_millis() as i64;
     let day_ms = 86_400_000;
     let today = now_ms - now_ms % day_ms;
     let conn = rusqlite::Connection::open(path).unwrap();

@@ -32,6 +32,7 @@ macro_rules! field_setters {
 pub trait Fields: Sized {
     fn fields(&mut self) -> &mut Mapping;
 
+    /// The `name` field, by which `with_route`/`with_model` find an entry.
     fn name(&self) -> Option<&str>;
 
     fn set(mut self, key: &str, value: impl Serialize) -> Self {
@@ -40,7 +41,7 @@ pub trait Fields: Sized {
     }
 
     fn unset(mut self, key: &str) -> Self {
-        self.fields().remove(key);
+        self.fields().shift_remove(key);
         self
     }
 }

@@ -72,6 +72,17 @@ impl ConfigBuilder {
     }
 }
 
+/// Tokens of `text` as the gateway counts them.
+pub fn count_tokens(text: &str) -> u64 {
+    tollgate::llm::tokens::count_text(text)
+}
+
+/// An empty ledger (the gateway's schema) at `path`, to seed before a
+/// gateway starts on it.
+pub fn create_ledger(path: &Path) {
+    drop(tollgate::ledger::Ledger::open(path).unwrap());
+}
+
 /// A mock backend and a gateway on `ConfigBuilder::llm_apis` with the
 /// backend as both pools.
 pub fn start_llm_apis(user_tokens_per_day: u64) -> (Backend, Gateway) {

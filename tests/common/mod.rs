@@ -177,6 +177,14 @@ pub const CAROL_EXPIRED: TestKey = TestKey {
     ..BOB
 };
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
 /// Calls `get` every 50 ms until `done` holds of its value or `within`
 /// passes; returns the last value.
 pub fn poll_until<T>(within: Duration, mut get: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
