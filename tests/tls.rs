@@ -175,7 +175,9 @@ fn upstream_chain(pins: &[String]) -> (Backend, Gateway, Gateway) {
             // B's health endpoint needs no TLS-specific handling: drop A's checks.
             .no_health_check()
     });
-    let a = a_config.start();
+    let rendered = a_config.render();
+    assert!(rendered.contains("tls: true"), "{rendered}");
+    let a = Gateway::start(&rendered);
     (backend, b, a)
 }
 

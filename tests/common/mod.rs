@@ -1,6 +1,11 @@
 //! Test harness: real processes on loopback ports chosen at run time.
 //! `Backend` runs `tollgate mock-backend`, `Gateway` runs `tollgate run`
 //! with a config written to a temp dir. Both are killed on drop.
+//!
+//! Every test file reaches the harness by `mod common;` alone: `config`
+//! is the one config builder, `llm` the LLM calls and readers of what
+//! they cost (ledger rows, usage, SSE events); this file the processes,
+//! the clients and the assertions every file shares.
 
 #![allow(dead_code, unused_imports, unused_macros)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
