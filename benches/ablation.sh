@@ -9,7 +9,7 @@
 # load.sh); tollgate with a minimal config (one API key, one route: no
 # RBAC beyond one role, no owner rule, no rate limit, no budgets, no
 # health checks); and the minimal config with parts of the per-request work
-# switched off by a bench-only build (`--features bench-ablation`,
+# switched off by a bench-only build (`--features bench-tools`,
 # src/ablation.rs): the head deadline read, the upstream headers, the
 # answer headers, logging + metrics, request ids, and all of them.
 # For each target: CPU µs per request of the serving process (user + system,
@@ -38,7 +38,7 @@ done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   # The feature changes only this crate: both builds stay cached side by
   # side, and the product build is restored last.
-  cargo build --release --locked --quiet --features bench-ablation
+  cargo build --release --locked --quiet --features bench-tools
   cp target/release/tollgate "$ABL"
   cargo build --release --locked --quiet
 fi
@@ -61,10 +61,10 @@ SKIP=([minimal]="" [no-head]="head" [no-up-headers]="upstream-headers"
 ORDER=(bare bare-headers shipped minimal no-head no-up-headers no-ans-headers no-headers no-logging no-ids none-of-these)
 if [ -n "${TARGETS:-}" ]; then read -ra ORDER <<<"bare minimal $TARGETS"; fi  # e.g. TARGETS="bare-headers no-headers"
 PORT[bare]=$(port)
-"$BIN" bare-proxy --listen 127.0.0.1:"${PORT[bare]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare.out" 2>&1 & PID[bare]=$!; PIDS+=($!)
+"$ABL" bare-proxy --listen 127.0.0.1:"${PORT[bare]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare.out" 2>&1 & PID[bare]=$!; PIDS+=($!)
 if [[ " ${ORDER[*]} " == *" bare-headers "* ]]; then
   PORT[bare-headers]=$(port)
-  "$BIN" bare-proxy --contract-headers --listen 127.0.0.1:"${PORT[bare-headers]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare-headers.out" 2>&1 & PID[bare-headers]=$!; PIDS+=($!)
+  "$ABL" bare-proxy --contract-headers --listen 127.0.0.1:"${PORT[bare-headers]}" --upstream 127.0.0.1:"$JSON" --threads "$THREADS" >"$WORK/bare-headers.out" 2>&1 & PID[bare-headers]=$!; PIDS+=($!)
 fi
 
 PORT[shipped]=$(port)

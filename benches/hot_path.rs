@@ -53,7 +53,8 @@ fn request(path: &str, key: &str) -> RequestHeader {
 
 fn bench(c: &mut Criterion) {
     let snapshot = Arc::new(
-        tollgate::config::load_snapshot_from_str(&config(), "bench.yaml", 1, None).expect("config"),
+        tollgate::config::load::load_snapshot_from_str(&config(), "bench.yaml", 1, None)
+            .expect("config"),
     );
     let store = Store::local();
     let limiter = &store.local_counters().limiter;
@@ -64,8 +65,7 @@ fn bench(c: &mut Criterion) {
     for (name, req) in [("admit_ok", &ok), ("admit_invalid_key", &bad)] {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let mut ctx = RequestCtx::new();
-                ctx.snapshot = Some(snapshot.clone());
+                let mut ctx = RequestCtx::new(snapshot.clone());
                 // Local mode never suspends: block_on polls the future once.
                 black_box(block_on(admission::admit(
                     &store,
@@ -96,26 +96,26 @@ fn bench(c: &mut Criterion) {
     group.bench_function("trace_ids", |b| {
         b.iter(|| {
             (
-                tollgate::trace::request_id(black_box(&ok)),
-                tollgate::trace::traceparent(black_box(&ok)),
+                tollgate::observe::trace::request_id(black_box(&ok)),
+                tollgate::observe::trace::traceparent(black_box(&ok)),
             )
         })
     });
     let head = b"GET /api/v1/agents/bob/tickets?status=open HTTP/1.1\r\nHost: gw.example\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\nX-API-Key: 0123456789abcdef\r\n\r\n";
-    let limits = tollgate::head_scan::HeadLimits {
+    let limits = tollgate::edge::head_scan::HeadLimits {
         max_header_bytes: 32768,
         max_uri_bytes: 8192,
     };
     group.bench_function("head_scan", |b| {
-        b.iter(|| tollgate::head_scan::HeadScanner::default().scan(black_box(head), &limits))
+        b.iter(|| tollgate::edge::head_scan::HeadScanner::default().scan(black_box(head), &limits))
     });
     // The contract's headers (identity, trace and forwarding upstream;
     // request id, rate limit and Server-Timing on the answer) through
     // Pingora's header API, on a case-preserving request as Pingora parses
     // it: the per-request cost of the header path (benches/RESULTS.md).
-    let mut admitted = RequestCtx::new();
-    admitted.snapshot = Some(snapshot.clone());
-    block_on(admission::admit(&store, None, &ok, || None, &mut admitted)).expect("admitted");
+    let mut admitted = RequestCtx::new(snapshot.clone());
+    let _done =
+        block_on(admission::admit(&store, None, &ok, || None, &mut admitted)).expect("admitted");
     let pool = snapshot.pools.get("support").expect("pool").clone();
     let ip: std::net::IpAddr = [10, 1, 2, 3].into();
     let answer = {
@@ -128,7 +128,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("upstream_and_answer_headers", |b| {
         b.iter(|| {
             let mut upstream = ok.clone();
-            tollgate::headers::prepare_upstream_request(
+            tollgate::edge::headers::prepare_upstream_request(
                 &mut upstream,
                 &admitted,
                 &pool.set_headers,
@@ -137,7 +137,8 @@ fn bench(c: &mut Criterion) {
             )
             .expect("upstream headers");
             let mut resp = answer.clone();
-            tollgate::headers::decorate_response(&mut resp, &admitted).expect("answer headers");
+            tollgate::edge::headers::decorate_response(&mut resp, &admitted)
+                .expect("answer headers");
             black_box((upstream, resp))
         })
     });
@@ -164,7 +165,7 @@ fn bench(c: &mut Criterion) {
 /// The access log's line: the typed record (`access_line`) against the
 /// `serde_json::Value` tree the gateway built before, same fields.
 fn access_lines(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
-    use tollgate::access_line::{AccessLine, RequestFacts};
+    use tollgate::observe::access_line::{AccessLine, RequestFacts};
     let facts = || RequestFacts {
         client_ip: Some(std::net::IpAddr::from([10, 0, 0, 7])),
         method: "GET",

@@ -78,7 +78,7 @@ auth:
         dir = env!("CARGO_MANIFEST_DIR")
     );
     let snapshot =
-        tollgate::config::load_snapshot_from_str(&config, "bench.yaml", 1, None).unwrap();
+        tollgate::config::load::load_snapshot_from_str(&config, "bench.yaml", 1, None).unwrap();
     let mut req = pingora::http::RequestHeader::build("GET", b"/api/v1/tickets/1", None).unwrap();
     req.insert_header("authorization", format!("Bearer {}", cases[0].1))
         .unwrap();

@@ -38,7 +38,7 @@ THREADS=2                 # the shipped config's server.threads; bare hops get t
 for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y wrk curl python3)" >&2; exit 1; }
 done
-if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
+if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet --features bench-tools; fi
 [ -x "$BIN" ] || { echo "no binary at $BIN (SKIP_BUILD=1 needs BIN)" >&2; exit 1; }
 [ -z "$COMPARE_BIN" ] || [ -x "$COMPARE_BIN" ] || { echo "no binary at COMPARE_BIN=$COMPARE_BIN" >&2; exit 1; }
 

@@ -31,7 +31,8 @@ upstreams: { support: { peers: ["127.0.0.1:9001"] } }
 routes: [ { name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support } ]
 limits: { default: { requests_per_minute: 10 } }
 "#;
-    let Ok(snapshot) = tollgate::config::load_snapshot_from_str(config, "m.yaml", 1, None) else {
+    let Ok(snapshot) = tollgate::config::load::load_snapshot_from_str(config, "m.yaml", 1, None)
+    else {
         eprintln!("bad bench config");
         return;
     };
@@ -46,8 +47,7 @@ limits: { default: { requests_per_minute: 10 } }
             return;
         };
         let _ = req.insert_header("x-api-key", format!("bad-key-{i}"));
-        let mut ctx = RequestCtx::new();
-        ctx.snapshot = Some(snapshot.clone());
+        let mut ctx = RequestCtx::new(snapshot.clone());
         // Local mode never suspends: block_on polls it once.
         let _ =
             futures::executor::block_on(admission::admit(&store, None, &req, || None, &mut ctx));

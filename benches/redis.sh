@@ -27,7 +27,7 @@ for tool in wrk redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y wrk redis-server" >&2; exit 1; }
 done
 BIN=${BIN:-target/release/tollgate}
-if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
+if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet --features bench-tools; fi
 [ -x "$BIN" ] || { echo "no binary at $BIN (SKIP_BUILD=1 needs BIN)" >&2; exit 1; }
 . benches/common.sh
 bench_start tollgate-redis

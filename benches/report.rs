@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 use time::macros::date;
-use tollgate::report::{open_ledger, parse_group_by, ReportQuery};
+use tollgate::ledger::report::{open_ledger, parse_group_by, ReportQuery};
 
 const ROWS: u64 = 1_000_000;
 const DAY_MS: u64 = 86_400_000;

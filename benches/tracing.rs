@@ -13,8 +13,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tollgate::config::schema::OtlpConfig;
-use tollgate::ctx::{LlmSummary, RequestCtx, UpstreamAttempt};
-use tollgate::otel::{remote_parent, RequestSpan, Tracing};
+use tollgate::ctx::{RequestCtx, UpstreamAttempt};
+use tollgate::llm::account::LlmSummary;
+use tollgate::observe::otel::{remote_parent, RequestSpan, Tracing};
 
 /// Answers 200 to every OTLP/HTTP export, on loopback.
 fn collector() -> String {
@@ -59,7 +60,9 @@ fn collector() -> String {
 }
 
 fn request() -> RequestCtx {
-    let mut ctx = RequestCtx::new();
+    let mut ctx = RequestCtx::new(std::sync::Arc::new(
+        tollgate::config::load::empty_snapshot().expect("empty config"),
+    ));
     ctx.request_id = "01JBENCH0000000000000000000".into();
     ctx.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into();
     ctx.identity = Some(Arc::new(tollgate::auth::Identity {
@@ -72,7 +75,7 @@ fn request() -> RequestCtx {
         model: "support-fast".into(),
         served_model: Some("support-fast".into()),
         upstream_model: Some("gpt-4o-mini".into()),
-        api: "openai_chat",
+        api: tollgate::config::schema::LlmApi::OpenaiChat,
         prompt_tokens: 120,
         completion_tokens: 40,
         ..LlmSummary::default()
@@ -142,7 +145,7 @@ fn main() {
         on[on.len() - 1]
     );
     println!("tracing off: median {:?} per request", off[off.len() / 2]);
-    let dropped = tollgate::metrics::OTLP_SPANS_DROPPED
+    let dropped = tollgate::observe::metrics::OTLP_SPANS_DROPPED
         .as_ref()
         .map(|c| {
             c.with_label_values(&["export_failed"]).get()

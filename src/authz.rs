@@ -55,7 +55,8 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::{OwnerRule, RouteKind};
+    use crate::config::schema::OwnerRule;
+    use crate::config::snapshot::Target;
     use crate::router::{MethodSet, PathTemplate};
 
     fn route(roles: &[&str], owner: Option<OwnerRule>) -> Route {
@@ -63,15 +64,14 @@ mod tests {
             name: "r".into(),
             template: PathTemplate::parse("/a/{agent}").unwrap(),
             methods: MethodSet::Any,
-            kind: RouteKind::Http,
-            upstream: Some("u".into()),
-            pool: None,
             roles: roles.iter().map(|s| s.to_string()).collect(),
             owner,
-            guards: vec![],
             rate_limit: None,
             websocket: false,
-            api: Default::default(),
+            target: Target::Llm {
+                api: Default::default(),
+                guards: Default::default(),
+            },
         }
     }
 

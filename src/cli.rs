@@ -64,8 +64,8 @@ pub enum Command {
         #[arg(long)]
         csv: bool,
     },
-    /// Baseline for benchmarks: a bare Pingora proxy hop.
-    #[command(hide = true)]
+    /// Baseline for benchmarks: a bare Pingora proxy hop (bench builds only).
+    #[cfg(feature = "bench-tools")]
     BareProxy {
         #[arg(long)]
         listen: String,
@@ -84,7 +84,7 @@ pub const DEFAULT_CONFIG: &str = "conf/tollgate.yaml";
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::config::problems::ConfigError),
     #[error("{0}")]
     Runtime(String),
 }

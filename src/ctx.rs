@@ -1,12 +1,11 @@
 //! Per-request context carried through Pingora's phases.
 
-use crate::admission::Deferred;
 use crate::auth::Identity;
 use crate::config::snapshot::Route;
-use crate::config::Snapshot;
+use crate::config::snapshot::Snapshot;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
-use crate::llm::account::LlmCall;
+use crate::llm::account::{LlmCall, LlmSummary};
 use crate::upstream::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,16 +15,18 @@ pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
     pub traceparent: String,
-    /// The snapshot this request runs on, loaded once at its start.
-    pub snapshot: Option<Arc<Snapshot>>,
+    /// The snapshot this request runs on, loaded once when the context is
+    /// made: a reload mid-flight never mixes two configurations.
+    pub snapshot: Arc<Snapshot>,
     /// Index of the matched route in `snapshot.routes`.
     pub route_index: Option<usize>,
-    /// Normalised path (plus query) sent upstream.
-    pub upstream_path: Option<String>,
+    /// The normalised path (plus the client's query) sent upstream: the
+    /// target the route was matched on, already checked to be representable.
+    pub upstream_uri: Option<http::Uri>,
+    /// `X-Forwarded-Proto`: the scheme the client used (`http`/`https`).
+    pub forwarded_proto: &'static str,
     pub identity: Option<Arc<Identity>>,
     pub rate: Option<RateDecision>,
-    /// An LLM call's store question, asked with its reservation (redis mode).
-    pub deferred_admission: Option<Deferred>,
     /// The refusal answered to the client, for logs and metrics.
     pub error: Option<GatewayError>,
     /// Request body bytes seen so far (for max_body_bytes on chunked bodies).
@@ -46,25 +47,6 @@ pub struct RequestCtx {
     pub attempts: Vec<UpstreamAttempt>,
 }
 
-/// The billed figures of one LLM call, filled where it is settled.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LlmSummary {
-    /// The model as the client asked for it.
-    pub model: String,
-    /// The configured model that served, after fallbacks.
-    pub served_model: Option<String>,
-    /// The model name sent upstream.
-    pub upstream_model: Option<String>,
-    pub api: &'static str,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cached_tokens: u64,
-    pub micro_usd: u64,
-    /// Usage was estimated: the upstream reported none.
-    pub estimated: bool,
-    pub stream: bool,
-}
-
 /// One try of one upstream peer.
 #[derive(Debug, Clone)]
 pub struct UpstreamAttempt {
@@ -76,17 +58,17 @@ pub struct UpstreamAttempt {
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
         Self {
             started: Instant::now(),
             request_id: String::new(),
             traceparent: String::new(),
-            snapshot: None,
+            snapshot,
             route_index: None,
-            upstream_path: None,
+            upstream_uri: None,
+            forwarded_proto: "http",
             identity: None,
             rate: None,
-            deferred_admission: None,
             error: None,
             body_bytes: 0,
             tried_peers: Vec::new(),
@@ -119,13 +101,12 @@ impl RequestCtx {
     }
 
     pub fn route(&self) -> Option<&Route> {
-        let snapshot = self.snapshot.as_ref()?;
-        snapshot.routes.get(self.route_index?)
+        self.snapshot.routes.get(self.route_index?)
     }
 
     /// The pool of the matched route (`kind: http` routes).
     pub fn pool(&self) -> Option<&Arc<Pool>> {
-        self.route()?.pool.as_ref()
+        self.route()?.pool()
     }
 
     pub fn route_name(&self) -> &str {
@@ -139,11 +120,5 @@ impl RequestCtx {
             Some(at) => at.saturating_duration_since(self.started),
             None => self.started.elapsed(),
         }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -1,3 +1,5 @@
+#![deny(unsafe_code)]
+
 use clap::Parser;
 
 // The allocator is chosen at build time (Cargo features): jemalloc by
@@ -24,7 +26,7 @@ fn main() {
             state.shutdown();
         }),
         Command::Check => check(&config),
-        Command::Demo => tollgate::demo::run(),
+        Command::Demo => tollgate::dev::demo::run(),
         Command::Usage {
             from,
             to,
@@ -37,15 +39,16 @@ fn main() {
             hash_key(&id);
             Ok(())
         }
+        #[cfg(feature = "bench-tools")]
         Command::BareProxy {
             listen,
             upstream,
             threads,
             contract_headers,
-        } => tollgate::bare::run(&listen, &upstream, threads, contract_headers),
+        } => tollgate::dev::bare::run(&listen, &upstream, threads, contract_headers),
         Command::MockBackend { listen, threads } => {
             tollgate::server::init_tracing("warn");
-            tollgate::mock::run(&listen, threads)
+            tollgate::dev::mock::run(&listen, threads)
         }
     };
     if let Err(e) = result {
@@ -55,7 +58,7 @@ fn main() {
 }
 
 fn check(config: &std::path::Path) -> Result<(), CliError> {
-    tollgate::config::load_snapshot(config, 1)?;
+    tollgate::config::load::load_snapshot(config, 1)?;
     println!("{}: configuration OK", config.display());
     Ok(())
 }
@@ -81,9 +84,9 @@ fn usage(
     user: Option<String>,
     csv: bool,
 ) -> Result<(), CliError> {
-    use tollgate::report::{open_ledger, parse_date, parse_group_by, ReportQuery};
-    let snapshot = tollgate::config::load_snapshot(config, 1)?;
-    let runtime = |e: tollgate::report::ReportError| CliError::Runtime(e.to_string());
+    use tollgate::ledger::report::{open_ledger, parse_date, parse_group_by, ReportQuery};
+    let snapshot = tollgate::config::load::load_snapshot(config, 1)?;
+    let runtime = |e: tollgate::ledger::report::ReportError| CliError::Runtime(e.to_string());
     let query = ReportQuery::new(
         parse_date("from", from).map_err(runtime)?,
         parse_date("to", to).map_err(runtime)?,

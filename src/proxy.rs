@@ -2,31 +2,23 @@
 //! `admission` (framing, router, auth, authz, limits), `llm` and `upstream`. Decisions live in
 //! those modules; this file only orders them along Pingora's phases.
 
-use crate::ablation::{self, Part};
-use crate::config::schema::RouteKind;
 use crate::ctx::RequestCtx;
+use crate::edge::client::client_ip;
+use crate::edge::{headers, respond};
 use crate::error::GatewayError;
+use crate::observe::{request as observe, trace};
 use crate::state::GatewayState;
-use crate::{admission, headers, llm, observe, respond, trace, upstream};
+use crate::{admission, llm, upstream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 pub struct Gateway {
     pub state: Arc<GatewayState>,
-}
-
-/// The client's IP address (none for unix-socket listeners).
-pub fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
 }
 
 #[async_trait]
@@ -34,7 +26,8 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        // One ArcSwap load per request: the whole request sees one config.
+        RequestCtx::new(self.state.snapshot.load_full())
     }
 
     async fn early_request_filter(
@@ -42,11 +35,10 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !ablation::skip(Part::TraceIds) {
-            ctx.request_id = trace::request_id(session.req_header());
-            ctx.traceparent = trace::traceparent(session.req_header());
-        }
-        ctx.snapshot = Some(self.state.snapshot.load_full());
+        ctx.request_id = trace::request_id(session.req_header());
+        ctx.traceparent = trace::traceparent(session.req_header());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.forwarded_proto = if tls { "https" } else { "http" };
         Ok(())
     }
 
@@ -60,23 +52,25 @@ impl ProxyHttp for Gateway {
         )
         .await;
         match admitted {
-            Ok(()) if ctx.route().is_some_and(|r| r.kind == RouteKind::Llm) => {
+            Ok(admitted) if ctx.route().is_some_and(|r| r.is_llm()) => {
                 // LLM calls are served here in full (see llm::serve). Boxed:
                 // its future is large and would otherwise size (allocation
                 // and copy) every request's `request_filter` future.
-                let serve = llm::serve::serve(&self.state, session, ctx, client_ip(session));
+                let client = client_ip(session);
+                let serve = llm::serve::serve(&self.state, session, ctx, client, admitted);
                 if let Err(refusal) = Box::pin(serve).await {
                     observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
                     respond::send_error(session, ctx, refusal.error).await?;
                 }
                 Ok(true)
             }
-            Ok(()) => {
+            // An HTTP route: admission asked everything (only LLM calls
+            // leave a question pending).
+            Ok(_) => {
                 // Request body idle deadline (Pingora's default is 60 s);
                 // a request without a body has nothing to time out.
-                let has_body = !session.as_downstream_mut().is_body_empty();
-                if let Some(snapshot) = ctx.snapshot.as_ref().filter(|_| has_body) {
-                    let idle = snapshot.server().body_timeout_ms;
+                if !session.as_downstream_mut().is_body_empty() {
+                    let idle = ctx.snapshot.server().body_timeout_ms;
                     session.set_read_timeout(Some(std::time::Duration::from_millis(idle)));
                 }
                 Ok(false)
@@ -98,10 +92,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // Content-Length was checked up front; this catches chunked bodies.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        let limit = ctx
-            .snapshot
-            .as_ref()
-            .map_or(u64::MAX, |s| s.server().max_body_bytes);
+        let limit = ctx.snapshot.server().max_body_bytes;
         if ctx.body_bytes > limit {
             ctx.error = Some(GatewayError::BodyTooLarge { limit });
             return Error::e_explain(HTTPStatus(413), "request body too large");
@@ -130,9 +121,6 @@ impl ProxyHttp for Gateway {
         let Some(pool) = ctx.pool() else {
             return Error::e_explain(InternalError, "route without pool");
         };
-        if ablation::skip(Part::UpstreamHeaders) {
-            return Ok(());
-        }
         let keep_upgrade = ctx.route().is_some_and(|r| r.websocket);
         headers::prepare_upstream_request(
             upstream_request,
@@ -150,9 +138,6 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         observe::upstream_answered(ctx, upstream_response.status.as_u16());
-        if ablation::skip(Part::AnswerHeaders) {
-            return Ok(());
-        }
         headers::decorate_response(upstream_response, ctx)
     }
 
@@ -237,9 +222,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ablation::skip(Part::Logging) && ctx.llm.is_none() {
-            return;
-        }
         observe::request_done(&self.state, session, e, ctx).await;
     }
 

@@ -5,15 +5,22 @@
 //! `/api/v1/agents/bob/../../users/1` is matched (and forwarded) as
 //! `/api/v1/users/1`, so it can never reach a backend path that its route
 //! did not authorise.
+//!
+//! Only escapes of unreserved characters are decoded: reserved ones
+//! (RFC 3986 §2.2) stay encoded, as §6.2.2.2 requires, because decoding
+//! them changes what the path means to the backend. `;` is refused
+//! outright, raw or encoded: Tomcat/Spring-style backends cut path
+//! parameters at it before resolving dot segments, so `/a/..;/b` would
+//! be `/b` to them while it is a segment named `..;` here.
 
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Characters re-encoded when the normalised path is rebuilt for upstream.
+/// Not `%`: in a normalised segment every `%` starts a kept escape.
 const SEGMENT_ENCODE: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
-    .add(b'%')
     .add(b'/')
     .add(b'<')
     .add(b'>')
@@ -25,21 +32,80 @@ const SEGMENT_ENCODE: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
+/// RFC 3986 §2.2 gen-delims and sub-delims.
+const RESERVED: &[u8] = b":/?#[]@!$&'()*+,;=";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("path must start with '/'")]
     NotAbsolute,
-    #[error("path contains an encoded '/', '\\' or NUL, or invalid UTF-8")]
+    #[error("path contains '\\', an encoded '/', '\\' or NUL, or invalid UTF-8")]
     ForbiddenEncoding,
+    #[error("path contains an invalid percent-escape")]
+    InvalidEscape,
+    #[error("';' (path parameters) is not accepted in a path")]
+    PathParameter,
 }
 
 /// A request path after decoding and dot-segment removal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
-    /// Decoded segments, without empty ones.
+    /// Segments without empty ones: unreserved escapes decoded, reserved
+    /// ones kept as upper-case `%XX`.
     pub segments: Vec<String>,
     /// The path re-encoded for the upstream request (no query).
     pub encoded: String,
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One raw segment in its normal form (see [`NormalizedPath::segments`]).
+fn normalize_segment(raw: &str) -> Result<String, PathError> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b';' {
+            return Err(PathError::PathParameter);
+        }
+        // Not valid in a URI, and a separator to some backends.
+        if b == b'\\' {
+            return Err(PathError::ForbiddenEncoding);
+        }
+        if b != b'%' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let (Some(hi), Some(lo)) = (
+            bytes.get(i + 1).copied().and_then(hex_value),
+            bytes.get(i + 2).copied().and_then(hex_value),
+        ) else {
+            return Err(PathError::InvalidEscape);
+        };
+        let value = hi << 4 | lo;
+        match value {
+            // An encoded separator would let one segment act as two after
+            // a backend decodes it again; refuse rather than guess.
+            b'/' | b'\\' | 0 => return Err(PathError::ForbiddenEncoding),
+            b';' => return Err(PathError::PathParameter),
+            v if v == b'%' || RESERVED.contains(&v) => {
+                out.extend_from_slice(&[b'%', HEX[usize::from(hi)], HEX[usize::from(lo)]]);
+            }
+            v => out.push(v),
+        }
+        i += 3;
+    }
+    String::from_utf8(out).map_err(|_| PathError::ForbiddenEncoding)
 }
 
 pub fn normalize(raw_path: &str) -> Result<NormalizedPath, PathError> {
@@ -48,20 +114,13 @@ pub fn normalize(raw_path: &str) -> Result<NormalizedPath, PathError> {
     }
     let mut segments: Vec<String> = Vec::new();
     for raw in raw_path.split('/') {
-        let decoded = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| PathError::ForbiddenEncoding)?;
-        // An encoded separator would let one segment act as two after a
-        // backend decodes it again; refuse rather than guess.
-        if decoded.contains(['/', '\\', '\0']) {
-            return Err(PathError::ForbiddenEncoding);
-        }
-        match decoded.as_ref() {
+        let segment = normalize_segment(raw)?;
+        match segment.as_str() {
             "" | "." => {}
             ".." => {
                 segments.pop();
             }
-            _ => segments.push(decoded.into_owned()),
+            _ => segments.push(segment),
         }
     }
     let trailing_slash = raw_path.len() > 1 && raw_path.ends_with('/') && !segments.is_empty();
@@ -117,10 +176,9 @@ impl PathTemplate {
             } else if part == "." || part == ".." {
                 return Err("dot segments are not allowed".into());
             } else {
-                let literal = percent_decode_str(part)
-                    .decode_utf8()
-                    .map_err(|_| "invalid percent-encoding".to_string())?;
-                segments.push(Segment::Literal(literal.into_owned()));
+                // The same normal form as request segments, so they compare.
+                let literal = normalize_segment(part).map_err(|e| e.to_string())?;
+                segments.push(Segment::Literal(literal));
             }
         }
         Ok(Self { segments, any_rest })
@@ -263,9 +321,49 @@ mod tests {
     fn refuses_encoded_separators() {
         assert_eq!(normalize("/a%2fb"), Err(PathError::ForbiddenEncoding));
         assert_eq!(normalize("/a%5Cb"), Err(PathError::ForbiddenEncoding));
+        assert_eq!(normalize("/a\\b"), Err(PathError::ForbiddenEncoding));
         assert_eq!(normalize("/a%00"), Err(PathError::ForbiddenEncoding));
         assert_eq!(normalize("/a%ff"), Err(PathError::ForbiddenEncoding));
         assert_eq!(normalize("a"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn reserved_escapes_stay_encoded_and_semicolons_are_refused() {
+        for p in [
+            "/t/..;/users/1",
+            "/t/..%3B/users/1",
+            "/t/%2e%2e%3b/users/1",
+            "/t/x;jsessionid=1",
+            "/t/%3b",
+        ] {
+            assert_eq!(normalize(p), Err(PathError::PathParameter), "{p}");
+        }
+        // Kept encoded (upper-case hex), not decoded into delimiters.
+        assert_eq!(normalize("/a%3fb%23c").unwrap().encoded, "/a%3Fb%23c");
+        assert_eq!(segs("/a%3fb%23c"), vec!["a%3Fb%23c"]);
+        assert_eq!(normalize("/a%2Cb%40c%3D").unwrap().encoded, "/a%2Cb%40c%3D");
+        assert_eq!(normalize("/100%25").unwrap().encoded, "/100%25");
+        // Unreserved escapes are decoded, so `..` spelt any way resolves.
+        assert_eq!(normalize("/a/%2E%2e/b%7e").unwrap().encoded, "/b~");
+        // A reserved escape is never a dot segment.
+        assert_eq!(normalize("/a/.%2C/b").unwrap().encoded, "/a/.%2C/b");
+        for p in ["/a%", "/a%2", "/a%zz", "/a%%41"] {
+            assert_eq!(normalize(p), Err(PathError::InvalidEscape), "{p}");
+        }
+    }
+
+    #[test]
+    fn normalizing_twice_changes_nothing() {
+        for p in [
+            "/a/%2e%2e/b%20c/%3F/",
+            "/x/%C3%A9t%C3%A9",
+            "/a/\"q\"",
+            "/%25/%2541",
+        ] {
+            let once = normalize(p).unwrap();
+            let twice = normalize(&once.encoded).unwrap();
+            assert_eq!(once, twice, "{p}");
+        }
     }
 
     #[test]

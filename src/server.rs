@@ -4,17 +4,20 @@
 
 use crate::admin::AdminApp;
 use crate::cli::CliError;
-use crate::config::schema::StoreKind;
-use crate::config::{self, Snapshot};
-use crate::conn_limit::{peer_ip, ConnectionLimiter};
+use crate::config::load;
+use crate::config::reload::SighupReloader;
+use crate::config::schema::{LogTarget, StoreKind};
+use crate::config::snapshot::Snapshot;
+use crate::edge::conn_limit::{peer_ip, ConnectionLimiter};
+use crate::edge::head_deadline::HeadGuard;
 use crate::ledger::Ledger;
+use crate::limits::local_counters::LocalCounters;
 use crate::limits::redis_store::{self, RedisSettings, RedisStore};
-use crate::limits::store::{LocalCounters, Store};
-use crate::logs::LogSink;
+use crate::limits::store::Store;
+use crate::observe::logs::LogSink;
 use crate::proxy::Gateway;
-use crate::reload::SighupReloader;
 use crate::state::{GatewayState, Services};
-use crate::upstream::health::HealthCheckLoop;
+use crate::upstream::health_loop::HealthCheckLoop;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::connectors::http::Connector;
@@ -63,21 +66,21 @@ fn server_conf(snapshot: &Snapshot, config_path: &Path) -> ServerConf {
 
 /// Loads the config and builds a ready-to-run server (not yet running).
 pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewayState>), CliError> {
-    let snapshot = config::load_snapshot(config_path, 1)?;
-    crate::heap::release_freed_memory();
+    let snapshot = load::load_snapshot(config_path, 1)?;
+    crate::sys::heap::release_freed_memory();
     let obs = &snapshot.config.observability;
     init_tracing(&obs.log_level);
-    let audit_target = obs.audit_log.clone().unwrap_or_else(|| {
-        if obs.access_log == "off" {
-            "stderr".into()
-        } else {
-            obs.access_log.clone()
-        }
-    });
+    let audit_target = obs
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| match obs.access_log {
+            LogTarget::Off => LogTarget::Stderr,
+            ref access => access.clone(),
+        });
     let logs = LogSink::start(&obs.access_log, &audit_target)
         .map_err(|e| CliError::Runtime(format!("cannot open logs: {e}")))?;
-    crate::metrics::init();
-    if let Some(g) = crate::metrics::CONFIG_GENERATION.as_ref() {
+    crate::observe::metrics::init();
+    if let Some(g) = crate::observe::metrics::CONFIG_GENERATION.as_ref() {
         g.set(1);
     }
 
@@ -91,7 +94,7 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     let tls_listener = match &snapshot.server().tls {
         Some(tls) => Some((
             tls.listen.clone(),
-            crate::tls::listener_settings(tls)
+            crate::edge::tls::listener_settings(tls)
                 .map_err(|e| CliError::Runtime(format!("server.tls.{}: {e}", e.field())))?,
         )),
         None => None,
@@ -102,7 +105,7 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         ensure_bindable(&snapshot)?;
     }
     if let Some(pid_file) = &snapshot.server().pid_file {
-        crate::pidfile::write(Path::new(pid_file))
+        crate::sys::pidfile::write(Path::new(pid_file))
             .map_err(|e| CliError::Runtime(format!("cannot write pid_file {pid_file}: {e}")))?;
     }
     let (store, ledger) = open_store(&snapshot)?;
@@ -117,9 +120,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     // Built here, outside Pingora's runtimes: the exporter's blocking
     // HTTP client may not be created inside one.
     let tracing = match &snapshot.config.observability.otlp {
-        Some(otlp) => {
-            Some(crate::otel::Tracing::start(otlp).map_err(|e| CliError::Runtime(e.to_string()))?)
-        }
+        Some(otlp) => Some(
+            crate::observe::otel::Tracing::start(otlp)
+                .map_err(|e| CliError::Runtime(e.to_string()))?,
+        ),
         None => None,
     };
     let services = Services {
@@ -131,30 +135,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     };
     let state = GatewayState::new(snapshot, absolute, services);
 
-    let mut proxy = Service::new(
-        "tollgate proxy".to_string(),
-        ListenerApp {
-            app: Arc::new(http_proxy(
-                &server.configuration,
-                Gateway {
-                    state: state.clone(),
-                },
-            )),
-            state: state.clone(),
-            connections: ConnectionLimiter::default(),
-            heads: crate::head_deadline::HeadGuard::new(),
-        },
-    );
-    for addr in &listen {
-        proxy.add_tcp(addr);
-    }
-    if let Some((addr, settings)) = tls_listener {
-        proxy.add_tls_with_settings(&addr, None, settings);
-    }
+    add_proxy_service(&mut server, &state, &listen, tls_listener);
     let mut admin = Service::new("tollgate admin".to_string(), AdminApp::new(state.clone()));
     admin.add_tcp(&admin_listen);
 
-    server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service(
         "health checks",
@@ -166,7 +150,7 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     ));
     server.add_service(background_service(
         "log reopen",
-        crate::reload::LogReopener::new(state.clone()),
+        crate::config::reload::LogReopener::new(state.clone()),
     ));
     server.add_service(background_service(
         "drain watcher",
@@ -175,9 +159,72 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     let phases = server.watch_execution_phase();
     server.add_service(background_service(
         "budget resync",
-        crate::resync::BudgetResync::new(state.clone(), upgrade, phases),
+        crate::ledger::resync::BudgetResync::new(state.clone(), upgrade, phases),
     ));
     Ok((server, state))
+}
+
+/// The proxy service on the plain and TLS listeners. Bench builds
+/// (`bench-tools`) may wrap the gateway to skip parts of its work
+/// (`TOLLGATE_BENCH_SKIP`, dev::ablation); product builds cannot.
+fn add_proxy_service(
+    server: &mut Server,
+    state: &Arc<GatewayState>,
+    listen: &[String],
+    tls: Option<(String, pingora::listeners::tls::TlsSettings)>,
+) {
+    let gateway = Gateway {
+        state: state.clone(),
+    };
+    #[cfg(feature = "bench-tools")]
+    {
+        use crate::dev::ablation::{self, Ablated, Part};
+        let skip = ablation::from_env();
+        if skip != 0 {
+            let heads = (skip & Part::HeadDeadline as u32 == 0).then(HeadGuard::new);
+            let proxy = Ablated {
+                inner: gateway,
+                skip,
+            };
+            let app = listener_app(server, state, proxy, heads);
+            return add_listeners(server, app, listen, tls);
+        }
+    }
+    let app = listener_app(server, state, gateway, Some(HeadGuard::new()));
+    add_listeners(server, app, listen, tls);
+}
+
+fn listener_app<P>(
+    server: &Server,
+    state: &Arc<GatewayState>,
+    proxy: P,
+    heads: Option<HeadGuard>,
+) -> ListenerApp<pingora::proxy::HttpProxy<P>>
+where
+    P: pingora::proxy::ProxyHttp,
+{
+    ListenerApp {
+        app: Arc::new(http_proxy(&server.configuration, proxy)),
+        state: state.clone(),
+        connections: ConnectionLimiter::default(),
+        heads,
+    }
+}
+
+fn add_listeners<A: ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    app: A,
+    listen: &[String],
+    tls: Option<(String, pingora::listeners::tls::TlsSettings)>,
+) {
+    let mut proxy = Service::new("tollgate proxy".to_string(), app);
+    for addr in listen {
+        proxy.add_tcp(addr);
+    }
+    if let Some((addr, settings)) = tls {
+        proxy.add_tls_with_settings(&addr, None, settings);
+    }
+    server.add_service(proxy);
 }
 
 /// Pingora logs a listener that cannot bind and keeps running without it:
@@ -211,7 +258,11 @@ fn open_store(snapshot: &Snapshot) -> Result<(Arc<Store>, Ledger), CliError> {
     })?;
     if store_config.kind == StoreKind::Redis {
         let settings = RedisSettings {
-            url: store_config.redis_url.clone().unwrap_or_default(),
+            url: store_config
+                .redis_url
+                .as_ref()
+                .map(|u| u.expose().clone())
+                .unwrap_or_default(),
             password: redis_store::password(store_config).map_err(CliError::Runtime)?,
             prefix: store_config.redis_prefix.clone(),
             connect_timeout: Duration::from_millis(store_config.redis_timeouts.connect_ms),
@@ -269,8 +320,9 @@ struct ListenerApp<A> {
     state: Arc<GatewayState>,
     connections: ConnectionLimiter,
     /// Every request head is held to `server.header_timeout_ms` and the
-    /// head limits before Pingora parses it (see `head_deadline`).
-    heads: crate::head_deadline::HeadGuard,
+    /// head limits before Pingora parses it (see `head_deadline`). None
+    /// only in a bench build measuring what that costs.
+    heads: Option<HeadGuard>,
 }
 
 #[async_trait]
@@ -285,30 +337,31 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
             (Some(limit), Some(ip)) => match self.connections.admit(ip, limit) {
                 Some(guard) => Some(guard),
                 None => {
-                    crate::metrics::inc(&crate::metrics::REJECTIONS, &["too_many_connections"]);
+                    crate::observe::metrics::inc(
+                        &crate::observe::metrics::REJECTIONS,
+                        &["too_many_connections"],
+                    );
                     tracing::warn!(%ip, limit, "connection refused: too many from this address");
                     return None;
                 }
             },
             _ => None,
         };
-        if crate::ablation::skip(crate::ablation::Part::HeadDeadline) {
+        let Some(heads) = &self.heads else {
             return self.app.process_new(session, shutdown).await;
-        }
+        };
         let snapshot = &self.state.snapshot;
         let settings = || {
             let server = snapshot.load();
             let server = server.server();
             (
-                crate::head_scan::HeadLimits {
+                crate::edge::head_scan::HeadLimits {
                     max_header_bytes: server.max_header_bytes,
                     max_uri_bytes: server.max_uri_bytes,
                 },
                 std::time::Duration::from_millis(server.header_timeout_ms),
             )
         };
-        self.heads
-            .serve(&self.app, session, shutdown, settings)
-            .await
+        heads.serve(&self.app, session, shutdown, settings).await
     }
 }

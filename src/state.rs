@@ -2,10 +2,10 @@
 //! services. Only the config snapshot is swapped on reload; counters,
 //! budgets and the ledger live beside it and survive reloads.
 
-use crate::config::Snapshot;
+use crate::config::snapshot::Snapshot;
 use crate::ledger::Ledger;
 use crate::limits::store::Store;
-use crate::logs::LogSink;
+use crate::observe::logs::LogSink;
 use arc_swap::ArcSwap;
 use pingora::connectors::http::Connector;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub struct GatewayState {
     /// Upstream connections for LLM routes, which tollgate drives itself.
     pub connector: Connector,
     /// OTLP trace export, when `observability.otlp` is set.
-    pub tracing: Option<crate::otel::Tracing>,
+    pub tracing: Option<crate::observe::otel::Tracing>,
 }
 
 /// What a gateway process needs besides its configuration.
@@ -37,7 +37,7 @@ pub struct Services {
     pub store: Arc<Store>,
     pub ledger: Ledger,
     pub connector: Connector,
-    pub tracing: Option<crate::otel::Tracing>,
+    pub tracing: Option<crate::observe::otel::Tracing>,
 }
 
 impl GatewayState {
@@ -63,7 +63,7 @@ impl GatewayState {
             tracing::error!("ledger flush at shutdown failed: {e}");
         }
         if let Some(pid_file) = &self.snapshot.load().server().pid_file {
-            crate::pidfile::remove_if_ours(std::path::Path::new(pid_file));
+            crate::sys::pidfile::remove_if_ours(std::path::Path::new(pid_file));
         }
     }
 }

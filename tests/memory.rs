@@ -35,15 +35,19 @@ fn distinct_bad_keys_and_users_do_not_grow_memory() {
         .default_rate_limit(10)
         .render();
     let snapshot = Arc::new(
-        tollgate::config::load_snapshot_from_str(&fill_placeholders(&config), "m.yaml", 1, None)
-            .unwrap(),
+        tollgate::config::load::load_snapshot_from_str(
+            &fill_placeholders(&config),
+            "m.yaml",
+            1,
+            None,
+        )
+        .unwrap(),
     );
     let store = Store::local();
     let limiter = &store.local_counters().limiter;
     let n = 200_000;
     let admit = |key: &str| {
-        let mut ctx = RequestCtx::new();
-        ctx.snapshot = Some(snapshot.clone());
+        let mut ctx = RequestCtx::new(snapshot.clone());
         block_on(admission::admit(
             &store,
             None,

@@ -108,7 +108,7 @@ proptest! {
     /// Config loading answers every input with a snapshot or problems.
     #[test]
     fn config_loading_never_panics_on_arbitrary_text(source in "\\PC{0,400}") {
-        let _ = tollgate::config::load_snapshot_from_str(&source, "fuzz.yaml", 1, None);
+        let _ = tollgate::config::load::load_snapshot_from_str(&source, "fuzz.yaml", 1, None);
     }
 
     /// ... and on YAML that is almost right: a valid config with one line
@@ -138,7 +138,7 @@ proptest! {
         } else {
             mutated[at] = &replacement;
         }
-        let _ = tollgate::config::load_snapshot_from_str(&mutated.join("\n"), "fuzz.yaml", 1, None);
+        let _ = tollgate::config::load::load_snapshot_from_str(&mutated.join("\n"), "fuzz.yaml", 1, None);
     }
 
     /// JWT verification rejects garbage without panicking, whether the
@@ -207,7 +207,11 @@ proptest! {
         let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": text}]});
         let mut chat = LlmRequest::parse(LlmApi::OpenaiChat, body.to_string().as_bytes()).unwrap();
         let before = chat.body().clone();
-        let outcome = guards.apply(&["pii".into(), "injection".into()], &mut chat);
+        let enabled = tollgate::guards::GuardSet {
+            pii: true,
+            injection: true,
+        };
+        let outcome = guards.apply(enabled, &mut chat);
         prop_assert!(outcome.is_ok(), "log and redact never refuse");
         let pii = pii();
         let changed = chat.body() != &before;
@@ -243,15 +247,15 @@ fn valid_config() -> &'static str {
 
 // Built once: compiling them per case would dominate the run time.
 static VALID_CONFIG: OnceLock<String> = OnceLock::new();
-static SNAPSHOT: OnceLock<tollgate::config::Snapshot> = OnceLock::new();
+static SNAPSHOT: OnceLock<tollgate::config::snapshot::Snapshot> = OnceLock::new();
 static VERIFIER: OnceLock<JwtVerifier> = OnceLock::new();
 static INJECTION: OnceLock<InjectionDetector> = OnceLock::new();
 static PII: OnceLock<PiiDetector> = OnceLock::new();
 static GUARDS: OnceLock<tollgate::guards::Guards> = OnceLock::new();
 
-fn snapshot() -> &'static tollgate::config::Snapshot {
+fn snapshot() -> &'static tollgate::config::snapshot::Snapshot {
     SNAPSHOT.get_or_init(|| {
-        tollgate::config::load_snapshot_from_str(valid_config(), "valid.yaml", 1, None)
+        tollgate::config::load::load_snapshot_from_str(valid_config(), "valid.yaml", 1, None)
             .unwrap_or_else(|e| panic!("{e:?}"))
     })
 }

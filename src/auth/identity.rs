@@ -11,13 +11,74 @@ pub struct Identity {
     pub key_id: String,
 }
 
+/// Why a user, tenant, role or key id cannot be an identity value.
+///
+/// They travel to backends in headers, roles as one comma-separated list:
+/// a comma would forge another list item, a control character would break
+/// (or split) the header, and surrounding spaces are trimmed by parsers, so
+/// the backend would see another name than the one authorised.
+pub fn value_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("must not be empty")
+    } else if value.contains(',') {
+        Some("must not contain a comma")
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain a control character")
+    } else if value.trim() != value {
+        Some("must not begin or end with white space")
+    } else {
+        None
+    }
+}
+
 impl Identity {
     pub fn has_any_role(&self, roles: &[String]) -> bool {
         self.roles.iter().any(|r| roles.contains(r))
     }
 
+    /// The first problem of any of its values (see [`value_problem`]).
+    pub fn problem(&self) -> Option<&'static str> {
+        std::iter::once(&self.user)
+            .chain(std::iter::once(&self.tenant))
+            .chain(std::iter::once(&self.key_id))
+            .chain(self.roles.iter())
+            .find_map(|v| value_problem(v))
+    }
+
     /// `X-Gateway-Roles` value.
     pub fn roles_header(&self) -> String {
         self.roles.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_separators_and_control_characters_are_refused() {
+        for bad in [
+            "",
+            "bob,carol",
+            "x,admin",
+            "bob\r\nx-gateway-roles: admin",
+            "a\u{0}",
+            "a\u{7f}",
+            "a\u{85}",
+            " bob",
+            "bob\t",
+        ] {
+            assert!(value_problem(bad).is_some(), "{bad:?}");
+        }
+        for good in ["bob", "jane.doe@example.com", "Zoë", "team a"] {
+            assert_eq!(value_problem(good), None, "{good:?}");
+        }
+        let id = Identity {
+            user: "bob".into(),
+            tenant: "acme".into(),
+            roles: vec!["agent".into(), "x,admin".into()],
+            key_id: "k".into(),
+        };
+        assert_eq!(id.problem(), Some("must not contain a comma"));
     }
 }

@@ -54,6 +54,9 @@ pub mod reason {
     pub const MISSING_CLAIM: &str = "missing_claim";
     /// A claim is present but has the wrong JSON type (e.g. `exp` as a string).
     pub const INVALID_CLAIM: &str = "invalid_claim";
+    /// The user, tenant or a role holds a comma, a control character or
+    /// surrounding white space: it could not be passed on unambiguously.
+    pub const INVALID_IDENTITY: &str = "invalid_identity";
 
     /// Every reason, e.g. to pre-register metric label values.
     pub const ALL: &[&str] = &[
@@ -75,6 +78,7 @@ pub mod reason {
         LIFETIME_TOO_LONG,
         MISSING_CLAIM,
         INVALID_CLAIM,
+        INVALID_IDENTITY,
     ];
 }
 
@@ -409,6 +413,14 @@ impl JwtVerifier {
             kid: key.kid.clone(),
             valid_until: exp.saturating_add(self.leeway).saturating_add(1),
         };
+        let values = [&identity.user, &identity.tenant];
+        if values
+            .into_iter()
+            .chain(identity.roles.iter())
+            .any(|v| crate::auth::identity::value_problem(v).is_some())
+        {
+            return Err(reason::INVALID_IDENTITY);
+        }
         // Checked last so `Expired` means "fine except for age": the client should refresh.
         if exp.saturating_add(self.leeway) < now {
             return Err(reason::EXPIRED);
@@ -578,7 +590,9 @@ fn roles(value: Option<&Value>) -> Result<Vec<String>, &'static str> {
             .collect()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(reason::INVALID_CLAIM))
+            .map(|v| v.as_str().ok_or(reason::INVALID_CLAIM))
+            .filter(|r| r.map_or(true, |r| !r.is_empty()))
+            .map(|r| r.map(str::to_owned))
             .collect(),
         Some(_) => Err(reason::INVALID_CLAIM),
     }
@@ -1099,6 +1113,35 @@ mod tests {
             reason_of(v.verify(&sign(Algorithm::HS256, &c), NOW)),
             reason::INVALID_CLAIM
         );
+    }
+
+    #[test]
+    fn identity_values_that_would_forge_a_header_are_invalid() {
+        let v = verifier();
+        let cases = [
+            ("sub", json!("bob,carol")),
+            ("sub", json!("bob\u{0}")),
+            ("sub", json!("bob\r\nx-gateway-roles: admin")),
+            ("tenant", json!("acme,globex")),
+            ("tenant", json!(" acme")),
+            ("roles", json!(["agent", "x,admin"])),
+            ("roles", json!(["agent\u{7}"])),
+            ("roles", json!("agent \u{1}admin")),
+        ];
+        for (claim, value) in cases {
+            let mut c = claims();
+            c[claim] = value.clone();
+            let result = v.verify(&sign(Algorithm::HS256, &c), NOW);
+            assert_eq!(
+                reason_of(result),
+                reason::INVALID_IDENTITY,
+                "{claim}: {value}"
+            );
+        }
+        let mut c = claims();
+        c["roles"] = json!(["agent", ""]);
+        let id = v.verify(&sign(Algorithm::HS256, &c), NOW).unwrap();
+        assert_eq!(id.roles, ["agent"]);
     }
 
     #[test]

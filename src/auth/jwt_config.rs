@@ -3,8 +3,8 @@
 //! every problem is reported with its field path.
 
 use super::jwt::{self, JwtConfigError, JwtKeySpec, JwtSettings, JwtVerifier, KeyMaterial};
+use crate::config::problems::Problems;
 use crate::config::schema::{JwtConfig, JwtKeyConfig};
-use crate::config::Problems;
 
 /// Where a key's material comes from, as (field name, bytes).
 fn material(key: &JwtKeyConfig) -> Result<(&'static str, KeyMaterial), (&'static str, String)> {
@@ -13,7 +13,7 @@ fn material(key: &JwtKeyConfig) -> Result<(&'static str, KeyMaterial), (&'static
             .map(|pem| ("public_key_file", KeyMaterial::PublicPem(pem)))
             .map_err(|e| ("public_key_file", format!("cannot read '{file}': {e}")));
     }
-    if let Some(var) = &key.secret_env {
+    if let Some(var) = key.secret_env.as_ref().map(|v| v.expose()) {
         return match std::env::var_os(var) {
             Some(v) if !v.is_empty() => {
                 Ok(("secret_env", KeyMaterial::Secret(v.into_encoded_bytes())))
@@ -24,7 +24,7 @@ fn material(key: &JwtKeyConfig) -> Result<(&'static str, KeyMaterial), (&'static
             )),
         };
     }
-    if let Some(file) = &key.secret_file {
+    if let Some(file) = key.secret_file.as_ref().map(|f| f.expose()) {
         return std::fs::read(file)
             .map(|mut bytes| {
                 // Secret files are usually written with a trailing newline

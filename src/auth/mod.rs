@@ -8,7 +8,6 @@ pub mod identity;
 pub mod jwt;
 pub mod jwt_cache;
 pub mod jwt_config;
-pub mod stuffing;
 
 pub use api_key::KeyIndex;
 use api_key::KeyRejection;
@@ -88,6 +87,8 @@ pub struct Authenticator {
 enum Credential<'a> {
     ApiKey(&'a str),
     Jwt(&'a str),
+    /// `Authorization` without the `Bearer` scheme.
+    Unsupported,
 }
 
 fn presented(req: &RequestHeader, jwt_enabled: bool) -> Option<Credential<'_>> {
@@ -107,9 +108,9 @@ fn presented(req: &RequestHeader, jwt_enabled: bool) -> Option<Credential<'_>> {
                 Some(Credential::ApiKey(token))
             }
         }
-        // Another scheme is still hashed and looked up below, so a
-        // malformed header costs the same as an unknown key.
-        _ => Some(Credential::ApiKey(value)),
+        // A bare key (no scheme) or another scheme is refused, never
+        // looked up: `Authorization` is only ever `Bearer <credential>`.
+        _ => Some(Credential::Unsupported),
     }
 }
 
@@ -188,6 +189,10 @@ impl Authenticator {
                     .insert(digest, identity.clone(), id.valid_until);
                 Ok(identity)
             }
+            Credential::Unsupported => Err(AuthFailure::InvalidApiKey {
+                reason: "unsupported_auth_scheme",
+                key_id: None,
+            }),
             Credential::ApiKey(key) => self.keys.lookup(key, now_unix).map_err(|r| match r {
                 KeyRejection::Unknown => AuthFailure::InvalidApiKey {
                     reason: "unknown_api_key",

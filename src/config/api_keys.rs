@@ -7,10 +7,10 @@
 //! then dropped: a reload holds the new index (48 bytes a key, identities
 //! shared with the running one) and a table of id positions, nothing more.
 
-use super::schema::ApiKeyConfig;
-use super::validate::{parse_rfc3339, NOT_A_SHA256_HEX};
+use super::formats::{parse_rfc3339, NOT_A_SHA256_HEX};
+use super::secret::Secret;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
-use crate::auth::identity::Identity;
+use crate::auth::identity::{value_problem, Identity};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -19,6 +19,19 @@ use std::cell::RefCell;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    pub sha256: Secret<String>,
+    pub user: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
 
 thread_local! {
     /// The key index the file being parsed will replace (a reload), so
@@ -89,7 +102,7 @@ pub fn entries_as_config(index: &KeyIndex) -> Vec<ApiKeyConfig> {
 fn entry_as_config(e: crate::auth::api_key::KeyEntry) -> ApiKeyConfig {
     ApiKeyConfig {
         id: e.identity.key_id.clone(),
-        sha256: hex::encode(e.digest),
+        sha256: hex::encode(e.digest).into(),
         user: e.identity.user.clone(),
         tenant: e.identity.tenant.clone(),
         roles: e.identity.roles.clone(),
@@ -220,13 +233,13 @@ impl Compiler {
                 .ids
                 .find(id_hash, |p| self.id_at(*p) == key.id)
                 .is_some();
-        if key.id.is_empty() {
-            self.problem(&path, "id", "must not be empty");
+        if let Some(problem) = value_problem(&key.id) {
+            self.problem(&path, "id", problem);
         } else if duplicate_id {
             let message = format!("duplicate key id '{}'", key.id);
             self.problem(&path, "id", message);
         }
-        let digest = match parse_digest_hex(&key.sha256.to_ascii_lowercase()) {
+        let digest = match parse_digest_hex(&key.sha256.expose().to_ascii_lowercase()) {
             None => {
                 self.problem(&path, "sha256", NOT_A_SHA256_HEX);
                 None
@@ -238,11 +251,17 @@ impl Compiler {
             }
             Some(digest) => Some(digest),
         };
-        if key.user.is_empty() {
-            self.problem(&path, "user", "must not be empty");
+        // Sent to backends in X-Gateway-* headers (roles comma-joined).
+        if let Some(problem) = value_problem(&key.user) {
+            self.problem(&path, "user", problem);
         }
-        if key.tenant.is_empty() {
-            self.problem(&path, "tenant", "must not be empty");
+        if let Some(problem) = value_problem(&key.tenant) {
+            self.problem(&path, "tenant", problem);
+        }
+        for (i, role) in key.roles.iter().enumerate() {
+            if let Some(problem) = value_problem(role) {
+                self.problem(&path, &format!("roles[{i}]"), problem);
+            }
         }
         let expires_at = key.expires_at.as_deref().and_then(|at| {
             let unix = parse_rfc3339(at);
@@ -294,7 +313,7 @@ mod tests {
     fn key(id: &str, secret: &str) -> ApiKeyConfig {
         ApiKeyConfig {
             id: id.into(),
-            sha256: hex::encode(crate::auth::api_key::digest(secret)),
+            sha256: hex::encode(crate::auth::api_key::digest(secret)).into(),
             user: format!("user-{id}"),
             tenant: "acme".into(),
             roles: vec!["agent".into()],
@@ -309,20 +328,23 @@ mod tests {
     fn entry_yaml(k: &ApiKeyConfig) -> String {
         format!(
             "- {{ id: {}, sha256: \"{}\", user: {}, tenant: {}, roles: [agent] }}\n",
-            k.id, k.sha256, k.user, k.tenant
+            k.id,
+            k.sha256.expose(),
+            k.user,
+            k.tenant
         )
     }
 
     #[test]
     fn every_bad_entry_is_named_with_its_field_and_left_out() {
         let mut upper = key("k5", "s5");
-        upper.sha256 = upper.sha256.to_ascii_uppercase();
+        upper.sha256 = upper.sha256.expose().to_ascii_uppercase().into();
         let mut no_user = key("k6", "s6");
         no_user.user.clear();
         let mut bad_expiry = key("k7", "s7");
         bad_expiry.expires_at = Some("next tuesday".into());
         let mut short = key("k8", "s8");
-        short.sha256.truncate(63);
+        short.sha256.expose_mut().truncate(63);
         let list = ApiKeyList::from_entries([
             key("k1", "s1"),
             key("k1", "s2"),
@@ -367,6 +389,40 @@ mod tests {
     }
 
     #[test]
+    fn identity_values_that_would_forge_a_header_are_refused() {
+        let mut comma = key("k1", "s1");
+        comma.roles = vec!["agent".into(), "x,admin".into()];
+        let mut control = key("k2", "s2");
+        control.user = "bob\r\nx".into();
+        let mut tenant = key("k3", "s3");
+        tenant.tenant = "acme,globex".into();
+        let mut id = key("k4\u{1}", "s4");
+        id.user = "ok".into();
+        let list = ApiKeyList::from_entries([comma, control, tenant, id]);
+        let problems: Vec<(&str, &str)> = list
+            .problems()
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                ("auth.api_keys[0].roles[1]", "must not contain a comma"),
+                (
+                    "auth.api_keys[1].user",
+                    "must not contain a control character"
+                ),
+                ("auth.api_keys[2].tenant", "must not contain a comma"),
+                (
+                    "auth.api_keys[3].id",
+                    "must not contain a control character"
+                ),
+            ]
+        );
+        assert_eq!(list.len(), 0);
+    }
+
+    #[test]
     fn a_reload_parse_shares_unchanged_identities_of_the_running_index() {
         let (a, b) = (key("a", "sa"), key("b", "sb"));
         let old = Arc::new(parse(&(entry_yaml(&a) + &entry_yaml(&b))).take_index());
@@ -396,13 +452,13 @@ mod tests {
     }
 
     #[test]
-    fn serializes_back_as_the_file_listed_them() {
+    fn serializes_back_as_the_file_listed_them_digests_redacted() {
         let mut k = key("k1", "s1");
         k.expires_at = Some("2030-01-01T00:00:00Z".into());
         let list = ApiKeyList::from_entries([k.clone(), key("k2", "s2")]);
         let value = serde_json::to_value(&list).unwrap_or_default();
         assert_eq!(value[0]["id"], "k1");
-        assert_eq!(value[0]["sha256"], k.sha256.as_str());
+        assert_eq!(value[0]["sha256"], crate::config::secret::REDACTED);
         assert_eq!(value[0]["expires_at"], "2030-01-01T00:00:00Z");
         assert_eq!(value[1]["id"], "k2");
     }

@@ -5,6 +5,7 @@
 //! Validation and compilation into a request-ready snapshot live elsewhere.
 
 use super::api_keys::ApiKeyList;
+use super::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -38,7 +39,7 @@ pub struct ServerConfig {
     pub tls: Option<TlsListenerConfig>,
     pub admin_listen: String,
     #[serde(default)]
-    pub admin_token_sha256: Option<String>,
+    pub admin_token_sha256: Option<Secret<String>>,
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default = "defaults::max_body_bytes")]
@@ -61,7 +62,7 @@ pub struct ServerConfig {
     pub pid_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenerConfig {
     pub listen: String,
@@ -80,19 +81,6 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     #[serde(default)]
     pub failed_auth_per_ip_per_minute: Option<u32>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    pub id: String,
-    pub sha256: String,
-    pub user: String,
-    pub tenant: String,
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,9 +105,9 @@ pub struct JwtKeyConfig {
     #[serde(default)]
     pub public_key_file: Option<String>,
     #[serde(default)]
-    pub secret_env: Option<String>,
+    pub secret_env: Option<Secret<String>>,
     #[serde(default)]
-    pub secret_file: Option<String>,
+    pub secret_file: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -174,7 +162,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub pins_sha256: Vec<String>,
     #[serde(default)]
-    pub set_headers: BTreeMap<String, String>,
+    pub set_headers: BTreeMap<String, Secret<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -270,6 +258,23 @@ pub enum LlmApi {
     AnthropicMessages,
 }
 
+impl LlmApi {
+    /// The name used in the config, the ledger's `api` column and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LlmApi::OpenaiChat => "openai_chat",
+            LlmApi::OpenaiResponses => "openai_responses",
+            LlmApi::OpenaiEmbeddings => "openai_embeddings",
+            LlmApi::AnthropicMessages => "anthropic_messages",
+        }
+    }
+
+    /// Whether the API generates output (embeddings do not).
+    pub fn has_output(self) -> bool {
+        self != LlmApi::OpenaiEmbeddings
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerRule {
@@ -298,6 +303,10 @@ pub struct ModelConfig {
     #[serde(default)]
     pub output_usd_per_mtok: Option<f64>,
     pub max_tokens: u64,
+    /// Most answers one request may ask for (chat's `n`): each is priced
+    /// and may use the whole `max_tokens`, so `n` is bounded too.
+    #[serde(default = "defaults::max_n")]
+    pub max_n: u64,
     #[serde(default)]
     pub roles: Vec<String>,
     #[serde(default)]
@@ -408,7 +417,7 @@ pub enum OnStoreError {
     Allow,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default)]
@@ -416,7 +425,7 @@ pub struct StoreConfig {
     #[serde(default = "defaults::store_path")]
     pub path: String,
     #[serde(default)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret<String>>,
     #[serde(default)]
     pub on_store_error: OnStoreError,
     /// Name of the environment variable holding the Redis password.
@@ -464,15 +473,49 @@ impl Default for RedisTimeoutsConfig {
     }
 }
 
+/// Where a log stream goes: written `stdout`, `stderr`, `off` or a file
+/// path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum LogTarget {
+    Off,
+    #[default]
+    Stdout,
+    Stderr,
+    File(String),
+}
+
+impl From<String> for LogTarget {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "off" => LogTarget::Off,
+            "stdout" => LogTarget::Stdout,
+            "stderr" => LogTarget::Stderr,
+            _ => LogTarget::File(value),
+        }
+    }
+}
+
+impl From<LogTarget> for String {
+    fn from(target: LogTarget) -> Self {
+        match target {
+            LogTarget::Off => "off".into(),
+            LogTarget::Stdout => "stdout".into(),
+            LogTarget::Stderr => "stderr".into(),
+            LogTarget::File(path) => path,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityConfig {
-    #[serde(default = "defaults::access_log")]
-    pub access_log: String,
+    #[serde(default)]
+    pub access_log: LogTarget,
     /// Extension: where audit lines go (default: the access log's target,
     /// or stderr when the access log is off).
     #[serde(default)]
-    pub audit_log: Option<String>,
+    pub audit_log: Option<LogTarget>,
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
     /// Optional: OTLP/HTTP trace export (otel.rs).
@@ -483,7 +526,7 @@ pub struct ObservabilityConfig {
 impl Default for ObservabilityConfig {
     fn default() -> Self {
         Self {
-            access_log: defaults::access_log(),
+            access_log: LogTarget::default(),
             audit_log: None,
             log_level: defaults::log_level(),
             otlp: None,
@@ -491,7 +534,7 @@ impl Default for ObservabilityConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// Collector base URL, e.g. `http://127.0.0.1:4318`; spans go to
@@ -514,6 +557,9 @@ mod defaults {
     }
     pub fn max_body_bytes() -> u64 {
         1024 * 1024
+    }
+    pub fn max_n() -> u64 {
+        8
     }
     pub fn max_uri_bytes() -> usize {
         8192
@@ -571,9 +617,6 @@ mod defaults {
     }
     pub fn redis_command_ms() -> u64 {
         100
-    }
-    pub fn access_log() -> String {
-        "stdout".into()
     }
     pub fn log_level() -> String {
         "info".into()

@@ -2,11 +2,12 @@
 //! current snapshot once (one `ArcSwap` load) and uses it throughout, so a
 //! reload landing mid-flight never mixes two configurations.
 
+use super::api_keys::ApiKeyConfig;
+use super::problems::Problems;
 use super::schema::*;
-use super::Problems;
 use crate::auth::api_key::KeyIndex;
 use crate::auth::Authenticator;
-use crate::guards::Guards;
+use crate::guards::{GuardSet, Guards};
 use crate::limits::policy::BudgetPolicy;
 use crate::llm::model::Model;
 use crate::router::{MethodSet, PathTemplate, Routable};
@@ -19,17 +20,52 @@ pub struct Route {
     pub name: String,
     pub template: PathTemplate,
     pub methods: MethodSet,
-    pub kind: RouteKind,
-    pub upstream: Option<String>,
-    /// The `upstream` pool, resolved when the snapshot is built: a
-    /// request asks for it several times (peer, headers, breaker).
-    pub pool: Option<Arc<Pool>>,
     pub roles: Vec<String>,
     pub owner: Option<OwnerRule>,
-    pub guards: Vec<String>,
     pub rate_limit: Option<u32>,
     pub websocket: bool,
-    pub api: LlmApi,
+    /// Where the route's requests go, by kind.
+    pub target: Target,
+}
+
+/// What serves a route's requests.
+#[derive(Debug)]
+pub enum Target {
+    /// Proxied to one pool, resolved when the snapshot is built: a request
+    /// asks for it several times (peer, headers, breaker).
+    Http { upstream: String, pool: Arc<Pool> },
+    /// An LLM call of `api`; the request's model picks the pool.
+    Llm { api: LlmApi, guards: GuardSet },
+}
+
+impl Route {
+    pub fn is_llm(&self) -> bool {
+        matches!(self.target, Target::Llm { .. })
+    }
+
+    /// The pool of a `kind: http` route.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        match &self.target {
+            Target::Http { pool, .. } => Some(pool),
+            Target::Llm { .. } => None,
+        }
+    }
+
+    /// The pool's name of a `kind: http` route.
+    pub fn upstream(&self) -> Option<&str> {
+        match &self.target {
+            Target::Http { upstream, .. } => Some(upstream),
+            Target::Llm { .. } => None,
+        }
+    }
+
+    /// The API of a `kind: llm` route.
+    pub fn llm_api(&self) -> Option<LlmApi> {
+        match &self.target {
+            Target::Llm { api, .. } => Some(*api),
+            Target::Http { .. } => None,
+        }
+    }
 }
 
 impl Routable for Route {
@@ -74,7 +110,6 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         problems: &mut Problems,
     ) -> Option<Snapshot> {
-        let mut routes: Vec<Route> = config.routes.iter().filter_map(compile_route).collect();
         // The keys were compiled while parsing (sharing `previous`'s
         // identities, see config::load_snapshot_from_str); moved, not copied.
         let keys = config.auth.api_keys.take_index();
@@ -97,9 +132,11 @@ impl Snapshot {
             };
             pools.insert(name.clone(), pool);
         }
-        for route in &mut routes {
-            route.pool = route.upstream.as_ref().and_then(|u| pools.get(u)).cloned();
-        }
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .filter_map(|r| compile_route(r, &pools))
+            .collect();
         let mut models = HashMap::new();
         for (i, m) in config.models.iter().enumerate() {
             match Model::compile(m) {
@@ -160,22 +197,30 @@ impl Snapshot {
     }
 }
 
-fn compile_route(r: &RouteConfig) -> Option<Route> {
-    // Validation already rejected bad templates; this cannot fail here.
+/// Validation already rejected bad templates, unknown guards and missing
+/// upstreams; a route whose pool failed to build was reported with it.
+fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<Route> {
     let template = PathTemplate::parse(&r.path).ok()?;
+    let target = match r.kind {
+        RouteKind::Http => {
+            let upstream = r.upstream.clone()?;
+            let pool = pools.get(&upstream)?.clone();
+            Target::Http { upstream, pool }
+        }
+        RouteKind::Llm => Target::Llm {
+            api: r.api.unwrap_or_default(),
+            guards: GuardSet::parse(&r.guards).ok()?,
+        },
+    };
     Some(Route {
         name: r.name.clone(),
         template,
         methods: MethodSet::from_config(&r.methods),
-        kind: r.kind,
-        upstream: r.upstream.clone(),
-        pool: None,
         roles: r.roles.clone(),
         owner: r.owner.clone(),
-        guards: r.guards.clone(),
         rate_limit: r.rate_limit.map(|l| l.requests_per_minute),
         websocket: r.websocket,
-        api: r.api.unwrap_or_default(),
+        target,
     })
 }
 

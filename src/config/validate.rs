@@ -2,8 +2,10 @@
 //! ranges. Every problem is collected (not just the first) with its field
 //! path, so `tollgate check` can list them all like a compiler.
 
+use super::env::expand_env;
+use super::formats::NOT_A_SHA256_HEX;
+use super::problems::Problems;
 use super::schema::*;
-use super::Problems;
 use crate::router::PathTemplate;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -74,9 +76,6 @@ fn socket_addr(path: &str, value: &str, p: &mut Problems) {
     }
 }
 
-/// What `check` says of a field that is not a SHA-256 digest in hex.
-pub(super) const NOT_A_SHA256_HEX: &str = "must be 64 hexadecimal characters (a SHA-256 digest)";
-
 fn sha256_hex(path: &str, value: &str, p: &mut Problems) {
     if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
         p.push(path, NOT_A_SHA256_HEX);
@@ -98,13 +97,13 @@ fn server(s: &ServerConfig, p: &mut Problems) {
     }
     socket_addr("server.admin_listen", &s.admin_listen, p);
     if let Some(token) = &s.admin_token_sha256 {
-        sha256_hex("server.admin_token_sha256", token, p);
+        sha256_hex("server.admin_token_sha256", token.expose(), p);
     }
     if let Some(tls) = &s.tls {
         socket_addr("server.tls.listen", &tls.listen, p);
         // Parsed for real (chain, key, key matches cert): `check` catches
         // what would otherwise fail when the listener starts.
-        if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
+        if let Err(e) = crate::edge::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
             p.push(format!("server.tls.{}", e.field()), e.to_string());
         }
     }
@@ -122,7 +121,21 @@ fn server(s: &ServerConfig, p: &mut Problems) {
             p.push(format!("server.{field}"), "must be greater than 0");
         }
     }
+    if s.max_uri_bytes > MAX_URI_BYTES_CEILING {
+        p.push(
+            "server.max_uri_bytes",
+            format!(
+                "must be at most {MAX_URI_BYTES_CEILING}: the normalised path, re-encoded (up to 3x), must stay a representable request target"
+            ),
+        );
+    }
 }
+
+/// Hard ceiling of `server.max_uri_bytes`. A raw path byte re-encodes to
+/// at most 3 (`"` → `%22`), and a request target holds at most 65,534
+/// bytes (`http::Uri`): 16 KiB leaves the rewritten target always
+/// representable, so the normalised path can always be what goes upstream.
+pub const MAX_URI_BYTES_CEILING: usize = 16 * 1024;
 
 fn auth(a: &AuthConfig, p: &mut Problems) {
     // Each key entry was checked while it was parsed (config::api_keys).
@@ -171,10 +184,10 @@ fn auth(a: &AuthConfig, p: &mut Problems) {
             if let Some(file) = &key.public_key_file {
                 readable_file(&format!("{path}.public_key_file"), file, p);
             }
-            if let Some(file) = &key.secret_file {
+            if let Some(file) = key.secret_file.as_ref().map(|f| f.expose()) {
                 readable_file(&format!("{path}.secret_file"), file, p);
             }
-            if let Some(var) = &key.secret_env {
+            if let Some(var) = key.secret_env.as_ref().map(|v| v.expose()) {
                 if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
                     p.push(
                         format!("{path}.secret_env"),
@@ -250,7 +263,7 @@ fn upstream_pool(path: &str, u: &UpstreamConfig, p: &mut Problems) {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             p.push(field.clone(), "invalid header name");
         }
-        match expand_env(value) {
+        match expand_env(value.expose()) {
             Ok(expanded) => {
                 if http::HeaderValue::from_str(&expanded).is_err() {
                     p.push(field, "invalid header value");
@@ -407,6 +420,9 @@ fn models(config: &Config, p: &mut Problems) {
                 Some(_) => {}
             }
         }
+        if model.max_n == 0 {
+            p.push(format!("{path}.max_n"), "must be at least 1");
+        }
         if model.max_tokens == 0 {
             p.push(format!("{path}.max_tokens"), "must be at least 1");
         }
@@ -523,7 +539,7 @@ fn store(s: &StoreConfig, p: &mut Problems) {
     if s.path.is_empty() {
         p.push("store.path", "must not be empty");
     }
-    match (s.kind, &s.redis_url) {
+    match (s.kind, s.redis_url.as_ref().map(|u| u.expose())) {
         (StoreKind::Redis, None) => p.push("store.redis_url", "required with kind: redis"),
         (StoreKind::Redis, Some(url))
             if !url.starts_with("redis://") && !url.starts_with("rediss://") =>
@@ -535,7 +551,7 @@ fn store(s: &StoreConfig, p: &mut Problems) {
             "must not hold a password: use redis_password_env or redis_password_file",
         ),
         (_, Some(url)) => {
-            if let Err(e) = crate::limits::redis_store::check_url(url) {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
                 p.push("store.redis_url", format!("invalid: {e}"));
             }
         }
@@ -582,54 +598,4 @@ fn redis_url_has_password(url: &str) -> bool {
     authority
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-}
-
-/// RFC 3339 timestamp → unix seconds.
-pub fn parse_rfc3339(value: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
-/// Expands `${env:NAME}` references; a missing variable is an error.
-pub fn expand_env(value: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${env:") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 6..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unterminated ${env:...} reference".to_string())?;
-        let name = &after[..end];
-        let resolved =
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
-        out.push_str(&resolved);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_expansion() {
-        std::env::set_var("TOLLGATE_TEST_EXPAND", "s3cr3t");
-        assert_eq!(
-            expand_env("Bearer ${env:TOLLGATE_TEST_EXPAND}!").unwrap(),
-            "Bearer s3cr3t!"
-        );
-        assert_eq!(expand_env("plain").unwrap(), "plain");
-        assert!(expand_env("${env:TOLLGATE_SURELY_MISSING_VAR}").is_err());
-        assert!(expand_env("${env:UNTERMINATED").is_err());
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:01:00Z"), Some(60));
-        assert_eq!(parse_rfc3339("2027-06-30"), None);
-    }
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
-use crate::limits::store::{
+use crate::limits::types::{
     Backend, ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, window_id, Window};

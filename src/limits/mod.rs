@@ -2,9 +2,12 @@
 //! their counters.
 
 pub mod budget;
+pub mod failed_auth;
+pub mod local_counters;
 pub mod local_store;
 pub mod policy;
 pub mod rate;
 pub mod redis_store;
 pub mod store;
+pub mod types;
 pub mod window;

@@ -8,14 +8,33 @@ use super::api::LlmApi;
 use super::model::Model;
 use super::pricing::TokenClasses;
 use super::usage::{ParsedUsage, Usage};
-use crate::clock;
-use crate::ctx::LlmSummary;
-use crate::ledger::LedgerRow;
+use crate::ledger::{Ledger, LedgerRow};
 use crate::limits::budget::Charge;
-use crate::limits::store::{Backend, Reservation};
-use crate::metrics;
-use crate::state::GatewayState;
+use crate::limits::store::Reservation;
+use crate::limits::types::Backend;
+use crate::observe::metrics;
+use crate::sys::clock;
 use std::sync::Arc;
+
+/// The billed figures of one LLM call, filled where it is settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmSummary {
+    /// The model as the client asked for it.
+    pub model: String,
+    /// The configured model that served, after fallbacks.
+    pub served_model: Option<String>,
+    /// The model name sent upstream.
+    pub upstream_model: Option<String>,
+    /// The client API of the route.
+    pub api: LlmApi,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub micro_usd: u64,
+    /// Usage was estimated: the upstream reported none.
+    pub estimated: bool,
+    pub stream: bool,
+}
 
 pub struct LlmCall {
     /// None when the store was unreachable and `on_store_error: allow`.
@@ -70,7 +89,9 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
                 // Counted by `serve` before settling; the bound (never
                 // below the count) if that failed.
                 prompt_tokens: call.prompt_counted.unwrap_or(call.prompt_bound),
-                completion_tokens: parsed.completion_text_tokens,
+                completion_tokens: parsed
+                    .completion_text_tokens
+                    .max(unread_output(call, &parsed)),
                 ..Usage::default()
             },
             true,
@@ -79,6 +100,20 @@ fn billed(call: &LlmCall, status: u16) -> (Usage, bool) {
         // nothing: providers do not bill rejected requests.
         None => (Usage::default(), false),
     }
+}
+
+/// Typical bytes per token of generated text (OpenAI's rule of thumb).
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// The output of an answer too large to parse (and without a usage object
+/// in its tail): it was delivered, so it is billed at the larger of the
+/// output cap the reservation priced and what its size suggests, never 0.
+fn unread_output(call: &LlmCall, parsed: &ParsedUsage) -> u64 {
+    if parsed.unread_bytes == 0 || !call.api.has_output() {
+        return 0;
+    }
+    call.output_cap
+        .max(parsed.unread_bytes.div_ceil(BYTES_PER_TOKEN))
 }
 
 /// Whether the call is billed by the gateway's own counts: a successful
@@ -105,8 +140,8 @@ fn over_cap(call: &LlmCall, usage: &Usage) -> Option<&'static str> {
 impl LlmCall {
     /// Settles the call; the returned summary feeds the access log and the
     /// trace span.
-    pub async fn settle(mut self, state: &GatewayState, facts: &CallFacts<'_>) -> LlmSummary {
-        let api = self.api.name();
+    pub async fn settle(mut self, ledger: &Ledger, facts: &CallFacts<'_>) -> LlmSummary {
+        let api = self.api;
         let mut summary = LlmSummary {
             model: self.requested_model.clone(),
             api,
@@ -174,7 +209,7 @@ impl LlmCall {
             c.with_label_values(&[&model.name, tenant])
                 .inc_by(micro_usd as f64 / crate::llm::pricing::MICRO_USD_PER_USD as f64);
         }
-        state.ledger.record(LedgerRow {
+        ledger.record(LedgerRow {
             time_ms: clock::unix_millis().max(0) as u64,
             request_id: facts.request_id.to_string(),
             user: facts.user.map(str::to_string),

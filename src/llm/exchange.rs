@@ -6,8 +6,8 @@
 use super::api::LlmRequest;
 use super::model::Model;
 use crate::ctx::RequestCtx;
+use crate::edge::headers;
 use crate::error::GatewayError;
-use crate::headers;
 use crate::upstream::cork;
 use crate::upstream::pool::Pool;
 use bytes::Bytes;
@@ -80,13 +80,26 @@ fn upstream_request(
 ) -> pingora::Result<RequestHeader> {
     let (pool, model, addr) = target;
     let mut req = client.clone();
+    // The gateway's credentials pay for the call: nothing the client sends
+    // may pick the account (or smuggle its own key) next to them.
+    headers::strip_folded(&mut req, headers::LLM_ACCOUNT_HEADERS);
     headers::prepare_upstream_request(&mut req, ctx, &pool.set_headers, client_ip, false)?;
-    // After the common preparation, which sets the route's normalised path.
-    if let Some(path) = &model.upstream_path {
-        let uri = http::Uri::try_from(path.as_str())
-            .map_err(|e| Error::explain(ErrorType::InternalError, format!("upstream_path: {e}")))?;
-        req.set_uri(uri);
+    // After the common preparation: the configured path, never the
+    // client's query string or trailing slash (an `api-version` or a
+    // different endpoint would be the client's choice).
+    let uri = match &model.upstream_path {
+        Some(path) => http::Uri::try_from(path.as_str()),
+        None => {
+            let matched = req.uri.path();
+            let path = match matched.trim_end_matches('/') {
+                "" => "/",
+                trimmed => trimmed,
+            };
+            http::Uri::try_from(path)
+        }
     }
+    .map_err(|e| Error::explain(ErrorType::InternalError, format!("upstream path: {e}")))?;
+    req.set_uri(uri);
     req.set_version(http::Version::HTTP_11);
     for name in ["transfer-encoding", "expect", "content-length", "host"] {
         req.remove_header(name);
@@ -207,11 +220,7 @@ pub async fn open(
                     };
                     let status = response.status.as_u16();
                     ctx.attempt_ended(Some(status));
-                    if status >= 500 {
-                        pool.report_failure(addr);
-                    } else {
-                        pool.report_success(addr);
-                    }
+                    pool.report_status(addr, status);
                     if !is_last && (status >= 500 || status == 429) {
                         tracing::warn!(model = %candidate.model.name, status, "upstream refused; trying the next model");
                         session.shutdown().await;

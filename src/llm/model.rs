@@ -12,6 +12,8 @@ pub struct Model {
     pub upstream_model: Option<String>,
     pub price: Price,
     pub max_tokens: u64,
+    /// Most answers per request (`n`).
+    pub max_n: u64,
     pub roles: Vec<String>,
     pub fallbacks: Vec<String>,
     /// Path and query sent upstream instead of the client's (Azure).
@@ -38,6 +40,7 @@ impl Model {
             upstream_model: config.upstream_model.clone(),
             price,
             max_tokens: config.max_tokens,
+            max_n: config.max_n,
             roles: config.roles.clone(),
             fallbacks: config.fallbacks.clone(),
             upstream_path: config.upstream_path.clone(),

@@ -10,7 +10,7 @@
 //! hop's buffering does; a stream whose events trickle in is forwarded
 //! event by event exactly as before, since nothing here waits.
 
-use super::api::LlmApi;
+use super::api::{Dialect, LlmApi};
 use super::runaway;
 use super::tokens;
 use super::usage::UsageParser;

@@ -17,13 +17,15 @@ use super::model::Model;
 use super::pump::{pump, CutOff, PumpEnd};
 use super::tokens;
 use super::usage::UsageParser;
-use crate::admission::{self, Refusal};
-use crate::config::Snapshot;
+use crate::admission::{Admitted, Question, Refusal};
+use crate::config::snapshot::Snapshot;
+use crate::config::snapshot::Target;
 use crate::ctx::RequestCtx;
+use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
-use crate::headers::decorate_response;
 use crate::limits::budget::{Charge, LimitKind, ScopeKey};
-use crate::limits::store::{Reservation, ReserveError, TokensInUse};
+use crate::limits::store::Reservation;
+use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
 use crate::state::GatewayState;
 use bytes::Bytes;
@@ -37,22 +39,35 @@ use std::time::Duration;
 const MAX_USAGE_BUFFER: usize = 8 * 1024 * 1024;
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
-/// Serves the call. `Err` is a refusal answered by the caller; once the
-/// response has started, problems end the stream and are only logged.
+/// Serves the call admission let through. `Err` is a refusal answered by
+/// the caller; once the response has started, problems end the stream and
+/// are only logged.
 pub async fn serve(
     state: &GatewayState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     client_ip: Option<IpAddr>,
+    admitted: Admitted,
 ) -> Result<(), Refusal> {
-    let served = serve_call(state, session, ctx, client_ip).await;
-    if served.is_err() {
+    let mut pending = match admitted {
+        Admitted::Pending(question) => Some(question),
+        Admitted::Done => None,
+    };
+    let served = serve_call(state, session, ctx, client_ip, &mut pending).await;
+    if let (Err(_), Some(question)) = (&served, pending) {
         // Refused before its reservation asked the admission's question
         // (redis mode): that question is answered first, as it would
         // have been before the body was read.
-        admission::ask_deferred(&state.store, ctx).await?;
+        question.ask(&state.store, ctx).await?;
     }
     served
+}
+
+/// A reservation's outcome that is not answered at once.
+enum Reserved {
+    Held(Reservation),
+    /// Over a token or USD budget (429 once the token headers are known).
+    OverBudget(GatewayError),
 }
 
 async fn serve_call(
@@ -60,19 +75,22 @@ async fn serve_call(
     session: &mut Session,
     ctx: &mut RequestCtx,
     client_ip: Option<IpAddr>,
+    pending: &mut Option<Question>,
 ) -> Result<(), Refusal> {
-    let snapshot = ctx
-        .snapshot
-        .clone()
-        .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
-    let api = ctx.route().map(|r| r.api).unwrap_or_default();
+    let snapshot = ctx.snapshot.clone();
+    let Some((api, guards)) = ctx.route().and_then(|r| match &r.target {
+        Target::Llm { api, guards } => Some((*api, *guards)),
+        Target::Http { .. } => None,
+    }) else {
+        return Err(GatewayError::Internal("llm call on a route of another kind".into()).into());
+    };
     let body = read_body(session, &snapshot).await?;
     let mut request =
         LlmRequest::parse(api, &body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
     drop(body);
     check_shape(&request, &snapshot)?;
-    if let (Some(guards), Some(route)) = (snapshot.guards.as_ref(), ctx.route()) {
-        guards.apply(&route.guards, &mut request)?;
+    if let Some(compiled) = snapshot.guards.as_ref() {
+        compiled.apply(guards, &mut request)?;
     }
 
     let roles = ctx
@@ -82,6 +100,17 @@ async fn serve_call(
         .unwrap_or_default();
     let candidates = candidates(&snapshot, request.model(), &roles)?;
     let primary = candidates[0].model.clone();
+    // Each answer may use the whole output cap: `n` multiplies the cost
+    // (and the reservation), so it is bounded per model.
+    if request.choices() > primary.max_n {
+        return Err(GatewayError::InvalidRequest(format!(
+            "n of {} exceeds the limit of {} for model {}",
+            request.choices(),
+            primary.max_n,
+            primary.name
+        ))
+        .into());
+    }
 
     // The prompt is reserved at a bound that needs no tokenizer (one token
     // per byte of text); it is counted only when the bound is not enough.
@@ -110,45 +139,39 @@ async fn serve_call(
         tokens: prompt + output_cap,
         micro_usd: primary.price.cost_micro_usd(prompt, output_cap),
     };
-    let mut reservation = reserve(
+    // An admission refusal (rate, lockout) or a store failure is answered
+    // at once; a budget refusal after the token headers.
+    let mut reserved = reserve(
         state,
         &snapshot,
         ctx,
         charge(prompt_counted.unwrap_or(prompt_bound)),
         &candidates,
+        pending.take(),
     )
-    .await;
-    if prompt_counted.is_none() && is_budget_refusal(&reservation) {
+    .await?;
+    if prompt_counted.is_none() && matches!(reserved, Reserved::OverBudget(_)) {
         // The bound over-reserves (about 4x for English): a call that fits
         // its budget by the real count must not be refused for it.
         let (counted_request, counted) = estimate_off_loop(request).await?;
         request = counted_request;
         prompt_counted = Some(counted);
         if counted < prompt_bound {
-            reservation = reserve(state, &snapshot, ctx, charge(counted), &candidates).await;
+            reserved = reserve(state, &snapshot, ctx, charge(counted), &candidates, None).await?;
         }
     }
-    if let Err(
-        refusal @ Refusal {
-            error: GatewayError::RateLimited { .. },
-            ..
-        },
-    ) = reservation
-    {
-        // The deferred admission refused (rate or lockout), as admission does.
-        return Err(refusal);
-    }
+    let held = match &reserved {
+        Reserved::Held(reservation) => Some(reservation),
+        Reserved::OverBudget(_) => None,
+    };
     // Refusals and answers alike tell SDKs how many tokens remain.
-    ctx.token_headers = token_headers(
-        state,
-        &snapshot,
-        ctx,
-        reservation.as_ref().ok().and_then(Option::as_ref),
-    )
-    .await;
-    let reservation = reservation?;
+    ctx.token_headers = token_headers(state, &snapshot, ctx, held).await;
+    let reservation = match reserved {
+        Reserved::Held(reservation) => reservation,
+        Reserved::OverBudget(refusal) => return Err(refusal.into()),
+    };
     ctx.llm = Some(LlmCall {
-        reservation,
+        reservation: Some(reservation),
         api,
         requested_model: request.model().to_string(),
         served: None,
@@ -172,17 +195,6 @@ async fn serve_call(
     .await?;
     stream_back(state, session, ctx, opened).await;
     Ok(())
-}
-
-fn is_budget_refusal<T>(reservation: &Result<T, Refusal>) -> bool {
-    matches!(
-        reservation,
-        Err(Refusal {
-            error: GatewayError::TokenBudgetExceeded { .. }
-                | GatewayError::UsdBudgetExceeded { .. },
-            ..
-        })
-    )
 }
 
 /// Bodies above this are tokenized on the blocking pool: BPE costs about
@@ -299,26 +311,26 @@ fn reservation_hold(snapshot: &Snapshot, candidates: &[Candidate]) -> Duration {
     Duration::from_millis(ms) + RESERVATION_MARGIN
 }
 
-/// Reserves the call's estimate; an admission left for it (redis mode) is
-/// asked in the same round trip and judged first.
+/// Reserves the call's estimate; an admission question left for it (redis
+/// mode) is asked in the same round trip and judged first.
 async fn reserve(
     state: &GatewayState,
     snapshot: &Snapshot,
     ctx: &mut RequestCtx,
     estimate: Charge,
     candidates: &[Candidate],
-) -> Result<Option<Reservation>, Refusal> {
+    question: Option<Question>,
+) -> Result<Reserved, Refusal> {
     let Some(identity) = ctx.identity.clone() else {
         return Err(GatewayError::Internal("llm call without identity".into()).into());
     };
     let scopes = snapshot.budgets.scopes_for(&identity);
     let hold = reservation_hold(snapshot, candidates);
     let now = now_unix();
-    let deferred = ctx.deferred_admission.take();
     let route = ctx.route_index.and_then(|i| snapshot.routes.get(i));
-    let reserved = match (deferred, route) {
-        (Some(deferred), Some(route)) => {
-            let query = admission::deferred_query(&deferred, snapshot, route, &identity);
+    let reserved = match (question, route) {
+        (Some(question), Some(route)) => {
+            let query = question.query(snapshot, route, &identity);
             let admitted = state
                 .store
                 .admit_and_reserve(&query, &scopes, estimate, now, hold)
@@ -328,7 +340,7 @@ async fn reserve(
             let reserved = admitted
                 .reserved
                 .map(|r| r.map(|ticket| Reservation::hold(&state.store, ticket)));
-            admission::judge_deferred(&deferred, admitted.verdict, &identity, ctx)?;
+            question.judge(admitted.verdict, &identity, ctx)?;
             reserved.unwrap_or_else(|| {
                 Err(ReserveError::Unavailable(
                     "admitted without a reservation".into(),
@@ -338,11 +350,11 @@ async fn reserve(
         _ => Reservation::reserve(&state.store, &scopes, estimate, now, hold).await,
     };
     match reserved {
-        Ok(r) => Ok(Some(r)),
+        Ok(r) => Ok(Reserved::Held(r)),
         Err(ReserveError::Refused(refusal)) => {
             let message = refusal.to_string();
             let retry_after = refusal.retry_after_secs.max(1);
-            Err(match refusal.kind {
+            Ok(Reserved::OverBudget(match refusal.kind {
                 LimitKind::UsdPerMonth => GatewayError::UsdBudgetExceeded {
                     message,
                     retry_after,
@@ -351,8 +363,7 @@ async fn reserve(
                     message,
                     retry_after,
                 },
-            }
-            .into())
+            }))
         }
         // The store counted and logged it; with `allow` it answered from
         // its local counters instead of failing.
@@ -404,14 +415,8 @@ async fn token_headers(
 
 fn client_response(ctx: &RequestCtx, upstream: &ResponseHeader) -> pingora::Result<ResponseHeader> {
     let mut resp = upstream.clone();
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "trailer",
-        "upgrade",
-    ] {
-        resp.remove_header(name);
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
     }
     decorate_response(&mut resp, ctx)?;
     Ok(resp)

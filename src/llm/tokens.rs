@@ -18,7 +18,7 @@ use super::bpe::CompactBpe;
 /// tiktoken-rs's ~50 MiB tables, freed at once and given back to the OS.
 static BPE: Lazy<Option<CompactBpe>> = Lazy::new(|| {
     let bpe = CompactBpe::o200k().ok();
-    crate::heap::release_freed_memory();
+    crate::sys::heap::release_freed_memory();
     bpe
 });
 

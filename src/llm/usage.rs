@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::api::LlmApi;
+use super::api::{Dialect, LlmApi};
 use super::tokens;
 
 /// Largest SSE event we assemble. OpenAI chunks are a few hundred bytes; an
@@ -39,6 +39,9 @@ pub struct ParsedUsage {
     /// when `usage` is `None` or partial. In JSON mode, and in SSE mode
     /// after [`UsageParser::finish_for_billing`], it is only computed then.
     pub completion_text_tokens: u64,
+    /// Size of a JSON answer too large to parse whole (0 otherwise): its
+    /// text was delivered uncounted, so a bill without usage must cover it.
+    pub unread_bytes: u64,
 }
 
 /// What an SSE stream has revealed so far; updated per event by the API.
@@ -138,7 +141,8 @@ enum Mode {
 }
 
 impl UsageParser {
-    /// For a non-streaming JSON body; bodies over `max_buffer` bytes yield no usage.
+    /// For a non-streaming JSON body; of bodies over `max_buffer` bytes only
+    /// the last [`JSON_TAIL_BYTES`] are kept, for their usage.
     pub fn json(api: LlmApi, max_buffer: usize) -> UsageParser {
         UsageParser {
             api,
@@ -241,11 +245,22 @@ impl UsageParser {
 // ---------------------------------------------------------------------------
 // JSON mode
 
+/// What an answer too large to buffer keeps: its last bytes, where every
+/// API puts its `usage` object. Usage objects are a few hundred bytes; the
+/// fields that may follow them (`system_fingerprint`, Responses' `user` and
+/// `metadata`) are small too.
+pub const JSON_TAIL_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 struct JsonBody {
     buf: Vec<u8>,
     max: usize,
     overflowed: bool,
+    /// Bytes fed in all.
+    total: u64,
+    /// After an overflow: the last bytes of the body (at least
+    /// [`JSON_TAIL_BYTES`] of them once that many arrived).
+    tail: Vec<u8>,
     result: Option<ParsedUsage>,
     /// A parsed answer without usage, kept until its text is counted.
     unreported: Option<Value>,
@@ -257,22 +272,43 @@ impl JsonBody {
             buf: Vec::new(),
             max,
             overflowed: false,
+            total: 0,
+            tail: Vec::new(),
             result: None,
             unreported: None,
         }
     }
 
     fn feed(&mut self, chunk: &[u8]) {
-        if self.overflowed || self.result.is_some() || self.unreported.is_some() {
+        if self.result.is_some() || self.unreported.is_some() {
+            return;
+        }
+        self.total = self.total.saturating_add(chunk.len() as u64);
+        if self.overflowed {
+            self.keep_tail(chunk);
             return;
         }
         if self.buf.len().saturating_add(chunk.len()) > self.max {
-            // Free the memory now; a partial body cannot be parsed anyway.
+            // Free the memory now; only the tail is kept from here on.
             self.overflowed = true;
-            self.buf = Vec::new();
+            let buf = std::mem::take(&mut self.buf);
+            let start = buf.len().saturating_sub(JSON_TAIL_BYTES);
+            self.tail = buf[start..].to_vec();
+            self.keep_tail(chunk);
             return;
         }
         self.buf.extend_from_slice(chunk);
+    }
+
+    /// Appends to the tail, trimming it back to [`JSON_TAIL_BYTES`] once it
+    /// holds twice that (amortised: no shift per chunk).
+    fn keep_tail(&mut self, chunk: &[u8]) {
+        let chunk = &chunk[chunk.len().saturating_sub(2 * JSON_TAIL_BYTES)..];
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > 2 * JSON_TAIL_BYTES {
+            let cut = self.tail.len() - JSON_TAIL_BYTES;
+            self.tail.drain(..cut);
+        }
     }
 
     /// Parses the body once: a reported usage is the result; an answer
@@ -281,10 +317,19 @@ impl JsonBody {
         if self.result.is_some() || self.unreported.is_some() {
             return;
         }
+        if self.overflowed {
+            // Too large to parse whole: the usage is read from the tail,
+            // and the size is kept so an answer without one is still billed.
+            let tail = std::mem::take(&mut self.tail);
+            self.result = Some(ParsedUsage {
+                usage: usage_in_tail(api, &tail),
+                unread_bytes: self.total,
+                ..ParsedUsage::default()
+            });
+            return;
+        }
         let buf = std::mem::take(&mut self.buf);
-        let usage = if self.overflowed {
-            None
-        } else if let Some(usage) = reported_usage(api, &buf) {
+        let usage = if let Some(usage) = reported_usage(api, &buf) {
             Some(usage)
         } else {
             // Parsed whole only when the fast path found no usage.
@@ -320,6 +365,36 @@ impl JsonBody {
         }
         self.result.unwrap_or_default()
     }
+}
+
+/// The usage object of a JSON answer read from its last bytes: the last
+/// `"usage"` key (a quote not escaped, followed by `:`) whose value parses
+/// as an object the API reads usage from. Text inside strings cannot forge
+/// one: a `"` in a JSON string is always escaped.
+pub fn usage_in_tail(api: LlmApi, tail: &[u8]) -> Option<Usage> {
+    const KEY: &[u8] = b"\"usage\"";
+    let finder = memchr::memmem::rfind_iter(tail, KEY);
+    for at in finder {
+        let backslashes = tail[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            continue;
+        }
+        let rest = &tail[at + KEY.len()..];
+        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+        let Some(value) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Value>();
+        let Some(Ok(usage)) = values.next() else {
+            continue;
+        };
+        let mut top = serde_json::Map::new();
+        top.insert("usage".to_owned(), usage);
+        if let Some(found) = api.response_usage(&Value::Object(top)) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// Every API reports usage in a top-level `usage` object. Reading only
@@ -412,6 +487,7 @@ impl SseUsage {
             usage,
             partial,
             completion_text_tokens: text_tokens,
+            unread_bytes: 0,
         }
     }
 }
@@ -1033,14 +1109,67 @@ mod tests {
     }
 
     #[test]
-    fn json_over_limit_or_invalid_reports_nothing() {
+    fn json_over_limit_reads_usage_from_the_tail() {
         let body = response_body(true);
         let mut p = UsageParser::json(LlmApi::OpenaiChat, body.len() - 1);
         for c in body.chunks(10) {
             p.feed(c);
         }
-        assert_eq!(p.finish(), ParsedUsage::default());
+        assert_eq!(
+            p.finish(),
+            ParsedUsage {
+                usage: Some(expected_usage()),
+                unread_bytes: body.len() as u64,
+                ..ParsedUsage::default()
+            }
+        );
+        // Megabytes of text before it, fed in odd pieces.
+        let big = json!({"choices": [{"message": {"content": "x".repeat(3 << 20)}}],
+                         "usage": {"prompt_tokens": 7, "completion_tokens": 2_200_000}});
+        let big = big.to_string().into_bytes();
+        for piece in [1000, 65_537, 1 << 20] {
+            let mut p = UsageParser::json(LlmApi::OpenaiChat, 1 << 20);
+            for c in big.chunks(piece) {
+                p.feed(c);
+            }
+            let got = p.finish();
+            assert_eq!(
+                got.usage.map(|u| u.completion_tokens),
+                Some(2_200_000),
+                "{piece}"
+            );
+            assert_eq!(got.unread_bytes, big.len() as u64);
+        }
+        // Without usage: nothing reported, the size kept for the bill.
+        let mut p = UsageParser::json(LlmApi::OpenaiChat, 10);
+        p.feed(&response_body(false));
+        let got = p.finish();
+        assert_eq!(got.usage, None);
+        assert!(got.unread_bytes > 0);
+    }
 
+    #[test]
+    fn tail_usage_is_never_read_from_inside_a_string() {
+        let fake =
+            br#"{"choices":[{"message":{"content":"say \"usage\": {\"completion_tokens\": 1}"}}]}"#;
+        assert_eq!(usage_in_tail(LlmApi::OpenaiChat, fake), None);
+        let escaped_backslash = br#"{"a":"x\\","usage":{"prompt_tokens":1,"completion_tokens":9}}"#;
+        assert_eq!(
+            usage_in_tail(LlmApi::OpenaiChat, escaped_backslash).map(|u| u.completion_tokens),
+            Some(9)
+        );
+        // The last one wins; a cut-off first half is skipped.
+        let cut =
+            br#"ge": {"prompt_tokens": 1}, "usage" : {"prompt_tokens":2,"completion_tokens":3}}"#;
+        assert_eq!(
+            usage_in_tail(LlmApi::OpenaiChat, cut).map(|u| u.prompt_tokens),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn json_invalid_reports_nothing() {
+        let body = response_body(true);
         let mut p = UsageParser::json(LlmApi::OpenaiChat, body.len());
         p.feed(&body);
         assert!(p.finish().usage.is_some());

@@ -30,7 +30,10 @@ pub fn release(corked: Option<Corked>) {
     }
 }
 
+// setsockopt(TCP_CORK) on a descriptor Pingora owns: neither std nor
+// socket2 (which needs to own the socket) can set it on a borrowed fd.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 fn set_cork(fd: i32, on: bool) -> bool {
     let value: libc::c_int = on.into();
     // SAFETY: `fd` is the descriptor of a socket the caller's session owns

@@ -1,18 +1,11 @@
-//! Active health checks. Pingora cannot add background services after
-//! start, and pools are created by reloads, so ONE background service walks
-//! the pools of the *current* snapshot and runs each pool's pass when due.
+//! Active health checks of one pool's peers (Pingora's checks, built from
+//! the pool's `health_check` section). The loop that runs them is in
+//! `health_loop`.
 
 use crate::config::schema::{HealthCheckConfig, HealthCheckKind, UpstreamConfig};
-use crate::state::SharedSnapshot;
-use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use std::time::Duration;
-
-/// How often the loop looks for due passes; bounds detection latency.
-const TICK: Duration = Duration::from_millis(100);
 
 pub fn build_check(
     hc: &HealthCheckConfig,
@@ -48,38 +41,6 @@ pub fn build_check(
                 check.req = req;
             }
             Box::new(check)
-        }
-    }
-}
-
-pub struct HealthCheckLoop {
-    snapshot: SharedSnapshot,
-}
-
-impl HealthCheckLoop {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
-        Self { snapshot }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthCheckLoop {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(TICK);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {}
-            }
-            let now = crate::clock::mono_ms();
-            let snapshot = self.snapshot.load_full();
-            for pool in snapshot.pools.values() {
-                if pool.claim_health_check(now) {
-                    let pool = pool.clone();
-                    tokio::spawn(async move { pool.run_health_check().await });
-                }
-            }
-            crate::metrics::observe_pools(&snapshot);
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod breaker;
 pub mod cork;
 pub mod health;
+pub mod health_loop;
 pub mod pool;
 pub mod tls;
 

@@ -5,9 +5,9 @@
 use super::breaker::{Breaker, BreakerPolicy};
 use super::health;
 use super::tls::UpstreamTls;
-use crate::clock::mono_ms;
+use crate::config::env::expand_env;
 use crate::config::schema::{Selection, UpstreamConfig};
-use crate::config::validate::expand_env;
+use crate::sys::clock::mono_ms;
 use futures::FutureExt;
 use http::{HeaderName, HeaderValue};
 use pingora::lb::discovery::Static;
@@ -105,7 +105,8 @@ impl Pool {
         let mut set_headers = Vec::new();
         for (k, v) in &upstream.set_headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(&expand_env(v)?).map_err(|e| e.to_string())?;
+            let value =
+                HeaderValue::from_str(&expand_env(v.expose())?).map_err(|e| e.to_string())?;
             set_headers.push((name, value));
         }
         Ok(Pool {
@@ -147,8 +148,13 @@ impl Pool {
         self.peers.get(&addr).map(|p| Box::new(p.template.clone()))
     }
 
-    pub fn report_success(&self, addr: SocketAddr) {
-        if let Some(p) = self.peers.get(&addr) {
+    /// The peer answered with `status`: the one rule both the proxied and
+    /// the LLM paths feed the breaker by — a 5xx is a failure, any other
+    /// answer closes the count.
+    pub fn report_status(&self, addr: SocketAddr, status: u16) {
+        if status >= 500 {
+            self.report_failure(addr);
+        } else if let Some(p) = self.peers.get(&addr) {
             p.breaker.record_success();
         }
     }

@@ -351,6 +351,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// The API keys of `keys` before those already there.
+    pub fn keys_first(mut self, keys: &[TestKey]) -> Self {
+        let rest = std::mem::take(&mut self.keys);
+        self = self.keys(keys);
+        self.keys.extend(rest);
+        self
+    }
+
     /// Without the API key whose id is `id`.
     pub fn without_key(mut self, id: &str) -> Self {
         self.keys.retain(|k| k.get("id") != Some(&Value::from(id)));

@@ -20,16 +20,17 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
 
-use crate::clock;
 use crate::config::schema::OnStoreError;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
+use crate::limits::local_counters::LocalCounters;
 use crate::limits::rate::RateDecision;
-use crate::limits::store::{
-    AdmitQuery, AdmitVerdict, Admitted, Backend, LocalCounters, RateQuery, ReservationTicket,
+use crate::limits::types::{
+    AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
     ReserveError, ScopeUsage, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
-use crate::metrics;
+use crate::observe::metrics;
+use crate::sys::clock;
 
 /// Counter keys outlive their window by this much, so an instance whose
 /// clock is a little behind still finds them.
@@ -317,7 +318,7 @@ impl RedisStore {
         charge: Charge,
         now_unix: u64,
         hold: Duration,
-    ) -> Result<Admitted, StoreError> {
+    ) -> Result<AdmittedReservation, StoreError> {
         let prefix = &self.settings.prefix;
         let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
         let plan = ReservePlan::new(prefix, scopes, charge, now_unix, hold);
@@ -374,7 +375,7 @@ impl RedisStore {
             }
             other => other,
         };
-        Ok(Admitted { verdict, reserved })
+        Ok(AdmittedReservation { verdict, reserved })
     }
 
     /// Settles (or with `actual` zero, releases) a Redis-held reservation.
@@ -458,11 +459,6 @@ impl RedisStore {
             }
         }
     }
-}
-
-/// Whether the redis crate can parse `url` (host, port, db number, TLS).
-pub fn check_url(url: &str) -> Result<(), RedisError> {
-    redis::IntoConnectionInfo::into_connection_info(url).map(|_| ())
 }
 
 /// Reads the password named by `redis_password_env` / `redis_password_file`.

@@ -3,7 +3,7 @@
 //! `redis-server` is not installed; `make test` installs it.
 
 use super::*;
-use crate::limits::store::{AdmitQuery, FailedAuthQuery, RateQuery};
+use crate::limits::types::{AdmitQuery, FailedAuthQuery, RateQuery};
 use std::net::{IpAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use time::macros::datetime;

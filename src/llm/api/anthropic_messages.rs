@@ -87,74 +87,17 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
     body.get("max_tokens").and_then(Value::as_u64)
 }
 
-/// The texts of a block list: `text` blocks, and the content of
-/// `tool_result` blocks (a string or text blocks), which the model reads.
-fn for_each_block_part<'a>(blocks: &'a [Value], f: &mut impl FnMut(Part<'a>)) {
-    for block in blocks {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => match block.get("text").and_then(Value::as_str) {
-                Some(t) => f(Part::Text(t)),
-                None => f(Part::Other),
-            },
-            Some("tool_result") => match block.get("content") {
-                Some(Value::String(s)) => f(Part::Text(s)),
-                Some(Value::Array(inner)) => for_each_block_part(inner, f),
-                _ => {}
-            },
-            _ => f(Part::Other),
-        }
-    }
-}
-
-fn for_each_content_part<'a>(content: Option<&'a Value>, f: &mut impl FnMut(Part<'a>)) {
-    match content {
-        Some(Value::String(s)) => f(Part::Text(s)),
-        Some(Value::Array(blocks)) => for_each_block_part(blocks, f),
-        _ => {}
-    }
-}
+/// Every field whose text reaches the model: the system prompt, every
+/// block of every message (text, `tool_use` input, `tool_result` content,
+/// thinking) and the tool definitions.
+const MODEL_TEXT_FIELDS: &[&str] = &["system", "messages", "tools"];
 
 pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    for_each_content_part(body.get("system"), f);
-    for msg in body
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for_each_content_part(msg.get("content"), f);
-    }
-}
-
-fn map_block_texts(blocks: &mut [Value], apply: &mut impl FnMut(&mut String)) {
-    for block in blocks {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                if let Some(Value::String(s)) = block.get_mut("text") {
-                    apply(s);
-                }
-            }
-            Some("tool_result") => map_content_texts(block.get_mut("content"), apply),
-            _ => {}
-        }
-    }
-}
-
-fn map_content_texts(content: Option<&mut Value>, apply: &mut impl FnMut(&mut String)) {
-    match content {
-        Some(Value::String(s)) => apply(s),
-        Some(Value::Array(blocks)) => map_block_texts(blocks, apply),
-        _ => {}
-    }
+    super::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
 }
 
 pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    map_content_texts(body.get_mut("system"), apply);
-    if let Some(Value::Array(messages)) = body.get_mut("messages") {
-        for msg in messages.iter_mut() {
-            map_content_texts(msg.get_mut("content"), apply);
-        }
-    }
+    super::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
 }
 
 /// `max_tokens` is required, so capping it is the whole rewrite: usage is

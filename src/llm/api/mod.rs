@@ -70,24 +70,26 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 /// Every reply is primed with `<|start|>assistant<|message|>`.
 const REPLY_PRIMING_TOKENS: u64 = 3;
 
-impl LlmApi {
-    /// The name used in the config, the ledger's `api` column and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            LlmApi::OpenaiChat => "openai_chat",
-            LlmApi::OpenaiResponses => "openai_responses",
-            LlmApi::OpenaiEmbeddings => "openai_embeddings",
-            LlmApi::AnthropicMessages => "anthropic_messages",
-        }
-    }
-
-    /// Whether the API generates output (embeddings do not).
-    pub fn has_output(self) -> bool {
-        self != LlmApi::OpenaiEmbeddings
-    }
-
+/// What each API's wire format tells about usage, and how a cut-off
+/// stream ends in it. A trait (not an inherent impl) because `LlmApi` is
+/// the config's plain enum: its behaviour lives here, with the APIs.
+pub trait Dialect {
     /// Usage of a whole JSON answer (`None` when it reports none).
-    pub fn response_usage(self, response: &Value) -> Option<Usage> {
+    fn response_usage(self, response: &Value) -> Option<Usage>;
+    /// Tokens of the text generated in a whole JSON answer, for billing an
+    /// estimate when it reports no usage.
+    fn response_text_tokens(self, response: &Value) -> u64;
+    /// Folds one SSE event's `data` into the stream's tally (see the impl).
+    fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool;
+    /// Folds one SSE event (its `data`, parsed) into the stream's tally.
+    fn on_stream_event(self, event: &Value, tally: &mut StreamTally);
+    /// The events that end a stream the gateway cut off at the output cap.
+    fn cut_off_tail(self, model: &str, output_tokens: u64) -> Vec<u8>;
+}
+
+impl Dialect for LlmApi {
+    /// Usage of a whole JSON answer (`None` when it reports none).
+    fn response_usage(self, response: &Value) -> Option<Usage> {
         match self {
             LlmApi::OpenaiChat => openai_chat::response_usage(response),
             LlmApi::OpenaiResponses => openai_responses::response_usage(response),
@@ -98,7 +100,7 @@ impl LlmApi {
 
     /// Tokens of the text generated in a whole JSON answer, for billing an
     /// estimate when it reports no usage.
-    pub fn response_text_tokens(self, response: &Value) -> u64 {
+    fn response_text_tokens(self, response: &Value) -> u64 {
         let mut total = 0u64;
         let mut add = |t: &str| total = total.saturating_add(tokens::count_text(t));
         match self {
@@ -117,7 +119,7 @@ impl LlmApi {
     /// False leaves the event to [`Self::on_stream_event`]: events carrying
     /// usage (one or two per stream) and any shape the view does not
     /// expect, so both paths agree on every input.
-    pub fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool {
+    fn on_stream_data(self, data: &[u8], tally: &mut StreamTally) -> bool {
         match self {
             LlmApi::OpenaiChat | LlmApi::OpenaiEmbeddings => {
                 openai_chat::on_stream_data(data, tally)
@@ -128,7 +130,7 @@ impl LlmApi {
     }
 
     /// Folds one SSE event (its `data`, parsed) into the stream's tally.
-    pub fn on_stream_event(self, event: &Value, tally: &mut StreamTally) {
+    fn on_stream_event(self, event: &Value, tally: &mut StreamTally) {
         match self {
             LlmApi::OpenaiChat => openai_chat::on_stream_event(event, tally),
             LlmApi::OpenaiResponses => openai_responses::on_stream_event(event, tally),
@@ -140,7 +142,7 @@ impl LlmApi {
 
     /// The events that end a stream the gateway cut off at the output cap,
     /// in the API's own format, so clients see a clean "length" finish.
-    pub fn cut_off_tail(self, model: &str, output_tokens: u64) -> Vec<u8> {
+    fn cut_off_tail(self, model: &str, output_tokens: u64) -> Vec<u8> {
         match self {
             LlmApi::OpenaiChat | LlmApi::OpenaiEmbeddings => {
                 openai_chat::cut_off_tail(model, output_tokens)
@@ -225,11 +227,15 @@ impl LlmRequest {
         }
         let cap = model_cap.max(1);
         let per_choice = self.requested_output_cap().map_or(cap, |r| r.min(cap));
-        let choices = match self.api {
+        per_choice.saturating_mul(self.choices())
+    }
+
+    /// Answers asked for (chat's `n`; 1 for the other APIs).
+    pub fn choices(&self) -> u64 {
+        match self.api {
             LlmApi::OpenaiChat => openai_chat::choices(&self.body),
             _ => 1,
-        };
-        per_choice.saturating_mul(choices)
+        }
     }
 
     /// Visits every piece of input the model will read, in order.
@@ -346,6 +352,147 @@ fn validate_model_and_stream(body: &Map<String, Value>) -> Result<(), RequestErr
     Ok(())
 }
 
+/// Keys whose string values are identifiers or opaque data, not language
+/// the model reads: left out of guards and estimates, and never rewritten
+/// (redacting a tool-call id or a signature would break the request).
+const NOT_TEXT_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "call_id",
+    "tool_call_id",
+    "tool_use_id",
+    "role",
+    "name",
+    "status",
+    "signature",
+    "encrypted_content",
+    "cache_control",
+    "media_type",
+    "url",
+    "file_id",
+    "detail",
+];
+
+/// Part types that are not text (images, audio, files, ...): counted with
+/// a flat estimate, their fields (often base64 data) not read as text.
+const NON_TEXT_TYPES: &[&str] = &[
+    "image_url",
+    "input_image",
+    "image",
+    "input_audio",
+    "audio",
+    "file",
+    "input_file",
+    "document",
+    // Signed by the provider (an edit breaks the signature) and stripped
+    // from earlier turns' context: not input text.
+    "thinking",
+    "redacted_thinking",
+];
+
+/// Keys whose value is free-form JSON the model reads whole, object keys
+/// included: tool parameter schemas, structured-output schemas, tool-call
+/// arguments given as objects, prompt-template variables.
+const FREE_FORM_KEYS: &[&str] = &[
+    "parameters",
+    "input_schema",
+    "schema",
+    "input",
+    "arguments",
+    "variables",
+];
+
+fn non_text_part(map: &Map<String, Value>) -> bool {
+    map.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| NON_TEXT_TYPES.contains(&t))
+}
+
+/// Visits every text of a request subtree the model reads: every string
+/// value except identifiers ([`NOT_TEXT_KEYS`]), in every field, so a text
+/// in a field the gateway does not model (tool descriptions, tool-call
+/// arguments, refusals, schemas, predictions) is guarded like `content`.
+fn walk<'a>(value: &'a Value, free_form: bool, f: &mut impl FnMut(Part<'a>)) {
+    match value {
+        Value::String(s) => f(Part::Text(s)),
+        Value::Array(items) => items.iter().for_each(|v| walk(v, free_form, f)),
+        Value::Object(map) if free_form => {
+            for (key, child) in map {
+                f(Part::Text(key));
+                walk(child, true, f);
+            }
+        }
+        Value::Object(map) if non_text_part(map) => f(Part::Other),
+        Value::Object(map) => {
+            for (key, child) in map {
+                if !NOT_TEXT_KEYS.contains(&key.as_str()) {
+                    walk(child, FREE_FORM_KEYS.contains(&key.as_str()), f);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rewrites the texts [`walk`] visits (object keys of free-form JSON
+/// included).
+fn walk_mut(value: &mut Value, free_form: bool, apply: &mut impl FnMut(&mut String)) {
+    match value {
+        Value::String(s) => apply(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| walk_mut(v, free_form, apply)),
+        Value::Object(map) if free_form => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                let mut new_key = key.clone();
+                apply(&mut new_key);
+                if new_key != key {
+                    if let Some(child) = map.remove(&key) {
+                        map.insert(new_key, child);
+                    }
+                }
+            }
+            map.values_mut().for_each(|v| walk_mut(v, true, apply));
+        }
+        Value::Object(map) if non_text_part(map) => {}
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if !NOT_TEXT_KEYS.contains(&key.as_str()) {
+                    walk_mut(child, FREE_FORM_KEYS.contains(&key.as_str()), apply);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// [`walk`] over the named top-level fields of a body.
+pub(crate) fn for_each_text_of<'a>(
+    body: &'a Map<String, Value>,
+    keys: &[&str],
+    f: &mut impl FnMut(Part<'a>),
+) {
+    for key in keys {
+        // Top-level fields are structure (Responses' `input` is a list of
+        // items), not free-form JSON.
+        if let Some(v) = body.get(*key) {
+            walk(v, false, f);
+        }
+    }
+}
+
+/// [`walk_mut`] over the named top-level fields of a body.
+pub(crate) fn map_texts_of(
+    body: &mut Map<String, Value>,
+    keys: &[&str],
+    apply: &mut impl FnMut(&mut String),
+) {
+    for key in keys {
+        if let Some(v) = body.get_mut(*key) {
+            walk_mut(v, false, apply);
+        }
+    }
+}
+
 /// A positive integer field, when present.
 pub(crate) fn validate_positive(body: &Map<String, Value>, key: &str) -> Result<(), RequestError> {
     match body.get(key) {
@@ -444,6 +591,66 @@ mod tests {
             json!({"model": "m", "input": "Hello, world!"}),
         );
         assert_eq!(e.prompt_tokens_bound(), 13);
+    }
+
+    #[test]
+    fn every_text_the_model_reads_is_visited_and_no_identifier() {
+        let r = parse(
+            LlmApi::OpenaiChat,
+            json!({"model": "m",
+                "messages": [
+                    {"role": "user", "name": "u1", "content": "t-content"},
+                    {"role": "assistant", "content": [{"type": "refusal", "refusal": "t-refusal"}],
+                     "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "lookup", "arguments": "t-args"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "t-tool"},
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:t-image"}}]}
+                ],
+                "tools": [{"type": "function", "function": {"name": "lookup", "description": "t-desc",
+                    "parameters": {"type": "object", "properties": {"t-key": {"description": "t-pdesc"}}}}}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "n", "description": "t-rf"}},
+                "prediction": {"type": "content", "content": "t-pred"},
+                "user": "t-not-model-input"}),
+        );
+        let mut seen = Vec::new();
+        r.for_each_text(|t| seen.push(t.to_string()));
+        for t in [
+            "t-content",
+            "t-refusal",
+            "t-args",
+            "t-tool",
+            "t-desc",
+            "t-key",
+            "t-pdesc",
+            "t-rf",
+            "t-pred",
+        ] {
+            assert!(seen.iter().any(|s| s == t), "{t} not visited: {seen:?}");
+        }
+        for t in [
+            "u1",
+            "call_1",
+            "lookup",
+            "function",
+            "data:t-image",
+            "t-not-model-input",
+            "user",
+        ] {
+            assert!(!seen.iter().any(|s| s == t), "{t} visited: {seen:?}");
+        }
+        // Redaction reaches the same texts, object keys of schemas included.
+        let mut r = r;
+        let changed = r.map_texts(|t| t.starts_with("t-").then(|| "X".to_string()));
+        assert_eq!(changed, seen.iter().filter(|s| s.starts_with("t-")).count());
+        let sent = String::from_utf8(r.to_vec()).unwrap_or_default();
+        assert!(
+            !sent.contains("t-key") && !sent.contains("t-args"),
+            "{sent}"
+        );
+        assert!(
+            sent.contains("call_1") && sent.contains("t-not-model-input"),
+            "{sent}"
+        );
     }
 
     #[test]

@@ -49,44 +49,23 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
 }
 
-fn is_text_part(part: &Value) -> bool {
-    part.get("type").and_then(Value::as_str) == Some("text")
-}
+/// Every field whose text reaches the model: messages (content, refusals,
+/// tool-call arguments), tool and function definitions, the structured
+/// output schema and the predicted output.
+const MODEL_TEXT_FIELDS: &[&str] = &[
+    "messages",
+    "tools",
+    "functions",
+    "response_format",
+    "prediction",
+];
 
 pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    for msg in messages(body) {
-        match msg.get("content") {
-            Some(Value::String(s)) => f(Part::Text(s)),
-            Some(Value::Array(parts)) => {
-                for part in parts {
-                    match part.get("text").and_then(Value::as_str) {
-                        Some(t) if is_text_part(part) => f(Part::Text(t)),
-                        _ => f(Part::Other),
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    super::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
 }
 
 pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    let Some(Value::Array(messages)) = body.get_mut("messages") else {
-        return;
-    };
-    for msg in messages.iter_mut() {
-        match msg.get_mut("content") {
-            Some(Value::String(s)) => apply(s),
-            Some(Value::Array(parts)) => {
-                for part in parts.iter_mut().filter(|p| is_text_part(p)) {
-                    if let Some(Value::String(s)) = part.get_mut("text") {
-                        apply(s);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    super::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
 }
 
 /// Caps both limits at the model's; sets `max_tokens` when neither is

@@ -73,81 +73,17 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
     body.get("max_output_tokens").and_then(Value::as_u64)
 }
 
-pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    if let Some(t) = body.get("instructions").and_then(Value::as_str) {
-        f(Part::Text(t));
-    }
-    match body.get("input") {
-        Some(Value::String(s)) => f(Part::Text(s)),
-        Some(Value::Array(items)) => {
-            for item in items {
-                for_each_item_part(item, f);
-            }
-        }
-        _ => {}
-    }
-}
+/// Every field whose text reaches the model: instructions, every input
+/// item (messages, tool calls and outputs, reasoning summaries), tool
+/// definitions, the structured-output format and prompt variables.
+const MODEL_TEXT_FIELDS: &[&str] = &["instructions", "input", "tools", "text", "prompt"];
 
-fn for_each_item_part<'a>(item: &'a Value, f: &mut impl FnMut(Part<'a>)) {
-    match item.get("content") {
-        Some(Value::String(s)) => return f(Part::Text(s)),
-        Some(Value::Array(parts)) => {
-            for part in parts {
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-                match part.get("text").and_then(Value::as_str) {
-                    Some(t) if TEXT_PARTS.contains(&kind) => f(Part::Text(t)),
-                    _ => f(Part::Other),
-                }
-            }
-            return;
-        }
-        _ => {}
-    }
-    // Tool round trips: the model reads the output and its own arguments.
-    for key in ["output", "arguments"] {
-        if let Some(t) = item.get(key).and_then(Value::as_str) {
-            f(Part::Text(t));
-        }
-    }
+pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
+    super::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
 }
 
 pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    if let Some(Value::String(s)) = body.get_mut("instructions") {
-        apply(s);
-    }
-    match body.get_mut("input") {
-        Some(Value::String(s)) => apply(s),
-        Some(Value::Array(items)) => {
-            for item in items.iter_mut() {
-                map_item_texts(item, apply);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn map_item_texts(item: &mut Value, apply: &mut impl FnMut(&mut String)) {
-    match item.get_mut("content") {
-        Some(Value::String(s)) => return apply(s),
-        Some(Value::Array(parts)) => {
-            for part in parts.iter_mut() {
-                let is_text = part
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| TEXT_PARTS.contains(&k));
-                if let (true, Some(Value::String(s))) = (is_text, part.get_mut("text")) {
-                    apply(s);
-                }
-            }
-            return;
-        }
-        _ => {}
-    }
-    for key in ["output", "arguments"] {
-        if let Some(Value::String(s)) = item.get_mut(key) {
-            apply(s);
-        }
-    }
+    super::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
 }
 
 /// Usage is always reported (JSON and `response.completed`): only the

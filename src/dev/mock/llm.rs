@@ -165,7 +165,8 @@ pub(super) fn request_target(session: &ServerSession) -> String {
 
 /// Upstream misbehaviour beyond tokens, for the hostile-upstream tests:
 /// - `x-mock-json-bytes: N` a 200 JSON answer of N bytes (sent in 64 KiB
-///   pieces, never held whole);
+///   pieces, never held whole); with `x-mock-json-usage: M` it ends with a
+///   usage object reporting M completion tokens;
 /// - `x-mock-endless-event: 1` an SSE answer whose one event never ends;
 /// - `x-mock-headers: N` N extra response headers on an empty JSON answer.
 ///
@@ -174,9 +175,18 @@ pub(super) async fn misbehave(session: &mut ServerSession) -> pingora::Result<bo
     const PIECE: usize = 64 * 1024;
     if let Some(total) = header_u64(session, "x-mock-json-bytes") {
         let total = total.max(16) as usize;
+        // `x-mock-json-usage: N`: the answer ends with a usage object
+        // reporting N completion tokens (after the N bytes of padding).
+        let end = match header_u64(session, "x-mock-json-usage") {
+            Some(n) => format!(
+                "\",\"usage\":{{\"prompt_tokens\":5,\"completion_tokens\":{n},\"total_tokens\":{}}}}}",
+                n + 5
+            ),
+            None => "\"}".to_string(),
+        };
         let mut header = ResponseHeader::build(200, Some(3))?;
         header.insert_header("content-type", "application/json")?;
-        header.insert_header("content-length", total.to_string())?;
+        header.insert_header("content-length", (total - 2 + end.len()).to_string())?;
         session.write_response_header(Box::new(header)).await?;
         // {"pad":"xxxx...x"}: 10 bytes of frame around the padding.
         session
@@ -190,7 +200,7 @@ pub(super) async fn misbehave(session: &mut ServerSession) -> pingora::Result<bo
             left -= n;
         }
         session
-            .write_response_body(Bytes::from_static(b"\"}"), true)
+            .write_response_body(Bytes::from(end.into_bytes()), true)
             .await?;
         return Ok(true);
     }

@@ -7,7 +7,8 @@
 //! when the map sorted them; an LLM call's fields are absent (not null) on
 //! other lines.
 
-use crate::ctx::LlmSummary;
+use crate::config::schema::LlmApi;
+use crate::llm::account::LlmSummary;
 use crate::llm::pricing::usd_string;
 use serde::{Serialize, Serializer};
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Serialize)]
 pub struct AccessLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub api: Option<&'static str>,
+    pub api: Option<LlmApi>,
     pub bytes_sent: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
@@ -201,7 +202,7 @@ mod tests {
         let mut llm = LlmSummary {
             model: "gpt-4o-mini".into(),
             served_model: Some("support-fast".into()),
-            api: "openai-chat",
+            api: LlmApi::OpenaiChat,
             prompt_tokens: 142,
             completion_tokens: 58,
             cached_tokens: 0,

@@ -9,6 +9,8 @@
 //! 100,000 keys with glibc, `benches/config_scale.sh`).
 
 /// Best effort on whichever allocator is in use; never fails.
+// The allocators' own C entry points: no safe wrapper exists for them.
+#[allow(unsafe_code)]
 pub fn release_freed_memory() {
     #[cfg(feature = "jemalloc")]
     purge_jemalloc();
@@ -23,6 +25,7 @@ pub fn release_freed_memory() {
 /// `arena.<MALLCTL_ARENAS_ALL>.purge`: returns the dirty pages of every
 /// arena to the OS now rather than after the decay period.
 #[cfg(feature = "jemalloc")]
+#[allow(unsafe_code)]
 fn purge_jemalloc() {
     const PURGE_ALL_ARENAS: &[u8] = b"arena.4096.purge\0";
     // SAFETY: a NUL-terminated name; "purge" takes and returns no value, so

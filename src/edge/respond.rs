@@ -3,10 +3,10 @@
 //! its SDKs raise the right exception), with `X-Request-Id`, rate-limit
 //! headers and whatever headers the refusal itself carries.
 
-use crate::config::schema::{LlmApi, RouteKind};
+use crate::config::schema::LlmApi;
 use crate::ctx::RequestCtx;
+use crate::edge::headers::decorate_response;
 use crate::error::GatewayError;
-use crate::headers::decorate_response;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -54,9 +54,7 @@ fn anthropic_error_type(status: u16) -> &'static str {
 
 /// The API of the matched route, when it is an LLM route.
 fn route_api(ctx: &RequestCtx) -> Option<LlmApi> {
-    ctx.route()
-        .filter(|r| r.kind == RouteKind::Llm)
-        .map(|r| r.api)
+    ctx.route().and_then(|r| r.llm_api())
 }
 
 pub async fn send_error(

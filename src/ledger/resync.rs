@@ -18,7 +18,7 @@
 //! and the next pass picks up anything still missing.
 
 use crate::ledger::LedgerError;
-use crate::limits::store::{SpendInWindows, StoreError};
+use crate::limits::types::{SpendInWindows, StoreError};
 use crate::limits::window::now_unix;
 use crate::state::GatewayState;
 use async_trait::async_trait;

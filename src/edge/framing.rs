@@ -35,6 +35,21 @@ pub fn check(
         });
     }
 
+    // `Connection: content-length` would have a proxy drop the framing
+    // header as hop-by-hop and forward the body unframed (or drop it).
+    for value in req.headers.get_all(http::header::CONNECTION) {
+        let listed = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+        if let Some(name) = listed
+            .split(',')
+            .map(|t| crate::edge::headers::fold_name(t.trim()).into_owned())
+            .find(|t| ["content-length", "transfer-encoding", "host"].contains(&t.as_str()))
+        {
+            return Err(GatewayError::BadRequest(format!(
+                "Connection may not name {name}"
+            )));
+        }
+    }
+
     let te: Vec<_> = req
         .headers
         .get_all(http::header::TRANSFER_ENCODING)
@@ -122,6 +137,10 @@ mod tests {
                 ("transfer-encoding", "chunked"),
                 ("transfer-encoding", "chunked"),
             ],
+            vec![("connection", "close, Content-Length")],
+            vec![("connection", "transfer-encoding")],
+            vec![("connection", "keep-alive"), ("connection", "HOST")],
+            vec![("connection", "content_length")],
         ];
         for headers in bad {
             let e = check(&req("/", &headers), &s, || None).unwrap_err();
@@ -134,6 +153,12 @@ mod tests {
         )
         .is_ok());
         assert!(check(&req("/", &[("transfer-encoding", "Chunked")]), &s, || None).is_ok());
+        assert!(check(
+            &req("/", &[("connection", "keep-alive, x-foo")]),
+            &s,
+            || None
+        )
+        .is_ok());
     }
 
     #[test]

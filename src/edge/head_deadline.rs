@@ -19,10 +19,10 @@
 //!   one client address may hold `SLOW_CONNECTIONS_PER_IP` of them at most.
 //! - HTTP/2 (ALPN h2 on TLS) is left to Pingora: heads travel in frames.
 
-use crate::conn_limit::{peer_ip, ConnectionLimiter};
+use crate::edge::conn_limit::{peer_ip, ConnectionLimiter};
+use crate::edge::head_scan::{HeadLimits, HeadScanner, Scan};
+use crate::edge::rewind::rewind;
 use crate::error::GatewayError;
-use crate::head_scan::{HeadLimits, HeadScanner, Scan};
-use crate::rewind::rewind;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
@@ -211,9 +211,9 @@ impl Default for HeadGuard {
 
 /// Answers `err` (where the client can still read it) and closes.
 async fn refuse(stream: &mut Stream, err: &GatewayError) {
-    crate::metrics::inc(&crate::metrics::REJECTIONS, &[err.code()]);
+    crate::observe::metrics::inc(&crate::observe::metrics::REJECTIONS, &[err.code()]);
     tracing::debug!(code = err.code(), "request head refused");
-    let answer = crate::respond::raw_error_response(err);
+    let answer = crate::edge::respond::raw_error_response(err);
     let write = async {
         stream.write_all(&answer).await?;
         stream.flush().await

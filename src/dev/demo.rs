@@ -2,7 +2,7 @@
 //! conf/demo.yaml, and curl commands to paste.
 
 use crate::cli::CliError;
-use crate::mock::MockBackend;
+use crate::dev::mock::MockBackend;
 use pingora::services::listening::Service;
 use std::path::Path;
 

@@ -3,6 +3,7 @@
 //! bounded; when it is full, lines are dropped and counted rather than
 //! letting memory grow under a flood.
 
+use crate::config::schema::LogTarget;
 use serde::Serialize;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -37,12 +38,12 @@ enum Target {
 }
 
 impl Target {
-    fn parse(target: &str) -> Option<Target> {
+    fn of(target: &LogTarget) -> Option<Target> {
         match target {
-            "off" => None,
-            "stdout" => Some(Target::Stdout),
-            "stderr" => Some(Target::Stderr),
-            path => Some(Target::File(path.to_string())),
+            LogTarget::Off => None,
+            LogTarget::Stdout => Some(Target::Stdout),
+            LogTarget::Stderr => Some(Target::Stderr),
+            LogTarget::File(path) => Some(Target::File(path.clone())),
         }
     }
 
@@ -90,13 +91,12 @@ impl Output {
 }
 
 impl LogSink {
-    /// `access` and `audit` are "stdout", "stderr", "off" or a file path.
-    pub fn start(access: &str, audit: &str) -> io::Result<LogSink> {
-        let access_out = Output::start(Target::parse(access))?;
+    pub fn start(access: &LogTarget, audit: &LogTarget) -> io::Result<LogSink> {
+        let access_out = Output::start(Target::of(access))?;
         let audit_out = if audit == access {
             None
         } else {
-            Output::start(Target::parse(audit))?
+            Output::start(Target::of(audit))?
         };
         let shared = audit == access;
         let (tx, rx) = sync_channel(QUEUE);
@@ -109,8 +109,8 @@ impl LogSink {
             tx,
             reopen,
             dropped: AtomicU64::new(0),
-            access_on: access != "off",
-            audit_on: audit != "off",
+            access_on: *access != LogTarget::Off,
+            audit_on: *audit != LogTarget::Off,
         })
     }
 

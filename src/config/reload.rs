@@ -2,8 +2,10 @@
 //! the request path, then swap the snapshot atomically. On failure the old
 //! snapshot keeps serving. Triggered by SIGHUP or `POST /admin/reload`.
 
-use crate::config::{self, Config, ConfigError};
-use crate::metrics;
+use crate::config::load;
+use crate::config::problems::ConfigError;
+use crate::config::schema::Config;
+use crate::observe::metrics;
 use crate::state::GatewayState;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -27,9 +29,10 @@ pub struct Reloaded {
 /// values (Pingora cannot add listeners to a running server); the operator
 /// is told instead of the change silently doing nothing.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    // Structural comparison through JSON: the config types need no PartialEq.
-    fn differ<T: serde::Serialize>(a: &T, b: &T) -> bool {
-        serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+    // Compared as values (not through their serialisation, which
+    // redacts secrets such as `store.redis_url`).
+    fn differ<T: PartialEq>(a: &T, b: &T) -> bool {
+        a != b
     }
     let (o, n) = (&old.server, &new.server);
     let checks = [
@@ -78,14 +81,14 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<Reloaded, ConfigError> 
     let result = tokio::task::spawn_blocking(move || {
         let previous = worker_state.snapshot.load_full();
         let generation = previous.generation + 1;
-        config::load_snapshot_with_previous(&worker_state.config_path, generation, Some(&previous))
+        load::load_snapshot_with_previous(&worker_state.config_path, generation, Some(&previous))
     })
     .await;
     let compiled = match result {
         Ok(r) => r,
         Err(join) => Err(ConfigError {
             file: state.config_path.display().to_string(),
-            problems: vec![config::ConfigProblem {
+            problems: vec![crate::config::problems::ConfigProblem {
                 line: 1,
                 column: 1,
                 path: String::new(),
@@ -115,7 +118,7 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<Reloaded, ConfigError> 
             state.snapshot.store(Arc::new(snapshot));
             // The parse's transient memory (and the old snapshot, unless a
             // request still holds it) is free now: hand it back.
-            let _ = tokio::task::spawn_blocking(crate::heap::release_freed_memory).await;
+            let _ = tokio::task::spawn_blocking(crate::sys::heap::release_freed_memory).await;
             metrics::inc(&metrics::CONFIG_RELOADS, &["ok"]);
             if let Some(g) = metrics::CONFIG_GENERATION.as_ref() {
                 g.set(generation as i64);

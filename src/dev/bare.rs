@@ -12,7 +12,7 @@
 
 use crate::auth::Identity;
 use crate::ctx::RequestCtx;
-use crate::headers;
+use crate::edge::headers;
 use crate::limits::rate::RateDecision;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -32,8 +32,10 @@ struct BareProxy {
 
 /// The context of an admitted plain request, as tollgate fills it for the
 /// bench key (benches/load_setup.py), with ids of the real lengths.
-fn contract_ctx() -> RequestCtx {
-    let mut ctx = RequestCtx::new();
+fn contract_ctx() -> Result<RequestCtx, crate::config::problems::ConfigError> {
+    // The bare hop reads nothing from the config its context carries.
+    let snapshot = crate::config::load::empty_snapshot()?;
+    let mut ctx = RequestCtx::new(Arc::new(snapshot));
     ctx.identity = Some(Arc::new(Identity {
         user: "agent-bench".into(),
         tenant: "acme".into(),
@@ -42,9 +44,10 @@ fn contract_ctx() -> RequestCtx {
     }));
     let template = RequestHeader::build("GET", b"/", None);
     if let Ok(req) = template {
-        ctx.request_id = crate::trace::request_id(&req);
-        ctx.traceparent = crate::trace::traceparent(&req);
+        ctx.request_id = crate::observe::trace::request_id(&req);
+        ctx.traceparent = crate::observe::trace::traceparent(&req);
     }
+    ctx.upstream_uri = Some(http::Uri::from_static("/"));
     ctx.rate = Some(RateDecision {
         policy: "default".into(),
         limit: 100_000_000,
@@ -52,7 +55,7 @@ fn contract_ctx() -> RequestCtx {
         reset_secs: 42,
         allowed: true,
     });
-    ctx
+    Ok(ctx)
 }
 
 #[async_trait]
@@ -77,8 +80,14 @@ impl ProxyHttp for BareProxy {
         let Some(ctx) = &self.contract else {
             return Ok(());
         };
-        let client_ip = crate::proxy::client_ip(session);
-        headers::prepare_upstream_request(upstream_request, ctx, &[], client_ip, false)
+        let client_ip = crate::edge::client::client_ip(session);
+        // The hop forwards the client's target as it came; the placeholder
+        // normalised target is set (a `Uri` clone, as tollgate pays) and
+        // the client's put back.
+        let target = upstream_request.uri.clone();
+        headers::prepare_upstream_request(upstream_request, ctx, &[], client_ip, false)?;
+        upstream_request.set_uri(target);
+        Ok(())
     }
 
     async fn response_filter(
@@ -109,15 +118,14 @@ pub fn run(
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
+    let contract = match contract_headers {
+        true => Some(contract_ctx()?),
+        false => None,
+    };
     let mut server = pingora::server::Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        BareProxy {
-            upstream,
-            contract: contract_headers.then(contract_ctx),
-        },
-    );
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, BareProxy { upstream, contract });
     proxy.add_tcp(listen);
     server.add_service(proxy);
     server.run_forever()

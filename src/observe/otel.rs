@@ -12,9 +12,9 @@
 //! spans that find the queue full or whose export fails are counted in
 //! `tollgate_otlp_spans_dropped_total`.
 
-use crate::config::schema::OtlpConfig;
+use crate::config::schema::{LlmApi, OtlpConfig};
 use crate::ctx::{RequestCtx, UpstreamAttempt};
-use crate::metrics;
+use crate::observe::metrics;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _,
@@ -191,17 +191,14 @@ fn request_attributes(request: &RequestSpan<'_>) -> Vec<KeyValue> {
         KeyValue::new("tollgate.request_id", ctx.request_id.clone()),
     ];
     // The route's path template, as the config wrote it.
-    let template = ctx
-        .route()
-        .zip(ctx.snapshot.as_ref())
-        .and_then(|(route, snapshot)| {
-            snapshot
-                .config
-                .routes
-                .iter()
-                .find(|r| r.name == route.name)
-                .map(|r| r.path.clone())
-        });
+    let template = ctx.route().and_then(|route| {
+        ctx.snapshot
+            .config
+            .routes
+            .iter()
+            .find(|r| r.name == route.name)
+            .map(|r| r.path.clone())
+    });
     if let Some(template) = template {
         attributes.push(KeyValue::new("http.route", template));
     }
@@ -215,7 +212,7 @@ fn request_attributes(request: &RequestSpan<'_>) -> Vec<KeyValue> {
     if let Some(llm) = &ctx.llm_summary {
         // GenAI semantic conventions.
         // The semantic conventions name two operations our APIs perform.
-        let operation = if llm.api == "openai_embeddings" {
+        let operation = if llm.api == LlmApi::OpenaiEmbeddings {
             "embeddings"
         } else {
             "chat"
@@ -248,7 +245,7 @@ fn ids(traceparent: &str) -> Option<(TraceId, SpanId)> {
 
 /// The remote parent of a valid incoming `traceparent`.
 pub fn remote_parent(header: Option<&str>) -> Option<SpanContext> {
-    let (trace_id, parent_id, flags) = crate::trace::parse_traceparent(header?)?;
+    let (trace_id, parent_id, flags) = crate::observe::trace::parse_traceparent(header?)?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
     Some(SpanContext::new(
         TraceId::from_hex(trace_id).ok()?,

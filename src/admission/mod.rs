@@ -4,14 +4,16 @@
 //! as the per-request hot path.
 
 use crate::auth::{AuthFailure, Identity};
-use crate::config::schema::RouteKind;
 use crate::config::snapshot::Route;
-use crate::config::Snapshot;
+use crate::config::snapshot::Snapshot;
 use crate::ctx::RequestCtx;
+use crate::edge::framing;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
-use crate::limits::store::{AdmitQuery, AdmitVerdict, FailedAuthQuery, RateQuery, Store};
-use crate::{authz, clock, framing, router};
+use crate::limits::store::Store;
+use crate::limits::types::{AdmitQuery, AdmitVerdict, FailedAuthQuery, RateQuery};
+use crate::sys::clock;
+use crate::{authz, router};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -31,12 +33,24 @@ pub enum AuditEvent {
     AuthBlocked,
 }
 
+/// What admission decided for a request it let through.
+#[derive(Debug)]
+#[must_use]
+pub enum Admitted {
+    /// Every question was asked and answered: serve the request.
+    Done,
+    /// An LLM call in redis mode: its store question (lockout and request
+    /// rate) rides on the call's reservation, one round trip for both.
+    Pending(Question),
+}
+
 /// An admitted LLM call's store question, left for its reservation to ask
-/// in the same round trip (redis mode; see [`admit`]).
+/// (see [`admit`]). Consumed by [`Question::query`] + [`Question::judge`]
+/// with the reservation, or on its own by [`Question::ask`].
 #[derive(Debug, Clone, Copy)]
-pub struct Deferred {
-    pub failed_auth: Option<FailedAuthQuery>,
-    /// `auth.failed_auth_per_ip_per_minute` when the question was deferred.
+pub struct Question {
+    failed_auth: Option<FailedAuthQuery>,
+    /// `auth.failed_auth_per_ip_per_minute` when the question was left.
     stuffing_limit: Option<u32>,
 }
 
@@ -56,22 +70,19 @@ impl From<GatewayError> for Refusal {
 /// whatever its credentials were, so a guessed key still cannot be
 /// confirmed.
 ///
-/// In redis mode an authorized LLM call's question is deferred
-/// (`ctx.deferred_admission`): its reservation asks it in the same round
-/// trip (`Store::admit_and_reserve`), and a refusal before the reservation
-/// asks it first ([`ask_deferred`]), so a rate-limited or locked-out caller
-/// is still answered 429 before anything else.
+/// In redis mode an authorized LLM call's question is left pending
+/// ([`Admitted::Pending`]): its reservation asks it in the same round trip
+/// (`Store::admit_and_reserve`), and a refusal before the reservation asks
+/// it first ([`Question::ask`]), so a rate-limited or locked-out caller is
+/// still answered 429 before anything else.
 pub async fn admit(
     store: &Store,
     client_ip: Option<IpAddr>,
     req: &RequestHeader,
     raw_head: impl FnOnce() -> Option<Bytes>,
     ctx: &mut RequestCtx,
-) -> Result<(), Refusal> {
-    let snapshot = ctx
-        .snapshot
-        .clone()
-        .ok_or_else(|| GatewayError::Internal("no config snapshot".into()))?;
+) -> Result<Admitted, Refusal> {
+    let snapshot = ctx.snapshot.clone();
     framing::check(req, snapshot.server(), raw_head)?;
     let stuffing_limit = snapshot.config.auth.failed_auth_per_ip_per_minute;
     let stuffing = |record: bool| match (stuffing_limit, client_ip) {
@@ -107,10 +118,11 @@ pub async fn admit(
         }
     };
     ctx.route_index = Some(route_index);
-    ctx.upstream_path = Some(match req.uri.query() {
-        Some(q) => format!("{}?{q}", path.encoded),
-        None => path.encoded,
-    });
+    ctx.upstream_uri = Some(upstream_uri(
+        path.encoded,
+        req.uri.query(),
+        snapshot.server(),
+    )?);
     let route = &snapshot.routes[route_index];
 
     let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {
@@ -136,12 +148,11 @@ pub async fn admit(
     ctx.identity = Some(identity.clone());
 
     let authorized = authz::authorize(route, &identity, &params);
-    if authorized.is_ok() && route.kind == RouteKind::Llm && store.is_shared() {
-        ctx.deferred_admission = Some(Deferred {
+    if authorized.is_ok() && route.is_llm() && store.is_shared() {
+        return Ok(Admitted::Pending(Question {
             failed_auth: stuffing(false),
             stuffing_limit,
-        });
-        return Ok(());
+        }));
     }
     let query = AdmitQuery {
         failed_auth: stuffing(false),
@@ -156,10 +167,36 @@ pub async fn admit(
         audit: Some(AuditEvent::Denied(denial.reason())),
     })?;
     judge_rate(verdict, &identity, ctx)?;
-    if let Some(pool) = route.upstream.as_ref().and_then(|u| snapshot.pools.get(u)) {
+    if let Some(pool) = route.pool() {
         ctx.retries_left = pool.retries();
     }
-    Ok(())
+    Ok(Admitted::Done)
+}
+
+/// The normalised path (and the client's query) as the upstream target.
+/// One that cannot be represented is refused, never replaced by the raw
+/// target (fail closed); `server.max_uri_bytes` is capped so that the
+/// re-encoded path (at most 3x the raw one) always fits.
+pub fn upstream_uri(
+    encoded_path: String,
+    query: Option<&str>,
+    server: &crate::config::schema::ServerConfig,
+) -> Result<http::Uri, GatewayError> {
+    let target = match query {
+        Some(q) => format!("{encoded_path}?{q}"),
+        None => encoded_path,
+    };
+    // `http::Uri` holds at most u16::MAX - 1 bytes.
+    let too_long = target.len() >= usize::from(u16::MAX);
+    http::Uri::try_from(target).map_err(|_| {
+        if too_long {
+            GatewayError::UriTooLong {
+                limit: server.max_uri_bytes,
+            }
+        } else {
+            GatewayError::BadRequest("the normalised path is not a valid request target".into())
+        }
+    })
 }
 
 /// The request-rate side of the store question of `identity` on `route`.
@@ -177,53 +214,53 @@ pub fn rate_query<'a>(
     }
 }
 
-/// The store question of a deferred admission, for `ctx`'s caller and route.
-pub fn deferred_query<'a>(
-    deferred: &Deferred,
-    snapshot: &'a Snapshot,
-    route: &'a Route,
-    identity: &'a Identity,
-) -> AdmitQuery<'a> {
-    AdmitQuery {
-        failed_auth: deferred.failed_auth,
-        rate: Some(rate_query(snapshot, route, identity)),
+impl Question {
+    /// The store question, for `identity` on `route`.
+    pub fn query<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        route: &'a Route,
+        identity: &'a Identity,
+    ) -> AdmitQuery<'a> {
+        AdmitQuery {
+            failed_auth: self.failed_auth,
+            rate: Some(rate_query(snapshot, route, identity)),
+        }
     }
-}
 
-/// Refuses as admission would have: the lockout first, then the rate.
-pub fn judge_deferred(
-    deferred: &Deferred,
-    verdict: AdmitVerdict,
-    identity: &Identity,
-    ctx: &mut RequestCtx,
-) -> Result<(), Refusal> {
-    if let (Some(retry_after), Some(limit)) = (verdict.blocked_retry_after, deferred.stuffing_limit)
-    {
-        return Err(locked_out(retry_after, limit, ctx));
+    /// Refuses as admission would have: the lockout first, then the rate.
+    pub fn judge(
+        &self,
+        verdict: AdmitVerdict,
+        identity: &Identity,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        if let (Some(retry_after), Some(limit)) = (verdict.blocked_retry_after, self.stuffing_limit)
+        {
+            return Err(locked_out(retry_after, limit, ctx));
+        }
+        judge_rate(verdict, identity, ctx)
     }
-    judge_rate(verdict, identity, ctx)
-}
 
-/// Asks a deferred admission's question on its own, when the call is
-/// refused before its reservation: the caller learns it is over its rate
-/// (or locked out) before learning anything about its request.
-pub async fn ask_deferred(store: &Store, ctx: &mut RequestCtx) -> Result<(), Refusal> {
-    let Some(deferred) = ctx.deferred_admission.take() else {
-        return Ok(());
-    };
-    let (Some(snapshot), Some(identity)) = (ctx.snapshot.clone(), ctx.identity.clone()) else {
-        return Ok(());
-    };
-    let Some(route) = ctx.route_index.and_then(|i| snapshot.routes.get(i)) else {
-        return Ok(());
-    };
-    let query = deferred_query(&deferred, &snapshot, route, &identity);
-    let now = clock::unix_secs().max(0).unsigned_abs();
-    let verdict = store
-        .admit(&query, now)
-        .await
-        .map_err(|_| GatewayError::StoreUnavailable)?;
-    judge_deferred(&deferred, verdict, &identity, ctx)
+    /// Asks the question on its own, when the call is refused before its
+    /// reservation: the caller learns it is over its rate (or locked out)
+    /// before learning anything about its request.
+    pub async fn ask(self, store: &Store, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let snapshot = ctx.snapshot.clone();
+        let (Some(identity), Some(route)) = (ctx.identity.clone(), ctx.route_index) else {
+            return Ok(());
+        };
+        let Some(route) = snapshot.routes.get(route) else {
+            return Ok(());
+        };
+        let query = self.query(&snapshot, route, &identity);
+        let now = clock::unix_secs().max(0).unsigned_abs();
+        let verdict = store
+            .admit(&query, now)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        self.judge(verdict, &identity, ctx)
+    }
 }
 
 /// Records the rate decision (for the `RateLimit` headers) and refuses
@@ -288,4 +325,25 @@ async fn refuse_if_blocked(
         return Err(locked_out(retry_after, limit, ctx));
     }
     Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_uri;
+    use crate::config::schema::ServerConfig;
+
+    fn server() -> ServerConfig {
+        serde_yaml::from_str("listen: ['127.0.0.1:1']\nadmin_listen: '127.0.0.1:2'")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_represented_fails_closed() {
+        let s = server();
+        let ok = upstream_uri("/a/%22".into(), Some("q=1"), &s).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok, "/a/%22?q=1");
+        let huge = format!("/{}", "%22".repeat(22_000));
+        let err = upstream_uri(huge, None, &s).err().map(|e| e.code());
+        assert_eq!(err, Some("uri_too_long"));
+    }
 }

@@ -1,7 +1,6 @@
 //! Prometheus metrics (DESIGN §6). No per-user labels: cardinality must stay
 //! bounded under hostile traffic; per-user figures are in /admin/usage.
 
-use crate::config::Snapshot;
 use once_cell::sync::Lazy;
 use prometheus::{
     register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
@@ -96,6 +95,24 @@ pub fn init() {
     zero(&OTLP_SPANS_DROPPED, &["export_failed"]);
 }
 
+/// The `method` label: the standard methods by name, anything else
+/// `other`, so a client cannot mint a new series per request.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 pub fn inc(counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]) {
     if let Some(c) = counter.as_ref() {
         c.with_label_values(labels).inc();
@@ -108,26 +125,26 @@ pub fn observe(hist: &Lazy<Option<HistogramVec>>, label: &str, seconds: f64) {
     }
 }
 
-/// Publishes health and breaker state of the current snapshot's pools.
-pub fn observe_pools(snapshot: &Snapshot) {
-    let (Some(healthy), Some(open)) = (PEER_HEALTHY.as_ref(), CIRCUIT_OPEN.as_ref()) else {
-        return;
-    };
-    for (name, pool) in &snapshot.pools {
-        for (peer, is_healthy, is_open) in pool.peer_states() {
-            let peer = peer.to_string();
-            healthy
-                .with_label_values(&[name, &peer])
-                .set(i64::from(is_healthy));
-            open.with_label_values(&[name, &peer])
-                .set(i64::from(is_open));
-        }
-    }
-}
-
 pub fn render() -> Vec<u8> {
     use prometheus::Encoder;
     let mut out = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        for m in ["GET", "PATCH", "TRACE"] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap_or_default();
+            assert_eq!(method_label(&method), m);
+        }
+        for m in ["ZZRT123", "get", "PROPFIND", &"X".repeat(4000)] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap_or_default();
+            assert_eq!(method_label(&method), "other", "{m}");
+        }
+    }
 }

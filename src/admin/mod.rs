@@ -1,12 +1,16 @@
 //! The admin listener (DESIGN §5): health, readiness, metrics, and the
 //! token-protected `/admin/*` API. Never exposed publicly.
 
+pub mod ui;
+
 use crate::auth::api_key::{digest, parse_digest_hex};
+use crate::config::reload;
 use crate::limits::budget::ScopeKey;
+use crate::limits::failed_auth::FailedAuthGuard;
 use crate::limits::window::now_unix;
 use crate::llm::pricing::usd_string;
+use crate::observe::metrics;
 use crate::state::GatewayState;
-use crate::{metrics, reload};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -18,13 +22,24 @@ use subtle::ConstantTimeEq;
 
 pub struct AdminApp {
     state: Arc<GatewayState>,
+    /// Failed admin-token attempts per client IP (this listener's own
+    /// count: the admin listener is per instance).
+    failed_auth: FailedAuthGuard,
 }
 
 impl AdminApp {
     pub fn new(state: Arc<GatewayState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            failed_auth: FailedAuthGuard::new(),
+        }
     }
 }
+
+/// Failed admin-token attempts per IP per minute when
+/// `auth.failed_auth_per_ip_per_minute` is not set: the admin token is
+/// never left open to unbounded guessing.
+const DEFAULT_ADMIN_FAILED_AUTH_PER_MINUTE: u32 = 20;
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
@@ -55,8 +70,8 @@ impl AdminApp {
         let Some(expected) = snapshot
             .server()
             .admin_token_sha256
-            .as_deref()
-            .and_then(|h| parse_digest_hex(&h.to_ascii_lowercase()))
+            .as_ref()
+            .and_then(|h| parse_digest_hex(&h.expose().to_ascii_lowercase()))
         else {
             return false;
         };
@@ -91,7 +106,7 @@ impl AdminApp {
                     auth["api_keys"] =
                         serde_json::to_value(snapshot.api_keys()).unwrap_or_default();
                 }
-                redact(&mut config);
+                // Secret-bearing fields are `Secret`s: serialised as "<redacted>".
                 json_reply(
                     StatusCode::OK,
                     &json!({"generation": snapshot.generation, "config": config}),
@@ -127,7 +142,7 @@ impl AdminApp {
     /// `GET /admin/usage/report`: spend from the ledger (report.rs), read
     /// on the blocking pool so a long scan never stalls the admin listener.
     async fn report(&self, query: Option<&str>) -> Response<Vec<u8>> {
-        use crate::report::{Format, ReportError, ReportQuery};
+        use crate::ledger::report::{Format, ReportError, ReportQuery};
         let (report_query, format) = match ReportQuery::from_pairs(&query_pairs(query)) {
             Ok(q) => q,
             Err(e) => {
@@ -136,7 +151,7 @@ impl AdminApp {
         };
         let path = self.state.ledger.path().to_path_buf();
         let ran = tokio::task::spawn_blocking(move || {
-            let conn = crate::report::open_ledger(&path)?;
+            let conn = crate::ledger::report::open_ledger(&path)?;
             let report = report_query.run(&conn)?;
             match format {
                 Format::Json => Ok((
@@ -262,34 +277,6 @@ impl AdminApp {
     }
 }
 
-/// Digests, secret sources and injected header values are not shown.
-fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                let secret = key == "sha256"
-                    || key.ends_with("_sha256")
-                    || key == "secret_env"
-                    || key == "secret_file"
-                    || key == "redis_url";
-                if secret && !v.is_null() {
-                    *v = Value::String("<redacted>".into());
-                } else if key == "set_headers" {
-                    if let Value::Object(headers) = v {
-                        for h in headers.values_mut() {
-                            *h = Value::String("<redacted>".into());
-                        }
-                    }
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -311,14 +298,43 @@ impl ServeHttp for AdminApp {
                     )
                 }
             }
-            ("GET", p) if p == "/admin/ui" || p.starts_with("/admin/ui/") => crate::ui::asset(p),
+            ("GET", p) if p == "/admin/ui" || p.starts_with("/admin/ui/") => ui::asset(p),
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 metrics::render(),
             ),
             (_, p) if p.starts_with("/admin/") => {
+                let ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let limit = self
+                    .state
+                    .snapshot
+                    .load()
+                    .config
+                    .auth
+                    .failed_auth_per_ip_per_minute
+                    .unwrap_or(DEFAULT_ADMIN_FAILED_AUTH_PER_MINUTE);
+                // Checked before the token: a locked-out address learns
+                // nothing, not even whether its guess was right.
+                if let Some(retry_after) = ip.and_then(|ip| self.failed_auth.blocked(ip, limit)) {
+                    let mut resp = admin_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many failed authentication attempts from this address",
+                    );
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from(retry_after),
+                    );
+                    return resp;
+                }
                 if !self.authorized(session) {
+                    if let Some(ip) = ip {
+                        self.failed_auth.record_failure(ip);
+                    }
                     return admin_error(
                         StatusCode::UNAUTHORIZED,
                         "invalid_admin_token",
@@ -330,25 +346,5 @@ impl ServeHttp for AdminApp {
             }
             _ => admin_error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_secrets() {
-        let mut v = json!({"server": {"admin_token_sha256": "abc"},
-                           "auth": {"api_keys": [{"id": "k", "sha256": "d"}]},
-                           "upstreams": {"u": {"set_headers": {"Authorization": "Bearer x"}}}});
-        redact(&mut v);
-        assert_eq!(v["server"]["admin_token_sha256"], "<redacted>");
-        assert_eq!(v["auth"]["api_keys"][0]["sha256"], "<redacted>");
-        assert_eq!(v["auth"]["api_keys"][0]["id"], "k");
-        assert_eq!(
-            v["upstreams"]["u"]["set_headers"]["Authorization"],
-            "<redacted>"
-        );
     }
 }

@@ -2,13 +2,13 @@
 //! circuit-breaker feedback, metrics and the access log. Secrets never
 //! reach this module: it sees key ids and subjects only.
 
-use crate::access_line::{AccessLine, RequestFacts};
 use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::llm::account::CallFacts;
-use crate::metrics;
+use crate::observe::access_line::{AccessLine, RequestFacts};
+use crate::observe::metrics;
 use crate::state::GatewayState;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -22,7 +22,7 @@ fn now_rfc3339() -> String {
 }
 
 fn client_ip(session: &Session) -> String {
-    crate::proxy::client_ip(session)
+    crate::edge::client::client_ip(session)
         .map(|ip| ip.to_string())
         .unwrap_or_default()
 }
@@ -97,11 +97,7 @@ fn denial(state: &GatewayState, session: &Session, ctx: &RequestCtx, reason: &st
 pub fn upstream_answered(ctx: &mut RequestCtx, status: u16) {
     ctx.attempt_ended(Some(status));
     if let (Some(pool), Some(peer)) = (ctx.pool(), ctx.peer) {
-        if status >= 500 {
-            pool.report_failure(peer);
-        } else {
-            pool.report_success(peer);
-        }
+        pool.report_status(peer, status);
     }
 }
 
@@ -152,7 +148,7 @@ pub async fn request_done(
 ) {
     // The pool that answered: the route's, or for LLM calls the pool of
     // the model that served (after fallbacks).
-    let mut upstream = ctx.route().and_then(|r| r.upstream.clone());
+    let mut upstream = ctx.route().and_then(|r| r.upstream()).map(str::to_string);
     if let Some(call) = ctx.llm.take() {
         if let Some(model) = &call.served {
             upstream = Some(model.upstream.clone());
@@ -167,7 +163,7 @@ pub async fn request_done(
         };
         // Boxed: the settlement's future is large (store round trips) and
         // would otherwise size every request's `logging` future.
-        let summary = Box::pin(call.settle(state, &facts)).await;
+        let summary = Box::pin(call.settle(&state.ledger, &facts)).await;
         ctx.llm_summary = Some(summary);
     }
     let status_code = session.response_written().map(|r| r.status);
@@ -181,7 +177,7 @@ pub async fn request_done(
         // `as_str`: the label without formatting a number per request.
         &[
             route_label,
-            method,
+            metrics::method_label(&session.req_header().method),
             status_code.as_ref().map_or("0", http::StatusCode::as_str),
         ],
     );
@@ -211,18 +207,18 @@ pub async fn request_done(
             .headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok());
-        tracing.record(&crate::otel::RequestSpan {
+        tracing.record(&crate::observe::otel::RequestSpan {
             ctx,
             method,
             path: session.req_header().uri.path(),
             status,
-            incoming_parent: crate::otel::remote_parent(incoming),
+            incoming_parent: crate::observe::otel::remote_parent(incoming),
         });
     }
     let identity = ctx.identity.as_deref();
     state.logs.access(|| {
         let facts = RequestFacts {
-            client_ip: crate::proxy::client_ip(session),
+            client_ip: crate::edge::client::client_ip(session),
             method,
             path: session.req_header().uri.path(),
             route,

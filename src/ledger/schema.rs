@@ -1,0 +1,193 @@
+//! The ledger's tables, their migrations, and the mapping of a row to and
+//! from SQL.
+
+use super::row::{LedgerError, LedgerRow};
+use rusqlite::{params, Connection, Row};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a connection waits on a lock held by another connection.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const SCHEMA_VERSION: i64 = 3;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS usage (
+    id                INTEGER PRIMARY KEY,
+    time_ms           INTEGER NOT NULL,
+    request_id        TEXT    NOT NULL,
+    user_id           TEXT,
+    tenant_id         TEXT,
+    key_id            TEXT,
+    route             TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    upstream_model    TEXT    NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    reasoning_tokens  INTEGER NOT NULL,
+    micro_usd         INTEGER NOT NULL,
+    status            INTEGER NOT NULL,
+    estimated         INTEGER NOT NULL,
+    api               TEXT    NOT NULL DEFAULT 'openai_chat',
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    over_cap          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
+";
+
+/// Daily totals per tenant, user and model, kept by a trigger in the same
+/// transaction as the rows: the usage report (report.rs) reads this instead
+/// of scanning every call, so it answers in milliseconds over millions of
+/// rows. A trigger rather than writer code: every insert path keeps it
+/// exact. `''` stands for a missing tenant or user (key columns cannot be
+/// NULL in a primary key).
+const ROLLUP_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day               INTEGER NOT NULL,
+    tenant_id         TEXT    NOT NULL,
+    user_id           TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    calls             INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    micro_usd         INTEGER NOT NULL,
+    estimated_calls   INTEGER NOT NULL,
+    PRIMARY KEY (day, tenant_id, user_id, model)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS usage_daily_add AFTER INSERT ON usage
+BEGIN
+    INSERT INTO usage_daily VALUES (
+        NEW.time_ms / 86400000, COALESCE(NEW.tenant_id, ''), COALESCE(NEW.user_id, ''),
+        NEW.model, 1, NEW.prompt_tokens, NEW.completion_tokens, NEW.cached_tokens,
+        NEW.micro_usd, NEW.estimated != 0)
+    ON CONFLICT (day, tenant_id, user_id, model) DO UPDATE SET
+        calls = calls + 1,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        cached_tokens = cached_tokens + excluded.cached_tokens,
+        micro_usd = micro_usd + excluded.micro_usd,
+        estimated_calls = estimated_calls + excluded.estimated_calls;
+END;
+";
+
+/// Schema 2 → 3: the daily rollup, rebuilt from the rows already there.
+const MIGRATE_2_TO_3: &str = "
+DELETE FROM usage_daily;
+INSERT INTO usage_daily
+SELECT time_ms / 86400000, COALESCE(tenant_id, ''), COALESCE(user_id, ''), model,
+    COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
+    SUM(micro_usd), SUM(estimated != 0)
+FROM usage GROUP BY 1, 2, 3, 4;
+";
+
+/// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the
+/// flag of a call whose output went past the request's cap. `ADD COLUMN`
+/// with a default rewrites nothing: old rows read as chat calls.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'openai_chat';
+ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage ADD COLUMN over_cap INTEGER NOT NULL DEFAULT 0;
+";
+
+const INSERT: &str = "
+INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
+    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+pub(super) const SELECT_ROW: &str = "
+SELECT time_ms, request_id, user_id, tenant_id, key_id, route, model,
+    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap
+FROM usage";
+
+pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::NotWal {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 1 {
+        conn.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(ROLLUP_SCHEMA)?;
+    if version < 3 {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_2_TO_3} COMMIT;"))?;
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(conn)
+}
+
+pub(super) fn insert_batch(conn: &mut Connection, batch: &[LedgerRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(INSERT)?;
+        for r in batch {
+            stmt.execute(params![
+                to_sql_int(r.time_ms),
+                r.request_id,
+                r.user,
+                r.tenant,
+                r.key_id,
+                r.route,
+                r.model,
+                r.upstream_model,
+                to_sql_int(r.prompt_tokens),
+                to_sql_int(r.completion_tokens),
+                to_sql_int(r.cached_tokens),
+                to_sql_int(r.reasoning_tokens),
+                to_sql_int(r.micro_usd),
+                r.status,
+                r.estimated,
+                r.api,
+                to_sql_int(r.cache_write_tokens),
+                r.over_cap,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<LedgerRow> {
+    Ok(LedgerRow {
+        time_ms: from_sql_int(r.get(0)?),
+        request_id: r.get(1)?,
+        user: r.get(2)?,
+        tenant: r.get(3)?,
+        key_id: r.get(4)?,
+        route: r.get(5)?,
+        model: r.get(6)?,
+        upstream_model: r.get(7)?,
+        prompt_tokens: from_sql_int(r.get(8)?),
+        completion_tokens: from_sql_int(r.get(9)?),
+        cached_tokens: from_sql_int(r.get(10)?),
+        reasoning_tokens: from_sql_int(r.get(11)?),
+        micro_usd: from_sql_int(r.get(12)?),
+        status: r.get(13)?,
+        estimated: r.get(14)?,
+        api: r.get(15)?,
+        cache_write_tokens: from_sql_int(r.get(16)?),
+        over_cap: r.get(17)?,
+    })
+}
+
+/// SQLite integers are i64; values beyond it are clamped (never reached in practice).
+pub(super) fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn to_ms(unix_secs: u64) -> i64 {
+    to_sql_int(unix_secs.saturating_mul(1000))
+}

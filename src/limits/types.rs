@@ -1,0 +1,170 @@
+//! The types both store backends (local and Redis) and their callers
+//! share: the questions (admission, rate, failed authentication), the
+//! answers, reservations' raw records and the errors.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::limits::budget::{BudgetRefusal, Charge, ScopeKey};
+use crate::limits::rate::RateDecision;
+use crate::limits::window::Window;
+
+/// Why `reserve` did not reserve anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// A budget would be exceeded (429 with `Retry-After`).
+    #[error("{0}")]
+    Refused(BudgetRefusal),
+    /// The backend failed and `on_store_error: deny` (503).
+    #[error("budget store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Backend failure outside of `reserve`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Settled usage of one scope in the windows current at a given time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SpendInWindows {
+    pub tokens_minute: u64,
+    pub tokens_day: u64,
+    pub micro_usd_month: u64,
+}
+
+/// Usage of one scope for the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScopeUsage {
+    /// Settled tokens in the current minute / day, micro-USD in the current month.
+    pub tokens_minute: u64,
+    pub tokens_day: u64,
+    pub micro_usd_month: u64,
+    /// Held by in-flight requests; counted against every current window.
+    pub reserved_tokens: u64,
+    pub reserved_micro_usd: u64,
+}
+
+/// Which backend holds a reservation (in `allow` mode a Redis outage makes
+/// the local counters take over, and a ticket must go back where it came from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Local,
+    Redis,
+}
+
+impl Backend {
+    /// The `store` label of `tollgate_store_errors_total` and `/admin/usage`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Redis => "redis",
+        }
+    }
+}
+
+/// The raw record of a successful reservation, returned by `Store::reserve`.
+///
+/// Deliberately not `Clone`: settling or releasing consumes it, so a
+/// reservation cannot be undone twice. Use the [`Reservation`] guard rather
+/// than handling tickets directly.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReservationTicket {
+    /// Unique per store instance (random in Redis, shared by instances).
+    pub id: u64,
+    /// Scopes the charge was reserved against, in request order, deduplicated.
+    pub scopes: Vec<ScopeKey>,
+    pub charge: Charge,
+    /// `now_unix` at reserve time, so a backend can locate per-window holds.
+    pub reserved_at: u64,
+    pub backend: Backend,
+    /// The first scope's token use as the reservation saw it.
+    pub tokens_in_use: TokensInUse,
+}
+
+/// Tokens in use (settled + every hold, this reservation's included) in
+/// the first scope's current minute and day, as read while reserving: what
+/// the `x-ratelimit-*-tokens` headers report, without a second read of the
+/// store (a Redis round trip per LLM call). `None` for a window the
+/// backend did not read (Redis reads only windows with a limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokensInUse {
+    pub minute: Option<u64>,
+    pub day: Option<u64>,
+}
+
+impl TokensInUse {
+    /// The use in `window`'s token count (the day's for any longer window).
+    pub fn of(self, window: Window) -> Option<u64> {
+        match window {
+            Window::Minute => self.minute,
+            _ => self.day,
+        }
+    }
+}
+
+impl From<ScopeUsage> for TokensInUse {
+    /// Settled plus held, as a reservation reports it.
+    fn from(u: ScopeUsage) -> Self {
+        TokensInUse {
+            minute: Some(u.tokens_minute.saturating_add(u.reserved_tokens)),
+            day: Some(u.tokens_day.saturating_add(u.reserved_tokens)),
+        }
+    }
+}
+
+/// The failed-authentication side of one admission decision.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAuthQuery {
+    pub ip: IpAddr,
+    /// `auth.failed_auth_per_ip_per_minute`.
+    pub limit: u32,
+    /// Count this request as one more failed attempt.
+    pub record: bool,
+}
+
+/// The request-rate side of one admission decision.
+#[derive(Debug, Clone, Copy)]
+pub struct RateQuery<'a> {
+    pub user: &'a str,
+    /// Redis keys are tagged by tenant (one hash slot per tenant).
+    pub tenant: &'a str,
+    pub route: &'a str,
+    /// The route's own `rate_limit`: counted per route, else on the default counter.
+    pub route_limit: Option<u32>,
+    pub default_limit: Option<u32>,
+}
+
+/// Everything one request's admission asks the store, answered at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitQuery<'a> {
+    pub failed_auth: Option<FailedAuthQuery>,
+    pub rate: Option<RateQuery<'a>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdmitVerdict {
+    /// `Some(seconds to the window's end)` when the client IP is locked out.
+    pub blocked_retry_after: Option<u64>,
+    pub rate: Option<RateDecision>,
+}
+
+impl AdmitVerdict {
+    /// Neither locked out nor over the request rate.
+    pub fn admits(&self) -> bool {
+        self.blocked_retry_after.is_none() && self.rate.as_ref().is_none_or(|r| r.allowed)
+    }
+}
+
+/// An admission asked together with a reservation (`Store::admit_and_reserve`).
+#[derive(Debug)]
+pub struct AdmittedReservation {
+    pub verdict: AdmitVerdict,
+    /// The reservation, or why none was made; `None` when the verdict
+    /// refuses the call (nothing is held then).
+    pub reserved: Option<Result<ReservationTicket, ReserveError>>,
+}
