@@ -30,7 +30,7 @@ APT_PACKAGES := cmake pkg-config build-essential
 VENV := target/venv
 SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
 
-.PHONY: help deps test-deps build demo test lint check-config bench clean sdk-venv check-rules
+.PHONY: help deps test-deps build demo test lint modules check-config bench clean sdk-venv check-rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -115,13 +115,22 @@ test: test-deps check-rules sdk-venv ## the whole test suite
 	  $(CARGO) test --locked --all-targets --no-fail-fast $(TEST_ARGS); \
 	fi
 
-lint: deps ## cargo fmt --check and clippy -D warnings
+lint: deps ## cargo fmt --check, clippy -D warnings, no import circle between modules
 	@if ! $(CARGO) fmt --version >/dev/null 2>&1 || ! $(CARGO) clippy --version >/dev/null 2>&1; then \
 	  if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt clippy; \
 	  else echo "error: rustfmt/clippy missing and rustup not found" >&2; exit 1; fi; \
 	fi
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	python3 .ci/module_cycles.py src
+
+# cargo-modules draws the module tree and its `use` graph (the lint's
+# circle check above also reads paths written inline, which it does not).
+CARGO_MODULES_VERSION := 0.27.0
+modules: ## print the module tree (cargo-modules, installed on first use)
+	@if ! cargo modules --version 2>/dev/null | grep -q $(CARGO_MODULES_VERSION); then \
+	  $(CARGO) install --locked cargo-modules --version $(CARGO_MODULES_VERSION); fi
+	cargo modules structure --lib --no-fns --no-traits --no-types
 
 check-config: deps ## `tollgate check` every conf/*.yaml
 	$(CARGO) build --locked --bin tollgate
