@@ -65,6 +65,17 @@ fn admit_on(
     (outcome, ctx)
 }
 
+/// The refusal of one request on a fresh context.
+fn refused(
+    store: &Store,
+    snapshot: &Arc<Snapshot>,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+) -> Refusal {
+    refusal(admit_on(store, snapshot, &request(method, path, key)).0)
+}
+
 fn refusal(outcome: Result<Admitted, Refusal>) -> Refusal {
     match outcome {
         Ok(admitted) => panic!("admitted: {admitted:?}"),
@@ -96,9 +107,9 @@ fn an_llm_call_in_local_mode_asks_its_question_at_once() {
 #[test]
 fn no_route_and_wrong_method_come_before_credentials() {
     let (store, snapshot) = (Store::local(), snapshot());
-    let r = refusal(admit_on(&store, &snapshot, &request("GET", "/nope", None)).0);
+    let r = refused(&store, &snapshot, "GET", "/nope", None);
     assert!(matches!(r.error, GatewayError::NoRoute(_)), "{:?}", r.error);
-    let r = refusal(admit_on(&store, &snapshot, &request("DELETE", "/tickets/1", None)).0);
+    let r = refused(&store, &snapshot, "DELETE", "/tickets/1", None);
     match r.error {
         GatewayError::MethodNotAllowed { allow, .. } => assert_eq!(allow, ["GET", "POST"]),
         other => panic!("{other:?}"),
@@ -108,34 +119,20 @@ fn no_route_and_wrong_method_come_before_credentials() {
 #[test]
 fn credentials_missing_or_unknown_are_audited_refusals() {
     let (store, snapshot) = (Store::local(), snapshot());
-    let r = refusal(admit_on(&store, &snapshot, &request("GET", "/tickets/1", None)).0);
+    let r = refused(&store, &snapshot, "GET", "/tickets/1", None);
     assert!(matches!(r.error, GatewayError::MissingCredentials));
     assert!(matches!(r.audit, Some(AuditEvent::AuthFailed(_))));
-    let r = refusal(
-        admit_on(
-            &store,
-            &snapshot,
-            &request("GET", "/tickets/1", Some("guess")),
-        )
-        .0,
-    );
+    let r = refused(&store, &snapshot, "GET", "/tickets/1", Some("guess"));
     assert!(matches!(r.error, GatewayError::InvalidApiKey));
 }
 
 #[test]
 fn roles_and_owner_rules_deny_with_their_reason() {
     let (store, snapshot) = (Store::local(), snapshot());
-    let r = refusal(admit_on(&store, &snapshot, &request("GET", "/users/1", Some(BOB))).0);
+    let r = refused(&store, &snapshot, "GET", "/users/1", Some(BOB));
     assert!(matches!(r.error, GatewayError::Forbidden(_)));
     assert!(matches!(r.audit, Some(AuditEvent::Denied(_))));
-    let r = refusal(
-        admit_on(
-            &store,
-            &snapshot,
-            &request("GET", "/agents/alice/tickets", Some(BOB)),
-        )
-        .0,
-    );
+    let r = refused(&store, &snapshot, "GET", "/agents/alice/tickets", Some(BOB));
     assert!(matches!(r.error, GatewayError::Forbidden(_)));
     let (own, _) = admit_on(
         &store,
@@ -164,7 +161,7 @@ fn the_route_rate_refuses_the_third_request_of_the_minute() {
         .is_some_and(|r| !r.allowed && r.remaining == 0));
     // Over the rate, a route bob may not use still answers 403: the
     // authorization decision comes before the rate is judged.
-    let r = refusal(admit_on(&store, &snapshot, &request("GET", "/users/1", Some(BOB))).0);
+    let r = refused(&store, &snapshot, "GET", "/users/1", Some(BOB));
     assert!(matches!(r.error, GatewayError::Forbidden(_)));
 }
 
@@ -172,17 +169,10 @@ fn the_route_rate_refuses_the_third_request_of_the_minute() {
 fn a_locked_out_address_hears_429_even_with_a_good_key() {
     let (store, snapshot) = (Store::local(), snapshot());
     for _ in 0..2 {
-        let r = refusal(
-            admit_on(
-                &store,
-                &snapshot,
-                &request("GET", "/tickets/1", Some("guess")),
-            )
-            .0,
-        );
+        let r = refused(&store, &snapshot, "GET", "/tickets/1", Some("guess"));
         assert!(matches!(r.error, GatewayError::InvalidApiKey));
     }
-    let r = refusal(admit_on(&store, &snapshot, &request("GET", "/tickets/1", Some(ROOT))).0);
+    let r = refused(&store, &snapshot, "GET", "/tickets/1", Some(ROOT));
     assert!(
         matches!(r.error, GatewayError::RateLimited { .. }),
         "{:?}",
