@@ -15,6 +15,7 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
+use std::time::Duration;
 
 /// A raw HTTP/1.1 request (exact bytes: header case and `_` preserved);
 /// returns the status and the JSON body.
@@ -342,12 +343,12 @@ fn client_methods_never_become_metric_labels() {
     }
     let (status, _) = get(&gw, "/api/v1/tickets/1", &[]);
     assert_eq!(status, 200);
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // Metrics are recorded in the logging phase, after the answer is sent.
+    let metrics = poll_until(
+        Duration::from_secs(5),
+        || gw.metrics(),
+        |m| m.contains("method=\"GET\""),
+    );
     let requests: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("tollgate_requests_total{"))

@@ -24,7 +24,7 @@ use crate::ctx::RequestCtx;
 use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
 use crate::limits::budget::{Charge, LimitKind, ScopeKey};
-use crate::limits::store::Reservation;
+use crate::limits::store::{Reservation, Store};
 use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
 use crate::state::GatewayState;
@@ -142,7 +142,7 @@ async fn serve_call(
     // An admission refusal (rate, lockout) or a store failure is answered
     // at once; a budget refusal after the token headers.
     let mut reserved = reserve(
-        state,
+        &state.store,
         &snapshot,
         ctx,
         charge(prompt_counted.unwrap_or(prompt_bound)),
@@ -157,7 +157,15 @@ async fn serve_call(
         request = counted_request;
         prompt_counted = Some(counted);
         if counted < prompt_bound {
-            reserved = reserve(state, &snapshot, ctx, charge(counted), &candidates, None).await?;
+            reserved = reserve(
+                &state.store,
+                &snapshot,
+                ctx,
+                charge(counted),
+                &candidates,
+                None,
+            )
+            .await?;
         }
     }
     let held = match &reserved {
@@ -314,7 +322,7 @@ fn reservation_hold(snapshot: &Snapshot, candidates: &[Candidate]) -> Duration {
 /// Reserves the call's estimate; an admission question left for it (redis
 /// mode) is asked in the same round trip and judged first.
 async fn reserve(
-    state: &GatewayState,
+    store: &Arc<Store>,
     snapshot: &Snapshot,
     ctx: &mut RequestCtx,
     estimate: Charge,
@@ -331,15 +339,14 @@ async fn reserve(
     let reserved = match (question, route) {
         (Some(question), Some(route)) => {
             let query = question.query(snapshot, route, &identity);
-            let admitted = state
-                .store
+            let admitted = store
                 .admit_and_reserve(&query, &scopes, estimate, now, hold)
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
             // Guarded before judging: a refused call must not keep a hold.
             let reserved = admitted
                 .reserved
-                .map(|r| r.map(|ticket| Reservation::hold(&state.store, ticket)));
+                .map(|r| r.map(|ticket| Reservation::hold(store, ticket)));
             question.judge(admitted.verdict, &identity, ctx)?;
             reserved.unwrap_or_else(|| {
                 Err(ReserveError::Unavailable(
@@ -347,7 +354,7 @@ async fn reserve(
                 ))
             })
         }
-        _ => Reservation::reserve(&state.store, &scopes, estimate, now, hold).await,
+        _ => Reservation::reserve(store, &scopes, estimate, now, hold).await,
     };
     match reserved {
         Ok(r) => Ok(Reserved::Held(r)),
@@ -508,4 +515,116 @@ async fn stream_back(
 async fn count_sent_prompt(api: LlmApi, body: Bytes) -> Option<u64> {
     let request = LlmRequest::parse(api, &body).ok()?;
     estimate_off_loop(request).await.ok().map(|(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The call's decisions before any upstream byte: which models serve
+    //! it, how long its hold lasts, and how a reservation is answered.
+    use super::*;
+    use crate::auth::Identity;
+    use crate::config::load::load_snapshot_from_str;
+
+    fn snapshot(budget: &str) -> Arc<Snapshot> {
+        let yaml = format!(
+            r#"
+server: {{ listen: ["127.0.0.1:1"], admin_listen: "127.0.0.1:2" }}
+upstreams:
+  main: {{ peers: ["127.0.0.1:9"], timeouts: {{ connect_ms: 100, read_ms: 900 }} }}
+  spare: {{ peers: ["127.0.0.1:9"], timeouts: {{ connect_ms: 50, read_ms: 950 }} }}
+routes:
+  - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent, admin] }}
+models:
+  - {{ name: fast, upstream: main, input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0, max_tokens: 16, fallbacks: [admin-only, spare] }}
+  - {{ name: admin-only, upstream: spare, input_usd_per_mtok: 0.0, output_usd_per_mtok: 0.0, max_tokens: 16, roles: [admin] }}
+  - {{ name: spare, upstream: spare, input_usd_per_mtok: 0.0, output_usd_per_mtok: 0.0, max_tokens: 16 }}
+limits:
+  budgets: [{budget}]
+"#
+        );
+        Arc::new(
+            load_snapshot_from_str(&yaml, "serve.yaml", 1, None).unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    fn agent() -> Vec<String> {
+        vec!["agent".into()]
+    }
+
+    fn names(list: &[Candidate]) -> Vec<&str> {
+        list.iter().map(|c| c.model.name.as_str()).collect()
+    }
+
+    #[test]
+    fn candidates_are_the_model_then_the_fallbacks_the_caller_may_use() {
+        let s = snapshot("{ scope: user, tokens_per_day: 100 }");
+        let list = candidates(&s, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&list), ["fast", "spare"]);
+        let admin = candidates(&s, "fast", &["admin".into()]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&admin), ["fast", "admin-only", "spare"]);
+        assert!(matches!(
+            candidates(&s, "nope", &agent()).err(),
+            Some(GatewayError::ModelNotFound(_))
+        ));
+        assert!(matches!(
+            candidates(&s, "admin-only", &agent()).err(),
+            Some(GatewayError::ModelNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn a_hold_outlives_every_candidates_timeouts() {
+        let s = snapshot("{ scope: user, tokens_per_day: 100 }");
+        let list = candidates(&s, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            reservation_hold(&s, &list),
+            Duration::from_millis(1000 + 1000) + RESERVATION_MARGIN
+        );
+    }
+
+    fn call(snapshot: &Arc<Snapshot>) -> RequestCtx {
+        let mut ctx = RequestCtx::new(snapshot.clone());
+        ctx.route_index = Some(0);
+        ctx.identity = Some(Arc::new(Identity {
+            user: "bob".into(),
+            tenant: "acme".into(),
+            roles: agent(),
+            key_id: "bob-1".into(),
+        }));
+        ctx
+    }
+
+    fn reserve_now(
+        store: &Arc<Store>,
+        s: &Arc<Snapshot>,
+        charge: Charge,
+    ) -> Result<Reserved, Refusal> {
+        let list = candidates(s, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        futures::executor::block_on(reserve(store, s, &mut call(s), charge, &list, None))
+    }
+
+    #[test]
+    fn a_reservation_is_held_or_answered_as_the_budget_it_exceeds() {
+        let store = Arc::new(Store::local());
+        let s = snapshot("{ scope: user, tokens_per_day: 100, usd_per_month: 0.001 }");
+        let held =
+            reserve_now(&store, &s, Charge::tokens(60)).unwrap_or_else(|r| panic!("{:?}", r.error));
+        assert!(matches!(held, Reserved::Held(_)));
+        // The first is still held: 60 + 60 tokens exceed the day's 100.
+        match reserve_now(&store, &s, Charge::tokens(60)) {
+            Ok(Reserved::OverBudget(GatewayError::TokenBudgetExceeded { retry_after, .. })) => {
+                assert!(retry_after >= 1)
+            }
+            other => panic!("{:?}", other.map(|_| ()).map_err(|r| r.error)),
+        }
+        drop(held);
+        let usd = Charge {
+            tokens: 1,
+            micro_usd: 2_000,
+        };
+        assert!(matches!(
+            reserve_now(&store, &s, usd),
+            Ok(Reserved::OverBudget(GatewayError::UsdBudgetExceeded { .. }))
+        ));
+    }
 }
