@@ -718,6 +718,14 @@ mod tests {
         }
     }
 
+    /// One algorithm of each key family the test verifier holds.
+    const EVERY_KEY_ALG: [Algorithm; 4] = [
+        Algorithm::RS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::HS256,
+    ];
+
     fn config_err(keys: Vec<JwtKeySpec>) -> String {
         JwtVerifier::new(settings(keys)).unwrap_err().to_string()
     }
@@ -725,12 +733,7 @@ mod tests {
     #[test]
     fn valid_tokens_for_each_algorithm() {
         let v = verifier();
-        for alg in [
-            Algorithm::RS256,
-            Algorithm::ES256,
-            Algorithm::EdDSA,
-            Algorithm::HS256,
-        ] {
+        for alg in EVERY_KEY_ALG {
             let id = v.verify(&sign(alg, &claims()), NOW).unwrap();
             assert_eq!(
                 id,
@@ -820,12 +823,7 @@ mod tests {
     #[test]
     fn forged_signature_and_payload_rejected() {
         let v = verifier();
-        for alg in [
-            Algorithm::RS256,
-            Algorithm::ES256,
-            Algorithm::EdDSA,
-            Algorithm::HS256,
-        ] {
+        for alg in EVERY_KEY_ALG {
             let token = sign(alg, &claims());
             let (input, sig) = token.rsplit_once('.').unwrap();
             let mut sig_bytes = URL_SAFE_NO_PAD.decode(sig).unwrap();
@@ -889,16 +887,23 @@ mod tests {
         );
     }
 
+    /// Why `v` refuses these claims signed with the HS256 test key.
+    fn hs256_reason(v: &JwtVerifier, c: &Value) -> &'static str {
+        reason_of(v.verify(&sign(Algorithm::HS256, c), NOW))
+    }
+
+    /// Why the verifier refuses a token with these header and claims,
+    /// signed with `alg`'s test key.
+    fn signed_reason(header: &Value, alg: Algorithm) -> &'static str {
+        let token = raw_token(header, &claims(), Some((&encoding_key(alg), alg)));
+        reason_of(verifier().verify(&token, NOW))
+    }
+
     #[test]
     fn alg_must_match_key_even_between_asymmetric_algs() {
         // A valid ES256 signature presented under the RSA kid.
-        let token = raw_token(
-            &json!({"alg": "ES256", "kid": "rsa-1"}),
-            &claims(),
-            Some((&encoding_key(Algorithm::ES256), Algorithm::ES256)),
-        );
         assert_eq!(
-            reason_of(verifier().verify(&token, NOW)),
+            signed_reason(&json!({"alg": "ES256", "kid": "rsa-1"}), Algorithm::ES256),
             reason::ALG_MISMATCH
         );
     }
@@ -978,10 +983,7 @@ mod tests {
 
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert_eq!(
-            reason_of(v.verify(&sign(Algorithm::HS256, &c), NOW)),
-            reason::MISSING_EXP
-        );
+        assert_eq!(hs256_reason(&v, &c), reason::MISSING_EXP);
     }
 
     #[test]
@@ -992,15 +994,9 @@ mod tests {
         c["exp"] = json!(NOW - 100 + 3600);
         assert!(v.verify(&sign(Algorithm::HS256, &c), NOW).is_ok());
         c["exp"] = json!(NOW - 100 + 3601);
-        assert_eq!(
-            reason_of(v.verify(&sign(Algorithm::HS256, &c), NOW)),
-            reason::LIFETIME_TOO_LONG
-        );
+        assert_eq!(hs256_reason(&v, &c), reason::LIFETIME_TOO_LONG);
         c.as_object_mut().unwrap().remove("iat");
-        assert_eq!(
-            reason_of(v.verify(&sign(Algorithm::HS256, &c), NOW)),
-            reason::MISSING_IAT
-        );
+        assert_eq!(hs256_reason(&v, &c), reason::MISSING_IAT);
 
         let mut s = settings(all_keys());
         s.max_lifetime_seconds = None;
@@ -1012,13 +1008,8 @@ mod tests {
     #[test]
     fn crit_header_rejected() {
         let header = json!({"alg": "HS256", "kid": "hmac-1", "crit": ["exp"], "exp": NOW + 60});
-        let token = raw_token(
-            &header,
-            &claims(),
-            Some((&encoding_key(Algorithm::HS256), Algorithm::HS256)),
-        );
         assert_eq!(
-            reason_of(verifier().verify(&token, NOW)),
+            signed_reason(&header, Algorithm::HS256),
             reason::UNKNOWN_CRIT
         );
     }
@@ -1109,10 +1100,7 @@ mod tests {
         }
         let mut c = claims();
         c["tenant"] = json!(12);
-        assert_eq!(
-            reason_of(v.verify(&sign(Algorithm::HS256, &c), NOW)),
-            reason::INVALID_CLAIM
-        );
+        assert_eq!(hs256_reason(&v, &c), reason::INVALID_CLAIM);
     }
 
     #[test]
