@@ -57,12 +57,13 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	command -v cmake >/dev/null
 
-test-deps: deps ## install missing test packages (redis-server for cluster tests, chromium for the usage page test, prometheus for promtool)
+test-deps: deps ## install missing test packages (redis-server for cluster tests, postgresql for the shared ledger tests, chromium for the usage page test, prometheus for promtool)
 	@missing=""; \
 	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
 	                                      || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1   || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
 	if ! command -v apt-get >/dev/null 2>&1; then \

@@ -179,9 +179,25 @@ impl RedisStore {
         }
     }
 
+    /// Runs `pipe` (see [`Self::query_once`]); a broken connection's error
+    /// is answered by one more try on a fresh connection. redis-rs'
+    /// `ConnectionManager` hands out the error of its last failed reconnect
+    /// once, even when Redis is back by then: measured, the first call on
+    /// each instance after a Redis restart answered 503 without this. Our
+    /// own timeouts are not retried: they would double a request's wait.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+        match self.query_once(pipe).await {
+            Err(e) if e.is_unrecoverable_error() && !is_ours(&e) => {
+                self.connection.store(None);
+                self.query_once(pipe).await
+            }
+            other => other,
+        }
+    }
+
     /// Runs `pipe` within the command timeout; on `NOSCRIPT` (Redis
     /// restarted, or `SCRIPT FLUSH`) loads the scripts and runs it again.
-    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+    async fn query_once<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
         let mut con = self.connection().await?;
         match self.timed(pipe.query_async::<T>(&mut con)).await {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
@@ -675,8 +691,16 @@ fn now_ms() -> u64 {
     clock::unix_millis().max(0).unsigned_abs()
 }
 
+const UNREACHABLE: &str = "redis unreachable";
+
 fn unreachable_error(why: &'static str) -> RedisError {
-    RedisError::from((ErrorKind::IoError, "redis unreachable", why.to_string()))
+    RedisError::from((ErrorKind::IoError, UNREACHABLE, why.to_string()))
+}
+
+/// An error this module made (a timeout, the reconnect pause), not one of
+/// the connection's.
+fn is_ours(e: &RedisError) -> bool {
+    e.to_string().contains(UNREACHABLE)
 }
 
 /// The URL as logged: any `user:password@` part replaced.
