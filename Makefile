@@ -30,7 +30,25 @@ APT_PACKAGES := cmake pkg-config build-essential
 VENV := target/venv
 SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
 
-.PHONY: help deps test-deps build demo test lint check-config bench clean sdk-venv check-rules
+# Installs the Debian packages listed in the shell variable `missing`
+# (apt-get, as root), or prints the command to run; a no-op when none is.
+APT_INSTALL_MISSING = \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: missing packages:$$missing (install them with your package manager)" >&2; exit 1; \
+	fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "error: missing packages:$$missing" >&2; \
+	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+.PHONY: help deps test-deps build demo test lint modules check-config bench clean sdk-venv check-rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -41,20 +59,7 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	{ command -v cc >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } \
 	                                      || missing="$$missing build-essential"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: missing system packages:$$missing (install them with your package manager)" >&2; exit 1; \
-	fi; \
-	if [ "$$(id -u)" -ne 0 ]; then \
-	  echo "error: missing system packages:$$missing" >&2; \
-	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
-	  exit 1; \
-	fi; \
-	echo "installing:$$missing"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -qq; \
-	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	$(APT_INSTALL_MISSING); \
 	command -v cmake >/dev/null
 
 test-deps: deps ## install missing test packages (redis-server for cluster tests, postgresql for the shared ledger tests, chromium for the usage page test, prometheus for promtool)
@@ -64,21 +69,8 @@ test-deps: deps ## install missing test packages (redis-server for cluster tests
 	command -v promtool >/dev/null 2>&1   || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing"; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: missing test packages:$$missing (install them with your package manager)" >&2; exit 1; \
-	fi; \
-	if [ "$$(id -u)" -ne 0 ]; then \
-	  echo "error: missing test packages:$$missing" >&2; \
-	  echo "run as root:  sudo sh -c '$$cmd'" >&2; \
-	  exit 1; \
-	fi; \
-	echo "installing:$$missing"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -qq; \
-	apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	command -v promtool >/dev/null && command -v redis-server >/dev/null
+	$(APT_INSTALL_MISSING); \
+	command -v promtool >/dev/null && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null
 
 check-rules: test-deps ## validate the Prometheus alert rules with promtool
 	promtool check rules conf/prometheus/tollgate-alerts.yaml
@@ -116,13 +108,22 @@ test: test-deps check-rules sdk-venv ## the whole test suite
 	  $(CARGO) test --locked --all-targets --no-fail-fast $(TEST_ARGS); \
 	fi
 
-lint: deps ## cargo fmt --check and clippy -D warnings
+lint: deps ## cargo fmt --check, clippy -D warnings, no import circle between modules
 	@if ! $(CARGO) fmt --version >/dev/null 2>&1 || ! $(CARGO) clippy --version >/dev/null 2>&1; then \
 	  if command -v rustup >/dev/null 2>&1; then rustup component add rustfmt clippy; \
 	  else echo "error: rustfmt/clippy missing and rustup not found" >&2; exit 1; fi; \
 	fi
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	python3 .ci/module_cycles.py src
+
+# cargo-modules draws the module tree and its `use` graph (the lint's
+# circle check above also reads paths written inline, which it does not).
+CARGO_MODULES_VERSION := 0.27.0
+modules: ## print the module tree (cargo-modules, installed on first use)
+	@if ! cargo modules --version 2>/dev/null | grep -q $(CARGO_MODULES_VERSION); then \
+	  $(CARGO) install --locked cargo-modules --version $(CARGO_MODULES_VERSION); fi
+	cargo modules structure --lib --no-fns --no-traits --no-types
 
 check-config: deps ## `tollgate check` every conf/*.yaml
 	$(CARGO) build --locked --bin tollgate

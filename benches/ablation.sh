@@ -10,7 +10,7 @@
 # RBAC beyond one role, no owner rule, no rate limit, no budgets, no
 # health checks); and the minimal config with parts of the per-request work
 # switched off by a bench-only build (`--features bench-tools`,
-# src/ablation.rs): the head deadline read, the upstream headers, the
+# src/dev/ablation.rs): the head deadline read, the upstream headers, the
 # answer headers, logging + metrics, request ids, and all of them.
 # For each target: CPU µs per request of the serving process (user + system,
 # all threads, over the run / requests), the steadier figure on this shared
@@ -54,7 +54,7 @@ python3 benches/load_setup.py nginx "$WORK/nginx.conf" --work "$WORK" --json-por
 nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 & PIDS+=($!)
 
 declare -A PORT PID SKIP
-# name -> parts skipped (src/ablation.rs names); "" = none.
+# name -> parts skipped (src/dev/ablation.rs names); "" = none.
 SKIP=([minimal]="" [no-head]="head" [no-up-headers]="upstream-headers"
       [no-ans-headers]="answer-headers" [no-headers]="upstream-headers,answer-headers"
       [no-logging]="logging" [no-ids]="ids" [none-of-these]="all")
@@ -138,4 +138,4 @@ for name in "${ORDER[@]}"; do
     'BEGIN { vm = (n ~ /^bare/ || n == "shipped") ? "-" : sprintf("%+.1f", c - m)
             printf "%-15s %9.0f %11.1f %+10.1f %12s   %s\n", n, rps, c, c - b, vm, rounds }'
 done
-echo "bare-headers = the bare hop writing the same headers (bare-proxy --contract-headers); skipped parts: no-head = the head deadline read; no-up-headers = identity/trace/forwarding headers upstream; no-ans-headers = request id/rate-limit/Server-Timing on the answer; no-headers = both; no-logging = metrics/access log/span; no-ids = request id + traceparent; none-of-these = all five (src/ablation.rs)"
+echo "bare-headers = the bare hop writing the same headers (bare-proxy --contract-headers); skipped parts: no-head = the head deadline read; no-up-headers = identity/trace/forwarding headers upstream; no-ans-headers = request id/rate-limit/Server-Timing on the answer; no-headers = both; no-logging = metrics/access log/span; no-ids = request id + traceparent; none-of-these = all five (src/dev/ablation.rs)"

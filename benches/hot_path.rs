@@ -62,33 +62,22 @@ fn bench(c: &mut Criterion) {
     let bad = request("/api/v1/agents/bob/tickets", "not-a-key");
 
     let mut group = c.benchmark_group("hot_path");
-    group.bench_function("admit_ok", |b| {
-        b.iter(|| {
-            let mut ctx = RequestCtx::new(snapshot.clone());
-            // Local mode never suspends: block_on polls the future once.
-            black_box(block_on(admission::admit(
-                &store,
-                None,
-                black_box(&ok),
-                || None,
-                &mut ctx,
-            )))
-            .ok()
-        })
-    });
-    group.bench_function("admit_invalid_key", |b| {
-        b.iter(|| {
-            let mut ctx = RequestCtx::new(snapshot.clone());
-            black_box(block_on(admission::admit(
-                &store,
-                None,
-                black_box(&bad),
-                || None,
-                &mut ctx,
-            )))
-            .err()
-        })
-    });
+    for (name, req) in [("admit_ok", &ok), ("admit_invalid_key", &bad)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut ctx = RequestCtx::new(snapshot.clone());
+                // Local mode never suspends: block_on polls the future once.
+                black_box(block_on(admission::admit(
+                    &store,
+                    None,
+                    black_box(req),
+                    || None,
+                    &mut ctx,
+                )))
+                .is_ok()
+            })
+        });
+    }
     let path = tollgate::router::normalize("/api/v1/agents/bob/tickets").expect("path");
     group.bench_function("route_match", |b| {
         b.iter(|| {

@@ -4,8 +4,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use serde_json::{json, Value};
 
 use tollgate::llm::api::{LlmApi, LlmRequest};
+use tollgate::llm::tally::ParsedUsage;
 use tollgate::llm::tokens::warm_up;
-use tollgate::llm::usage::{ParsedUsage, UsageParser};
+use tollgate::llm::usage::UsageParser;
 
 const PROSE: &str = "Thanks for reaching out about your order. I checked the tracking \
     number you sent and the parcel left our warehouse on Tuesday; the carrier shows it \

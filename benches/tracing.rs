@@ -112,29 +112,24 @@ fn main() {
     let mut on = Vec::new();
     let mut off = Vec::new();
     let disabled: Option<&Tracing> = std::hint::black_box(None);
+    let span = || RequestSpan {
+        ctx: &ctx,
+        method: "POST",
+        path: "/v1/chat/completions",
+        status: 200,
+        incoming_parent: remote_parent(Some(incoming)),
+    };
     for _ in 0..10 {
         let t = Instant::now();
         for _ in 0..PER_ROUND {
-            tracing.record(&RequestSpan {
-                ctx: &ctx,
-                method: "POST",
-                path: "/v1/chat/completions",
-                status: 200,
-                incoming_parent: remote_parent(Some(incoming)),
-            });
+            tracing.record(&span());
         }
         on.push(t.elapsed() / PER_ROUND);
         let t = Instant::now();
         for _ in 0..PER_ROUND {
             // What the logging phase does with otlp off.
             if let Some(tracing) = disabled {
-                tracing.record(&RequestSpan {
-                    ctx: &ctx,
-                    method: "POST",
-                    path: "/v1/chat/completions",
-                    status: 200,
-                    incoming_parent: remote_parent(Some(incoming)),
-                });
+                tracing.record(&span());
             }
         }
         off.push(t.elapsed() / PER_ROUND);

@@ -7,34 +7,38 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn check(config: &str) -> (i32, String, String) {
-    run_check(config)
-}
-
-fn filled(template: &str) -> String {
-    fill_placeholders(template)
+/// The support config, peer on a port nothing needs to listen on.
+fn support() -> ConfigBuilder {
+    ConfigBuilder::support(&["127.0.0.1:9001"])
 }
 
 #[test]
 fn check_accepts_a_valid_config() {
-    let (code, stdout, stderr) = check(&filled(&base_config(&["127.0.0.1:9001"])));
+    let (code, stdout, stderr) = support().check();
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("configuration OK"));
 }
 
 #[test]
 fn check_names_file_line_and_misspelled_field() {
-    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
-        "    methods: [GET, POST, PATCH]",
-        "    methds: [GET, POST, PATCH]",
+    let config = fill_placeholders(
+        &support()
+            .with_route("tickets", |r| {
+                r.unset("methods").set("methds", ["GET", "POST", "PATCH"])
+            })
+            .render(),
     );
-    let line = config.lines().position(|l| l.contains("methds")).unwrap() + 1;
-    let (code, _, stderr) = check(&config);
+    let (line, col) = config
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| Some((i + 1, l.find("methds")? + 1)))
+        .unwrap();
+    let (code, _, stderr) = run_check(&config);
     assert_eq!(code, 1);
     let first = stderr.lines().next().unwrap();
     assert!(
         first.contains(&format!(
-            "tollgate.yaml:{line}:5: routes[1].methds: unknown field `methds`"
+            "tollgate.yaml:{line}:{col}: routes[1].methds: unknown field `methds`"
         )),
         "{stderr}"
     );
@@ -42,13 +46,9 @@ fn check_names_file_line_and_misspelled_field() {
 
 #[test]
 fn check_lists_every_semantic_problem_with_positions() {
-    let config = filled(&base_config(&["127.0.0.1:9001"]))
-        .replace(
-            "    upstream: support\n    roles: [admin]",
-            "    upstream: nowhere\n    roles: [admin]",
-        )
-        .replace("peers: [\"127.0.0.1:9001\"]", "peers: [\"localhost:9001\"]");
-    let (code, _, stderr) = check(&config);
+    let (code, _, stderr) = ConfigBuilder::support(&["localhost:9001"])
+        .with_route("users", |r| r.upstream("nowhere"))
+        .check();
     assert_eq!(code, 1);
     let problems: Vec<&str> = stderr.lines().collect();
     assert!(
@@ -75,11 +75,11 @@ fn check_lists_every_semantic_problem_with_positions() {
 
 #[test]
 fn check_rejects_missing_env_in_set_headers() {
-    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
-        "    timeouts: { connect_ms: 300, read_ms: 2000 }",
-        "    timeouts: { connect_ms: 300, read_ms: 2000 }\n    set_headers:\n      Authorization: \"Bearer ${env:TOLLGATE_TEST_SURELY_UNSET}\"",
-    );
-    let (code, _, stderr) = check(&config);
+    let (code, _, stderr) = support()
+        .with_pool("support", |p| {
+            p.set_header("Authorization", "Bearer ${env:TOLLGATE_TEST_SURELY_UNSET}")
+        })
+        .check();
     assert_eq!(code, 1);
     assert!(stderr.contains("upstreams.support.set_headers.Authorization: environment variable TOLLGATE_TEST_SURELY_UNSET is not set"), "{stderr}");
 }
@@ -89,12 +89,7 @@ fn run_with_a_broken_config_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "server: {listen: []}\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tollgate("run", &path, &[]);
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -124,12 +119,7 @@ fn shipped_configs_pass_check() {
         if !path.exists() {
             continue;
         }
-        let out = Command::new(BIN)
-            .arg("check")
-            .arg("-c")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = tollgate("check", &path, &[]);
         assert!(
             out.status.success(),
             "{file}: {}",
@@ -140,11 +130,13 @@ fn shipped_configs_pass_check() {
 
 #[test]
 fn check_refuses_unpriced_models_and_unknown_fallbacks() {
-    let config = filled(&base_config(&["127.0.0.1:9001"])).replace(
-        "limits:",
-        "models:\n  - { name: cheap, upstream: support, input_usd_per_mtok: 0.1, max_tokens: 10, fallbacks: [ghost] }\nlimits:",
-    );
-    let (code, _, stderr) = check(&config);
+    let (code, _, stderr) = support()
+        .model(
+            Model::new("cheap", "support", 0.1, 0.0, 10)
+                .unset("output_usd_per_mtok")
+                .fallbacks(&["ghost"]),
+        )
+        .check();
     assert_eq!(code, 1);
     assert!(
         stderr.contains("models[0].output_usd_per_mtok: required"),
@@ -158,15 +150,11 @@ fn check_refuses_unpriced_models_and_unknown_fallbacks() {
 
 #[test]
 fn check_accepts_the_redis_store_but_no_password_in_its_url() {
-    let redis = |url: &str| {
-        filled(&base_config(&["127.0.0.1:9001"])).replace(
-            "store:\n",
-            &format!("store:\n  kind: redis\n  redis_url: \"{url}\"\n"),
-        )
-    };
-    let (code, _, stderr) = check(&redis("redis://127.0.0.1:6379/0"));
+    let (code, _, stderr) = support().redis("redis://127.0.0.1:6379/0").check();
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = check(&redis("redis://tollgate:hunter2@127.0.0.1:6379/0"));
+    let (code, _, stderr) = support()
+        .redis("redis://tollgate:hunter2@127.0.0.1:6379/0")
+        .check();
     assert_eq!(code, 1);
     assert!(
         stderr.contains("store.redis_url: must not hold a password"),
@@ -181,17 +169,13 @@ fn run_exits_2_when_a_listen_address_is_taken() {
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tollgate.yaml");
-    let config = base_config(&["127.0.0.1:9001"])
-        .replace("{listen}", &addr)
-        .replace("{admin}", &free_addr())
+    let config = support()
+        .listen(&addr)
+        .admin_listen(&free_addr())
+        .render()
         .replace("{dir}", &dir.path().display().to_string());
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tollgate("run", &path, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 }

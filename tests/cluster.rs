@@ -27,7 +27,7 @@ impl Redis {
             .status()
             .is_err()
         {
-            eprintln!("SKIPPED: redis-server is not installed (`make test` installs it)");
+            skipped("redis-server is not installed (`make test` installs it)");
             return None;
         }
         let mut redis = Redis {
@@ -98,79 +98,55 @@ impl Drop for Redis {
     }
 }
 
-/// Two instances of one gateway config (`{redis}` and `{on_error}` filled).
-fn config(backend: &Backend, redis: &Redis, on_error: &str, extra_auth: &str) -> String {
-    format!(
-        r#"{head}{extra_auth}
-upstreams:
-  support:
-    peers: ["{peer}"]
-    timeouts: {{ connect_ms: 300, read_ms: 2000 }}
-  llm:
-    peers: ["{peer}"]
-    timeouts: {{ connect_ms: 300, read_ms: 1000 }}
-routes:
-  - {{ name: limited, path: "/api/v1/limited/**", methods: [GET], upstream: support, roles: [agent], rate_limit: {{ requests_per_minute: 10 }} }}
-  - {{ name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support, roles: [agent] }}
-  - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, roles: [agent] }}
-  - {{ name: chat-limited, path: /openai/limited/chat/completions, methods: [POST], kind: llm, roles: [agent], rate_limit: {{ requests_per_minute: 4 }} }}
-models:
-  - {{ name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 100 }}
-limits:
-  default: {{ requests_per_minute: 100000 }}
-  budgets:
-    - {{ scope: user, tokens_per_day: 2000 }}
-store:
-  kind: redis
-  path: "{{dir}}/usage.db"
-  redis_url: "redis://127.0.0.1:{port}/0"
-  redis_timeouts: {{ connect_ms: 50, command_ms: 100 }}
-  on_store_error: {on_error}
-observability:
-  access_log: "off"
-  log_level: warn
-"#,
-        head = config_head(2, None, &[BOB, ALICE]),
-        peer = backend.addr,
-        port = redis.port,
-    )
+/// The config both instances of a test run: a support pool and an LLM pool
+/// on `backend`, counters in `redis`, `on_store_error` as given; bob and
+/// alice may spend 2,000 tokens a day.
+fn config(backend: &Backend, redis: &Redis, on_error: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .keys(&[BOB, ALICE])
+        .pool("support", Pool::new(&[&backend.addr]).timeouts(300, 2000))
+        .pool("llm", Pool::new(&[&backend.addr]).timeouts(300, 1000))
+        .route(
+            Route::http("limited", "/api/v1/limited/**", &["GET"], "support")
+                .roles(&["agent"])
+                .rate_limit(10),
+        )
+        .route(Route::http("tickets", "/api/v1/tickets/**", &["GET"], "support").roles(&["agent"]))
+        .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent"]))
+        .route(
+            Route::llm("chat-limited", "/openai/limited/chat/completions")
+                .roles(&["agent"])
+                .rate_limit(4),
+        )
+        .model(Model::new("m", "llm", 0.15, 0.6, 100))
+        .default_rate_limit(100_000)
+        .budget(Budget::user().tokens_per_day(2000))
+        .redis(&format!("redis://127.0.0.1:{}/0", redis.port))
+        .redis_timeouts(50, 100)
+        .on_store_error(on_error)
+        .access_log("off")
 }
 
-fn pair(template: &str) -> (Gateway, Gateway) {
-    (Gateway::start(template), Gateway::start(template))
+fn pair(config: &ConfigBuilder) -> (Gateway, Gateway) {
+    let template = config.render();
+    (Gateway::start(&template), Gateway::start(&template))
 }
 
-fn get(gw: &Gateway, path: &str, key: &str) -> reqwest::blocking::Response {
-    client()
-        .get(gw.url(path))
-        .header("X-API-Key", key)
-        .send()
-        .unwrap()
+/// Redis, a backend and two gateways on `config` of them as `change`
+/// leaves it; `None` when redis-server is missing.
+fn cluster(
+    on_error: &str,
+    change: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Option<(Redis, Backend, Gateway, Gateway)> {
+    let redis = Redis::start()?;
+    let backend = Backend::start();
+    let (a, b) = pair(&change(config(&backend, &redis, on_error)));
+    Some((redis, backend, a, b))
 }
 
-fn chat(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
-    let mut req = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", key)
-        .json(&json!({
-            "model": "m",
-            "messages": [{"role": "user", "content": "How do I reset my password?"}],
-        }));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().unwrap()
-}
-
-/// A chat call with a raw body, to `path`.
-fn chat_raw(gw: &Gateway, path: &str, key: &str, body: &str) -> reqwest::blocking::Response {
-    client()
-        .post(gw.url(path))
-        .header("X-API-Key", key)
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .send()
-        .unwrap()
+/// A chat call for the model `m`.
+fn ask(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+    chat(gw, key, &chat_body("m", json!({})), headers)
 }
 
 /// How many scripts (`EVALSHA`) Redis has run since its statistics were reset.
@@ -196,16 +172,6 @@ fn reset_redis_stats(redis: &Redis) {
     assert!(status.success());
 }
 
-fn usage_of(gw: &Gateway, user: &str) -> Value {
-    client()
-        .get(gw.admin_url(&format!("/admin/usage?user={user}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
 /// Tokens this instance's ledger recorded for `user` (its own calls only).
 fn ledger_tokens(gw: &Gateway, user: &str) -> u64 {
     let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
@@ -218,26 +184,20 @@ fn ledger_tokens(gw: &Gateway, user: &str) -> u64 {
     .unwrap_or(0)
 }
 
-/// Polls `check` every 50 ms until it holds or `within` passes.
-fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Fixed windows are UTC minutes: start a rate test early in one.
 fn away_from_minute_edge() {
-    let second = tollgate::limits::window::now_unix() % 60;
+    let second = unix_millis() / 1000 % 60;
     if second >= 45 {
         std::thread::sleep(Duration::from_secs(61 - second));
     }
+}
+
+fn assert_store_errors_counted(gw: &Gateway) {
+    let metrics = gw.metrics();
+    assert!(
+        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
+        "{metrics}"
+    );
 }
 
 /// The shared counter and the two ledgers agree, and the budget held.
@@ -263,14 +223,14 @@ fn assert_spend_is_shared(a: &Gateway, b: &Gateway, user: &str) {
 
 #[test]
 fn ten_per_minute_route_admits_ten_across_both_instances() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+    let Some((_redis, _backend, a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
     away_from_minute_edge();
     let mut admitted = 0;
     for i in 0..20 {
         let gw = if i % 2 == 0 { &a } else { &b };
-        let resp = get(gw, "/api/v1/limited/x", BOB_KEY);
+        let resp = gw.get("/api/v1/limited/x", BOB_KEY);
         match resp.status().as_u16() {
             200 => admitted += 1,
             429 => assert_eq!(error_code(resp).1, "rate_limited"),
@@ -282,18 +242,18 @@ fn ten_per_minute_route_admits_ten_across_both_instances() {
 
 #[test]
 fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+    let Some((redis, _backend, a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
     let path = "/openai/limited/chat/completions";
     let call = r#"{"model":"m","messages":[{"role":"user","content":"Where is my order?"}]}"#;
     away_from_minute_edge();
     // Warm both connections (and load the scripts) on another route.
     for gw in [&a, &b] {
-        assert_eq!(get(gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+        assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
     }
     reset_redis_stats(&redis);
-    let resp = chat_raw(&a, path, BOB_KEY, call);
+    let resp = post_raw(&a, path, BOB_KEY, call);
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["ratelimit-policy"],
@@ -312,30 +272,37 @@ fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
     let statuses: Vec<u16> = (0..5)
         .map(|i| {
             let gw = if i % 2 == 0 { &b } else { &a };
-            let resp = chat_raw(gw, path, BOB_KEY, call);
+            let resp = post_raw(gw, path, BOB_KEY, call);
             resp.status().as_u16()
         })
         .collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     // Over its rate, a caller hears 429 before anything about its request.
     for body in ["{not json", r#"{"model":"nope","messages":[]}"#, call] {
-        let (status, code, _) = error_code(chat_raw(&b, path, BOB_KEY, body));
-        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+        assert_error!(
+            post_raw(&b, path, BOB_KEY, body),
+            429,
+            "rate_limited",
+            "{body}"
+        );
     }
     // Refused calls hold nothing; the settled ones are billed.
     let usage = usage_of(&a, "bob");
     assert_eq!(usage["reserved_tokens"], 0, "{usage}");
     assert!(usage["tokens_day"].as_u64().unwrap_or(0) > 0, "{usage}");
     // Under the rate, a malformed body is still a 400 (and counted).
-    let (status, code, _) = error_code(chat_raw(&a, "/v1/chat/completions", BOB_KEY, "{x"));
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_error!(
+        post_raw(&a, "/v1/chat/completions", BOB_KEY, "{x"),
+        400,
+        "invalid_request"
+    );
 }
 
 #[test]
 fn daily_token_budget_is_never_overspent_across_instances() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
+    let Some((_redis, _backend, a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
 
     // Alternating calls until the shared budget refuses.
     let mut refused = false;
@@ -343,7 +310,7 @@ fn daily_token_budget_is_never_overspent_across_instances() {
     let full = [("x-mock-completion-tokens", "100")];
     for i in 0..40 {
         let gw = if i % 2 == 0 { &a } else { &b };
-        let resp = chat(gw, BOB_KEY, &full);
+        let resp = ask(gw, BOB_KEY, &full);
         match resp.status().as_u16() {
             200 => {
                 // Settlement runs just after the answer: let it land.
@@ -370,7 +337,7 @@ fn daily_token_budget_is_never_overspent_across_instances() {
                         ("x-mock-delay-ms", "200"),
                         ("x-mock-completion-tokens", "100"),
                     ];
-                    chat(gw, ALICE_KEY, &slow).status().as_u16()
+                    ask(gw, ALICE_KEY, &slow).status().as_u16()
                 })
             })
             .collect();
@@ -388,83 +355,64 @@ fn daily_token_budget_is_never_overspent_across_instances() {
 
 #[test]
 fn stuffing_lockout_on_one_instance_applies_on_the_other() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let template = config(
-        &backend,
-        &redis,
-        "deny",
-        "  failed_auth_per_ip_per_minute: 3",
-    );
-    let (a, b) = pair(&template);
+    let Some((_redis, _backend, a, b)) = cluster("deny", |c| c.failed_auth_per_ip_per_minute(3))
+    else {
+        return;
+    };
     away_from_minute_edge();
     for _ in 0..3 {
-        let resp = get(&a, "/api/v1/tickets/1", "wrong-key");
+        let resp = a.get("/api/v1/tickets/1", "wrong-key");
         assert_eq!(resp.status(), 401);
     }
     // A valid key, on the other instance: refused all the same.
-    let resp = get(&b, "/api/v1/tickets/1", BOB_KEY);
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    let resp = b.get("/api/v1/tickets/1", BOB_KEY);
+    assert_error!(resp, 429, "rate_limited");
     // LLM calls too, whatever their body, and they hold nothing.
     for body in [
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
         "{not json",
     ] {
-        let resp = chat_raw(&b, "/v1/chat/completions", BOB_KEY, body);
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{body}");
+        let resp = post_raw(&b, "/v1/chat/completions", BOB_KEY, body);
+        assert_error!(resp, 429, "rate_limited", "{body}");
     }
     assert_eq!(usage_of(&a, "bob")["reserved_tokens"], 0);
 }
 
 #[test]
 fn redis_down_with_deny_answers_503_at_once_and_recovers() {
-    let Some(mut redis) = Redis::start() else {
+    let Some((mut redis, _backend, a, b)) = cluster("deny", |c| c) else {
         return;
     };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "deny", ""));
-    assert_eq!(get(&a, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+    assert_eq!(a.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
 
     redis.kill();
     for gw in [&a, &b] {
         for path in ["/api/v1/tickets/1", "/api/v1/limited/1"] {
             let started = Instant::now();
-            let resp = get(gw, path, BOB_KEY);
+            let resp = gw.get(path, BOB_KEY);
             let elapsed = started.elapsed();
             assert_eq!(resp.headers()["retry-after"], "1");
-            let (status, code, _) = error_code(resp);
-            assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+            assert_error!(resp, 503, "store_unavailable");
             assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
         }
-        let llm = chat(gw, BOB_KEY, &[]);
+        let llm = ask(gw, BOB_KEY, &[]);
         assert_eq!(error_code(llm).1, "store_unavailable");
         // Readiness is not a store probe.
         let ready = client().get(gw.admin_url("/readyz")).send().unwrap();
         assert_eq!(ready.status(), 200);
     }
-    let metrics = client()
-        .get(a.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
-        "{metrics}"
-    );
+    assert_store_errors_counted(&a);
 
     redis.restart();
 
     let back = eventually(Duration::from_secs(2), || {
-        get(&a, "/api/v1/tickets/1", BOB_KEY).status() == 200
-            && get(&b, "/api/v1/tickets/1", BOB_KEY).status() == 200
+        a.get("/api/v1/tickets/1", BOB_KEY).status() == 200
+            && b.get("/api/v1/tickets/1", BOB_KEY).status() == 200
     });
     assert!(back, "not serving 2 s after redis returned");
     // Shared again: the remaining count falls across instances.
     let remaining = |gw: &Gateway| -> String {
-        let resp = get(gw, "/api/v1/limited/1", BOB_KEY);
+        let resp = gw.get("/api/v1/limited/1", BOB_KEY);
         assert_eq!(resp.status(), 200);
         resp.headers()["ratelimit"].to_str().unwrap().to_string()
     };
@@ -477,32 +425,21 @@ fn redis_down_with_deny_answers_503_at_once_and_recovers() {
 
 #[test]
 fn redis_down_with_allow_serves_and_counts_locally_then_shares_again() {
-    let Some(mut redis) = Redis::start() else {
+    let Some((mut redis, _backend, a, b)) = cluster("allow", |c| c) else {
         return;
     };
-    let backend = Backend::start();
-    let (a, b) = pair(&config(&backend, &redis, "allow", ""));
-    assert_eq!(chat(&a, BOB_KEY, &[]).status(), 200);
+    assert_eq!(ask(&a, BOB_KEY, &[]).status(), 200);
     assert_eq!(usage_of(&b, "bob")["store"], "redis");
 
     redis.kill();
     for gw in [&a, &b] {
-        assert_eq!(get(gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
-        assert_eq!(chat(gw, BOB_KEY, &[]).status(), 200);
+        assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
+        assert_eq!(ask(gw, BOB_KEY, &[]).status(), 200);
     }
     let local = usage_of(&a, "bob");
     assert_eq!(local["store"], "local");
     assert!(local["tokens_day"].as_u64().unwrap_or(0) > 0, "{local}");
-    let metrics = client()
-        .get(b.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        metrics.contains("tollgate_store_errors_total{store=\"redis\"}"),
-        "{metrics}"
-    );
+    assert_store_errors_counted(&b);
 
     redis.restart();
     let shared = eventually(Duration::from_secs(2), || {
@@ -513,9 +450,9 @@ fn redis_down_with_allow_serves_and_counts_locally_then_shares_again() {
 
 #[test]
 fn reservation_of_a_killed_instance_expires() {
-    let Some(redis) = Redis::start() else { return };
-    let backend = Backend::start();
-    let (mut a, b) = pair(&config(&backend, &redis, "deny", ""));
+    let Some((_redis, _backend, mut a, b)) = cluster("deny", |c| c) else {
+        return;
+    };
     let url = a.url("/v1/chat/completions");
     // A slow call on `a`; `a` is killed while it is in flight.
     let call = std::thread::spawn(move || {
@@ -545,25 +482,19 @@ fn reservation_of_a_killed_instance_expires() {
     let after = usage_of(&b, "bob");
     assert_eq!(after["reserved_tokens"].as_u64(), Some(0), "{after}");
     // And the budget it held is usable again.
-    assert_eq!(chat(&b, BOB_KEY, &[]).status(), 200);
+    assert_eq!(ask(&b, BOB_KEY, &[]).status(), 200);
 }
 
 #[test]
 fn check_accepts_redis_and_rejects_bad_store_values_with_their_line() {
-    let ok = fill_placeholders(
-        r#"
-server: { listen: ["{listen}"], admin_listen: "{admin}" }
-store:
-  kind: redis
-  path: "{dir}/usage.db"
-  redis_url: "rediss://cache.internal:6380/1"
-  redis_prefix: "tg-prod:"
-  redis_timeouts: { connect_ms: 50, command_ms: 100 }
-  on_store_error: allow
-"#,
-    );
-    let (code, _, stderr) = run_check(&ok);
+    let (code, _, stderr) = ConfigBuilder::new()
+        .redis("rediss://cache.internal:6380/1")
+        .redis_prefix("tg-prod:")
+        .redis_timeouts(50, 100)
+        .on_store_error("allow")
+        .check();
     assert_eq!(code, 0, "{stderr}");
+    // The positions are the point here: the broken file stays literal.
     let bad = fill_placeholders(
         r#"
 server: { listen: ["{listen}"], admin_listen: "{admin}" }
@@ -596,18 +527,11 @@ store:
 fn reload_warns_that_a_store_change_needs_a_restart() {
     let Some(redis) = Redis::start() else { return };
     let backend = Backend::start();
-    let template = config(&backend, &redis, "deny", "");
-    let gw = Gateway::start(&template);
-    let moved = template.replace(
-        &format!("redis://127.0.0.1:{}/0", redis.port),
-        &format!("redis://127.0.0.1:{}/0", free_port()),
-    );
-    gw.rewrite_config(&moved);
-    let resp = client()
-        .post(gw.admin_url("/admin/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
+    let config = config(&backend, &redis, "deny");
+    let gw = config.start();
+    let moved = config.redis(&format!("redis://127.0.0.1:{}/0", free_port()));
+    gw.rewrite_config(&moved.render());
+    let resp = gw.reload();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().unwrap();
     let warnings = body["warnings"].as_array().cloned().unwrap_or_default();
@@ -618,7 +542,7 @@ fn reload_warns_that_a_store_change_needs_a_restart() {
         "{body}"
     );
     // Still counting in the Redis it started with.
-    assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 200);
+    assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
     assert_eq!(usage_of(&gw, "bob")["store"], "redis");
 }
 
@@ -634,33 +558,28 @@ fn rediss_with_a_password_from_a_file() {
         "SSL_CERT_FILE",
         format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR")),
     );
-    let template = config(&backend, &redis, "deny", "")
-        .replace("redis://127.0.0.1:", "rediss://localhost:")
-        // A TLS handshake of a debug build on a busy machine exceeds 50 ms.
-        .replace(
-            "{ connect_ms: 50, command_ms: 100 }",
-            "{ connect_ms: 3000, command_ms: 1000 }",
-        )
-        .replace(
-            "  on_store_error: deny",
-            "  on_store_error: deny\n  redis_password_file: \"{dir}/redis.pass\"",
-        );
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("redis.pass"), "s3cret-pass\n").unwrap();
-    let template = template.replace(
-        "{dir}/redis.pass",
-        &dir.path().join("redis.pass").display().to_string(),
-    );
+    let password_file = dir.path().join("redis.pass");
+    std::fs::write(&password_file, "s3cret-pass\n").unwrap();
+    let template = config(&backend, &redis, "deny")
+        .redis(&format!("rediss://localhost:{}/0", redis.port))
+        // A TLS handshake of a debug build on a busy machine exceeds 50 ms.
+        .redis_timeouts(3000, 1000)
+        .redis_password_file(&password_file.display().to_string())
+        .render();
     let gw = Gateway::start(&template);
     for _ in 0..3 {
-        let status = get(&gw, "/api/v1/limited/1", BOB_KEY).status();
+        let status = gw.get("/api/v1/limited/1", BOB_KEY).status();
         assert_eq!(status, 200, "{}", gw.all_output());
     }
     let usage = usage_of(&gw, "bob");
     assert_eq!(usage["store"], "redis", "{usage}");
     // A wrong password is a store failure: deny answers 503.
-    std::fs::write(dir.path().join("redis.pass"), "wrong\n").unwrap();
+    std::fs::write(&password_file, "wrong\n").unwrap();
     let wrong = Gateway::start(&template);
-    let (status, code, _) = error_code(get(&wrong, "/api/v1/tickets/1", BOB_KEY));
-    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    assert_error!(
+        wrong.get("/api/v1/tickets/1", BOB_KEY),
+        503,
+        "store_unavailable"
+    );
 }

@@ -10,8 +10,13 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn setup() -> (Backend, Gateway) {
+    setup_with(|config| config)
+}
+
+/// A backend and a gateway on the support config as `change` leaves it.
+fn setup_with(change: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> (Backend, Gateway) {
     let backend = Backend::start();
-    let gw = Gateway::start(&base_config(&[&backend.addr]));
+    let gw = change(ConfigBuilder::support(&[&backend.addr])).start();
     (backend, gw)
 }
 
@@ -56,10 +61,18 @@ fn roles_and_owner_rules() {
     let get = |key: &str, path: &str| c.get(gw.url(path)).header("X-API-Key", key).send().unwrap();
 
     assert_eq!(get(BOB_KEY, "/api/v1/agents/bob/tickets").status(), 200);
-    let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/agents/alice/tickets"));
-    assert_eq!((status, code.as_str()), (403, "forbidden"), "owner rule");
-    let (status, code, _) = error_code(get(BOB_KEY, "/api/v1/users/7"));
-    assert_eq!((status, code.as_str()), (403, "forbidden"), "role rule");
+    assert_error!(
+        get(BOB_KEY, "/api/v1/agents/alice/tickets"),
+        403,
+        "forbidden",
+        "owner rule"
+    );
+    assert_error!(
+        get(BOB_KEY, "/api/v1/users/7"),
+        403,
+        "forbidden",
+        "role rule"
+    );
     assert_eq!(
         get(ROOT_KEY, "/api/v1/agents/alice/tickets").status(),
         200,
@@ -71,18 +84,16 @@ fn roles_and_owner_rules() {
 #[test]
 fn identity_headers_are_trusted_and_spoofs_stripped() {
     let (_b, gw) = setup();
-    let resp = client()
-        .get(gw.url("/api/v1/tickets/1?x=1"))
-        .header("X-API-Key", BOB_KEY)
-        .header("X-Gateway-User", "root")
-        .header("X-Gateway-Roles", "admin")
-        .header("X-Gateway-Anything", "spoof")
-        .header("X-Forwarded-For", "6.6.6.6")
-        .header("Connection", "keep-alive, X-Secret-Hop")
-        .header("X-Secret-Hop", "must-not-pass")
-        .header("X-Request-Id", "client-id-123")
-        .send()
-        .unwrap();
+    let spoofs = [
+        ("X-Gateway-User", "root"),
+        ("X-Gateway-Roles", "admin"),
+        ("X-Gateway-Anything", "spoof"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("Connection", "keep-alive, X-Secret-Hop"),
+        ("X-Secret-Hop", "must-not-pass"),
+        ("X-Request-Id", "client-id-123"),
+    ];
+    let resp = gw.get_with("/api/v1/tickets/1?x=1", BOB_KEY, &spoofs);
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-request-id"], "client-id-123");
     assert!(resp.headers()["server-timing"]
@@ -106,6 +117,15 @@ fn identity_headers_are_trusted_and_spoofs_stripped() {
     assert_eq!(echo["query"], "x=1");
 }
 
+/// A GET of `target` as written (HTTP clients normalise dot segments
+/// themselves) as the holder of `key`; the whole answer.
+fn raw_get(addr: &str, target: &str, key: &str) -> String {
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    raw_request(addr, req.as_bytes())
+}
+
 #[test]
 fn path_traversal_cannot_escape_a_route() {
     let (_b, gw) = setup();
@@ -115,25 +135,16 @@ fn path_traversal_cannot_escape_a_route() {
         "/api/v1/agents/bob/%2e%2e/%2e%2e/users/1",
         "/api/v1/tickets/../users/1",
     ] {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nConnection: close\r\n\r\n"
-        );
-        let resp = raw_request(&gw.addr, req.as_bytes());
+        let resp = raw_get(&gw.addr, path, BOB_KEY);
         assert!(resp.starts_with("HTTP/1.1 403"), "{path}: {resp}");
         assert!(resp.contains("\"forbidden\""));
     }
     // An admin reaching the normalised path gets it, normalised upstream.
-    let req = format!(
-        "GET /api/v1/agents/x/../../users/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {ROOT_KEY}\r\nConnection: close\r\n\r\n"
-    );
-    let resp = raw_request(&gw.addr, req.as_bytes());
+    let resp = raw_get(&gw.addr, "/api/v1/agents/x/../../users/1", ROOT_KEY);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/api/v1/users/1\""), "{resp}");
     // Encoded separators are refused outright.
-    let req = format!(
-        "GET /api/v1/tickets/a%2f..%2f..%2fusers HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nConnection: close\r\n\r\n"
-    );
-    let resp = raw_request(&gw.addr, req.as_bytes());
+    let resp = raw_get(&gw.addr, "/api/v1/tickets/a%2f..%2f..%2fusers", BOB_KEY);
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
 }
 
@@ -176,8 +187,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
         .send()
         .unwrap();
     assert!(resp.headers().contains_key("x-request-id"));
-    let (status, code, body) = error_code(resp);
-    assert_eq!((status, code.as_str()), (404, "no_route"));
+    let body = assert_error!(resp, 404, "no_route");
     assert!(!body["error"]["request_id"].as_str().unwrap().is_empty());
 
     let resp = c
@@ -186,8 +196,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
         .send()
         .unwrap();
     assert_eq!(resp.headers()["allow"], "GET, POST, PATCH");
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    assert_error!(resp, 405, "method_not_allowed");
 
     let resp = c
         .post(gw.url("/api/v1/tickets/1"))
@@ -195,8 +204,7 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
         .body(vec![b'x'; 5000])
         .send()
         .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (413, "body_too_large"));
+    assert_error!(resp, 413, "body_too_large");
 
     // Chunked: no Content-Length up front, counted as it streams.
     let chunk = "x".repeat(3000);
@@ -223,37 +231,25 @@ fn not_found_method_not_allowed_and_body_too_large_are_json() {
 fn uri_and_header_limits() {
     let (_b, gw) = setup();
     let long = format!("/api/v1/tickets/{}", "a".repeat(9000));
-    let resp = client()
-        .get(gw.url(&long))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (414, "uri_too_long"));
+    let resp = gw.get(&long, BOB_KEY);
+    assert_error!(resp, 414, "uri_too_long");
     let resp = client()
         .get(gw.url("/api/v1/tickets/1"))
         .header("X-API-Key", BOB_KEY)
         .header("X-Big", "v".repeat(40_000))
         .send()
         .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+    assert_error!(resp, 431, "headers_too_large");
 }
 
 #[test]
 fn round_robin_spreads_over_peers() {
     let a = Backend::start();
     let b = Backend::start();
-    let gw = Gateway::start(&base_config(&[&a.addr, &b.addr]));
+    let gw = ConfigBuilder::support(&[&a.addr, &b.addr]).start();
     let mut seen = std::collections::HashMap::new();
     for _ in 0..20 {
-        let echo: Value = client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let echo: Value = gw.get("/api/v1/tickets/1", BOB_KEY).json().unwrap();
         *seen
             .entry(echo["backend"].as_str().unwrap().to_string())
             .or_insert(0) += 1;
@@ -266,7 +262,7 @@ fn round_robin_spreads_over_peers() {
 fn failing_health_check_removes_a_peer_and_recovery_restores_it() {
     let a = Backend::start();
     let b = Backend::start();
-    let gw = Gateway::start(&base_config(&[&a.addr, &b.addr]));
+    let gw = ConfigBuilder::support(&[&a.addr, &b.addr]).start();
     let c = client();
     let backend_of = || -> String {
         let echo: Value = c
@@ -300,46 +296,28 @@ fn failing_health_check_removes_a_peer_and_recovery_restores_it() {
 #[test]
 fn all_peers_down_gives_503_and_connect_failure_502_and_slow_504() {
     let a = Backend::start();
-    let gw = Gateway::start(&base_config(&[&a.addr]));
+    let gw = ConfigBuilder::support(&[&a.addr]).start();
     a.set_health(false);
     std::thread::sleep(Duration::from_millis(1000));
-    let resp = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
     assert!(resp.headers().contains_key("retry-after"));
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+    assert_error!(resp, 503, "upstream_unavailable");
 
     // A peer that refuses connections (no health check to hide it).
     let dead = free_addr();
-    let config = base_config(&[&dead]).replace(
-        "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
-        "",
-    );
-    let gw2 = Gateway::start(&config);
-    let (status, code, _) = error_code(
-        client()
-            .get(gw2.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap(),
-    );
-    assert_eq!((status, code.as_str()), (502, "upstream_error"));
+    let gw2 = ConfigBuilder::support(&[&dead])
+        .with_pool("support", Pool::no_health_check)
+        .start();
+    assert_error!(gw2.get("/api/v1/tickets/1", BOB_KEY), 502, "upstream_error");
 
     // read_ms is 2000: a 3 s answer times out.
     let slow = Backend::start();
-    let gw3 = Gateway::start(&base_config(&[&slow.addr]));
-    let (status, code, _) = error_code(
-        client()
-            .get(gw3.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .header("x-mock-delay-ms", "3000")
-            .send()
-            .unwrap(),
+    let gw3 = ConfigBuilder::support(&[&slow.addr]).start();
+    assert_error!(
+        gw3.get_with("/api/v1/tickets/1", BOB_KEY, &[("x-mock-delay-ms", "3000")]),
+        504,
+        "upstream_timeout"
     );
-    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
 }
 
 #[test]
@@ -363,16 +341,11 @@ fn rate_limit_refuses_the_eleventh_request_per_user() {
         );
     }
     let resp = get(BOB_KEY);
-    let retry: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(&resp);
     assert!((1..=60).contains(&retry));
     assert!(resp.headers().contains_key("ratelimit"));
     assert!(resp.headers().contains_key("ratelimit-policy"));
-    let (status, code, body) = error_code(resp);
-    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    let body = assert_error!(resp, 429, "rate_limited");
     assert_eq!(body["error"]["type"], "rate_limit");
     // Another user is unaffected.
     assert_eq!(get(ROOT_KEY).status(), 200);
@@ -440,11 +413,7 @@ fn admin_endpoints_and_metrics() {
 fn access_log_has_one_json_line_per_request_and_no_secrets() {
     let (_b, gw) = setup();
     for key in [BOB_KEY, "wrong-secret-key-value"] {
-        client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", key)
-            .send()
-            .unwrap();
+        gw.get("/api/v1/tickets/1", key);
     }
     std::thread::sleep(Duration::from_millis(300));
     let lines = gw.access_log();
@@ -463,12 +432,7 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
 
 #[test]
 fn stalled_request_body_gets_408() {
-    let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  body_timeout_ms: 500\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_backend, gw) = setup_with(|c| c.body_timeout_ms(500));
     // Announce 10 bytes, send 3, then stall.
     let req = format!(
         "POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nContent-Length: 10\r\n\r\nabc"
@@ -484,19 +448,11 @@ fn stalled_request_body_gets_408() {
 fn consistent_hashing_keeps_a_user_on_one_peer() {
     let a = Backend::start();
     let b = Backend::start();
-    let config = base_config(&[&a.addr, &b.addr]).replace(
-        "  support:\n",
-        "  support:\n    selection: consistent_hash\n",
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::support(&[&a.addr, &b.addr])
+        .with_pool("support", |p| p.selection("consistent_hash"))
+        .start();
     let backend_for = |key: &str| -> String {
-        let echo: Value = client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", key)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let echo: Value = gw.get("/api/v1/tickets/1", key).json().unwrap();
         echo["backend"].as_str().unwrap().to_string()
     };
     for key in [BOB_KEY, ALICE_KEY, ROOT_KEY] {
@@ -514,12 +470,7 @@ fn consistent_hashing_keeps_a_user_on_one_peer() {
 #[test]
 fn connections_per_ip_are_capped() {
     use std::io::{Read, Write};
-    let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  max_connections_per_ip: 2\n",
-    );
-    let gw = Gateway::start(&config);
+    let (_backend, gw) = setup_with(|c| c.max_connections_per_ip(2));
     let request =
         format!("GET /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\n\r\n");
     // Reads one answer; Err or empty when the gateway closed the connection.
@@ -555,13 +506,8 @@ fn connections_per_ip_are_capped() {
 #[test]
 fn reload_reports_changes_that_need_a_restart() {
     let (_b, gw) = setup();
-    let config = base_config(&[&_b.addr]).replace("  threads: 2\n", "  threads: 1\n");
-    gw.rewrite_config(&config);
-    let resp = client()
-        .post(gw.admin_url("/admin/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
+    gw.rewrite_config(&ConfigBuilder::support(&[&_b.addr]).threads(1).render());
+    let resp = gw.reload();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().unwrap();
     assert_eq!(body["generation"], 2);
@@ -572,25 +518,12 @@ fn reload_reports_changes_that_need_a_restart() {
         .unwrap()
         .starts_with("server.threads changed"));
     // The rest of the new config is live.
-    assert_eq!(
-        client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
 }
 
 #[test]
 fn pid_file_is_written_and_removed_on_stop() {
-    let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  pid_file: \"{dir}/run/tollgate.pid\"\n",
-    );
-    let mut gw = Gateway::start(&config);
+    let (_backend, mut gw) = setup_with(|c| c.pid_file("{dir}/run/tollgate.pid"));
     let path = gw.dir.path().join("run/tollgate.pid");
     let pid = std::fs::read_to_string(&path).unwrap();
     assert_eq!(pid.trim(), gw.pid().to_string());

@@ -9,44 +9,32 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn config(llm: &str, pii_action: &str) -> String {
-    format!(
-        r#"
-server: {{ listen: ["{{listen}}"], admin_listen: "{{admin}}", threads: 2, grace_period_seconds: 1 }}
-auth:
-  api_keys: [ {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }} ]
-upstreams:
-  llm: {{ peers: ["{llm}"] }}
-routes:
-  - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm, guards: [pii, injection] }}
-  - {{ name: raw, path: /v2/chat/completions, methods: [POST], kind: llm }}
-models:
-  - {{ name: m, upstream: llm, input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, max_tokens: 50 }}
-guards:
-  pii: {{ detect: [email, phone, credit_card, ssn, iban], action: {pii_action} }}
-  injection: {{ action: block, patterns: ["open the pod bay doors"] }}
-  max_messages: 3
-store: {{ path: "{{dir}}/usage.db" }}
-observability: {{ access_log: "{{dir}}/access.log", log_level: warn }}
-"#,
-        bob = sha(BOB_KEY)
-    )
+/// A guarded chat route and an unguarded one for bob; PII of every kind
+/// with `pii_action`; a custom injection pattern; 3 messages at most.
+fn config(llm: &str, pii_action: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .keys(&[BOB])
+        .pool("llm", Pool::new(&[llm]))
+        .route(Route::llm("chat", "/v1/chat/completions").guards(&["pii", "injection"]))
+        .route(Route::llm("raw", "/v2/chat/completions"))
+        .model(Model::new("m", "llm", 1.0, 1.0, 50))
+        .pii(
+            &["email", "phone", "credit_card", "ssn", "iban"],
+            pii_action,
+        )
+        .injection("block", &["open the pod bay doors"])
+        .max_messages(3)
 }
 
-fn chat(gw: &Gateway, path: &str, text: &str) -> reqwest::blocking::Response {
-    client()
-        .post(gw.url(path))
-        .header("X-API-Key", BOB_KEY)
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .unwrap()
+fn say(gw: &Gateway, path: &str, text: &str) -> reqwest::blocking::Response {
+    post(gw, path, BOB_KEY, &user_says("m", text), &[])
 }
 
 #[test]
 fn pii_is_redacted_before_the_upstream_sees_it() {
     let llm = Backend::start();
-    let gw = Gateway::start(&config(&llm.addr, "redact"));
-    let answer: Value = chat(
+    let gw = config(&llm.addr, "redact").start();
+    let answer: Value = say(
         &gw,
         "/v1/chat/completions",
         "I'm jane@example.com, card 4111 1111 1111 1111",
@@ -59,7 +47,7 @@ fn pii_is_redacted_before_the_upstream_sees_it() {
     assert_eq!(sent, "I'm [REDACTED_EMAIL], card [REDACTED_CREDIT_CARD]");
     // A route without guards forwards the text untouched (the mock echoes
     // requests to paths other than /v1/chat/completions).
-    let echo: Value = chat(&gw, "/v2/chat/completions", "I'm jane@example.com")
+    let echo: Value = say(&gw, "/v2/chat/completions", "I'm jane@example.com")
         .json()
         .unwrap();
     assert!(
@@ -71,7 +59,7 @@ fn pii_is_redacted_before_the_upstream_sees_it() {
 #[test]
 fn blocking_guards_answer_400_without_echoing_the_match() {
     let llm = Backend::start();
-    let gw = Gateway::start(&config(&llm.addr, "block"));
+    let gw = config(&llm.addr, "block").start();
     let served = llm.served();
     for (text, guard) in [
         (
@@ -81,8 +69,12 @@ fn blocking_guards_answer_400_without_echoing_the_match() {
         ("HAL, open the pod bay doors", "injection"),
         ("my ssn is 123-45-6789", "pii"),
     ] {
-        let (status, code, body) = error_code(chat(&gw, "/v1/chat/completions", text));
-        assert_eq!((status, code.as_str()), (400, "guard_blocked"), "{text}");
+        let body = assert_error!(
+            say(&gw, "/v1/chat/completions", text),
+            400,
+            "guard_blocked",
+            "{text}"
+        );
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(guard), "{message}");
         assert!(!message.contains("123-45-6789") && !message.contains("pod bay"));
@@ -97,12 +89,6 @@ fn blocking_guards_answer_400_without_echoing_the_match() {
     let many: Vec<Value> = (0..4)
         .map(|i| json!({"role": "user", "content": format!("m{i}")}))
         .collect();
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", BOB_KEY)
-        .json(&json!({"model": "m", "messages": many}))
-        .send()
-        .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    let resp = chat(&gw, BOB_KEY, &json!({"model": "m", "messages": many}), &[]);
+    assert_error!(resp, 400, "invalid_request");
 }

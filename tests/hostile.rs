@@ -17,21 +17,15 @@ const HEADER_TIMEOUT_MS: u64 = 2000;
 
 /// The core config with a 2 s head deadline and no health checks, so the
 /// mock backend's `served` counts exactly the requests the gateway passed on.
-fn hostile_config(peer: &str) -> String {
-    base_config(&[peer])
-        .replace(
-            "grace_period_seconds: 1\n",
-            &format!("grace_period_seconds: 1\n  header_timeout_ms: {HEADER_TIMEOUT_MS}\n"),
-        )
-        .lines()
-        .filter(|l| !l.contains("health_check:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+fn hostile_config(peer: &str) -> ConfigBuilder {
+    ConfigBuilder::support(&[peer])
+        .header_timeout_ms(HEADER_TIMEOUT_MS)
+        .with_pool("support", Pool::no_health_check)
 }
 
 fn setup() -> (Backend, Gateway) {
     let backend = Backend::start();
-    let gw = Gateway::start(&hostile_config(&backend.addr));
+    let gw = hostile_config(&backend.addr).start();
     (backend, gw)
 }
 
@@ -126,6 +120,15 @@ fn split_answers(mut text: &str) -> Vec<(u16, String, Value)> {
         text = &rest[len.min(rest.len())..];
     }
     answers
+}
+
+/// Sends `request` on a new connection; the answers until it closes.
+fn exchange(gw: &Gateway, request: &str) -> Vec<(u16, String, Value)> {
+    let mut stream = connect(&gw.addr);
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    split_answers(&read_to_close(&mut stream))
 }
 
 fn get(path: &str, extra: &str) -> String {
@@ -224,11 +227,7 @@ fn keep_alive_requests_and_a_head_split_over_several_writes_are_served() {
 fn too_many_header_fields_get_431_and_reach_nobody() {
     let (backend, gw) = setup();
     let fields: String = (0..300).map(|i| format!("X-F{i}: v\r\n")).collect();
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(get("/api/v1/tickets/1", &fields).as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &get("/api/v1/tickets/1", &fields));
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, 431);
     assert_eq!(answers[0].2["error"]["code"], "headers_too_large");
@@ -249,13 +248,9 @@ fn too_many_header_fields_get_431_and_reach_nobody() {
 #[test]
 fn an_oversize_head_gets_431_and_reaches_nobody() {
     let (backend, gw) = setup();
-    // base_config keeps the default max_header_bytes (32 KiB).
+    // The support config keeps the default max_header_bytes (32 KiB).
     let big = format!("X-Big: {}\r\n", "v".repeat(40_000));
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(get("/api/v1/tickets/1", &big).as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &get("/api/v1/tickets/1", &big));
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, 431);
     assert_eq!(answers[0].2["error"]["code"], "headers_too_large");
@@ -281,11 +276,7 @@ fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
         get("/api/v1/tickets/c", ""),
     ]
     .concat();
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(pipelined.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &pipelined);
     assert!(!answers.is_empty(), "the first request is answered");
     let expected = [
         "/api/v1/tickets/a",
@@ -305,11 +296,7 @@ fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
 fn two_gets_in_one_write_never_hang() {
     let (backend, gw) = setup();
     let two = [get("/api/v1/tickets/1", ""), get("/api/v1/tickets/2", "")].concat();
-    let mut stream = connect(&gw.addr);
-    stream
-        .write_all(two.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answers = split_answers(&read_to_close(&mut stream));
+    let answers = exchange(&gw, &two);
     assert!(!answers.is_empty() && answers.len() <= 2, "{answers:?}");
     for (i, (status, _, body)) in answers.iter().enumerate() {
         assert_eq!(*status, 200);
@@ -319,29 +306,19 @@ fn two_gets_in_one_write_never_hang() {
 }
 
 /// An LLM route whose upstream is the mock backend.
-fn llm_config(llm: &str) -> String {
-    format!(
-        r#"
-server: {{ listen: ["{{listen}}"], admin_listen: "{{admin}}", threads: 2, grace_period_seconds: 1, max_body_bytes: 1048576 }}
-auth:
-  api_keys: [ {{ id: bob-1, sha256: "{bob}", user: bob, tenant: acme, roles: [agent] }} ]
-upstreams:
-  llm: {{ peers: ["{llm}"] }}
-routes:
-  - {{ name: chat, path: /v1/chat/completions, methods: [POST], kind: llm }}
-models:
-  - {{ name: m, upstream: llm, input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, max_tokens: 50 }}
-store: {{ path: "{{dir}}/usage.db" }}
-observability: {{ access_log: "{{dir}}/access.log", log_level: warn }}
-"#,
-        bob = sha(BOB_KEY)
-    )
+fn llm_config(llm: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .max_body_bytes(1_048_576)
+        .keys(&[BOB])
+        .pool("llm", Pool::new(&[llm]))
+        .route(Route::llm("chat", "/v1/chat/completions"))
+        .model(Model::new("m", "llm", 1.0, 1.0, 50))
 }
 
 #[test]
 fn json_nested_100000_deep_is_refused_with_400_and_the_gateway_lives_on() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&llm.addr));
+    let gw = llm_config(&llm.addr).start();
     let depth = 100_000;
     for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
         let body = format!(
@@ -357,47 +334,15 @@ fn json_nested_100000_deep_is_refused_with_400_and_the_gateway_lives_on() {
         stream
             .write_all([head, body].concat().as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
-        let answers = split_answers(&read_to_close_or_answer(&mut stream));
+        let answers = split_answers(&read_answer(&mut stream, Duration::from_secs(10)));
         assert_eq!(answers.len(), 1, "{open}");
         assert_eq!(answers[0].0, 400, "{open}");
         assert_eq!(answers[0].2["error"]["code"], "invalid_request", "{open}");
     }
     assert_eq!(upstream_saw(&llm), 0, "nothing reached the upstream");
     // The process survived (no stack overflow): it still serves.
-    let ok = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", BOB_KEY)
-        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ok = chat(&gw, BOB_KEY, &user_says("m", "hi"), &[]);
     assert_eq!(ok.status(), 200);
-}
-
-/// One answer (the connection may stay open): read until its body is complete.
-fn read_to_close_or_answer(stream: &mut TcpStream) -> String {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        let text = String::from_utf8_lossy(&out).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            });
-            if len.is_some_and(|l| body.len() >= l) {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

@@ -8,48 +8,35 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "support/llm_apis.rs"]
-mod llm_apis;
 
 use common::*;
-use llm_apis::*;
 use serde_json::json;
 use std::io::Read;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn chat(gw: &Gateway, stream: bool, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+fn hi(gw: &Gateway, stream: bool, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
     let body = json!({"model": "gpt", "stream": stream, "max_tokens": 20,
                       "messages": [{"role": "user", "content": "hi"}]});
-    post(gw, "/v1/chat/completions", BOB_KEY, &body, headers)
+    chat(gw, BOB_KEY, &body, headers)
 }
 
 #[test]
 fn hostile_upstream_answers_pass_or_fail_cleanly_with_rss_flat() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000_000);
     // Warm up: connection pools, lazies, the tokenizer.
     for stream in [false, true, false, true] {
-        let _ = chat(&gw, stream, &[]).bytes();
+        let _ = hi(&gw, stream, &[]).bytes();
     }
-    let before = rss_kib(gw.pid());
+    let before = rss_kib(&gw.pid().to_string());
 
     // 200 MB JSON answer: forwarded whole, usage unreadable (over the
     // 8 MiB parse buffer): billed as an estimate.
-    let mut resp = chat(&gw, false, &[("x-mock-json-bytes", "200000000")]);
+    let mut resp = hi(&gw, false, &[("x-mock-json-bytes", "200000000")]);
     assert_eq!(resp.status(), 200);
     let copied = resp.copy_to(&mut std::io::sink()).unwrap();
     assert_eq!(copied, 200_000_000);
 
     // Endless SSE stream: cut off at the cap, ends cleanly.
-    let text = chat(
+    let text = hi(
         &gw,
         true,
         &[
@@ -62,7 +49,7 @@ fn hostile_upstream_answers_pass_or_fail_cleanly_with_rss_flat() {
     assert!(text.trim_end().ends_with("data: [DONE]"));
 
     // One event that never ends: 100 MB pass through, then the client leaves.
-    let mut resp = chat(&gw, true, &[("x-mock-endless-event", "1")]);
+    let mut resp = hi(&gw, true, &[("x-mock-endless-event", "1")]);
     assert_eq!(resp.status(), 200);
     let mut buf = vec![0u8; 64 * 1024];
     let mut read = 0usize;
@@ -75,7 +62,7 @@ fn hostile_upstream_answers_pass_or_fail_cleanly_with_rss_flat() {
 
     // 2,000 response headers: answered cleanly either way (forwarded, or
     // refused by the HTTP parser as a 502), never a hang.
-    let status = chat(&gw, false, &[("x-mock-headers", "2000")])
+    let status = hi(&gw, false, &[("x-mock-headers", "2000")])
         .status()
         .as_u16();
     assert!([200, 502].contains(&status), "{status}");
@@ -88,7 +75,7 @@ fn hostile_upstream_answers_pass_or_fail_cleanly_with_rss_flat() {
     assert_eq!(rows.len(), expected, "every call settled: {rows:?}");
     let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
     assert_eq!(u["reserved_tokens"], 0, "{u}");
-    let after = rss_kib(gw.pid());
+    let after = rss_kib(&gw.pid().to_string());
     println!("gateway RSS before {before} KiB, after {after} KiB");
     assert!(
         after.saturating_sub(before) < 16 * 1024,

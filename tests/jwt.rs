@@ -31,40 +31,40 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// `base_config` plus `auth.jwt` (four keys) and the stuffing guard. The
-/// HMAC secret is in a file under `secrets` (kept alive by the caller).
-fn jwt_config(secrets: &tempfile::TempDir, failed_auth_limit: u32) -> String {
+/// `auth.jwt` with four keys: RSA, EC (its public key in
+/// `ec_public_key_file`), Ed25519, and HMAC (its secret in `secret_file`).
+fn jwt_section(ec_public_key_file: &str, secret_file: &std::path::Path) -> Value {
+    json!({
+        "issuer": ISS,
+        "audience": AUD,
+        "max_lifetime_seconds": 3600,
+        "keys": [
+            {"kid": "rsa-1", "alg": "RS256", "public_key_file": fixture_path("rsa-1.pub.pem")},
+            {"kid": "ec-1", "alg": "ES256", "public_key_file": ec_public_key_file},
+            {"kid": "ed-1", "alg": "EdDSA", "public_key_file": fixture_path("ed-1.pub.pem")},
+            {"kid": "hmac-1", "alg": "HS256", "secret_file": secret_file.display().to_string()},
+        ],
+    })
+}
+
+/// The support config on `peer` plus `auth.jwt` and the stuffing guard.
+/// The HMAC secret is in a file under `secrets` (kept alive by the caller).
+fn jwt_config(peer: &str, secrets: &tempfile::TempDir, failed_auth_limit: u32) -> ConfigBuilder {
     let secret_file = secrets.path().join("hmac-1.secret");
     // Trailing newline as `echo` writes it: not part of the secret.
     std::fs::write(&secret_file, format!("{HMAC_SECRET}\n")).unwrap();
-    let jwt = format!(
-        r#"  jwt:
-    issuer: "{ISS}"
-    audience: {AUD}
-    max_lifetime_seconds: 3600
-    keys:
-      - {{ kid: rsa-1, alg: RS256, public_key_file: "{rsa}" }}
-      - {{ kid: ec-1, alg: ES256, public_key_file: "{ec}" }}
-      - {{ kid: ed-1, alg: EdDSA, public_key_file: "{ed}" }}
-      - {{ kid: hmac-1, alg: HS256, secret_file: "{secret}" }}
-  failed_auth_per_ip_per_minute: {failed_auth_limit}
-upstreams:
-"#,
-        rsa = fixture_path("rsa-1.pub.pem"),
-        ec = fixture_path("ec-1.pub.pem"),
-        ed = fixture_path("ed-1.pub.pem"),
-        secret = secret_file.display(),
-    );
-    let config = base_config(&["{backend}"]).replacen("upstreams:\n", &jwt, 1);
-    assert!(config.contains("kid: hmac-1"));
-    config
+    ConfigBuilder::support(&[peer])
+        .auth(
+            "jwt",
+            jwt_section(&fixture_path("ec-1.pub.pem"), &secret_file),
+        )
+        .failed_auth_per_ip_per_minute(failed_auth_limit)
 }
 
 fn start(failed_auth_limit: u32) -> (Backend, Gateway, tempfile::TempDir) {
     let backend = Backend::start();
     let secrets = tempfile::tempdir().unwrap();
-    let config = jwt_config(&secrets, failed_auth_limit).replace("{backend}", &backend.addr);
-    let gw = Gateway::start(&config);
+    let gw = jwt_config(&backend.addr, &secrets, failed_auth_limit).start();
     (backend, gw, secrets)
 }
 
@@ -316,23 +316,22 @@ fn jwt_roles_are_enforced_like_key_roles() {
     let admin = sign(Algorithm::ES256, &claims("jwt-root", &["admin"]));
     let norole = sign(Algorithm::HS256, &claims("jwt-nobody", &[]));
 
-    let (status, code, _) = error_code(get(&gw, "/api/v1/users/7", &agent));
-    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    assert_error!(get(&gw, "/api/v1/users/7", &agent), 403, "forbidden");
     assert_eq!(get(&gw, "/api/v1/users/7", &admin).status(), 200);
     // Owner rule: {agent} must be the token's user.
     assert_eq!(
         get(&gw, "/api/v1/agents/jwt-bob/tickets", &agent).status(),
         200
     );
-    let (status, code, _) = error_code(get(&gw, "/api/v1/agents/alice/tickets", &agent));
-    assert_eq!((status, code.as_str()), (403, "forbidden"));
-    let (status, code, _) = error_code(get(&gw, "/api/v1/tickets/1", &norole));
-    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    assert_error!(
+        get(&gw, "/api/v1/agents/alice/tickets", &agent),
+        403,
+        "forbidden"
+    );
+    assert_error!(get(&gw, "/api/v1/tickets/1", &norole), 403, "forbidden");
 
     let denied = gw
-        .access_log()
-        .into_iter()
-        .find(|l| l["event"] == "authorization_denied")
+        .logged("event", "authorization_denied")
         .expect("denial audited");
     assert_eq!(denied["principal"], "rsa-1");
     assert_eq!(denied["user"], "jwt-bob");
@@ -362,15 +361,10 @@ fn repeated_failures_block_the_ip_even_for_valid_credentials() {
             req = req.header("X-API-Key", k);
         }
         let resp = req.send().unwrap();
-        let retry: u64 = resp.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry = retry_after(&resp);
         assert!((1..=60).contains(&retry), "{name}: retry-after {retry}");
         assert!(resp.headers().contains_key("ratelimit-policy"), "{name}");
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (429, "rate_limited"), "{name}");
+        assert_error!(resp, 429, "rate_limited", "{name}");
     }
     // A valid JWT is refused as well.
     let token = sign(Algorithm::RS256, &claims("jwt-alice", &["agent"]));
@@ -390,9 +384,7 @@ fn repeated_failures_block_the_ip_even_for_valid_credentials() {
     assert_eq!(resp.status(), 200);
 
     let blocked = gw
-        .access_log()
-        .into_iter()
-        .find(|l| l["event"] == "authentication_blocked")
+        .logged("event", "authentication_blocked")
         .expect("block audited");
     assert_eq!(blocked["reason"], "too_many_failed_auth");
     assert_eq!(blocked["client_ip"], "127.0.0.1");
@@ -411,12 +403,8 @@ fn reload_does_not_reset_the_failed_auth_counter() {
     }
     assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 429);
     // Same config, new generation.
-    gw.rewrite_config(&jwt_config(&secrets, limit).replace("{backend}", &backend.addr));
-    let reload = client()
-        .post(gw.admin_url("/admin/reload"))
-        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .send()
-        .unwrap();
+    gw.rewrite_config(&jwt_config(&backend.addr, &secrets, limit).render());
+    let reload = gw.reload();
     assert_eq!(reload.status(), 200);
     assert_eq!(get(&gw, "/api/v1/tickets/1", BOB_KEY).status(), 429);
 }
@@ -426,14 +414,11 @@ fn check_reports_unusable_jwt_keys_with_their_field() {
     let dir = tempfile::tempdir().unwrap();
     let short = dir.path().join("short.secret");
     std::fs::write(&short, "too-short").unwrap();
-    let config = fill_placeholders(&jwt_config(&dir, 20).replace("{backend}", "127.0.0.1:9001"))
-        // A private key where the public key belongs, and a short secret.
-        .replace(&fixture_path("ec-1.pub.pem"), &fixture_path("ec-1.key.pem"))
-        .replace(
-            &dir.path().join("hmac-1.secret").display().to_string(),
-            &short.display().to_string(),
-        );
-    let (code, stdout, stderr) = run_check(&config);
+    // A private key where the public key belongs, and a short secret.
+    let (code, stdout, stderr) = ConfigBuilder::support(&["127.0.0.1:9001"])
+        .auth("jwt", jwt_section(&fixture_path("ec-1.key.pem"), &short))
+        .failed_auth_per_ip_per_minute(20)
+        .check();
     let text = format!("{stdout}{stderr}");
     assert_eq!(code, 1, "{text}");
     assert!(

@@ -10,137 +10,44 @@ use common::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// `{llm}` is the LLM pool's peers; `{user_tokens_per_day}` the user budget.
-fn llm_config(llm_peers: &[&str], fallback_peers: &[&str], user_tokens_per_day: u64) -> String {
-    let list = |peers: &[&str]| {
-        peers
-            .iter()
-            .map(|p| format!("\"{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        r#"{head}upstreams:
-  llm:
-    peers: [{llm}]
-    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
-  backup:
-    peers: [{backup}]
-    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
-routes:
-  - name: chat
-    path: /v1/chat/completions
-    methods: [POST]
-    kind: llm
-    roles: [agent, admin]
-models:
-  - name: support-fast
-    upstream: llm
-    upstream_model: gpt-4o-mini
-    input_usd_per_mtok: 0.15
-    output_usd_per_mtok: 0.60
-    max_tokens: 100
-    fallbacks: [support-backup]
-  - name: support-backup
-    upstream: backup
-    upstream_model: backup-model
-    input_usd_per_mtok: 1.0
-    output_usd_per_mtok: 2.0
-    max_tokens: 100
-  - name: admin-only
-    upstream: llm
-    input_usd_per_mtok: 1.0
-    output_usd_per_mtok: 1.0
-    max_tokens: 100
-    roles: [admin]
-limits:
-  default: {{ requests_per_minute: 100000 }}
-  budgets:
-    - scope: user
-      tokens_per_day: {user_tokens_per_day}
-store:
-  path: "{{dir}}/usage.db"
-observability:
-  access_log: "{{dir}}/access.log"
-  log_level: warn
-"#,
-        head = config_head(2, Some(2097152), &[BOB, ALICE, ROOT_OPS]),
-        llm = list(llm_peers),
-        backup = list(fallback_peers),
-    )
+/// A chat route for bob, alice and the admin; `support-fast` on the
+/// `llm` pool falling back to `support-backup` on the `backup` pool
+/// (connect 300 ms, read 5 s); `admin-only`; `user_tokens_per_day` each
+/// user's budget; 2 MiB bodies.
+fn llm_config(
+    llm_peers: &[&str],
+    fallback_peers: &[&str],
+    user_tokens_per_day: u64,
+) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .max_body_bytes(2_097_152)
+        .keys(&[BOB, ALICE, ROOT_OPS])
+        .pool("llm", Pool::new(llm_peers).timeouts(300, 5000))
+        .pool("backup", Pool::new(fallback_peers).timeouts(300, 5000))
+        .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent", "admin"]))
+        .model(
+            Model::new("support-fast", "llm", 0.15, 0.60, 100)
+                .upstream_model("gpt-4o-mini")
+                .fallbacks(&["support-backup"]),
+        )
+        .model(Model::new("support-backup", "backup", 1.0, 2.0, 100).upstream_model("backup-model"))
+        .model(Model::new("admin-only", "llm", 1.0, 1.0, 100).roles(&["admin"]))
+        .default_rate_limit(100_000)
+        .budget(Budget::user().tokens_per_day(user_tokens_per_day))
 }
 
-fn chat_body(model: &str, extra: Value) -> Value {
-    let mut body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "How do I reset my password?"}],
-    });
-    if let Value::Object(map) = extra {
-        for (k, v) in map {
-            body[k] = v;
-        }
-    }
-    body
-}
-
-fn post_chat(
-    gw: &Gateway,
-    key: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::blocking::Response {
-    let mut req = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", key)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().unwrap()
-}
-
-fn usage_of(gw: &Gateway, user: &str) -> Value {
-    client()
-        .get(gw.admin_url(&format!("/admin/usage?user={user}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
-/// Settlement runs in `logging`, just after the answer: poll for it.
-fn wait_usage(gw: &Gateway, user: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let u = usage_of(gw, user);
-        if pred(&u) || Instant::now() > deadline {
-            return u;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ledger_rows(gw: &Gateway) -> Vec<(String, i64, i64, i64, i64)> {
-    let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT model, prompt_tokens, completion_tokens, micro_usd, estimated FROM usage ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+/// A chat call for `support-fast`.
+fn ask(gw: &Gateway, key: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+    chat(gw, key, &chat_body("support-fast", json!({})), headers)
 }
 
 #[test]
 fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
-    let resp = post_chat(
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
+    let resp = chat(
         &gw,
         BOB_KEY,
         &chat_body(
@@ -163,32 +70,25 @@ fn model_rewrite_and_max_tokens_cap_reach_the_upstream() {
     );
     assert_eq!(received["temperature"], 0.2, "unknown fields pass through");
     // Absent max_tokens is set to the cap.
-    let answer: Value = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[])
-        .json()
-        .unwrap();
+    let answer: Value = ask(&gw, BOB_KEY, &[]).json().unwrap();
     assert_eq!(answer["received"]["max_tokens"], 100);
 }
 
 #[test]
 fn usage_from_json_and_sse_is_billed_exactly() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
     // JSON answer.
-    let answer: Value = post_chat(
-        &gw,
-        BOB_KEY,
-        &chat_body("support-fast", json!({})),
-        &[("x-mock-completion-tokens", "7")],
-    )
-    .json()
-    .unwrap();
+    let answer: Value = ask(&gw, BOB_KEY, &[("x-mock-completion-tokens", "7")])
+        .json()
+        .unwrap();
     let json_total = answer["usage"]["total_tokens"].as_u64().unwrap();
     let u = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() == Some(json_total));
     assert_eq!(u["tokens_day"].as_u64(), Some(json_total), "{u}");
     assert_eq!(u["reserved_tokens"], 0);
 
     // SSE answer: include_usage is injected, so the upstream reports usage.
-    let resp = post_chat(
+    let resp = chat(
         &gw,
         BOB_KEY,
         &chat_body("support-fast", json!({"stream": true})),
@@ -216,33 +116,24 @@ fn usage_from_json_and_sse_is_billed_exactly() {
         "{u}"
     );
 
-    let rows = ledger_rows_eventually(&gw, 2);
+    let rows = rows_eventually(&gw, 2);
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r.0 == "support-fast" && r.4 == 0));
-    assert_eq!((rows[1].1 + rows[1].2) as u64, sse_total);
+    assert!(rows
+        .iter()
+        .all(|r| r.model == "support-fast" && !r.estimated));
+    assert_eq!(rows[1].prompt + rows[1].completion, sse_total);
     // Cost in integer micro-dollars: ceil(p*0.15 + c*0.60).
-    let (p, c) = (rows[1].1 as u64, rows[1].2 as u64);
+    let (p, c) = (rows[1].prompt, rows[1].completion);
     assert_eq!(
-        rows[1].3 as u64,
+        rows[1].micro_usd,
         (p * 150_000 + c * 600_000).div_ceil(1_000_000)
     );
-}
-
-fn ledger_rows_eventually(gw: &Gateway, n: usize) -> Vec<(String, i64, i64, i64, i64)> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let rows = ledger_rows(gw);
-        if rows.len() >= n || Instant::now() > deadline {
-            return rows;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
 fn refusals_have_the_contract_codes() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
     let cases: Vec<(Value, u16, &str)> = vec![
         (
             chat_body("no-such-model", json!({})),
@@ -259,7 +150,7 @@ fn refusals_have_the_contract_codes() {
         (json!(["not", "an", "object"]), 400, "invalid_request"),
     ];
     for (body, status, code) in cases {
-        let (got_status, got_code, _) = error_code(post_chat(&gw, BOB_KEY, &body, &[]));
+        let (got_status, got_code, _) = error_code(chat(&gw, BOB_KEY, &body, &[]));
         assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
     }
     let resp = client()
@@ -268,11 +159,10 @@ fn refusals_have_the_contract_codes() {
         .body("{not json")
         .send()
         .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_error!(resp, 400, "invalid_request");
     // The admin may use the restricted model.
     assert_eq!(
-        post_chat(&gw, ROOT_KEY, &chat_body("admin-only", json!({})), &[]).status(),
+        chat(&gw, ROOT_KEY, &chat_body("admin-only", json!({})), &[]).status(),
         200
     );
 }
@@ -280,22 +170,13 @@ fn refusals_have_the_contract_codes() {
 #[test]
 fn daily_budget_refuses_before_overspending() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 2000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 2000).start();
     let mut admitted = 0;
     let mut refused = None;
     for _ in 0..40 {
-        let resp = post_chat(
-            &gw,
-            ALICE_KEY,
-            &chat_body("support-fast", json!({})),
-            &[("x-mock-completion-tokens", "100")],
-        );
+        let resp = ask(&gw, ALICE_KEY, &[("x-mock-completion-tokens", "100")]);
         if resp.status() == 429 {
-            let retry: u64 = resp.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let retry = retry_after(&resp);
             assert!((1..=86_400).contains(&retry));
             assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "2000");
             assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
@@ -313,10 +194,7 @@ fn daily_budget_refuses_before_overspending() {
     assert!(u["tokens_day"].as_u64().unwrap() <= 2000, "overspent: {u}");
     assert!(admitted > 0);
     // Bob is unaffected.
-    assert_eq!(
-        post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]).status(),
-        200
-    );
+    assert_eq!(ask(&gw, BOB_KEY, &[]).status(), 200);
 }
 
 #[test]
@@ -324,7 +202,7 @@ fn fifty_concurrent_calls_against_room_for_ten() {
     let llm = Backend::start();
     // Each call reserves prompt (~12) + max_tokens (100) ≈ 112 tokens:
     // 1,150 tokens leave room for exactly 10.
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1150));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1150).start();
     let url = gw.url("/v1/chat/completions");
     let body = chat_body("support-fast", json!({}));
     let handles: Vec<_> = (0..50)
@@ -349,12 +227,12 @@ fn fifty_concurrent_calls_against_room_for_ten() {
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert!((1..=10).contains(&ok), "admitted {ok}: {statuses:?}");
     assert_eq!(ok + refused, 50);
-    let rows = ledger_rows_eventually(&gw, ok);
+    let rows = rows_eventually(&gw, ok);
     assert_eq!(rows.len(), ok);
-    let billed: i64 = rows.iter().map(|r| r.1 + r.2).sum();
+    let billed: u64 = rows.iter().map(|r| r.prompt + r.completion).sum();
     let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
     assert_eq!(
-        u["tokens_day"].as_i64().unwrap(),
+        u["tokens_day"].as_u64().unwrap(),
         billed,
         "store and ledger agree"
     );
@@ -364,7 +242,7 @@ fn fifty_concurrent_calls_against_room_for_ten() {
 #[test]
 fn client_disconnect_mid_stream_bills_what_was_produced_and_frees_the_reservation() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
     let body = chat_body("support-fast", json!({"stream": true})).to_string();
     let mut stream = TcpStream::connect(&gw.addr).unwrap();
     write!(
@@ -390,14 +268,14 @@ fn client_disconnect_mid_stream_bills_what_was_produced_and_frees_the_reservatio
     assert_eq!(u["reserved_tokens"], 0, "{u}");
     let billed = u["tokens_day"].as_u64().unwrap();
     assert!(billed > 0, "billed for what was produced, never zero: {u}");
-    let rows = ledger_rows_eventually(&gw, 1);
+    let rows = rows_eventually(&gw, 1);
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        rows[0].4, 1,
+    assert!(
+        rows[0].estimated,
         "no usage arrived: the row is marked estimated"
     );
     assert!(
-        rows[0].2 > 0 && rows[0].2 < 100,
+        rows[0].completion > 0 && rows[0].completion < 100,
         "completion counted from streamed text: {rows:?}"
     );
 }
@@ -405,8 +283,8 @@ fn client_disconnect_mid_stream_bills_what_was_produced_and_frees_the_reservatio
 #[test]
 fn restart_and_kill_keep_spend() {
     let llm = Backend::start();
-    let mut gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
-    post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let mut gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
+    ask(&gw, BOB_KEY, &[]);
     let before = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(0))["tokens_day"]
         .as_u64()
         .unwrap();
@@ -416,7 +294,7 @@ fn restart_and_kill_keep_spend() {
     gw.spawn(false);
     assert_eq!(usage_of(&gw, "bob")["tokens_day"].as_u64().unwrap(), before);
     // kill -9 after the group-commit window (≤ 100 ms) loses nothing.
-    post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    ask(&gw, BOB_KEY, &[]);
     let after = wait_usage(&gw, "bob", |u| u["tokens_day"].as_u64() > Some(before))["tokens_day"]
         .as_u64()
         .unwrap();
@@ -431,14 +309,14 @@ fn restart_and_kill_keep_spend() {
 fn failing_primary_pool_falls_back_to_the_next_model() {
     let backup = Backend::start();
     let dead = free_addr();
-    let gw = Gateway::start(&llm_config(&[&dead], &[&backup.addr], 1_000_000));
-    let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let gw = llm_config(&[&dead], &[&backup.addr], 1_000_000).start();
+    let resp = ask(&gw, BOB_KEY, &[]);
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().unwrap();
     assert_eq!(answer["received"]["model"], "backup-model");
-    let rows = ledger_rows_eventually(&gw, 1);
+    let rows = rows_eventually(&gw, 1);
     assert_eq!(
-        rows[0].0, "support-backup",
+        rows[0].model, "support-backup",
         "billed at the model that served"
     );
 
@@ -446,21 +324,21 @@ fn failing_primary_pool_falls_back_to_the_next_model() {
     // the client.
     let failing = Backend::start();
     failing.force_status(500);
-    let gw2 = Gateway::start(&llm_config(&[&failing.addr], &[&backup.addr], 1_000_000));
-    let resp = post_chat(&gw2, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let gw2 = llm_config(&[&failing.addr], &[&backup.addr], 1_000_000).start();
+    let resp = ask(&gw2, BOB_KEY, &[]);
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().unwrap();
     assert_eq!(answer["received"]["model"], "backup-model");
     // When the last candidate fails too, its answer is forwarded as is.
     backup.force_status(503);
-    let resp = post_chat(&gw2, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+    let resp = ask(&gw2, BOB_KEY, &[]);
     assert_eq!(resp.status(), 503);
 }
 
 #[test]
 fn large_prompts_work() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 100_000_000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 100_000_000).start();
     // The last case is one 900 KiB "word": BPE merging is quadratic in a
     // word's length, so the tokenizer must cut it (else minutes of CPU).
     let cases = [
@@ -472,7 +350,7 @@ fn large_prompts_work() {
         let size = text.len();
         let body =
             json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
-        let resp = post_chat(&gw, BOB_KEY, &body, &[]);
+        let resp = chat(&gw, BOB_KEY, &body, &[]);
         assert_eq!(resp.status(), 200, "{size}");
         let answer: Value = resp.json().unwrap();
         let received = answer["received"]["messages"][0]["content"]
@@ -484,8 +362,7 @@ fn large_prompts_work() {
     // Over max_body_bytes (2 MiB): 413.
     let text = "x".repeat(3 * 1024 * 1024);
     let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
-    let (status, code, _) = error_code(post_chat(&gw, BOB_KEY, &body, &[]));
-    assert_eq!((status, code.as_str()), (413, "body_too_large"));
+    assert_error!(chat(&gw, BOB_KEY, &body, &[]), 413, "body_too_large");
 }
 
 /// Regression: watching the client for a disconnect while streaming must
@@ -493,7 +370,7 @@ fn large_prompts_work() {
 #[test]
 fn keep_alive_clients_send_many_calls_back_to_back() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 100_000_000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 100_000_000).start();
     let url = gw.url("/v1/chat/completions");
     let handles: Vec<_> = (0..4)
         .map(|t| {
@@ -530,7 +407,7 @@ fn keep_alive_clients_send_many_calls_back_to_back() {
 #[test]
 fn expect_continue_is_answered_before_the_body() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
     let body = chat_body("support-fast", json!({})).to_string();
     let mut stream = TcpStream::connect(&gw.addr).unwrap();
     stream
@@ -567,17 +444,16 @@ fn expect_continue_is_answered_before_the_body() {
 #[test]
 fn upstream_refusals_without_usage_cost_nothing() {
     let llm = Backend::start();
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], 1_000_000));
-    let resp = post_chat(
-        &gw,
-        BOB_KEY,
-        &chat_body("support-fast", json!({})),
-        &[("x-mock-status", "400")],
-    );
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).start();
+    let resp = ask(&gw, BOB_KEY, &[("x-mock-status", "400")]);
     assert_eq!(resp.status(), 400, "the upstream's own answer is forwarded");
-    let rows = ledger_rows_eventually(&gw, 1);
+    let rows = rows_eventually(&gw, 1);
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].1, rows[0].2, rows[0].3), (0, 0, 0), "{rows:?}");
+    assert_eq!(
+        (rows[0].prompt, rows[0].completion, rows[0].micro_usd),
+        (0, 0, 0),
+        "{rows:?}"
+    );
     let u = wait_usage(&gw, "bob", |u| u["reserved_tokens"] == 0);
     assert_eq!(u["tokens_day"], 0, "{u}");
 }
@@ -590,18 +466,18 @@ fn a_prompt_that_fits_by_its_count_is_not_refused_for_its_byte_bound() {
     let llm = Backend::start();
     let text = "How do I reset my password? ".repeat(20);
     // Reply priming (3) + one message's framing (4) + the text.
-    let counted = 3 + 4 + tollgate::llm::tokens::count_text(&text);
+    let counted = 3 + 4 + count_tokens(&text);
     let bound = 3 + 4 + text.len() as u64;
     let budget = counted + 100 + 10; // max_tokens of support-fast: 100
     assert!(bound + 100 > budget, "the bound alone would be refused");
-    let gw = Gateway::start(&llm_config(&[&llm.addr], &[&llm.addr], budget));
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], budget).start();
     let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
-    let resp = post_chat(&gw, ALICE_KEY, &body, &[("x-mock-completion-tokens", "5")]);
+    let resp = chat(&gw, ALICE_KEY, &body, &[("x-mock-completion-tokens", "5")]);
     assert_eq!(resp.status(), 200);
     let u = wait_usage(&gw, "alice", |u| u["reserved_tokens"] == 0);
     assert!(u["tokens_day"].as_u64().unwrap() <= budget, "{u}");
     // What is left no longer fits the counted prompt plus its cap: refused.
-    let resp = post_chat(&gw, ALICE_KEY, &body, &[("x-mock-completion-tokens", "5")]);
+    let resp = chat(&gw, ALICE_KEY, &body, &[("x-mock-completion-tokens", "5")]);
     assert_eq!(resp.status(), 429);
     assert_eq!(error_code(resp).1, "token_budget_exceeded");
     let u = usage_of(&gw, "alice");
@@ -616,21 +492,19 @@ fn a_prompt_that_fits_by_its_count_is_not_refused_for_its_byte_bound() {
 fn max_prompt_tokens_counts_the_prompt() {
     let llm = Backend::start();
     let text = "How do I reset my password? ".repeat(20);
-    let counted = 3 + 4 + tollgate::llm::tokens::count_text(&text);
-    let config = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000).replace(
-        "store:",
-        &format!("guards:\n  max_prompt_tokens: {counted}\nstore:"),
-    );
-    let gw = Gateway::start(&config);
+    let counted = 3 + 4 + count_tokens(&text);
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 1_000_000)
+        .max_prompt_tokens(counted)
+        .start();
     let body = json!({"model": "support-fast", "messages": [{"role": "user", "content": text}]});
     assert!(
         text.len() as u64 > counted,
         "the byte bound is over the limit"
     );
-    assert_eq!(post_chat(&gw, ALICE_KEY, &body, &[]).status(), 200);
+    assert_eq!(chat(&gw, ALICE_KEY, &body, &[]).status(), 200);
     let longer = json!({"model": "support-fast",
         "messages": [{"role": "user", "content": format!("{text} Thanks!")}]});
-    let resp = post_chat(&gw, ALICE_KEY, &longer, &[]);
+    let resp = chat(&gw, ALICE_KEY, &longer, &[]);
     assert_eq!(resp.status(), 400);
     let (_, code, body) = error_code(resp);
     assert_eq!(code, "invalid_request");
@@ -700,9 +574,9 @@ fn whole_request(bytes: &[u8]) -> bool {
 #[test]
 fn the_upstream_reads_each_call_whole_in_one_read() {
     let (upstream, first_reads) = one_read_upstream();
-    let gw = Gateway::start(&llm_config(&[&upstream], &[&upstream], 1_000_000));
+    let gw = llm_config(&[&upstream], &[&upstream], 1_000_000).start();
     for _ in 0..10 {
-        let resp = post_chat(&gw, BOB_KEY, &chat_body("support-fast", json!({})), &[]);
+        let resp = ask(&gw, BOB_KEY, &[]);
         assert_eq!(resp.status(), 200);
     }
     let whole: Vec<bool> = first_reads.try_iter().collect();

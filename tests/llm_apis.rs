@@ -7,39 +7,49 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "support/llm_apis.rs"]
-mod llm_apis;
 
 use common::*;
-use llm_apis::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 fn anthropic_body(extra: Value) -> Value {
-    let mut body = json!({
-        "model": "claude",
-        "max_tokens": 50,
-        "system": "You are a support agent.",
-        "messages": [{"role": "user", "content": "How do I reset my password?"}],
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
+    let body = chat_body(
+        "claude",
+        json!({"max_tokens": 50, "system": "You are a support agent."}),
+    );
+    with_fields(body, extra)
 }
 
 fn responses_body(extra: Value) -> Value {
-    let mut body = json!({
+    let body = json!({
         "model": "gpt",
         "instructions": "Be brief.",
         "input": [{"role": "user", "content": [{"type": "input_text", "text": "Where is my order?"}]}],
     });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
+    with_fields(body, extra)
+}
+
+/// A call of bob's that must be served.
+fn served(
+    gw: &Gateway,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let resp = post(gw, path, BOB_KEY, body, headers);
+    assert_eq!(resp.status(), 200, "{path}");
+    resp
+}
+
+/// A call of bob's with the mock's usage headers: it is served and says
+/// how many tokens are left of the budget; its JSON answer.
+fn billed_ok(gw: &Gateway, path: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
+    let resp = served(gw, path, body, headers);
+    assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
+    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
+    resp.json().unwrap()
 }
 
 /// µUSD of a call at $/Mtok prices, rounded up once.
@@ -53,24 +63,14 @@ fn cost(classes: &[(u64, f64)]) -> u64 {
 
 #[test]
 fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let classes = [
         ("x-mock-cached-tokens", "1000"),
         ("x-mock-cache-write-tokens", "200"),
         ("x-mock-completion-tokens", "7"),
     ];
-    let resp = post(
-        &gw,
-        "/v1/messages",
-        BOB_KEY,
-        &anthropic_body(json!({"max_tokens": 500})),
-        &classes,
-    );
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "1000000");
-    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
-    let answer: Value = resp.json().unwrap();
+    let body = anthropic_body(json!({"max_tokens": 500}));
+    let answer = billed_ok(&gw, "/v1/messages", &body, &classes);
     assert_eq!(answer["received"]["model"], "claude-3-5-haiku");
     assert_eq!(
         answer["received"]["max_tokens"], 100,
@@ -86,13 +86,8 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
     assert_eq!(u["tokens_day"].as_u64(), Some(prompt + 7), "{u}");
 
     // Streamed: message_start carries the input, message_delta the output.
-    let resp = post(
-        &gw,
-        "/v1/messages",
-        BOB_KEY,
-        &anthropic_body(json!({"stream": true})),
-        &classes,
-    );
+    let body = anthropic_body(json!({"stream": true}));
+    let resp = post(&gw, "/v1/messages", BOB_KEY, &body, &classes);
     assert!(resp.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -137,12 +132,7 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
             cost(&[(input, 3.0), (1000, 0.30), (200, 3.75), (7, 15.0)])
         );
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     assert!(
         metrics.contains(
             "tollgate_llm_tokens_total{kind=\"completion\",model=\"claude\",tenant=\"acme\"} 14"
@@ -153,35 +143,21 @@ fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
 
 #[test]
 fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning_tokens() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000);
+    let body = responses_body(json!({"max_output_tokens": 500}));
     let classes = [
         ("x-mock-cached-tokens", "4"),
         ("x-mock-reasoning-tokens", "3"),
         ("x-mock-completion-tokens", "9"),
     ];
-    let resp = post(
-        &gw,
-        "/v1/responses",
-        BOB_KEY,
-        &responses_body(json!({"max_output_tokens": 500})),
-        &classes,
-    );
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers().contains_key("x-ratelimit-remaining-tokens"));
-    let answer: Value = resp.json().unwrap();
+    let answer = billed_ok(&gw, "/v1/responses", &body, &classes);
     assert_eq!(answer["received"]["model"], "gpt-4o-mini");
     assert_eq!(answer["received"]["max_output_tokens"], 100);
     let input = answer["usage"]["input_tokens"].as_u64().unwrap();
     assert!(input > 4);
 
-    let resp = post(
-        &gw,
-        "/v1/responses",
-        BOB_KEY,
-        &responses_body(json!({"stream": true})),
-        &classes,
-    );
+    let body = responses_body(json!({"stream": true}));
+    let resp = post(&gw, "/v1/responses", BOB_KEY, &body, &classes);
     let text = resp.text().unwrap();
     let events = sse_events(&text);
     let (last, completed) = events.last().unwrap();
@@ -222,8 +198,7 @@ fn openai_responses_json_and_stream_are_billed_exactly_with_cached_and_reasoning
 
 #[test]
 fn embeddings_bill_input_only_for_strings_and_token_arrays() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let inputs = [
         json!("How do I reset my password?"),
         json!(["first article text", "second article text"]),
@@ -261,8 +236,7 @@ fn embeddings_bill_input_only_for_strings_and_token_arrays() {
 
 #[test]
 fn guards_redact_and_block_in_every_body_shape() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (llm, gw) = start_llm_apis(1_000_000);
     let email = "jane.doe@example.com";
     // (path, body with the email in the API's nested places, pointers to them)
     let cases = [
@@ -302,9 +276,7 @@ fn guards_redact_and_block_in_every_body_shape() {
         ),
     ];
     for (path, body, pointers) in &cases {
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         let received = &answer["received"];
         assert!(!received.to_string().contains(email), "{path}: {received}");
         for p in pointers {
@@ -365,7 +337,7 @@ fn budget_refuses_before_overspend_in_each_api_error_shape() {
     let llm = Backend::start();
     // Each call reserves more than 60 tokens (prompt + the cap of 100, or
     // a long embeddings input): every one is refused before the upstream.
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 60));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 60).start();
     let long = "lorem ipsum dolor sit amet ".repeat(30);
     let calls = [
         (
@@ -438,7 +410,7 @@ fn budget_refuses_before_overspend_in_each_api_error_shape() {
 fn every_api_falls_back_when_the_primary_pool_is_down() {
     let backup = Backend::start();
     let dead = free_addr();
-    let gw = Gateway::start(&apis_config(&dead, &backup.addr, 1_000_000));
+    let gw = ConfigBuilder::llm_apis(&dead, &backup.addr, 1_000_000).start();
     let calls = [
         (
             "/v1/messages",
@@ -453,9 +425,7 @@ fn every_api_falls_back_when_the_primary_pool_is_down() {
         ),
     ];
     for (path, body, upstream_model) in &calls {
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         assert_eq!(answer["received"]["model"], *upstream_model, "{path}");
     }
     let rows = rows_eventually(&gw, 3);
@@ -469,8 +439,7 @@ fn every_api_falls_back_when_the_primary_pool_is_down() {
 
 #[test]
 fn bodies_of_900_kb_arrive_whole_on_every_api() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 100_000_000));
+    let (_llm, gw) = start_llm_apis(100_000_000);
     let text = "lorem ipsum dolor sit amet ".repeat(900 * 1024 / 27 + 1);
     let calls = [
         (
@@ -491,9 +460,7 @@ fn bodies_of_900_kb_arrive_whole_on_every_api() {
     ];
     for (path, body, pointer) in &calls {
         assert!(body.to_string().len() > 900 * 1024);
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         let received = answer["received"]
             .pointer(pointer)
             .and_then(Value::as_str)
@@ -504,8 +471,7 @@ fn bodies_of_900_kb_arrive_whole_on_every_api() {
 
 #[test]
 fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let calls = [
         (
             "/v1/chat/completions",
@@ -524,9 +490,7 @@ fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
         ),
     ];
     for (path, body, upstream_path) in &calls {
-        let resp = post(&gw, path, BOB_KEY, body, &[]);
-        assert_eq!(resp.status(), 200, "{path}");
-        let answer: Value = resp.json().unwrap();
+        let answer: Value = served(&gw, path, body, &[]).json().unwrap();
         assert_eq!(answer["upstream_path"], *upstream_path, "{path}");
         assert!(answer["usage"].is_object());
     }
@@ -541,8 +505,7 @@ fn azure_deployments_get_their_upstream_path_with_query_on_every_api() {
 
 #[test]
 fn missing_usage_is_billed_as_an_estimate_on_every_api() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let no_usage = [("x-mock-no-usage", "1"), ("x-mock-completion-tokens", "12")];
     let calls = [
         ("/v1/messages", anthropic_body(json!({"stream": true}))),
@@ -573,8 +536,7 @@ fn missing_usage_is_billed_as_an_estimate_on_every_api() {
 
 #[test]
 fn client_disconnect_mid_anthropic_stream_bills_input_and_streamed_output() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 1_000_000));
+    let (_llm, gw) = start_llm_apis(1_000_000);
     let body = anthropic_body(json!({"stream": true, "max_tokens": 100})).to_string();
     let mut stream = TcpStream::connect(&gw.addr).unwrap();
     write!(
@@ -613,9 +575,10 @@ fn client_disconnect_mid_anthropic_stream_bills_input_and_streamed_output() {
 
 #[test]
 fn check_rejects_an_unknown_api_with_its_position() {
-    let config = fill_placeholders(&apis_config("127.0.0.1:1", "127.0.0.1:2", 1000))
-        .replace("api: openai_responses", "api: openai_completions");
-    let (code, _, stderr) = run_check(&config);
+    let apis = || ConfigBuilder::llm_apis("127.0.0.1:1", "127.0.0.1:2", 1000);
+    let (code, _, stderr) = apis()
+        .with_route("responses", |r| r.api("openai_completions"))
+        .check();
     assert_eq!(code, 1, "{stderr}");
     let line = stderr.lines().next().unwrap_or_default();
     assert!(line.contains("tollgate.yaml:"), "{stderr}");
@@ -627,19 +590,15 @@ fn check_rejects_an_unknown_api_with_its_position() {
         "FILE:LINE:COL: {line}"
     );
 
-    // An api on an http route, and an unpriced model, are refused too.
-    let unpriced = fill_placeholders(&apis_config("127.0.0.1:1", "127.0.0.1:2", 1000))
-        .replace("    input_usd_per_mtok: 0.02\n    output_usd_per_mtok: 0.0\n    max_tokens: 1\n    fallbacks", "    output_usd_per_mtok: 0.0\n    max_tokens: 1\n    fallbacks");
-    let (code, _, stderr) = run_check(&unpriced);
+    // An unpriced model is refused too.
+    let (code, _, stderr) = apis()
+        .with_model("embed", |m| m.unset("input_usd_per_mtok"))
+        .check();
     assert_eq!(code, 1);
     assert!(
         stderr.contains("models[4].input_usd_per_mtok: required"),
         "{stderr}"
     );
-    let (code, _, _) = run_check(&fill_placeholders(&apis_config(
-        "127.0.0.1:1",
-        "127.0.0.1:2",
-        1000,
-    )));
+    let (code, _, _) = apis().check();
     assert_eq!(code, 0);
 }

@@ -6,21 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::*;
 use futures::executor::block_on;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 use tollgate::admission;
 use tollgate::ctx::RequestCtx;
 use tollgate::limits::store::Store;
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
 
 fn request(key: &str) -> RequestHeader {
     let mut req = RequestHeader::build("GET", b"/api/v1/tickets/1", None).unwrap();
@@ -30,44 +24,50 @@ fn request(key: &str) -> RequestHeader {
 
 #[test]
 fn distinct_bad_keys_and_users_do_not_grow_memory() {
-    let config = r#"
-server: { listen: ["127.0.0.1:1"], admin_listen: "127.0.0.1:2" }
-upstreams: { support: { peers: ["127.0.0.1:9001"] } }
-routes: [ { name: tickets, path: "/api/v1/tickets/**", methods: [GET], upstream: support } ]
-limits: { default: { requests_per_minute: 10 } }
-"#;
+    let config = ConfigBuilder::new()
+        .pool("support", Pool::new(&["127.0.0.1:9001"]))
+        .route(Route::http(
+            "tickets",
+            "/api/v1/tickets/**",
+            &["GET"],
+            "support",
+        ))
+        .default_rate_limit(10)
+        .render();
     let snapshot = Arc::new(
-        tollgate::config::load::load_snapshot_from_str(config, "m.yaml", 1, None).unwrap(),
+        tollgate::config::load::load_snapshot_from_str(
+            &fill_placeholders(&config),
+            "m.yaml",
+            1,
+            None,
+        )
+        .unwrap(),
     );
     let store = Store::local();
     let limiter = &store.local_counters().limiter;
     let n = 200_000;
+    let admit = |key: &str| {
+        let mut ctx = RequestCtx::new(snapshot.clone());
+        block_on(admission::admit(
+            &store,
+            None,
+            &request(key),
+            || None,
+            &mut ctx,
+        ))
+    };
     // Warm up allocator pools and lazies before the baseline.
     for i in 0..10_000 {
-        let mut ctx = RequestCtx::new(snapshot.clone());
-        let _ = block_on(admission::admit(
-            &store,
-            None,
-            &request(&format!("warm-{i}")),
-            || None,
-            &mut ctx,
-        ));
+        let _ = admit(&format!("warm-{i}"));
         limiter.check(&format!("warm-user-{i}"), "r", None, Some(10));
     }
-    let before = rss_kib();
+    let before = rss_kib("self");
     for i in 0..n {
-        let mut ctx = RequestCtx::new(snapshot.clone());
-        let refused = block_on(admission::admit(
-            &store,
-            None,
-            &request(&format!("bad-key-{i}")),
-            || None,
-            &mut ctx,
-        ));
+        let refused = admit(&format!("bad-key-{i}"));
         assert_eq!(refused.unwrap_err().error.code(), "invalid_api_key");
         limiter.check(&format!("user-{i}"), "r", None, Some(10));
     }
-    let after = rss_kib();
+    let after = rss_kib("self");
     println!("RSS before {before} KiB, after {after} KiB for {n} bad keys + {n} users");
     // A per-key or per-user entry of even 64 bytes would add 25 MiB here.
     assert!(

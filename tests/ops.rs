@@ -100,41 +100,10 @@ impl Load {
     }
 }
 
-/// The harness's base config with a per-user default rate limit high
-/// enough for a load run (the base one, 1000/min, would refuse it).
-fn ops_config(peers: &[&str]) -> String {
-    let config = base_config(peers);
-    let default_limit = "default: { requests_per_minute: 1000 }";
-    assert!(config.contains(default_limit));
-    config.replace(default_limit, "default: { requests_per_minute: 1000000 }")
-}
-
-fn get(url: &str, key: &str) -> reqwest::blocking::Response {
-    client().get(url).header("X-API-Key", key).send().unwrap()
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn metric(gw: &Gateway, series: &str) -> f64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// The support config with a per-user default rate limit high enough for
+/// a load run (the support one, 1000/min, would refuse it).
+fn ops_config(peers: &[&str]) -> ConfigBuilder {
+    ConfigBuilder::support(peers).default_rate_limit(1_000_000)
 }
 
 fn generation(gw: &Gateway) -> u64 {
@@ -148,28 +117,18 @@ fn generation(gw: &Gateway) -> u64 {
     config["generation"].as_u64().unwrap()
 }
 
-fn admin_reload(gw: &Gateway) -> reqwest::blocking::Response {
-    client()
-        .post(gw.admin_url("/admin/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
-}
-
 const DAVE_KEY: &str = "test-key-dave-added-by-reload";
-const USERS_ROUTE_ADMIN_ONLY: &str = "methods: [\"*\"]\n    upstream: support\n    roles: [admin]";
-const HEALTH_CHECK_LINE: &str = "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n";
+const DAVE: TestKey = TestKey {
+    id: "dave-1",
+    key: DAVE_KEY,
+    user: "dave",
+    ..BOB
+};
 
-fn with_dave_and_open_users_route(config: &str) -> String {
-    let dave = format!(
-        "  api_keys:\n    - {{ id: dave-1, sha256: \"{}\", user: dave, tenant: acme, roles: [agent] }}\n",
-        sha(DAVE_KEY)
-    );
-    assert!(config.contains(USERS_ROUTE_ADMIN_ONLY));
-    config.replacen("  api_keys:\n", &dave, 1).replace(
-        USERS_ROUTE_ADMIN_ONLY,
-        "methods: [\"*\"]\n    upstream: support\n    roles: [admin, agent]",
-    )
+fn with_dave_and_open_users_route(config: ConfigBuilder) -> ConfigBuilder {
+    config
+        .keys(&[DAVE])
+        .with_route("users", |r| r.roles(&["admin", "agent"]))
 }
 
 /// (a) SIGHUP adds a key and opens a route to agents, under load.
@@ -177,16 +136,16 @@ fn with_dave_and_open_users_route(config: &str) -> String {
 fn sighup_reload_under_load_adds_a_key_and_changes_a_route() {
     let backend = Backend::start();
     let config = ops_config(&[&backend.addr]);
-    let mut gw = Gateway::start(&config);
-    assert_eq!(get(&gw.url("/api/v1/tickets/1"), DAVE_KEY).status(), 401);
-    assert_eq!(get(&gw.url("/api/v1/users/1"), BOB_KEY).status(), 403);
+    let mut gw = config.clone().start();
+    assert_eq!(gw.get("/api/v1/tickets/1", DAVE_KEY).status(), 401);
+    assert_eq!(gw.get("/api/v1/users/1", BOB_KEY).status(), 403);
 
     let load = Load::start("sighup reload", gw.url("/api/v1/tickets/1"), BOB_KEY);
     std::thread::sleep(Duration::from_millis(1000));
-    gw.rewrite_config(&with_dave_and_open_users_route(&config));
+    gw.rewrite_config(&with_dave_and_open_users_route(config).render());
     gw.signal(libc::SIGHUP);
     let reloaded = eventually(Duration::from_secs(10), || {
-        get(&gw.url("/api/v1/tickets/1"), DAVE_KEY).status() == 200
+        gw.get("/api/v1/tickets/1", DAVE_KEY).status() == 200
     });
     std::thread::sleep(Duration::from_millis(1500));
     let (sent, failures) = load.finish();
@@ -198,7 +157,7 @@ fn sighup_reload_under_load_adds_a_key_and_changes_a_route() {
         "SIGHUP must not kill"
     );
     assert_eq!(generation(&gw), 2);
-    assert_eq!(get(&gw.url("/api/v1/users/1"), BOB_KEY).status(), 200);
+    assert_eq!(gw.get("/api/v1/users/1", BOB_KEY).status(), 200);
     assert!(sent > 100, "load too small to mean anything: {sent}");
     assert!(failures.is_empty(), "{failures:?}");
 }
@@ -208,16 +167,17 @@ fn sighup_reload_under_load_adds_a_key_and_changes_a_route() {
 fn broken_config_reload_is_refused_and_the_old_config_keeps_serving() {
     let backend = Backend::start();
     let config = ops_config(&[&backend.addr]);
-    let gw = Gateway::start(&config);
-    let errors_before = metric(&gw, "tollgate_config_reloads_total{result=\"error\"}");
+    let gw = config.clone().start();
+    let errors_before = gw.metric("tollgate_config_reloads_total{result=\"error\"}");
 
     let load = Load::start("broken reload", gw.url("/api/v1/tickets/1"), BOB_KEY);
     std::thread::sleep(Duration::from_millis(1000));
-    gw.rewrite_config(&with_dave_and_open_users_route(&config).replace(
-        "upstream: support\n    roles: [admin, agent]",
-        "upstream: nowhere\n    roles: [admin, agent]",
-    ));
-    let resp = admin_reload(&gw);
+    gw.rewrite_config(
+        &with_dave_and_open_users_route(config)
+            .with_route("users", |r| r.upstream("nowhere"))
+            .render(),
+    );
+    let resp = gw.reload();
     let status = resp.status();
     let body: Value = resp.json().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -234,9 +194,9 @@ fn broken_config_reload_is_refused_and_the_old_config_keeps_serving() {
     );
     // Nothing of the rejected file took effect.
     assert_eq!(generation(&gw), 1);
-    assert_eq!(get(&gw.url("/api/v1/tickets/1"), DAVE_KEY).status(), 401);
-    assert_eq!(get(&gw.url("/api/v1/users/1"), BOB_KEY).status(), 403);
-    let errors_after = metric(&gw, "tollgate_config_reloads_total{result=\"error\"}");
+    assert_eq!(gw.get("/api/v1/tickets/1", DAVE_KEY).status(), 401);
+    assert_eq!(gw.get("/api/v1/users/1", BOB_KEY).status(), 403);
+    let errors_after = gw.metric("tollgate_config_reloads_total{result=\"error\"}");
     assert_eq!(errors_after, errors_before + 1.0);
     assert!(sent > 100, "load too small to mean anything: {sent}");
     assert!(failures.is_empty(), "{failures:?}");
@@ -247,38 +207,33 @@ fn broken_config_reload_is_refused_and_the_old_config_keeps_serving() {
 #[test]
 fn reload_revokes_keys_at_once_and_keeps_rate_limit_counters() {
     let backend = Backend::start();
-    let config = ops_config(&[&backend.addr]).replace(
-        "rate_limit: { requests_per_minute: 10 }",
-        "rate_limit: { requests_per_minute: 5 }",
-    );
-    let gw = Gateway::start(&config);
-    assert_eq!(get(&gw.url("/api/v1/tickets/1"), ALICE_KEY).status(), 200);
+    let config = ops_config(&[&backend.addr]).with_route("limited", |r| r.rate_limit(5));
+    let gw = config.clone().start();
+    assert_eq!(gw.get("/api/v1/tickets/1", ALICE_KEY).status(), 200);
     for i in 0..5 {
-        let status = get(&gw.url("/api/v1/limited/x"), BOB_KEY).status();
+        let status = gw.get("/api/v1/limited/x", BOB_KEY).status();
         assert_eq!(status, 200, "request {}", i + 1);
     }
 
-    let alice_line = format!(
-        "    - {{ id: alice-1, sha256: \"{}\", user: alice, tenant: acme, roles: [agent] }}\n",
-        sha(ALICE_KEY)
-    );
-    assert!(config.contains(&alice_line));
-    gw.rewrite_config(&config.replace(&alice_line, ""));
-    let resp = admin_reload(&gw);
+    gw.rewrite_config(&config.without_key("alice-1").render());
+    let resp = gw.reload();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().unwrap()["generation"], 2);
 
-    let (status, code, _) = error_code(get(&gw.url("/api/v1/tickets/1"), ALICE_KEY));
-    assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
-    let (status, code, _) = error_code(get(&gw.url("/api/v1/limited/x"), BOB_KEY));
-    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert_error!(
+        gw.get("/api/v1/tickets/1", ALICE_KEY),
+        401,
+        "invalid_api_key"
+    );
+    assert_error!(gw.get("/api/v1/limited/x", BOB_KEY), 429, "rate_limited");
 }
 
 /// The socket `server_conf` derives from the config path when the config
 /// names none (src/server.rs).
 fn default_upgrade_sock(config_path: &std::path::Path) -> std::path::PathBuf {
-    let id = tollgate::auth::api_key::digest(&config_path.display().to_string());
-    std::path::PathBuf::from(format!("/tmp/tollgate-{}.sock", hex::encode(&id[..8])))
+    // The first 8 bytes of the path's SHA-256, in hex.
+    let id = sha(&config_path.display().to_string());
+    std::path::PathBuf::from(format!("/tmp/tollgate-{}.sock", &id[..16]))
 }
 
 /// (c) `tollgate run -u` + SIGQUIT under load: no request fails, the old
@@ -286,7 +241,7 @@ fn default_upgrade_sock(config_path: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn binary_upgrade_under_load_loses_no_request() {
     let backend = Backend::start();
-    let mut gw = Gateway::start(&ops_config(&[&backend.addr]));
+    let mut gw = ops_config(&[&backend.addr]).start();
     let sock = default_upgrade_sock(&gw.config_path);
     let _ = std::fs::remove_file(&sock);
 
@@ -329,7 +284,7 @@ fn binary_upgrade_under_load_loses_no_request() {
         None,
         "new process died"
     );
-    assert_eq!(get(&gw.url("/api/v1/tickets/1"), BOB_KEY).status(), 200);
+    assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
     assert_eq!(
         client()
             .get(gw.admin_url("/readyz"))
@@ -347,9 +302,7 @@ fn binary_upgrade_under_load_loses_no_request() {
 #[test]
 fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     let backend = Backend::start();
-    let config =
-        ops_config(&[&backend.addr]).replace("grace_period_seconds: 1", "grace_period_seconds: 2");
-    let mut gw = Gateway::start(&config);
+    let mut gw = ops_config(&[&backend.addr]).grace_period_seconds(2).start();
     let admin = client();
     assert_eq!(
         admin.get(gw.admin_url("/readyz")).send().unwrap().status(),
@@ -386,9 +339,6 @@ fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
 }
 
-/// The part of the base config's support pool we replace below.
-const SUPPORT_POOL_TAIL: &str = "    timeouts: { connect_ms: 300, read_ms: 2000 }\n";
-
 /// (e) Both peers fail: breakers open, requests get 503 without reaching the
 /// peers, and a probe closes them after `open_seconds`.
 #[test]
@@ -396,23 +346,16 @@ fn circuit_breaker_opens_sheds_load_and_recovers() {
     let a = Backend::start();
     let b = Backend::start();
     let config = ops_config(&[&a.addr, &b.addr])
-        .replace(HEALTH_CHECK_LINE, "")
-        .replace(
-            SUPPORT_POOL_TAIL,
-            &format!(
-                "{SUPPORT_POOL_TAIL}    circuit_breaker: {{ failure_threshold: 3, open_seconds: 2 }}\n"
-            ),
-        );
-    let gw = Gateway::start(&config);
-    let url = gw.url("/api/v1/tickets/1");
-    assert_eq!(get(&url, BOB_KEY).status(), 200);
+        .with_pool("support", |p| p.no_health_check().circuit_breaker(3, 2));
+    let gw = config.start();
+    assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
 
     a.force_status(500);
     b.force_status(500);
     // 3 consecutive failures per peer; round robin alternates.
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(get(&url, BOB_KEY).status().as_u16());
+        statuses.push(gw.get("/api/v1/tickets/1", BOB_KEY).status().as_u16());
     }
     assert!(statuses.iter().all(|s| *s == 500), "{statuses:?}");
 
@@ -420,10 +363,9 @@ fn circuit_breaker_opens_sheds_load_and_recovers() {
     let before = (a.served(), b.served());
     let opened_at = Instant::now();
     for _ in 0..10 {
-        let resp = get(&url, BOB_KEY);
+        let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
         let retry_after = resp.headers().get("retry-after").cloned();
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+        assert_error!(resp, 503, "upstream_unavailable");
         assert!(retry_after.is_some(), "503 without Retry-After");
     }
     let after = (a.served(), b.served());
@@ -443,7 +385,7 @@ fn circuit_breaker_opens_sheds_load_and_recovers() {
     std::thread::sleep(Duration::from_millis(2200));
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        statuses.push(get(&url, BOB_KEY).status().as_u16());
+        statuses.push(gw.get("/api/v1/tickets/1", BOB_KEY).status().as_u16());
     }
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     // The gauge is refreshed by the health-check loop every 100 ms.
@@ -465,17 +407,14 @@ fn circuit_breaker_opens_sheds_load_and_recovers() {
 #[test]
 fn slow_upstream_times_out_with_504_under_load() {
     let backend = Backend::start();
-    let gw = Gateway::start(&ops_config(&[&backend.addr]));
+    let gw = ops_config(&[&backend.addr]).start();
     let load = Load::start("slow upstream", gw.url("/api/v1/tickets/1"), BOB_KEY);
     // read_ms is 2000: a 3 s answer times out.
-    let (status, code, _) = error_code(
-        client()
-            .get(gw.url("/api/v1/tickets/1"))
-            .header("X-API-Key", ROOT_KEY)
-            .header("x-mock-delay-ms", "3000")
-            .send()
-            .unwrap(),
-    );
+    let (status, code, _) = error_code(gw.get_with(
+        "/api/v1/tickets/1",
+        ROOT_KEY,
+        &[("x-mock-delay-ms", "3000")],
+    ));
     let (sent, failures) = load.finish();
     assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
     assert!(sent > 100, "load too small to mean anything: {sent}");
@@ -488,13 +427,9 @@ fn slow_upstream_times_out_with_504_under_load() {
 fn connect_failure_is_retried_on_the_other_peer_under_load() {
     let live = Backend::start();
     let dead = free_addr();
-    let config = ops_config(&[&dead, &live.addr])
-        .replace(HEALTH_CHECK_LINE, "")
-        .replace(
-            SUPPORT_POOL_TAIL,
-            &format!("{SUPPORT_POOL_TAIL}    retries: 1\n"),
-        );
-    let gw = Gateway::start(&config);
+    let config =
+        ops_config(&[&dead, &live.addr]).with_pool("support", |p| p.no_health_check().retries(1));
+    let gw = config.start();
     let before = live.served();
     let load = Load::start("retry dead peer", gw.url("/api/v1/tickets/1"), BOB_KEY);
     std::thread::sleep(Duration::from_secs(3));
@@ -509,92 +444,40 @@ fn connect_failure_is_retried_on_the_other_peer_under_load() {
     );
 }
 
-fn llm_config(peer: &str) -> String {
-    format!(
-        r#"{head}upstreams:
-  llm:
-    peers: ["{peer}"]
-    timeouts: {{ connect_ms: 300, read_ms: 5000 }}
-routes:
-  - name: chat
-    path: /v1/chat/completions
-    methods: [POST]
-    kind: llm
-    roles: [agent]
-models:
-  - name: support-fast
-    upstream: llm
-    upstream_model: gpt-4o-mini
-    input_usd_per_mtok: 0.15
-    output_usd_per_mtok: 0.60
-    max_tokens: 100
-limits:
-  default: {{ requests_per_minute: 100000 }}
-  budgets:
-    - scope: user
-      tokens_per_day: 1000000
-store:
-  path: "{{dir}}/usage.db"
-observability:
-  access_log: "{{dir}}/access.log"
-  log_level: warn
-"#,
-        head = config_head(2, Some(65536), &[BOB]),
-    )
+/// A chat route and `support-fast` on `peer` for bob.
+fn llm_config(peer: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .max_body_bytes(65536)
+        .keys(&[BOB])
+        .pool("llm", Pool::new(&[peer]).timeouts(300, 5000))
+        .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent"]))
+        .model(Model::new("support-fast", "llm", 0.15, 0.60, 100).upstream_model("gpt-4o-mini"))
+        .default_rate_limit(100_000)
+        .budget(Budget::user().tokens_per_day(1_000_000))
 }
 
 /// One chat call on a connection the caller keeps open (so it stays with
 /// the process that accepted it); returns the call's total tokens.
 fn chat_on(stream: &mut std::net::TcpStream, host: &str) -> u64 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let body = r#"{"model":"support-fast","messages":[{"role":"user","content":"How do I reset my password?"}]}"#;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {BOB_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "connection closed: {}",
-            String::from_utf8_lossy(&out)
-        );
-        out.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .expect("content-length");
-        if body.len() >= len {
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            let answer: Value = serde_json::from_str(&body[..len]).unwrap();
-            return answer["usage"]["total_tokens"].as_u64().unwrap();
-        }
-    }
+    let answer = read_answer(stream, Duration::from_secs(10));
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("connection closed: {answer}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len = content_length(head).expect("content-length");
+    let answer: Value = serde_json::from_str(&body[..len]).unwrap();
+    answer["usage"]["total_tokens"].as_u64().unwrap()
 }
 
 fn tokens_day(gw: &Gateway) -> u64 {
-    let usage: Value = client()
-        .get(gw.admin_url("/admin/usage?user=bob"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    usage["tokens_day"].as_u64().unwrap_or(0)
+    usage_of(gw, "bob")["tokens_day"].as_u64().unwrap_or(0)
 }
 
 /// Budget resync: spend the old process settles after the new one rebuilt
@@ -602,7 +485,7 @@ fn tokens_day(gw: &Gateway) -> u64 {
 #[test]
 fn budgets_spent_by_the_old_process_during_an_upgrade_reach_the_new_one() {
     let backend = Backend::start();
-    let mut gw = Gateway::start(&llm_config(&backend.addr));
+    let mut gw = llm_config(&backend.addr).start();
     let sock = default_upgrade_sock(&gw.config_path);
     let _ = std::fs::remove_file(&sock);
 
@@ -648,9 +531,7 @@ fn budgets_spent_by_the_old_process_during_an_upgrade_reach_the_new_one() {
 fn draining_process_stops_answering_new_admin_connections() {
     use std::io::{Read, Write};
     let backend = Backend::start();
-    let config =
-        ops_config(&[&backend.addr]).replace("grace_period_seconds: 1", "grace_period_seconds: 3");
-    let mut gw = Gateway::start(&config);
+    let mut gw = ops_config(&[&backend.addr]).grace_period_seconds(3).start();
     gw.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     let outcome = match std::net::TcpStream::connect_timeout(

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::*;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 use tollgate::auth::jwt::{ClaimNames, JwtKeySpec, JwtSettings, JwtVerifier, KeyMaterial};
@@ -127,7 +130,7 @@ proptest! {
         ],
         duplicate in any::<bool>(),
     ) {
-        let lines: Vec<&str> = VALID_CONFIG.lines().collect();
+        let lines: Vec<&str> = valid_config().lines().collect();
         let at = line.index(lines.len());
         let mut mutated: Vec<&str> = lines.clone();
         if duplicate {
@@ -219,49 +222,31 @@ proptest! {
     }
 }
 
-const VALID_CONFIG: &str = r#"server:
-  listen: ["127.0.0.1:18080"]
-  admin_listen: "127.0.0.1:19090"
-  threads: 2
-auth:
-  api_keys:
-    - { id: bob-1, sha256: "0000000000000000000000000000000000000000000000000000000000000000", user: bob, tenant: acme, roles: [agent] }
-upstreams:
-  support:
-    peers: ["127.0.0.1:9001"]
-    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }
-  llm:
-    peers: ["127.0.0.1:9101"]
-routes:
-  - name: tickets
-    path: "/api/v1/tickets/**"
-    methods: [GET, POST]
-    upstream: support
-    roles: [agent]
-  - name: chat
-    path: /v1/chat/completions
-    methods: [POST]
-    kind: llm
-    guards: [pii, injection]
-models:
-  - name: m
-    upstream: llm
-    input_usd_per_mtok: 1.0
-    output_usd_per_mtok: 1.0
-    max_tokens: 100
-limits:
-  default: { requests_per_minute: 100 }
-  budgets:
-    - scope: user
-      tokens_per_day: 1000
-guards:
-  pii: { detect: [email], action: redact }
-  injection: { action: block }
-store:
-  path: "/tmp/never-opened.db"
-"#;
+/// A valid config with a bit of every section the mutations may break.
+fn valid_config() -> &'static str {
+    VALID_CONFIG.get_or_init(|| {
+        let config = ConfigBuilder::new()
+            .keys(&[BOB])
+            .pool("support", Pool::new(&["127.0.0.1:9001"]).health_check())
+            .pool("llm", Pool::new(&["127.0.0.1:9101"]))
+            .route(
+                Route::http("tickets", "/api/v1/tickets/**", &["GET", "POST"], "support")
+                    .roles(&["agent"]),
+            )
+            .route(Route::llm("chat", "/v1/chat/completions").guards(&["pii", "injection"]))
+            .model(Model::new("m", "llm", 1.0, 1.0, 100))
+            .default_rate_limit(100)
+            .budget(Budget::user().tokens_per_day(1000))
+            .pii(&["email"], "redact")
+            .injection("block", &[])
+            .store_path("/tmp/never-opened.db")
+            .render();
+        fill_placeholders(&config)
+    })
+}
 
 // Built once: compiling them per case would dominate the run time.
+static VALID_CONFIG: OnceLock<String> = OnceLock::new();
 static SNAPSHOT: OnceLock<tollgate::config::snapshot::Snapshot> = OnceLock::new();
 static VERIFIER: OnceLock<JwtVerifier> = OnceLock::new();
 static INJECTION: OnceLock<InjectionDetector> = OnceLock::new();
@@ -270,7 +255,7 @@ static GUARDS: OnceLock<tollgate::guards::Guards> = OnceLock::new();
 
 fn snapshot() -> &'static tollgate::config::snapshot::Snapshot {
     SNAPSHOT.get_or_init(|| {
-        tollgate::config::load::load_snapshot_from_str(VALID_CONFIG, "valid.yaml", 1, None)
+        tollgate::config::load::load_snapshot_from_str(valid_config(), "valid.yaml", 1, None)
             .unwrap_or_else(|e| panic!("{e:?}"))
     })
 }

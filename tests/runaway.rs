@@ -9,11 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "support/llm_apis.rs"]
-mod llm_apis;
 
 use common::*;
-use llm_apis::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -23,28 +20,24 @@ const ENDLESS: [(&str, &str); 2] = [
     ("x-mock-ignore-cap", "1"),
     ("x-mock-completion-tokens", "1000000000"),
 ];
+/// An upstream that runs past the cap, but within the margin.
+const OVERSHOOT: [(&str, &str); 2] = [
+    ("x-mock-ignore-cap", "1"),
+    ("x-mock-completion-tokens", "35"),
+];
 /// The cap of these requests, and where the gateway cuts: 20 + 20/4 + 16.
 const CAP: u64 = 20;
 const CUT_AT: u64 = 41;
 
-fn over_cap_metric(gw: &Gateway, model: &str, kind: &str) -> u64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let needle = format!("tollgate_llm_over_cap_total{{kind=\"{kind}\",model=\"{model}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+fn over_cap_metric(gw: &Gateway, model: &str, kind: &str) -> f64 {
+    gw.metric(&format!(
+        "tollgate_llm_over_cap_total{{kind=\"{kind}\",model=\"{model}\"}}"
+    ))
 }
 
 #[test]
 fn endless_streams_are_cut_at_the_cap_and_end_cleanly_in_each_api_format() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 100_000_000));
+    let (_llm, gw) = start_llm_apis(100_000_000);
     let calls = [
         (
             "/v1/chat/completions",
@@ -111,22 +104,17 @@ fn endless_streams_are_cut_at_the_cap_and_end_cleanly_in_each_api_format() {
         Some(billed),
         "store and ledger agree: {u}"
     );
-    assert_eq!(over_cap_metric(&gw, "gpt", "stream_cut"), 2);
-    assert_eq!(over_cap_metric(&gw, "claude", "stream_cut"), 1);
+    assert_eq!(over_cap_metric(&gw, "gpt", "stream_cut"), 2.0);
+    assert_eq!(over_cap_metric(&gw, "claude", "stream_cut"), 1.0);
 }
 
 #[test]
 fn output_within_the_margin_is_not_cut_but_flagged_and_billed_as_reported() {
-    let llm = Backend::start();
-    let gw = Gateway::start(&apis_config(&llm.addr, &llm.addr, 100_000_000));
-    let overshoot = [
-        ("x-mock-ignore-cap", "1"),
-        ("x-mock-completion-tokens", "35"),
-    ];
+    let (_llm, gw) = start_llm_apis(100_000_000);
     // Streamed: 35 tokens for a cap of 20 is within the margin (41).
     let body = json!({"model": "gpt", "stream": true, "max_tokens": CAP,
                       "messages": [{"role": "user", "content": "hi"}]});
-    let text = post(&gw, "/v1/chat/completions", BOB_KEY, &body, &overshoot)
+    let text = post(&gw, "/v1/chat/completions", BOB_KEY, &body, &OVERSHOOT)
         .text()
         .unwrap();
     let events = sse_events(&text);
@@ -174,8 +162,8 @@ fn output_within_the_margin_is_not_cut_but_flagged_and_billed_as_reported() {
             "{row:?}"
         );
     }
-    assert_eq!(over_cap_metric(&gw, "gpt", "reported"), 3);
-    assert_eq!(over_cap_metric(&gw, "gpt", "stream_cut"), 0);
+    assert_eq!(over_cap_metric(&gw, "gpt", "reported"), 3.0);
+    assert_eq!(over_cap_metric(&gw, "gpt", "stream_cut"), 0.0);
     // An honest call is not flagged.
     let body =
         json!({"model": "gpt", "max_tokens": CAP, "messages": [{"role": "user", "content": "hi"}]});
@@ -187,12 +175,10 @@ fn output_within_the_margin_is_not_cut_but_flagged_and_billed_as_reported() {
 #[test]
 fn a_stream_stalled_mid_way_hits_the_read_timeout_and_is_settled() {
     let llm = Backend::start();
-    let gw = Gateway::start(&apis_config_with_read_ms(
-        &llm.addr,
-        &llm.addr,
-        100_000_000,
-        3000,
-    ));
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 100_000_000)
+        .with_pool("llm", |p| p.timeouts(300, 3000))
+        .with_pool("backup", |p| p.timeouts(300, 3000))
+        .start();
     for (i, (path, body)) in [
         (
             "/v1/chat/completions",

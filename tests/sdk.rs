@@ -11,11 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "support/llm_apis.rs"]
-mod llm_apis;
 
 use common::*;
-use llm_apis::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -64,16 +61,13 @@ fn python_with_sdks() -> Option<PathBuf> {
 #[test]
 fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
     let Some(python) = python_with_sdks() else {
-        println!("SKIPPED: no python3 on this machine, the SDK test cannot run");
-        return;
+        return skipped("no python3 on this machine, the SDK test cannot run");
     };
     let llm = Backend::start();
     // Alice's budget refuses every call (each reserves more than 10 tokens).
-    let config = apis_config(&llm.addr, &llm.addr, 1_000_000).replace(
-        "  budgets:\n",
-        "  overrides:\n    alice: { tokens_per_day: 10 }\n  budgets:\n",
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::llm_apis(&llm.addr, &llm.addr, 1_000_000)
+        .limit_overrides(serde_json::json!({"alice": {"tokens_per_day": 10}}))
+        .start();
     let out = Command::new(&python)
         .arg(root().join("tests/sdk/sdk_check.py"))
         .env("TG_BASE", format!("http://{}", gw.addr))

@@ -43,16 +43,19 @@ fn get(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     send(&gw.addr, "GET", target, &all)
 }
 
-/// `base_config` without health checks, so the backend's request count
-/// moves only when a request reaches it.
-fn quiet_config(backend: &Backend) -> String {
-    let config = base_config(&[&backend.addr]);
-    let line = config
-        .lines()
-        .find(|l| l.trim_start().starts_with("health_check:"))
-        .unwrap()
-        .to_string();
-    config.replace(&format!("{line}\n"), "")
+/// The support config without health checks, so the backend's request
+/// count moves only when a request reaches it.
+fn quiet_config(backend: &Backend) -> ConfigBuilder {
+    ConfigBuilder::support(&[&backend.addr]).with_pool("support", Pool::no_health_check)
+}
+
+/// A backend, a gateway on `quiet_config`, and the backend's request count
+/// before the test's first request.
+fn quiet() -> (Backend, Gateway, u64) {
+    let backend = Backend::start();
+    let gw = quiet_config(&backend).start();
+    let before = backend.served();
+    (backend, gw, before)
 }
 
 /// Nothing but the two stats calls reached the backend since `before`
@@ -97,7 +100,7 @@ fn values_of(seen: &[(String, String)], name: &str) -> Vec<String> {
 #[test]
 fn identity_and_forwarding_headers_cannot_be_spoofed_under_any_spelling() {
     let backend = Backend::start();
-    let gw = Gateway::start(&base_config(&[&backend.addr]));
+    let gw = ConfigBuilder::support(&[&backend.addr]).start();
     let spoofs: &[(&str, &str)] = &[
         ("X_Gateway_User", "carol"),
         ("X-Gateway_User", "carol"),
@@ -173,9 +176,7 @@ fn identity_and_forwarding_headers_cannot_be_spoofed_under_any_spelling() {
 
 #[test]
 fn semicolons_and_reserved_escapes_never_act_as_separators() {
-    let backend = Backend::start();
-    let gw = Gateway::start(&quiet_config(&backend));
-    let before = backend.served();
+    let (backend, gw, before) = quiet();
     // Tomcat/Spring-style backends strip `;...` before dot segments: each
     // of these would be /api/v1/users/1 (admin only) or alice's tickets.
     for target in [
@@ -228,11 +229,9 @@ fn semicolons_and_reserved_escapes_never_act_as_separators() {
 #[test]
 fn max_uri_bytes_has_a_ceiling_and_long_rewrites_reach_the_backend_exactly() {
     // The issue's probe needed max_uri_bytes >= ~21,900: refused now.
-    let config = fill_placeholders(&base_config(&["127.0.0.1:1"])).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  max_uri_bytes: 65000\n",
-    );
-    let (exit, out, err) = run_check(&config);
+    let (exit, out, err) = ConfigBuilder::support(&["127.0.0.1:1"])
+        .max_uri_bytes(65000)
+        .check();
     assert_eq!(exit, 1, "{out}{err}");
     assert!(
         format!("{out}{err}").contains("server.max_uri_bytes: must be at most 16384"),
@@ -242,10 +241,10 @@ fn max_uri_bytes_has_a_ceiling_and_long_rewrites_reach_the_backend_exactly() {
     // At the ceiling, the worst re-encoding (`"` → `%22`, 3x) still fits:
     // the normalised path goes upstream, never the raw one.
     let backend = Backend::start();
-    let gw = Gateway::start(&base_config(&[&backend.addr]).replace(
-        "  grace_period_seconds: 1\n",
-        "  grace_period_seconds: 1\n  max_uri_bytes: 16384\n  max_header_bytes: 65536\n",
-    ));
+    let gw = ConfigBuilder::support(&[&backend.addr])
+        .max_uri_bytes(16384)
+        .max_header_bytes(65536)
+        .start();
     let quotes = "\"".repeat(16_000);
     let target = format!("/api/v1/users/1/%2e%2e/%2e%2e/tickets/{quotes}");
     let (status, echo) = get(&gw, &target, &[]);
@@ -261,28 +260,15 @@ fn max_uri_bytes_has_a_ceiling_and_long_rewrites_reach_the_backend_exactly() {
 #[test]
 fn the_backend_receives_exactly_the_normalised_path_the_route_matched() {
     let backend = Backend::start();
-    let gw = Gateway::start(&base_config(&[&backend.addr]));
+    let gw = ConfigBuilder::support(&[&backend.addr]).start();
+    // Each listed piece as likely as the generated one.
+    let listed = [
+        "..", ".", "%2e%2E", ".%2e", ";", "%3B", "%2F", "%5c", "%3f", "%23", "%25", "%2541", "%41",
+        "%20", "\"", "%C3%A9", "%zz", "tickets", "users",
+    ];
     let piece = prop_oneof![
-        Just("..".to_string()),
-        Just(".".to_string()),
-        Just("%2e%2E".to_string()),
-        Just(".%2e".to_string()),
-        Just(";".to_string()),
-        Just("%3B".to_string()),
-        Just("%2F".to_string()),
-        Just("%5c".to_string()),
-        Just("%3f".to_string()),
-        Just("%23".to_string()),
-        Just("%25".to_string()),
-        Just("%2541".to_string()),
-        Just("%41".to_string()),
-        Just("%20".to_string()),
-        Just("\"".to_string()),
-        Just("%C3%A9".to_string()),
-        Just("%zz".to_string()),
-        Just("tickets".to_string()),
-        Just("users".to_string()),
-        "[a-z0-9:@!$&'()*+,=~_-]{1,4}",
+        listed.len() as u32 => prop::sample::select(listed.to_vec()).prop_map(str::to_string),
+        1 => "[a-z0-9:@!$&'()*+,=~_-]{1,4}",
     ];
     let segment = prop::collection::vec(piece, 0..3).prop_map(|p| p.concat());
     let path = (
@@ -326,16 +312,15 @@ fn the_backend_receives_exactly_the_normalised_path_the_route_matched() {
 
 #[test]
 fn connection_naming_a_framing_header_is_refused() {
-    let backend = Backend::start();
-    let gw = Gateway::start(&quiet_config(&backend));
-    let before = backend.served();
-    for connection in [
+    let framing = [
         "content-length",
         "close, Content-Length",
         "Transfer-Encoding",
         "keep-alive, host",
         "content_length",
-    ] {
+    ];
+    let (backend, gw, before) = quiet();
+    for connection in framing {
         let raw = format!(
             "POST /api/v1/tickets/1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\nConnection: {connection}\r\nContent-Length: 5\r\n\r\nhello"
         );
@@ -349,7 +334,7 @@ fn connection_naming_a_framing_header_is_refused() {
 #[test]
 fn client_methods_never_become_metric_labels() {
     let backend = Backend::start();
-    let gw = Gateway::start(&base_config(&[&backend.addr]));
+    let gw = ConfigBuilder::support(&[&backend.addr]).start();
     let long = "Z".repeat(300);
     for method in ["ZZRT12345", "ZZRT67890", long.as_str(), "get"] {
         let (status, _) = send(&gw.addr, method, "/nope", &[]);
@@ -390,9 +375,7 @@ fn client_methods_never_become_metric_labels() {
 
 #[test]
 fn authorization_without_the_bearer_scheme_is_refused() {
-    let backend = Backend::start();
-    let gw = Gateway::start(&quiet_config(&backend));
-    let before = backend.served();
+    let (backend, gw, before) = quiet();
     for value in [
         BOB_KEY.to_string(),
         format!("Basic {BOB_KEY}"),
@@ -422,15 +405,25 @@ fn authorization_without_the_bearer_scheme_is_refused() {
 
 #[test]
 fn api_key_identities_that_would_forge_a_list_header_are_config_errors() {
-    let config = fill_placeholders(&base_config(&["127.0.0.1:1"])).replace(
-        "  api_keys:\n",
-        &format!(
-            "  api_keys:\n    - {{ id: forged-1, sha256: \"{}\", user: \"bob,carol\", tenant: acme, roles: [agent, \"x,admin\"] }}\n    - {{ id: forged-2, sha256: \"{}\", user: \"bob\\x07\", tenant: \"acme\\r\\nx\", roles: [agent] }}\n",
-            sha("forged-key-1"),
-            sha("forged-key-2")
-        ),
-    );
-    let (exit, out, err) = run_check(&config);
+    let forged = [
+        TestKey {
+            id: "forged-1",
+            key: "forged-key-1",
+            user: "bob,carol",
+            roles: &["agent", "x,admin"],
+            ..BOB
+        },
+        TestKey {
+            id: "forged-2",
+            key: "forged-key-2",
+            user: "bob\x07",
+            tenant: "acme\r\nx",
+            ..BOB
+        },
+    ];
+    let (exit, out, err) = ConfigBuilder::support(&["127.0.0.1:1"])
+        .keys_first(&forged)
+        .check();
     let text = format!("{out}{err}");
     assert_eq!(exit, 1, "{text}");
     for expected in [
@@ -446,12 +439,9 @@ fn api_key_identities_that_would_forge_a_list_header_are_config_errors() {
 #[test]
 fn admin_token_guesses_are_locked_out_per_ip() {
     let backend = Backend::start();
-    let config = base_config(&[&backend.addr]).replacen(
-        "upstreams:\n",
-        "  failed_auth_per_ip_per_minute: 3\nupstreams:\n",
-        1,
-    );
-    let gw = Gateway::start(&config);
+    let gw = ConfigBuilder::support(&[&backend.addr])
+        .failed_auth_per_ip_per_minute(3)
+        .start();
     let admin = |token: &str| {
         client()
             .get(gw.admin_url("/admin/config"))
@@ -466,11 +456,7 @@ fn admin_token_guesses_are_locked_out_per_ip() {
     // have been right cannot be confirmed.
     let resp = admin(ADMIN_TOKEN);
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(&resp);
     assert!((1..=60).contains(&retry), "{retry}");
     let (_, code, _) = error_code(resp);
     assert_eq!(code, "rate_limited");

@@ -40,11 +40,14 @@ fn jwt_identities_that_would_forge_a_header_are_invalid_tokens() {
     let secrets = tempfile::tempdir().unwrap();
     let secret_file = secrets.path().join("hmac.secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let jwt = format!(
-        "  jwt:\n    issuer: \"https://idp.example.com\"\n    audience: tollgate\n    keys:\n      - {{ kid: hmac-1, alg: HS256, secret_file: \"{}\" }}\nupstreams:\n",
-        secret_file.display()
-    );
-    let gw = Gateway::start(&base_config(&[&backend.addr]).replacen("upstreams:\n", &jwt, 1));
+    let jwt = json!({
+        "issuer": "https://idp.example.com",
+        "audience": "tollgate",
+        "keys": [{"kid": "hmac-1", "alg": "HS256", "secret_file": secret_file.display().to_string()}],
+    });
+    let gw = ConfigBuilder::support(&[&backend.addr])
+        .auth("jwt", jwt)
+        .start();
     let call = |claims: &Value| {
         client()
             .get(gw.url("/api/v1/tickets/1"))

@@ -20,15 +20,22 @@ fn pin() -> String {
         .to_string()
 }
 
-/// `base_config` plus a `server.tls` listener on `tls_addr`.
-fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> String {
-    base_config(peers).replacen(
-        "  admin_listen:",
-        &format!(
-            "  tls: {{ listen: \"{tls_addr}\", cert_file: \"{cert}\", key_file: \"{key}\" }}\n  admin_listen:"
-        ),
-        1,
-    )
+/// The support config plus a `server.tls` listener on `tls_addr`.
+fn tls_config(peers: &[&str], tls_addr: &str, cert: &str, key: &str) -> ConfigBuilder {
+    ConfigBuilder::support(peers).tls(tls_addr, cert, key)
+}
+
+/// `tls_config` on `backend` with the fixtures' server certificate
+/// (`localhost`) and a TLS listener on a free port; that port's address.
+fn localhost_tls(backend: &Backend) -> (ConfigBuilder, String) {
+    let tls_addr = free_addr();
+    let config = tls_config(
+        &[&backend.addr],
+        &tls_addr,
+        &fixture("server.pem"),
+        &fixture("server.key.pem"),
+    );
+    (config, tls_addr)
 }
 
 fn https_client() -> reqwest::blocking::Client {
@@ -41,29 +48,32 @@ fn https_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-fn check(config: &str) -> (i32, String) {
-    let (code, stdout, stderr) = run_check(&fill_placeholders(config));
+fn check(config: ConfigBuilder) -> (i32, String) {
+    let (code, stdout, stderr) = config.check();
     (code, format!("{stdout}{stderr}"))
 }
 
-/// A gateway with a TLS listener (the test server certificate) in front of
-/// `backend`; returns it and the TLS address once that accepts.
-fn tls_gateway(backend: &Backend) -> (Gateway, String) {
-    let tls_addr = free_addr();
-    let gw = Gateway::start(&tls_config(
-        &[&backend.addr],
-        &tls_addr,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    ));
+/// A mock backend and a gateway with a TLS listener (the test server
+/// certificate) in front of it; returns them and the TLS address once that
+/// accepts.
+fn tls_gateway() -> (Backend, Gateway, String) {
+    tls_gateway_with(|config| config)
+}
+
+/// `tls_gateway` on the config as `change` leaves it.
+fn tls_gateway_with(
+    change: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> (Backend, Gateway, String) {
+    let backend = Backend::start();
+    let (config, tls_addr) = localhost_tls(&backend);
+    let gw = change(config).start();
     assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
-    (gw, tls_addr)
+    (backend, gw, tls_addr)
 }
 
 #[test]
 fn https_with_http2_is_served() {
-    let backend = Backend::start();
-    let (gw, tls_addr) = tls_gateway(&backend);
+    let (_backend, gw, tls_addr) = tls_gateway();
     let port = tls_addr.rsplit(':').next().unwrap();
     let resp = https_client()
         .get(format!("https://localhost:{port}/api/v1/tickets/1"))
@@ -81,15 +91,10 @@ fn https_with_http2_is_served() {
         .send()
         .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
-    let (status, code, _) = error_code(resp);
-    assert_eq!((status, code.as_str()), (401, "missing_credentials"));
+    assert_error!(resp, 401, "missing_credentials");
 
     // The plain listener keeps working beside the TLS one.
-    let plain = client()
-        .get(gw.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let plain = gw.get("/api/v1/tickets/1", BOB_KEY);
     assert_eq!(plain.status(), 200);
 }
 
@@ -108,7 +113,7 @@ fn check_parses_certificate_and_key() {
     let empty = empty.display().to_string();
     let (server, server_key) = (fixture("server.pem"), fixture("server.key.pem"));
 
-    let (code, out) = check(&tls_config(
+    let (code, out) = check(tls_config(
         &["127.0.0.1:9001"],
         "127.0.0.1:18443",
         &server,
@@ -142,7 +147,7 @@ fn check_parses_certificate_and_key() {
         ),
     ];
     for (cert, key, field) in cases {
-        let (code, out) = check(&tls_config(
+        let (code, out) = check(tls_config(
             &["127.0.0.1:9001"],
             "127.0.0.1:18443",
             cert,
@@ -159,28 +164,20 @@ fn check_parses_certificate_and_key() {
 /// Gateway B terminates TLS in front of a mock backend; gateway A reaches B
 /// through a `tls: true` pool with the test CA and the given pins.
 fn upstream_chain(pins: &[String]) -> (Backend, Gateway, Gateway) {
-    let backend = Backend::start();
-    let (b, b_tls) = tls_gateway(&backend);
-    let pins = pins
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let a_config = base_config(&[&b_tls])
-        .replace(
-            "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
-            &format!(
-                "    timeouts: {{ connect_ms: 1000, read_ms: 2000 }}\n    tls: true\n    sni: localhost\n    ca_file: \"{}\"\n    pins_sha256: [{pins}]\n    set_headers: {{ X-API-Key: \"{ROOT_KEY}\" }}\n",
-                fixture("ca.pem")
-            ),
-        )
-        // B's health endpoint needs no TLS-specific handling: drop A's checks.
-        .replace(
-            "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
-            "",
-        );
-    assert!(a_config.contains("tls: true"), "{a_config}");
-    let a = Gateway::start(&a_config);
+    let (backend, b, b_tls) = tls_gateway();
+    let pins: Vec<&str> = pins.iter().map(String::as_str).collect();
+    let a_config = ConfigBuilder::support(&[&b_tls]).with_pool("support", |p| {
+        p.timeouts(1000, 2000)
+            .tls("localhost")
+            .ca_file(&fixture("ca.pem"))
+            .pins_sha256(&pins)
+            .set_header("X-API-Key", ROOT_KEY)
+            // B's health endpoint needs no TLS-specific handling: drop A's checks.
+            .no_health_check()
+    });
+    let rendered = a_config.render();
+    assert!(rendered.contains("tls: true"), "{rendered}");
+    let a = Gateway::start(&rendered);
     (backend, b, a)
 }
 
@@ -190,11 +187,7 @@ fn upstream_tls_with_right_pin_is_proxied() {
         "0000000000000000000000000000000000000000000000000000000000000000".to_string(),
         pin(),
     ]);
-    let resp = client()
-        .get(a.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
+    let resp = a.get("/api/v1/tickets/1", BOB_KEY);
     assert_eq!(resp.status(), 200, "{}", a.all_output());
     let echo: Value = resp.json().unwrap();
     // B authenticated A with the pool's credential.
@@ -205,86 +198,42 @@ fn upstream_tls_with_right_pin_is_proxied() {
 fn upstream_tls_with_wrong_pin_fails_with_502() {
     let (_backend, _b, a) = upstream_chain(&["ab".repeat(32)]);
     for _ in 0..2 {
-        let resp = client()
-            .get(a.url("/api/v1/tickets/1"))
-            .header("X-API-Key", BOB_KEY)
-            .send()
-            .unwrap();
-        let (status, code, _) = error_code(resp);
-        assert_eq!((status, code.as_str()), (502, "upstream_error"));
+        let resp = a.get("/api/v1/tickets/1", BOB_KEY);
+        assert_error!(resp, 502, "upstream_error");
     }
 }
 
 #[test]
 fn upstream_tls_verifies_the_chain_and_name() {
     // No pins, no ca_file: the test CA is not trusted by the platform store.
-    let backend = Backend::start();
-    let (_b, b_tls) = tls_gateway(&backend);
-    let config = base_config(&[&b_tls])
-        .replace(
-            "    timeouts: { connect_ms: 300, read_ms: 2000 }\n",
-            "    timeouts: { connect_ms: 1000, read_ms: 2000 }\n    tls: true\n    sni: not-localhost.example\n",
-        )
-        .replace(
-            "    health_check: { kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }\n",
-            "",
-        );
-    let a = Gateway::start(&config.replace(
-        "    sni: not-localhost.example\n",
-        &format!(
-            "    sni: not-localhost.example\n    ca_file: \"{}\"\n",
-            fixture("ca.pem")
-        ),
-    ));
-    let resp = client()
-        .get(a.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!(
-        (status, code.as_str()),
-        (502, "upstream_error"),
-        "wrong name"
-    );
+    let (_backend, _b, b_tls) = tls_gateway();
+    let config = ConfigBuilder::support(&[&b_tls]).with_pool("support", |p| {
+        p.timeouts(1000, 2000)
+            .tls("not-localhost.example")
+            .no_health_check()
+    });
+    let a = config
+        .clone()
+        .with_pool("support", |p| p.ca_file(&fixture("ca.pem")))
+        .start();
+    let resp = a.get("/api/v1/tickets/1", BOB_KEY);
+    assert_error!(resp, 502, "upstream_error", "wrong name");
 
-    let a2 = Gateway::start(&config.replace("not-localhost.example", "localhost"));
-    let resp = client()
-        .get(a2.url("/api/v1/tickets/1"))
-        .header("X-API-Key", BOB_KEY)
-        .send()
-        .unwrap();
-    let (status, code, _) = error_code(resp);
-    assert_eq!(
-        (status, code.as_str()),
-        (502, "upstream_error"),
-        "untrusted CA"
-    );
+    let a2 = config
+        .with_pool("support", |p| p.set("sni", "localhost"))
+        .start();
+    let resp = a2.get("/api/v1/tickets/1", BOB_KEY);
+    assert_error!(resp, 502, "upstream_error", "untrusted CA");
 }
 
 #[test]
 fn llm_calls_over_http2_stream_and_carry_large_bodies() {
-    let backend = Backend::start();
-    let tls_addr = free_addr();
-    let config = tls_config(
-        &[&backend.addr],
-        &tls_addr,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    )
-    .replace("  max_body_bytes: 4096\n", "  max_body_bytes: 2097152\n")
-    .replacen(
-        "routes:\n",
-        "routes:\n  - { name: chat, path: /v1/chat/completions, methods: [POST], kind: llm }\n",
-        1,
-    )
-    .replacen(
-        "limits:\n",
-        "models:\n  - { name: m, upstream: support, input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0, max_tokens: 20 }\nlimits:\n",
-        1,
-    );
-    let _gw = Gateway::start(&config);
-    assert!(wait_for_port(&tls_addr, std::time::Duration::from_secs(10)));
+    let (_backend, _gw, tls_addr) = tls_gateway_with(|config| {
+        config
+            .max_body_bytes(2_097_152)
+            .route(Route::llm("chat", "/v1/chat/completions"))
+            .model(Model::new("m", "support", 1.0, 1.0, 20))
+    });
     let port = tls_addr.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}/v1/chat/completions");
     let c = https_client();
@@ -321,8 +270,7 @@ fn llm_calls_over_http2_stream_and_carry_large_bodies() {
 
 #[test]
 fn http1_over_tls_passes_the_head_reader_and_keeps_alive() {
-    let backend = Backend::start();
-    let (_gw, tls_addr) = tls_gateway(&backend);
+    let (_backend, _gw, tls_addr) = tls_gateway();
     let port = tls_addr.rsplit(':').next().unwrap();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap();
     let client = reqwest::blocking::Client::builder()
@@ -352,8 +300,7 @@ fn http1_over_tls_passes_the_head_reader_and_keeps_alive() {
     for i in 0..300 {
         req = req.header(format!("x-f{i}"), "v");
     }
-    let (status, code, _) = error_code(req.send().unwrap());
-    assert_eq!((status, code.as_str()), (431, "headers_too_large"));
+    assert_error!(req.send().unwrap(), 431, "headers_too_large");
 }
 
 /// A raw HTTP/1.1-over-TLS connection (ALPN http/1.1), handshake done.
@@ -383,25 +330,12 @@ fn tls_http1(addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, std::n
 fn a_slow_head_over_tls_is_cut_off_at_the_deadline_with_408() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let backend = Backend::start();
-    let tls_addr = free_addr();
-    let config = tls_config(
-        &[&backend.addr],
-        &tls_addr,
-        &fixture("server.pem"),
-        &fixture("server.key.pem"),
-    )
-    .replace(
-        "grace_period_seconds: 1\n",
-        "grace_period_seconds: 1\n  header_timeout_ms: 2000\n",
-    )
-    // No health checks: the backend's count is then what the gateway sent.
-    .lines()
-    .filter(|l| !l.contains("health_check:"))
-    .collect::<Vec<_>>()
-    .join("\n");
-    let _gw = Gateway::start(&config);
-    assert!(wait_for_port(&tls_addr, Duration::from_secs(10)));
+    let (backend, _gw, tls_addr) = tls_gateway_with(|config| {
+        config
+            .header_timeout_ms(2000)
+            // No health checks: the backend's count is then what the gateway sent.
+            .with_pool("support", Pool::no_health_check)
+    });
 
     let mut tls = tls_http1(&tls_addr);
     // The deadline runs from the end of the handshake.

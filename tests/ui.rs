@@ -13,7 +13,6 @@ use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::Page;
 use common::*;
 use futures::StreamExt;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,43 +27,22 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn config(llm: &str, store: &str) -> String {
-    format!(
-        r#"{head}upstreams:
-  llm:
-    peers: ["{llm}"]
-routes:
-  - name: chat
-    path: /v1/chat/completions
-    methods: [POST]
-    kind: llm
-    roles: [agent]
-models:
-  - name: support-fast
-    upstream: llm
-    input_usd_per_mtok: 0.15
-    output_usd_per_mtok: 0.60
-    max_tokens: 100
-limits:
-  budgets:
-    - scope: user
-      tokens_per_day: 500000
-      usd_per_month: 50.0
-store:
-  path: "{store}"
-observability:
-  access_log: "{{dir}}/access.log"
-  log_level: warn
-"#,
-        head = config_head(1, None, &[BOB]),
-    )
+fn config(llm: &str, store: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .threads(1)
+        .keys(&[BOB])
+        .pool("llm", Pool::new(&[llm]))
+        .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent"]))
+        .model(Model::new("support-fast", "llm", 0.15, 0.60, 100))
+        .budget(Budget::user().tokens_per_day(500_000).usd_per_month(50.0))
+        .store_path(store)
 }
 
 /// Today and the two days before, UTC, with rows for two tenants, three
 /// users and two models. Returns (user, tenant, micro_usd, prompt, calls).
 fn seed(path: &std::path::Path) -> Vec<(&'static str, &'static str, i64, i64, i64)> {
-    drop(tollgate::ledger::Ledger::open(path).unwrap());
-    let now_ms = tollgate::sys::clock::unix_millis();
+    create_ledger(path);
+    let now_ms = unix_millis() as i64;
     let day_ms = 86_400_000;
     let today = now_ms - now_ms % day_ms;
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -125,23 +103,16 @@ fn usd(micro: i64) -> String {
 #[test]
 fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
     let Some(chrome) = chromium() else {
-        eprintln!("SKIPPED: no chromium on PATH (make test installs it: apt-get install chromium)");
-        return;
+        return skipped("no chromium on PATH (make test installs it: apt-get install chromium)");
     };
-    let llm = Backend::start();
     let store_dir = tempfile::tempdir().unwrap();
     let store = store_dir.path().join("usage.db");
     let expected = seed(&store);
-    let gw = Gateway::start(&config(&llm.addr, &store.display().to_string()));
+    let llm = Backend::start();
+    let gw = config(&llm.addr, &store.display().to_string()).start();
     // Bob's remaining budget from the live counters (restored from the
     // ledger); nothing changes them during the test.
-    let usage: Value = client()
-        .get(gw.admin_url("/admin/usage?user=bob"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let usage = usage_of(&gw, "bob");
     let bob_left = usage["remaining"]["usd_month"]
         .as_str()
         .unwrap()

@@ -328,22 +328,4 @@ async fn refuse_if_blocked(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::upstream_uri;
-    use crate::config::schema::ServerConfig;
-
-    fn server() -> ServerConfig {
-        serde_yaml::from_str("listen: ['127.0.0.1:1']\nadmin_listen: '127.0.0.1:2'")
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn a_target_that_cannot_be_represented_fails_closed() {
-        let s = server();
-        let ok = upstream_uri("/a/%22".into(), Some("q=1"), &s).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(ok, "/a/%22?q=1");
-        let huge = format!("/{}", "%22".repeat(22_000));
-        let err = upstream_uri(huge, None, &s).err().map(|e| e.code());
-        assert_eq!(err, Some("uri_too_long"));
-    }
-}
+mod tests;

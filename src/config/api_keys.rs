@@ -325,6 +325,13 @@ mod tests {
         serde_saphyr::from_str::<ApiKeyList>(yaml).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn problems_of(list: &ApiKeyList) -> Vec<(&str, &str)> {
+        list.problems()
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .collect()
+    }
+
     fn entry_yaml(k: &ApiKeyConfig) -> String {
         format!(
             "- {{ id: {}, sha256: \"{}\", user: {}, tenant: {}, roles: [agent] }}\n",
@@ -356,11 +363,7 @@ mod tests {
             short,
             key("k6", "s9"),
         ]);
-        let problems: Vec<(&str, &str)> = list
-            .problems()
-            .iter()
-            .map(|(p, m)| (p.as_str(), m.as_str()))
-            .collect();
+        let problems = problems_of(&list);
         assert_eq!(
             problems,
             [
@@ -399,11 +402,7 @@ mod tests {
         let mut id = key("k4\u{1}", "s4");
         id.user = "ok".into();
         let list = ApiKeyList::from_entries([comma, control, tenant, id]);
-        let problems: Vec<(&str, &str)> = list
-            .problems()
-            .iter()
-            .map(|(p, m)| (p.as_str(), m.as_str()))
-            .collect();
+        let problems = problems_of(&list);
         assert_eq!(
             problems,
             [

@@ -71,6 +71,7 @@ models:
     input_usd_per_mtok: 1.0
     output_usd_per_mtok: 1.0
     max_tokens: 1
+    max_n: 1
     roles: [r]
     fallbacks: [m]
     upstream_path: /p

@@ -64,6 +64,14 @@ pub enum ScopeKey {
 }
 
 impl ScopeKey {
+    pub fn user(id: impl Into<String>) -> Self {
+        ScopeKey::User(id.into())
+    }
+
+    pub fn tenant(id: impl Into<String>) -> Self {
+        ScopeKey::Tenant(id.into())
+    }
+
     /// `"user"` or `"tenant"`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -117,6 +125,14 @@ pub struct Charge {
 }
 
 impl Charge {
+    /// A charge of tokens alone (an API without prices, a token budget).
+    pub fn tokens(tokens: u64) -> Self {
+        Charge {
+            tokens,
+            micro_usd: 0,
+        }
+    }
+
     /// The amount this charge counts against a window of `kind`.
     pub fn amount(&self, kind: LimitKind) -> u64 {
         match kind {

@@ -339,18 +339,6 @@ mod tests {
     // 2024-05-15 12:00:00 UTC, mid-minute/day/month.
     const NOW: u64 = 1_715_774_400;
 
-    fn user(id: &str) -> ScopeKey {
-        ScopeKey::User(id.into())
-    }
-    fn tenant(id: &str) -> ScopeKey {
-        ScopeKey::Tenant(id.into())
-    }
-    fn tokens(n: u64) -> Charge {
-        Charge {
-            tokens: n,
-            micro_usd: 0,
-        }
-    }
     fn tpm(n: u64) -> BudgetLimits {
         BudgetLimits {
             tokens_per_minute: Some(n),
@@ -370,28 +358,31 @@ mod tests {
     #[test]
     fn reserve_counts_until_limit_then_refuses() {
         let s = LocalStore::new();
-        let scopes = [(user("alice"), tpm(100))];
-        let a = s.reserve(&scopes, tokens(60), NOW);
+        let scopes = [(ScopeKey::user("alice"), tpm(100))];
+        let a = s.reserve(&scopes, Charge::tokens(60), NOW);
         assert!(a.is_ok());
-        let r = refusal(s.reserve(&scopes, tokens(41), NOW));
+        let r = refusal(s.reserve(&scopes, Charge::tokens(41), NOW));
         assert_eq!(r.kind, LimitKind::TokensPerMinute);
         assert_eq!((r.limit, r.used), (100, 60));
         assert_eq!(r.retry_after_secs, 60);
-        assert!(s.reserve(&scopes, tokens(40), NOW).is_ok());
+        assert!(s.reserve(&scopes, Charge::tokens(40), NOW).is_ok());
     }
 
     #[test]
     fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
         let s = LocalStore::new();
-        let scopes = [(user("alice"), tpm(1_000)), (tenant("acme"), tpm(5_000))];
-        let first = s.reserve(&scopes, tokens(100), NOW);
+        let scopes = [
+            (ScopeKey::user("alice"), tpm(1_000)),
+            (ScopeKey::tenant("acme"), tpm(5_000)),
+        ];
+        let first = s.reserve(&scopes, Charge::tokens(100), NOW);
         let first = first.unwrap_or_else(|e| panic!("{e:?}"));
-        assert!(s.settle(first, tokens(70), NOW).is_ok());
-        let open = s.reserve(&scopes, tokens(30), NOW);
+        assert!(s.settle(first, Charge::tokens(70), NOW).is_ok());
+        let open = s.reserve(&scopes, Charge::tokens(30), NOW);
         let open = open.unwrap_or_else(|e| panic!("{e:?}"));
-        let t = s.reserve(&scopes, tokens(25), NOW);
+        let t = s.reserve(&scopes, Charge::tokens(25), NOW);
         let t = t.unwrap_or_else(|e| panic!("{e:?}"));
-        let read = usage(&s, &user("alice"), NOW);
+        let read = usage(&s, &ScopeKey::user("alice"), NOW);
         // Settled 70 + holds 30 and 25 (its own).
         assert_eq!(t.tokens_in_use.minute, Some(125));
         assert_eq!(
@@ -402,7 +393,7 @@ mod tests {
             t.tokens_in_use.day,
             Some(read.tokens_day + read.reserved_tokens)
         );
-        assert_eq!(t.scopes.first(), Some(&user("alice")));
+        assert_eq!(t.scopes.first(), Some(&ScopeKey::user("alice")));
         drop(open);
     }
 
@@ -410,9 +401,9 @@ mod tests {
     fn refusal_is_all_or_none_across_scopes() {
         let s = LocalStore::new();
         let scopes = [
-            (user("alice"), tpm(1000)),
+            (ScopeKey::user("alice"), tpm(1000)),
             (
-                tenant("acme"),
+                ScopeKey::tenant("acme"),
                 BudgetLimits {
                     micro_usd_per_month: Some(1_000),
                     ..Default::default()
@@ -424,10 +415,13 @@ mod tests {
             micro_usd: 2_000,
         };
         let r = refusal(s.reserve(&scopes, c, NOW));
-        assert_eq!(r.scope, tenant("acme"));
+        assert_eq!(r.scope, ScopeKey::tenant("acme"));
         assert_eq!(r.kind, LimitKind::UsdPerMonth);
         // The user scope passed its check but must hold nothing.
-        assert_eq!(usage(&s, &user("alice"), NOW), ScopeUsage::default());
+        assert_eq!(
+            usage(&s, &ScopeKey::user("alice"), NOW),
+            ScopeUsage::default()
+        );
         assert_eq!(s.tracked_scopes(), 0);
     }
 
@@ -439,7 +433,7 @@ mod tests {
             tokens_per_day: Some(5),
             micro_usd_per_month: Some(5),
         };
-        let scopes = [(user("u"), tight), (tenant("t"), tight)];
+        let scopes = [(ScopeKey::user("u"), tight), (ScopeKey::tenant("t"), tight)];
         let r = refusal(s.reserve(
             &scopes,
             Charge {
@@ -448,7 +442,10 @@ mod tests {
             },
             NOW,
         ));
-        assert_eq!((r.scope, r.kind), (user("u"), LimitKind::TokensPerMinute));
+        assert_eq!(
+            (r.scope, r.kind),
+            (ScopeKey::user("u"), LimitKind::TokensPerMinute)
+        );
         let r = refusal(s.reserve(
             &scopes,
             Charge {
@@ -457,52 +454,70 @@ mod tests {
             },
             NOW,
         ));
-        assert_eq!((r.scope, r.kind), (user("u"), LimitKind::UsdPerMonth));
+        assert_eq!(
+            (r.scope, r.kind),
+            (ScopeKey::user("u"), LimitKind::UsdPerMonth)
+        );
     }
 
     #[test]
     fn settle_replaces_reservation_with_actual_even_over_limit() {
         let store = LocalStore::new();
-        let scopes = [(user("alice"), tpm(100))];
-        let r = store.reserve(&scopes, tokens(50), NOW);
+        let scopes = [(ScopeKey::user("alice"), tpm(100))];
+        let r = store.reserve(&scopes, Charge::tokens(50), NOW);
         let r = r.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(usage(&store, &user("alice"), NOW).reserved_tokens, 50);
-        assert!(store.settle(r, tokens(150), NOW + 1).is_ok());
-        let u = usage(&store, &user("alice"), NOW + 1);
+        assert_eq!(
+            usage(&store, &ScopeKey::user("alice"), NOW).reserved_tokens,
+            50
+        );
+        assert!(store.settle(r, Charge::tokens(150), NOW + 1).is_ok());
+        let u = usage(&store, &ScopeKey::user("alice"), NOW + 1);
         assert_eq!(
             (u.tokens_minute, u.tokens_day, u.reserved_tokens),
             (150, 150, 0)
         );
-        let refused = refusal(store.reserve(&scopes, tokens(1), NOW + 2));
+        let refused = refusal(store.reserve(&scopes, Charge::tokens(1), NOW + 2));
         assert_eq!(refused.used, 150);
     }
 
     #[test]
     fn released_reservation_returns_budget() {
         let store = LocalStore::new();
-        let scopes = [(user("alice"), tpm(100)), (tenant("acme"), tpm(100))];
-        let r = store.reserve(&scopes, tokens(100), NOW);
+        let scopes = [
+            (ScopeKey::user("alice"), tpm(100)),
+            (ScopeKey::tenant("acme"), tpm(100)),
+        ];
+        let r = store.reserve(&scopes, Charge::tokens(100), NOW);
         let r = r.unwrap_or_else(|e| panic!("{e}"));
-        assert!(store.reserve(&scopes, tokens(1), NOW).is_err());
+        assert!(store.reserve(&scopes, Charge::tokens(1), NOW).is_err());
         assert!(store.release(r).is_ok());
-        assert_eq!(usage(&store, &user("alice"), NOW), ScopeUsage::default());
-        assert_eq!(usage(&store, &tenant("acme"), NOW), ScopeUsage::default());
+        assert_eq!(
+            usage(&store, &ScopeKey::user("alice"), NOW),
+            ScopeUsage::default()
+        );
+        assert_eq!(
+            usage(&store, &ScopeKey::tenant("acme"), NOW),
+            ScopeUsage::default()
+        );
     }
 
     #[test]
     fn settle_across_minute_boundary_moves_usage_to_new_window() {
         let s = LocalStore::new();
-        let scopes = [(user("bob"), tpm(100))];
-        let t = s.reserve(&scopes, tokens(80), NOW + 59);
+        let scopes = [(ScopeKey::user("bob"), tpm(100))];
+        let t = s.reserve(&scopes, Charge::tokens(80), NOW + 59);
         let t = t.unwrap_or_else(|e| panic!("{e}"));
         // The hold still counts right after the boundary…
-        assert!(s.reserve(&scopes, tokens(30), NOW + 60).is_err());
-        assert!(s.settle(t, tokens(70), NOW + 61).is_ok());
+        assert!(s.reserve(&scopes, Charge::tokens(30), NOW + 60).is_err());
+        assert!(s.settle(t, Charge::tokens(70), NOW + 61).is_ok());
         // …and settling removes it exactly, charging the new minute.
-        let u = usage(&s, &user("bob"), NOW + 61);
+        let u = usage(&s, &ScopeKey::user("bob"), NOW + 61);
         assert_eq!((u.tokens_minute, u.reserved_tokens), (70, 0));
-        assert_eq!(usage(&s, &user("bob"), NOW + 120).tokens_minute, 0);
-        assert_eq!(usage(&s, &user("bob"), NOW + 120).tokens_day, 70);
+        assert_eq!(
+            usage(&s, &ScopeKey::user("bob"), NOW + 120).tokens_minute,
+            0
+        );
+        assert_eq!(usage(&s, &ScopeKey::user("bob"), NOW + 120).tokens_day, 70);
     }
 
     #[test]
@@ -513,13 +528,13 @@ mod tests {
             tokens_per_day: Some(150),
             micro_usd_per_month: None,
         };
-        let scopes = [(user("u"), limits)];
+        let scopes = [(ScopeKey::user("u"), limits)];
         for now in [NOW, NOW + 60] {
-            let t = s.reserve(&scopes, tokens(70), now);
+            let t = s.reserve(&scopes, Charge::tokens(70), now);
             let t = t.unwrap_or_else(|e| panic!("{e}"));
-            assert!(s.settle(t, tokens(70), now).is_ok());
+            assert!(s.settle(t, Charge::tokens(70), now).is_ok());
         }
-        let r = refusal(s.reserve(&scopes, tokens(70), NOW + 120));
+        let r = refusal(s.reserve(&scopes, Charge::tokens(70), NOW + 120));
         assert_eq!((r.kind, r.used), (LimitKind::TokensPerDay, 140));
         assert_eq!(r.retry_after_secs, 12 * 3600 - 120);
     }
@@ -528,14 +543,17 @@ mod tests {
     fn concurrent_reservations_admit_exactly_capacity() {
         let store = Arc::new(LocalStore::new());
         let barrier = Arc::new(Barrier::new(50));
-        let scopes = vec![(user("u"), tpm(100)), (tenant("t"), tpm(1_000))];
+        let scopes = vec![
+            (ScopeKey::user("u"), tpm(100)),
+            (ScopeKey::tenant("t"), tpm(1_000)),
+        ];
         let handles: Vec<_> = (0..50)
             .map(|_| {
                 let (store, barrier, scopes) = (store.clone(), barrier.clone(), scopes.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
                     // Keep tickets alive: we count admissions, not throughput.
-                    store.reserve(&scopes, tokens(10), NOW).ok()
+                    store.reserve(&scopes, Charge::tokens(10), NOW).ok()
                 })
             })
             .collect();
@@ -544,8 +562,14 @@ mod tests {
             .filter_map(|h| h.join().ok().flatten())
             .count();
         assert_eq!(admitted, 10);
-        assert_eq!(usage(&store, &user("u"), NOW).reserved_tokens, 100);
-        assert_eq!(usage(&store, &tenant("t"), NOW).reserved_tokens, 100);
+        assert_eq!(
+            usage(&store, &ScopeKey::user("u"), NOW).reserved_tokens,
+            100
+        );
+        assert_eq!(
+            usage(&store, &ScopeKey::tenant("t"), NOW).reserved_tokens,
+            100
+        );
     }
 
     #[test]
@@ -556,9 +580,9 @@ mod tests {
             tokens_day: 90,
             micro_usd_month: 5_000,
         };
-        assert!(s.restore(&[(user("a"), spend)], NOW).is_ok());
-        assert!(s.restore(&[(user("a"), spend)], NOW).is_ok()); // idempotent
-        let u = usage(&s, &user("a"), NOW);
+        assert!(s.restore(&[(ScopeKey::user("a"), spend)], NOW).is_ok());
+        assert!(s.restore(&[(ScopeKey::user("a"), spend)], NOW).is_ok()); // idempotent
+        let u = usage(&s, &ScopeKey::user("a"), NOW);
         assert_eq!(
             (u.tokens_minute, u.tokens_day, u.micro_usd_month),
             (10, 90, 5_000)
@@ -567,35 +591,37 @@ mod tests {
             tokens_per_day: Some(100),
             ..Default::default()
         };
-        let r = refusal(s.reserve(&[(user("a"), limits)], tokens(11), NOW));
+        let r = refusal(s.reserve(&[(ScopeKey::user("a"), limits)], Charge::tokens(11), NOW));
         assert_eq!(r.used, 90);
-        assert_eq!(usage(&s, &user("a"), NOW + 60).tokens_minute, 0);
+        assert_eq!(usage(&s, &ScopeKey::user("a"), NOW + 60).tokens_minute, 0);
     }
 
     #[test]
     fn idle_entries_are_pruned_but_spenders_and_holders_kept() {
         let s = LocalStore::with_prune_every(1);
-        let scopes = |id: &str| [(user(id), BudgetLimits::default())];
+        let scopes = |id: &str| [(ScopeKey::user(id), BudgetLimits::default())];
         // Spent this month: kept.
-        let t = s.reserve(&scopes("spender"), tokens(5), NOW);
+        let t = s.reserve(&scopes("spender"), Charge::tokens(5), NOW);
         assert!(s
-            .settle(t.unwrap_or_else(|e| panic!("{e}")), tokens(5), NOW)
+            .settle(t.unwrap_or_else(|e| panic!("{e}")), Charge::tokens(5), NOW)
             .is_ok());
         // Open reservation: kept.
-        let held = s.reserve(&scopes("holder"), tokens(5), NOW);
+        let held = s.reserve(&scopes("holder"), Charge::tokens(5), NOW);
         assert!(held.is_ok());
         // Reserved then released with no usage: dropped.
-        let t = s.reserve(&scopes("idle"), tokens(5), NOW);
+        let t = s.reserve(&scopes("idle"), Charge::tokens(5), NOW);
         assert!(s.release(t.unwrap_or_else(|e| panic!("{e}"))).is_ok());
         // Next sweep runs on this op.
-        assert!(s.reserve(&scopes("holder"), tokens(0), NOW).is_ok());
+        assert!(s.reserve(&scopes("holder"), Charge::tokens(0), NOW).is_ok());
         assert_eq!(s.tracked_scopes(), 2);
         // Next month the spender's usage is stale: dropped.
         let next_month = NOW + 31 * 86_400;
-        assert!(s.reserve(&scopes("holder"), tokens(0), next_month).is_ok());
+        assert!(s
+            .reserve(&scopes("holder"), Charge::tokens(0), next_month)
+            .is_ok());
         assert_eq!(s.tracked_scopes(), 1);
         assert_eq!(
-            usage(&s, &user("spender"), next_month),
+            usage(&s, &ScopeKey::user("spender"), next_month),
             ScopeUsage::default()
         );
     }
@@ -603,13 +629,16 @@ mod tests {
     #[test]
     fn duplicate_scope_is_held_once() {
         let s = LocalStore::new();
-        let scopes = [(user("a"), tpm(100)), (user("a"), tpm(100))];
-        let t = s.reserve(&scopes, tokens(60), NOW);
+        let scopes = [
+            (ScopeKey::user("a"), tpm(100)),
+            (ScopeKey::user("a"), tpm(100)),
+        ];
+        let t = s.reserve(&scopes, Charge::tokens(60), NOW);
         assert!(t.is_ok());
-        assert_eq!(usage(&s, &user("a"), NOW).reserved_tokens, 60);
+        assert_eq!(usage(&s, &ScopeKey::user("a"), NOW).reserved_tokens, 60);
         if let Ok(t) = t {
             assert!(s.release(t).is_ok());
         }
-        assert_eq!(usage(&s, &user("a"), NOW).reserved_tokens, 0);
+        assert_eq!(usage(&s, &ScopeKey::user("a"), NOW).reserved_tokens, 0);
     }
 }

@@ -306,6 +306,16 @@ mod tests {
         futures::executor::block_on(f)
     }
 
+    fn reserve_local(store: &Arc<Store>, tokens: u64) -> Result<Reservation, ReserveError> {
+        block_on(Reservation::reserve(
+            store,
+            &scopes(),
+            charge(tokens),
+            NOW,
+            HOLD,
+        ))
+    }
+
     #[test]
     fn guard_can_live_in_a_shared_request_context() {
         fn assert_send_sync<T: Send + Sync>() {}
@@ -316,14 +326,7 @@ mod tests {
     #[test]
     fn settle_does_not_release_again_on_drop() {
         let store = Arc::new(Store::local());
-        let r = block_on(Reservation::reserve(
-            &store,
-            &scopes(),
-            charge(60),
-            NOW,
-            HOLD,
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+        let r = reserve_local(&store, 60).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.charge(), charge(60));
         assert_eq!(r.backend(), Backend::Local);
         assert!(block_on(r.settle(charge(30), NOW)).is_ok());
@@ -338,13 +341,7 @@ mod tests {
     #[test]
     fn drop_releases() {
         let store = Arc::new(Store::local());
-        let r = block_on(Reservation::reserve(
-            &store,
-            &scopes(),
-            charge(60),
-            NOW,
-            HOLD,
-        ));
+        let r = reserve_local(&store, 60);
         assert!(r.is_ok());
         assert_eq!(reserved(&store), 60);
         drop(r);
@@ -355,13 +352,7 @@ mod tests {
     fn release_on_panic_unwind() {
         let store = Arc::new(Store::local());
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _r = block_on(Reservation::reserve(
-                &store,
-                &scopes(),
-                charge(5),
-                NOW,
-                HOLD,
-            ));
+            let _r = reserve_local(&store, 5);
             panic!("handler blew up");
         }));
         assert!(result.is_err());

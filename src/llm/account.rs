@@ -7,7 +7,7 @@
 use super::api::LlmApi;
 use super::model::Model;
 use super::pricing::TokenClasses;
-use super::usage::{ParsedUsage, Usage};
+use super::tally::{ParsedUsage, Usage};
 use crate::ledger::{Ledger, LedgerRow};
 use crate::limits::budget::Charge;
 use crate::limits::store::Reservation;

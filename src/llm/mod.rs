@@ -13,5 +13,6 @@ pub mod pricing;
 pub mod pump;
 pub mod runaway;
 pub mod serve;
+pub mod tally;
 pub mod tokens;
 pub mod usage;

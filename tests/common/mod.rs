@@ -1,8 +1,20 @@
 //! Test harness: real processes on loopback ports chosen at run time.
 //! `Backend` runs `tollgate mock-backend`, `Gateway` runs `tollgate run`
 //! with a config written to a temp dir. Both are killed on drop.
+//!
+//! Every test file reaches the harness by `mod common;` alone: `config`
+//! is the one config builder, `llm` the LLM calls and readers of what
+//! they cost (ledger rows, usage, SSE events); this file the processes,
+//! the clients and the assertions every file shares.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, unused_macros)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod config;
+pub mod llm;
+
+pub use config::{Budget, ConfigBuilder, Fields, Model, Pool, Route};
+pub use llm::*;
 
 pub mod postgres;
 
@@ -133,9 +145,8 @@ pub struct TestKey {
     pub key: &'static str,
     pub user: &'static str,
     pub tenant: &'static str,
-    pub roles: &'static str,
-    /// More fields of the entry, e.g. `expires_at: "..."`, or "".
-    pub extra: &'static str,
+    pub roles: &'static [&'static str],
+    pub expires_at: Option<&'static str>,
 }
 
 pub const BOB: TestKey = TestKey {
@@ -143,25 +154,22 @@ pub const BOB: TestKey = TestKey {
     key: BOB_KEY,
     user: "bob",
     tenant: "acme",
-    roles: "agent",
-    extra: "",
+    roles: &["agent"],
+    expires_at: None,
 };
 pub const ALICE: TestKey = TestKey {
     id: "alice-1",
     key: ALICE_KEY,
     user: "alice",
-    tenant: "acme",
-    roles: "agent",
-    extra: "",
+    ..BOB
 };
 /// The admin, in bob's and alice's tenant.
 pub const ROOT: TestKey = TestKey {
     id: "root-1",
     key: ROOT_KEY,
     user: "root",
-    tenant: "acme",
-    roles: "admin",
-    extra: "",
+    roles: &["admin"],
+    ..BOB
 };
 /// The admin, in a tenant of its own (tenant budgets and reports apart).
 pub const ROOT_OPS: TestKey = TestKey {
@@ -172,86 +180,44 @@ pub const CAROL_EXPIRED: TestKey = TestKey {
     id: "carol-1",
     key: CAROL_KEY,
     user: "carol",
-    tenant: "acme",
-    roles: "agent",
-    extra: r#", expires_at: "2020-01-01T00:00:00Z""#,
+    expires_at: Some("2020-01-01T00:00:00Z"),
+    ..BOB
 };
 
-/// How every test config begins: `server` (`{listen}` and `{admin}` are
-/// filled in by `Gateway::start`; the admin token is `ADMIN_TOKEN`; a 1 s
-/// grace period; `max_body_bytes` when given) and `auth.api_keys` with
-/// `keys`. The caller appends the rest: more `auth` fields (indented two
-/// spaces), then `upstreams:` and what follows.
-pub fn config_head(threads: u32, max_body_bytes: Option<u64>, keys: &[TestKey]) -> String {
-    let body_limit = max_body_bytes
-        .map(|n| format!("  max_body_bytes: {n}\n"))
-        .unwrap_or_default();
-    let entries: String = keys
-        .iter()
-        .map(|k| {
-            format!(
-                "    - {{ id: {}, sha256: \"{}\", user: {}, tenant: {}, roles: [{}]{} }}\n",
-                k.id,
-                sha(k.key),
-                k.user,
-                k.tenant,
-                k.roles,
-                k.extra
-            )
-        })
-        .collect();
-    format!(
-        "server:\n  listen: [\"{{listen}}\"]\n  admin_listen: \"{{admin}}\"\n  admin_token_sha256: \"{}\"\n  threads: {threads}\n{body_limit}  grace_period_seconds: 1\nauth:\n  api_keys:\n{entries}",
-        sha(ADMIN_TOKEN)
-    )
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
 }
 
-/// The config used by most tests; `{listen}`, `{admin}` and `{dir}` are
-/// filled in by `Gateway::start`.
-pub fn base_config(support_peers: &[&str]) -> String {
-    let peers = support_peers
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"{head}upstreams:
-  support:
-    peers: [{peers}]
-    health_check: {{ kind: http, path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }}
-    timeouts: {{ connect_ms: 300, read_ms: 2000 }}
-routes:
-  - name: agent-tickets
-    path: "/api/v1/agents/{{agent}}/tickets"
-    methods: [GET]
-    upstream: support
-    roles: [agent, admin]
-    owner: {{ param: agent, bypass_roles: [admin] }}
-  - name: tickets
-    path: "/api/v1/tickets/**"
-    methods: [GET, POST, PATCH]
-    upstream: support
-    roles: [agent, admin]
-  - name: users
-    path: "/api/v1/users/**"
-    methods: ["*"]
-    upstream: support
-    roles: [admin]
-  - name: limited
-    path: "/api/v1/limited/**"
-    methods: [GET]
-    upstream: support
-    rate_limit: {{ requests_per_minute: 10 }}
-limits:
-  default: {{ requests_per_minute: 1000 }}
-store:
-  path: "{{dir}}/usage.db"
-observability:
-  access_log: "{{dir}}/access.log"
-  log_level: warn
-"#,
-        head = config_head(2, Some(4096), &[BOB, ALICE, ROOT, CAROL_EXPIRED]),
-    )
+/// Calls `get` every 50 ms until `done` holds of its value or `within`
+/// passes; returns the last value.
+pub fn poll_until<T>(within: Duration, mut get: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = get();
+        if done(&value) || Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub fn eventually(within: Duration, check: impl FnMut() -> bool) -> bool {
+    poll_until(within, check, |ok| *ok)
+}
+
+/// The resident set size of a process (`"self"` or a pid), in KiB.
+pub fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
 }
 
 impl Gateway {
@@ -317,6 +283,66 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// A request to `path` as the holder of the API key `key`, to finish
+    /// (more headers, a body) and send.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        client()
+            .request(method, self.url(path))
+            .header("X-API-Key", key)
+    }
+
+    /// GET `path` as the holder of the API key `key`.
+    pub fn get(&self, path: &str, key: &str) -> reqwest::blocking::Response {
+        self.get_with(path, key, &[])
+    }
+
+    /// GET `path` as the holder of `key`, with more headers.
+    pub fn get_with(
+        &self,
+        path: &str,
+        key: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::blocking::Response {
+        let mut req = self.request(reqwest::Method::GET, path, key);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().unwrap()
+    }
+
+    /// `POST /admin/reload` with the admin token.
+    pub fn reload(&self) -> reqwest::blocking::Response {
+        client()
+            .post(self.admin_url("/admin/reload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// The value of one series of `/metrics` (name and labels as
+    /// exported), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
@@ -361,6 +387,11 @@ impl Gateway {
             .join("\n")
     }
 
+    /// The first access or audit log line whose `field` is `value`.
+    pub fn logged(&self, field: &str, value: &str) -> Option<serde_json::Value> {
+        self.access_log().into_iter().find(|l| l[field] == value)
+    }
+
     /// The access/audit log lines. The gateway writes them in batches
     /// (every 20 ms), so wait a few batches before reading.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
@@ -378,17 +409,22 @@ pub fn fill_placeholders(template: &str) -> String {
         .replace("{dir}", "/tmp")
 }
 
+/// Runs `tollgate <command> -c <config> <more>` to its end.
+pub fn tollgate(command: &str, config: &Path, more: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args([command, "-c"])
+        .arg(config)
+        .args(more)
+        .output()
+        .expect("run tollgate")
+}
+
 /// Runs `tollgate check` on `config`: (exit code, stdout, stderr).
 pub fn run_check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tollgate.yaml");
     std::fs::write(&path, config).expect("write config");
-    let out = Command::new(BIN)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .expect("run tollgate check");
+    let out = tollgate("check", &path, &[]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -424,35 +460,68 @@ pub fn client() -> reqwest::blocking::Client {
 /// Sends raw bytes and returns the whole answer (until close or timeout).
 pub fn raw_request(addr: &str, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
     stream.write_all(request).expect("write");
+    read_answer(&mut stream, Duration::from_secs(3))
+}
+
+/// Reads one answer: until its body is complete by its Content-Length, the
+/// connection closes, or nothing arrives for `timeout`.
+pub fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                // One answer is enough once its body is complete.
-                if let Ok(text) = std::str::from_utf8(&out) {
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head.lines().find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        });
-                        if len.is_some_and(|l| body.len() >= l) {
-                            break;
-                        }
-                    }
-                }
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if content_length(head).is_some_and(|l| body.len() >= l) {
+                break;
             }
-            Err(_) => break,
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A test that needs a tool this machine lacks says so and passes.
+pub fn skipped(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// The Retry-After of an answer, in seconds.
+pub fn retry_after(resp: &reqwest::blocking::Response) -> u64 {
+    resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Asserts a gateway refusal: its status and JSON error code (then an
+/// optional message as for `assert_eq!`); evaluates to the error body.
+macro_rules! assert_error {
+    ($resp:expr, $status:expr, $code:expr $(, $($message:tt)+)?) => {{
+        let (status, code, body) = $crate::common::error_code($resp);
+        assert_eq!((status, code.as_str()), ($status, $code) $(, $($message)+)?);
+        body
+    }};
+}
+pub(crate) use assert_error;
+
+/// Reads one HTTP/1.1 request with a Content-Length body: (head, body);
+/// `None` once the connection ends.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        if reader.read_line(&mut head).ok()? == 0 {
+            return None;
+        }
+    }
+    let mut body = vec![0u8; content_length(&head).unwrap_or(0)];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
 }
 
 /// Parses the JSON error body of a gateway answer.

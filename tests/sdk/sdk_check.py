@@ -25,6 +25,18 @@ def ok(name):
     print(f"ok {name}", flush=True)
 
 
+def refused(call, error, status, code):
+    """Runs `call`, which must raise `error` with this HTTP status and the
+    gateway's error code; returns the exception."""
+    try:
+        call()
+    except error as e:
+        assert e.status_code == status, e
+        assert e.body["error"]["code"] == code, e.body
+        return e
+    raise AssertionError(f"the call must raise {error.__name__}")
+
+
 def anthropic_scenarios():
     client = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0)
     message = client.messages.create(model="claude", max_tokens=50, messages=MESSAGES)
@@ -57,22 +69,14 @@ def anthropic_scenarios():
     ok("anthropic runaway stream ends at max_tokens")
 
     poor = anthropic.Anthropic(base_url=BASE, api_key=POOR_KEY, max_retries=0)
-    try:
-        poor.messages.create(model="claude", max_tokens=50, messages=MESSAGES)
-        raise AssertionError("a call over budget must raise RateLimitError")
-    except anthropic.RateLimitError as e:
-        assert e.status_code == 429, e
-        assert e.body["error"]["code"] == "token_budget_exceeded", e.body
-        assert e.response.headers.get("retry-after"), e.response.headers
+    over_budget = lambda: poor.messages.create(model="claude", max_tokens=50, messages=MESSAGES)
+    e = refused(over_budget, anthropic.RateLimitError, 429, "token_budget_exceeded")
+    assert e.response.headers.get("retry-after"), e.response.headers
     ok("anthropic 429 RateLimitError")
 
     stranger = anthropic.Anthropic(base_url=BASE, api_key="not-a-key", max_retries=0)
-    try:
-        stranger.messages.create(model="claude", max_tokens=50, messages=MESSAGES)
-        raise AssertionError("an unknown key must raise AuthenticationError")
-    except anthropic.AuthenticationError as e:
-        assert e.status_code == 401, e
-        assert e.body["error"]["code"] == "invalid_api_key", e.body
+    unknown = lambda: stranger.messages.create(model="claude", max_tokens=50, messages=MESSAGES)
+    refused(unknown, anthropic.AuthenticationError, 401, "invalid_api_key")
     ok("anthropic unknown key AuthenticationError")
 
 

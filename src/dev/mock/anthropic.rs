@@ -3,7 +3,7 @@
 //! the input usage, `message_delta` with the cumulative output).
 
 use super::llm::{self, Knobs};
-use super::{write_reply, Reply};
+use super::reply::{write_reply, Reply};
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 //! compare the gateway's ledger with what the "upstream" reported.
 
 use super::llm::{self, Knobs};
-use super::{write_reply, Reply};
+use super::reply::{write_reply, Reply};
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 

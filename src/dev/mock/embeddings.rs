@@ -3,7 +3,7 @@
 //! base64`, the openai SDK's default) little-endian f32 in base64.
 
 use super::llm;
-use super::{write_reply, Reply};
+use super::reply::{write_reply, Reply};
 use base64::Engine;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! deterministic "tokenizer", SSE writing and the misbehaving modes used by
 //! the runaway tests.
 
-use super::{header_u64, write_reply, Reply};
+use super::reply::{header_u64, write_reply, Reply};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;

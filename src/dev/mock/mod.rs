@@ -35,12 +35,13 @@ mod anthropic;
 mod chat;
 mod embeddings;
 mod llm;
+mod reply;
 mod responses;
 
+use reply::{header_u64, write_reply, Reply};
+
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
@@ -69,36 +70,11 @@ impl MockBackend {
     }
 }
 
-/// A fully formed answer; chat streams are written by `chat` directly.
-pub(crate) struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(status: u16, value: &Value) -> Self {
-        Self {
-            status,
-            content_type: "application/json",
-            body: value.to_string().into_bytes(),
-        }
-    }
-}
-
 /// `/v1<suffix>`, or an Azure-style `/openai/...<suffix>` path. Other
 /// paths (e.g. `/v2/chat/completions`) are echoed.
 fn llm_api_path(path: &str, suffix: &str) -> bool {
     path.strip_prefix("/v1") == Some(suffix)
         || (path.starts_with("/openai/") && path.ends_with(suffix))
-}
-
-fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
-    session.get_header(name).and_then(|v| v.to_str().ok())
-}
-
-pub(crate) fn header_u64(session: &ServerSession, name: &str) -> Option<u64> {
-    header_str(session, name).and_then(|v| v.trim().parse().ok())
 }
 
 async fn read_body(session: &mut ServerSession) -> pingora::Result<(Vec<u8>, usize)> {
@@ -111,17 +87,6 @@ async fn read_body(session: &mut ServerSession) -> pingora::Result<(Vec<u8>, usi
         }
     }
     Ok((body, total))
-}
-
-pub(crate) async fn write_reply(session: &mut ServerSession, reply: Reply) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(reply.status, Some(3))?;
-    header.insert_header("content-type", reply.content_type)?;
-    header.insert_header("content-length", reply.body.len().to_string())?;
-    session.write_response_header(Box::new(header)).await?;
-    session
-        .write_response_body(Bytes::from(reply.body), true)
-        .await?;
-    Ok(())
 }
 
 impl MockBackend {

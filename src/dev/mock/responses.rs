@@ -2,7 +2,7 @@
 //! ending in `response.completed` (which carries the usage).
 
 use super::llm::{self, Knobs};
-use super::{write_reply, Reply};
+use super::reply::{write_reply, Reply};
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 

@@ -85,18 +85,6 @@ fn ts(dt: time::PrimitiveDateTime) -> u64 {
     dt.assume_utc().unix_timestamp().unsigned_abs()
 }
 
-fn user(id: &str) -> ScopeKey {
-    ScopeKey::User(id.into())
-}
-fn tenant(id: &str) -> ScopeKey {
-    ScopeKey::Tenant(id.into())
-}
-fn tokens(n: u64) -> Charge {
-    Charge {
-        tokens: n,
-        micro_usd: 0,
-    }
-}
 const HOLD: Duration = Duration::from_secs(60);
 
 async fn spend(store: &RedisStore, scopes: &[(ScopeKey, BudgetLimits)], c: Charge, now: u64) {
@@ -137,12 +125,16 @@ async fn day_window_rolls_over_at_utc_midnight() {
         ..Default::default()
     };
     let scopes = [
-        (user("bob"), daily),
-        (tenant("acme"), BudgetLimits::default()),
+        (ScopeKey::user("bob"), daily),
+        (ScopeKey::tenant("acme"), BudgetLimits::default()),
     ];
     let last_second = ts(datetime!(2026-12-01 23:59:59));
-    spend(&store, &scopes, tokens(90), last_second).await;
-    let r = refusal(store.reserve(&scopes, tokens(20), last_second, HOLD).await);
+    spend(&store, &scopes, Charge::tokens(90), last_second).await;
+    let r = refusal(
+        store
+            .reserve(&scopes, Charge::tokens(20), last_second, HOLD)
+            .await,
+    );
     assert_eq!(
         (r.kind, r.limit, r.used),
         (LimitKind::TokensPerDay, 100, 90)
@@ -150,13 +142,18 @@ async fn day_window_rolls_over_at_utc_midnight() {
     assert_eq!(r.retry_after_secs, 1);
     // One second later it is a new UTC day: nothing spent yet.
     let midnight = last_second + 1;
-    assert_eq!(usage(&store, &user("bob"), midnight).await.tokens_day, 0);
+    assert_eq!(
+        usage(&store, &ScopeKey::user("bob"), midnight)
+            .await
+            .tokens_day,
+        0
+    );
     assert!(store
-        .reserve(&scopes, tokens(100), midnight, HOLD)
+        .reserve(&scopes, Charge::tokens(100), midnight, HOLD)
         .await
         .is_ok());
     // The tenant's day rolled over too, while its month did not.
-    let t = usage(&store, &tenant("acme"), midnight).await;
+    let t = usage(&store, &ScopeKey::tenant("acme"), midnight).await;
     assert_eq!((t.tokens_day, t.reserved_tokens), (0, 100));
 }
 
@@ -171,8 +168,8 @@ async fn month_window_rolls_over_on_the_first() {
         ..Default::default()
     };
     let scopes = [
-        (user("bob"), BudgetLimits::default()),
-        (tenant("acme"), monthly),
+        (ScopeKey::user("bob"), BudgetLimits::default()),
+        (ScopeKey::tenant("acme"), monthly),
     ];
     let usd = |micro_usd| Charge {
         tokens: 1,
@@ -182,11 +179,16 @@ async fn month_window_rolls_over_on_the_first() {
     let feb29 = ts(datetime!(2028-02-29 23:59:59));
     spend(&store, &scopes, usd(1_000), feb29).await;
     let r = refusal(store.reserve(&scopes, usd(1), feb29, HOLD).await);
-    assert_eq!((r.scope, r.kind), (tenant("acme"), LimitKind::UsdPerMonth));
+    assert_eq!(
+        (r.scope, r.kind),
+        (ScopeKey::tenant("acme"), LimitKind::UsdPerMonth)
+    );
     assert_eq!(r.retry_after_secs, 1);
     let march = feb29 + 1;
     assert_eq!(
-        usage(&store, &tenant("acme"), march).await.micro_usd_month,
+        usage(&store, &ScopeKey::tenant("acme"), march)
+            .await
+            .micro_usd_month,
         0
     );
     assert!(store
@@ -210,31 +212,52 @@ async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
         tokens_per_minute: Some(100),
         ..Default::default()
     };
-    let scopes = [(user("bob"), roomy), (tenant("acme"), tight)];
+    let scopes = [
+        (ScopeKey::user("bob"), roomy),
+        (ScopeKey::tenant("acme"), tight),
+    ];
     spend(
         &store,
-        &[(user("alice"), roomy), (tenant("acme"), tight)],
-        tokens(60),
+        &[
+            (ScopeKey::user("alice"), roomy),
+            (ScopeKey::tenant("acme"), tight),
+        ],
+        Charge::tokens(60),
         now,
     )
     .await;
-    let r = refusal(store.reserve(&scopes, tokens(50), now, HOLD).await);
-    assert_eq!((r.scope, r.limit, r.used), (tenant("acme"), 100, 60));
+    let r = refusal(store.reserve(&scopes, Charge::tokens(50), now, HOLD).await);
+    assert_eq!(
+        (r.scope, r.limit, r.used),
+        (ScopeKey::tenant("acme"), 100, 60)
+    );
     // bob's own budget passed its check but holds nothing.
     assert_eq!(
-        usage(&store, &user("bob"), now).await,
+        usage(&store, &ScopeKey::user("bob"), now).await,
         ScopeUsage::default()
     );
     // Within what is left, both scopes hold it.
-    let t = store.reserve(&scopes, tokens(40), now, HOLD).await;
+    let t = store.reserve(&scopes, Charge::tokens(40), now, HOLD).await;
     let t = t.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(usage(&store, &user("bob"), now).await.reserved_tokens, 40);
     assert_eq!(
-        usage(&store, &tenant("acme"), now).await.reserved_tokens,
+        usage(&store, &ScopeKey::user("bob"), now)
+            .await
+            .reserved_tokens,
+        40
+    );
+    assert_eq!(
+        usage(&store, &ScopeKey::tenant("acme"), now)
+            .await
+            .reserved_tokens,
         40
     );
     store.release(t).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(usage(&store, &tenant("acme"), now).await.reserved_tokens, 0);
+    assert_eq!(
+        usage(&store, &ScopeKey::tenant("acme"), now)
+            .await
+            .reserved_tokens,
+        0
+    );
 }
 
 #[tokio::test]
@@ -248,13 +271,16 @@ async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() 
         tokens_per_minute: Some(1_000),
         ..Default::default()
     };
-    let scopes = [(user("alice"), minute_only), (tenant("acme"), minute_only)];
-    spend(&store, &scopes, tokens(70), now).await;
-    let open = store.reserve(&scopes, tokens(30), now, HOLD).await;
+    let scopes = [
+        (ScopeKey::user("alice"), minute_only),
+        (ScopeKey::tenant("acme"), minute_only),
+    ];
+    spend(&store, &scopes, Charge::tokens(70), now).await;
+    let open = store.reserve(&scopes, Charge::tokens(30), now, HOLD).await;
     let open = open.unwrap_or_else(|e| panic!("{e}"));
-    let t = store.reserve(&scopes, tokens(25), now, HOLD).await;
+    let t = store.reserve(&scopes, Charge::tokens(25), now, HOLD).await;
     let t = t.unwrap_or_else(|e| panic!("{e}"));
-    let read = usage(&store, &user("alice"), now).await;
+    let read = usage(&store, &ScopeKey::user("alice"), now).await;
     // Settled 70 + holds 30 and 25 (its own).
     assert_eq!(t.tokens_in_use.minute, Some(125));
     assert_eq!(
@@ -278,22 +304,27 @@ async fn an_unsettled_reservation_expires_by_itself() {
         tokens_per_day: Some(100),
         ..Default::default()
     };
-    let scopes = [(user("bob"), limits), (tenant("acme"), limits)];
+    let scopes = [
+        (ScopeKey::user("bob"), limits),
+        (ScopeKey::tenant("acme"), limits),
+    ];
     // An instance reserves, then dies: the ticket is never settled.
     let ticket = store
-        .reserve(&scopes, tokens(100), now, Duration::from_secs(30))
+        .reserve(&scopes, Charge::tokens(100), now, Duration::from_secs(30))
         .await;
     std::mem::forget(ticket);
     assert!(store
-        .reserve(&scopes, tokens(1), now + 29, HOLD)
+        .reserve(&scopes, Charge::tokens(1), now + 29, HOLD)
         .await
         .is_err());
     assert_eq!(
-        usage(&store, &user("bob"), now + 30).await.reserved_tokens,
+        usage(&store, &ScopeKey::user("bob"), now + 30)
+            .await
+            .reserved_tokens,
         0
     );
     assert!(store
-        .reserve(&scopes, tokens(100), now + 31, HOLD)
+        .reserve(&scopes, Charge::tokens(100), now + 31, HOLD)
         .await
         .is_ok());
 }
@@ -310,7 +341,10 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
         tokens_per_day: Some(10_000),
         micro_usd_per_month: Some(1_000_000),
     };
-    let scopes = [(user("bob"), limits), (tenant("acme"), limits)];
+    let scopes = [
+        (ScopeKey::user("bob"), limits),
+        (ScopeKey::tenant("acme"), limits),
+    ];
     let mut raw = redis.raw().await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -327,7 +361,7 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
         now,
     )
     .await;
-    let held = store.reserve(&scopes, tokens(5), now, HOLD).await;
+    let held = store.reserve(&scopes, Charge::tokens(5), now, HOLD).await;
     assert!(held.is_ok());
     let ip = IpAddr::from([192, 0, 2, 1]);
     let query = AdmitQuery {
@@ -439,13 +473,13 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
     let now = ts(datetime!(2026-12-01 12:00:30));
     let scopes = [
         (
-            user("bob"),
+            ScopeKey::user("bob"),
             BudgetLimits {
                 tokens_per_minute: Some(100),
                 ..Default::default()
             },
         ),
-        (tenant("acme"), BudgetLimits::default()),
+        (ScopeKey::tenant("acme"), BudgetLimits::default()),
     ];
     let ip = IpAddr::from([192, 0, 2, 10]);
     let query = |route_limit| AdmitQuery {
@@ -466,7 +500,7 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
     let mut held = Vec::new();
     for (store, seen) in [(&a, 1), (&b, 2)] {
         let admitted = store
-            .admit_and_reserve(&query(3), &scopes, tokens(40), now, HOLD)
+            .admit_and_reserve(&query(3), &scopes, Charge::tokens(40), now, HOLD)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let rate = admitted
@@ -484,10 +518,13 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
             other => panic!("expected a hold, got {other:?}"),
         }
     }
-    assert_eq!(usage(&a, &user("bob"), now).await.reserved_tokens, 80);
+    assert_eq!(
+        usage(&a, &ScopeKey::user("bob"), now).await.reserved_tokens,
+        80
+    );
     // The third is counted and refused by its budget (80 + 40 > 100)...
     let admitted = a
-        .admit_and_reserve(&query(3), &scopes, tokens(40), now, HOLD)
+        .admit_and_reserve(&query(3), &scopes, Charge::tokens(40), now, HOLD)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(admitted.verdict.admits());
@@ -497,13 +534,16 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
     );
     // ...the fourth by its rate, before any budget is read or held.
     let admitted = b
-        .admit_and_reserve(&query(3), &scopes, tokens(1), now, HOLD)
+        .admit_and_reserve(&query(3), &scopes, Charge::tokens(1), now, HOLD)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!admitted.verdict.admits());
     assert_eq!(admitted.verdict.rate.map(|r| r.remaining), Some(0));
     assert!(admitted.reserved.is_none());
-    assert_eq!(usage(&a, &user("bob"), now).await.reserved_tokens, 80);
+    assert_eq!(
+        usage(&a, &ScopeKey::user("bob"), now).await.reserved_tokens,
+        80
+    );
     // The counter is the one admission counts: a plain admit sees all four.
     let counted = a
         .admit(&query(5), now)
@@ -528,12 +568,15 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
         a.admit(&fail, now).await.unwrap_or_else(|e| panic!("{e}"));
     }
     let admitted = b
-        .admit_and_reserve(&query(100), &scopes, tokens(10), now, HOLD)
+        .admit_and_reserve(&query(100), &scopes, Charge::tokens(10), now, HOLD)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(admitted.verdict.blocked_retry_after, Some(30));
     assert!(admitted.reserved.is_none());
-    assert_eq!(usage(&a, &user("bob"), now).await.reserved_tokens, 0);
+    assert_eq!(
+        usage(&a, &ScopeKey::user("bob"), now).await.reserved_tokens,
+        0
+    );
 }
 
 #[tokio::test]
@@ -545,18 +588,18 @@ async fn unreachable_redis_denies_or_counts_locally() {
         .unwrap_or_else(|e| panic!("{e}"));
     let url = format!("redis://127.0.0.1:{port}/0");
     let now = ts(datetime!(2026-12-01 12:00:00));
-    let scopes = [(user("bob"), BudgetLimits::default())];
+    let scopes = [(ScopeKey::user("bob"), BudgetLimits::default())];
     let deny = store_at(&url, OnStoreError::Deny);
     assert!(matches!(
-        deny.reserve(&scopes, tokens(1), now, HOLD).await,
+        deny.reserve(&scopes, Charge::tokens(1), now, HOLD).await,
         Err(ReserveError::Unavailable(_))
     ));
     let allow = store_at(&url, OnStoreError::Allow);
-    let t = allow.reserve(&scopes, tokens(7), now, HOLD).await;
+    let t = allow.reserve(&scopes, Charge::tokens(7), now, HOLD).await;
     let t = t.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.backend, Backend::Local);
     let (u, backend) = allow
-        .usage(&user("bob"), "acme", now)
+        .usage(&ScopeKey::user("bob"), "acme", now)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((u.reserved_tokens, backend), (7, Backend::Local));

@@ -7,8 +7,10 @@
 //! Anthropic counts cache reads and writes OUTSIDE `input_tokens`: the
 //! gateway's `prompt_tokens` is their sum.
 
-use super::{cap_field, field_err, named_event, num, validate_positive, Part, RequestError};
-use crate::llm::usage::{StreamTally, Usage};
+use super::fields::{
+    cap_field, field_err, named_event, num, validate_positive, Part, RequestError,
+};
+use crate::llm::tally::{StreamTally, Usage};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
@@ -93,11 +95,11 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
 const MODEL_TEXT_FIELDS: &[&str] = &["system", "messages", "tools"];
 
 pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    super::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
+    super::fields::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
 }
 
 pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    super::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
+    super::fields::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
 }
 
 /// `max_tokens` is required, so capping it is the whole rewrite: usage is

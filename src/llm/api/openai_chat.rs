@@ -3,8 +3,8 @@
 //! usage from `usage` (JSON, or the last SSE chunk once
 //! `stream_options.include_usage` is set, which the rewrite forces).
 
-use super::{field_err, num, validate_positive, Part, RequestError};
-use crate::llm::usage::{StreamTally, Usage};
+use super::fields::{field_err, num, validate_positive, Part, RequestError};
+use crate::llm::tally::{StreamTally, Usage};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -61,11 +61,11 @@ const MODEL_TEXT_FIELDS: &[&str] = &[
 ];
 
 pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    super::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
+    super::fields::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
 }
 
 pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    super::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
+    super::fields::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
 }
 
 /// Caps both limits at the model's; sets `max_tokens` when neither is

@@ -2,8 +2,8 @@
 //! of strings, a token array or a list of token arrays. There is no output:
 //! the estimate is the input alone and usage is `usage.prompt_tokens`.
 
-use super::{field_err, num, Part, RequestError};
-use crate::llm::usage::Usage;
+use super::fields::{field_err, num, Part, RequestError};
+use crate::llm::tally::Usage;
 use serde_json::{Map, Value};
 
 pub(super) fn validate(body: &Map<String, Value>) -> Result<(), RequestError> {
