@@ -10,7 +10,8 @@ use crate::config::schema::{LedgerKind, LogTarget, StoreKind};
 use crate::config::snapshot::Snapshot;
 use crate::edge::conn_limit::{peer_ip, ConnectionLimiter};
 use crate::edge::head_deadline::HeadGuard;
-use crate::ledger::postgres::PgSettings;
+use crate::ledger::postgres::{PgSettings, SharedSpend};
+use crate::ledger::reader::LedgerReader;
 use crate::ledger::Ledger;
 use crate::limits::local_counters::LocalCounters;
 use crate::limits::redis_store::{self, RedisSettings, RedisStore};
@@ -268,8 +269,13 @@ fn open_store(snapshot: &Snapshot) -> Result<(Arc<Store>, Ledger), CliError> {
             command_timeout: Duration::from_millis(store_config.redis_timeouts.command_ms),
             on_error: store_config.on_store_error,
         };
-        let redis = RedisStore::new(settings)
+        let mut redis = RedisStore::new(settings)
             .map_err(|e| CliError::Runtime(format!("store.redis_url: {e}")))?;
+        // Windows Redis loses are rebuilt from the shared ledger; a
+        // per-instance ledger knows only its own calls (check warns).
+        if let LedgerReader::Postgres(shared) = ledger.reader() {
+            redis = redis.with_spend_source(Arc::new(SharedSpend(shared)));
+        }
         return Ok((Arc::new(Store::Redis(redis)), ledger));
     }
     let now = crate::limits::window::now_unix();

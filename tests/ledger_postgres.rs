@@ -79,7 +79,7 @@ fn servers() -> Option<(Redis, Postgres)> {
 }
 
 /// Both instances' config without a `ledger:` section: counters in Redis.
-fn builder(backend: &Backend, redis: &Redis) -> ConfigBuilder {
+fn builder(backend: &Backend, redis: &Redis, tokens_per_day: u64) -> ConfigBuilder {
     ConfigBuilder::new()
         .keys(&[BOB, ALICE])
         .pool("llm", Pool::new(&[&backend.addr]).timeouts(300, 2000))
@@ -87,7 +87,7 @@ fn builder(backend: &Backend, redis: &Redis) -> ConfigBuilder {
         .model(Model::new("m", "llm", 0.15, 0.6, 100))
         .model(Model::new("m2", "llm", 1.0, 2.0, 100))
         .default_rate_limit(100_000)
-        .budget(Budget::user().tokens_per_day(1_000_000))
+        .budget(Budget::user().tokens_per_day(tokens_per_day))
         .redis(&format!("redis://127.0.0.1:{}/0", redis.port))
         .redis_timeouts(50, 100)
         .on_store_error("deny")
@@ -97,7 +97,11 @@ fn builder(backend: &Backend, redis: &Redis) -> ConfigBuilder {
 /// One gateway config for both instances: counters in Redis, the ledger in
 /// PostgreSQL at `pg_url`; `extra_ledger`: more `ledger:` lines.
 fn config(backend: &Backend, redis: &Redis, pg_url: &str, extra_ledger: &str) -> String {
-    builder(backend, redis)
+    with_ledger(builder(backend, redis, 1_000_000), pg_url, extra_ledger)
+}
+
+fn with_ledger(builder: ConfigBuilder, pg_url: &str, extra_ledger: &str) -> String {
+    builder
         .section(
             "ledger",
             &format!("kind: postgres\npostgres_url: \"{pg_url}\"{extra_ledger}"),
@@ -106,16 +110,23 @@ fn config(backend: &Backend, redis: &Redis, pg_url: &str, extra_ledger: &str) ->
 }
 
 fn chat(gw: &Gateway, key: &str, model: &str) -> u16 {
-    client()
+    chat_with(gw, key, model, &[])
+}
+
+fn chat_with(gw: &Gateway, key: &str, model: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = client()
         .post(gw.url("/v1/chat/completions"))
-        .header("X-API-Key", key)
-        .json(&json!({
-            "model": model,
-            "messages": [{"role": "user", "content": "How do I reset my password?"}],
-        }))
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+        .header("X-API-Key", key);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.json(&json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "How do I reset my password?"}],
+    }))
+    .send()
+    .map(|r| r.status().as_u16())
+    .unwrap_or(0)
 }
 
 fn today() -> String {
@@ -515,7 +526,7 @@ fn check_warns_when_redis_counters_meet_a_per_instance_ledger() {
     let (code, _, stderr) = run_check(&fill_placeholders(&shared));
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
-    let per_instance = builder(&backend, &redis).render();
+    let per_instance = builder(&backend, &redis, 1000).render();
     let (code, _, stderr) = run_check(&fill_placeholders(&per_instance));
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -531,4 +542,55 @@ fn check_warns_when_redis_counters_meet_a_per_instance_ledger() {
         assert_eq!(code, 1, "{bad}: {stderr}");
         assert!(stderr.contains("ledger.postgres_url"), "{stderr}");
     }
+}
+
+#[test]
+fn redis_restarted_empty_mid_day_the_daily_budget_still_holds() {
+    let Some((mut redis, pg)) = servers() else {
+        return;
+    };
+    let backend = Backend::start();
+    let template = with_ledger(builder(&backend, &redis, 2000), &pg.url(), "");
+    let (a, b) = (Gateway::start(&template), Gateway::start(&template));
+    // ~110 tokens a call: 8 calls, about half the day's 2,000.
+    let full = [("x-mock-completion-tokens", "100")];
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(chat_with(gw, BOB_KEY, "m", &full), 200);
+    }
+    assert_all_rows_once(&pg, 8);
+    let before = pg_count(
+        &pg,
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage",
+    );
+    assert!((800..1200).contains(&before), "{before}");
+
+    // Redis restarts without its data (no persistence).
+    redis.kill();
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut served = 8;
+    let mut refused = false;
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        match chat_with(gw, BOB_KEY, "m", &full) {
+            200 => served += 1,
+            429 => {
+                refused = true;
+                break;
+            }
+            other => panic!("call {i} after the restart: {other}"),
+        }
+    }
+    assert!(refused, "the budget never ran out after the restart");
+    assert_all_rows_once(&pg, served);
+    let spent = pg_count(
+        &pg,
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage",
+    );
+    assert!(
+        spent <= 2000,
+        "{spent} tokens spent on a 2,000-token budget"
+    );
+    assert!(spent > 1500, "{spent}: the budget refused too early");
 }

@@ -11,7 +11,7 @@ use crate::config::schema::LedgerConfig;
 use crate::ledger::row::LedgerRow;
 pub use crate::ledger::row::PgError;
 use crate::limits::budget::ScopeKey;
-use crate::limits::types::SpendInWindows;
+use crate::limits::types::{SpendInWindows, SpendSource};
 use crate::limits::window::{reset_at, window_start, Window};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -519,4 +519,72 @@ where
     worker
         .join()
         .unwrap_or_else(|_| Err(config_error("ledger", "postgres worker panicked")))
+}
+
+/// Longest a budget rebuild may wait for the shared ledger (the call that
+/// found the windows lost waits for it, once per scope).
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shared ledger as the source Redis mode rebuilds lost budget windows
+/// from (`limits::types::SpendSource`).
+pub struct SharedSpend(pub PgSettings);
+
+#[async_trait::async_trait]
+impl SpendSource for SharedSpend {
+    async fn spend(&self, scope: &ScopeKey, now_unix: u64) -> Result<SpendInWindows, String> {
+        let run = async {
+            let client = self.0.connect().await?;
+            scope_spend(&client, scope, now_unix).await
+        };
+        tokio::time::timeout(REBUILD_TIMEOUT, run)
+            .await
+            .unwrap_or(Err(PgError::Timeout("budget rebuild")))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One scope's settled spend in the windows current at `now_unix`: the day
+/// and month from the rollup, the minute from the rows.
+pub async fn scope_spend(
+    client: &Client,
+    scope: &ScopeKey,
+    now_unix: u64,
+) -> Result<SpendInWindows, PgError> {
+    let (column, id) = match scope {
+        ScopeKey::User(id) => ("user_id", id),
+        ScopeKey::Tenant(id) => ("tenant_id", id),
+    };
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let today = ms(window_start(Window::Day, now_unix)) / MS_PER_DAY;
+    let month_first = ms(window_start(Window::Month, now_unix)) / MS_PER_DAY;
+    let month_end = ms(reset_at(Window::Month, now_unix)) / MS_PER_DAY;
+    let daily = client
+        .query_one(
+            &format!(
+                "SELECT COALESCE(SUM(CASE WHEN day = $3 THEN prompt_tokens + completion_tokens END), 0)::BIGINT,
+                    COALESCE(SUM(micro_usd), 0)::BIGINT
+                 FROM usage_daily WHERE day >= $1 AND day < $2 AND {column} = $4"
+            ),
+            &[&month_first, &month_end, &today, id],
+        )
+        .await?;
+    let minute = client
+        .query_one(
+            &format!(
+                "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT
+                 FROM usage WHERE {column} = $3 AND time_ms >= $1 AND time_ms < $2"
+            ),
+            &[
+                &ms(window_start(Window::Minute, now_unix)),
+                &ms(reset_at(Window::Minute, now_unix)),
+                id,
+            ],
+        )
+        .await?;
+    let int = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(SpendInWindows {
+        tokens_minute: int(minute.get(0)),
+        tokens_day: int(daily.get(0)),
+        micro_usd_month: int(daily.get(1)),
+    })
 }
