@@ -594,3 +594,121 @@ fn redis_restarted_empty_mid_day_the_daily_budget_still_holds() {
     );
     assert!(spent > 1500, "{spent}: the budget refused too early");
 }
+
+/// Figures for README's sizing and the issue's bench targets (not a pass /
+/// fail test): `cargo test --release --test ledger_postgres ledger_figures
+/// -- --ignored --nocapture` (`TOLLGATE_FIGURE_ROWS` rows for the report
+/// latency, default 10 million).
+#[test]
+#[ignore]
+fn ledger_figures() {
+    let Some(pg) = Postgres::start() else { return };
+    let ledger = tollgate::config::schema::LedgerConfig {
+        kind: tollgate::config::schema::LedgerKind::Postgres,
+        postgres_url: Some(tollgate::config::secret::Secret::new(pg.url())),
+        ..Default::default()
+    };
+    let settings = tollgate::ledger::postgres::PgSettings::from_config(&ledger).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let now_ms = tollgate::limits::window::now_unix() * 1000;
+    // Write throughput: the forwarder's statement, 2,000-row batches.
+    let (rows, secs) = runtime.block_on(async {
+        let mut client = settings.connect().await.unwrap();
+        tollgate::ledger::postgres::migrate(&mut client).await.unwrap();
+        let batches = 100usize;
+        let start = Instant::now();
+        for b in 0..batches {
+            let batch: Vec<tollgate::ledger::LedgerRow> = (0..2000)
+                .map(|i| {
+                    let n = b * 2000 + i;
+                    tollgate::ledger::LedgerRow {
+                        time_ms: now_ms + n as u64,
+                        request_id: format!("01JBENCH{n:012}"),
+                        user: Some(format!("user{}", n % 2000)),
+                        tenant: Some(format!("tenant{}", n % 20)),
+                        key_id: Some(format!("key{}", n % 2000)),
+                        route: "chat".into(),
+                        model: format!("model{}", n % 8),
+                        upstream_model: format!("model{}", n % 8),
+                        prompt_tokens: 500,
+                        completion_tokens: 100,
+                        micro_usd: 135,
+                        status: 200,
+                        api: "openai_chat".into(),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            tollgate::ledger::postgres::insert_batch(&client, &batch)
+                .await
+                .unwrap();
+        }
+        (batches * 2000, start.elapsed().as_secs_f64())
+    });
+    println!(
+        "write: {rows} rows in {secs:.2} s = {:.0} rows/s",
+        rows as f64 / secs
+    );
+    let bytes: f64 = pg
+        .psql("SELECT pg_total_relation_size('usage') + pg_total_relation_size('usage_daily')")
+        .parse()
+        .unwrap();
+    println!(
+        "disk: {:.0} MiB per million rows (rows, indexes, rollup)",
+        bytes / rows as f64 * 1e6 / 1048576.0
+    );
+    // Report latency over many rows: 30 days, 20 tenants, 2,000 users.
+    let total: u64 = std::env::var("TOLLGATE_FIGURE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let start = Instant::now();
+    pg.psql(&format!(
+        "INSERT INTO usage (request_id, time_ms, user_id, tenant_id, key_id, route, model,
+            upstream_model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
+            micro_usd, status, estimated, api, cache_write_tokens, over_cap)
+         SELECT 'gen' || n, {now_ms} - (n % 30) * 86400000, 'user' || (n % 2000),
+            'tenant' || (n % 20), 'key' || (n % 2000), 'chat', 'model' || (n % 8),
+            'model' || (n % 8), 500, 100, 0, 0, 135, 200, false, 'openai_chat', 0, false
+         FROM generate_series(1::bigint, {total}) AS n;
+         TRUNCATE usage_daily;
+         INSERT INTO usage_daily SELECT time_ms / 86400000, COALESCE(tenant_id, ''),
+            COALESCE(user_id, ''), COALESCE(key_id, ''), model, api, COUNT(*),
+            SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(micro_usd),
+            COUNT(*) FILTER (WHERE estimated) FROM usage GROUP BY 1, 2, 3, 4, 5, 6;
+         ANALYZE;"
+    ));
+    println!(
+        "loaded {total} more rows in {:.0} s; rollup: {} rows",
+        start.elapsed().as_secs_f64(),
+        pg.psql("SELECT COUNT(*) FROM usage_daily")
+    );
+    let reader = tollgate::ledger::reader::LedgerReader::Postgres(settings);
+    let to = tollgate::ledger::report::parse_date("to", &today()).unwrap();
+    let from = to - time::Duration::days(29);
+    for group_by in ["", "tenant", "user", "model", "day", "tenant,user,model,day"] {
+        let query = tollgate::ledger::report::ReportQuery::new(
+            from,
+            to,
+            tollgate::ledger::report::parse_group_by(group_by).unwrap(),
+            None,
+            None,
+        )
+        .unwrap();
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let report = runtime.block_on(reader.report(query.clone())).unwrap();
+                assert!(!report.rows.is_empty());
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "report over {} rows, group_by={group_by:?}: median {:.0} ms (max {:.0} ms)",
+            total + rows as u64,
+            times[2],
+            times[4]
+        );
+    }
+}
