@@ -614,7 +614,9 @@ fn ledger_figures() {
     // Write throughput: the forwarder's statement, 2,000-row batches.
     let (rows, secs) = runtime.block_on(async {
         let mut client = settings.connect().await.unwrap();
-        tollgate::ledger::postgres::migrate(&mut client).await.unwrap();
+        tollgate::ledger::postgres::migrate(&mut client)
+            .await
+            .unwrap();
         let batches = 100usize;
         let start = Instant::now();
         for b in 0..batches {
@@ -686,7 +688,14 @@ fn ledger_figures() {
     let reader = tollgate::ledger::reader::LedgerReader::Postgres(settings);
     let to = tollgate::ledger::report::parse_date("to", &today()).unwrap();
     let from = to - time::Duration::days(29);
-    for group_by in ["", "tenant", "user", "model", "day", "tenant,user,model,day"] {
+    for group_by in [
+        "",
+        "tenant",
+        "user",
+        "model",
+        "day",
+        "tenant,user,model,day",
+    ] {
         let query = tollgate::ledger::report::ReportQuery::new(
             from,
             to,

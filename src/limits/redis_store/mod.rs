@@ -387,9 +387,13 @@ impl RedisStore {
             };
             match plan.outcome(answer.first().map(Vec::as_slice)) {
                 ReserveOutcome::NeedsRebuild(scope) if rebuilds < plan.unique.len() => {
-                    self.rebuild_for(&plan, scope)
-                        .await
-                        .map_err(ReserveError::Unavailable)?;
+                    // Only Redis itself failing lands here (see `rebuild`).
+                    if let Err(e) = self.rebuild_for(&plan, scope).await {
+                        if self.allow() {
+                            return self.fallback.budgets.reserve(scopes, charge, now_unix);
+                        }
+                        return Err(ReserveError::Unavailable(e));
+                    }
                     rebuilds += 1;
                 }
                 _ => break answer,
@@ -452,9 +456,14 @@ impl RedisStore {
             match plan.outcome(reserve.as_deref()) {
                 // Nothing was counted: rebuild, then ask again.
                 ReserveOutcome::NeedsRebuild(scope) if rebuilds < plan.unique.len() => {
-                    self.rebuild_for(&plan, scope)
-                        .await
-                        .map_err(StoreError::Unavailable)?;
+                    if let Err(e) = self.rebuild_for(&plan, scope).await {
+                        if self.allow() {
+                            return Ok(self
+                                .fallback
+                                .admit_and_reserve(q, scopes, charge, now_unix));
+                        }
+                        return Err(StoreError::Unavailable(e));
+                    }
                     rebuilds += 1;
                 }
                 _ => break (failures, reserve),
