@@ -62,14 +62,15 @@ deps: ## install missing system packages (cmake, pkg-config, C toolchain)
 	$(APT_INSTALL_MISSING); \
 	command -v cmake >/dev/null
 
-test-deps: deps ## install missing test packages (redis-server for cluster tests, chromium for the usage page test, prometheus for promtool)
+test-deps: deps ## install missing test packages (redis-server for cluster tests, postgresql for the shared ledger tests, chromium for the usage page test, prometheus for promtool)
 	@missing=""; \
 	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
 	                                      || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1   || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(APT_INSTALL_MISSING); \
-	command -v promtool >/dev/null && command -v redis-server >/dev/null
+	command -v promtool >/dev/null && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null
 
 check-rules: test-deps ## validate the Prometheus alert rules with promtool
 	promtool check rules conf/prometheus/tollgate-alerts.yaml

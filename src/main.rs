@@ -58,7 +58,10 @@ fn main() {
 }
 
 fn check(config: &std::path::Path) -> Result<(), CliError> {
-    tollgate::config::load::load_snapshot(config, 1)?;
+    let snapshot = tollgate::config::load::load_snapshot(config, 1)?;
+    for (field, message) in tollgate::config::validate::warnings(&snapshot.config) {
+        eprintln!("{}: warning: {field}: {message}", config.display());
+    }
     println!("{}: configuration OK", config.display());
     Ok(())
 }
@@ -84,7 +87,7 @@ fn usage(
     user: Option<String>,
     csv: bool,
 ) -> Result<(), CliError> {
-    use tollgate::ledger::report::{open_ledger, parse_date, parse_group_by, ReportQuery};
+    use tollgate::ledger::report::{parse_date, parse_group_by, ReportQuery};
     let snapshot = tollgate::config::load::load_snapshot(config, 1)?;
     let runtime = |e: tollgate::ledger::report::ReportError| CliError::Runtime(e.to_string());
     let query = ReportQuery::new(
@@ -95,8 +98,17 @@ fn usage(
         user,
     )
     .map_err(runtime)?;
-    let conn = open_ledger(std::path::Path::new(&snapshot.config.store.path)).map_err(runtime)?;
-    let report = query.run(&conn).map_err(runtime)?;
+    let reader = tollgate::ledger::reader::LedgerReader::configured(
+        &snapshot.config.ledger,
+        &snapshot.config.store.path,
+    )
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))?
+        .block_on(reader.report(query))
+        .map_err(runtime)?;
     let out = if csv {
         report.to_csv().map_err(runtime)?
     } else {

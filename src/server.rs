@@ -6,10 +6,12 @@ use crate::admin::AdminApp;
 use crate::cli::CliError;
 use crate::config::load;
 use crate::config::reload::SighupReloader;
-use crate::config::schema::{LogTarget, StoreKind};
+use crate::config::schema::{LedgerKind, LogTarget, StoreKind};
 use crate::config::snapshot::Snapshot;
 use crate::edge::conn_limit::{peer_ip, ConnectionLimiter};
 use crate::edge::head_deadline::HeadGuard;
+use crate::ledger::postgres::{PgSettings, SharedSpend};
+use crate::ledger::reader::LedgerReader;
 use crate::ledger::Ledger;
 use crate::limits::local_counters::LocalCounters;
 use crate::limits::redis_store::{self, RedisSettings, RedisStore};
@@ -107,6 +109,9 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     if let Some(pid_file) = &snapshot.server().pid_file {
         crate::sys::pidfile::write(Path::new(pid_file))
             .map_err(|e| CliError::Runtime(format!("cannot write pid_file {pid_file}: {e}")))?;
+    }
+    for (field, message) in crate::config::validate::warnings(&snapshot.config) {
+        tracing::warn!("{field}: {message}");
     }
     let (store, ledger) = open_store(&snapshot)?;
     // The tokenizer is not loaded here: reservations use a byte bound, and
@@ -250,12 +255,7 @@ fn ensure_bindable(snapshot: &Snapshot) -> Result<(), CliError> {
 /// instance's ledger holds only what it served).
 fn open_store(snapshot: &Snapshot) -> Result<(Arc<Store>, Ledger), CliError> {
     let store_config = &snapshot.config.store;
-    let ledger = Ledger::open(&store_config.path).map_err(|e| {
-        CliError::Runtime(format!(
-            "cannot open usage ledger {}: {e}",
-            store_config.path
-        ))
-    })?;
+    let ledger = open_ledger(snapshot)?;
     if store_config.kind == StoreKind::Redis {
         let settings = RedisSettings {
             url: store_config
@@ -269,8 +269,13 @@ fn open_store(snapshot: &Snapshot) -> Result<(Arc<Store>, Ledger), CliError> {
             command_timeout: Duration::from_millis(store_config.redis_timeouts.command_ms),
             on_error: store_config.on_store_error,
         };
-        let redis = RedisStore::new(settings)
+        let mut redis = RedisStore::new(settings)
             .map_err(|e| CliError::Runtime(format!("store.redis_url: {e}")))?;
+        // Windows Redis loses are rebuilt from the shared ledger; a
+        // per-instance ledger knows only its own calls (check warns).
+        if let LedgerReader::Postgres(shared) = ledger.reader() {
+            redis = redis.with_spend_source(Arc::new(SharedSpend(shared)));
+        }
         return Ok((Arc::new(Store::Redis(redis)), ledger));
     }
     let now = crate::limits::window::now_unix();
@@ -284,6 +289,22 @@ fn open_store(snapshot: &Snapshot) -> Result<(Arc<Store>, Ledger), CliError> {
         .map_err(|e| CliError::Runtime(format!("cannot restore spend: {e}")))?;
     tracing::info!(scopes = spend.len(), "budgets restored from the ledger");
     Ok((Arc::new(Store::Local(local)), ledger))
+}
+
+/// The SQLite ledger at `store.path`, or with `ledger.kind: postgres` the
+/// spool there and its forwarder to the shared ledger (which may be
+/// unreachable now: the gateway starts anyway, rows wait in the spool).
+fn open_ledger(snapshot: &Snapshot) -> Result<Ledger, CliError> {
+    let path = &snapshot.config.store.path;
+    let opened = match snapshot.config.ledger.kind {
+        LedgerKind::Sqlite => Ledger::open(path),
+        LedgerKind::Postgres => {
+            let settings = PgSettings::from_config(&snapshot.config.ledger)
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            Ledger::open_spooled(path, settings)
+        }
+    };
+    opened.map_err(|e| CliError::Runtime(format!("cannot open usage ledger {path}: {e}")))
 }
 
 /// Marks the gateway as draining the moment Pingora starts shutting down.

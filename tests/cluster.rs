@@ -248,9 +248,15 @@ fn an_llm_call_is_admitted_by_its_reservation_and_refusals_keep_their_order() {
     let path = "/openai/limited/chat/completions";
     let call = r#"{"model":"m","messages":[{"role":"user","content":"Where is my order?"}]}"#;
     away_from_minute_edge();
-    // Warm both connections (and load the scripts) on another route.
+    // Warm both connections (and load the scripts) on another route; an
+    // LLM call there also sets the scopes' markers (a fresh Redis has none:
+    // their first reservation rebuilds them from the ledger).
     for gw in [&a, &b] {
         assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
+        assert_eq!(
+            post_raw(gw, "/v1/chat/completions", BOB_KEY, call).status(),
+            200
+        );
     }
     reset_redis_stats(&redis);
     let resp = post_raw(&a, path, BOB_KEY, call);

@@ -139,8 +139,9 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 impl AdminApp {
-    /// `GET /admin/usage/report`: spend from the ledger (report.rs), read
-    /// on the blocking pool so a long scan never stalls the admin listener.
+    /// `GET /admin/usage/report`: spend from the ledger (report.rs): the
+    /// shared one with `ledger.kind: postgres`, else the SQLite file (read
+    /// on the blocking pool so a long scan never stalls the admin listener).
     async fn report(&self, query: Option<&str>) -> Response<Vec<u8>> {
         use crate::ledger::report::{Format, ReportError, ReportQuery};
         let (report_query, format) = match ReportQuery::from_pairs(&query_pairs(query)) {
@@ -149,32 +150,32 @@ impl AdminApp {
                 return admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
             }
         };
-        let path = self.state.ledger.path().to_path_buf();
-        let ran = tokio::task::spawn_blocking(move || {
-            let conn = crate::ledger::report::open_ledger(&path)?;
-            let report = report_query.run(&conn)?;
-            match format {
+        let ran = self
+            .state
+            .ledger
+            .reader()
+            .report(report_query)
+            .await
+            .and_then(|report| match format {
                 Format::Json => Ok((
                     "application/json",
                     report.to_json().to_string().into_bytes(),
                 )),
                 Format::Csv => Ok(("text/csv; charset=utf-8", report.to_csv()?)),
-            }
-        })
-        .await;
+            });
         match ran {
-            Ok(Ok((content_type, body))) => reply(StatusCode::OK, content_type, body),
-            Ok(Err(
-                e @ (ReportError::InvalidParameter { .. } | ReportError::UnknownParameter(_)),
-            )) => admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
-            Ok(Err(e)) => admin_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+            Ok((content_type, body)) => reply(StatusCode::OK, content_type, body),
+            Err(e @ (ReportError::InvalidParameter { .. } | ReportError::UnknownParameter(_))) => {
+                admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+            }
+            Err(e @ ReportError::Task(_)) => admin_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
                 &e.to_string(),
             ),
             Err(e) => admin_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
                 &e.to_string(),
             ),
         }

@@ -1,6 +1,6 @@
 //! Configuration: the YAML schema (pure data), its validation, its
 //! compilation into the immutable [`snapshot::Snapshot`] every request
-//! reads, and reload. `schema`, `problems`, `secret` and `env` are leaves
+//! reads, and reload. `schema`, `problems`, `secret`, `pg_url` and `env` are leaves
 //! the lower layers may use; `snapshot`, `load` and `reload` sit above the
 //! layers they compile.
 
@@ -9,6 +9,7 @@ pub mod env;
 pub mod formats;
 pub mod load;
 pub mod locate;
+pub mod pg_url;
 pub mod problems;
 #[cfg(test)]
 mod redaction_tests;

@@ -95,6 +95,12 @@ store:
   redis_password_file: /run/secret
   redis_prefix: "tg:"
   redis_timeouts: { connect_ms: 1, command_ms: 1 }
+ledger:
+  kind: postgres
+  postgres_url: "SECRET"
+  postgres_password_env: NAME
+  postgres_password_file: /run/secret
+  ca_file: ca.pem
 observability:
   access_log: stdout
   audit_log: stderr
@@ -108,6 +114,7 @@ const SECRET: &[&str] = &[
     "auth.api_keys[].sha256",
     "auth.jwt.keys[].secret_env",
     "auth.jwt.keys[].secret_file",
+    "ledger.postgres_url",
     "server.admin_token_sha256",
     "store.redis_url",
     "upstreams.*.set_headers.*",
@@ -204,6 +211,10 @@ const PUBLIC: &[&str] = &[
     "guards.max_prompt_tokens",
     "guards.pii.action",
     "guards.pii.detect[]",
+    "ledger.ca_file",
+    "ledger.kind",
+    "ledger.postgres_password_env",
+    "ledger.postgres_password_file",
     "limits.budgets[].scope",
     "limits.budgets[].tokens_per_day",
     "limits.budgets[].tokens_per_minute",

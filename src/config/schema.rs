@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
     pub observability: ObservabilityConfig,
 }
 
@@ -453,6 +455,37 @@ impl Default for StoreConfig {
             redis_timeouts: RedisTimeoutsConfig::default(),
         }
     }
+}
+
+/// Where the usage ledger lives (DESIGN §3 `ledger:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// The SQLite file at `store.path`: one instance.
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database for every instance; `store.path` is the spool.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    #[serde(default)]
+    pub kind: LedgerKind,
+    /// `postgres://user@host:port/db?sslmode=...`, without a password.
+    #[serde(default)]
+    pub postgres_url: Option<Secret<String>>,
+    /// Name of the environment variable holding the PostgreSQL password.
+    #[serde(default)]
+    pub postgres_password_env: Option<String>,
+    /// File holding the PostgreSQL password (trailing newline ignored).
+    #[serde(default)]
+    pub postgres_password_file: Option<String>,
+    /// PEM file of the CA that signed the server's certificate
+    /// (`sslmode=verify-full`); without it the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -30,6 +30,7 @@ pub fn validate(config: &Config, p: &mut Problems) {
         guards_section(guards, p);
     }
     store(&config.store, p);
+    ledger(&config.ledger, p);
     if !LOG_LEVELS.contains(&config.observability.log_level.as_str()) {
         p.push(
             "observability.log_level",
@@ -587,6 +588,62 @@ fn store(s: &StoreConfig, p: &mut Problems) {
         if ms == 0 {
             p.push(format!("store.redis_timeouts.{field}"), "must be > 0");
         }
+    }
+}
+
+/// Valid but probably not what the operator wants: `(field, message)`
+/// pairs that `tollgate check` prints and the gateway logs at start.
+pub fn warnings(config: &Config) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if config.store.kind == StoreKind::Redis && config.ledger.kind == LedgerKind::Sqlite {
+        out.push((
+            "ledger.kind",
+            "store.kind is redis but the ledger is each instance's own SQLite file: \
+             budgets reset when Redis loses its data, and reports show only this \
+             instance's calls (use ledger.kind: postgres)",
+        ));
+    }
+    out
+}
+
+fn ledger(l: &LedgerConfig, p: &mut Problems) {
+    let postgres = l.kind == LedgerKind::Postgres;
+    match (postgres, l.postgres_url.as_ref().map(|u| u.expose())) {
+        (true, None) => p.push("ledger.postgres_url", "required with kind: postgres"),
+        (_, Some(url)) if !url.starts_with("postgres://") && !url.starts_with("postgresql://") => p
+            .push(
+                "ledger.postgres_url",
+                "must start with postgres:// or postgresql://",
+            ),
+        (_, Some(url)) if redis_url_has_password(url) => p.push(
+            "ledger.postgres_url",
+            "must not hold a password: use postgres_password_env or postgres_password_file",
+        ),
+        (_, Some(url)) => match super::pg_url::split_sslmode(url) {
+            Ok((rest, _)) => {
+                if let Err(e) = rest.parse::<tokio_postgres::Config>() {
+                    p.push("ledger.postgres_url", format!("invalid: {e}"));
+                }
+            }
+            Err(e) => p.push("ledger.postgres_url", e),
+        },
+        _ => {}
+    }
+    match (&l.postgres_password_env, &l.postgres_password_file) {
+        (Some(_), Some(_)) => p.push(
+            "ledger.postgres_password_env",
+            "give postgres_password_env or postgres_password_file, not both",
+        ),
+        (Some(name), None) if postgres && std::env::var_os(name).is_none_or(|v| v.is_empty()) => p
+            .push(
+                "ledger.postgres_password_env",
+                format!("environment variable {name} is not set"),
+            ),
+        (None, Some(file)) if postgres => readable_file("ledger.postgres_password_file", file, p),
+        _ => {}
+    }
+    if let Some(file) = &l.ca_file {
+        readable_file("ledger.ca_file", file, p);
     }
 }
 

@@ -11,16 +11,26 @@
 //! month per user and tenant so the budget store can be re-seeded and a
 //! restart never resets a budget.
 //!
+//! With `ledger.kind: postgres` every instance of a cluster shares one
+//! ledger in PostgreSQL: rows are committed to a spool in the SQLite file
+//! first and forwarded exactly once (spool.rs), so nothing waits for
+//! PostgreSQL and nothing is lost while it is away.
+//!
 //! Files: `sqlite` (the handle: record, flush, reads), `writer` (the
 //! group-committing thread), `scheduling` (its OS scheduling class),
-//! `schema` (tables, migrations, row mapping), `report` (spend reports),
+//! `schema` (tables, migrations, row mapping), `spool` (forwarding to the
+//! shared ledger), `postgres` (its connection, schema, writes and reads),
+//! `report` (spend reports), `reader` (which ledger reports read),
 //! `resync` (budget windows rebuilt from the ledger).
 
+pub mod postgres;
+pub mod reader;
 pub mod report;
 pub mod resync;
 pub mod row;
 mod scheduling;
 pub mod schema;
+mod spool;
 pub mod sqlite;
 mod writer;
 

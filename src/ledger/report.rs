@@ -77,6 +77,10 @@ pub enum ReportError {
     UnknownParameter(String),
     #[error("ledger: {0}")]
     Ledger(#[from] rusqlite::Error),
+    #[error("shared ledger: {0}")]
+    Shared(#[from] super::postgres::PgError),
+    #[error("report task failed: {0}")]
+    Task(String),
     #[error("CSV: {0}")]
     Csv(#[from] csv::Error),
 }
@@ -179,29 +183,34 @@ impl ReportQuery {
         (from, to)
     }
 
-    fn sql(&self) -> String {
+    /// The rollup query; placeholders `{mark}1`, `{mark}2`… (`?` for
+    /// SQLite, `$` for PostgreSQL), bound in the order of [`Self::params`].
+    /// Sums are cast to BIGINT: PostgreSQL's SUM of a BIGINT is NUMERIC.
+    fn sql(&self, mark: char) -> String {
         let keys: Vec<String> = self.group_by.iter().map(|k| k.column()).collect();
         let mut select = keys.clone();
         select.extend(
             [
-                "SUM(calls)",
-                "SUM(prompt_tokens)",
-                "SUM(completion_tokens)",
-                "SUM(cached_tokens)",
-                "SUM(micro_usd)",
-                "SUM(estimated_calls)",
+                "calls",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_tokens",
+                "micro_usd",
+                "estimated_calls",
             ]
-            .map(String::from),
+            .map(|c| format!("CAST(SUM({c}) AS BIGINT)")),
         );
         let mut sql = format!(
-            "SELECT {} FROM usage_daily WHERE day >= ?1 AND day < ?2",
+            "SELECT {} FROM usage_daily WHERE day >= {mark}1 AND day < {mark}2",
             select.join(", ")
         );
+        let mut next = 3;
         if self.tenant.is_some() {
-            sql.push_str(" AND tenant_id = ?3");
+            sql.push_str(&format!(" AND tenant_id = {mark}{next}"));
+            next += 1;
         }
         if self.user.is_some() {
-            sql.push_str(" AND user_id = ?4");
+            sql.push_str(&format!(" AND user_id = {mark}{next}"));
         }
         if !keys.is_empty() {
             sql.push_str(&format!(" GROUP BY {}", keys.join(", ")));
@@ -217,20 +226,22 @@ impl ReportQuery {
         sql
     }
 
-    /// Runs the report on a ledger connection.
-    pub fn run(&self, conn: &Connection) -> Result<Report, ReportError> {
+    /// The UTC day numbers `[from, to)` of the rollup.
+    fn days(&self) -> (i64, i64) {
         let (from_ms, to_ms) = self.bounds_ms();
-        let (from_day, to_day) = (from_ms / MS_PER_DAY, to_ms / MS_PER_DAY);
-        let mut stmt = conn.prepare(&self.sql())?;
-        let params = rusqlite::params![from_day, to_day, self.tenant, self.user];
-        // Unused placeholders (?3 / ?4) must not be bound.
-        let count = stmt.parameter_count();
-        for (i, p) in params.iter().enumerate().take(count) {
-            stmt.raw_bind_parameter(i + 1, p)?;
-        }
+        (from_ms / MS_PER_DAY, to_ms / MS_PER_DAY)
+    }
+
+    /// Runs the report on a SQLite ledger connection.
+    pub fn run(&self, conn: &Connection) -> Result<Report, ReportError> {
+        let (from_day, to_day) = self.days();
+        let mut stmt = conn.prepare(&self.sql('?'))?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from_day, &to_day];
+        params.extend(self.tenant.as_ref().map(|t| t as &dyn rusqlite::ToSql));
+        params.extend(self.user.as_ref().map(|u| u as &dyn rusqlite::ToSql));
         let n = self.group_by.len();
         let mut rows = Vec::new();
-        let mut raw = stmt.raw_query();
+        let mut raw = stmt.query(params.as_slice())?;
         while let Some(r) = raw.next()? {
             let mut keys = Vec::with_capacity(n);
             for (i, key) in self.group_by.iter().enumerate() {
@@ -240,19 +251,53 @@ impl ReportQuery {
                 };
                 keys.push(value);
             }
-            let int = |i: usize| {
-                r.get::<_, Option<i64>>(n + i)
-                    .map(|v| v.unwrap_or(0).max(0) as u64)
-            };
-            rows.push(ReportRow {
-                keys,
-                calls: int(0)?,
-                prompt_tokens: int(1)?,
-                completion_tokens: int(2)?,
-                cached_tokens: int(3)?,
-                micro_usd: int(4)?,
-                estimated_calls: int(5)?,
-            });
+            let mut totals = [0u64; 6];
+            for (i, total) in totals.iter_mut().enumerate() {
+                *total = r.get::<_, Option<i64>>(n + i)?.unwrap_or(0).max(0) as u64;
+            }
+            rows.push(ReportRow::new(keys, totals));
+        }
+        Ok(Report {
+            query: self.clone(),
+            rows,
+        })
+    }
+
+    /// Runs the report on the shared ledger (PostgreSQL).
+    pub async fn run_shared(&self, client: &tokio_postgres::Client) -> Result<Report, ReportError> {
+        let (from_day, to_day) = self.days();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&from_day, &to_day];
+        params.extend(
+            self.tenant
+                .as_ref()
+                .map(|t| t as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
+        params.extend(
+            self.user
+                .as_ref()
+                .map(|u| u as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
+        let found = client
+            .query(&self.sql('$'), &params)
+            .await
+            .map_err(super::postgres::PgError::from)?;
+        let n = self.group_by.len();
+        let mut rows = Vec::with_capacity(found.len());
+        for r in found {
+            let keys = self
+                .group_by
+                .iter()
+                .enumerate()
+                .map(|(i, key)| match key {
+                    GroupKey::Day => day_string(r.get::<_, i64>(i)),
+                    _ => r.get::<_, Option<String>>(i).unwrap_or_default(),
+                })
+                .collect();
+            let mut totals = [0u64; 6];
+            for (i, total) in totals.iter_mut().enumerate() {
+                *total = r.get::<_, Option<i64>>(n + i).unwrap_or(0).max(0) as u64;
+            }
+            rows.push(ReportRow::new(keys, totals));
         }
         Ok(Report {
             query: self.clone(),
@@ -282,6 +327,24 @@ pub struct ReportRow {
     pub cached_tokens: u64,
     pub micro_usd: u64,
     pub estimated_calls: u64,
+}
+
+impl ReportRow {
+    /// `totals`: calls, prompt, completion and cached tokens, micro-USD,
+    /// estimated calls (the query's column order).
+    fn new(keys: Vec<String>, totals: [u64; 6]) -> ReportRow {
+        let [calls, prompt_tokens, completion_tokens, cached_tokens, micro_usd, estimated_calls] =
+            totals;
+        ReportRow {
+            keys,
+            calls,
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            micro_usd,
+            estimated_calls,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,10 +411,21 @@ impl Report {
                 usd_string(row.micro_usd),
                 row.estimated_calls.to_string(),
             ];
-            out.write_record(row.keys.iter().cloned().chain(values))?;
+            out.write_record(row.keys.iter().map(|k| spreadsheet_safe(k)).chain(values))?;
         }
         out.into_inner()
             .map_err(|e| ReportError::Csv(csv::Error::from(e.into_error())))
+    }
+}
+
+/// A cell a spreadsheet would not run as a formula (OWASP's CSV injection
+/// rule): one that begins with `=`, `+`, `-`, `@`, tab or carriage return
+/// gets a leading `'`. Group keys are caller-chosen text (a JWT `sub`, a
+/// model name); the numeric columns never start with one of these.
+fn spreadsheet_safe(cell: &str) -> String {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}"),
+        _ => cell.to_string(),
     }
 }
 
@@ -419,6 +493,44 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(q.bounds_ms(), (MS_PER_DAY, 3 * MS_PER_DAY));
         assert_eq!(day_string(1), "1970-01-02");
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_defused() {
+        let q = ReportQuery::new(
+            date!(2026 - 01 - 01),
+            date!(2026 - 01 - 01),
+            vec![GroupKey::User, GroupKey::Model],
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let evil = [
+            "=HYPERLINK(\"http://evil.test\",\"x\")",
+            "+1",
+            "-2",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ];
+        let rows = evil
+            .iter()
+            .map(|e| ReportRow::new(vec![e.to_string(), "gpt-4o".into()], [1, 2, 3, 0, 0, 0]))
+            .collect();
+        let report = Report { query: q, rows };
+        let csv = report.to_csv().unwrap_or_else(|e| panic!("{e}"));
+        let mut reader = csv::ReaderBuilder::new().from_reader(csv.as_slice());
+        let users: Vec<String> = reader
+            .records()
+            .map(|r| {
+                r.map(|r| r[0].to_string())
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let expected: Vec<String> = evil.iter().map(|e| format!("'{e}")).collect();
+        assert_eq!(users, expected);
+        assert_eq!(spreadsheet_safe("alice"), "alice");
+        assert_eq!(spreadsheet_safe(""), "");
     }
 
     #[test]

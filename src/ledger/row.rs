@@ -66,6 +66,10 @@ pub enum LedgerError {
     WriterGone,
     #[error("ledger lost {rows} rows since the last flush: {last_error}")]
     RowsLost { rows: u64, last_error: String },
+    #[error("shared ledger: {0}")]
+    Postgres(#[from] PgError),
+    #[error("ledger forwarder: {0}")]
+    Forwarder(String),
 }
 
 /// Writer counters, cumulative since `open` (export them as metrics).
@@ -76,4 +80,18 @@ pub struct LedgerStats {
     pub committed_rows: u64,
     /// Rows dropped because their batch failed to commit.
     pub failed_rows: u64,
+}
+
+/// The shared ledger's (PostgreSQL's) errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{field}: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("postgres: {0} timed out")]
+    Timeout(&'static str),
 }

@@ -90,6 +90,59 @@ ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage ADD COLUMN over_cap INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// With `ledger.kind: postgres` the writer puts rows here instead of in
+/// `usage`, and the forwarder (spool.rs) moves them to PostgreSQL in id
+/// order, deleting each batch once PostgreSQL has committed it. No index
+/// but the id: rows are only read front to back. AUTOINCREMENT: an id is
+/// never reused, even once the spool was empty (see spool.rs).
+const SPOOL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spool (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms           INTEGER NOT NULL,
+    request_id        TEXT    NOT NULL,
+    user_id           TEXT,
+    tenant_id         TEXT,
+    key_id            TEXT,
+    route             TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    upstream_model    TEXT    NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    reasoning_tokens  INTEGER NOT NULL,
+    micro_usd         INTEGER NOT NULL,
+    status            INTEGER NOT NULL,
+    estimated         INTEGER NOT NULL,
+    api               TEXT    NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    over_cap          INTEGER NOT NULL
+);
+";
+
+/// The table the writer thread inserts into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    /// The ledger itself (`ledger.kind: sqlite`).
+    Usage,
+    /// Rows on their way to PostgreSQL.
+    Spool,
+}
+
+const COLUMNS: &str = "time_ms, request_id, user_id, tenant_id, key_id, route, model,
+    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap";
+
+const INSERT_SPOOL: &str = "
+INSERT INTO spool (time_ms, request_id, user_id, tenant_id, key_id, route, model,
+    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+/// The oldest spooled rows, with their spool ids, at most `?1`.
+pub(super) fn select_spooled() -> String {
+    format!("SELECT id, {COLUMNS} FROM spool ORDER BY id LIMIT ?1")
+}
+
 const INSERT: &str = "
 INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
@@ -119,6 +172,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     }
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(ROLLUP_SCHEMA)?;
+    conn.execute_batch(SPOOL_SCHEMA)?;
     if version < 3 {
         conn.execute_batch(&format!("BEGIN; {MIGRATE_2_TO_3} COMMIT;"))?;
     }
@@ -126,10 +180,17 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     Ok(conn)
 }
 
-pub(super) fn insert_batch(conn: &mut Connection, batch: &[LedgerRow]) -> rusqlite::Result<()> {
+pub(super) fn insert_batch(
+    conn: &mut Connection,
+    table: Table,
+    batch: &[LedgerRow],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(INSERT)?;
+        let mut stmt = tx.prepare_cached(match table {
+            Table::Usage => INSERT,
+            Table::Spool => INSERT_SPOOL,
+        })?;
         for r in batch {
             stmt.execute(params![
                 to_sql_int(r.time_ms),
@@ -157,25 +218,30 @@ pub(super) fn insert_batch(conn: &mut Connection, batch: &[LedgerRow]) -> rusqli
 }
 
 pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<LedgerRow> {
+    read_row_at(r, 0)
+}
+
+/// A row whose columns start at index `at` (after a spool id).
+pub(super) fn read_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<LedgerRow> {
     Ok(LedgerRow {
-        time_ms: from_sql_int(r.get(0)?),
-        request_id: r.get(1)?,
-        user: r.get(2)?,
-        tenant: r.get(3)?,
-        key_id: r.get(4)?,
-        route: r.get(5)?,
-        model: r.get(6)?,
-        upstream_model: r.get(7)?,
-        prompt_tokens: from_sql_int(r.get(8)?),
-        completion_tokens: from_sql_int(r.get(9)?),
-        cached_tokens: from_sql_int(r.get(10)?),
-        reasoning_tokens: from_sql_int(r.get(11)?),
-        micro_usd: from_sql_int(r.get(12)?),
-        status: r.get(13)?,
-        estimated: r.get(14)?,
-        api: r.get(15)?,
-        cache_write_tokens: from_sql_int(r.get(16)?),
-        over_cap: r.get(17)?,
+        time_ms: from_sql_int(r.get(at)?),
+        request_id: r.get(at + 1)?,
+        user: r.get(at + 2)?,
+        tenant: r.get(at + 3)?,
+        key_id: r.get(at + 4)?,
+        route: r.get(at + 5)?,
+        model: r.get(at + 6)?,
+        upstream_model: r.get(at + 7)?,
+        prompt_tokens: from_sql_int(r.get(at + 8)?),
+        completion_tokens: from_sql_int(r.get(at + 9)?),
+        cached_tokens: from_sql_int(r.get(at + 10)?),
+        reasoning_tokens: from_sql_int(r.get(at + 11)?),
+        micro_usd: from_sql_int(r.get(at + 12)?),
+        status: r.get(at + 13)?,
+        estimated: r.get(at + 14)?,
+        api: r.get(at + 15)?,
+        cache_write_tokens: from_sql_int(r.get(at + 16)?),
+        over_cap: r.get(at + 17)?,
     })
 }
 

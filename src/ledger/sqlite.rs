@@ -1,8 +1,11 @@
 //! The SQLite ledger: a cloneable handle that queues rows for the writer
 //! thread, flushes, and reads spend back on its own read-only connections.
 
+use super::postgres::{self, PgSettings};
+use super::reader::LedgerReader;
 use super::row::{LedgerError, LedgerRow, LedgerStats};
-use super::schema::{from_sql_int, open_writer, read_row, to_ms, BUSY_TIMEOUT, SELECT_ROW};
+use super::schema::{from_sql_int, open_writer, read_row, to_ms, Table, BUSY_TIMEOUT, SELECT_ROW};
+use super::spool::Forwarder;
 use super::writer::{Counters, Msg, Writer};
 use crate::limits::budget::ScopeKey;
 use crate::limits::types::SpendInWindows;
@@ -13,9 +16,17 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a blocking read of the shared ledger may take (start-up).
+const SHARED_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Cloneable handle to the ledger. The last handle dropped flushes and stops
-/// the writer (blocking until the final batch is committed).
+/// the writer (blocking until the final batch is committed), then the
+/// forwarder, if any (after a short last pass).
+///
+/// With a shared ledger (`open_spooled`) the SQLite file is the spool:
+/// rows are committed there and forwarded to PostgreSQL (spool.rs).
 #[derive(Debug, Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
@@ -27,6 +38,9 @@ struct Inner {
     tx: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// The shared ledger the spool is forwarded to.
+    shared: Option<PgSettings>,
+    forwarder: Option<Forwarder>,
 }
 
 impl Drop for Inner {
@@ -38,13 +52,26 @@ impl Drop for Inner {
                 tracing::error!("ledger writer thread panicked");
             }
         }
+        // After the writer: its last rows get their last chance to go.
+        self.forwarder.take();
     }
 }
 
 impl Ledger {
     /// Opens (creating directory, file and schema if needed) and starts the writer.
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger, LedgerError> {
-        let path = path.as_ref().to_path_buf();
+        Self::start(path.as_ref(), None)
+    }
+
+    /// The shared ledger: rows are committed to the spool at `path` and
+    /// forwarded to PostgreSQL. Never waits for PostgreSQL: the forwarder
+    /// connects (and migrates) in the background, as soon as it answers.
+    pub fn open_spooled(path: impl AsRef<Path>, shared: PgSettings) -> Result<Ledger, LedgerError> {
+        Self::start(path.as_ref(), Some(shared))
+    }
+
+    fn start(path: &Path, shared: Option<PgSettings>) -> Result<Ledger, LedgerError> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io {
                 path: dir.to_path_buf(),
@@ -55,9 +82,20 @@ impl Ledger {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let writer_counters = Arc::clone(&counters);
+        let table = match shared {
+            Some(_) => Table::Spool,
+            None => Table::Usage,
+        };
+        let forwarder = match &shared {
+            Some(settings) => Some(
+                Forwarder::start(&path, settings.clone())
+                    .map_err(|e| LedgerError::Forwarder(e.to_string()))?,
+            ),
+            None => None,
+        };
         let writer = std::thread::Builder::new()
             .name("tollgate-ledger".into())
-            .spawn(move || Writer::new(conn, writer_counters).run(rx))
+            .spawn(move || Writer::new(conn, table, writer_counters).run(rx))
             .map_err(|source| LedgerError::Io {
                 path: path.clone(),
                 source,
@@ -68,12 +106,27 @@ impl Ledger {
                 tx: Some(tx),
                 writer: Some(writer),
                 counters,
+                shared,
+                forwarder,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Where reports read: the shared ledger when there is one.
+    pub fn reader(&self) -> LedgerReader {
+        match &self.inner.shared {
+            Some(settings) => LedgerReader::Postgres(settings.clone()),
+            None => LedgerReader::Sqlite(self.inner.path.clone()),
+        }
+    }
+
+    /// Whether rows go to a shared ledger (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     /// Queues a row for the writer. Never blocks on disk; the row is lost
@@ -103,11 +156,50 @@ impl Ledger {
 
     /// Settled spend per user and tenant in the minute, day and month
     /// containing `now_unix` (windows as in `limits::window`). Flushes first.
+    ///
+    /// With a shared ledger: PostgreSQL's sums plus the rows still in the
+    /// spool (not yet there). PostgreSQL unreachable: the spool's alone,
+    /// logged — the gateway starts and serves, as its budgets did before
+    /// the shared ledger (a row both committed and still spooled, after a
+    /// crash, is counted twice: the safe direction).
     pub fn current_spend(
         &self,
         now_unix: u64,
     ) -> Result<Vec<(ScopeKey, SpendInWindows)>, LedgerError> {
         self.flush()?;
+        let local = self.local_spend(now_unix)?;
+        let Some(settings) = &self.inner.shared else {
+            return Ok(local);
+        };
+        let shared = postgres::blocking(settings, SHARED_READ_TIMEOUT, move |client| async move {
+            postgres::current_spend(&client, now_unix).await
+        });
+        let mut shared = match shared {
+            Ok(shared) => shared,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared ledger unreachable: spend from the local spool only");
+                return Ok(local);
+            }
+        };
+        for (key, spend) in local {
+            match shared.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, s)) => {
+                    s.tokens_minute += spend.tokens_minute;
+                    s.tokens_day += spend.tokens_day;
+                    s.micro_usd_month += spend.micro_usd_month;
+                }
+                None => shared.push((key, spend)),
+            }
+        }
+        Ok(shared)
+    }
+
+    /// `current_spend` of the local file: its ledger, or its spool.
+    fn local_spend(&self, now_unix: u64) -> Result<Vec<(ScopeKey, SpendInWindows)>, LedgerError> {
+        let table = match self.inner.shared {
+            Some(_) => "spool",
+            None => "usage",
+        };
         let conn = self.open_reader()?;
         let bounds = |w: Window| {
             (
@@ -131,7 +223,7 @@ impl Ledger {
                     COALESCE(SUM(CASE WHEN time_ms >= ?5 AND time_ms < ?6
                         THEN prompt_tokens + completion_tokens END), 0),
                     COALESCE(SUM(micro_usd), 0)
-                 FROM usage
+                 FROM {table}
                  WHERE time_ms >= ?1 AND time_ms < ?2 AND {column} IS NOT NULL
                  GROUP BY {column}"
             );

@@ -2,7 +2,7 @@
 
 use super::row::{LedgerError, LedgerRow};
 use super::scheduling::PriorityGuard;
-use super::schema::insert_batch;
+use super::schema::{insert_batch, Table};
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -40,6 +40,7 @@ pub(super) enum Msg {
 /// The writer thread's state.
 pub(super) struct Writer {
     conn: Connection,
+    table: Table,
     counters: Arc<Counters>,
     /// Rows lost since the last flush, and why; reported to the next flush.
     lost: u64,
@@ -47,9 +48,10 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, counters: Arc<Counters>) -> Self {
+    pub(super) fn new(conn: Connection, table: Table, counters: Arc<Counters>) -> Self {
         Writer {
             conn,
+            table,
             counters,
             lost: 0,
             last_error: String::new(),
@@ -105,7 +107,7 @@ impl Writer {
             return;
         }
         let n = batch.len() as u64;
-        match insert_batch(&mut self.conn, batch) {
+        match insert_batch(&mut self.conn, self.table, batch) {
             Ok(()) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters.committed_rows.fetch_add(n, Ordering::Relaxed);
@@ -114,6 +116,7 @@ impl Writer {
                 // No retry queue: a failing disk would grow it without bound.
                 tracing::error!(rows = n, error = %e, "ledger batch commit failed; rows lost");
                 self.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                crate::observe::metrics::inc(&crate::observe::metrics::LEDGER_ERRORS, &["sqlite"]);
                 self.lost += n;
                 self.last_error = e.to_string();
             }

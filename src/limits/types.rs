@@ -36,6 +36,14 @@ pub struct SpendInWindows {
     pub micro_usd_month: u64,
 }
 
+/// Where Redis mode rebuilds a scope's budget windows that Redis lost:
+/// the settled spend the ledger holds for the windows current at
+/// `now_unix` (the shared ledger; implemented in `ledger`).
+#[async_trait::async_trait]
+pub trait SpendSource: Send + Sync {
+    async fn spend(&self, scope: &ScopeKey, now_unix: u64) -> Result<SpendInWindows, String>;
+}
+
 /// Usage of one scope for the admin API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ScopeUsage {

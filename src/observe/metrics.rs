@@ -52,6 +52,10 @@ metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
     "tollgate_config_generation", "Generation of the active configuration"));
 metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     "tollgate_store_errors_total", "Usage store failures", &["store"]));
+metric!(LEDGER_SPOOL_ROWS: IntGauge = register_int_gauge!(
+    "tollgate_ledger_spool_rows", "Usage rows waiting in the local spool for the shared ledger"));
+metric!(LEDGER_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_ledger_errors_total", "Failed writes to the usage ledger", &["ledger"]));
 metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
     "tollgate_llm_over_cap_total",
     "LLM calls whose output went past the request's cap (stream_cut: cut off by the gateway; reported: billed as the upstream reported)",
@@ -69,6 +73,7 @@ pub fn init() {
         &GUARD_ACTIONS,
         &CONFIG_RELOADS,
         &STORE_ERRORS,
+        &LEDGER_ERRORS,
         &LLM_OVER_CAP,
         &OTLP_SPANS_DROPPED,
     ] {
@@ -81,6 +86,7 @@ pub fn init() {
     Lazy::force(&PEER_HEALTHY);
     Lazy::force(&CIRCUIT_OPEN);
     Lazy::force(&CONFIG_GENERATION);
+    Lazy::force(&LEDGER_SPOOL_ROWS);
     // Series that alert rules watch start at 0, so `increase()` sees the
     // first failure (a series born at 1 shows no increase).
     let zero = |counter: &Lazy<Option<IntCounterVec>>, labels: &[&str]| {
@@ -89,6 +95,7 @@ pub fn init() {
         }
     };
     zero(&STORE_ERRORS, &["local"]);
+    zero(&LEDGER_ERRORS, &["postgres"]);
     zero(&CONFIG_RELOADS, &["ok"]);
     zero(&CONFIG_RELOADS, &["error"]);
     zero(&OTLP_SPANS_DROPPED, &["queue_full"]);

@@ -16,6 +16,8 @@ pub mod llm;
 pub use config::{Budget, ConfigBuilder, Fields, Model, Pool, Route};
 pub use llm::*;
 
+pub mod postgres;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -67,6 +67,16 @@ pub fn budget_keys(prefix: &str, tenant: &str, scope: &ScopeKey, now_unix: u64) 
     ]
 }
 
+/// The scope's marker: present while Redis holds the scope's windows as
+/// they were counted; missing after Redis lost them (restart, flush,
+/// failover), when they are rebuilt from the ledger. No window in its
+/// name: a new day's zero counters are right, not lost.
+pub fn marker_key(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
+    let mut key = scope_base(prefix, tenant, scope);
+    key.push_str("mk");
+    key
+}
+
 /// The request counter of `user` in the minute of `now_unix`: the route's
 /// own (`Some(route)`, for routes with a `rate_limit`) or the default one.
 /// Distinct prefixes keep a route named `default` off the default counter.

@@ -14,6 +14,7 @@
 mod keys;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -26,7 +27,7 @@ use crate::limits::local_counters::LocalCounters;
 use crate::limits::rate::RateDecision;
 use crate::limits::types::{
     AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
-    ReserveError, ScopeUsage, StoreError, TokensInUse,
+    ReserveError, ScopeUsage, SpendInWindows, SpendSource, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
 use crate::observe::metrics;
@@ -39,6 +40,12 @@ const KEY_TTL_MARGIN_SECS: u64 = 60;
 /// instead of each trying to connect (Redis down must not cost every
 /// request a connect timeout).
 const RECONNECT_PAUSE_MS: u64 = 200;
+/// A scope's marker outlives the longest window (a month): a marker that
+/// expires costs one needless rebuild, never a wrong count.
+const MARKER_TTL_SECS: u64 = 40 * 86_400;
+/// The marker's life when the ledger could not be read: the rebuild is
+/// tried again this much later.
+const RETRY_REBUILD_SECS: u64 = 60;
 
 /// One Lua script and its SHA-1 (what `EVALSHA` names it by).
 struct Script {
@@ -74,11 +81,18 @@ struct Scripts {
     reserve: Script,
     settle: Script,
     usage: Script,
+    rebuild: Script,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 4] {
-        [&self.count, &self.reserve, &self.settle, &self.usage]
+    fn all(&self) -> [&Script; 5] {
+        [
+            &self.count,
+            &self.reserve,
+            &self.settle,
+            &self.usage,
+            &self.rebuild,
+        ]
     }
 }
 
@@ -104,6 +118,9 @@ pub struct RedisStore {
     scripts: Scripts,
     /// Counts while Redis is unreachable under `on_store_error: allow`.
     fallback: LocalCounters,
+    /// Where lost windows are rebuilt from (the shared ledger); without
+    /// one they restart at zero, as Redis left them.
+    spend_source: Option<Arc<dyn SpendSource>>,
 }
 
 impl RedisStore {
@@ -126,9 +143,62 @@ impl RedisStore {
                 reserve: Script::new(include_str!("reserve.lua")),
                 settle: Script::new(include_str!("settle.lua")),
                 usage: Script::new(include_str!("usage.lua")),
+                rebuild: Script::new(include_str!("rebuild.lua")),
             },
             fallback: LocalCounters::default(),
+            spend_source: None,
         })
+    }
+
+    /// Budget windows Redis lost are rebuilt from `source` before the
+    /// next reservation in them is granted.
+    pub fn with_spend_source(mut self, source: Arc<dyn SpendSource>) -> RedisStore {
+        self.spend_source = Some(source);
+        self
+    }
+
+    /// Rebuilds `scope`'s windows (rebuild.lua) from the ledger's sums;
+    /// instances racing here both apply the larger value, once.
+    async fn rebuild(&self, tenant: &str, scope: &ScopeKey, now_unix: u64) -> Result<(), String> {
+        let (spend, marker_ttl) = match &self.spend_source {
+            Some(source) => match source.spend(scope, now_unix).await {
+                Ok(spend) => (spend, MARKER_TTL_SECS),
+                // No call fails because the ledger is away: count from
+                // what Redis holds, and rebuild again (max, so late is
+                // still right) once the short marker expires.
+                Err(e) => {
+                    metrics::inc(&metrics::STORE_ERRORS, &[Backend::Redis.name()]);
+                    tracing::warn!(scope = %scope.id(), error = %e,
+                        "budget windows lost by Redis: ledger unreachable, rebuilding later");
+                    (SpendInWindows::default(), RETRY_REBUILD_SECS)
+                }
+            },
+            None => (SpendInWindows::default(), MARKER_TTL_SECS),
+        };
+        let [minute, day, month, _] =
+            keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
+        let marker = keys::marker_key(&self.settings.prefix, tenant, scope);
+        let ttl = |w: Window| seconds_to_reset(w, now_unix).saturating_add(KEY_TTL_MARGIN_SECS);
+        let mut pipe = redis::pipe();
+        self.scripts.rebuild.call(
+            &mut pipe,
+            &[minute, day, month, marker],
+            (
+                spend.tokens_minute,
+                spend.tokens_day,
+                spend.micro_usd_month,
+                ttl(Window::Minute),
+                ttl(Window::Day),
+                ttl(Window::Month),
+                marker_ttl,
+            ),
+        );
+        let rebuilt: Vec<u8> = self.query(&pipe).await.map_err(|e| e.to_string())?;
+        if rebuilt.first() == Some(&1) {
+            tracing::info!(scope = %scope.id(), tokens_day = spend.tokens_day,
+                "budget windows rebuilt from the ledger after Redis lost them");
+        }
+        Ok(())
     }
 
     pub fn fallback(&self) -> &LocalCounters {
@@ -179,9 +249,25 @@ impl RedisStore {
         }
     }
 
+    /// Runs `pipe` (see [`Self::query_once`]); a broken connection's error
+    /// is answered by one more try on a fresh connection. redis-rs'
+    /// `ConnectionManager` hands out the error of its last failed reconnect
+    /// once, even when Redis is back by then: measured, the first call on
+    /// each instance after a Redis restart answered 503 without this. Our
+    /// own timeouts are not retried: they would double a request's wait.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+        match self.query_once(pipe).await {
+            Err(e) if e.is_unrecoverable_error() && !is_ours(&e) => {
+                self.connection.store(None);
+                self.query_once(pipe).await
+            }
+            other => other,
+        }
+    }
+
     /// Runs `pipe` within the command timeout; on `NOSCRIPT` (Redis
     /// restarted, or `SCRIPT FLUSH`) loads the scripts and runs it again.
-    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+    async fn query_once<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
         let mut con = self.connection().await?;
         match self.timed(pipe.query_async::<T>(&mut con)).await {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
@@ -287,22 +373,40 @@ impl RedisStore {
         let plan = ReservePlan::new(&self.settings.prefix, scopes, charge, now_unix, hold);
         let mut pipe = redis::pipe();
         plan.call(&self.scripts.reserve, &mut pipe, None);
-        let answer: Vec<Vec<i64>> = match self.query(&pipe).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                self.failed("reserve", &e);
-                if self.allow() {
-                    return self.fallback.budgets.reserve(scopes, charge, now_unix);
+        let mut rebuilds = 0;
+        let answer = loop {
+            let answer: Vec<Vec<i64>> = match self.query(&pipe).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.failed("reserve", &e);
+                    if self.allow() {
+                        return self.fallback.budgets.reserve(scopes, charge, now_unix);
+                    }
+                    return Err(ReserveError::Unavailable(e.to_string()));
                 }
-                return Err(ReserveError::Unavailable(e.to_string()));
+            };
+            match plan.outcome(answer.first().map(Vec::as_slice)) {
+                ReserveOutcome::NeedsRebuild(scope) if rebuilds < plan.unique.len() => {
+                    // Only Redis itself failing lands here (see `rebuild`).
+                    if let Err(e) = self.rebuild_for(&plan, scope).await {
+                        if self.allow() {
+                            return self.fallback.budgets.reserve(scopes, charge, now_unix);
+                        }
+                        return Err(ReserveError::Unavailable(e));
+                    }
+                    rebuilds += 1;
+                }
+                _ => break answer,
             }
         };
         match plan.outcome(answer.first().map(Vec::as_slice)) {
             ReserveOutcome::Held(ticket, _) => Ok(ticket),
             ReserveOutcome::Refused(refusal, _) => Err(ReserveError::Refused(refusal)),
-            ReserveOutcome::RateRefused(_) | ReserveOutcome::Unexpected => Err(
-                ReserveError::Unavailable(format!("unexpected reserve answer {answer:?}")),
-            ),
+            ReserveOutcome::RateRefused(_)
+            | ReserveOutcome::NeedsRebuild(_)
+            | ReserveOutcome::Unexpected => Err(ReserveError::Unavailable(format!(
+                "unexpected reserve answer {answer:?}"
+            ))),
         }
     }
 
@@ -330,23 +434,41 @@ impl RedisStore {
             &mut pipe,
             rate.as_ref().map(|c| (c.key.as_str(), c.limit, ttl)),
         );
-        let answers: Vec<redis::Value> = match self.query(&pipe).await {
-            Ok(answers) => answers,
-            Err(e) => {
-                self.failed("reserve", &e);
-                if !self.allow() {
-                    return Err(StoreError::Unavailable(e.to_string()));
+        let mut rebuilds = 0;
+        let (failures, reserve) = loop {
+            let answers: Vec<redis::Value> = match self.query(&pipe).await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    self.failed("reserve", &e);
+                    if !self.allow() {
+                        return Err(StoreError::Unavailable(e.to_string()));
+                    }
+                    return Ok(self.fallback.admit_and_reserve(q, scopes, charge, now_unix));
                 }
-                return Ok(self.fallback.admit_and_reserve(q, scopes, charge, now_unix));
+            };
+            let mut answers = answers.iter();
+            let failures: Option<u64> = match q.failed_auth {
+                Some(_) => answers.next().and_then(|v| redis::from_redis_value(v).ok()),
+                None => None,
+            };
+            let reserve: Option<Vec<i64>> =
+                answers.next().and_then(|v| redis::from_redis_value(v).ok());
+            match plan.outcome(reserve.as_deref()) {
+                // Nothing was counted: rebuild, then ask again.
+                ReserveOutcome::NeedsRebuild(scope) if rebuilds < plan.unique.len() => {
+                    if let Err(e) = self.rebuild_for(&plan, scope).await {
+                        if self.allow() {
+                            return Ok(self
+                                .fallback
+                                .admit_and_reserve(q, scopes, charge, now_unix));
+                        }
+                        return Err(StoreError::Unavailable(e));
+                    }
+                    rebuilds += 1;
+                }
+                _ => break (failures, reserve),
             }
         };
-        let mut answers = answers.iter();
-        let failures = match q.failed_auth {
-            Some(_) => answers.next().and_then(|v| redis::from_redis_value(v).ok()),
-            None => None,
-        };
-        let reserve: Option<Vec<i64>> =
-            answers.next().and_then(|v| redis::from_redis_value(v).ok());
         let blocked_retry_after = lockout(q, failures, now_unix);
         let (seen, reserved) = match plan.outcome(reserve.as_deref()) {
             ReserveOutcome::Held(ticket, seen) => (seen, Some(Ok(ticket))),
@@ -354,7 +476,7 @@ impl RedisStore {
                 (seen, Some(Err(ReserveError::Refused(refusal))))
             }
             ReserveOutcome::RateRefused(seen) => (seen, None),
-            ReserveOutcome::Unexpected => {
+            ReserveOutcome::NeedsRebuild(_) | ReserveOutcome::Unexpected => {
                 return Err(StoreError::Unavailable(format!(
                     "unexpected reserve answer {reserve:?}"
                 )))
@@ -376,6 +498,20 @@ impl RedisStore {
             other => other,
         };
         Ok(AdmittedReservation { verdict, reserved })
+    }
+
+    /// Rebuilds the plan's scope number `index` (see [`Self::rebuild`]).
+    async fn rebuild_for(&self, plan: &ReservePlan<'_>, index: usize) -> Result<(), String> {
+        let Some((scope, _)) = plan.unique.get(index) else {
+            return Err(format!("reserve script named scope {index}"));
+        };
+        let tenant = hash_tag(plan.unique.iter().map(|s| &s.0));
+        self.rebuild(tenant, scope, plan.now_unix)
+            .await
+            .map_err(|e| {
+                metrics::inc(&metrics::STORE_ERRORS, &[Backend::Redis.name()]);
+                format!("budget windows lost by Redis cannot be rebuilt from the ledger: {e}")
+            })
     }
 
     /// Settles (or with `actual` zero, releases) a Redis-held reservation.
@@ -550,6 +686,9 @@ enum ReserveOutcome {
     Refused(BudgetRefusal, u64),
     /// The request rate refused the call before any budget was read.
     RateRefused(u64),
+    /// Redis lost this scope's windows (its marker is gone): rebuild them
+    /// from the ledger, then ask again. Nothing was counted.
+    NeedsRebuild(usize),
     Unexpected,
 }
 
@@ -569,10 +708,11 @@ impl<'s> ReservePlan<'s> {
             }
         }
         let tenant = hash_tag(unique.iter().map(|s| &s.0));
-        let mut keys = Vec::with_capacity(unique.len() * 4 + 1);
+        let mut keys = Vec::with_capacity(unique.len() * 5 + 1);
         let mut limits = Vec::with_capacity(unique.len() * 3);
         for (scope, scope_limits) in &unique {
             keys.extend(keys::budget_keys(prefix, tenant, scope, now_unix));
+            keys.push(keys::marker_key(prefix, tenant, scope));
             for kind in LimitKind::ALL {
                 limits.push(scope_limits.limit(kind).map_or(-1, saturating_i64));
             }
@@ -619,6 +759,8 @@ impl<'s> ReservePlan<'s> {
     fn outcome(&self, answer: Option<&[i64]>) -> ReserveOutcome {
         let seen = |v: i64| v.max(0).unsigned_abs();
         match answer {
+            Some(&[-3, scope]) => usize::try_from(scope)
+                .map_or(ReserveOutcome::Unexpected, ReserveOutcome::NeedsRebuild),
             Some(&[-2, counted]) => ReserveOutcome::RateRefused(seen(counted)),
             Some(&[-1, minute, day, counted]) => ReserveOutcome::Held(
                 ReservationTicket {
@@ -675,8 +817,16 @@ fn now_ms() -> u64 {
     clock::unix_millis().max(0).unsigned_abs()
 }
 
+const UNREACHABLE: &str = "redis unreachable";
+
 fn unreachable_error(why: &'static str) -> RedisError {
-    RedisError::from((ErrorKind::IoError, "redis unreachable", why.to_string()))
+    RedisError::from((ErrorKind::IoError, UNREACHABLE, why.to_string()))
+}
+
+/// An error this module made (a timeout, the reconnect pause), not one of
+/// the connection's.
+fn is_ours(e: &RedisError) -> bool {
+    e.to_string().contains(UNREACHABLE)
 }
 
 /// The URL as logged: any `user:password@` part replaced.

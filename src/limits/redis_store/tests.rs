@@ -6,6 +6,7 @@ use super::*;
 use crate::limits::types::{AdmitQuery, FailedAuthQuery, RateQuery};
 use std::net::{IpAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use time::macros::datetime;
 
 struct RedisServer {
@@ -384,8 +385,9 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
         .query_async(&mut raw)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    // 2 scopes × (3 windows + reservations), 1 rate counter, 1 failed-auth counter.
-    assert_eq!(keys.len(), 10, "{keys:?}");
+    // 2 scopes × (3 windows + reservations + marker), 1 rate counter,
+    // 1 failed-auth counter.
+    assert_eq!(keys.len(), 12, "{keys:?}");
     for key in keys {
         assert!(
             key.starts_with("tg:{acme}:") || key.starts_with("tg:{ip:"),
@@ -670,4 +672,68 @@ async fn redis_memory_per_10k_users() {
         after,
         after.saturating_sub(before) as f64 / (1024.0 * 1024.0) * 10_000.0 / users as f64
     );
+}
+
+/// The ledger as a rebuild sees it: fixed sums, a little slow, so two
+/// instances that found the windows lost really rebuild at once.
+struct FixedSpend(SpendInWindows);
+
+#[async_trait::async_trait]
+impl SpendSource for FixedSpend {
+    async fn spend(&self, _: &ScopeKey, _: u64) -> Result<SpendInWindows, String> {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Ok(self.0)
+    }
+}
+
+#[tokio::test]
+async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let ledger = SpendInWindows {
+        tokens_minute: 0,
+        tokens_day: 500,
+        micro_usd_month: 700,
+    };
+    let instance = || {
+        redis
+            .store(OnStoreError::Deny)
+            .with_spend_source(Arc::new(FixedSpend(ledger)))
+    };
+    let (a, b) = (instance(), instance());
+    let now = ts(datetime!(2026-12-01 12:00:00));
+    let limits = BudgetLimits {
+        tokens_per_day: Some(1000),
+        ..Default::default()
+    };
+    let scopes = [
+        (ScopeKey::user("bob"), limits),
+        (ScopeKey::tenant("acme"), BudgetLimits::default()),
+    ];
+    let c = Charge {
+        tokens: 100,
+        micro_usd: 10,
+    };
+    // Both find no marker (a fresh, or restarted, Redis) and rebuild.
+    tokio::join!(spend(&a, &scopes, c, now), spend(&b, &scopes, c, now));
+    let bob = usage(&a, &ScopeKey::user("bob"), now).await;
+    assert_eq!((bob.tokens_day, bob.micro_usd_month), (700, 720));
+    let acme = usage(&b, &ScopeKey::tenant("acme"), now).await;
+    assert_eq!((acme.tokens_day, acme.micro_usd_month), (700, 720));
+
+    // Redis loses everything: the ledger's sums come back before a grant.
+    let mut raw = redis.raw().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut raw)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let too_much = Charge {
+        tokens: 600,
+        micro_usd: 0,
+    };
+    let refused = refusal(b.reserve(&scopes, too_much, now, HOLD).await);
+    assert_eq!((refused.used, refused.limit), (500, 1000));
+    spend(&a, &scopes, c, now).await;
+    assert_eq!(usage(&a, &ScopeKey::user("bob"), now).await.tokens_day, 600);
 }
