@@ -237,10 +237,11 @@ fn builtin(kind: OutputKind) -> (&'static str, usize, Option<TailFn>) {
             171,
             Some(jwt_byte),
         ),
-        // "-----BEGIN " 11 + 3 * 11 + "PRIVATE KEY-----" 16; the END line
-        // is matched as its own key part after the swallowed body.
+        // "-----BEGIN " 11 + 3 * 11 + "PRIVATE KEY-----" 16, then the
+        // base64 body is swallowed; the END line is matched on its own
+        // (see `PEM_END`).
         OutputKind::PrivateKey => (
-            r"-----(?:BEGIN|END) (?:[A-Z0-9]{1,10} ){0,3}PRIVATE KEY-----",
+            r"-----BEGIN (?:[A-Z0-9]{1,10} ){0,3}PRIVATE KEY-----",
             60,
             Some(pem_byte),
         ),
@@ -272,6 +273,9 @@ fn builtin(kind: OutputKind) -> (&'static str, usize, Option<TailFn>) {
         OutputKind::GatewaySecret => ("", 0, None),
     }
 }
+
+/// A PEM key's last line (after its swallowed body): 9 + 33 + 16.
+const PEM_END: (&str, usize) = (r"-----END (?:[A-Z0-9]{1,10} ){0,3}PRIVATE KEY-----", 58);
 
 /// Scan order: exact secrets, credential shapes, then PII.
 const ORDER: [OutputKind; 10] = [
@@ -354,6 +358,14 @@ impl OutputScanner {
                 max_len,
                 tail,
             });
+            if kind == OutputKind::PrivateKey {
+                detectors.push(Detector {
+                    kind,
+                    finder: Finder::Re(Regex::new(PEM_END.0).map_err(|e| e.to_string())?),
+                    max_len: PEM_END.1,
+                    tail: None,
+                });
+            }
         }
         Ok(OutputScanner {
             detectors,
