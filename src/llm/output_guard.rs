@@ -664,10 +664,10 @@ impl SseGuard {
                 }
             }
             "content_block_stop" => {
-                self.open_blocks.retain(|b| *b != index);
                 for key in [(index, 0, 0), (index, 0, 2)] {
                     self.flush_into_events(key, before)?;
                 }
+                self.open_blocks.retain(|b| *b != index);
             }
             "message_delta" | "message_stop" => {
                 let keys: Vec<Channel> = self.channels.iter().map(|(k, _)| *k).collect();
