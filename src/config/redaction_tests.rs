@@ -222,6 +222,7 @@ const PUBLIC: &[&str] = &[
     "models[].cached_input_usd_per_mtok",
     "models[].fallbacks[]",
     "models[].input_usd_per_mtok",
+    "models[].max_n",
     "models[].max_tokens",
     "models[].name",
     "models[].output_usd_per_mtok",
