@@ -490,3 +490,31 @@ fn official_sdks_read_redacted_and_blocked_answers() {
         }
     }
 }
+
+#[test]
+fn config_check_names_every_output_guard_problem() {
+    let good = fill_placeholders(&config("127.0.0.1:1", GuardAction::Redact));
+    let (code, out, err) = run_check(&good);
+    assert_eq!(code, 0, "{out}{err}");
+    let bad = good
+        .replace(
+            "api: anthropic_messages, output_guards: [pii, secrets]",
+            "api: anthropic_messages, output_guards: [pii, tone]",
+        )
+        .replace("    secrets: { action: redact }\n", "    holdback_bytes: 64\n")
+        .replace(
+            "  - { name: plain,",
+            "  - { name: web, path: /web, methods: [GET], upstream: llm, output_guards: [pii] }\n  - { name: plain,",
+        );
+    let (code, out, err) = run_check(&bad);
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    for problem in [
+        "routes[0].output_guards: only kind: llm routes have output guards",
+        "routes[3].output_guards[1]: unknown output guard 'tone'",
+        "routes[2].output_guards[1]: output guard 'secrets' has no section under guards.output:",
+        "guards.output.holdback_bytes: must be at least 240",
+    ] {
+        assert!(all.contains(problem), "{problem} not in:\n{all}");
+    }
+}
