@@ -94,6 +94,27 @@ impl OutputKind {
         1 << (self as u16)
     }
 
+    /// False only when no match of this kind can be in `text`.
+    fn may_match(self, text: &[u8]) -> bool {
+        use memchr::memmem::find;
+        match self {
+            OutputKind::Email => memchr::memchr(b'@', text).is_some(),
+            OutputKind::Phone | OutputKind::CreditCard | OutputKind::Ssn | OutputKind::Iban => {
+                text.iter().any(u8::is_ascii_digit)
+            }
+            OutputKind::ApiKey => find(text, b"sk-").is_some(),
+            OutputKind::AwsAccessKey => {
+                find(text, b"AKIA").is_some() || find(text, b"ASIA").is_some()
+            }
+            OutputKind::GithubToken => {
+                find(text, b"gh").is_some() || find(text, b"github_pat_").is_some()
+            }
+            OutputKind::Jwt => find(text, b"eyJ").is_some(),
+            OutputKind::PrivateKey => find(text, b"-----").is_some(),
+            OutputKind::GatewaySecret => true,
+        }
+    }
+
     fn confirms(self, text: &str) -> bool {
         match self {
             OutputKind::CreditCard => PiiKind::CreditCard.confirms(text),
@@ -188,6 +209,12 @@ impl Detector {
     }
 
     fn find_at(&self, hay: &str, from: usize) -> Option<(usize, usize)> {
+        // A match needs its trigger bytes: without them the regex could
+        // only say no, more slowly (the email pattern has no literal
+        // prefix for the regex crate's own prefilter).
+        if !self.kind.may_match(&hay.as_bytes()[from.min(hay.len())..]) {
+            return None;
+        }
         match &self.finder {
             Finder::Re(re) => re.find_at(hay, from).map(|m| (m.start(), m.end())),
             Finder::Exact(ac) => ac
@@ -391,6 +418,25 @@ impl OutputScanner {
         action.unwrap_or(GuardAction::Log)
     }
 
+    /// The gateway's own secrets replaced in raw bytes: for a body that is
+    /// not a model answer (an upstream's error), where nothing else is
+    /// rewritten. `None` when none occurs.
+    pub fn scrub_exact(&self, set: OutputGuardSet, body: &[u8]) -> Option<Vec<u8>> {
+        if !set.secrets {
+            return None;
+        }
+        let ac = self.detectors.iter().find_map(|d| match &d.finder {
+            Finder::Exact(ac) => Some(ac),
+            Finder::Re(_) => None,
+        })?;
+        if !ac.is_match(body) {
+            return None;
+        }
+        let placeholder = OutputKind::GatewaySecret.placeholder().as_bytes();
+        let with = vec![placeholder; ac.patterns_len()];
+        Some(ac.replace_all_bytes(body, &with))
+    }
+
     /// Whether `set` turns on at least one configured detector.
     pub fn guards_any(&self, set: OutputGuardSet) -> bool {
         self.detectors.iter().any(|d| set.has(d.kind.guard()))
@@ -421,11 +467,16 @@ impl OutputScanner {
                     None => {
                         if !complete {
                             bound = bound.min(undecided);
+                            // Nothing starts before `undecided` (it would
+                            // be decided, and found): the next search
+                            // begins there, not at the held text's start.
+                            resume[i] = undecided;
                         }
                         break;
                     }
                     Some((s, _)) if !complete && s + d.window() > len => {
                         bound = bound.min(undecided);
+                        resume[i] = undecided;
                         break;
                     }
                     Some((s, e)) => {

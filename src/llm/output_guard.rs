@@ -41,6 +41,12 @@ impl Guarding {
         }
     }
 
+    /// An upstream's error body with the gateway's own secrets replaced
+    /// (`None`: none in it).
+    pub fn scrub_error_body(&self, body: &[u8]) -> Option<Vec<u8>> {
+        self.scanner.scrub_exact(self.set, body)
+    }
+
     /// Guards a string value in place (other values are left alone).
     fn text(&mut self, slot: &mut Value, choice: u64) -> Result<(), Blocked> {
         let Value::String(s) = slot else {

@@ -482,13 +482,14 @@ async fn stream_back(
             return Ok(());
         }
     };
-    // Error answers are the upstream's, not the model's: not guarded.
-    let guarding = guarding.filter(|_| (200..300).contains(&status));
     let mut sse_guard = None;
     if let Some(g) = guarding {
-        if !parser.is_sse() {
-            let end =
-                guarded_json(session, &mut upstream, &mut parser, header, api, g, ctx).await?;
+        // An error answer is the upstream's, not the model's: only the
+        // gateway's own secrets are taken out of it.
+        let answer = (200..300).contains(&status);
+        if !parser.is_sse() || !answer {
+            let read = (&mut upstream, &mut parser);
+            let end = guarded_json(session, read, header, (api, answer), g, ctx).await?;
             return finish_call(state, ctx, parser, upstream, peer, body, api, status, end).await;
         }
         sse_guard = Some(SseGuard::new(api, g));
@@ -575,13 +576,12 @@ fn record_findings(ctx: &mut RequestCtx, findings: Findings) {
 
 /// A JSON answer under output guards: read whole (it is parsed for usage
 /// anyway), guarded, sent with its new length.
-#[allow(clippy::too_many_arguments)]
+/// `answer`: a 2xx model answer (else an error body: secrets only).
 async fn guarded_json(
     session: &mut Session,
-    upstream: &mut HttpSession,
-    parser: &mut UsageParser,
+    (upstream, parser): (&mut HttpSession, &mut UsageParser),
     mut header: ResponseHeader,
-    api: LlmApi,
+    (api, answer): (LlmApi, bool),
     mut g: Guarding,
     ctx: &mut RequestCtx,
 ) -> Result<PumpEnd, Refusal> {
@@ -605,10 +605,12 @@ async fn guarded_json(
             }
         }
     }
-    let body = match guard_json(api, &mut g, &body) {
-        Some(guarded) => guarded,
-        None => body,
+    let guarded = if answer {
+        guard_json(api, &mut g, &body)
+    } else {
+        g.scrub_error_body(&body)
     };
+    let body = guarded.unwrap_or(body);
     record_findings(ctx, g.findings);
     header.remove_header(&http::header::TRANSFER_ENCODING);
     header

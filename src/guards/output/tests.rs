@@ -267,3 +267,21 @@ fn every_two_and_three_way_split_of_an_answer() {
         }
     }
 }
+
+#[test]
+fn error_bodies_lose_only_the_gateway_secrets() {
+    let s = scanner(GuardAction::Redact, GuardAction::Redact);
+    let body = format!(r#"{{"error":{{"message":"bad key {GATEWAY_KEY} for bob@example.com"}}}}"#);
+    let out = s.scrub_exact(BOTH, body.as_bytes()).unwrap_or_default();
+    let out = String::from_utf8(out).unwrap_or_default();
+    assert_eq!(
+        out,
+        r#"{"error":{"message":"bad key [REDACTED:gateway_secret] for bob@example.com"}}"#
+    );
+    assert_eq!(s.scrub_exact(BOTH, b"{\"error\":\"nothing\"}"), None);
+    let pii_only = OutputGuardSet {
+        pii: true,
+        secrets: false,
+    };
+    assert_eq!(s.scrub_exact(pii_only, body.as_bytes()), None);
+}
