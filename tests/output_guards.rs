@@ -12,7 +12,7 @@ mod llm_apis;
 
 use base64::Engine;
 use common::*;
-use llm_apis::{post, sse_events};
+use llm_apis::{post, rows_eventually, sse_events};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::io::Read;
@@ -242,6 +242,17 @@ fn redacted_whole_and_split_across_two_and_three_events_at_every_position() {
             assert_eq!(got, want, "{api:?} split at {i}, {j}");
         }
     }
+    // Redaction never changes the bill: every call is billed as the
+    // upstream reported it (one token per piece in the mock).
+    let calls = 3 * (2 + 2 * (text.len() + 1));
+    let rows = rows_eventually(gw, calls);
+    assert_eq!(rows.len(), calls);
+    for row in rows {
+        assert!(
+            !row.estimated && (1..=3).contains(&row.completion),
+            "{row:?}"
+        );
+    }
 }
 
 const PARTS: &[&str] = &[
@@ -335,7 +346,21 @@ fn block_ends_every_api_with_its_content_filter_ending_and_bills() {
         );
         assert!(!raw.contains("bob@"), "{api:?}");
     }
-    // Billed: what was generated (the ledger keeps its rows).
+    // Billed: what was generated. The blocked streams ended before the
+    // upstream's usage came: their output is counted (an estimate); the
+    // JSON answers keep the upstream's own usage (2 pieces, 2 tokens).
+    let rows = rows_eventually(gw, 6);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in &rows {
+        assert!(row.completion > 0 && !row.over_cap, "{row:?}");
+    }
+    assert_eq!(
+        rows.iter()
+            .filter(|r| !r.estimated && r.completion == 2)
+            .count(),
+        3,
+        "{rows:?}"
+    );
     let metrics = client()
         .get(gw.admin_url("/metrics"))
         .send()
