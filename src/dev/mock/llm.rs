@@ -54,15 +54,30 @@ impl Knobs {
         }
     }
 
-    /// Text pieces of the answer, and the output tokens it reports.
-    pub fn pieces(&self, cap: Option<u64>) -> (Vec<String>, u64) {
+    /// Output events (and tokens reported) of an answer whose limit is
+    /// `cap`: the chosen pieces, or `completion` tokens.
+    pub fn output(&self, cap: Option<u64>) -> u64 {
         match &self.answer {
-            Some(pieces) => (pieces.clone(), pieces.len() as u64),
-            None => {
-                let n = self.completion(cap);
-                ((0..n).map(|i| token(i).to_string()).collect(), n)
-            }
+            Some(pieces) => pieces.len() as u64,
+            None => self.completion(cap),
         }
+    }
+
+    /// The text of the i-th output event (never built for all at once:
+    /// an endless stream has a billion).
+    pub fn piece(&self, i: u64) -> &str {
+        match &self.answer {
+            Some(pieces) => usize::try_from(i)
+                .ok()
+                .and_then(|i| pieces.get(i))
+                .map_or("", String::as_str),
+            None => token(i),
+        }
+    }
+
+    /// The whole text of `n` output events.
+    pub fn text(&self, n: u64) -> String {
+        (0..n).map(|i| self.piece(i)).collect()
     }
 
     /// Output tokens for a request whose limit is `cap`.

@@ -60,12 +60,11 @@ pub(super) async fn create(
         .unwrap_or("unknown")
         .to_string();
     let input = input_tokens(&request);
-    let (pieces, output) = knobs.pieces(request.get("max_output_tokens").and_then(Value::as_u64));
-    let text = pieces.concat();
+    let output = knobs.output(request.get("max_output_tokens").and_then(Value::as_u64));
     let usage = (!knobs.no_usage).then(|| usage(input, output, &knobs));
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
-        let mut answer = response(&model, "completed", &text, usage);
+        let mut answer = response(&model, "completed", &knobs.text(output), usage);
         answer["backend"] = json!(backend);
         answer["upstream_path"] = json!(llm::request_target(session));
         answer["received"] = request;
@@ -96,15 +95,16 @@ pub(super) async fn create(
             "part": {"type": "output_text", "text": "", "annotations": []}}),
     );
     llm::send_named(session, n, &d).await?;
-    for (i, piece) in pieces.iter().enumerate() {
+    for i in 0..output {
         let (n, d) = send(
             "response.output_text.delta",
             json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
-                "delta": piece}),
+                "delta": knobs.piece(i)}),
         );
         llm::send_named(session, n, &d).await?;
-        knobs.pace(i as u64 + 1).await;
+        knobs.pace(i + 1).await;
     }
+    let text = knobs.text(output);
     let (n, d) = send(
         "response.output_text.done",
         json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "text": text}),
