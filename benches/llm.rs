@@ -3,7 +3,13 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+use tollgate::config::schema::{
+    GuardAction, OutputGuardsConfig, PiiGuardConfig, SecretsGuardConfig,
+};
+use tollgate::guards::output::{OutputGuardSet, OutputScanner};
 use tollgate::llm::api::{LlmApi, LlmRequest};
+use tollgate::llm::output_guard::{guard_json, Guarding, SseGuard};
 use tollgate::llm::tally::ParsedUsage;
 use tollgate::llm::tokens::warm_up;
 use tollgate::llm::usage::UsageParser;
@@ -209,5 +215,78 @@ fn bench_usage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_prompt_estimation, bench_usage);
+/// Output guards (pii + secrets, redact) on answers with nothing to
+/// redact, against the usage parse every LLM answer already pays: the
+/// guard's added cost per answer. A route without output guards runs none
+/// of this (the pump forwards its reads untouched).
+fn bench_output_guard(c: &mut Criterion) {
+    let config = OutputGuardsConfig {
+        pii: Some(PiiGuardConfig {
+            detect: ["email", "phone", "credit_card", "ssn", "iban"]
+                .map(String::from)
+                .to_vec(),
+            action: GuardAction::Redact,
+        }),
+        secrets: Some(SecretsGuardConfig {
+            action: GuardAction::Redact,
+        }),
+        holdback_bytes: 256,
+    };
+    let Ok(scanner) = OutputScanner::compile(&config, &["Bearer sk-upstream-0123456789".into()])
+    else {
+        panic!("bench scanner must compile");
+    };
+    let scanner = Arc::new(scanner);
+    let set = OutputGuardSet {
+        pii: true,
+        secrets: true,
+    };
+    let mut group = c.benchmark_group("output_guard");
+    for (name, api, stream) in [
+        (
+            "sse_chat_32KiB_in_1KiB_chunks",
+            LlmApi::OpenaiChat,
+            sse_stream(32 * 1024),
+        ),
+        (
+            "sse_anthropic_32KiB_in_1KiB_chunks",
+            LlmApi::AnthropicMessages,
+            anthropic_stream(32 * 1024),
+        ),
+        (
+            "sse_responses_32KiB_in_1KiB_chunks",
+            LlmApi::OpenaiResponses,
+            responses_stream(32 * 1024),
+        ),
+    ] {
+        group.throughput(Throughput::Bytes(stream.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut g = SseGuard::new(api, Guarding::new(scanner.clone(), set));
+                let mut out = Vec::with_capacity(stream.len() + 1024);
+                for chunk in black_box(&stream).chunks(1024) {
+                    g.feed(chunk, &mut out);
+                }
+                g.finish(&mut out);
+                out
+            })
+        });
+    }
+    let body = json_response();
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("json_response", |b| {
+        b.iter(|| {
+            let mut g = Guarding::new(scanner.clone(), set);
+            guard_json(LlmApi::OpenaiChat, &mut g, black_box(&body))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_prompt_estimation,
+    bench_usage,
+    bench_output_guard
+);
 criterion_main!(benches);

@@ -71,6 +71,7 @@ mod tests {
             target: Target::Llm {
                 api: Default::default(),
                 guards: Default::default(),
+                output: Default::default(),
             },
         }
     }

@@ -64,6 +64,7 @@ routes:
     rate_limit: { requests_per_minute: 1 }
     websocket: false
     api: openai_chat
+    output_guards: [pii]
 models:
   - name: m
     upstream: pool
@@ -86,6 +87,7 @@ guards:
   injection: { action: block, patterns: ["x"] }
   max_messages: 1
   max_prompt_tokens: 1
+  output: { pii: { detect: [email], action: redact }, secrets: { action: block }, holdback_bytes: 256 }
 store:
   kind: redis
   path: /tmp/u.db
@@ -215,6 +217,10 @@ const PUBLIC: &[&str] = &[
     "ledger.kind",
     "ledger.postgres_password_env",
     "ledger.postgres_password_file",
+    "guards.output.holdback_bytes",
+    "guards.output.pii.action",
+    "guards.output.pii.detect[]",
+    "guards.output.secrets.action",
     "limits.budgets[].scope",
     "limits.budgets[].tokens_per_day",
     "limits.budgets[].tokens_per_minute",
@@ -244,6 +250,7 @@ const PUBLIC: &[&str] = &[
     "observability.otlp.service_name",
     "routes[].api",
     "routes[].guards[]",
+    "routes[].output_guards[]",
     "routes[].kind",
     "routes[].methods[]",
     "routes[].name",

@@ -246,6 +246,9 @@ pub struct RouteConfig {
     /// `kind: llm` only: the API the route speaks (default `openai_chat`).
     #[serde(default)]
     pub api: Option<LlmApi>,
+    /// `kind: llm` only: guards on the model's answer (`pii`, `secrets`).
+    #[serde(default)]
+    pub output_guards: Vec<String>,
 }
 
 /// The LLM API of a `kind: llm` route: how its body is read, guarded,
@@ -386,6 +389,27 @@ pub struct GuardsConfig {
     pub max_messages: Option<usize>,
     #[serde(default)]
     pub max_prompt_tokens: Option<u64>,
+    /// Guards on the model's answer, for routes' `output_guards`.
+    #[serde(default)]
+    pub output: Option<OutputGuardsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputGuardsConfig {
+    #[serde(default)]
+    pub pii: Option<PiiGuardConfig>,
+    #[serde(default)]
+    pub secrets: Option<SecretsGuardConfig>,
+    /// Most streamed text held back while a match may still be completing.
+    #[serde(default = "defaults::holdback_bytes")]
+    pub holdback_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsGuardConfig {
+    pub action: GuardAction,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -593,6 +617,9 @@ mod defaults {
     }
     pub fn max_n() -> u64 {
         8
+    }
+    pub fn holdback_bytes() -> usize {
+        256
     }
     pub fn max_uri_bytes() -> usize {
         8192

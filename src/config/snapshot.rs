@@ -7,6 +7,7 @@ use super::problems::Problems;
 use super::schema::*;
 use crate::auth::api_key::KeyIndex;
 use crate::auth::Authenticator;
+use crate::guards::output::{OutputGuardSet, OutputScanner};
 use crate::guards::{GuardSet, Guards};
 use crate::limits::policy::BudgetPolicy;
 use crate::llm::model::Model;
@@ -35,7 +36,12 @@ pub enum Target {
     /// asks for it several times (peer, headers, breaker).
     Http { upstream: String, pool: Arc<Pool> },
     /// An LLM call of `api`; the request's model picks the pool.
-    Llm { api: LlmApi, guards: GuardSet },
+    Llm {
+        api: LlmApi,
+        guards: GuardSet,
+        /// Guards on the answer (empty: the answer is forwarded as is).
+        output: OutputGuardSet,
+    },
 }
 
 impl Route {
@@ -89,6 +95,8 @@ pub struct Snapshot {
     pub models: HashMap<String, Arc<Model>>,
     pub budgets: BudgetPolicy,
     pub guards: Option<Guards>,
+    /// `guards.output` compiled, with the gateway's own upstream secrets.
+    pub output_guards: Option<Arc<OutputScanner>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -157,6 +165,16 @@ impl Snapshot {
                 None
             }
         };
+        let output_guards = match config.guards.as_ref().and_then(|g| g.output.as_ref()) {
+            Some(output) => match OutputScanner::compile(output, &gateway_secrets(&pools)) {
+                Ok(scanner) => Some(Arc::new(scanner)),
+                Err(e) => {
+                    problems.push("guards.output", e);
+                    None
+                }
+            },
+            None => None,
+        };
         if !problems.is_empty() {
             return None;
         }
@@ -169,6 +187,7 @@ impl Snapshot {
             models,
             budgets,
             guards,
+            output_guards,
         })
     }
 
@@ -210,6 +229,7 @@ fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<
         RouteKind::Llm => Target::Llm {
             api: r.api.unwrap_or_default(),
             guards: GuardSet::parse(&r.guards).ok()?,
+            output: OutputGuardSet::parse(&r.output_guards).ok()?,
         },
     };
     Some(Route {
@@ -222,6 +242,31 @@ fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<
         websocket: r.websocket,
         target,
     })
+}
+
+/// Header names whose `set_headers` values are credentials.
+const CREDENTIAL_HINTS: &[&str] = &["auth", "key", "token", "secret", "password", "cookie"];
+
+/// The credentials the gateway sends upstream (`set_headers` values of
+/// credential headers, and the token after an auth scheme), which no
+/// answer may echo. Other set headers (`anthropic-version: 2023-06-01`)
+/// are not secrets and would match ordinary text.
+fn gateway_secrets(pools: &HashMap<String, Arc<Pool>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for pool in pools.values() {
+        for (name, value) in &pool.set_headers {
+            let name = name.as_str();
+            if !CREDENTIAL_HINTS.iter().any(|h| name.contains(h)) {
+                continue;
+            }
+            let Ok(value) = value.to_str() else { continue };
+            out.push(value.to_string());
+            if let Some((_scheme, token)) = value.split_once(' ') {
+                out.push(token.trim().to_string());
+            }
+        }
+    }
+    out
 }
 
 fn compile_auth(keys: KeyIndex, jwt: Option<&JwtConfig>, problems: &mut Problems) -> Authenticator {

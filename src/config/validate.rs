@@ -376,6 +376,7 @@ fn routes(config: &Config, p: &mut Problems) {
                 );
             }
         }
+        output_guards(config, route, &path, p);
         if route.rate_limit.is_some_and(|r| r.requests_per_minute == 0) {
             p.push(
                 format!("{path}.rate_limit.requests_per_minute"),
@@ -507,7 +508,60 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
     }
 }
 
+/// A route's `output_guards`: known, configured, on llm routes only.
+fn output_guards(config: &Config, route: &RouteConfig, path: &str, p: &mut Problems) {
+    if !route.output_guards.is_empty() && route.kind != RouteKind::Llm {
+        p.push(
+            format!("{path}.output_guards"),
+            "only kind: llm routes have output guards",
+        );
+    }
+    let output = config.guards.as_ref().and_then(|g| g.output.as_ref());
+    for (j, guard) in route.output_guards.iter().enumerate() {
+        let gpath = format!("{path}.output_guards[{j}]");
+        let configured = match guard.as_str() {
+            "pii" => output.is_some_and(|o| o.pii.is_some()),
+            "secrets" => output.is_some_and(|o| o.secrets.is_some()),
+            _ => {
+                p.push(
+                    gpath,
+                    format!("unknown output guard '{guard}' (known: pii, secrets)"),
+                );
+                continue;
+            }
+        };
+        if !configured {
+            p.push(
+                gpath,
+                format!("output guard '{guard}' has no section under guards.output:"),
+            );
+        }
+    }
+}
+
 fn guards_section(g: &GuardsConfig, p: &mut Problems) {
+    if let Some(output) = &g.output {
+        if let Some(pii) = &output.pii {
+            for (i, kind) in pii.detect.iter().enumerate() {
+                if !KNOWN_PII.contains(&kind.as_str()) {
+                    p.push(
+                        format!("guards.output.pii.detect[{i}]"),
+                        format!(
+                            "unknown PII kind '{kind}' (known: {})",
+                            KNOWN_PII.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        let min = crate::guards::output::MIN_HOLDBACK;
+        if output.holdback_bytes < min {
+            p.push(
+                "guards.output.holdback_bytes",
+                format!("must be at least {min} (the longest pattern's window)"),
+            );
+        }
+    }
     if let Some(pii) = &g.pii {
         for (i, kind) in pii.detect.iter().enumerate() {
             if !KNOWN_PII.contains(&kind.as_str()) {

@@ -5,6 +5,7 @@
 pub mod clean_cache;
 pub mod injection;
 pub mod normalize;
+pub mod output;
 pub mod pii;
 
 use crate::config::schema::{GuardAction, GuardsConfig};
@@ -97,7 +98,7 @@ impl Guards {
                         redacted
                     };
                     if chat.map_texts(redact) > 0 {
-                        metrics::inc(&metrics::GUARD_ACTIONS, &["pii", "redact"]);
+                        metrics::inc(&metrics::GUARD_ACTIONS, &["pii", "redact", "input"]);
                     }
                 }
                 GuardAction::Block | GuardAction::Log => {
@@ -118,11 +119,11 @@ impl Guards {
 fn act(guard: &str, action: GuardAction) -> Result<(), GatewayError> {
     match action {
         GuardAction::Block => {
-            metrics::inc(&metrics::GUARD_ACTIONS, &[guard, "block"]);
+            metrics::inc(&metrics::GUARD_ACTIONS, &[guard, "block", "input"]);
             Err(GatewayError::GuardBlocked(guard.to_string()))
         }
         GuardAction::Log | GuardAction::Redact => {
-            metrics::inc(&metrics::GUARD_ACTIONS, &[guard, "log"]);
+            metrics::inc(&metrics::GUARD_ACTIONS, &[guard, "log", "input"]);
             tracing::warn!(guard, "guard matched (action: log)");
             Ok(())
         }
@@ -146,6 +147,7 @@ mod tests {
             }),
             max_messages: None,
             max_prompt_tokens: None,
+            output: None,
         };
         Guards::compile(&config).unwrap_or_else(|e| panic!("{e}"))
     }

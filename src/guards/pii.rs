@@ -53,7 +53,7 @@ impl PiiKind {
     }
 
     /// Checksum or range validation on a regex match.
-    fn confirms(self, text: &str) -> bool {
+    pub(crate) fn confirms(self, text: &str) -> bool {
         match self {
             PiiKind::CreditCard => luhn(text),
             PiiKind::Iban => iban_checksum(text),

@@ -34,6 +34,8 @@ pub struct LlmSummary {
     /// Usage was estimated: the upstream reported none.
     pub estimated: bool,
     pub stream: bool,
+    /// Kinds the output guards found in the answer (never the text).
+    pub output_guard: Vec<&'static str>,
 }
 
 pub struct LlmCall {
@@ -60,6 +62,8 @@ pub struct LlmCall {
     pub cut_off: bool,
     /// The client asked for an SSE stream.
     pub stream: bool,
+    /// Kinds the output guards found in the answer.
+    pub output_guard: Vec<&'static str>,
 }
 
 /// Identity and route facts the ledger row needs.
@@ -146,6 +150,7 @@ impl LlmCall {
             model: self.requested_model.clone(),
             api,
             stream: self.stream,
+            output_guard: std::mem::take(&mut self.output_guard),
             ..LlmSummary::default()
         };
         let reservation = self.reservation.take();

@@ -9,6 +9,7 @@ pub mod api;
 pub mod bpe;
 pub mod exchange;
 pub mod model;
+pub mod output_guard;
 pub mod pricing;
 pub mod pump;
 pub mod runaway;

@@ -11,6 +11,7 @@
 //! event by event exactly as before, since nothing here waits.
 
 use super::api::{Dialect, LlmApi};
+use super::output_guard::{SseGuard, SseVerdict};
 use super::runaway;
 use super::tokens;
 use super::usage::UsageParser;
@@ -38,6 +39,9 @@ pub enum PumpEnd {
     /// The upstream ran past the output cap and was cut off; the client's
     /// stream was ended cleanly in its API's format.
     CutOff,
+    /// An output guard blocked the answer; the client's stream was ended
+    /// with the API's content-filter ending.
+    Blocked,
     /// A side failed or went away.
     Failed,
 }
@@ -84,12 +88,14 @@ enum Read {
     Failed,
 }
 
-/// Copies the body, counting usage, until it ends or runs away.
+/// Copies the body, counting usage, until it ends or runs away. With an
+/// output guard, each read leaves as the guard rewrote it (whole events).
 pub async fn pump(
     session: &mut Session,
     upstream: &mut HttpSession,
     parser: &mut UsageParser,
     cut_off: &CutOff,
+    mut guard: Option<&mut SseGuard>,
 ) -> PumpEnd {
     loop {
         let read = tokio::select! {
@@ -103,12 +109,16 @@ pub async fn pump(
         };
         let first = match classify(read) {
             Read::Data(bytes) => bytes,
-            Read::End => return write(session, Bytes::new(), true).await,
+            Read::End => return end(session, parser, guard, Outgoing::new(Bytes::new())).await,
             Read::Failed => return PumpEnd::Failed,
         };
         if let Some(counted) = ran_away(parser, cut_off, &first).await {
-            return end_runaway(session, parser, cut_off, first, counted).await;
+            return end_runaway(session, parser, cut_off, first, counted, guard).await;
         }
+        let first = match filter(&mut guard, first) {
+            Ok(bytes) => bytes,
+            Err(before) => return end_blocked(session, parser, guard, before).await,
+        };
         let mut out = Outgoing::new(first);
         while out.len() < COALESCE_LIMIT {
             // Polled once: `None` when nothing more has arrived. Dropping a
@@ -124,11 +134,17 @@ pub async fn pump(
                         if write(session, out.into_bytes(), false).await == PumpEnd::Failed {
                             return PumpEnd::Failed;
                         }
-                        return end_runaway(session, parser, cut_off, more, counted).await;
+                        return end_runaway(session, parser, cut_off, more, counted, guard).await;
                     }
-                    out.push(&more);
+                    match filter(&mut guard, more) {
+                        Ok(more) => out.push(&more),
+                        Err(before) => {
+                            out.push(&before);
+                            return end_blocked(session, parser, guard, out.into_bytes()).await;
+                        }
+                    }
                 }
-                Read::End => return write(session, out.into_bytes(), true).await,
+                Read::End => return end(session, parser, guard, out).await,
                 // What was read before the upstream failed still reaches
                 // the client, as it would have without coalescing.
                 Read::Failed => {
@@ -141,6 +157,64 @@ pub async fn pump(
             return PumpEnd::Failed;
         }
     }
+}
+
+/// A read as it leaves: as it came without a guard (no copy), else the
+/// guard's rewrite; `Err` holds what leaves before a blocking match.
+fn filter(guard: &mut Option<&mut SseGuard>, bytes: Bytes) -> Result<Bytes, Bytes> {
+    let Some(g) = guard.as_deref_mut() else {
+        return Ok(bytes);
+    };
+    let mut out = Vec::with_capacity(bytes.len() + 64);
+    match g.feed(&bytes, &mut out) {
+        SseVerdict::Continue => Ok(Bytes::from(out)),
+        SseVerdict::Blocked => Err(Bytes::from(out)),
+    }
+}
+
+/// The upstream ended: a guard releases what it still held.
+async fn end(
+    session: &mut Session,
+    parser: &mut UsageParser,
+    guard: Option<&mut SseGuard>,
+    mut out: Outgoing,
+) -> PumpEnd {
+    if let Some(g) = guard {
+        let mut rest = Vec::new();
+        let verdict = g.finish(&mut rest);
+        out.push(&rest);
+        if verdict == SseVerdict::Blocked {
+            return end_blocked(session, parser, Some(g), out.into_bytes()).await;
+        }
+    }
+    write(session, out.into_bytes(), true).await
+}
+
+/// Ends a stream an output guard blocked: what was released before the
+/// match, then the API's content-filter ending. The output generated so
+/// far is billed (the parser saw every upstream byte).
+async fn end_blocked(
+    session: &mut Session,
+    parser: &mut UsageParser,
+    guard: Option<&mut SseGuard>,
+    before: Bytes,
+) -> PumpEnd {
+    tokens::load_off_loop().await;
+    let counted = parser.output_so_far();
+    let tail = guard.map(|g| g.ending(counted)).unwrap_or_default();
+    let written = async {
+        if !before.is_empty() {
+            session.write_response_body(Some(before), false).await?;
+        }
+        session
+            .write_response_body(Some(Bytes::from(tail)), true)
+            .await
+    }
+    .await;
+    if written.is_err() {
+        tracing::info!("client went away while its blocked stream was ended");
+    }
+    PumpEnd::Blocked
 }
 
 fn classify(read: pingora::Result<Option<Bytes>>) -> Read {
@@ -183,6 +257,7 @@ async fn end_runaway(
     cut_off: &CutOff,
     bytes: Bytes,
     counted: u64,
+    guard: Option<&mut SseGuard>,
 ) -> PumpEnd {
     tracing::warn!(
         model = %cut_off.model,
@@ -190,9 +265,16 @@ async fn end_runaway(
         counted,
         "upstream stream ran past the output cap: cut off"
     );
-    let whole = parser
+    let mut whole = parser
         .last_event_end()
         .map_or_else(Bytes::new, |end| bytes.slice(..end));
+    if let Some(g) = guard {
+        // Guarded like any read; text still held back is dropped with
+        // the rest of the runaway answer.
+        let mut out = Vec::new();
+        g.feed(&whole, &mut out);
+        whole = Bytes::from(out);
+    }
     let tail = Bytes::from(cut_off.api.cut_off_tail(&cut_off.model, counted));
     let written = async {
         if !whole.is_empty() {

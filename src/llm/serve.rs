@@ -14,6 +14,7 @@ use super::account::{billed_by_count, LlmCall};
 use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
+use super::output_guard::{guard_json, Guarding, SseGuard};
 use super::pump::{pump, CutOff, PumpEnd};
 use super::tokens;
 use super::usage::UsageParser;
@@ -23,14 +24,18 @@ use crate::config::snapshot::Target;
 use crate::ctx::RequestCtx;
 use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
+use crate::guards::output::Findings;
 use crate::limits::budget::{Charge, LimitKind, ScopeKey};
 use crate::limits::store::{Reservation, Store};
 use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
+use crate::observe::metrics;
 use crate::state::GatewayState;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,8 +83,12 @@ async fn serve_call(
     pending: &mut Option<Question>,
 ) -> Result<(), Refusal> {
     let snapshot = ctx.snapshot.clone();
-    let Some((api, guards)) = ctx.route().and_then(|r| match &r.target {
-        Target::Llm { api, guards } => Some((*api, *guards)),
+    let Some((api, guards, output)) = ctx.route().and_then(|r| match &r.target {
+        Target::Llm {
+            api,
+            guards,
+            output,
+        } => Some((*api, *guards, *output)),
         Target::Http { .. } => None,
     }) else {
         return Err(GatewayError::Internal("llm call on a route of another kind".into()).into());
@@ -190,6 +199,7 @@ async fn serve_call(
         parsed: None,
         cut_off: false,
         stream: request.is_stream(),
+        output_guard: Vec::new(),
     });
 
     let opened = exchange::open(
@@ -201,8 +211,13 @@ async fn serve_call(
         client_ip,
     )
     .await?;
-    stream_back(state, session, ctx, opened).await;
-    Ok(())
+    // Only a route naming output guards pays for them.
+    let guarding = snapshot
+        .output_guards
+        .as_ref()
+        .filter(|scanner| !output.is_empty() && scanner.guards_any(output))
+        .map(|scanner| Guarding::new(scanner.clone(), output));
+    stream_back(state, session, ctx, opened, guarding).await
 }
 
 /// Bodies above this are tokenized on the blocking pool: BPE costs about
@@ -437,7 +452,8 @@ async fn stream_back(
     session: &mut Session,
     ctx: &mut RequestCtx,
     opened: Opened,
-) {
+    guarding: Option<Guarding>,
+) -> Result<(), Refusal> {
     let Opened {
         session: mut upstream,
         peer,
@@ -470,9 +486,21 @@ async fn stream_back(
         Err(e) => {
             tracing::error!("building the client response failed: {e}");
             upstream.shutdown().await;
-            return;
+            return Ok(());
         }
     };
+    let mut sse_guard = None;
+    if let Some(g) = guarding {
+        // An error answer is the upstream's, not the model's: only the
+        // gateway's own secrets are taken out of it.
+        let answer = (200..300).contains(&status);
+        if !parser.is_sse() || !answer {
+            let read = (&mut upstream, &mut parser);
+            let end = guarded_json(session, read, header, (api, answer), g, ctx).await?;
+            return finish_call(state, ctx, parser, upstream, peer, body, api, status, end).await;
+        }
+        sse_guard = Some(SseGuard::new(api, g));
+    }
     // While the answer streams we watch the client socket for a close.
     // Pipelining keeps a next request that arrives meanwhile (its bytes are
     // stashed for it, not consumed), and abort-on-close turns a FIN into
@@ -485,8 +513,36 @@ async fn stream_back(
         .await
         .is_ok()
     {
-        end = pump(session, &mut upstream, &mut parser, &cut_off).await;
+        end = pump(
+            session,
+            &mut upstream,
+            &mut parser,
+            &cut_off,
+            sse_guard.as_mut(),
+        )
+        .await;
     }
+    if let Some(g) = &sse_guard {
+        record_findings(ctx, g.findings());
+    }
+    finish_call(state, ctx, parser, upstream, peer, body, api, status, end).await
+}
+
+/// Settles what the answer revealed and returns the upstream connection:
+/// pooled after a clean end, closed otherwise (providers stop generating,
+/// and billing, when the connection goes).
+#[allow(clippy::too_many_arguments)]
+async fn finish_call(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    mut parser: UsageParser,
+    upstream: HttpSession,
+    peer: Box<HttpPeer>,
+    body: Bytes,
+    api: LlmApi,
+    status: u16,
+    end: PumpEnd,
+) -> Result<(), Refusal> {
     if parser.needs_text_count() {
         tokens::load_off_loop().await;
     }
@@ -498,16 +554,89 @@ async fn stream_back(
         call.parsed = Some(parsed);
         call.cut_off = end == PumpEnd::CutOff;
     }
-    // A cut-off upstream is closed, not pooled: providers stop generating
-    // (and billing) when the connection goes.
     if end == PumpEnd::Clean {
         state
             .connector
             .release_http_session(upstream, &*peer, Some(UPSTREAM_IDLE))
             .await;
     } else {
+        let mut upstream = upstream;
         upstream.shutdown().await;
     }
+    Ok(())
+}
+
+/// Counts the guards' actions and keeps the kinds for the access log.
+fn record_findings(ctx: &mut RequestCtx, findings: Findings) {
+    if findings.is_empty() {
+        return;
+    }
+    for (guard, action) in findings.actions() {
+        metrics::inc(&metrics::GUARD_ACTIONS, &[guard, action, "output"]);
+    }
+    let kinds = findings.kinds();
+    tracing::warn!(kinds = ?kinds, "output guard matched");
+    if let Some(call) = ctx.llm.as_mut() {
+        call.output_guard = kinds;
+    }
+}
+
+/// A JSON answer under output guards: read whole (it is parsed for usage
+/// anyway), guarded, sent with its new length.
+/// `answer`: a 2xx model answer (else an error body: secrets only).
+async fn guarded_json(
+    session: &mut Session,
+    (upstream, parser): (&mut HttpSession, &mut UsageParser),
+    mut header: ResponseHeader,
+    (api, answer): (LlmApi, bool),
+    mut g: Guarding,
+    ctx: &mut RequestCtx,
+) -> Result<PumpEnd, Refusal> {
+    let mut body = Vec::new();
+    loop {
+        match upstream.read_response_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_USAGE_BUFFER {
+                    // Fails closed: an answer too large to guard is not sent.
+                    return Err(
+                        GatewayError::UpstreamError("answer too large to guard".into()).into(),
+                    );
+                }
+                parser.feed(&chunk);
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("upstream failed mid-response: {e}");
+                return Ok(PumpEnd::Failed);
+            }
+        }
+    }
+    let guarded = if answer {
+        guard_json(api, &mut g, &body)
+    } else {
+        g.scrub_error_body(&body)
+    };
+    let body = guarded.unwrap_or(body);
+    record_findings(ctx, g.findings);
+    header.remove_header(&http::header::TRANSFER_ENCODING);
+    header
+        .insert_header(http::header::CONTENT_LENGTH, body.len())
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let written = async {
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await
+    }
+    .await;
+    Ok(if written.is_ok() {
+        PumpEnd::Clean
+    } else {
+        PumpEnd::Failed
+    })
 }
 
 /// The prompt's exact estimate from the body as sent upstream (its texts

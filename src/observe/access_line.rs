@@ -34,6 +34,9 @@ pub struct AccessLine<'a> {
     pub method: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<&'a str>,
+    /// Kinds the output guards found (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_guard: Option<&'a [&'static str]>,
     pub path: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u64>,
@@ -93,6 +96,9 @@ impl<'a> AccessLine<'a> {
             log: "access",
             method: facts.method,
             model: llm.map(|l| l.model.as_str()),
+            output_guard: llm
+                .map(|l| l.output_guard.as_slice())
+                .filter(|k| !k.is_empty()),
             path: facts.path,
             prompt_tokens: llm.map(|l| l.prompt_tokens),
             request_id: facts.request_id,

@@ -41,7 +41,7 @@ metric!(LLM_TOKENS: IntCounterVec = register_int_counter_vec!(
 metric!(LLM_COST: CounterVec = register_counter_vec!(
     "tollgate_llm_cost_usd_total", "LLM cost billed in USD", &["model", "tenant"]));
 metric!(GUARD_ACTIONS: IntCounterVec = register_int_counter_vec!(
-    "tollgate_guard_actions_total", "Guard decisions", &["guard", "action"]));
+    "tollgate_guard_actions_total", "Guard decisions", &["guard", "action", "direction"]));
 metric!(PEER_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
     "tollgate_upstream_peer_healthy", "1 when the peer passes health checks", &["upstream", "peer"]));
 metric!(CIRCUIT_OPEN: IntGaugeVec = register_int_gauge_vec!(

@@ -44,12 +44,12 @@ pub(super) async fn messages(
         .unwrap_or("unknown")
         .to_string();
     let input = input_tokens(&request);
-    let output = knobs.completion(request.get("max_tokens").and_then(Value::as_u64));
+    let output = knobs.output(request.get("max_tokens").and_then(Value::as_u64));
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
         let mut answer = json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": llm::words(output)}],
+            "content": [{"type": "text", "text": knobs.text(output)}],
             "stop_reason": "end_turn", "stop_sequence": null,
             "backend": backend,
             "upstream_path": llm::request_target(session),
@@ -82,7 +82,7 @@ pub(super) async fn messages(
     llm::send_named(session, "ping", &json!({"type": "ping"})).await?;
     for i in 0..output {
         let delta = json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": llm::token(i)}});
+            "delta": {"type": "text_delta", "text": knobs.piece(i)}});
         llm::send_named(session, "content_block_delta", &delta).await?;
         knobs.pace(i + 1).await;
     }

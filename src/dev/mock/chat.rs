@@ -51,7 +51,7 @@ pub(super) async fn complete(
         .get("max_completion_tokens")
         .or_else(|| request.get("max_tokens"))
         .and_then(Value::as_u64);
-    let completion = knobs.completion(cap);
+    let completion = knobs.output(cap);
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
         let mut answer = json!({
@@ -62,7 +62,7 @@ pub(super) async fn complete(
             "upstream_path": llm::request_target(session),
             "received": request,
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": llm::words(completion)}}],
+                         "message": {"role": "assistant", "content": knobs.text(completion)}}],
         });
         if !knobs.no_usage {
             answer["usage"] = usage(prompt, completion, &knobs);
@@ -78,7 +78,7 @@ pub(super) async fn complete(
     for i in 0..completion {
         let chunk = json!({
             "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-            "choices": [{"index": 0, "delta": {"content": llm::token(i)}}]
+            "choices": [{"index": 0, "delta": {"content": knobs.piece(i)}}]
         });
         llm::send_data(session, &chunk.to_string()).await?;
         knobs.pace(i + 1).await;

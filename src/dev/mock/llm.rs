@@ -32,6 +32,11 @@ pub(super) struct Knobs {
     pub cache_write: u64,
     /// Reported reasoning tokens (inside the output).
     pub reasoning: u64,
+    /// `x-mock-answer-b64`: the answer's text pieces (base64 of a JSON
+    /// array of strings): one streamed delta each, joined in JSON.
+    /// `x-mock-echo-header: NAME` answers with that request header's value
+    /// (what the gateway sent upstream), split in three pieces.
+    pub answer: Option<Vec<String>>,
 }
 
 impl Knobs {
@@ -45,7 +50,34 @@ impl Knobs {
             cached: header_u64(session, "x-mock-cached-tokens").unwrap_or(0),
             cache_write: header_u64(session, "x-mock-cache-write-tokens").unwrap_or(0),
             reasoning: header_u64(session, "x-mock-reasoning-tokens").unwrap_or(0),
+            answer: answer(session),
         }
+    }
+
+    /// Output events (and tokens reported) of an answer whose limit is
+    /// `cap`: the chosen pieces, or `completion` tokens.
+    pub fn output(&self, cap: Option<u64>) -> u64 {
+        match &self.answer {
+            Some(pieces) => pieces.len() as u64,
+            None => self.completion(cap),
+        }
+    }
+
+    /// The text of the i-th output event (never built for all at once:
+    /// an endless stream has a billion).
+    pub fn piece(&self, i: u64) -> &str {
+        match &self.answer {
+            Some(pieces) => usize::try_from(i)
+                .ok()
+                .and_then(|i| pieces.get(i))
+                .map_or("", String::as_str),
+            None => token(i),
+        }
+    }
+
+    /// The whole text of `n` output events.
+    pub fn text(&self, n: u64) -> String {
+        (0..n).map(|i| self.piece(i)).collect()
     }
 
     /// Output tokens for a request whose limit is `cap`.
@@ -68,6 +100,25 @@ impl Knobs {
     }
 }
 
+fn answer(session: &ServerSession) -> Option<Vec<String>> {
+    use base64::Engine;
+    if let Some(name) = session.get_header("x-mock-echo-header") {
+        let name = name.to_str().ok()?;
+        let value = session.get_header(name)?.to_str().ok()?.to_string();
+        let (a, b) = value.split_at(value.len() / 2);
+        return Some(vec![
+            format!("Sure, the header is {a}"),
+            b.to_string(),
+            " - anything else?".to_string(),
+        ]);
+    }
+    let encoded = session.get_header("x-mock-answer-b64")?.as_bytes();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
 /// Prompt tokens as the mock counts them: one per 4 bytes of text.
 /// Deterministic, not realistic.
 pub(super) fn text_tokens(text: &str) -> u64 {
@@ -88,18 +139,6 @@ pub(super) fn content_tokens(content: Option<&Value>) -> u64 {
             .sum(),
         _ => 0,
     }
-}
-
-/// `count` tokens of text: "tok tok tok ...".
-pub(super) fn words(count: u64) -> String {
-    let mut text = String::with_capacity(count.min(1 << 20) as usize * 4);
-    for i in 0..count {
-        if i > 0 {
-            text.push(' ');
-        }
-        text.push_str("tok");
-    }
-    text
 }
 
 /// The text of the i-th streamed token.

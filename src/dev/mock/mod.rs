@@ -20,6 +20,9 @@
 //! - `x-mock-stall-after: 5` stop sending (connection kept open) after 5
 //!   output events
 //! - `x-mock-no-usage: 1` never report usage
+//! - `x-mock-answer-b64: BASE64(["Hel", "lo"])` answer with these text
+//!   pieces (one streamed delta each); `x-mock-echo-header: NAME` answer
+//!   with the value of the request header NAME (as the gateway sent it)
 //! - `x-mock-cached-tokens: 64`, `x-mock-cache-write-tokens: 32`,
 //!   `x-mock-reasoning-tokens: 8` token classes to report
 //! - chat only: `x-mock-json-bytes: N` (an N-byte JSON answer),

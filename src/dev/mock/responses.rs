@@ -60,11 +60,11 @@ pub(super) async fn create(
         .unwrap_or("unknown")
         .to_string();
     let input = input_tokens(&request);
-    let output = knobs.completion(request.get("max_output_tokens").and_then(Value::as_u64));
+    let output = knobs.output(request.get("max_output_tokens").and_then(Value::as_u64));
     let usage = (!knobs.no_usage).then(|| usage(input, output, &knobs));
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
-        let mut answer = response(&model, "completed", &llm::words(output), usage);
+        let mut answer = response(&model, "completed", &knobs.text(output), usage);
         answer["backend"] = json!(backend);
         answer["upstream_path"] = json!(llm::request_target(session));
         answer["received"] = request;
@@ -99,12 +99,12 @@ pub(super) async fn create(
         let (n, d) = send(
             "response.output_text.delta",
             json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
-                "delta": llm::token(i)}),
+                "delta": knobs.piece(i)}),
         );
         llm::send_named(session, n, &d).await?;
         knobs.pace(i + 1).await;
     }
-    let text = llm::words(output);
+    let text = knobs.text(output);
     let (n, d) = send(
         "response.output_text.done",
         json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "text": text}),
