@@ -9,94 +9,11 @@
 
 mod common;
 
+use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            skipped("redis-server is not installed (`make test` installs it)");
-            return None;
-        }
-        let mut redis = Redis {
-            port: free_port(),
-            child: None,
-        };
-        redis.restart();
-        Some(redis)
-    }
-
-    /// Starts redis-server on its port (again, after `kill`), empty.
-    fn restart(&mut self) {
-        self.spawn(&["--port", &self.port.to_string()]);
-    }
-
-    /// TLS only (the fixtures' `localhost` certificate), with a password.
-    fn start_tls(password: &str) -> Option<Redis> {
-        let mut redis = Redis::start()?;
-        redis.kill();
-        let fixture =
-            |name: &str| format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"));
-        redis.spawn(&[
-            "--port",
-            "0",
-            "--tls-port",
-            &redis.port.to_string(),
-            "--tls-cert-file",
-            &fixture("server.pem"),
-            "--tls-key-file",
-            &fixture("server.key.pem"),
-            "--tls-ca-cert-file",
-            &fixture("ca.pem"),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            password,
-        ]);
-        Some(redis)
-    }
-
-    fn spawn(&mut self, args: &[&str]) {
-        let child = Command::new("redis-server")
-            .args(args)
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        assert!(
-            wait_for_port(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10)),
-            "redis-server did not start"
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The config both instances of a test run: a support pool and an LLM pool
 /// on `backend`, counters in `redis`, `on_store_error` as given; bob and

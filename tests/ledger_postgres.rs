@@ -12,64 +12,11 @@
 mod common;
 
 use common::postgres::{HostAuth, Postgres, PASSWORD};
+use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            eprintln!("SKIPPED: redis-server is not installed (`make test` installs it)");
-            return None;
-        }
-        let mut redis = Redis {
-            port: free_port(),
-            child: None,
-        };
-        redis.restart();
-        Some(redis)
-    }
-
-    /// Starts redis-server on its port (again, after `kill`), empty.
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        assert!(
-            wait_for_port(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10)),
-            "redis-server did not start"
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Redis and PostgreSQL, or None (skipped) when either is not installed.
 fn servers() -> Option<(Redis, Postgres)> {
@@ -234,15 +181,21 @@ fn assert_all_rows_once(pg: &Postgres, calls: u64) {
     );
 }
 
-#[test]
-fn migrations_run_once_when_two_instances_migrate_at_once() {
-    let Some(pg) = Postgres::start() else { return };
+/// The ledger's connection settings for `pg`, as `ledger.kind: postgres`
+/// with its URL compiles them.
+fn pg_settings(pg: &Postgres) -> tollgate::ledger::postgres::PgSettings {
     let ledger = tollgate::config::schema::LedgerConfig {
         kind: tollgate::config::schema::LedgerKind::Postgres,
         postgres_url: Some(tollgate::config::secret::Secret::new(pg.url())),
         ..Default::default()
     };
-    let settings = tollgate::ledger::postgres::PgSettings::from_config(&ledger).unwrap();
+    tollgate::ledger::postgres::PgSettings::from_config(&ledger).unwrap()
+}
+
+#[test]
+fn migrations_run_once_when_two_instances_migrate_at_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let settings = pg_settings(&pg);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let applied: Vec<usize> = runtime.block_on(async {
         let migrate = || async {
@@ -513,10 +466,7 @@ fn first_call_after_redis_returns_is_served_on_both_instances() {
 #[test]
 fn check_warns_when_redis_counters_meet_a_per_instance_ledger() {
     let backend = Backend::start();
-    let redis = Redis {
-        port: 6390,
-        child: None,
-    };
+    let redis = Redis::unstarted(6390);
     let shared = config(
         &backend,
         &redis,
@@ -603,12 +553,7 @@ fn redis_restarted_empty_mid_day_the_daily_budget_still_holds() {
 #[ignore]
 fn ledger_figures() {
     let Some(pg) = Postgres::start() else { return };
-    let ledger = tollgate::config::schema::LedgerConfig {
-        kind: tollgate::config::schema::LedgerKind::Postgres,
-        postgres_url: Some(tollgate::config::secret::Secret::new(pg.url())),
-        ..Default::default()
-    };
-    let settings = tollgate::ledger::postgres::PgSettings::from_config(&ledger).unwrap();
+    let settings = pg_settings(&pg);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let now_ms = tollgate::limits::window::now_unix() * 1000;
     // Write throughput: the forwarder's statement, 2,000-row batches.

@@ -60,6 +60,11 @@ fn action_name(a: GuardAction) -> &'static str {
 }
 
 fn config(llm: &str, action: GuardAction) -> String {
+    builder(llm, action).render()
+}
+
+/// Routes: plain (no output guards), chat, messages, responses.
+fn builder(llm: &str, action: GuardAction) -> ConfigBuilder {
     let a = action_name(action);
     let guarded = |route: Route| route.set("output_guards", ["pii", "secrets"]);
     ConfigBuilder::new()
@@ -87,7 +92,6 @@ fn config(llm: &str, action: GuardAction) -> String {
                 "output:\n  pii: {{ detect: [email, phone, credit_card, ssn, iban], action: {a} }}\n  secrets: {{ action: {a} }}\n"
             ),
         )
-        .render()
 }
 
 /// The guard the gateway applies, run here on the whole answer.
@@ -353,12 +357,7 @@ fn block_ends_every_api_with_its_content_filter_ending_and_bills() {
             "{row:?}"
         );
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     assert!(
         metrics.contains(
             r#"tollgate_guard_actions_total{action="block",direction="output",guard="pii"}"#
@@ -394,12 +393,7 @@ fn log_passes_the_answer_through_unchanged_and_logs_the_kinds() {
         assert!(Instant::now() < deadline, "access log: {lines:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     for guard in ["pii", "secrets"] {
         let needle = format!(
             r#"tollgate_guard_actions_total{{action="log",direction="output",guard="{guard}"}}"#
@@ -513,23 +507,23 @@ fn config_check_names_every_output_guard_problem() {
     let good = fill_placeholders(&config("127.0.0.1:1", GuardAction::Redact));
     let (code, out, err) = run_check(&good);
     assert_eq!(code, 0, "{out}{err}");
-    let bad = good
-        .replace(
-            "api: anthropic_messages, output_guards: [pii, secrets]",
-            "api: anthropic_messages, output_guards: [pii, tone]",
-        )
-        .replace("    secrets: { action: redact }\n", "    holdback_bytes: 64\n")
-        .replace(
-            "  - { name: plain,",
-            "  - { name: web, path: /web, methods: [GET], upstream: llm, output_guards: [pii] }\n  - { name: plain,",
-        );
+    let bad = fill_placeholders(
+        &builder("127.0.0.1:1", GuardAction::Redact)
+            .with_route("messages", |r| r.set("output_guards", ["pii", "tone"]))
+            .section(
+                "guards",
+                "output:\n  pii: { detect: [email], action: redact }\n  holdback_bytes: 64\n",
+            )
+            .route(Route::http("web", "/web", &["GET"], "llm").set("output_guards", ["pii"]))
+            .render(),
+    );
     let (code, out, err) = run_check(&bad);
     let all = format!("{out}{err}");
     assert_eq!(code, 1, "{all}");
     for problem in [
-        "routes[0].output_guards: only kind: llm routes have output guards",
-        "routes[3].output_guards[1]: unknown output guard 'tone'",
-        "routes[2].output_guards[1]: output guard 'secrets' has no section under guards.output:",
+        "routes[4].output_guards: only kind: llm routes have output guards",
+        "routes[2].output_guards[1]: unknown output guard 'tone'",
+        "routes[1].output_guards[1]: output guard 'secrets' has no section under guards.output:",
         "guards.output.holdback_bytes: must be at least 240",
     ] {
         assert!(all.contains(problem), "{problem} not in:\n{all}");

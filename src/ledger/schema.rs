@@ -10,10 +10,11 @@ use std::time::Duration;
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SCHEMA_VERSION: i64 = 3;
 
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS usage (
-    id                INTEGER PRIMARY KEY,
-    time_ms           INTEGER NOT NULL,
+/// The columns a usage row has in both SQLite tables (the ledger's `usage`
+/// and the PostgreSQL spool), up to `estimated`.
+macro_rules! usage_row_columns {
+    () => {
+        "    time_ms           INTEGER NOT NULL,
     request_id        TEXT    NOT NULL,
     user_id           TEXT,
     tenant_id         TEXT,
@@ -28,12 +29,23 @@ CREATE TABLE IF NOT EXISTS usage (
     micro_usd         INTEGER NOT NULL,
     status            INTEGER NOT NULL,
     estimated         INTEGER NOT NULL,
-    api               TEXT    NOT NULL DEFAULT 'openai_chat',
+"
+    };
+}
+
+pub(super) const SCHEMA: &str = concat!(
+    "
+CREATE TABLE IF NOT EXISTS usage (
+    id                INTEGER PRIMARY KEY,
+",
+    usage_row_columns!(),
+    "    api               TEXT    NOT NULL DEFAULT 'openai_chat',
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
     over_cap          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
-";
+"
+);
 
 /// Daily totals per tenant, user and model, kept by a trigger in the same
 /// transaction as the rows: the usage report (report.rs) reads this instead
@@ -95,29 +107,18 @@ ALTER TABLE usage ADD COLUMN over_cap INTEGER NOT NULL DEFAULT 0;
 /// order, deleting each batch once PostgreSQL has committed it. No index
 /// but the id: rows are only read front to back. AUTOINCREMENT: an id is
 /// never reused, even once the spool was empty (see spool.rs).
-const SPOOL_SCHEMA: &str = "
+const SPOOL_SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS spool (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
-    time_ms           INTEGER NOT NULL,
-    request_id        TEXT    NOT NULL,
-    user_id           TEXT,
-    tenant_id         TEXT,
-    key_id            TEXT,
-    route             TEXT    NOT NULL,
-    model             TEXT    NOT NULL,
-    upstream_model    TEXT    NOT NULL,
-    prompt_tokens     INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cached_tokens     INTEGER NOT NULL,
-    reasoning_tokens  INTEGER NOT NULL,
-    micro_usd         INTEGER NOT NULL,
-    status            INTEGER NOT NULL,
-    estimated         INTEGER NOT NULL,
-    api               TEXT    NOT NULL,
+",
+    usage_row_columns!(),
+    "    api               TEXT    NOT NULL,
     cache_write_tokens INTEGER NOT NULL,
     over_cap          INTEGER NOT NULL
 );
-";
+"
+);
 
 /// The table the writer thread inserts into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub use config::{Budget, ConfigBuilder, Fields, Model, Pool, Route};
 pub use llm::*;
 
 pub mod postgres;
+pub mod redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -32,20 +32,16 @@ fn usage(input: u64, output: u64, knobs: &Knobs) -> Value {
 pub(super) async fn messages(
     session: &mut ServerSession,
     backend: &str,
-    body: &[u8],
+    call: llm::Call,
 ) -> pingora::Result<()> {
-    let Some(request) = llm::parse_request(body) else {
-        return llm::invalid_json(session).await;
-    };
-    let knobs = Knobs::read(session);
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
+    let llm::Call {
+        request,
+        knobs,
+        model,
+        stream,
+    } = call;
     let input = input_tokens(&request);
     let output = knobs.output(request.get("max_tokens").and_then(Value::as_u64));
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
         let mut answer = json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,

@@ -32,27 +32,20 @@ fn usage(prompt: u64, completion: u64, knobs: &Knobs) -> Value {
 pub(super) async fn complete(
     session: &mut ServerSession,
     backend: &str,
-    body: &[u8],
+    call: llm::Call,
 ) -> pingora::Result<()> {
-    if llm::misbehave(session).await? {
-        return Ok(());
-    }
-    let Some(request) = llm::parse_request(body) else {
-        return llm::invalid_json(session).await;
-    };
-    let knobs = Knobs::read(session);
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
+    let llm::Call {
+        request,
+        knobs,
+        model,
+        stream,
+    } = call;
     let prompt = prompt_tokens(&request);
     let cap = request
         .get("max_completion_tokens")
         .or_else(|| request.get("max_tokens"))
         .and_then(Value::as_u64);
     let completion = knobs.output(cap);
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
         let mut answer = json!({
             "id": "chatcmpl-mock",

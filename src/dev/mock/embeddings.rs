@@ -36,12 +36,10 @@ fn vector(index: usize) -> Vec<f32> {
 pub(super) async fn create(
     session: &mut ServerSession,
     backend: &str,
-    body: &[u8],
+    call: llm::Call,
 ) -> pingora::Result<()> {
-    let Some(request) = llm::parse_request(body) else {
-        return llm::invalid_json(session).await;
-    };
-    let no_usage = session.get_header("x-mock-no-usage").is_some();
+    let llm::Call { request, knobs, .. } = call;
+    let no_usage = knobs.no_usage;
     let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let inputs = inputs(&request);
     let prompt: u64 = inputs.iter().sum();

@@ -150,6 +150,40 @@ pub(super) fn token(i: u64) -> &'static str {
     }
 }
 
+/// What every API handler reads first.
+pub(super) struct Call {
+    pub request: Value,
+    pub knobs: Knobs,
+    /// The body's `model` ("unknown" when absent).
+    pub model: String,
+    pub stream: bool,
+}
+
+/// The call in `body`, or `None` once a 400 for a body that is not a JSON
+/// object has been answered.
+pub(super) async fn read_call(
+    session: &mut ServerSession,
+    body: &[u8],
+) -> pingora::Result<Option<Call>> {
+    let Some(request) = parse_request(body) else {
+        invalid_json(session).await?;
+        return Ok(None);
+    };
+    let knobs = Knobs::read(session);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    Ok(Some(Call {
+        request,
+        knobs,
+        model,
+        stream,
+    }))
+}
+
 pub(super) fn parse_request(body: &[u8]) -> Option<Value> {
     serde_json::from_slice::<Value>(body)
         .ok()

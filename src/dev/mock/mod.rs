@@ -73,6 +73,53 @@ impl MockBackend {
     }
 }
 
+/// The LLM APIs the mock answers.
+#[derive(Clone, Copy)]
+enum MockApi {
+    Chat,
+    Messages,
+    Responses,
+    Embeddings,
+}
+
+impl MockApi {
+    fn of(path: &str) -> Option<MockApi> {
+        [
+            ("/chat/completions", MockApi::Chat),
+            ("/messages", MockApi::Messages),
+            ("/responses", MockApi::Responses),
+            ("/embeddings", MockApi::Embeddings),
+        ]
+        .into_iter()
+        .find_map(|(suffix, api)| llm_api_path(path, suffix).then_some(api))
+    }
+}
+
+impl MockBackend {
+    /// One LLM call: misbehaviour knobs (chat), the body read as a call,
+    /// then the API's handler.
+    async fn llm_call(
+        &self,
+        session: &mut ServerSession,
+        api: MockApi,
+        body: &[u8],
+    ) -> pingora::Result<()> {
+        if matches!(api, MockApi::Chat) && llm::misbehave(session).await? {
+            return Ok(());
+        }
+        let Some(call) = llm::read_call(session, body).await? else {
+            return Ok(());
+        };
+        let backend = &self.name;
+        match api {
+            MockApi::Chat => chat::complete(session, backend, call).await,
+            MockApi::Messages => anthropic::messages(session, backend, call).await,
+            MockApi::Responses => responses::create(session, backend, call).await,
+            MockApi::Embeddings => embeddings::create(session, backend, call).await,
+        }
+    }
+}
+
 /// `/v1<suffix>`, or an Azure-style `/openai/...<suffix>` path. Other
 /// paths (e.g. `/v2/chat/completions`) are echoed.
 fn llm_api_path(path: &str, suffix: &str) -> bool {
@@ -119,6 +166,9 @@ impl MockBackend {
             let reply = json!({"error": {"message": "mock failure", "code": status}});
             return write_reply(session, Reply::json(status, &reply)).await;
         }
+        if let Some(api) = (method == "POST").then(|| MockApi::of(&path)).flatten() {
+            return self.llm_call(session, api, &body).await;
+        }
         let reply = match (method.as_str(), path.as_str()) {
             (_, "/healthz") => self.health_reply(),
             // Fixed small answer whatever the request carries: load tests
@@ -130,18 +180,6 @@ impl MockBackend {
                 200,
                 &json!({"backend": self.name, "served": self.served.load(Ordering::Relaxed)}),
             ),
-            ("POST", p) if llm_api_path(p, "/chat/completions") => {
-                return chat::complete(session, &self.name, &body).await;
-            }
-            ("POST", p) if llm_api_path(p, "/messages") => {
-                return anthropic::messages(session, &self.name, &body).await;
-            }
-            ("POST", p) if llm_api_path(p, "/responses") => {
-                return responses::create(session, &self.name, &body).await;
-            }
-            ("POST", p) if llm_api_path(p, "/embeddings") => {
-                return embeddings::create(session, &self.name, &body).await;
-            }
             _ => self.echo(session, &method, body, body_len),
         };
         write_reply(session, reply).await

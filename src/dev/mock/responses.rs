@@ -48,21 +48,17 @@ fn response(model: &str, status: &str, text: &str, usage: Option<Value>) -> Valu
 pub(super) async fn create(
     session: &mut ServerSession,
     backend: &str,
-    body: &[u8],
+    call: llm::Call,
 ) -> pingora::Result<()> {
-    let Some(request) = llm::parse_request(body) else {
-        return llm::invalid_json(session).await;
-    };
-    let knobs = Knobs::read(session);
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string();
+    let llm::Call {
+        request,
+        knobs,
+        model,
+        stream,
+    } = call;
     let input = input_tokens(&request);
     let output = knobs.output(request.get("max_output_tokens").and_then(Value::as_u64));
     let usage = (!knobs.no_usage).then(|| usage(input, output, &knobs));
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
         let mut answer = response(&model, "completed", &knobs.text(output), usage);
         answer["backend"] = json!(backend);
