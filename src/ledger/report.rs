@@ -251,10 +251,7 @@ impl ReportQuery {
                 };
                 keys.push(value);
             }
-            let mut totals = [0u64; 6];
-            for (i, total) in totals.iter_mut().enumerate() {
-                *total = r.get::<_, Option<i64>>(n + i)?.unwrap_or(0).max(0) as u64;
-            }
+            let totals = ReportRow::totals(|i| r.get::<_, Option<i64>>(n + i))?;
             rows.push(ReportRow::new(keys, totals));
         }
         Ok(Report {
@@ -293,10 +290,9 @@ impl ReportQuery {
                     _ => r.get::<_, Option<String>>(i).unwrap_or_default(),
                 })
                 .collect();
-            let mut totals = [0u64; 6];
-            for (i, total) in totals.iter_mut().enumerate() {
-                *total = r.get::<_, Option<i64>>(n + i).unwrap_or(0).max(0) as u64;
-            }
+            let Ok(totals) = ReportRow::totals(|i| {
+                Ok::<_, std::convert::Infallible>(r.get::<_, Option<i64>>(n + i))
+            });
             rows.push(ReportRow::new(keys, totals));
         }
         Ok(Report {
@@ -330,6 +326,16 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
+    /// The six totals of a result row, read by column offset; negative or
+    /// NULL sums count as 0.
+    fn totals<E>(mut column: impl FnMut(usize) -> Result<Option<i64>, E>) -> Result<[u64; 6], E> {
+        let mut totals = [0u64; 6];
+        for (i, total) in totals.iter_mut().enumerate() {
+            *total = column(i)?.unwrap_or(0).max(0) as u64;
+        }
+        Ok(totals)
+    }
+
     /// `totals`: calls, prompt, completion and cached tokens, micro-USD,
     /// estimated calls (the query's column order).
     fn new(keys: Vec<String>, totals: [u64; 6]) -> ReportRow {

@@ -29,38 +29,30 @@ fn usage(input: u64, output: u64, knobs: &Knobs) -> Value {
     })
 }
 
-pub(super) async fn messages(
-    session: &mut ServerSession,
-    backend: &str,
-    call: llm::Call,
-) -> pingora::Result<()> {
-    let llm::Call {
-        request,
-        knobs,
-        model,
-        stream,
-    } = call;
-    let input = input_tokens(&request);
-    let output = knobs.output(request.get("max_tokens").and_then(Value::as_u64));
-    if !stream {
+pub(super) async fn messages(session: &mut ServerSession, call: llm::Call) -> pingora::Result<()> {
+    let input = input_tokens(&call.request);
+    let output = call
+        .knobs
+        .output(call.request.get("max_tokens").and_then(Value::as_u64));
+    if !call.stream {
         let mut answer = json!({
-            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": knobs.text(output)}],
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": call.model,
+            "content": [{"type": "text", "text": call.knobs.text(output)}],
             "stop_reason": "end_turn", "stop_sequence": null,
-            "backend": backend,
+            "backend": call.backend,
             "upstream_path": llm::request_target(session),
-            "received": request,
+            "received": call.request,
         });
-        if !knobs.no_usage {
-            answer["usage"] = usage(input, output, &knobs);
+        if !call.knobs.no_usage {
+            answer["usage"] = usage(input, output, &call.knobs);
         }
         return write_reply(session, Reply::json(200, &answer)).await;
     }
-    llm::start_stream(session, backend).await?;
+    llm::start_stream(session, &call.backend).await?;
     let mut message = json!({"id": "msg_mock", "type": "message", "role": "assistant",
-        "model": model, "content": [], "stop_reason": null, "stop_sequence": null});
-    if !knobs.no_usage {
-        message["usage"] = usage(input, 1, &knobs);
+        "model": call.model, "content": [], "stop_reason": null, "stop_sequence": null});
+    if !call.knobs.no_usage {
+        message["usage"] = usage(input, 1, &call.knobs);
     }
     llm::send_named(
         session,
@@ -78,9 +70,9 @@ pub(super) async fn messages(
     llm::send_named(session, "ping", &json!({"type": "ping"})).await?;
     for i in 0..output {
         let delta = json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": knobs.piece(i)}});
+            "delta": {"type": "text_delta", "text": call.knobs.piece(i)}});
         llm::send_named(session, "content_block_delta", &delta).await?;
-        knobs.pace(i + 1).await;
+        call.knobs.pace(i + 1).await;
     }
     llm::send_named(
         session,
@@ -90,7 +82,7 @@ pub(super) async fn messages(
     .await?;
     let mut delta = json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null}});
-    if !knobs.no_usage {
+    if !call.knobs.no_usage {
         delta["usage"] = json!({"output_tokens": output});
     }
     llm::send_named(session, "message_delta", &delta).await?;

@@ -29,60 +29,52 @@ fn usage(prompt: u64, completion: u64, knobs: &Knobs) -> Value {
     })
 }
 
-pub(super) async fn complete(
-    session: &mut ServerSession,
-    backend: &str,
-    call: llm::Call,
-) -> pingora::Result<()> {
-    let llm::Call {
-        request,
-        knobs,
-        model,
-        stream,
-    } = call;
-    let prompt = prompt_tokens(&request);
-    let cap = request
+pub(super) async fn complete(session: &mut ServerSession, call: llm::Call) -> pingora::Result<()> {
+    let prompt = prompt_tokens(&call.request);
+    let cap = call
+        .request
         .get("max_completion_tokens")
-        .or_else(|| request.get("max_tokens"))
+        .or_else(|| call.request.get("max_tokens"))
         .and_then(Value::as_u64);
-    let completion = knobs.output(cap);
-    if !stream {
+    let completion = call.knobs.output(cap);
+    if !call.stream {
         let mut answer = json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion",
-            "model": model,
-            "backend": backend,
+            "model": call.model,
+            "backend": call.backend,
             "upstream_path": llm::request_target(session),
-            "received": request,
+            "received": call.request,
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": knobs.text(completion)}}],
+                         "message": {"role": "assistant", "content": call.knobs.text(completion)}}],
         });
-        if !knobs.no_usage {
-            answer["usage"] = usage(prompt, completion, &knobs);
+        if !call.knobs.no_usage {
+            answer["usage"] = usage(prompt, completion, &call.knobs);
         }
         return write_reply(session, Reply::json(200, &answer)).await;
     }
-    let include_usage = !knobs.no_usage
-        && request
+    let include_usage = !call.knobs.no_usage
+        && call
+            .request
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-    llm::start_stream(session, backend).await?;
+    llm::start_stream(session, &call.backend).await?;
     for i in 0..completion {
         let chunk = json!({
-            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-            "choices": [{"index": 0, "delta": {"content": knobs.piece(i)}}]
+            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": call.model,
+            "choices": [{"index": 0, "delta": {"content": call.knobs.piece(i)}}]
         });
         llm::send_data(session, &chunk.to_string()).await?;
-        knobs.pace(i + 1).await;
+        call.knobs.pace(i + 1).await;
     }
-    let last = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+    let last = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": call.model,
                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
     llm::send_data(session, &last.to_string()).await?;
     if include_usage {
         let usage_chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
-                                 "model": model, "choices": [],
-                                 "usage": usage(prompt, completion, &knobs)});
+                                 "model": call.model, "choices": [],
+                                 "usage": usage(prompt, completion, &call.knobs)});
         llm::send_data(session, &usage_chunk.to_string()).await?;
     }
     llm::send_data(session, "[DONE]").await?;

@@ -33,15 +33,10 @@ fn vector(index: usize) -> Vec<f32> {
         .collect()
 }
 
-pub(super) async fn create(
-    session: &mut ServerSession,
-    backend: &str,
-    call: llm::Call,
-) -> pingora::Result<()> {
-    let llm::Call { request, knobs, .. } = call;
-    let no_usage = knobs.no_usage;
-    let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
-    let inputs = inputs(&request);
+pub(super) async fn create(session: &mut ServerSession, call: llm::Call) -> pingora::Result<()> {
+    let no_usage = call.knobs.no_usage;
+    let base64 = call.request.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let inputs = inputs(&call.request);
     let prompt: u64 = inputs.iter().sum();
     let data: Vec<Value> = (0..inputs.len())
         .map(|i| {
@@ -58,10 +53,10 @@ pub(super) async fn create(
     let mut answer = json!({
         "object": "list",
         "data": data,
-        "model": request.get("model").cloned().unwrap_or(Value::Null),
-        "backend": backend,
+        "model": call.request.get("model").cloned().unwrap_or(Value::Null),
+        "backend": call.backend,
         "upstream_path": llm::request_target(session),
-        "received": request,
+        "received": call.request,
     });
     if !no_usage {
         answer["usage"] = json!({"prompt_tokens": prompt, "total_tokens": prompt});

@@ -152,6 +152,8 @@ pub(super) fn token(i: u64) -> &'static str {
 
 /// What every API handler reads first.
 pub(super) struct Call {
+    /// The mock backend's name (echoed in answers).
+    pub backend: String,
     pub request: Value,
     pub knobs: Knobs,
     /// The body's `model` ("unknown" when absent).
@@ -163,6 +165,7 @@ pub(super) struct Call {
 /// object has been answered.
 pub(super) async fn read_call(
     session: &mut ServerSession,
+    backend: &str,
     body: &[u8],
 ) -> pingora::Result<Option<Call>> {
     let Some(request) = parse_request(body) else {
@@ -177,6 +180,7 @@ pub(super) async fn read_call(
         .to_string();
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     Ok(Some(Call {
+        backend: backend.to_string(),
         request,
         knobs,
         model,

@@ -107,15 +107,14 @@ impl MockBackend {
         if matches!(api, MockApi::Chat) && llm::misbehave(session).await? {
             return Ok(());
         }
-        let Some(call) = llm::read_call(session, body).await? else {
+        let Some(call) = llm::read_call(session, &self.name, body).await? else {
             return Ok(());
         };
-        let backend = &self.name;
         match api {
-            MockApi::Chat => chat::complete(session, backend, call).await,
-            MockApi::Messages => anthropic::messages(session, backend, call).await,
-            MockApi::Responses => responses::create(session, backend, call).await,
-            MockApi::Embeddings => embeddings::create(session, backend, call).await,
+            MockApi::Chat => chat::complete(session, call).await,
+            MockApi::Messages => anthropic::messages(session, call).await,
+            MockApi::Responses => responses::create(session, call).await,
+            MockApi::Embeddings => embeddings::create(session, call).await,
         }
     }
 }

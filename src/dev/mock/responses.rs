@@ -45,28 +45,22 @@ fn response(model: &str, status: &str, text: &str, usage: Option<Value>) -> Valu
     })
 }
 
-pub(super) async fn create(
-    session: &mut ServerSession,
-    backend: &str,
-    call: llm::Call,
-) -> pingora::Result<()> {
-    let llm::Call {
-        request,
-        knobs,
-        model,
-        stream,
-    } = call;
-    let input = input_tokens(&request);
-    let output = knobs.output(request.get("max_output_tokens").and_then(Value::as_u64));
-    let usage = (!knobs.no_usage).then(|| usage(input, output, &knobs));
-    if !stream {
-        let mut answer = response(&model, "completed", &knobs.text(output), usage);
-        answer["backend"] = json!(backend);
+pub(super) async fn create(session: &mut ServerSession, call: llm::Call) -> pingora::Result<()> {
+    let input = input_tokens(&call.request);
+    let output = call.knobs.output(
+        call.request
+            .get("max_output_tokens")
+            .and_then(Value::as_u64),
+    );
+    let usage = (!call.knobs.no_usage).then(|| usage(input, output, &call.knobs));
+    if !call.stream {
+        let mut answer = response(&call.model, "completed", &call.knobs.text(output), usage);
+        answer["backend"] = json!(call.backend);
         answer["upstream_path"] = json!(llm::request_target(session));
-        answer["received"] = request;
+        answer["received"] = call.request;
         return write_reply(session, Reply::json(200, &answer)).await;
     }
-    llm::start_stream(session, backend).await?;
+    llm::start_stream(session, &call.backend).await?;
     let mut seq = 0u64;
     let mut send = |name: &'static str, mut data: Value| {
         data["type"] = json!(name);
@@ -76,7 +70,7 @@ pub(super) async fn create(
     };
     let (n, d) = send(
         "response.created",
-        json!({"response": response(&model, "in_progress", "", None)}),
+        json!({"response": response(&call.model, "in_progress", "", None)}),
     );
     llm::send_named(session, n, &d).await?;
     let (n, d) = send(
@@ -95,12 +89,12 @@ pub(super) async fn create(
         let (n, d) = send(
             "response.output_text.delta",
             json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0,
-                "delta": knobs.piece(i)}),
+                "delta": call.knobs.piece(i)}),
         );
         llm::send_named(session, n, &d).await?;
-        knobs.pace(i + 1).await;
+        call.knobs.pace(i + 1).await;
     }
-    let text = knobs.text(output);
+    let text = call.knobs.text(output);
     let (n, d) = send(
         "response.output_text.done",
         json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "text": text}),
@@ -108,7 +102,7 @@ pub(super) async fn create(
     llm::send_named(session, n, &d).await?;
     let (n, d) = send(
         "response.completed",
-        json!({"response": response(&model, "completed", &text, usage)}),
+        json!({"response": response(&call.model, "completed", &text, usage)}),
     );
     llm::send_named(session, n, &d).await?;
     llm::end_stream(session).await

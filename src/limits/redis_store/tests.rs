@@ -117,10 +117,9 @@ fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
 
 #[tokio::test]
 async fn day_window_rolls_over_at_utc_midnight() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((_redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let daily = BudgetLimits {
         tokens_per_day: Some(100),
         ..Default::default()
@@ -160,10 +159,9 @@ async fn day_window_rolls_over_at_utc_midnight() {
 
 #[tokio::test]
 async fn month_window_rolls_over_on_the_first() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((_redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let monthly = BudgetLimits {
         micro_usd_per_month: Some(1_000),
         ..Default::default()
@@ -200,10 +198,9 @@ async fn month_window_rolls_over_on_the_first() {
 
 #[tokio::test]
 async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((_redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let now = ts(datetime!(2026-12-01 12:00:00));
     let roomy = BudgetLimits {
         tokens_per_minute: Some(1_000),
@@ -263,19 +260,15 @@ async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
 
 #[tokio::test]
 async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((_redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let now = ts(datetime!(2026-12-01 12:00:00));
     let minute_only = BudgetLimits {
         tokens_per_minute: Some(1_000),
         ..Default::default()
     };
-    let scopes = [
-        (ScopeKey::user("alice"), minute_only),
-        (ScopeKey::tenant("acme"), minute_only),
-    ];
+    let scopes = in_acme("alice", minute_only);
     spend(&store, &scopes, Charge::tokens(70), now).await;
     let open = store.reserve(&scopes, Charge::tokens(30), now, HOLD).await;
     let open = open.unwrap_or_else(|e| panic!("{e}"));
@@ -296,19 +289,15 @@ async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() 
 
 #[tokio::test]
 async fn an_unsettled_reservation_expires_by_itself() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((_redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let now = ts(datetime!(2026-12-01 12:00:00));
     let limits = BudgetLimits {
         tokens_per_day: Some(100),
         ..Default::default()
     };
-    let scopes = [
-        (ScopeKey::user("bob"), limits),
-        (ScopeKey::tenant("acme"), limits),
-    ];
+    let scopes = in_acme("bob", limits);
     // An instance reserves, then dies: the ticket is never settled.
     let ticket = store
         .reserve(&scopes, Charge::tokens(100), now, Duration::from_secs(30))
@@ -332,20 +321,16 @@ async fn an_unsettled_reservation_expires_by_itself() {
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let now = ts(datetime!(2026-12-01 12:00:00));
     let limits = BudgetLimits {
         tokens_per_minute: Some(1_000),
         tokens_per_day: Some(10_000),
         micro_usd_per_month: Some(1_000_000),
     };
-    let scopes = [
-        (ScopeKey::user("bob"), limits),
-        (ScopeKey::tenant("acme"), limits),
-    ];
+    let scopes = in_acme("bob", limits);
     let mut raw = redis.raw().await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -612,10 +597,9 @@ async fn unreachable_redis_denies_or_counts_locally() {
 #[tokio::test]
 #[ignore = "measurement, not a check"]
 async fn redis_memory_per_10k_users() {
-    let Some(redis) = RedisServer::start() else {
+    let Some((redis, store)) = deny_store() else {
         return;
     };
-    let store = redis.store(OnStoreError::Deny);
     let mut raw = redis.raw().await;
     let used = |info: String| -> u64 {
         info.lines()
@@ -736,4 +720,20 @@ async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at
     assert_eq!((refused.used, refused.limit), (500, 1000));
     spend(&a, &scopes, c, now).await;
     assert_eq!(usage(&a, &ScopeKey::user("bob"), now).await.tokens_day, 600);
+}
+
+/// A budget `limits` for `user` and the same for their tenant `acme`.
+fn in_acme(user: &str, limits: BudgetLimits) -> [(ScopeKey, BudgetLimits); 2] {
+    [
+        (ScopeKey::user(user), limits),
+        (ScopeKey::tenant("acme"), limits),
+    ]
+}
+
+/// A fresh redis-server and a store on it that fails closed; None (the
+/// test is skipped) without redis-server.
+fn deny_store() -> Option<(RedisServer, RedisStore)> {
+    let redis = RedisServer::start()?;
+    let store = redis.store(OnStoreError::Deny);
+    Some((redis, store))
 }
