@@ -18,6 +18,15 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Redis, PostgreSQL, a mock backend and the config of an instance writing
+/// to the shared ledger; None (skipped) when a server is not installed.
+fn shared_setup() -> Option<(Redis, Postgres, Backend, String)> {
+    let (redis, pg) = servers()?;
+    let backend = Backend::start();
+    let template = config(&backend, &redis, &pg.url(), "");
+    Some((redis, pg, backend, template))
+}
+
 /// Redis and PostgreSQL, or None (skipped) when either is not installed.
 fn servers() -> Option<(Redis, Postgres)> {
     let redis = Redis::start()?;
@@ -302,11 +311,9 @@ fn two_instances_share_one_ledger_and_report_the_same_numbers() {
 
 #[test]
 fn postgres_away_under_load_spools_and_every_row_arrives_once() {
-    let Some((redis, mut pg)) = servers() else {
+    let Some((_redis, mut pg, _backend, template)) = shared_setup() else {
         return;
     };
-    let backend = Backend::start();
-    let template = config(&backend, &redis, &pg.url(), "");
     let (a, b) = (Gateway::start(&template), Gateway::start(&template));
     for gw in [&a, &b] {
         assert_eq!(chat(gw, BOB_KEY, "m"), 200);
@@ -367,11 +374,9 @@ fn postgres_away_under_load_spools_and_every_row_arrives_once() {
 
 #[test]
 fn kill_9_with_spooled_rows_then_restart_forwards_them() {
-    let Some((redis, mut pg)) = servers() else {
+    let Some((_redis, mut pg, _backend, template)) = shared_setup() else {
         return;
     };
-    let backend = Backend::start();
-    let template = config(&backend, &redis, &pg.url(), "");
     // PostgreSQL down from the start: the instance starts and serves.
     pg.stop();
     let mut a = Gateway::start(&template);

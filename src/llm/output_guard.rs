@@ -637,11 +637,7 @@ impl SseGuard {
     }
 
     fn anthropic_event(&mut self, v: &mut Value, before: &mut Vec<u8>) -> Result<(), Blocked> {
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let kind = event_type(v);
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
         match kind.as_str() {
             "content_block_start" => {
@@ -687,11 +683,7 @@ impl SseGuard {
     }
 
     fn responses_event(&mut self, v: &mut Value, before: &mut Vec<u8>) -> Result<(), Blocked> {
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let kind = event_type(v);
         let out_i = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
         let part_i = v.get("content_index").and_then(Value::as_u64).unwrap_or(0);
         if let Some(seq) = v.get("sequence_number").and_then(Value::as_u64) {
@@ -820,6 +812,15 @@ fn append_tool_args(delta: &mut Value, tool: u64, text: &str) {
         }
         None => calls.push(json!({"index": tool, "function": {"arguments": text}})),
     }
+}
+
+/// An SSE event's `type` (Anthropic and Responses events name themselves
+/// there), owned: the event is rewritten while its type is matched.
+fn event_type(v: &Value) -> String {
+    v.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 #[cfg(test)]
