@@ -28,7 +28,7 @@ APT_PACKAGES := cmake pkg-config build-essential
 # The official SDKs tests/sdk.rs drives the gateway with, in a virtualenv
 # under target/ (pinned: the versions the test was written against).
 VENV := target/venv
-SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0
+SDK_PACKAGES := anthropic==2.15.0 openai==3.57.0 google-genai==3.6.1 mcp==2.3.0
 
 # Installs the Debian packages listed in the shell variable `missing`
 # (apt-get, as root), or prints the command to run; a no-op when none is.
@@ -82,8 +82,8 @@ demo: build ## run the demo: mock backends + gateway with conf/demo.yaml
 	mkdir -p target/demo
 	./target/release/tollgate demo
 
-sdk-venv: ## virtualenv target/venv with the anthropic and openai SDKs (tests/sdk.rs)
-	@if [ -x $(VENV)/bin/python ] && $(VENV)/bin/python -c 'import anthropic, openai' 2>/dev/null; then exit 0; fi; \
+sdk-venv: ## virtualenv target/venv with the anthropic, openai, google-genai and mcp SDKs
+	@if [ -x $(VENV)/bin/python ] && $(VENV)/bin/python -c 'import anthropic, openai, google.genai, mcp' 2>/dev/null; then exit 0; fi; \
 	if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
 	    echo "installing: python3 python3-venv"; \
