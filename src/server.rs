@@ -5,7 +5,7 @@
 use crate::admin::AdminApp;
 use crate::cli::CliError;
 use crate::config::load;
-use crate::config::reload::SighupReloader;
+use crate::config::reload::{OnSignal, SignalService};
 use crate::config::schema::{LedgerKind, LogTarget, StoreKind};
 use crate::config::snapshot::Snapshot;
 use crate::edge::conn_limit::{peer_ip, ConnectionLimiter};
@@ -151,11 +151,11 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     ));
     server.add_service(background_service(
         "sighup reload",
-        SighupReloader::new(state.clone()),
+        SignalService::new(state.clone(), OnSignal::Reload),
     ));
     server.add_service(background_service(
         "log reopen",
-        crate::config::reload::LogReopener::new(state.clone()),
+        SignalService::new(state.clone(), OnSignal::ReopenLogs),
     ));
     server.add_service(background_service(
         "drain watcher",

@@ -29,7 +29,6 @@ pub struct ApiKeyConfig {
     pub tenant: String,
     #[serde(default)]
     pub roles: Vec<String>,
-    #[serde(default)]
     pub expires_at: Option<String>,
 }
 

@@ -137,76 +137,60 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<Reloaded, ConfigError> 
     }
 }
 
-/// Pingora 0.9 leaves SIGHUP at its default disposition (the process would
-/// die); this service owns it and turns it into a reload.
-pub struct SighupReloader {
-    state: Arc<GatewayState>,
+/// What a signal service does when its signal arrives. Pingora 0.9 leaves
+/// SIGHUP and SIGUSR1 at their default disposition (the process would die);
+/// these services own them.
+#[derive(Debug, Clone, Copy)]
+pub enum OnSignal {
+    /// SIGHUP: reload the configuration.
+    Reload,
+    /// SIGUSR1 (logrotate's `postrotate`): reopen the access and audit log files.
+    ReopenLogs,
 }
 
-impl SighupReloader {
-    pub fn new(state: Arc<GatewayState>) -> Self {
-        Self { state }
+pub struct SignalService {
+    state: Arc<GatewayState>,
+    action: OnSignal,
+}
+
+impl SignalService {
+    pub fn new(state: Arc<GatewayState>, action: OnSignal) -> Self {
+        Self { state, action }
     }
 }
 
 #[async_trait]
-impl BackgroundService for SighupReloader {
+impl BackgroundService for SignalService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = match signal(SignalKind::hangup()) {
+        let (kind, name) = match self.action {
+            OnSignal::Reload => (SignalKind::hangup(), "SIGHUP"),
+            OnSignal::ReopenLogs => (SignalKind::user_defined1(), "SIGUSR1"),
+        };
+        let mut arrivals = match signal(kind) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("cannot install SIGHUP handler: {e}");
+                tracing::error!("cannot install {name} handler: {e}");
                 return;
             }
         };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                received = hangup.recv() => {
+                received = arrivals.recv() => {
                     if received.is_none() {
                         return;
                     }
-                    tracing::info!("SIGHUP received: reloading configuration");
-                    let _ = reload(&self.state).await;
-                }
-            }
-        }
-    }
-}
-
-/// SIGUSR1 (logrotate's `postrotate`) reopens the access and audit log
-/// files. Its default disposition would kill the process.
-pub struct LogReopener {
-    state: Arc<GatewayState>,
-}
-
-impl LogReopener {
-    pub fn new(state: Arc<GatewayState>) -> Self {
-        Self { state }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for LogReopener {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut usr1 = match signal(SignalKind::user_defined1()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot install SIGUSR1 handler: {e}");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                received = usr1.recv() => {
-                    if received.is_none() {
-                        return;
+                    match self.action {
+                        OnSignal::Reload => {
+                            tracing::info!("SIGHUP received: reloading configuration");
+                            let _ = reload(&self.state).await;
+                        }
+                        OnSignal::ReopenLogs => {
+                            tracing::info!("SIGUSR1 received: reopening log files");
+                            self.state.logs.reopen();
+                        }
                     }
-                    tracing::info!("SIGUSR1 received: reopening log files");
-                    self.state.logs.reopen();
                 }
             }
         }

@@ -23,7 +23,6 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
-    #[serde(default)]
     pub guards: Option<GuardsConfig>,
     #[serde(default)]
     pub store: StoreConfig,
@@ -37,12 +36,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: Vec<String>,
-    #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
     pub admin_listen: String,
-    #[serde(default)]
     pub admin_token_sha256: Option<Secret<String>>,
-    #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -54,13 +50,10 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     #[serde(default = "defaults::body_timeout_ms")]
     pub body_timeout_ms: u64,
-    #[serde(default)]
     pub max_connections_per_ip: Option<u32>,
     #[serde(default = "defaults::grace_period_seconds")]
     pub grace_period_seconds: u64,
-    #[serde(default)]
     pub upgrade_sock: Option<String>,
-    #[serde(default)]
     pub pid_file: Option<String>,
 }
 
@@ -79,9 +72,7 @@ pub struct AuthConfig {
     /// held as parsed entries.
     #[serde(default)]
     pub api_keys: ApiKeyList,
-    #[serde(default)]
     pub jwt: Option<JwtConfig>,
-    #[serde(default)]
     pub failed_auth_per_ip_per_minute: Option<u32>,
 }
 
@@ -90,9 +81,7 @@ pub struct AuthConfig {
 pub struct JwtConfig {
     pub issuer: String,
     pub audience: String,
-    #[serde(default)]
     pub leeway_seconds: Option<u64>,
-    #[serde(default)]
     pub max_lifetime_seconds: Option<u64>,
     pub keys: Vec<JwtKeyConfig>,
     #[serde(default)]
@@ -104,11 +93,8 @@ pub struct JwtConfig {
 pub struct JwtKeyConfig {
     pub kid: String,
     pub alg: String,
-    #[serde(default)]
     pub public_key_file: Option<String>,
-    #[serde(default)]
     pub secret_env: Option<Secret<String>>,
-    #[serde(default)]
     pub secret_file: Option<Secret<String>>,
 }
 
@@ -151,15 +137,12 @@ pub struct UpstreamConfig {
     pub sni: String,
     #[serde(default)]
     pub selection: Selection,
-    #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
-    #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
     #[serde(default)]
     pub retries: u32,
-    #[serde(default)]
     pub ca_file: Option<String>,
     #[serde(default)]
     pub pins_sha256: Vec<String>,
@@ -231,20 +214,16 @@ pub struct RouteConfig {
     pub methods: Vec<String>,
     #[serde(default)]
     pub kind: RouteKind,
-    #[serde(default)]
     pub upstream: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
-    #[serde(default)]
     pub owner: Option<OwnerRule>,
     #[serde(default)]
     pub guards: Vec<String>,
-    #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     pub websocket: bool,
     /// `kind: llm` only: the API the route speaks (default `openai_chat`).
-    #[serde(default)]
     pub api: Option<LlmApi>,
     /// `kind: llm` only: guards on the model's answer (`pii`, `secrets`).
     #[serde(default)]
@@ -299,13 +278,10 @@ pub struct RateLimitConfig {
 pub struct ModelConfig {
     pub name: String,
     pub upstream: String,
-    #[serde(default)]
     pub upstream_model: Option<String>,
     /// Optional in serde so a missing price is reported by validation with
     /// its location ("unpriced models are refused"), not as a parse error.
-    #[serde(default)]
     pub input_usd_per_mtok: Option<f64>,
-    #[serde(default)]
     pub output_usd_per_mtok: Option<f64>,
     pub max_tokens: u64,
     /// Most answers one request may ask for (chat's `n`): each is priced
@@ -317,20 +293,16 @@ pub struct ModelConfig {
     #[serde(default)]
     pub fallbacks: Vec<String>,
     /// Path (and query) sent upstream instead of the client's (Azure).
-    #[serde(default)]
     pub upstream_path: Option<String>,
     /// Cache-read input tokens (default: the input price).
-    #[serde(default)]
     pub cached_input_usd_per_mtok: Option<f64>,
     /// Anthropic cache-creation input tokens (default: the input price).
-    #[serde(default)]
     pub cache_write_usd_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    #[serde(default)]
     pub default: Option<RateLimitConfig>,
     #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
@@ -349,24 +321,17 @@ pub enum BudgetScope {
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub scope: BudgetScope,
-    #[serde(default)]
     pub tokens_per_minute: Option<u64>,
-    #[serde(default)]
     pub tokens_per_day: Option<u64>,
-    #[serde(default)]
     pub usd_per_month: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideConfig {
-    #[serde(default)]
     pub requests_per_minute: Option<u32>,
-    #[serde(default)]
     pub tokens_per_minute: Option<u64>,
-    #[serde(default)]
     pub tokens_per_day: Option<u64>,
-    #[serde(default)]
     pub usd_per_month: Option<f64>,
 }
 
@@ -381,25 +346,18 @@ pub enum GuardAction {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardsConfig {
-    #[serde(default)]
     pub pii: Option<PiiGuardConfig>,
-    #[serde(default)]
     pub injection: Option<InjectionGuardConfig>,
-    #[serde(default)]
     pub max_messages: Option<usize>,
-    #[serde(default)]
     pub max_prompt_tokens: Option<u64>,
     /// Guards on the model's answer, for routes' `output_guards`.
-    #[serde(default)]
     pub output: Option<OutputGuardsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputGuardsConfig {
-    #[serde(default)]
     pub pii: Option<PiiGuardConfig>,
-    #[serde(default)]
     pub secrets: Option<SecretsGuardConfig>,
     /// Most streamed text held back while a match may still be completing.
     #[serde(default = "defaults::holdback_bytes")]
@@ -450,15 +408,12 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     #[serde(default = "defaults::store_path")]
     pub path: String,
-    #[serde(default)]
     pub redis_url: Option<Secret<String>>,
     #[serde(default)]
     pub on_store_error: OnStoreError,
     /// Name of the environment variable holding the Redis password.
-    #[serde(default)]
     pub redis_password_env: Option<String>,
     /// File holding the Redis password (trailing newline ignored).
-    #[serde(default)]
     pub redis_password_file: Option<String>,
     #[serde(default = "defaults::redis_prefix")]
     pub redis_prefix: String,
@@ -498,17 +453,13 @@ pub struct LedgerConfig {
     #[serde(default)]
     pub kind: LedgerKind,
     /// `postgres://user@host:port/db?sslmode=...`, without a password.
-    #[serde(default)]
     pub postgres_url: Option<Secret<String>>,
     /// Name of the environment variable holding the PostgreSQL password.
-    #[serde(default)]
     pub postgres_password_env: Option<String>,
     /// File holding the PostgreSQL password (trailing newline ignored).
-    #[serde(default)]
     pub postgres_password_file: Option<String>,
     /// PEM file of the CA that signed the server's certificate
     /// (`sslmode=verify-full`); without it the system's roots.
-    #[serde(default)]
     pub ca_file: Option<String>,
 }
 
@@ -571,12 +522,10 @@ pub struct ObservabilityConfig {
     pub access_log: LogTarget,
     /// Extension: where audit lines go (default: the access log's target,
     /// or stderr when the access log is off).
-    #[serde(default)]
     pub audit_log: Option<LogTarget>,
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
     /// Optional: OTLP/HTTP trace export (otel.rs).
-    #[serde(default)]
     pub otlp: Option<OtlpConfig>,
 }
 

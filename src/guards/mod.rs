@@ -23,18 +23,32 @@ pub struct GuardSet {
     pub injection: bool,
 }
 
+/// A set of guard switches from a route's list of names: the one parser
+/// for input and output guard lists (`kind` names the list in errors).
+pub(crate) fn parse_guard_names<T: Default>(
+    names: &[String],
+    kind: &str,
+    switch_on: impl Fn(&mut T, &str) -> bool,
+) -> Result<T, String> {
+    let mut set = T::default();
+    for name in names {
+        if !switch_on(&mut set, name) {
+            return Err(format!("unknown {kind} '{name}'"));
+        }
+    }
+    Ok(set)
+}
+
 impl GuardSet {
     pub fn parse(names: &[String]) -> Result<GuardSet, String> {
-        names
-            .iter()
-            .try_fold(GuardSet::default(), |set, name| match name.as_str() {
-                "pii" => Ok(GuardSet { pii: true, ..set }),
-                "injection" => Ok(GuardSet {
-                    injection: true,
-                    ..set
-                }),
-                other => Err(format!("unknown guard '{other}'")),
-            })
+        parse_guard_names(names, "guard", |set: &mut GuardSet, name| {
+            match name {
+                "pii" => set.pii = true,
+                "injection" => set.injection = true,
+                _ => return false,
+            }
+            true
+        })
     }
 }
 

@@ -150,16 +150,14 @@ pub struct OutputGuardSet {
 
 impl OutputGuardSet {
     pub fn parse(names: &[String]) -> Result<OutputGuardSet, String> {
-        names
-            .iter()
-            .try_fold(OutputGuardSet::default(), |set, name| match name.as_str() {
-                "pii" => Ok(OutputGuardSet { pii: true, ..set }),
-                "secrets" => Ok(OutputGuardSet {
-                    secrets: true,
-                    ..set
-                }),
-                other => Err(format!("unknown output guard '{other}'")),
-            })
+        super::parse_guard_names(names, "output guard", |set: &mut OutputGuardSet, name| {
+            match name {
+                "pii" => set.pii = true,
+                "secrets" => set.secrets = true,
+                _ => return false,
+            }
+            true
+        })
     }
 
     pub fn is_empty(self) -> bool {

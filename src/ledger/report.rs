@@ -487,30 +487,25 @@ mod tests {
         assert_eq!(bad("from=2026-01-01&to=2026-01-07&bogus=1"), "unknown");
     }
 
+    /// A query over `from..=to` grouped by `group_by`, for every tenant and user.
+    fn query(from: Date, to: Date, group_by: Vec<GroupKey>) -> ReportQuery {
+        ReportQuery::new(from, to, group_by, None, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn both_days_are_inclusive() {
-        let q = ReportQuery::new(
-            date!(1970 - 01 - 02),
-            date!(1970 - 01 - 03),
-            vec![],
-            None,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let q = query(date!(1970 - 01 - 02), date!(1970 - 01 - 03), vec![]);
         assert_eq!(q.bounds_ms(), (MS_PER_DAY, 3 * MS_PER_DAY));
         assert_eq!(day_string(1), "1970-01-02");
     }
 
     #[test]
     fn csv_cells_that_a_spreadsheet_would_run_are_defused() {
-        let q = ReportQuery::new(
+        let q = query(
             date!(2026 - 01 - 01),
             date!(2026 - 01 - 01),
             vec![GroupKey::User, GroupKey::Model],
-            None,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        );
         let evil = [
             "=HYPERLINK(\"http://evil.test\",\"x\")",
             "+1",
@@ -541,14 +536,11 @@ mod tests {
 
     #[test]
     fn csv_quotes_per_rfc4180() {
-        let q = ReportQuery::new(
+        let q = query(
             date!(2026 - 01 - 01),
             date!(2026 - 01 - 01),
             vec![GroupKey::User],
-            None,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        );
         let report = Report {
             query: q,
             rows: vec![ReportRow {

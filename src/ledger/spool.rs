@@ -273,6 +273,13 @@ mod tests {
         }
     }
 
+    /// A fresh directory (kept alive by the guard) and the ledger path in it.
+    fn scratch_ledger() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("usage.db");
+        (dir, path)
+    }
+
     fn spool_with(path: &Path, n: std::ops::Range<usize>) -> Connection {
         let mut conn = open_writer(path).unwrap_or_else(|e| panic!("{e}"));
         let rows: Vec<LedgerRow> = n.map(row).collect();
@@ -282,8 +289,7 @@ mod tests {
 
     #[test]
     fn every_row_arrives_once_in_order_across_failures() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("usage.db");
+        let (_dir, path) = scratch_ledger();
         let conn = spool_with(&path, 0..25);
         let mut pg = FakePg {
             fail_before: 2,
@@ -312,8 +318,7 @@ mod tests {
 
     #[test]
     fn a_crash_between_commit_and_delete_sends_the_batch_again_and_counts_it_once() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("usage.db");
+        let (_dir, path) = scratch_ledger();
         let conn = spool_with(&path, 0..5);
         // PostgreSQL committed, the process died before the delete: the
         // same rows are in both places.
@@ -334,8 +339,7 @@ mod tests {
 
     #[test]
     fn spool_ids_are_never_reused_after_the_spool_empties() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("usage.db");
+        let (_dir, path) = scratch_ledger();
         let conn = spool_with(&path, 0..3);
         let mut pg = FakePg::default();
         assert_eq!(forward_once(&conn, &mut pg, 100).ok(), Some(3));

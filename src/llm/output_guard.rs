@@ -133,15 +133,26 @@ fn changed_text(g: &Guarding) -> bool {
         .any(|(_, action)| *action == "redact")
 }
 
+/// The items of the array `v[key]` with their `index` field, or their
+/// position where it is missing: chat choices and tool calls say which
+/// one they are, and a stream continues each by that index.
+fn indexed_items<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = (u64, &'a mut Value)> {
+    v.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(position, item)| {
+            let index = item
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            (index, item)
+        })
+}
+
 fn json_chat(g: &mut Guarding, v: &mut Value) -> Result<(), Blocked> {
-    let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
-        return Ok(());
-    };
-    for (i, choice) in choices.iter_mut().enumerate() {
-        let index = choice
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(i as u64);
+    for (index, choice) in indexed_items(v, "choices") {
         let Some(message) = choice.get_mut("message") else {
             continue;
         };
@@ -228,13 +239,7 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
         if line.is_empty() || line[0] == b':' {
             continue;
         }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (line, &b""[..]),
-        };
+        let (field, value) = super::usage::sse_field(line);
         match field {
             b"event" => name = std::str::from_utf8(value).ok(),
             b"data" => {
@@ -568,14 +573,7 @@ impl SseGuard {
                 }
             }
         }
-        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
-            return Ok(());
-        };
-        for (i, choice) in choices.iter_mut().enumerate() {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(i as u64);
+        for (index, choice) in indexed_items(v, "choices") {
             let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
             let Some(delta) = choice.get_mut("delta").filter(|d| d.is_object()) else {
                 if finished {
@@ -586,17 +584,11 @@ impl SseGuard {
             };
             self.pass((index, 0, 0), delta.get_mut("content"), index)?;
             self.pass((index, 0, 1), delta.get_mut("refusal"), index)?;
-            if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
-                for (j, call) in calls.iter_mut().enumerate() {
-                    let tool = call
-                        .get("index")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(j as u64);
-                    let args = call
-                        .get_mut("function")
-                        .and_then(|f| f.get_mut("arguments"));
-                    self.pass((index, tool, 2), args, index)?;
-                }
+            for (tool, call) in indexed_items(delta, "tool_calls") {
+                let args = call
+                    .get_mut("function")
+                    .and_then(|f| f.get_mut("arguments"));
+                self.pass((index, tool, 2), args, index)?;
             }
             if finished {
                 self.chat_flush_choice(index, delta)?;

@@ -151,6 +151,15 @@ pub fn usd_string(micro: u64) -> String {
 mod tests {
     use super::*;
 
+    fn classes(input: u64, cached: u64, cache_write: u64, output: u64) -> TokenClasses {
+        TokenClasses {
+            input_tokens: input,
+            cached_tokens: cached,
+            cache_write_tokens: cache_write,
+            output_tokens: output,
+        }
+    }
+
     #[test]
     fn converts_usd_rounding_to_nearest() {
         assert_eq!(micro_usd_from_usd(0.0), Ok(0));
@@ -235,37 +244,18 @@ mod tests {
             .with_cache_prices(Some(0.3), Some(3.75))
             .unwrap();
         // Anthropic: input 100 + cache_read 1000 + cache_creation 200, out 50.
-        let t = TokenClasses {
-            input_tokens: 1300,
-            cached_tokens: 1000,
-            cache_write_tokens: 200,
-            output_tokens: 50,
-        };
+        let t = classes(1300, 1000, 200, 50);
         // 100*3 + 1000*0.3 + 200*3.75 + 50*15 = 300+300+750+750 = 2100 µUSD.
         assert_eq!(p.cost_of(&t), 2100);
         // One rounding for the whole call: 1 token at each of 0.3 and 0.3.
-        let t = TokenClasses {
-            input_tokens: 2,
-            cached_tokens: 2,
-            ..TokenClasses::default()
-        };
+        let t = classes(2, 2, 0, 0);
         assert_eq!(p.cost_of(&t), 1);
         // Defaults: cache prices equal the input price.
         let d = Price::from_usd_per_mtok(0.15, 0.6).unwrap();
-        let t = TokenClasses {
-            input_tokens: 1000,
-            cached_tokens: 600,
-            cache_write_tokens: 0,
-            output_tokens: 500,
-        };
+        let t = classes(1000, 600, 0, 500);
         assert_eq!(d.cost_of(&t), d.cost_micro_usd(1000, 500));
         // Inconsistent reports (cached > input) never underflow.
-        let t = TokenClasses {
-            input_tokens: 10,
-            cached_tokens: 50,
-            cache_write_tokens: 50,
-            output_tokens: 0,
-        };
+        let t = classes(10, 50, 50, 0);
         assert_eq!(p.cost_of(&t), 3);
         // Estimates take the dearest input price.
         assert_eq!(p.cost_micro_usd(1000, 0), 3750);

@@ -90,6 +90,14 @@ impl TextTally {
         }
     }
 
+    /// The texts of one stream event that are present (a delta carries
+    /// some of its optional text fields).
+    pub fn add_present<S: AsRef<str>>(&mut self, texts: impl IntoIterator<Item = Option<S>>) {
+        for text in texts.into_iter().flatten() {
+            self.add(text.as_ref());
+        }
+    }
+
     /// At least the token count, without counting.
     pub fn upper_bound(&self) -> u64 {
         self.counted.saturating_add(self.pending.len() as u64)

@@ -507,13 +507,7 @@ impl SseDecoder {
         if self.discarding || line[0] == b':' {
             return;
         }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(i) => {
-                let value = &line[i + 1..];
-                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
+        let (field, value) = sse_field(line);
         if field != b"data" {
             return;
         }
@@ -542,6 +536,19 @@ fn recycle(mut buf: Vec<u8>) -> Vec<u8> {
     }
     buf.clear();
     buf
+}
+
+/// One SSE line split into its field name and value (one leading space of
+/// the value dropped, per the SSE spec); a line without ':' is a field
+/// with an empty value.
+pub(crate) fn sse_field(line: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b':', line) {
+        Some(i) => {
+            let value = &line[i + 1..];
+            (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &b""[..]),
+    }
 }
 
 #[cfg(test)]

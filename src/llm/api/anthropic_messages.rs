@@ -166,12 +166,9 @@ pub(super) fn on_stream_data(data: &[u8], tally: &mut StreamTally) -> bool {
     match serde_json::from_slice::<BlockDeltaView>(data) {
         Ok(event) if event.kind == "content_block_delta" => {
             if let Some(d) = &event.delta {
-                for text in [&d.text, &d.thinking, &d.partial_json]
-                    .into_iter()
-                    .flatten()
-                {
-                    tally.text.add(text);
-                }
+                tally
+                    .text
+                    .add_present([&d.text, &d.thinking, &d.partial_json].map(Option::as_ref));
             }
             true
         }

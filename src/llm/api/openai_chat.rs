@@ -161,12 +161,9 @@ pub(super) fn on_stream_data(data: &[u8], tally: &mut StreamTally) -> bool {
     match serde_json::from_slice::<ChunkView>(data) {
         Ok(chunk) if chunk.usage.is_none() => {
             for delta in chunk.choices.iter().filter_map(|c| c.delta.as_ref()) {
-                for text in [&delta.content, &delta.reasoning_content]
-                    .into_iter()
-                    .flatten()
-                {
-                    tally.text.add(text);
-                }
+                tally
+                    .text
+                    .add_present([&delta.content, &delta.reasoning_content].map(Option::as_ref));
             }
             true
         }
