@@ -517,15 +517,13 @@ fn config_check_names_every_output_guard_problem() {
             .route(Route::http("web", "/web", &["GET"], "llm").set("output_guards", ["pii"]))
             .render(),
     );
-    let (code, out, err) = run_check(&bad);
-    let all = format!("{out}{err}");
-    assert_eq!(code, 1, "{all}");
-    for problem in [
-        "routes[4].output_guards: only kind: llm routes have output guards",
-        "routes[2].output_guards[1]: unknown output guard 'tone'",
-        "routes[1].output_guards[1]: output guard 'secrets' has no section under guards.output:",
-        "guards.output.holdback_bytes: must be at least 240",
-    ] {
-        assert!(all.contains(problem), "{problem} not in:\n{all}");
-    }
+    assert_check_reports(
+        run_check(&bad),
+        &[
+            "routes[4].output_guards: only kind: llm routes have output guards",
+            "routes[2].output_guards[1]: unknown output guard 'tone'",
+            "routes[1].output_guards[1]: output guard 'secrets' has no section under guards.output:",
+            "guards.output.holdback_bytes: must be at least 240",
+        ],
+    );
 }

@@ -36,3 +36,13 @@ mod writer;
 
 pub use row::{LedgerError, LedgerRow, LedgerStats};
 pub use sqlite::Ledger;
+
+/// Waits for one of the ledger's threads to end. Called from `drop`, so a
+/// panic in the thread is logged rather than raised again.
+fn join_logged(thread: Option<std::thread::JoinHandle<()>>, name: &str) {
+    if let Some(thread) = thread {
+        if thread.join().is_err() {
+            tracing::error!("ledger {name} thread panicked");
+        }
+    }
+}

@@ -159,11 +159,7 @@ impl Forwarder {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("ledger forwarder thread panicked");
-            }
-        }
+        super::join_logged(self.thread.take(), "forwarder");
     }
 }
 
@@ -273,11 +269,13 @@ mod tests {
         }
     }
 
-    /// A fresh directory (kept alive by the guard) and the ledger path in it.
-    fn scratch_ledger() -> (tempfile::TempDir, std::path::PathBuf) {
+    /// A fresh ledger (its directory kept alive by the guard) whose spool
+    /// holds rows `n`: the guard, the ledger's path, and a connection.
+    fn spooled(n: std::ops::Range<usize>) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("usage.db");
-        (dir, path)
+        let conn = spool_with(&path, n);
+        (dir, path, conn)
     }
 
     fn spool_with(path: &Path, n: std::ops::Range<usize>) -> Connection {
@@ -289,8 +287,7 @@ mod tests {
 
     #[test]
     fn every_row_arrives_once_in_order_across_failures() {
-        let (_dir, path) = scratch_ledger();
-        let conn = spool_with(&path, 0..25);
+        let (_dir, path, conn) = spooled(0..25);
         let mut pg = FakePg {
             fail_before: 2,
             fail_after_commit: 2,
@@ -318,8 +315,7 @@ mod tests {
 
     #[test]
     fn a_crash_between_commit_and_delete_sends_the_batch_again_and_counts_it_once() {
-        let (_dir, path) = scratch_ledger();
-        let conn = spool_with(&path, 0..5);
+        let (_dir, path, conn) = spooled(0..5);
         // PostgreSQL committed, the process died before the delete: the
         // same rows are in both places.
         let mut pg = FakePg {
@@ -339,8 +335,7 @@ mod tests {
 
     #[test]
     fn spool_ids_are_never_reused_after_the_spool_empties() {
-        let (_dir, path) = scratch_ledger();
-        let conn = spool_with(&path, 0..3);
+        let (_dir, path, conn) = spooled(0..3);
         let mut pg = FakePg::default();
         assert_eq!(forward_once(&conn, &mut pg, 100).ok(), Some(3));
         let _more = spool_with(&path, 3..4);

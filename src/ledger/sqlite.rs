@@ -47,11 +47,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel makes the writer drain, commit and exit.
         self.tx.take();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("ledger writer thread panicked");
-            }
-        }
+        super::join_logged(self.writer.take(), "writer");
         // After the writer: its last rows get their last chance to go.
         self.forwarder.take();
     }

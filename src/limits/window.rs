@@ -109,14 +109,16 @@ mod tests {
         dt.assume_utc().unix_timestamp() as u64
     }
 
+    /// `later` falls in the window right after `earlier`'s.
+    fn assert_next_window(w: Window, earlier: u64, later: u64) {
+        assert_eq!(window_id(w, earlier) + 1, window_id(w, later));
+    }
+
     #[test]
     fn minute_last_second_and_boundary() {
         let last = ts(datetime!(2024-03-10 12:34:59));
         let next = last + 1;
-        assert_eq!(
-            window_id(Window::Minute, last) + 1,
-            window_id(Window::Minute, next)
-        );
+        assert_next_window(Window::Minute, last, next);
         assert_eq!(reset_at(Window::Minute, last), next);
         assert_eq!(seconds_to_reset(Window::Minute, last), 1);
         assert_eq!(seconds_to_reset(Window::Minute, next), 60);
@@ -145,10 +147,7 @@ mod tests {
         assert_eq!(seconds_to_reset(Window::Month, t), 1);
         assert_eq!(window_id(Window::Month, t), 2024 * 12 + 11);
         assert_eq!(window_id(Window::Month, jan), 2025 * 12);
-        assert_eq!(
-            window_id(Window::Month, t) + 1,
-            window_id(Window::Month, jan)
-        );
+        assert_next_window(Window::Month, t, jan);
         assert_eq!(
             window_start(Window::Month, t),
             ts(datetime!(2024-12-01 00:00:00))

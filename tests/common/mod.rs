@@ -433,6 +433,17 @@ pub fn run_check(config: &str) -> (i32, String, String) {
     )
 }
 
+/// Asserts that a `tollgate check` run (`run_check` or `ConfigBuilder::check`)
+/// failed and printed every one of `problems`.
+pub fn assert_check_reports(result: (i32, String, String), problems: &[&str]) {
+    let (code, out, err) = result;
+    let all = format!("{out}{err}");
+    assert_eq!(code, 1, "{all}");
+    for problem in problems {
+        assert!(all.contains(problem), "{problem} not in:\n{all}");
+    }
+}
+
 pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -1,6 +1,6 @@
 //! The Lua scripts against a real `redis-server` (started per test on a free
-//! loopback port, no persistence). Skipped with a printed reason only when
-//! `redis-server` is not installed; `make test` installs it.
+//! loopback port, no persistence). `make test` installs redis-server; a
+//! test fails when it is missing rather than pass without having run.
 
 use super::*;
 use crate::limits::types::{AdmitQuery, FailedAuthQuery, RateQuery};
@@ -15,29 +15,22 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    /// `None` (and a printed reason) when redis-server is not installed.
-    fn start() -> Option<RedisServer> {
+    fn start() -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or_else(|e| panic!("free port: {e}"));
-        let child = match Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                eprintln!("SKIPPED: redis-server not available ({e}); `make test` installs it");
-                return None;
-            }
-        };
+            .unwrap_or_else(|e| panic!("redis-server: {e} (`make test-deps` installs it)"));
         let server = RedisServer { child, port };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
+                return server;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -108,6 +101,15 @@ async fn usage(store: &RedisStore, scope: &ScopeKey, now: u64) -> ScopeUsage {
     u
 }
 
+async fn admits(
+    store: &RedisStore,
+    scopes: &[(ScopeKey, BudgetLimits)],
+    charge: Charge,
+    now: u64,
+) -> bool {
+    store.reserve(scopes, charge, now, HOLD).await.is_ok()
+}
+
 fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
     match r {
         Err(ReserveError::Refused(r)) => r,
@@ -117,9 +119,7 @@ fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
 
 #[tokio::test]
 async fn day_window_rolls_over_at_utc_midnight() {
-    let Some((_redis, store)) = deny_store() else {
-        return;
-    };
+    let (_redis, store) = deny_store();
     let daily = BudgetLimits {
         tokens_per_day: Some(100),
         ..Default::default()
@@ -148,10 +148,7 @@ async fn day_window_rolls_over_at_utc_midnight() {
             .tokens_day,
         0
     );
-    assert!(store
-        .reserve(&scopes, Charge::tokens(100), midnight, HOLD)
-        .await
-        .is_ok());
+    assert!(admits(&store, &scopes, Charge::tokens(100), midnight).await);
     // The tenant's day rolled over too, while its month did not.
     let t = usage(&store, &ScopeKey::tenant("acme"), midnight).await;
     assert_eq!((t.tokens_day, t.reserved_tokens), (0, 100));
@@ -159,9 +156,7 @@ async fn day_window_rolls_over_at_utc_midnight() {
 
 #[tokio::test]
 async fn month_window_rolls_over_on_the_first() {
-    let Some((_redis, store)) = deny_store() else {
-        return;
-    };
+    let (_redis, store) = deny_store();
     let monthly = BudgetLimits {
         micro_usd_per_month: Some(1_000),
         ..Default::default()
@@ -190,17 +185,12 @@ async fn month_window_rolls_over_on_the_first() {
             .micro_usd_month,
         0
     );
-    assert!(store
-        .reserve(&scopes, usd(1_000), march, HOLD)
-        .await
-        .is_ok());
+    assert!(admits(&store, &scopes, usd(1_000), march).await);
 }
 
 #[tokio::test]
 async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
-    let Some((_redis, store)) = deny_store() else {
-        return;
-    };
+    let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
     let roomy = BudgetLimits {
         tokens_per_minute: Some(1_000),
@@ -260,9 +250,7 @@ async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
 
 #[tokio::test]
 async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
-    let Some((_redis, store)) = deny_store() else {
-        return;
-    };
+    let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
     let minute_only = BudgetLimits {
         tokens_per_minute: Some(1_000),
@@ -289,9 +277,7 @@ async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() 
 
 #[tokio::test]
 async fn an_unsettled_reservation_expires_by_itself() {
-    let Some((_redis, store)) = deny_store() else {
-        return;
-    };
+    let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
     let limits = BudgetLimits {
         tokens_per_day: Some(100),
@@ -313,17 +299,12 @@ async fn an_unsettled_reservation_expires_by_itself() {
             .reserved_tokens,
         0
     );
-    assert!(store
-        .reserve(&scopes, Charge::tokens(100), now + 31, HOLD)
-        .await
-        .is_ok());
+    assert!(admits(&store, &scopes, Charge::tokens(100), now + 31).await);
 }
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
-    let Some((redis, store)) = deny_store() else {
-        return;
-    };
+    let (redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
     let limits = BudgetLimits {
         tokens_per_minute: Some(1_000),
@@ -389,9 +370,7 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
 
 #[tokio::test]
 async fn two_instances_share_rate_and_failed_auth_counters() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    let redis = RedisServer::start();
     let (a, b) = (
         redis.store(OnStoreError::Deny),
         redis.store(OnStoreError::Deny),
@@ -450,9 +429,7 @@ async fn two_instances_share_rate_and_failed_auth_counters() {
 
 #[tokio::test]
 async fn an_llm_calls_admission_rides_on_its_reservation() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    let redis = RedisServer::start();
     let (a, b) = (
         redis.store(OnStoreError::Deny),
         redis.store(OnStoreError::Deny),
@@ -597,9 +574,7 @@ async fn unreachable_redis_denies_or_counts_locally() {
 #[tokio::test]
 #[ignore = "measurement, not a check"]
 async fn redis_memory_per_10k_users() {
-    let Some((redis, store)) = deny_store() else {
-        return;
-    };
+    let (redis, store) = deny_store();
     let mut raw = redis.raw().await;
     let used = |info: String| -> u64 {
         info.lines()
@@ -672,9 +647,7 @@ impl SpendSource for FixedSpend {
 
 #[tokio::test]
 async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at_once() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    let redis = RedisServer::start();
     let ledger = SpendInWindows {
         tokens_minute: 0,
         tokens_day: 500,
@@ -730,10 +703,9 @@ fn in_acme(user: &str, limits: BudgetLimits) -> [(ScopeKey, BudgetLimits); 2] {
     ]
 }
 
-/// A fresh redis-server and a store on it that fails closed; None (the
-/// test is skipped) without redis-server.
-fn deny_store() -> Option<(RedisServer, RedisStore)> {
-    let redis = RedisServer::start()?;
+/// A fresh redis-server and a store on it that fails closed.
+fn deny_store() -> (RedisServer, RedisStore) {
+    let redis = RedisServer::start();
     let store = redis.store(OnStoreError::Deny);
-    Some((redis, store))
+    (redis, store)
 }
