@@ -235,6 +235,8 @@ struct SeededRow {
     time_ms: i64,
     user: &'static str,
     tenant: &'static str,
+    /// API key id: two per tenant, so grouping by key splits users' rows.
+    key: String,
     model: &'static str,
     prompt: i64,
     completion: i64,
@@ -269,6 +271,7 @@ fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
                         + if i % 4 == 0 { day_ms - 1 } else { i * 1000 },
                     user,
                     tenant,
+                    key: format!("{tenant}-key-{}", i % 2),
                     model,
                     prompt: 100 + i * 7,
                     completion: 10 + i * 3,
@@ -285,6 +288,7 @@ fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
         time_ms: day0 + 3 * day_ms,
         user: "bob",
         tenant: "acme",
+        key: "acme-key-0".into(),
         model: "support-fast",
         prompt: 1_000_000,
         completion: 1,
@@ -297,9 +301,9 @@ fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
         conn.execute(
             "INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model, upstream_model,
                 prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, micro_usd, status, estimated)
-             VALUES (?1, ?2, ?3, ?4, 'k', 'chat', ?5, ?5, ?6, ?7, ?8, 0, ?9, 200, ?10)",
+             VALUES (?1, ?2, ?3, ?4, ?11, 'chat', ?5, ?5, ?6, ?7, ?8, 0, ?9, 200, ?10)",
             rusqlite::params![r.time_ms, format!("seed-{n}"), r.user, r.tenant, r.model,
-                r.prompt, r.completion, r.cached, r.micro_usd, r.estimated],
+                r.prompt, r.completion, r.cached, r.micro_usd, r.estimated, r.key],
         )
         .unwrap();
     }
@@ -323,6 +327,7 @@ fn expected(rows: &[SeededRow], keys: &[&str], to: &str) -> BTreeMap<Vec<String>
             .map(|k| match *k {
                 "tenant" => r.tenant.to_string(),
                 "user" => r.user.to_string(),
+                "key" => r.key.clone(),
                 "model" => r.model.to_string(),
                 "day" => r.day.to_string(),
                 _ => unreachable!(),
@@ -363,10 +368,12 @@ fn usage_report_matches_the_ledger_in_json_csv_and_cli() {
         &[],
         &["tenant"],
         &["user"],
+        &["key"],
         &["model"],
         &["day"],
         &["day", "model"],
         &["tenant", "user"],
+        &["tenant", "key", "model"],
         &["model", "tenant", "user", "day"],
     ];
     for keys in groupings {

@@ -1,11 +1,11 @@
 //! Usage report from the SQLite ledger (DESIGN §5 `/admin/usage/report`,
 //! §2 `tollgate usage`): calls, tokens and spend between two UTC days,
-//! grouped by any of tenant, user, model and day.
+//! grouped by any of tenant, user, key, model and day.
 //!
-//! It reads the ledger's `usage_daily` rollup (daily totals per tenant, user
-//! and model, kept by a trigger; see ledger.rs), so its cost grows with the
-//! number of (day, tenant, user, model) groups, not with the number of
-//! calls. Days are UTC day numbers (`time_ms / 86400000`), formatted here.
+//! It reads the ledger's `usage_daily` rollup (daily totals per tenant,
+//! user, key, model and API, kept by a trigger in SQLite and by the batch
+//! insert in PostgreSQL), so its cost grows with the number of groups, not
+//! with the number of calls. Days are UTC day numbers (`time_ms / 86400000`), formatted here.
 
 use crate::llm::pricing::usd_string;
 use rusqlite::{Connection, OpenFlags};
@@ -24,6 +24,7 @@ const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
 pub enum GroupKey {
     Tenant,
     User,
+    Key,
     Model,
     Day,
 }
@@ -33,6 +34,7 @@ impl GroupKey {
         match name {
             "tenant" => Some(GroupKey::Tenant),
             "user" => Some(GroupKey::User),
+            "key" => Some(GroupKey::Key),
             "model" => Some(GroupKey::Model),
             "day" => Some(GroupKey::Day),
             _ => None,
@@ -43,6 +45,7 @@ impl GroupKey {
         match self {
             GroupKey::Tenant => "tenant",
             GroupKey::User => "user",
+            GroupKey::Key => "key",
             GroupKey::Model => "model",
             GroupKey::Day => "day",
         }
@@ -52,6 +55,7 @@ impl GroupKey {
         match self {
             GroupKey::Tenant => "tenant_id".into(),
             GroupKey::User => "user_id".into(),
+            GroupKey::Key => "key_id".into(),
             GroupKey::Model => "model".into(),
             GroupKey::Day => "day".into(),
         }
@@ -113,7 +117,7 @@ pub fn parse_group_by(value: &str) -> Result<Vec<GroupKey>, ReportError> {
         let key = GroupKey::parse(name).ok_or_else(|| {
             invalid(
                 "group_by",
-                format!("unknown key {name:?} (tenant, user, model, day)"),
+                format!("unknown key {name:?} (tenant, user, key, model, day)"),
             )
         })?;
         if keys.contains(&key) {

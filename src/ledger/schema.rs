@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// How long a connection waits on a lock held by another connection.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The columns a usage row has in both SQLite tables (the ledger's `usage`
 /// and the PostgreSQL spool), up to `estimated`.
@@ -58,22 +58,24 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     day               INTEGER NOT NULL,
     tenant_id         TEXT    NOT NULL,
     user_id           TEXT    NOT NULL,
+    key_id            TEXT    NOT NULL,
     model             TEXT    NOT NULL,
+    api               TEXT    NOT NULL,
     calls             INTEGER NOT NULL,
     prompt_tokens     INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     cached_tokens     INTEGER NOT NULL,
     micro_usd         INTEGER NOT NULL,
     estimated_calls   INTEGER NOT NULL,
-    PRIMARY KEY (day, tenant_id, user_id, model)
+    PRIMARY KEY (day, tenant_id, user_id, key_id, model, api)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS usage_daily_add AFTER INSERT ON usage
 BEGIN
     INSERT INTO usage_daily VALUES (
         NEW.time_ms / 86400000, COALESCE(NEW.tenant_id, ''), COALESCE(NEW.user_id, ''),
-        NEW.model, 1, NEW.prompt_tokens, NEW.completion_tokens, NEW.cached_tokens,
-        NEW.micro_usd, NEW.estimated != 0)
-    ON CONFLICT (day, tenant_id, user_id, model) DO UPDATE SET
+        COALESCE(NEW.key_id, ''), NEW.model, NEW.api, 1, NEW.prompt_tokens,
+        NEW.completion_tokens, NEW.cached_tokens, NEW.micro_usd, NEW.estimated != 0)
+    ON CONFLICT (day, tenant_id, user_id, key_id, model, api) DO UPDATE SET
         calls = calls + 1,
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -83,14 +85,22 @@ BEGIN
 END;
 ";
 
-/// Schema 2 → 3: the daily rollup, rebuilt from the rows already there.
-const MIGRATE_2_TO_3: &str = "
+/// Schema 3 → 4: the rollup gains the key and the API (reports by key;
+/// the same rollup as PostgreSQL's). Dropped here, created by
+/// `ROLLUP_SCHEMA`, refilled by `REBUILD_ROLLUP`.
+const DROP_ROLLUP: &str = "
+DROP TRIGGER IF EXISTS usage_daily_add;
+DROP TABLE IF EXISTS usage_daily;
+";
+
+/// Schemas before 4: the daily rollup, rebuilt from the rows already there.
+const REBUILD_ROLLUP: &str = "
 DELETE FROM usage_daily;
 INSERT INTO usage_daily
-SELECT time_ms / 86400000, COALESCE(tenant_id, ''), COALESCE(user_id, ''), model,
-    COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
-    SUM(micro_usd), SUM(estimated != 0)
-FROM usage GROUP BY 1, 2, 3, 4;
+SELECT time_ms / 86400000, COALESCE(tenant_id, ''), COALESCE(user_id, ''),
+    COALESCE(key_id, ''), model, api, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
+    SUM(cached_tokens), SUM(micro_usd), SUM(estimated != 0)
+FROM usage GROUP BY 1, 2, 3, 4, 5, 6;
 ";
 
 /// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the
@@ -172,11 +182,14 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
         conn.execute_batch(MIGRATE_1_TO_2)?;
     }
     conn.execute_batch(SCHEMA)?;
+    if version < SCHEMA_VERSION {
+        // One transaction: a crash leaves the old rollup or the whole new one.
+        conn.execute_batch(&format!(
+            "BEGIN; {DROP_ROLLUP} {ROLLUP_SCHEMA} {REBUILD_ROLLUP} COMMIT;"
+        ))?;
+    }
     conn.execute_batch(ROLLUP_SCHEMA)?;
     conn.execute_batch(SPOOL_SCHEMA)?;
-    if version < 3 {
-        conn.execute_batch(&format!("BEGIN; {MIGRATE_2_TO_3} COMMIT;"))?;
-    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
 }

@@ -395,6 +395,52 @@ mod tests {
     }
 
     #[test]
+    fn schema_3_rollup_is_rebuilt_with_keys() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("usage.db");
+        let ledger = open(&path);
+        for (id, user, key) in [
+            ("a", "alice", "k1"),
+            ("b", "alice", "k2"),
+            ("c", "bob", "k1"),
+        ] {
+            let mut r = row(id, user, "acme", NOW, 10);
+            r.key_id = Some(key.into());
+            ledger.record(r);
+        }
+        drop(ledger);
+        {
+            // Back to schema 3: its rollup had no key and no API.
+            let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute_batch(
+                "DROP TRIGGER usage_daily_add; DROP TABLE usage_daily;
+                 CREATE TABLE usage_daily (day INTEGER NOT NULL, tenant_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL, model TEXT NOT NULL, calls INTEGER NOT NULL,
+                    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                    cached_tokens INTEGER NOT NULL, micro_usd INTEGER NOT NULL,
+                    estimated_calls INTEGER NOT NULL,
+                    PRIMARY KEY (day, tenant_id, user_id, model)) WITHOUT ROWID;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let ledger = open(&path);
+        let mut r = row("d", "bob", "acme", NOW, 10);
+        r.key_id = Some("k2".into());
+        ledger.record(r);
+        drop(ledger);
+        let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let per_key: Vec<(String, i64)> = conn
+            .prepare("SELECT key_id, SUM(calls) FROM usage_daily GROUP BY key_id ORDER BY key_id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(per_key, vec![("k1".into(), 2), ("k2".into(), 2)]);
+    }
+
+    #[test]
     fn current_spend_survives_reopen_and_respects_windows() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("usage.db");
