@@ -28,5 +28,5 @@ as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
 # Stopped before $WORK is removed (stop_all runs on exit).
 trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true; stop_all' EXIT
 echo "tollgate ledger_postgres bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $("$PG_BIN/postgres" --version), $ROWS generated rows"
-TOLLGATE_BENCH_PG_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres" TOLLGATE_BENCH_ROWS="$ROWS" \
+TOLLGATE_BENCH_PG_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable" TOLLGATE_BENCH_ROWS="$ROWS" \
   cargo bench --locked --quiet --bench ledger_postgres
