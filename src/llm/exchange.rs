@@ -5,6 +5,8 @@
 
 use super::api::LlmRequest;
 use super::model::Model;
+use super::translate::Translation;
+use crate::config::schema::UpstreamApi;
 use crate::ctx::RequestCtx;
 use crate::edge::headers;
 use crate::error::GatewayError;
@@ -31,12 +33,29 @@ pub struct Opened {
     pub output_cap: u64,
     /// The request body sent to it.
     pub body: Bytes,
+    /// Set when the upstream speaks another API than the client.
+    pub translation: Option<Translation>,
 }
 
 /// One model to try, with its pool.
 pub struct Candidate {
     pub model: Arc<Model>,
     pub pool: Arc<Pool>,
+    /// How the client's API reaches this model's upstream, if it differs.
+    pub translation: Option<Translation>,
+}
+
+/// The Messages API version sent to an Anthropic upstream reached by
+/// translation (the client, speaking another API, sends none); a
+/// `set_headers` entry wins.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Client headers of one provider's API: meaningless to another's
+/// upstream, so not forwarded when the call is translated.
+fn is_provider_header(name: &str) -> bool {
+    ["anthropic-", "openai-", "x-goog-", "x-stainless-"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 /// Why the last attempt failed, kept to answer the client if all fail.
@@ -74,22 +93,42 @@ impl Failure {
 fn upstream_request(
     client: &RequestHeader,
     ctx: &RequestCtx,
-    target: (&Pool, &Model, SocketAddr),
+    target: (&Pool, &Candidate, SocketAddr),
     client_ip: Option<IpAddr>,
-    body_len: usize,
+    (body_len, stream): (usize, bool),
 ) -> pingora::Result<RequestHeader> {
-    let (pool, model, addr) = target;
+    let (pool, candidate, addr) = target;
+    let model = candidate.model.as_ref();
     let mut req = client.clone();
     // The gateway's credentials pay for the call: nothing the client sends
     // may pick the account (or smuggle its own key) next to them.
     headers::strip_folded(&mut req, headers::LLM_ACCOUNT_HEADERS);
+    if candidate.translation.is_some() {
+        let foreign: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| is_provider_header(k.as_str()))
+            .cloned()
+            .collect();
+        for name in foreign {
+            req.remove_header(&name);
+        }
+    }
     headers::prepare_upstream_request(&mut req, ctx, &pool.set_headers, client_ip, false)?;
+    if let Some(t) = &candidate.translation {
+        if t.upstream == UpstreamApi::AnthropicMessages
+            && req.headers.get("anthropic-version").is_none()
+        {
+            req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+        }
+    }
     // After the common preparation: the configured path, never the
     // client's query string or trailing slash (an `api-version` or a
     // different endpoint would be the client's choice).
-    let uri = match &model.upstream_path {
-        Some(path) => http::Uri::try_from(path.as_str()),
-        None => {
+    let uri = match (&model.upstream_path, &candidate.translation) {
+        (Some(path), _) => http::Uri::try_from(path.as_str()),
+        (None, Some(t)) => http::Uri::try_from(t.upstream_path(model.upstream_name(), stream)),
+        (None, None) => {
             let matched = req.uri.path();
             let path = match matched.trim_end_matches('/') {
                 "" => "/",
@@ -185,7 +224,20 @@ pub async fn open(
         };
         let output_cap =
             request.rewrite(candidate.model.upstream_name(), candidate.model.max_tokens);
-        let body = Bytes::from(request.to_vec());
+        let stream = request.is_stream();
+        let body = match &candidate.translation {
+            None => Bytes::from(request.to_vec()),
+            Some(t) => match t.request(request.into_body()) {
+                Ok(translated) => Bytes::from(serde_json::to_vec(&translated).unwrap_or_default()),
+                // The client's request has no equivalent in the primary's
+                // API: its 400 names the field. A fallback is only skipped.
+                Err(e) if index == 0 => return Err(GatewayError::InvalidRequest(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(model = %candidate.model.name, "fallback skipped: {e}");
+                    continue;
+                }
+            },
+        };
         let pool = &candidate.pool;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let attempts = 1 + pool.retries();
@@ -204,8 +256,8 @@ pub async fn open(
             ctx.upstream_started
                 .get_or_insert_with(std::time::Instant::now);
             ctx.attempt_started(addr);
-            let target = (pool.as_ref(), candidate.model.as_ref(), addr);
-            let req = upstream_request(client, ctx, target, client_ip, body.len())
+            let target = (pool.as_ref(), candidate, addr);
+            let req = upstream_request(client, ctx, target, client_ip, (body.len(), stream))
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             match attempt(connector, &peer, req, body.clone()).await {
                 Ok(mut session) => {
@@ -235,6 +287,7 @@ pub async fn open(
                         response,
                         output_cap,
                         body,
+                        translation: candidate.translation,
                     });
                 }
                 Err(e) => {
