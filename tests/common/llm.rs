@@ -72,6 +72,15 @@ impl ConfigBuilder {
     }
 }
 
+/// µUSD of a call at $/Mtok prices, rounded up once.
+pub fn cost(classes: &[(u64, f64)]) -> u64 {
+    let micro: u128 = classes
+        .iter()
+        .map(|(tokens, usd)| u128::from(*tokens) * (usd * 1_000_000.0).round() as u128)
+        .sum();
+    micro.div_ceil(1_000_000) as u64
+}
+
 /// Tokens of `text` as the gateway counts them.
 pub fn count_tokens(text: &str) -> u64 {
     tollgate::llm::tokens::count_text(text)
