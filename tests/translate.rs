@@ -12,50 +12,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// Cross-API models on top of `llm_apis`: the primary pool is `llm`, the
-/// fallback pool `backup`.
-fn translating(llm: &str, backup: &str) -> ConfigBuilder {
-    ConfigBuilder::llm_apis(llm, backup, 1_000_000)
-        .model(
-            Model::new("claude-via-chat", "llm", 3.0, 15.0, 100)
-                .upstream_api("anthropic_messages")
-                .upstream_model("claude-sonnet-4-5")
-                .cached_input_usd_per_mtok(0.30)
-                .cache_write_usd_per_mtok(3.75),
-        )
-        .model(
-            Model::new("gemini-via-chat", "llm", 0.30, 2.50, 100)
-                .upstream_api("gemini")
-                .upstream_model("gemini-2.5-flash")
-                .cached_input_usd_per_mtok(0.075),
-        )
-        .model(
-            Model::new("gpt-via-messages", "llm", 0.15, 0.60, 100)
-                .upstream_api("openai_chat")
-                .upstream_model("gpt-4o-mini")
-                .cached_input_usd_per_mtok(0.075),
-        )
-        .model(
-            Model::new("gemini-via-messages", "llm", 0.30, 2.50, 100)
-                .upstream_api("gemini")
-                .upstream_model("gemini-2.5-flash"),
-        )
-        // An OpenAI primary whose fallback is an Anthropic upstream.
-        .model(
-            Model::new("gpt-first", "llm", 0.15, 0.60, 100)
-                .upstream_api("openai_chat")
-                .fallbacks(&["claude-second"]),
-        )
-        .model(
-            Model::new("claude-second", "backup", 3.0, 15.0, 100)
-                .upstream_api("anthropic_messages")
-                .upstream_model("claude-backup"),
-        )
-}
-
 fn start() -> (Backend, Gateway) {
     let llm = Backend::start();
-    let gw = translating(&llm.addr, &llm.addr).start();
+    let gw = ConfigBuilder::translating(&llm.addr, &llm.addr).start();
     (llm, gw)
 }
 
@@ -366,7 +325,7 @@ fn an_openai_primary_that_is_down_or_failing_falls_back_to_anthropic_billed_once
     let backup = Backend::start();
     let dead = free_addr();
     // Primary refused at connect: nothing listens on its pool.
-    let gw = translating(&dead, &backup.addr).start();
+    let gw = ConfigBuilder::translating(&dead, &backup.addr).start();
     for stream in [false, true] {
         let body = chat_body("gpt-first", json!({"stream": stream}));
         let resp = chat(&gw, BOB_KEY, &body, &CACHE);
@@ -398,7 +357,7 @@ fn an_openai_primary_that_is_down_or_failing_falls_back_to_anthropic_billed_once
     drop(gw);
     // Primary answering 500: the same.
     llm.force_status(500);
-    let gw = translating(&llm.addr, &backup.addr).start();
+    let gw = ConfigBuilder::translating(&llm.addr, &backup.addr).start();
     let body = chat_body("gpt-first", json!({}));
     let v: Value = chat(&gw, BOB_KEY, &body, &CACHE).json().unwrap();
     assert_eq!(v["model"], "claude-backup", "{v}");
@@ -410,7 +369,7 @@ fn an_openai_primary_that_is_down_or_failing_falls_back_to_anthropic_billed_once
 
 #[test]
 fn check_reports_an_upstream_path_with_gemini() {
-    let config = translating("127.0.0.1:1", "127.0.0.1:2")
+    let config = ConfigBuilder::translating("127.0.0.1:1", "127.0.0.1:2")
         .with_model("gemini-via-chat", |m| m.upstream_path("/v1/x"));
     let (code, stdout, stderr) = config.check();
     assert_ne!(code, 0);

@@ -70,6 +70,48 @@ impl ConfigBuilder {
             .pii(&["email"], "redact")
             .injection("block", &[])
     }
+
+    /// `llm_apis` plus models served by another API than their route's
+    /// (`models[].upstream_api`), and an OpenAI primary with an Anthropic
+    /// fallback; `llm` is the primary pool, `backup` the fallback one.
+    pub fn translating(llm: &str, backup: &str) -> ConfigBuilder {
+        ConfigBuilder::llm_apis(llm, backup, 1_000_000)
+            .model(
+                Model::new("claude-via-chat", "llm", 3.0, 15.0, 100)
+                    .upstream_api("anthropic_messages")
+                    .upstream_model("claude-sonnet-4-5")
+                    .cached_input_usd_per_mtok(0.30)
+                    .cache_write_usd_per_mtok(3.75),
+            )
+            .model(
+                Model::new("gemini-via-chat", "llm", 0.30, 2.50, 100)
+                    .upstream_api("gemini")
+                    .upstream_model("gemini-2.5-flash")
+                    .cached_input_usd_per_mtok(0.075),
+            )
+            .model(
+                Model::new("gpt-via-messages", "llm", 0.15, 0.60, 100)
+                    .upstream_api("openai_chat")
+                    .upstream_model("gpt-4o-mini")
+                    .cached_input_usd_per_mtok(0.075),
+            )
+            .model(
+                Model::new("gemini-via-messages", "llm", 0.30, 2.50, 100)
+                    .upstream_api("gemini")
+                    .upstream_model("gemini-2.5-flash"),
+            )
+            // An OpenAI primary whose fallback is an Anthropic upstream.
+            .model(
+                Model::new("gpt-first", "llm", 0.15, 0.60, 100)
+                    .upstream_api("openai_chat")
+                    .fallbacks(&["claude-second"]),
+            )
+            .model(
+                Model::new("claude-second", "backup", 3.0, 15.0, 100)
+                    .upstream_api("anthropic_messages")
+                    .upstream_model("claude-backup"),
+            )
+    }
 }
 
 /// µUSD of a call at $/Mtok prices, rounded up once.
