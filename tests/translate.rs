@@ -114,6 +114,8 @@ fn openai_client_served_by_anthropic_json_and_stream_billed_with_cache_classes()
     for row in &rows {
         assert_eq!(row.api, "openai_chat");
         assert_eq!(row.model, "claude-via-chat");
+        assert_eq!(row.requested_model, "claude-via-chat");
+        assert_eq!(row.upstream_api, "anthropic_messages");
         assert_eq!(
             (row.prompt, row.completion, row.cached, row.cache_write),
             (prompt, 5, 40, 8)
@@ -229,6 +231,12 @@ fn anthropic_client_served_by_openai_and_gemini_json_and_stream() {
         assert_eq!(billed.len(), 2, "{model}: JSON and stream");
         for row in billed {
             assert_eq!(row.api, "anthropic_messages");
+            let upstream = if model == "gpt-via-messages" {
+                "openai_chat"
+            } else {
+                "gemini"
+            };
+            assert_eq!(row.upstream_api, upstream);
             assert_eq!((row.prompt, row.completion, row.cached), (prompt, 5, read));
         }
     }
@@ -347,7 +355,10 @@ fn an_openai_primary_that_is_down_or_failing_falls_back_to_anthropic_billed_once
     let rows = rows_eventually(&gw, 2);
     assert_eq!(rows.len(), 2, "one row per call");
     for row in &rows {
+        // Asked for the OpenAI model, served and billed by the Anthropic one.
+        assert_eq!(row.requested_model, "gpt-first");
         assert_eq!(row.model, "claude-second");
+        assert_eq!(row.upstream_api, "anthropic_messages");
         let input = row.prompt - 48;
         assert_eq!(
             row.micro_usd,

@@ -239,6 +239,10 @@ impl LlmCall {
             api: self.api.name().to_string(),
             cache_write_tokens: usage.cache_write_tokens,
             over_cap: over_cap.is_some(),
+            requested_model: self.requested_model.clone(),
+            upstream_api: self
+                .upstream_api
+                .map_or_else(String::new, |u| u.name().to_string()),
         });
         summary
     }

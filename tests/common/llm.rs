@@ -232,6 +232,10 @@ pub struct Row {
     pub micro_usd: u64,
     pub estimated: bool,
     pub over_cap: bool,
+    /// The model the client asked for (`model`: the one that served).
+    pub requested_model: String,
+    /// The upstream's API of a translated call ("" otherwise).
+    pub upstream_api: String,
 }
 
 /// The ledger rows once there are `n` of them (5 s at most: the ledger
@@ -247,7 +251,8 @@ pub fn rows(gw: &Gateway) -> Vec<Row> {
     };
     let Ok(mut stmt) = conn.prepare(
         "SELECT api, model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
-                reasoning_tokens, micro_usd, estimated, over_cap FROM usage ORDER BY id",
+                reasoning_tokens, micro_usd, estimated, over_cap, requested_model, upstream_api
+         FROM usage ORDER BY id",
     ) else {
         return Vec::new();
     };
@@ -263,6 +268,8 @@ pub fn rows(gw: &Gateway) -> Vec<Row> {
             micro_usd: r.get::<_, i64>(7)? as u64,
             estimated: r.get::<_, i64>(8)? != 0,
             over_cap: r.get::<_, i64>(9)? != 0,
+            requested_model: r.get(10)?,
+            upstream_api: r.get(11)?,
         })
     })
     .unwrap()
