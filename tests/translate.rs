@@ -390,3 +390,58 @@ fn check_reports_an_upstream_path_with_gemini() {
         "{out}"
     );
 }
+
+/// An OpenAI-shaped upstream whose streams start (header, role chunk) and
+/// then die (`stall: false`) or stall (`stall: true`) before any content.
+fn dying_stream_upstream(stall: bool) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = conn.read(&mut buf);
+                let event = "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = write!(conn, "{head}{:x}\r\n{event}\r\n", event.len());
+                let _ = conn.flush();
+                if stall {
+                    std::thread::sleep(std::time::Duration::from_secs(30));
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_stream_that_dies_or_stalls_before_its_first_token_falls_back_to_anthropic() {
+    let backup = Backend::start();
+    for stall in [false, true] {
+        let primary = dying_stream_upstream(stall);
+        let gw = ConfigBuilder::translating(&primary, &backup.addr).start();
+        let body = chat_body("gpt-first", json!({"stream": true}));
+        let resp = chat(&gw, BOB_KEY, &body, &CACHE);
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().unwrap();
+        // One clean answer in the client's format: the dead stream's
+        // role chunk never reached it.
+        let (answer, finish, usage) = chat_stream(&text);
+        assert_eq!(
+            (answer.as_str(), finish.as_str()),
+            ("tok tok tok tok tok", "stop"),
+            "{text}"
+        );
+        assert_eq!(text.matches("\"role\":\"assistant\"").count(), 1, "{text}");
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 40);
+        let rows = rows_eventually(&gw, 1);
+        assert_eq!(rows.len(), 1, "billed once");
+        assert_eq!(
+            (rows[0].requested_model.as_str(), rows[0].model.as_str()),
+            ("gpt-first", "claude-second")
+        );
+        assert_eq!(rows[0].completion, 5);
+    }
+}

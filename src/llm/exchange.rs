@@ -35,6 +35,63 @@ pub struct Opened {
     pub body: Bytes,
     /// Set when the upstream speaks another API than the client.
     pub translation: Option<Translation>,
+    /// The start of a streamed answer read before it was chosen (up to its
+    /// first content event): forwarded before the rest.
+    pub primed: Bytes,
+}
+
+/// Most bytes of a stream read while waiting for its first content event.
+const MAX_PRIMED: usize = 64 * 1024;
+
+/// Whether the start of an SSE answer holds a content event (text or a
+/// tool call) in the upstream's API. A byte search, not a parse: the events
+/// before the first content are a handful of small, fixed shapes.
+fn has_content(upstream: UpstreamApi, start: &[u8]) -> bool {
+    let find = |needle: &[u8]| memchr::memmem::find(start, needle).is_some();
+    match upstream {
+        UpstreamApi::AnthropicMessages => find(b"content_block_delta") || find(b"\"tool_use\""),
+        UpstreamApi::Gemini => find(b"\"text\"") || find(b"\"functionCall\""),
+        UpstreamApi::OpenaiChat => {
+            find(b"\"tool_calls\"")
+                || memchr::memmem::find_iter(start, b"\"content\":\"")
+                    .any(|at| start.get(at + 11).is_some_and(|&b| b != b'"'))
+        }
+    }
+}
+
+/// Reads a streamed answer up to its first content event. `Err` when the
+/// stream ends, fails or stalls (the pool's read timeout) before it: the
+/// next model can still serve, nothing has reached the client.
+async fn prime(session: &mut HttpSession, upstream: UpstreamApi) -> Result<Bytes, String> {
+    let mut start = Vec::new();
+    loop {
+        match session.read_response_body().await {
+            Ok(Some(bytes)) => {
+                start.extend_from_slice(&bytes);
+                if start.len() >= MAX_PRIMED || has_content(upstream, &start) {
+                    return Ok(Bytes::from(start));
+                }
+            }
+            Ok(None) => return Err("the stream ended before its first content event".into()),
+            Err(e) => {
+                return Err(format!(
+                    "the stream failed before its first content event: {e}"
+                ))
+            }
+        }
+    }
+}
+
+fn is_sse(response: &ResponseHeader) -> bool {
+    response
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// One model to try, with its pool.
@@ -225,6 +282,10 @@ pub async fn open(
         let output_cap =
             request.rewrite(candidate.model.upstream_name(), candidate.model.max_tokens);
         let stream = request.is_stream();
+        let client_upstream_api = match request.api() {
+            crate::config::schema::LlmApi::AnthropicMessages => UpstreamApi::AnthropicMessages,
+            _ => UpstreamApi::OpenaiChat,
+        };
         let body = match &candidate.translation {
             None => Bytes::from(request.to_vec()),
             Some(t) => match t.request(request.into_body()) {
@@ -278,6 +339,27 @@ pub async fn open(
                         session.shutdown().await;
                         break;
                     }
+                    // With a fallback left, a stream is chosen only once it
+                    // has produced content: one that dies or stalls first
+                    // goes to the next model, unseen by the client.
+                    let mut primed = Bytes::new();
+                    if !is_last && (200..300).contains(&status) && is_sse(&response) {
+                        let upstream = candidate
+                            .translation
+                            .map(|t| t.upstream)
+                            .or(candidate.model.upstream_api)
+                            .unwrap_or(client_upstream_api);
+                        match prime(&mut session, upstream).await {
+                            Ok(start) => primed = start,
+                            Err(why) => {
+                                tracing::warn!(model = %candidate.model.name, "{why}; trying the next model");
+                                pool.report_failure(addr);
+                                session.shutdown().await;
+                                failure = Failure::Connect(why);
+                                break;
+                            }
+                        }
+                    }
                     return Ok(Opened {
                         session,
                         peer,
@@ -288,6 +370,7 @@ pub async fn open(
                         output_cap,
                         body,
                         translation: candidate.translation,
+                        primed,
                     });
                 }
                 Err(e) => {

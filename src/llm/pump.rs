@@ -96,22 +96,34 @@ pub struct Source<'a> {
     translator: Option<&'a mut StreamTranslator>,
     /// An end that follows the translator's last events.
     pending: Option<Read>,
+    /// The answer's start, read before it was chosen (fallback).
+    primed: Option<Bytes>,
 }
 
 impl<'a> Source<'a> {
+    /// `primed`: the answer's start, read before it was chosen.
     pub fn new(
         upstream: &'a mut HttpSession,
         translator: Option<&'a mut StreamTranslator>,
+        primed: Bytes,
     ) -> Self {
         Source {
             upstream,
             translator,
             pending: None,
+            primed: (!primed.is_empty()).then_some(primed),
         }
     }
 
     async fn read(&mut self) -> Read {
         if let Some(read) = self.pending.take() {
+            return read;
+        }
+        if let Some(read) = self
+            .primed
+            .take()
+            .and_then(|b| self.translate(Read::Data(b)))
+        {
             return read;
         }
         loop {

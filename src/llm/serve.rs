@@ -482,6 +482,7 @@ async fn stream_back(
         output_cap,
         body,
         translation,
+        primed,
         ..
     } = opened;
     let api = ctx.llm.as_ref().map(|c| c.api).unwrap_or_default();
@@ -550,7 +551,7 @@ async fn stream_back(
         .await
         .is_ok()
     {
-        let mut source = Source::new(&mut upstream, translator.as_mut());
+        let mut source = Source::new(&mut upstream, translator.as_mut(), primed);
         end = pump(
             session,
             &mut source,
