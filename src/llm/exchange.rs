@@ -6,7 +6,7 @@
 use super::api::LlmRequest;
 use super::model::Model;
 use super::translate::Translation;
-use crate::config::schema::UpstreamApi;
+use crate::config::schema::{LlmApi, UpstreamApi};
 use crate::ctx::RequestCtx;
 use crate::edge::headers;
 use crate::error::GatewayError;
@@ -282,9 +282,11 @@ pub async fn open(
         let output_cap =
             request.rewrite(candidate.model.upstream_name(), candidate.model.max_tokens);
         let stream = request.is_stream();
+        // Streams of the APIs whose content events `has_content` knows.
         let client_upstream_api = match request.api() {
-            crate::config::schema::LlmApi::AnthropicMessages => UpstreamApi::AnthropicMessages,
-            _ => UpstreamApi::OpenaiChat,
+            LlmApi::AnthropicMessages => Some(UpstreamApi::AnthropicMessages),
+            LlmApi::OpenaiChat => Some(UpstreamApi::OpenaiChat),
+            LlmApi::OpenaiResponses | LlmApi::OpenaiEmbeddings => None,
         };
         let body = match &candidate.translation {
             None => Bytes::from(request.to_vec()),
@@ -343,12 +345,13 @@ pub async fn open(
                     // has produced content: one that dies or stalls first
                     // goes to the next model, unseen by the client.
                     let mut primed = Bytes::new();
-                    if !is_last && (200..300).contains(&status) && is_sse(&response) {
-                        let upstream = candidate
-                            .translation
-                            .map(|t| t.upstream)
-                            .or(candidate.model.upstream_api)
-                            .unwrap_or(client_upstream_api);
+                    let upstream_api = candidate
+                        .translation
+                        .map(|t| t.upstream)
+                        .or(client_upstream_api);
+                    if let Some(upstream) = upstream_api
+                        .filter(|_| !is_last && (200..300).contains(&status) && is_sse(&response))
+                    {
                         match prime(&mut session, upstream).await {
                             Ok(start) => primed = start,
                             Err(why) => {
