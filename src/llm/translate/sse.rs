@@ -75,11 +75,38 @@ impl StreamTranslator {
     /// Translates the whole events in `bytes` (a partial one waits for the
     /// next read) and appends them to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.decoder.feed(bytes, |data| events.push(parse(data)));
-        for ev in events {
-            self.run(Some(ev), out);
+        let mut events: Vec<Vec<u8>> = Vec::new();
+        self.decoder.feed(bytes, |data| events.push(data.to_vec()));
+        for data in events {
+            if !self.fast_text_delta(&data, out) {
+                self.run(Some(parse(&data)), out);
+            }
         }
+    }
+
+    /// The common event of an Anthropic stream to an OpenAI client, a text
+    /// delta, written straight from a borrowed view: no JSON tree is built
+    /// (the generic path costs about a fifth of a streamed call's CPU).
+    /// False leaves the event to the generic path.
+    fn fast_text_delta(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        let ([Stage::MessagesToChat(stage)], false) = (self.stages.as_slice(), self.ended) else {
+            return false;
+        };
+        let Some(prefix) = stage.chunk_prefix.as_deref().filter(|_| !stage.done) else {
+            return false;
+        };
+        let Ok(view) = serde_json::from_slice::<TextDeltaEvent>(data) else {
+            return false;
+        };
+        if view.kind != "content_block_delta" || view.delta.kind != "text_delta" {
+            return false;
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(prefix.as_bytes());
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &view.delta.text);
+        out.extend_from_slice(CHUNK_SUFFIX.as_bytes());
+        true
     }
 
     /// The upstream's body ended: a last unterminated event, then what
@@ -174,6 +201,26 @@ fn parse(data: &[u8]) -> Ev {
     )
 }
 
+/// An Anthropic `content_block_delta` of text, borrowed.
+#[derive(serde::Deserialize)]
+struct TextDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    delta: TextDelta<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
+
+/// What follows a content delta's text in an OpenAI chunk.
+const CHUNK_SUFFIX: &str = "},\"finish_reason\":null,\"logprobs\":null}]}\n\n";
+
 enum Stage {
     MessagesToChat(MessagesToChat),
     ChatToMessages(ChatToMessages),
@@ -223,6 +270,9 @@ fn anthropic_stream_error(message: &str) -> Ev {
 
 #[derive(Default)]
 struct MessagesToChat {
+    /// An OpenAI chunk up to a content delta's text (set by
+    /// `message_start`), for the fast path of text deltas.
+    chunk_prefix: Option<String>,
     id: Value,
     model: Value,
     created: u64,
@@ -261,6 +311,10 @@ impl MessagesToChat {
                 self.model = m.get("model").cloned().unwrap_or(Value::Null);
                 self.created = unix_now();
                 self.merge_usage(m.get("usage"));
+                self.chunk_prefix = Some(format!(
+                    "{{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"delta\":{{\"content\":",
+                    self.id, self.created, self.model
+                ));
                 out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
             }
             "content_block_start" => {
