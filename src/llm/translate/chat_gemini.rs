@@ -7,7 +7,7 @@
 //! before it, so a tool round trip works with ids the client kept.
 
 use super::chat_messages::parse_data_url;
-use super::sse::unix_now;
+use super::wire::unix_now;
 use crate::llm::api::fields::{field_err, num};
 use crate::llm::api::RequestError;
 use serde_json::{json, Map, Value};

@@ -5,7 +5,7 @@
 //! Anthropic `tool_use.id` and `tool_result.tool_use_id`, and back, so a
 //! tool round trip keeps matching across turns and across the two APIs.
 
-use super::sse::unix_now;
+use super::wire::unix_now;
 use crate::llm::api::fields::{field_err, num};
 use crate::llm::api::RequestError;
 use serde_json::{json, Map, Value};

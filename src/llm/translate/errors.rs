@@ -80,11 +80,11 @@ pub(super) fn stream_failure(client: LlmApi, message: &str) -> Vec<u8> {
     match client {
         LlmApi::AnthropicMessages => {
             let data = json!({"type": "error", "error": {"type": "api_error", "message": message}});
-            super::sse::write_event(&mut out, Some("error"), &data);
+            super::wire::write_event(&mut out, Some("error"), &data);
         }
         _ => {
             let data = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}});
-            super::sse::write_event(&mut out, None, &data);
+            super::wire::write_event(&mut out, None, &data);
         }
     }
     out

@@ -15,24 +15,18 @@
 mod chat_gemini;
 mod chat_messages;
 mod errors;
+mod hop;
 mod sse;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use crate::config::schema::{LlmApi, UpstreamApi};
 use crate::llm::api::RequestError;
+use hop::Hop;
 use serde_json::{Map, Value};
 
 pub use sse::StreamTranslator;
-
-/// One hop of a translation (a request goes through them in order, an
-/// answer in reverse).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hop {
-    ChatToMessages,
-    MessagesToChat,
-    ChatToGemini,
-}
 
 /// How a route's client API reaches an upstream speaking another API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

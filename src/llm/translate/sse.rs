@@ -10,30 +10,12 @@
 use super::chat_gemini;
 use super::chat_messages::{chat_usage_of, finish_reason_of, messages_usage_of, stop_reason_of};
 use super::errors::stream_failure;
-use super::Hop;
+use super::hop::Hop;
+use super::wire::write_event;
 use crate::config::schema::LlmApi;
 use crate::llm::usage::SseDecoder;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-
-pub(super) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// One SSE event of the client's format.
-pub(super) fn write_event(out: &mut Vec<u8>, name: Option<&str>, data: &Value) {
-    if let Some(name) = name {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"data: ");
-    // Writing a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, data);
-    out.extend_from_slice(b"\n\n");
-}
 
 /// An event's data between stages.
 #[derive(Debug, Clone, PartialEq)]
