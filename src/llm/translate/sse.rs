@@ -11,7 +11,7 @@ use super::chat_gemini;
 use super::chat_messages::{chat_usage_of, finish_reason_of, messages_usage_of, stop_reason_of};
 use super::errors::stream_failure;
 use super::hop::Hop;
-use super::wire::write_event;
+use super::wire::{unix_now, write_event};
 use crate::config::schema::LlmApi;
 use crate::llm::usage::SseDecoder;
 use serde_json::{json, Map, Value};
