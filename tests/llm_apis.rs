@@ -52,15 +52,6 @@ fn billed_ok(gw: &Gateway, path: &str, body: &Value, headers: &[(&str, &str)]) -
     resp.json().unwrap()
 }
 
-/// µUSD of a call at $/Mtok prices, rounded up once.
-fn cost(classes: &[(u64, f64)]) -> u64 {
-    let micro: u128 = classes
-        .iter()
-        .map(|(tokens, usd)| u128::from(*tokens) * (usd * 1_000_000.0).round() as u128)
-        .sum();
-    micro.div_ceil(1_000_000) as u64
-}
-
 #[test]
 fn anthropic_messages_json_and_stream_are_billed_exactly_with_cache_classes() {
     let (_llm, gw) = start_llm_apis(1_000_000);

@@ -114,3 +114,62 @@ fn official_anthropic_and_openai_sdks_work_through_the_gateway() {
     // Cut-off streams are billed as counted (estimated); the others exactly.
     assert!(rows.iter().all(|r| r.estimated == r.over_cap), "{rows:?}");
 }
+
+/// The SDK's own usage lines ("usage MODEL PROMPT COMPLETION CACHED
+/// CACHE_WRITE") printed by translate_check.py.
+fn sdk_usage(stdout: &str) -> Vec<(String, u64, u64, u64, u64)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("usage "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let n = |i: usize| f[i].parse::<u64>().unwrap();
+            (f[0].to_string(), n(1), n(2), n(3), n(4))
+        })
+        .collect()
+}
+
+#[test]
+fn official_sdks_work_against_models_of_another_provider_and_are_billed_as_they_report() {
+    let Some(python) = python_with_sdks() else {
+        return skipped("no python3 on this machine, the SDK test cannot run");
+    };
+    let llm = Backend::start();
+    let gw = ConfigBuilder::translating(&llm.addr, &llm.addr).start();
+    let out = Command::new(&python)
+        .arg(root().join("tests/sdk/translate_check.py"))
+        .env("TG_BASE", format!("http://{}", gw.addr))
+        .env("TG_KEY", BOB_KEY)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for scenario in [
+        "openai claude-via-chat json",
+        "openai claude-via-chat stream",
+        "openai claude-via-chat tool round trip",
+        "openai gemini-via-chat json",
+        "openai gemini-via-chat stream",
+        "openai gemini-via-chat tool round trip",
+        "anthropic gpt-via-messages json",
+        "anthropic gpt-via-messages stream",
+        "anthropic gpt-via-messages tool round trip",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok {scenario}\n")),
+            "{scenario}: {stdout}"
+        );
+    }
+    // What each SDK reported is what the ledger billed, call for call.
+    let mut reported = sdk_usage(&stdout);
+    assert_eq!(reported.len(), 15, "{stdout}");
+    let mut billed: Vec<_> = rows_eventually(&gw, reported.len())
+        .into_iter()
+        .map(|r| (r.model, r.prompt, r.completion, r.cached, r.cache_write))
+        .collect();
+    reported.sort();
+    billed.sort();
+    assert_eq!(billed, reported);
+}

@@ -78,6 +78,7 @@ models:
     upstream_path: /p
     cached_input_usd_per_mtok: 1.0
     cache_write_usd_per_mtok: 1.0
+    upstream_api: anthropic_messages
 limits:
   default: { requests_per_minute: 1 }
   budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }]
@@ -240,6 +241,7 @@ const PUBLIC: &[&str] = &[
     "models[].output_usd_per_mtok",
     "models[].roles[]",
     "models[].upstream",
+    "models[].upstream_api",
     "models[].upstream_model",
     "models[].upstream_path",
     "observability.access_log",

@@ -298,6 +298,31 @@ pub struct ModelConfig {
     pub cached_input_usd_per_mtok: Option<f64>,
     /// Anthropic cache-creation input tokens (default: the input price).
     pub cache_write_usd_per_mtok: Option<f64>,
+    /// The API the upstream speaks (default: the route's); when it differs
+    /// the gateway translates the request and the answer.
+    #[serde(default)]
+    pub upstream_api: Option<UpstreamApi>,
+}
+
+/// The APIs an LLM upstream can speak (`models[].upstream_api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamApi {
+    OpenaiChat,
+    AnthropicMessages,
+    /// Gemini `generateContent` / `streamGenerateContent?alt=sse`.
+    Gemini,
+}
+
+impl UpstreamApi {
+    /// The name used in the config, the ledger and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamApi::OpenaiChat => "openai_chat",
+            UpstreamApi::AnthropicMessages => "anthropic_messages",
+            UpstreamApi::Gemini => "gemini",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

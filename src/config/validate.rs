@@ -448,6 +448,13 @@ fn models(config: &Config, p: &mut Problems) {
                 );
             }
         }
+        if model.upstream_api == Some(UpstreamApi::Gemini) && model.upstream_path.is_some() {
+            // Gemini's path names the model and the method (JSON or SSE).
+            p.push(
+                format!("{path}.upstream_path"),
+                "cannot be set with upstream_api: gemini (the path names the model and method)",
+            );
+        }
         roles_list(&format!("{path}.roles"), &model.roles, p);
         for (j, fallback) in model.fallbacks.iter().enumerate() {
             if fallback == &model.name {

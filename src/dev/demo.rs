@@ -60,6 +60,13 @@ curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' {gw}/v1/
 curl -sN -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' {gw}/v1/chat/completions \
   -d '{{"model":"support-fast","stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}'
 
+# an OpenAI-shaped call served by an Anthropic-shaped upstream (models[].upstream_api):
+# the client sees chat.completion JSON and chunks; the ledger names both APIs
+curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'x-mock-cached-tokens: 8' {gw}/v1/chat/completions \
+  -d '{{"model":"support-claude-openai","messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":"Where is my order?"}}]}}'
+curl -sN -H 'X-API-Key: {AGENT_KEY}' {gw}/v1/chat/completions \
+  -d '{{"model":"support-claude-openai","stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}'
+
 # Anthropic Messages (as the anthropic SDK sends it), JSON then streamed in Anthropic's events
 curl -s -H 'x-api-key: {AGENT_KEY}' -H 'anthropic-version: 2023-06-01' {gw}/v1/messages \
   -d '{{"model":"support-claude","max_tokens":200,"system":"Be brief.","messages":[{{"role":"user","content":"Where is my order?"}}]}}'

@@ -40,7 +40,7 @@ pub fn error_body(err: &GatewayError, request_id: &str, api: Option<LlmApi>) -> 
 }
 
 /// Anthropic's `error.type` for a status, as its API documents them.
-fn anthropic_error_type(status: u16) -> &'static str {
+pub fn anthropic_error_type(status: u16) -> &'static str {
     match status {
         401 => "authentication_error",
         403 => "permission_error",

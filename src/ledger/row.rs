@@ -39,6 +39,13 @@ pub struct LedgerRow {
     /// The output went past the request's output cap (a runaway stream cut
     /// off by the gateway, or an upstream that reported more than asked).
     pub over_cap: bool,
+    /// The model the client asked for (`model` is the one that served,
+    /// after fallbacks).
+    pub requested_model: String,
+    /// The API of the upstream that served when the call was translated
+    /// (`openai_chat`, `anthropic_messages`, `gemini`); empty when it spoke
+    /// the route's `api`.
+    pub upstream_api: String,
 }
 
 impl LedgerRow {

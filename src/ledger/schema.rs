@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS usage (
     usage_row_columns!(),
     "    api               TEXT    NOT NULL DEFAULT 'openai_chat',
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    over_cap          INTEGER NOT NULL DEFAULT 0
+    over_cap          INTEGER NOT NULL DEFAULT 0,
+    requested_model   TEXT    NOT NULL DEFAULT '',
+    upstream_api      TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
 "
@@ -112,6 +114,31 @@ ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage ADD COLUMN over_cap INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Schema 3 → 4: the model the client asked for and the upstream's API of
+/// a translated call, in both tables (`ADD COLUMN` with a default rewrites
+/// nothing; old rows read as untranslated calls of the model that served).
+const ADDED_IN_4: &[(&str, &str)] = &[
+    ("requested_model", "TEXT NOT NULL DEFAULT ''"),
+    ("upstream_api", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// Adds the columns of schema 4 to `table` where it exists without them.
+fn migrate_3_to_4(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let present: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if present.is_empty() {
+        return Ok(());
+    }
+    for (column, decl) in ADDED_IN_4 {
+        if !present.iter().any(|p| p == column) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl};"))?;
+        }
+    }
+    Ok(())
+}
+
 /// With `ledger.kind: postgres` the writer puts rows here instead of in
 /// `usage`, and the forwarder (spool.rs) moves them to PostgreSQL in id
 /// order, deleting each batch once PostgreSQL has committed it. No index
@@ -125,7 +152,9 @@ CREATE TABLE IF NOT EXISTS spool (
     usage_row_columns!(),
     "    api               TEXT    NOT NULL,
     cache_write_tokens INTEGER NOT NULL,
-    over_cap          INTEGER NOT NULL
+    over_cap          INTEGER NOT NULL,
+    requested_model   TEXT    NOT NULL DEFAULT '',
+    upstream_api      TEXT    NOT NULL DEFAULT ''
 );
 "
 );
@@ -141,13 +170,15 @@ pub(super) enum Table {
 
 const COLUMNS: &str = "time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    requested_model, upstream_api";
 
 const INSERT_SPOOL: &str = "
 INSERT INTO spool (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    requested_model, upstream_api)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
 /// The oldest spooled rows, with their spool ids, at most `?1`.
 pub(super) fn select_spooled() -> String {
@@ -157,13 +188,15 @@ pub(super) fn select_spooled() -> String {
 const INSERT: &str = "
 INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    requested_model, upstream_api)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
 pub(super) const SELECT_ROW: &str = "
 SELECT time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    requested_model, upstream_api
 FROM usage";
 
 pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
@@ -180,6 +213,10 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version == 1 {
         conn.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    if (1..4).contains(&version) {
+        migrate_3_to_4(&conn, "usage")?;
+        migrate_3_to_4(&conn, "spool")?;
     }
     conn.execute_batch(SCHEMA)?;
     if version < SCHEMA_VERSION {
@@ -225,6 +262,8 @@ pub(super) fn insert_batch(
                 r.api,
                 to_sql_int(r.cache_write_tokens),
                 r.over_cap,
+                r.requested_model,
+                r.upstream_api,
             ])?;
         }
     }
@@ -256,6 +295,8 @@ pub(super) fn read_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<LedgerRow>
         api: r.get(at + 15)?,
         cache_write_tokens: from_sql_int(r.get(at + 16)?),
         over_cap: r.get(at + 17)?,
+        requested_model: r.get(at + 18)?,
+        upstream_api: r.get(at + 19)?,
     })
 }
 

@@ -344,13 +344,17 @@ mod tests {
         {
             let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
             let v1 = SCHEMA
+                .replace(",\n    requested_model   TEXT    NOT NULL DEFAULT '',\n    upstream_api      TEXT    NOT NULL DEFAULT ''", "")
                 .replace("    api               TEXT    NOT NULL DEFAULT 'openai_chat',\n", "")
                 .replace("    cache_write_tokens INTEGER NOT NULL DEFAULT 0,\n", "")
                 .replace(
                     "estimated         INTEGER NOT NULL,\n    over_cap          INTEGER NOT NULL DEFAULT 0",
                     "estimated         INTEGER NOT NULL",
                 );
-            assert!(!v1.contains("over_cap"), "{v1}");
+            assert!(
+                !v1.contains("over_cap") && !v1.contains("upstream_api"),
+                "{v1}"
+            );
             conn.execute_batch(&v1).unwrap_or_else(|e| panic!("{e}"));
             conn.execute(
                 "INSERT INTO usage (time_ms, request_id, route, model, upstream_model,
@@ -371,8 +375,17 @@ mod tests {
         assert_eq!(old[0].api, "openai_chat");
         assert_eq!((old[0].prompt_tokens, old[0].micro_usd), (5, 7));
         assert!(!old[0].over_cap);
+        assert_eq!(
+            (
+                old[0].requested_model.as_str(),
+                old[0].upstream_api.as_str()
+            ),
+            ("", "")
+        );
         let mut new = row("new", "alice", "acme", NOW, 10);
         new.api = "anthropic_messages".into();
+        new.requested_model = "claude-asked".into();
+        new.upstream_api = "openai_chat".into();
         new.cache_write_tokens = 3;
         new.over_cap = true;
         ledger.record(new.clone());

@@ -8,6 +8,7 @@ use super::api::LlmApi;
 use super::model::Model;
 use super::pricing::TokenClasses;
 use super::tally::{ParsedUsage, Usage};
+use crate::config::schema::UpstreamApi;
 use crate::ledger::{Ledger, LedgerRow};
 use crate::limits::budget::Charge;
 use crate::limits::store::Reservation;
@@ -27,6 +28,8 @@ pub struct LlmSummary {
     pub upstream_model: Option<String>,
     /// The client API of the route.
     pub api: LlmApi,
+    /// The upstream's API when the call was translated.
+    pub upstream_api: Option<&'static str>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
@@ -43,6 +46,8 @@ pub struct LlmCall {
     pub reservation: Option<Reservation>,
     /// The route's API (the ledger's `api`).
     pub api: LlmApi,
+    /// The API of the upstream that served, when the call was translated.
+    pub upstream_api: Option<UpstreamApi>,
     pub requested_model: String,
     /// The model whose upstream answered (after fallbacks).
     pub served: Option<Arc<Model>>,
@@ -149,6 +154,7 @@ impl LlmCall {
         let mut summary = LlmSummary {
             model: self.requested_model.clone(),
             api,
+            upstream_api: self.upstream_api.map(UpstreamApi::name),
             stream: self.stream,
             output_guard: std::mem::take(&mut self.output_guard),
             ..LlmSummary::default()
@@ -233,6 +239,10 @@ impl LlmCall {
             api: self.api.name().to_string(),
             cache_write_tokens: usage.cache_write_tokens,
             over_cap: over_cap.is_some(),
+            requested_model: self.requested_model.clone(),
+            upstream_api: self
+                .upstream_api
+                .map_or_else(String::new, |u| u.name().to_string()),
         });
         summary
     }

@@ -16,4 +16,5 @@ pub mod runaway;
 pub mod serve;
 pub mod tally;
 pub mod tokens;
+pub mod translate;
 pub mod usage;

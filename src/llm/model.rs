@@ -3,7 +3,7 @@
 //! where to fall back.
 
 use super::pricing::Price;
-use crate::config::schema::ModelConfig;
+use crate::config::schema::{ModelConfig, UpstreamApi};
 
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -18,6 +18,8 @@ pub struct Model {
     pub fallbacks: Vec<String>,
     /// Path and query sent upstream instead of the client's (Azure).
     pub upstream_path: Option<String>,
+    /// The API the upstream speaks when set (else the route's).
+    pub upstream_api: Option<UpstreamApi>,
 }
 
 impl Model {
@@ -44,6 +46,7 @@ impl Model {
             roles: config.roles.clone(),
             fallbacks: config.fallbacks.clone(),
             upstream_path: config.upstream_path.clone(),
+            upstream_api: config.upstream_api,
         })
     }
 

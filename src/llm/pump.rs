@@ -14,6 +14,7 @@ use super::api::{Dialect, LlmApi};
 use super::output_guard::{SseGuard, SseVerdict};
 use super::runaway;
 use super::tokens;
+use super::translate::StreamTranslator;
 use super::usage::UsageParser;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
@@ -88,18 +89,108 @@ enum Read {
     Failed,
 }
 
+/// The upstream's body as the client's API: as it came, or through a
+/// translator (which ends a failed stream with the client's error event).
+pub struct Source<'a> {
+    upstream: &'a mut HttpSession,
+    translator: Option<&'a mut StreamTranslator>,
+    /// An end that follows the translator's last events.
+    pending: Option<Read>,
+    /// The answer's start, read before it was chosen (fallback).
+    primed: Option<Bytes>,
+}
+
+impl<'a> Source<'a> {
+    /// `primed`: the answer's start, read before it was chosen.
+    pub fn new(
+        upstream: &'a mut HttpSession,
+        translator: Option<&'a mut StreamTranslator>,
+        primed: Bytes,
+    ) -> Self {
+        Source {
+            upstream,
+            translator,
+            pending: None,
+            primed: (!primed.is_empty()).then_some(primed),
+        }
+    }
+
+    async fn read(&mut self) -> Read {
+        if let Some(read) = self.pending.take() {
+            return read;
+        }
+        if let Some(read) = self
+            .primed
+            .take()
+            .and_then(|b| self.translate(Read::Data(b)))
+        {
+            return read;
+        }
+        loop {
+            let read = classify(self.upstream.read_response_body().await);
+            if let Some(read) = self.translate(read) {
+                return read;
+            }
+        }
+    }
+
+    /// A read that completes without waiting, if any.
+    fn read_now(&mut self) -> Option<Read> {
+        if let Some(read) = self.pending.take() {
+            return Some(read);
+        }
+        loop {
+            let read = classify(self.upstream.read_response_body().now_or_never()?);
+            if let Some(read) = self.translate(read) {
+                return Some(read);
+            }
+        }
+    }
+
+    /// `None` when the read translated to nothing yet (a partial event).
+    fn translate(&mut self, read: Read) -> Option<Read> {
+        let Some(t) = self.translator.as_deref_mut() else {
+            return Some(read);
+        };
+        let mut out = Vec::new();
+        let end = match read {
+            Read::Data(bytes) => {
+                t.feed(&bytes, &mut out);
+                None
+            }
+            Read::End => {
+                t.finish(&mut out);
+                Some(Read::End)
+            }
+            Read::Failed => {
+                t.fail(&mut out);
+                Some(Read::Failed)
+            }
+        };
+        match (out.is_empty(), end) {
+            (true, None) => None,
+            (false, None) => Some(Read::Data(Bytes::from(out))),
+            (true, Some(end)) => Some(end),
+            (false, Some(end)) => {
+                self.pending = Some(end);
+                Some(Read::Data(Bytes::from(out)))
+            }
+        }
+    }
+}
+
 /// Copies the body, counting usage, until it ends or runs away. With an
 /// output guard, each read leaves as the guard rewrote it (whole events).
 pub async fn pump(
     session: &mut Session,
-    upstream: &mut HttpSession,
+    upstream: &mut Source<'_>,
     parser: &mut UsageParser,
     cut_off: &CutOff,
     mut guard: Option<&mut SseGuard>,
 ) -> PumpEnd {
     loop {
         let read = tokio::select! {
-            read = upstream.read_response_body() => read,
+            read = upstream.read() => read,
             // The request body is fully read: anything here is the client
             // closing (or resetting) the connection.
             _ = session.as_downstream_mut().read_body_or_idle(true) => {
@@ -107,7 +198,7 @@ pub async fn pump(
                 return PumpEnd::Failed;
             }
         };
-        let first = match classify(read) {
+        let first = match read {
             Read::Data(bytes) => bytes,
             Read::End => return end(session, parser, guard, Outgoing::new(Bytes::new())).await,
             Read::Failed => return PumpEnd::Failed,
@@ -125,10 +216,10 @@ pub async fn pump(
             // pending body read loses nothing: Pingora's body readers commit
             // their state before each await (pingora-core v1/body.rs), and
             // a socket read that is pending has consumed no bytes.
-            let Some(read) = upstream.read_response_body().now_or_never() else {
+            let Some(read) = upstream.read_now() else {
                 break;
             };
-            match classify(read) {
+            match read {
                 Read::Data(more) => {
                     if let Some(counted) = ran_away(parser, cut_off, &more).await {
                         if write(session, out.into_bytes(), false).await == PumpEnd::Failed {

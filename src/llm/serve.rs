@@ -15,8 +15,9 @@ use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
 use super::output_guard::{guard_json, Guarding, SseGuard};
-use super::pump::{pump, CutOff, PumpEnd};
+use super::pump::{pump, CutOff, PumpEnd, Source};
 use super::tokens;
+use super::translate::Translation;
 use super::usage::UsageParser;
 use crate::admission::{Admitted, Question, Refusal};
 use crate::config::snapshot::Snapshot;
@@ -107,7 +108,7 @@ async fn serve_call(
         .as_ref()
         .map(|i| i.roles.clone())
         .unwrap_or_default();
-    let candidates = candidates(&snapshot, request.model(), &roles)?;
+    let candidates = candidates(&snapshot, api, request.model(), &roles)?;
     let primary = candidates[0].model.clone();
     // Each answer may use the whole output cap: `n` multiplies the cost
     // (and the reservation), so it is bounded per model.
@@ -190,6 +191,7 @@ async fn serve_call(
     ctx.llm = Some(LlmCall {
         reservation: Some(reservation),
         api,
+        upstream_api: None,
         requested_model: request.model().to_string(),
         served: None,
         prompt_bound,
@@ -284,9 +286,13 @@ fn check_shape(request: &LlmRequest, snapshot: &Snapshot) -> Result<(), GatewayE
     Ok(())
 }
 
-/// The requested model and its fallbacks, in order, each with its pool.
+/// The requested model and its fallbacks, in order, each with its pool
+/// and the translation its upstream's API needs. A fallback whose API the
+/// route's cannot be translated to is left out; such a requested model is
+/// a 400.
 fn candidates(
     snapshot: &Snapshot,
+    api: LlmApi,
     requested: &str,
     roles: &[String],
 ) -> Result<Vec<Candidate>, GatewayError> {
@@ -305,10 +311,24 @@ fn candidates(
             .filter(|m| m.allows(roles))
             .cloned(),
     );
+    let translation_for = |model: &Model| match model.upstream_api {
+        None => Ok(None),
+        Some(upstream) => Translation::between(api, upstream),
+    };
+    if let Err(why) = translation_for(model) {
+        return Err(GatewayError::InvalidRequest(format!(
+            "model {requested}: {why}"
+        )));
+    }
     let list: Vec<Candidate> = chain
         .filter_map(|model: Arc<Model>| {
             let pool = snapshot.pools.get(&model.upstream)?.clone();
-            Some(Candidate { model, pool })
+            let translation = translation_for(&model).ok()?;
+            Some(Candidate {
+                model,
+                pool,
+                translation,
+            })
         })
         .collect();
     if list.is_empty() {
@@ -461,6 +481,8 @@ async fn stream_back(
         response,
         output_cap,
         body,
+        translation,
+        primed,
         ..
     } = opened;
     let api = ctx.llm.as_ref().map(|c| c.api).unwrap_or_default();
@@ -481,6 +503,9 @@ async fn stream_back(
         call.upstream_status = Some(status);
         call.output_cap = output_cap;
     }
+    if let Some(call) = ctx.llm.as_mut() {
+        call.upstream_api = translation.map(|t| t.upstream);
+    }
     let header = match client_response(ctx, &response) {
         Ok(h) => h,
         Err(e) => {
@@ -489,6 +514,19 @@ async fn stream_back(
             return Ok(());
         }
     };
+    let mut translator = None;
+    let mut header = header;
+    if let Some(t) = translation {
+        if !parser.is_sse() || !(200..300).contains(&status) {
+            let read = (&mut upstream, &mut parser);
+            let end =
+                translated_json(session, read, header, (api, status, t), guarding, ctx).await?;
+            return finish_call(state, ctx, parser, upstream, peer, body, api, status, end).await;
+        }
+        // Events change size: the length is the framing's business.
+        header.remove_header(&http::header::CONTENT_LENGTH);
+        translator = Some(t.stream());
+    }
     let mut sse_guard = None;
     if let Some(g) = guarding {
         // An error answer is the upstream's, not the model's: only the
@@ -513,9 +551,10 @@ async fn stream_back(
         .await
         .is_ok()
     {
+        let mut source = Source::new(&mut upstream, translator.as_mut(), primed);
         end = pump(
             session,
-            &mut upstream,
+            &mut source,
             &mut parser,
             &cut_off,
             sse_guard.as_mut(),
@@ -587,31 +626,14 @@ fn record_findings(ctx: &mut RequestCtx, findings: Findings) {
 async fn guarded_json(
     session: &mut Session,
     (upstream, parser): (&mut HttpSession, &mut UsageParser),
-    mut header: ResponseHeader,
+    header: ResponseHeader,
     (api, answer): (LlmApi, bool),
     mut g: Guarding,
     ctx: &mut RequestCtx,
 ) -> Result<PumpEnd, Refusal> {
-    let mut body = Vec::new();
-    loop {
-        match upstream.read_response_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_USAGE_BUFFER {
-                    // Fails closed: an answer too large to guard is not sent.
-                    return Err(
-                        GatewayError::UpstreamError("answer too large to guard".into()).into(),
-                    );
-                }
-                parser.feed(&chunk);
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!("upstream failed mid-response: {e}");
-                return Ok(PumpEnd::Failed);
-            }
-        }
-    }
+    let Some(body) = read_whole(upstream, Some(parser), "guard").await? else {
+        return Ok(PumpEnd::Failed);
+    };
     let guarded = if answer {
         guard_json(api, &mut g, &body)
     } else {
@@ -619,6 +641,91 @@ async fn guarded_json(
     };
     let body = guarded.unwrap_or(body);
     record_findings(ctx, g.findings);
+    send_whole(session, header, body).await
+}
+
+/// A JSON answer (or any error answer) of an upstream speaking another
+/// API: read whole, translated into the client's API (errors re-shaped,
+/// status included), guarded when the route says so, sent with its length.
+/// The usage parser reads the translated answer: usage is billed as the
+/// client's SDK reports it.
+async fn translated_json(
+    session: &mut Session,
+    (upstream, parser): (&mut HttpSession, &mut UsageParser),
+    mut header: ResponseHeader,
+    (api, status, translation): (LlmApi, u16, Translation),
+    guarding: Option<Guarding>,
+    ctx: &mut RequestCtx,
+) -> Result<PumpEnd, Refusal> {
+    let Some(raw) = read_whole(upstream, None, "translate").await? else {
+        return Ok(PumpEnd::Failed);
+    };
+    let answer = (200..300).contains(&status);
+    let body = if answer {
+        translation.answer(&raw).unwrap_or(raw)
+    } else {
+        let (client_status, body) = translation.error(status, &raw);
+        header
+            .set_status(client_status)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        body
+    };
+    header
+        .insert_header(http::header::CONTENT_TYPE, "application/json")
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    parser.feed(&body);
+    let body = match guarding {
+        None => body,
+        Some(mut g) => {
+            let guarded = if answer {
+                guard_json(api, &mut g, &body)
+            } else {
+                g.scrub_error_body(&body)
+            };
+            record_findings(ctx, g.findings);
+            guarded.unwrap_or(body)
+        }
+    };
+    send_whole(session, header, body).await
+}
+
+/// The whole body of a JSON answer (fed to `parser` as it comes, when
+/// given); `None` when the upstream failed mid-body. Bounded: an answer
+/// over the limit fails closed (`why`: what needed it whole).
+async fn read_whole(
+    upstream: &mut HttpSession,
+    mut parser: Option<&mut UsageParser>,
+    why: &str,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    let mut body = Vec::new();
+    loop {
+        match upstream.read_response_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_USAGE_BUFFER {
+                    return Err(
+                        GatewayError::UpstreamError(format!("answer too large to {why}")).into(),
+                    );
+                }
+                if let Some(p) = parser.as_deref_mut() {
+                    p.feed(&chunk);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Some(body)),
+            Err(e) => {
+                tracing::warn!("upstream failed mid-response: {e}");
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Sends a whole answer with its length.
+async fn send_whole(
+    session: &mut Session,
+    mut header: ResponseHeader,
+    body: Vec<u8>,
+) -> Result<PumpEnd, Refusal> {
     header.remove_header(&http::header::TRANSFER_ENCODING);
     header
         .insert_header(http::header::CONTENT_LENGTH, body.len())
@@ -687,16 +794,18 @@ limits:
     #[test]
     fn candidates_are_the_model_then_the_fallbacks_the_caller_may_use() {
         let s = snapshot("{ scope: user, tokens_per_day: 100 }");
-        let list = candidates(&s, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        let list =
+            candidates(&s, LlmApi::OpenaiChat, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(names(&list), ["fast", "spare"]);
-        let admin = candidates(&s, "fast", &["admin".into()]).unwrap_or_else(|e| panic!("{e}"));
+        let admin = candidates(&s, LlmApi::OpenaiChat, "fast", &["admin".into()])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(names(&admin), ["fast", "admin-only", "spare"]);
         assert!(matches!(
-            candidates(&s, "nope", &agent()).err(),
+            candidates(&s, LlmApi::OpenaiChat, "nope", &agent()).err(),
             Some(GatewayError::ModelNotFound(_))
         ));
         assert!(matches!(
-            candidates(&s, "admin-only", &agent()).err(),
+            candidates(&s, LlmApi::OpenaiChat, "admin-only", &agent()).err(),
             Some(GatewayError::ModelNotAllowed(_))
         ));
     }
@@ -704,7 +813,8 @@ limits:
     #[test]
     fn a_hold_outlives_every_candidates_timeouts() {
         let s = snapshot("{ scope: user, tokens_per_day: 100 }");
-        let list = candidates(&s, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        let list =
+            candidates(&s, LlmApi::OpenaiChat, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             reservation_hold(&s, &list),
             Duration::from_millis(1000 + 1000) + RESERVATION_MARGIN
@@ -728,7 +838,8 @@ limits:
         s: &Arc<Snapshot>,
         charge: Charge,
     ) -> Result<Reserved, Refusal> {
-        let list = candidates(s, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        let list =
+            candidates(s, LlmApi::OpenaiChat, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
         futures::executor::block_on(reserve(store, s, &mut call(s), charge, &list, None))
     }
 

@@ -390,7 +390,7 @@ enum TextCount {
 /// extraction needs: only `data` fields are kept (`event`, `id`, `retry` and
 /// comments are ignored) and a leading BOM is not stripped.
 #[derive(Debug)]
-struct SseDecoder {
+pub(crate) struct SseDecoder {
     /// Unterminated line carried over from the previous chunk.
     line: Vec<u8>,
     /// Data lines of the current event, joined with `\n` (trailing `\n` included).
@@ -428,7 +428,7 @@ impl SseDecoder {
         }
     }
 
-    fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
         let fed = chunk.len();
         if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
@@ -467,7 +467,7 @@ impl SseDecoder {
     /// End of stream. The spec drops an unterminated final event, but for billing
     /// a complete usage object missing only its blank line is still worth
     /// reading; a truncated one fails JSON parsing and is skipped anyway.
-    fn finish(&mut self, mut on_event: impl FnMut(&[u8])) {
+    pub(crate) fn finish(&mut self, mut on_event: impl FnMut(&[u8])) {
         if !self.line.is_empty() || self.line_dropped {
             let line = std::mem::take(&mut self.line);
             self.on_line(&line, &mut on_event);

@@ -51,6 +51,9 @@ pub struct AccessLine<'a> {
     pub tenant: Option<&'a str>,
     pub time: String,
     pub traceparent: &'a str,
+    /// The upstream's API when the call was translated (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_api: Option<&'static str>,
     pub upstream_peer: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_source: Option<&'static str>,
@@ -109,6 +112,7 @@ impl<'a> AccessLine<'a> {
             tenant: facts.tenant,
             time,
             traceparent: facts.traceparent,
+            upstream_api: llm.and_then(|l| l.upstream_api),
             upstream_peer: facts.upstream_peer,
             usage_source: llm.map(|l| if l.estimated { "estimated" } else { "upstream" }),
             usd: llm.map(|l| usd_string(l.micro_usd)),

@@ -188,7 +188,8 @@ impl Model {
     }
 
     field_setters!(set => upstream_model: &str, upstream_path: &str, roles: &[&str],
-        fallbacks: &[&str], cached_input_usd_per_mtok: f64, cache_write_usd_per_mtok: f64);
+        fallbacks: &[&str], cached_input_usd_per_mtok: f64, cache_write_usd_per_mtok: f64,
+        upstream_api: &str);
 }
 
 impl Budget {

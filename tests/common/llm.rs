@@ -70,6 +70,57 @@ impl ConfigBuilder {
             .pii(&["email"], "redact")
             .injection("block", &[])
     }
+
+    /// `llm_apis` plus models served by another API than their route's
+    /// (`models[].upstream_api`), and an OpenAI primary with an Anthropic
+    /// fallback; `llm` is the primary pool, `backup` the fallback one.
+    pub fn translating(llm: &str, backup: &str) -> ConfigBuilder {
+        ConfigBuilder::llm_apis(llm, backup, 1_000_000)
+            .model(
+                Model::new("claude-via-chat", "llm", 3.0, 15.0, 100)
+                    .upstream_api("anthropic_messages")
+                    .upstream_model("claude-sonnet-4-5")
+                    .cached_input_usd_per_mtok(0.30)
+                    .cache_write_usd_per_mtok(3.75),
+            )
+            .model(
+                Model::new("gemini-via-chat", "llm", 0.30, 2.50, 100)
+                    .upstream_api("gemini")
+                    .upstream_model("gemini-2.5-flash")
+                    .cached_input_usd_per_mtok(0.075),
+            )
+            .model(
+                Model::new("gpt-via-messages", "llm", 0.15, 0.60, 100)
+                    .upstream_api("openai_chat")
+                    .upstream_model("gpt-4o-mini")
+                    .cached_input_usd_per_mtok(0.075),
+            )
+            .model(
+                Model::new("gemini-via-messages", "llm", 0.30, 2.50, 100)
+                    .upstream_api("gemini")
+                    .upstream_model("gemini-2.5-flash"),
+            )
+            // An OpenAI primary whose fallback is an Anthropic upstream.
+            .model(
+                Model::new("gpt-first", "llm", 0.15, 0.60, 100)
+                    .upstream_api("openai_chat")
+                    .fallbacks(&["claude-second"]),
+            )
+            .model(
+                Model::new("claude-second", "backup", 3.0, 15.0, 100)
+                    .upstream_api("anthropic_messages")
+                    .upstream_model("claude-backup"),
+            )
+    }
+}
+
+/// µUSD of a call at $/Mtok prices, rounded up once.
+pub fn cost(classes: &[(u64, f64)]) -> u64 {
+    let micro: u128 = classes
+        .iter()
+        .map(|(tokens, usd)| u128::from(*tokens) * (usd * 1_000_000.0).round() as u128)
+        .sum();
+    micro.div_ceil(1_000_000) as u64
 }
 
 /// Tokens of `text` as the gateway counts them.
@@ -181,6 +232,10 @@ pub struct Row {
     pub micro_usd: u64,
     pub estimated: bool,
     pub over_cap: bool,
+    /// The model the client asked for (`model`: the one that served).
+    pub requested_model: String,
+    /// The upstream's API of a translated call ("" otherwise).
+    pub upstream_api: String,
 }
 
 /// The ledger rows once there are `n` of them (5 s at most: the ledger
@@ -196,7 +251,8 @@ pub fn rows(gw: &Gateway) -> Vec<Row> {
     };
     let Ok(mut stmt) = conn.prepare(
         "SELECT api, model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
-                reasoning_tokens, micro_usd, estimated, over_cap FROM usage ORDER BY id",
+                reasoning_tokens, micro_usd, estimated, over_cap, requested_model, upstream_api
+         FROM usage ORDER BY id",
     ) else {
         return Vec::new();
     };
@@ -212,6 +268,8 @@ pub fn rows(gw: &Gateway) -> Vec<Row> {
             micro_usd: r.get::<_, i64>(7)? as u64,
             estimated: r.get::<_, i64>(8)? != 0,
             over_cap: r.get::<_, i64>(9)? != 0,
+            requested_model: r.get(10)?,
+            upstream_api: r.get(11)?,
         })
     })
     .unwrap()

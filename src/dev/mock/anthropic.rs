@@ -34,6 +34,16 @@ pub(super) async fn messages(session: &mut ServerSession, call: llm::Call) -> pi
     let output = call
         .knobs
         .output(call.request.get("max_tokens").and_then(Value::as_u64));
+    let has_result = call
+        .request
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .any(|b| b.get("type") == Some(&json!("tool_result")));
+    let tool = call.knobs.tool_to_call(has_result);
     if !call.stream {
         let mut answer = json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": call.model,
@@ -43,6 +53,11 @@ pub(super) async fn messages(session: &mut ServerSession, call: llm::Call) -> pi
             "upstream_path": llm::request_target(session),
             "received": call.request,
         });
+        if let Some(name) = tool {
+            answer["content"] = json!([{"type": "tool_use", "id": "toolu_mock_1", "name": name,
+                "input": serde_json::from_str::<Value>(&llm::TOOL_ARGUMENTS.concat()).unwrap_or_default()}]);
+            answer["stop_reason"] = json!("tool_use");
+        }
         if !call.knobs.no_usage {
             answer["usage"] = usage(input, output, &call.knobs);
         }
@@ -60,15 +75,23 @@ pub(super) async fn messages(session: &mut ServerSession, call: llm::Call) -> pi
         &json!({"type": "message_start", "message": message}),
     )
     .await?;
+    let block = match tool {
+        Some(name) => json!({"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {}}),
+        None => json!({"type": "text", "text": ""}),
+    };
     llm::send_named(
         session,
         "content_block_start",
-        &json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}),
+        &json!({"type": "content_block_start", "index": 0, "content_block": block}),
     )
     .await?;
     llm::send_named(session, "ping", &json!({"type": "ping"})).await?;
-    for i in 0..output {
+    for piece in llm::TOOL_ARGUMENTS.iter().filter(|_| tool.is_some()) {
+        let delta = json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": piece}});
+        llm::send_named(session, "content_block_delta", &delta).await?;
+    }
+    for i in (0..output).filter(|_| tool.is_none()) {
         let delta = json!({"type": "content_block_delta", "index": 0,
             "delta": {"type": "text_delta", "text": call.knobs.piece(i)}});
         llm::send_named(session, "content_block_delta", &delta).await?;
@@ -81,7 +104,8 @@ pub(super) async fn messages(session: &mut ServerSession, call: llm::Call) -> pi
     )
     .await?;
     let mut delta = json!({"type": "message_delta",
-        "delta": {"stop_reason": "end_turn", "stop_sequence": null}});
+        "delta": {"stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" },
+                  "stop_sequence": null}});
     if !call.knobs.no_usage {
         delta["usage"] = json!({"output_tokens": output});
     }

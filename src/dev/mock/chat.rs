@@ -37,6 +37,12 @@ pub(super) async fn complete(session: &mut ServerSession, call: llm::Call) -> pi
         .or_else(|| call.request.get("max_tokens"))
         .and_then(Value::as_u64);
     let completion = call.knobs.output(cap);
+    let has_result = call
+        .request
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|m| m.get("role") == Some(&json!("tool"))));
+    let tool = call.knobs.tool_to_call(has_result);
     if !call.stream {
         let mut answer = json!({
             "id": "chatcmpl-mock",
@@ -48,6 +54,12 @@ pub(super) async fn complete(session: &mut ServerSession, call: llm::Call) -> pi
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": call.knobs.text(completion)}}],
         });
+        if let Some(name) = tool {
+            answer["choices"][0] = json!({"index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": null, "tool_calls": [{
+                    "id": "call_mock_1", "type": "function",
+                    "function": {"name": name, "arguments": llm::TOOL_ARGUMENTS.concat()}}]}});
+        }
         if !call.knobs.no_usage {
             answer["usage"] = usage(prompt, completion, &call.knobs);
         }
@@ -60,7 +72,19 @@ pub(super) async fn complete(session: &mut ServerSession, call: llm::Call) -> pi
             .and_then(Value::as_bool)
             == Some(true);
     llm::start_stream(session, &call.backend).await?;
-    for i in 0..completion {
+    if let Some(name) = tool {
+        let start = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": call.model,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": null, "tool_calls": [{
+                "index": 0, "id": "call_mock_1", "type": "function",
+                "function": {"name": name, "arguments": ""}}]}}]});
+        llm::send_data(session, &start.to_string()).await?;
+        for piece in llm::TOOL_ARGUMENTS {
+            let delta = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": call.model,
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}}]});
+            llm::send_data(session, &delta.to_string()).await?;
+        }
+    }
+    for i in (0..completion).filter(|_| tool.is_none()) {
         let chunk = json!({
             "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": call.model,
             "choices": [{"index": 0, "delta": {"content": call.knobs.piece(i)}}]
@@ -69,7 +93,8 @@ pub(super) async fn complete(session: &mut ServerSession, call: llm::Call) -> pi
         call.knobs.pace(i + 1).await;
     }
     let last = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": call.model,
-                      "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                      "choices": [{"index": 0, "delta": {},
+                                   "finish_reason": if tool.is_some() { "tool_calls" } else { "stop" }}]});
     llm::send_data(session, &last.to_string()).await?;
     if include_usage {
         let usage_chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",

@@ -37,7 +37,14 @@ pub(super) struct Knobs {
     /// `x-mock-echo-header: NAME` answers with that request header's value
     /// (what the gateway sent upstream), split in three pieces.
     pub answer: Option<Vec<String>>,
+    /// `x-mock-tool-call: NAME`: answer with a call of tool NAME (arguments
+    /// [`TOOL_ARGUMENTS`]) unless the conversation already holds a tool
+    /// result, which gets a text answer (a tool round trip).
+    pub tool_call: Option<String>,
 }
+
+/// The arguments of the mock's tool calls, streamed in these two pieces.
+pub(super) const TOOL_ARGUMENTS: [&str; 2] = ["{\"id\":", " 42}"];
 
 impl Knobs {
     pub fn read(session: &ServerSession) -> Knobs {
@@ -51,6 +58,10 @@ impl Knobs {
             cache_write: header_u64(session, "x-mock-cache-write-tokens").unwrap_or(0),
             reasoning: header_u64(session, "x-mock-reasoning-tokens").unwrap_or(0),
             answer: answer(session),
+            tool_call: session
+                .get_header("x-mock-tool-call")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
         }
     }
 
@@ -78,6 +89,12 @@ impl Knobs {
     /// The whole text of `n` output events.
     pub fn text(&self, n: u64) -> String {
         (0..n).map(|i| self.piece(i)).collect()
+    }
+
+    /// The tool to call: asked for, and no tool result in the conversation
+    /// yet (`has_result` says, per API).
+    pub fn tool_to_call(&self, has_result: bool) -> Option<&str> {
+        self.tool_call.as_deref().filter(|_| !has_result)
     }
 
     /// Output tokens for a request whose limit is `cap`.

@@ -1,7 +1,8 @@
 //! The mock backend used by `tollgate demo`, the integration tests and the
 //! benches: a support API that echoes what it received (so identity
 //! propagation is visible) and the LLM APIs tollgate serves: OpenAI chat
-//! completions, Responses and embeddings, and Anthropic Messages, at their
+//! completions, Responses and embeddings, Anthropic Messages and Gemini
+//! (`/v1beta/models/MODEL:generateContent`, `:streamGenerateContent`), at their
 //! `/v1/...` paths and at Azure-style deployment paths
 //! (`/openai/deployments/NAME/chat/completions?api-version=...`: any POST
 //! under `/openai/` whose path ends in the API's suffix).
@@ -25,6 +26,8 @@
 //!   with the value of the request header NAME (as the gateway sent it)
 //! - `x-mock-cached-tokens: 64`, `x-mock-cache-write-tokens: 32`,
 //!   `x-mock-reasoning-tokens: 8` token classes to report
+//! - `x-mock-tool-call: NAME` answer with a call of tool NAME (arguments
+//!   `{"id": 42}`) unless the conversation holds a tool result already
 //! - chat only: `x-mock-json-bytes: N` (an N-byte JSON answer),
 //!   `x-mock-endless-event: 1` (one SSE event that never ends),
 //!   `x-mock-headers: N` (N extra response headers)
@@ -37,6 +40,7 @@
 mod anthropic;
 mod chat;
 mod embeddings;
+mod gemini;
 mod llm;
 mod reply;
 mod responses;
@@ -80,6 +84,7 @@ enum MockApi {
     Messages,
     Responses,
     Embeddings,
+    Gemini,
 }
 
 impl MockApi {
@@ -92,6 +97,7 @@ impl MockApi {
         ]
         .into_iter()
         .find_map(|(suffix, api)| llm_api_path(path, suffix).then_some(api))
+        .or_else(|| gemini::method_of(path).map(|_| MockApi::Gemini))
     }
 }
 
@@ -115,6 +121,7 @@ impl MockBackend {
             MockApi::Messages => anthropic::messages(session, call).await,
             MockApi::Responses => responses::create(session, call).await,
             MockApi::Embeddings => embeddings::create(session, call).await,
+            MockApi::Gemini => gemini::generate(session, call).await,
         }
     }
 }
@@ -162,7 +169,15 @@ impl MockBackend {
             .then_some(u64::from(forced));
         if let Some(status) = header_u64(session, "x-mock-status").or(forced) {
             let status = u16::try_from(status).unwrap_or(500);
-            let reply = json!({"error": {"message": "mock failure", "code": status}});
+            // Each API's own error shape, so translated errors are tested.
+            let reply = match MockApi::of(&path) {
+                Some(MockApi::Messages) => json!({"type": "error",
+                    "error": {"type": if status == 529 { "overloaded_error" } else { "api_error" },
+                              "message": "mock failure"}}),
+                Some(MockApi::Gemini) => json!({"error": {"code": status,
+                    "message": "mock failure", "status": "UNAVAILABLE"}}),
+                _ => json!({"error": {"message": "mock failure", "code": status}}),
+            };
             return write_reply(session, Reply::json(status, &reply)).await;
         }
         if let Some(api) = (method == "POST").then(|| MockApi::of(&path)).flatten() {

@@ -156,6 +156,11 @@ impl LlmRequest {
         &self.body
     }
 
+    /// The JSON object, for a translation into another API.
+    pub fn into_body(self) -> Map<String, Value> {
+        self.body
+    }
+
     pub fn model(&self) -> &str {
         self.body.get("model").and_then(Value::as_str).unwrap_or("")
     }

@@ -107,7 +107,9 @@ pub(crate) fn usage_object(usage: &Value) -> Option<Usage> {
         completion_tokens: num(usage, "/completion_tokens"),
         cached_tokens: num(usage, "/prompt_tokens_details/cached_tokens"),
         reasoning_tokens: num(usage, "/completion_tokens_details/reasoning_tokens"),
-        cache_write_tokens: 0,
+        // Not OpenAI's: LiteLLM's field for Anthropic cache writes, which
+        // translated Anthropic answers carry too (billed at their price).
+        cache_write_tokens: num(usage, "/cache_creation_input_tokens"),
     })
 }
 
