@@ -38,6 +38,9 @@ pub struct Relay<'a> {
     /// Ids (as `id_key`) of forwarded requests not answered yet.
     awaiting: HashMap<String, Value>,
     calls: HashMap<String, PendingCall>,
+    /// The client sent a batch: a JSON answer goes back as an array,
+    /// even when the server answered its one forwarded message alone.
+    pub client_batch: bool,
     /// Calls answered (or lost), for the audit.
     pub finished: Vec<ToolCall>,
     pub findings: Findings,
@@ -57,6 +60,7 @@ impl<'a> Relay<'a> {
             request_id,
             awaiting: HashMap::new(),
             calls: HashMap::new(),
+            client_batch: false,
             finished: Vec::new(),
             findings: Findings::default(),
         }
@@ -170,7 +174,8 @@ impl<'a> Relay<'a> {
             _ if local.is_empty() => return None,
             _ => (Vec::new(), true),
         };
-        let mut changed = !local.is_empty();
+        let batch = batch || self.client_batch;
+        let mut changed = !local.is_empty() || (batch && messages.len() == 1);
         for message in messages.iter_mut() {
             changed |= self.message(message);
         }

@@ -198,6 +198,7 @@ async fn post(
     let body = read_body(session, &snapshot).await?;
     let parsed = jsonrpc::parse_post(&body, target.limits.max_batch)?;
     drop(body);
+    relay.client_batch = parsed.batch;
     let plan = judge(
         state, &snapshot, target, identity, request_id, parsed, relay,
     )
@@ -208,7 +209,10 @@ async fn post(
         // Nothing left for the server: the gateway answers alone.
         return respond_local(session, ctx, plan.local, plan.batch).await;
     }
-    let forward = if plan.batch {
+    // A batch left with one message goes as that message: servers of
+    // protocol 2025-06-18 (which dropped batching) still serve it, and the
+    // answer goes back as a batch with the gateway's refusals.
+    let forward = if plan.forward.len() > 1 {
         Value::Array(plan.forward)
     } else {
         plan.forward.into_iter().next().unwrap_or(Value::Null)

@@ -89,10 +89,11 @@ mod tests {
         assert_eq!(pins.lookup("tools", "s1"), Some(pin(1)));
         assert_eq!(pins.lookup("other", "s1"), Some(pin(2)));
         pins.pin("tools", "s2", pin(3));
-        // "other/s1" was the least recently used.
-        assert_eq!(pins.lookup("other", "s1"), None);
-        assert_eq!(pins.len(), 2);
-        pins.unpin("tools", "s1");
+        // "tools/s1" was the least recently used.
         assert_eq!(pins.lookup("tools", "s1"), None);
+        assert_eq!(pins.len(), 2);
+        pins.unpin("other", "s1");
+        assert_eq!(pins.lookup("other", "s1"), None);
+        assert_eq!(pins.lookup("tools", "s2"), Some(pin(3)));
     }
 }
