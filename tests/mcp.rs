@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::otlp::{attr, wait_spans, Collector};
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -699,4 +700,64 @@ fn check_reports_bad_mcp_routes_with_their_location() {
     }
     let (code, _, stderr) = config(&["127.0.0.1:9"]).check();
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn each_tool_call_is_a_span_of_the_request() {
+    let Some(python) = python() else {
+        return skipped("no mcp package in target/venv (make sdk-venv)");
+    };
+    let server = Server::tools(&python, "p1", true);
+    let collector = Collector::start();
+    let gw = config(&[&server.addr])
+        .otlp(&format!("http://{}", collector.addr), "tollgate-test", 1.0)
+        .start();
+    let mut bob = Mcp::new(&gw, BOB_KEY);
+    bob.initialize();
+    bob.call(1, "get_ticket", json!({"ticket_id": "T-1"}));
+    bob.call(
+        2,
+        "refund_ticket",
+        json!({"ticket_id": "T-1", "amount_usd": 1}),
+    );
+    let spans = wait_spans(&collector, |s| {
+        s.iter()
+            .filter(|(_, s)| s.name.starts_with("tools/call "))
+            .count()
+            >= 2
+    });
+    let span = |name: &str| {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}"))
+            .clone()
+    };
+    let allowed = span("tools/call get_ticket");
+    assert_eq!(
+        attr(&allowed, "gen_ai.tool.name").as_deref(),
+        Some("get_ticket")
+    );
+    assert_eq!(
+        attr(&allowed, "tollgate.mcp.outcome").as_deref(),
+        Some("allowed")
+    );
+    assert_eq!(attr(&allowed, "mcp.session.id"), bob.session.clone());
+    let denied = span("tools/call refund_ticket");
+    assert_eq!(
+        attr(&denied, "tollgate.mcp.denied_by").as_deref(),
+        Some("role_not_allowed")
+    );
+    // Children of the request's span, never carrying argument values.
+    let parent = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.span_id == allowed.parent_span_id)
+        .expect("the request span");
+    assert_eq!(parent.name, "gateway.request");
+    assert!(allowed
+        .attributes
+        .iter()
+        .all(|a| !format!("{a:?}").contains("T-1")));
 }
