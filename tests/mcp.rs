@@ -761,3 +761,57 @@ fn each_tool_call_is_a_span_of_the_request() {
         .iter()
         .all(|a| !format!("{a:?}").contains("T-1")));
 }
+
+#[test]
+fn the_mock_backend_serves_the_support_tools() {
+    let mock = Backend::start();
+    let gw = config(&[&mock.addr]).start();
+    for sse in [false, true] {
+        let mut bob = Mcp::new(&gw, BOB_KEY);
+        let init = bob.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}));
+        assert_eq!(
+            init.one()["result"]["serverInfo"]["name"],
+            "mock-support-tools"
+        );
+        let knob = if sse { "1" } else { "0" };
+        let answer = gw
+            .request(reqwest::Method::POST, "/mcp", BOB_KEY)
+            .header("x-mock-mcp-sse", knob)
+            .header("mcp-session-id", bob.session.as_deref().unwrap())
+            .body(json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                 "params": {"name": "get_ticket", "arguments": {"ticket_id": "T-1"}}},
+                {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                 "params": {"name": "refund_ticket", "arguments": {"ticket_id": "T-1", "amount_usd": 9}}}])
+                .to_string())
+            .send()
+            .unwrap();
+        let content_type = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(content_type.starts_with("text/event-stream"), sse);
+        let messages = messages_of(&content_type, &answer.text().unwrap());
+        let by_id = |id: u64| messages.iter().find(|m| m["id"] == id).unwrap();
+        let names: Vec<&str> = by_id(1)["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["get_ticket", "list_agent_tickets"], "sse={sse}");
+        assert_eq!(
+            by_id(2)["result"]["structuredContent"]["data"]["subject"],
+            "Broken chair leg"
+        );
+        assert_eq!(by_id(3)["error"]["code"], -32003);
+    }
+    // A refused call never reaches the server: the mock counted only the
+    // stats request that reads its counter.
+    let before = mock.served();
+    let refused = Mcp::new(&gw, BOB_KEY).call(9, "refund_ticket", json!({"ticket_id": "T-1"}));
+    assert_refused(&refused, 9, "forbidden", &["refund_ticket"]);
+    assert_eq!(mock.served(), before + 1);
+}
