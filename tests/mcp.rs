@@ -108,6 +108,8 @@ struct Answer {
     status: u16,
     request_id: String,
     content_type: String,
+    /// `transfer-encoding` (a relayed stream must stay keep-alive).
+    framing: String,
     messages: Vec<Value>,
     text: String,
 }
@@ -179,12 +181,14 @@ impl<'a> Mcp<'a> {
             header("x-request-id"),
             header("content-type"),
         );
+        let framing = header("transfer-encoding");
         let text = resp.text().unwrap();
         Answer {
             status,
             request_id,
             messages: messages_of(&content_type, &text),
             content_type,
+            framing,
             text,
         }
     }
@@ -275,6 +279,12 @@ fn flow(json_mode: bool) {
         "{}",
         init.content_type
     );
+    if !json_mode {
+        assert_eq!(
+            init.framing, "chunked",
+            "a relayed stream keeps the connection"
+        );
+    }
     assert!(
         bob.session.is_some(),
         "the server's Mcp-Session-Id reaches the client"

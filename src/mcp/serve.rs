@@ -518,7 +518,12 @@ async fn relay_answer(
     let end = if (200..300).contains(&status) && is_sse {
         let mut header =
             client_header(ctx, &response).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        // The stream is rewritten: its length is unknown. Chunked, or the
+        // client's connection would end with the answer.
         header.remove_header(&http::header::CONTENT_LENGTH);
+        header
+            .insert_header(http::header::TRANSFER_ENCODING, "chunked")
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
         if session
             .write_response_header(Box::new(header), false)
             .await
