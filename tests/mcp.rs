@@ -291,6 +291,18 @@ fn flow(json_mode: bool) {
     );
     assert_eq!(init.one()["result"]["serverInfo"]["name"], "support-tools");
 
+    // The server's own stream (GET) is relayed on the session's peer.
+    let stream = gw
+        .request(reqwest::Method::GET, "/mcp", BOB_KEY)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", bob.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    drop(stream);
+
     assert_eq!(bob.list(1), ["get_ticket", "headers", "list_agent_tickets"]);
     let mut root = Mcp::new(&gw, ROOT_KEY);
     root.initialize();
@@ -818,6 +830,14 @@ fn the_mock_backend_serves_the_support_tools() {
         );
         assert_eq!(by_id(3)["error"]["code"], -32003);
     }
+    // GET (the server's stream) reaches the server: the mock has none.
+    let get = gw
+        .request(reqwest::Method::GET, "/mcp", BOB_KEY)
+        .header("accept", "text/event-stream")
+        .send()
+        .unwrap();
+    assert_eq!(get.status(), 405);
+    assert!(get.text().unwrap().contains("no server stream"));
     // A refused call never reaches the server: the mock counted only the
     // stats request that reads its counter.
     let before = mock.served();
