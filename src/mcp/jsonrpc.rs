@@ -175,12 +175,12 @@ mod tests {
     #[test]
     fn batches_over_the_limit_are_refused() {
         let msg = r#"{"jsonrpc":"2.0","method":"notifications/x"}"#;
-        let five = format!("[{}]", vec![msg; 5].join(","));
+        let five = format!("[{}]", [msg; 5].join(","));
         match parse(&five) {
             Err(GatewayError::InvalidRequest(m)) => assert!(m.contains("limit of 4"), "{m}"),
             other => panic!("{other:?}"),
         }
-        let four = format!("[{}]", vec![msg; 4].join(","));
+        let four = format!("[{}]", [msg; 4].join(","));
         assert!(parse(&four).is_ok());
     }
 
