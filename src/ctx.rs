@@ -6,6 +6,7 @@ use crate::config::snapshot::Snapshot;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
 use crate::llm::account::{LlmCall, LlmSummary};
+use crate::mcp::record::ToolCall;
 use crate::upstream::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +46,10 @@ pub struct RequestCtx {
     pub llm_summary: Option<LlmSummary>,
     /// Each upstream attempt, for the trace's child spans.
     pub attempts: Vec<UpstreamAttempt>,
+    /// The MCP session of the request (`Mcp-Session-Id`, sent or made).
+    pub mcp_session: Option<String>,
+    /// The MCP tool calls of the request, for the trace's child spans.
+    pub mcp_calls: Vec<ToolCall>,
 }
 
 /// One try of one upstream peer.
@@ -79,6 +84,8 @@ impl RequestCtx {
             llm: None,
             llm_summary: None,
             attempts: Vec::new(),
+            mcp_session: None,
+            mcp_calls: Vec::new(),
         }
     }
 

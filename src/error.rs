@@ -52,6 +52,9 @@ pub enum GatewayError {
     StoreUnavailable,
     #[error("internal error")]
     Internal(String),
+    /// An `Mcp-Session-Id` the gateway does not hold for this caller.
+    #[error("MCP session not found: start a new session")]
+    SessionNotFound,
 }
 
 impl GatewayError {
@@ -60,7 +63,7 @@ impl GatewayError {
         match self {
             MissingCredentials | InvalidApiKey | InvalidToken | TokenExpired => 401,
             Forbidden(_) | ModelNotAllowed(_) => 403,
-            NoRoute(_) | ModelNotFound(_) => 404,
+            NoRoute(_) | ModelNotFound(_) | SessionNotFound => 404,
             MethodNotAllowed { .. } => 405,
             InvalidRequest(_) | GuardBlocked(_) | BadRequest(_) => 400,
             BodyTooLarge { .. } => 413,
@@ -102,6 +105,7 @@ impl GatewayError {
             UpstreamTimeout(_) => "upstream_timeout",
             StoreUnavailable => "store_unavailable",
             Internal(_) => "internal_error",
+            SessionNotFound => "session_not_found",
         }
     }
 

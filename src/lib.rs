@@ -19,6 +19,7 @@ pub mod guards;
 pub mod ledger;
 pub mod limits;
 pub mod llm;
+pub mod mcp;
 pub mod observe;
 pub mod proxy;
 pub mod router;

@@ -2,13 +2,14 @@
 //! `admission` (framing, router, auth, authz, limits), `llm` and `upstream`. Decisions live in
 //! those modules; this file only orders them along Pingora's phases.
 
+use crate::admission::Admitted;
 use crate::ctx::RequestCtx;
 use crate::edge::client::client_ip;
 use crate::edge::{headers, respond};
 use crate::error::GatewayError;
 use crate::observe::{request as observe, trace};
 use crate::state::GatewayState;
-use crate::{admission, llm, upstream};
+use crate::{admission, llm, mcp, upstream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -58,6 +59,17 @@ impl ProxyHttp for Gateway {
                 // and copy) every request's `request_filter` future.
                 let client = client_ip(session);
                 let serve = llm::serve::serve(&self.state, session, ctx, client, admitted);
+                if let Err(refusal) = Box::pin(serve).await {
+                    observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
+                    respond::send_error(session, ctx, refusal.error).await?;
+                }
+                Ok(true)
+            }
+            // MCP requests are served here too: each JSON-RPC message is
+            // read and judged before anything reaches the server.
+            Ok(Admitted::Done) if ctx.route().is_some_and(|r| r.is_mcp()) => {
+                let client = client_ip(session);
+                let serve = mcp::serve::serve(&self.state, session, ctx, client);
                 if let Err(refusal) = Box::pin(serve).await {
                     observe::refusal(&self.state, session, ctx, refusal.audit.as_ref());
                     respond::send_error(session, ctx, refusal.error).await?;

@@ -29,6 +29,8 @@ pub struct GatewayState {
     pub connector: Connector,
     /// OTLP trace export, when `observability.otlp` is set.
     pub tracing: Option<crate::observe::otel::Tracing>,
+    /// MCP sessions pinned to their peer (survive reloads).
+    pub mcp_sessions: crate::mcp::sessions::SessionPins,
 }
 
 /// What a gateway process needs besides its configuration.
@@ -51,6 +53,7 @@ impl GatewayState {
             ledger: services.ledger,
             connector: services.connector,
             tracing: services.tracing,
+            mcp_sessions: Default::default(),
         })
     }
 

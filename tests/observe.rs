@@ -7,13 +7,10 @@
 
 mod common;
 
+use common::otlp::*;
 use common::*;
-use prost::Message;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An LLM route, a support route and two models.
@@ -576,113 +573,6 @@ fn every_metric_of_the_dashboard_and_alert_rules_is_exported() {
         Vec::is_empty,
     );
     assert!(missing.is_empty(), "not in /metrics: {missing:?}");
-}
-
-/// An OTLP/HTTP collector on loopback: decodes each export request.
-struct Collector {
-    addr: String,
-    received: Arc<
-        Mutex<Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>>,
-    >,
-}
-
-impl Collector {
-    fn start() -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || serve_otlp(stream, &sink));
-            }
-        });
-        Collector { addr, received }
-    }
-
-    /// Spans received so far, flattened.
-    fn spans(&self) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
-        let received = self.received.lock().unwrap();
-        let mut out = Vec::new();
-        for request in received.iter() {
-            for rs in &request.resource_spans {
-                let service = rs
-                    .resource
-                    .as_ref()
-                    .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                    .and_then(|a| a.value.as_ref())
-                    .map(|v| format!("{:?}", v.value))
-                    .unwrap_or_default();
-                for ss in &rs.scope_spans {
-                    for span in &ss.spans {
-                        out.push((service.clone(), span.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-fn serve_otlp(
-    stream: std::net::TcpStream,
-    sink: &Mutex<Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>>,
-) {
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    while let Some((head, body)) = read_request(&mut reader) {
-        assert!(head.starts_with("POST /v1/traces "), "{head}");
-        let decoded =
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
-                &body[..],
-            )
-            .expect("an OTLP protobuf export request");
-        sink.lock().unwrap().push(decoded);
-        let _ = writer.write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-        );
-    }
-}
-
-fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    let value = span
-        .attributes
-        .iter()
-        .find(|a| a.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?;
-    Some(match value {
-        V::StringValue(s) => s.clone(),
-        V::IntValue(i) => i.to_string(),
-        V::BoolValue(b) => b.to_string(),
-        V::DoubleValue(d) => d.to_string(),
-        other => format!("{other:?}"),
-    })
-}
-
-fn assert_attrs(span: &opentelemetry_proto::tonic::trace::v1::Span, wanted: &[(&str, &str)]) {
-    for (key, value) in wanted {
-        assert_eq!(attr(span, key).as_deref(), Some(*value), "{key}");
-    }
-}
-
-fn wait_spans(
-    collector: &Collector,
-    pred: impl Fn(&[(String, opentelemetry_proto::tonic::trace::v1::Span)]) -> bool,
-) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
-    // The contract: exported at least every 5 s.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let spans = collector.spans();
-        if pred(&spans) || Instant::now() > deadline {
-            return spans;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

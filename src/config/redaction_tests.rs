@@ -65,6 +65,11 @@ routes:
     websocket: false
     api: openai_chat
     output_guards: [pii]
+    tools:
+      default: deny
+      rules:
+        - { name: t, roles: [r], owner: { argument: a, bypass_roles: [r] }, rate_limit: { requests_per_minute: 1 } }
+    mcp: { max_batch: 1, deny_methods: [m], max_message_bytes: 1, max_stream_seconds: 1 }
 models:
   - name: m
     upstream: pool
@@ -263,6 +268,16 @@ const PUBLIC: &[&str] = &[
     "routes[].roles[]",
     "routes[].upstream",
     "routes[].websocket",
+    "routes[].tools.default",
+    "routes[].tools.rules[].name",
+    "routes[].tools.rules[].roles[]",
+    "routes[].tools.rules[].owner.argument",
+    "routes[].tools.rules[].owner.bypass_roles[]",
+    "routes[].tools.rules[].rate_limit.requests_per_minute",
+    "routes[].mcp.max_batch",
+    "routes[].mcp.deny_methods[]",
+    "routes[].mcp.max_message_bytes",
+    "routes[].mcp.max_stream_seconds",
     "server.admin_listen",
     "server.body_timeout_ms",
     "server.grace_period_seconds",

@@ -204,6 +204,8 @@ pub enum RouteKind {
     #[default]
     Http,
     Llm,
+    /// Model Context Protocol tool servers (Streamable HTTP transport).
+    Mcp,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -211,6 +213,8 @@ pub enum RouteKind {
 pub struct RouteConfig {
     pub name: String,
     pub path: String,
+    /// Required, except on `kind: mcp` routes (POST, GET and DELETE).
+    #[serde(default)]
     pub methods: Vec<String>,
     #[serde(default)]
     pub kind: RouteKind,
@@ -228,6 +232,85 @@ pub struct RouteConfig {
     /// `kind: llm` only: guards on the model's answer (`pii`, `secrets`).
     #[serde(default)]
     pub output_guards: Vec<String>,
+    /// `kind: mcp` only: per-tool rules (absent: every tool denied).
+    #[serde(default)]
+    pub tools: Option<ToolsConfig>,
+    /// `kind: mcp` only: bounds on the protocol's messages.
+    #[serde(default)]
+    pub mcp: Option<McpConfig>,
+}
+
+/// Whether a tool no rule names may be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolDefault {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// A `kind: mcp` route's `tools:`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    #[serde(default)]
+    pub default: ToolDefault,
+    #[serde(default)]
+    pub rules: Vec<ToolRuleConfig>,
+}
+
+/// One tool's rule: who may call it, on whose behalf, how often.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRuleConfig {
+    pub name: String,
+    /// Empty: every caller the route admits.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub owner: Option<ArgumentOwnerRule>,
+    /// Per user, for this tool alone (on top of the route's rate).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// The named `tools/call` argument must equal the caller's user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentOwnerRule {
+    pub argument: String,
+    #[serde(default)]
+    pub bypass_roles: Vec<String>,
+}
+
+/// A `kind: mcp` route's `mcp:` bounds (hostile clients and servers).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Most JSON-RPC messages in one POST (a batch); 400 above.
+    #[serde(default = "defaults::mcp_max_batch")]
+    pub max_batch: usize,
+    /// Methods refused with a JSON-RPC error (`name`, or `prefix/*`);
+    /// every other method is passed through.
+    #[serde(default)]
+    pub deny_methods: Vec<String>,
+    /// Largest message from the server: a JSON answer, one SSE event.
+    #[serde(default = "defaults::mcp_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Longest a server stream (GET, or a POST answered as SSE) is relayed.
+    #[serde(default = "defaults::mcp_max_stream_seconds")]
+    pub max_stream_seconds: u64,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: defaults::mcp_max_batch(),
+            deny_methods: Vec::new(),
+            max_message_bytes: defaults::mcp_max_message_bytes(),
+            max_stream_seconds: defaults::mcp_max_stream_seconds(),
+        }
+    }
 }
 
 /// The LLM API of a `kind: llm` route: how its body is read, guarded,
@@ -580,6 +663,15 @@ pub struct OtlpConfig {
 }
 
 mod defaults {
+    pub fn mcp_max_batch() -> usize {
+        32
+    }
+    pub fn mcp_max_message_bytes() -> usize {
+        4 * 1024 * 1024
+    }
+    pub fn mcp_max_stream_seconds() -> u64 {
+        300
+    }
     pub fn service_name() -> String {
         "tollgate".into()
     }

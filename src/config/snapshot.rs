@@ -11,6 +11,7 @@ use crate::guards::output::{OutputGuardSet, OutputScanner};
 use crate::guards::{GuardSet, Guards};
 use crate::limits::policy::BudgetPolicy;
 use crate::llm::model::Model;
+use crate::mcp::rules::ToolPolicy;
 use crate::router::{MethodSet, PathTemplate, Routable};
 use crate::upstream::pool::Pool;
 use std::collections::HashMap;
@@ -42,6 +43,21 @@ pub enum Target {
         /// Guards on the answer (empty: the answer is forwarded as is).
         output: OutputGuardSet,
     },
+    /// MCP (Streamable HTTP) to one pool, tool calls under `tools`.
+    Mcp(Box<McpTarget>),
+}
+
+/// A `kind: mcp` route's pool, tool rules, guards and protocol bounds.
+#[derive(Debug)]
+pub struct McpTarget {
+    pub upstream: String,
+    pub pool: Arc<Pool>,
+    pub tools: ToolPolicy,
+    /// Input guards on `tools/call` arguments.
+    pub guards: GuardSet,
+    /// Output guards on tool results.
+    pub output: OutputGuardSet,
+    pub limits: McpConfig,
 }
 
 impl Route {
@@ -49,18 +65,24 @@ impl Route {
         matches!(self.target, Target::Llm { .. })
     }
 
-    /// The pool of a `kind: http` route.
+    pub fn is_mcp(&self) -> bool {
+        matches!(self.target, Target::Mcp(_))
+    }
+
+    /// The pool of a `kind: http` or `kind: mcp` route.
     pub fn pool(&self) -> Option<&Arc<Pool>> {
         match &self.target {
             Target::Http { pool, .. } => Some(pool),
+            Target::Mcp(mcp) => Some(&mcp.pool),
             Target::Llm { .. } => None,
         }
     }
 
-    /// The pool's name of a `kind: http` route.
+    /// The pool's name of a `kind: http` or `kind: mcp` route.
     pub fn upstream(&self) -> Option<&str> {
         match &self.target {
             Target::Http { upstream, .. } => Some(upstream),
+            Target::Mcp(mcp) => Some(&mcp.upstream),
             Target::Llm { .. } => None,
         }
     }
@@ -69,7 +91,15 @@ impl Route {
     pub fn llm_api(&self) -> Option<LlmApi> {
         match &self.target {
             Target::Llm { api, .. } => Some(*api),
-            Target::Http { .. } => None,
+            Target::Http { .. } | Target::Mcp(_) => None,
+        }
+    }
+
+    /// What a `kind: mcp` route serves.
+    pub fn mcp(&self) -> Option<&McpTarget> {
+        match &self.target {
+            Target::Mcp(mcp) => Some(mcp),
+            Target::Http { .. } | Target::Llm { .. } => None,
         }
     }
 }
@@ -216,6 +246,9 @@ impl Snapshot {
     }
 }
 
+/// The Streamable HTTP transport's methods, when an mcp route names none.
+const MCP_METHODS: [&str; 3] = ["POST", "GET", "DELETE"];
+
 /// Validation already rejected bad templates, unknown guards and missing
 /// upstreams; a route whose pool failed to build was reported with it.
 fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<Route> {
@@ -231,11 +264,26 @@ fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<
             guards: GuardSet::parse(&r.guards).ok()?,
             output: OutputGuardSet::parse(&r.output_guards).ok()?,
         },
+        RouteKind::Mcp => {
+            let upstream = r.upstream.clone()?;
+            let pool = pools.get(&upstream)?.clone();
+            Target::Mcp(Box::new(McpTarget {
+                upstream,
+                pool,
+                tools: ToolPolicy::compile(&r.name, r.tools.as_ref()),
+                guards: GuardSet::parse(&r.guards).ok()?,
+                output: OutputGuardSet::parse(&r.output_guards).ok()?,
+                limits: r.mcp.clone().unwrap_or_default(),
+            }))
+        }
     };
     Some(Route {
         name: r.name.clone(),
         template,
-        methods: MethodSet::from_config(&r.methods),
+        methods: match (r.kind, r.methods.is_empty()) {
+            (RouteKind::Mcp, true) => MethodSet::from_config(&MCP_METHODS.map(String::from)),
+            _ => MethodSet::from_config(&r.methods),
+        },
         roles: r.roles.clone(),
         owner: r.owner.clone(),
         rate_limit: r.rate_limit.map(|l| l.requests_per_minute),

@@ -303,7 +303,7 @@ fn routes(config: &Config, p: &mut Problems) {
                 None
             }
         };
-        if route.methods.is_empty() {
+        if route.methods.is_empty() && route.kind != RouteKind::Mcp {
             p.push(
                 format!("{path}.methods"),
                 "at least one method (or \"*\") is required",
@@ -323,17 +323,22 @@ fn routes(config: &Config, p: &mut Problems) {
             (RouteKind::Http, None) => {
                 p.push(format!("{path}.upstream"), "required for kind: http routes")
             }
-            (RouteKind::Http, Some(up)) if !config.upstreams.contains_key(up) => p.push(
-                format!("{path}.upstream"),
-                format!("unknown upstream '{up}'"),
-            ),
+            (RouteKind::Mcp, None) => {
+                p.push(format!("{path}.upstream"), "required for kind: mcp routes")
+            }
+            (RouteKind::Http | RouteKind::Mcp, Some(up)) if !config.upstreams.contains_key(up) => p
+                .push(
+                    format!("{path}.upstream"),
+                    format!("unknown upstream '{up}'"),
+                ),
             (RouteKind::Llm, Some(_)) => p.push(
                 format!("{path}.upstream"),
                 "kind: llm routes take their upstream from the model; remove this field",
             ),
             _ => {}
         }
-        if route.kind == RouteKind::Http && route.api.is_some() {
+        mcp_route(route, &path, p);
+        if route.kind != RouteKind::Llm && route.api.is_some() {
             p.push(format!("{path}.api"), "only kind: llm routes have an api");
         }
         roles_list(&format!("{path}.roles"), &route.roles, p);
@@ -517,10 +522,10 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
 
 /// A route's `output_guards`: known, configured, on llm routes only.
 fn output_guards(config: &Config, route: &RouteConfig, path: &str, p: &mut Problems) {
-    if !route.output_guards.is_empty() && route.kind != RouteKind::Llm {
+    if !route.output_guards.is_empty() && route.kind == RouteKind::Http {
         p.push(
             format!("{path}.output_guards"),
-            "only kind: llm routes have output guards",
+            "only kind: llm and kind: mcp routes have output guards",
         );
     }
     let output = config.guards.as_ref().and_then(|g| g.output.as_ref());
@@ -716,4 +721,83 @@ fn redis_url_has_password(url: &str) -> bool {
     authority
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// A route's `tools:` and `mcp:`: on mcp routes only; tool names unique
+/// and non-empty, roles valid, owner arguments named, limits positive.
+fn mcp_route(route: &RouteConfig, path: &str, p: &mut Problems) {
+    if route.kind != RouteKind::Mcp {
+        if route.tools.is_some() {
+            p.push(format!("{path}.tools"), "only kind: mcp routes have tools");
+        }
+        if route.mcp.is_some() {
+            p.push(
+                format!("{path}.mcp"),
+                "only kind: mcp routes have mcp limits",
+            );
+        }
+        return;
+    }
+    if route.websocket {
+        p.push(
+            format!("{path}.websocket"),
+            "kind: mcp routes do not upgrade",
+        );
+    }
+    if let Some(tools) = &route.tools {
+        let mut seen = HashSet::new();
+        for (i, rule) in tools.rules.iter().enumerate() {
+            let rpath = format!("{path}.tools.rules[{i}]");
+            if rule.name.is_empty() {
+                p.push(format!("{rpath}.name"), "must not be empty");
+            } else if !seen.insert(rule.name.as_str()) {
+                p.push(
+                    format!("{rpath}.name"),
+                    format!("duplicate tool rule '{}'", rule.name),
+                );
+            }
+            roles_list(&format!("{rpath}.roles"), &rule.roles, p);
+            if let Some(owner) = &rule.owner {
+                if owner.argument.is_empty() {
+                    p.push(format!("{rpath}.owner.argument"), "must not be empty");
+                }
+                roles_list(
+                    &format!("{rpath}.owner.bypass_roles"),
+                    &owner.bypass_roles,
+                    p,
+                );
+            }
+            if rule.rate_limit.is_some_and(|r| r.requests_per_minute == 0) {
+                p.push(
+                    format!("{rpath}.rate_limit.requests_per_minute"),
+                    "must be at least 1",
+                );
+            }
+        }
+    }
+    if let Some(mcp) = &route.mcp {
+        if mcp.max_batch == 0 {
+            p.push(format!("{path}.mcp.max_batch"), "must be at least 1");
+        }
+        if mcp.max_message_bytes < 1024 {
+            p.push(
+                format!("{path}.mcp.max_message_bytes"),
+                "must be at least 1024",
+            );
+        }
+        if mcp.max_stream_seconds == 0 {
+            p.push(
+                format!("{path}.mcp.max_stream_seconds"),
+                "must be at least 1",
+            );
+        }
+        for (j, method) in mcp.deny_methods.iter().enumerate() {
+            if method.is_empty() || method == "*" {
+                p.push(
+                    format!("{path}.mcp.deny_methods[{j}]"),
+                    "must name a method or a prefix ending in /*",
+                );
+            }
+        }
+    }
 }

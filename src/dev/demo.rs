@@ -88,6 +88,23 @@ curl -s -H 'X-API-Key: {AGENT_KEY}' {gw}/v1/chat/completions \
 # Anthropic-shaped refusals on the messages route (401 authentication_error)
 curl -s -H 'x-api-key: wrong' {gw}/v1/messages -d '{{}}'
 
+# MCP tools (route support-tools): the tools bob's agent may call (refund_ticket is admin-only: not listed)
+curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+  {gw}/mcp -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'
+
+# an allowed tool call: get_ticket reaches the MCP server
+curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+  {gw}/mcp -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"get_ticket","arguments":{{"ticket_id":"T-1"}}}}}}'
+
+# refused: refund_ticket (admins only) and another agent's queue (owner rule) get JSON-RPC error -32003, never sent
+curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+  {gw}/mcp -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"refund_ticket","arguments":{{"ticket_id":"T-1","amount_usd":20}}}}}}'
+curl -s -H 'X-API-Key: {AGENT_KEY}' -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+  {gw}/mcp -d '{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"list_agent_tickets","arguments":{{"agent":"alice"}}}}}}'
+
+# every tool call is an audit line (arguments as SHA-256 only) and a metric
+curl -s {admin}/metrics | grep tollgate_mcp_calls_total
+
 # what bob has spent, his limits and what remains (admin API)
 curl -s -H 'Authorization: Bearer {ADMIN_TOKEN}' '{admin}/admin/usage?user=bob'
 

@@ -130,6 +130,60 @@ impl Guards {
     }
 }
 
+impl Guards {
+    /// Runs the guards `enabled` over every string of a JSON value (an MCP
+    /// tool call's arguments, keys excluded); redaction rewrites it in
+    /// place.
+    pub fn apply_json(
+        &self,
+        enabled: GuardSet,
+        value: &mut serde_json::Value,
+    ) -> Result<(), GatewayError> {
+        if let (true, Some((detector, action))) = (enabled.injection, &self.injection) {
+            let mut hit = false;
+            each_string(value, &mut |t| {
+                hit = hit || !self.injection_clean.is_clean(t, |t| !detector.matches(t))
+            });
+            if hit {
+                return act("injection", *action);
+            }
+        }
+        if let (true, Some((detector, action))) = (enabled.pii, &self.pii) {
+            if *action == GuardAction::Redact {
+                let mut redacted = 0;
+                each_string(value, &mut |t| {
+                    if let Some(clean) = detector.redact(t) {
+                        *t = clean;
+                        redacted += 1;
+                    }
+                });
+                if redacted > 0 {
+                    metrics::inc(&metrics::GUARD_ACTIONS, &["pii", "redact", "input"]);
+                }
+                return Ok(());
+            }
+            let mut hit = false;
+            each_string(value, &mut |t| {
+                hit = hit || !self.pii_clean.is_clean(t, |t| detector.find(t).is_empty())
+            });
+            if hit {
+                return act("pii", *action);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Calls `f` on every string value inside `value`, depth first.
+fn each_string(value: &mut serde_json::Value, f: &mut impl FnMut(&mut String)) {
+    match value {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| each_string(v, f)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| each_string(v, f)),
+        _ => {}
+    }
+}
+
 fn act(guard: &str, action: GuardAction) -> Result<(), GatewayError> {
     match action {
         GuardAction::Block => {
@@ -171,6 +225,27 @@ mod tests {
             {"role": "system", "content": system}, {"role": "user", "content": user}]});
         LlmRequest::parse(LlmApi::OpenaiChat, body.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn json_strings_are_guarded_at_any_depth() {
+        let enabled = GuardSet::parse(&["pii".to_string()]).unwrap();
+        let mut args = serde_json::json!({"note": "mail jane.doe@example.com",
+            "nested": [{"to": "bob@example.org"}], "n": 4});
+        assert!(guards(GuardAction::Redact)
+            .apply_json(enabled, &mut args)
+            .is_ok());
+        let text = args.to_string();
+        assert!(
+            !text.contains("example.com") && !text.contains("example.org"),
+            "{text}"
+        );
+        assert_eq!(args["n"], 4);
+        let mut args = serde_json::json!({"deep": {"x": ["ssn jane.doe@example.com"]}});
+        assert!(matches!(
+            guards(GuardAction::Block).apply_json(enabled, &mut args),
+            Err(GatewayError::GuardBlocked(g)) if g == "pii"
+        ));
     }
 
     /// Verdicts remembered for repeated texts never let a match through.

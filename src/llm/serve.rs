@@ -90,7 +90,7 @@ async fn serve_call(
             guards,
             output,
         } => Some((*api, *guards, *output)),
-        Target::Http { .. } => None,
+        Target::Http { .. } | Target::Mcp(_) => None,
     }) else {
         return Err(GatewayError::Internal("llm call on a route of another kind".into()).into());
     };
@@ -242,7 +242,10 @@ async fn estimate_off_loop(request: LlmRequest) -> Result<(LlmRequest, u64), Gat
     .map_err(|e| GatewayError::Internal(format!("token estimation failed: {e}")))
 }
 
-async fn read_body(session: &mut Session, snapshot: &Snapshot) -> Result<Vec<u8>, GatewayError> {
+pub async fn read_body(
+    session: &mut Session,
+    snapshot: &Snapshot,
+) -> Result<Vec<u8>, GatewayError> {
     let limit = snapshot.server().max_body_bytes;
     let idle = Duration::from_millis(snapshot.server().body_timeout_ms);
     // Pingora never answers `Expect: 100-continue`; curl would otherwise

@@ -60,6 +60,8 @@ metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
     "tollgate_llm_over_cap_total",
     "LLM calls whose output went past the request's cap (stream_cut: cut off by the gateway; reported: billed as the upstream reported)",
     &["model", "kind"]));
+metric!(MCP_CALLS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_mcp_calls_total", "MCP tool calls by outcome (allowed, denied, error)", &["route", "tool", "outcome"]));
 metric!(OTLP_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
     "tollgate_otlp_spans_dropped_total", "Trace spans not exported", &["reason"]));
 
@@ -76,6 +78,7 @@ pub fn init() {
         &LEDGER_ERRORS,
         &LLM_OVER_CAP,
         &OTLP_SPANS_DROPPED,
+        &MCP_CALLS,
     ] {
         Lazy::force(lazy);
     }

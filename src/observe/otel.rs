@@ -14,6 +14,7 @@
 
 use crate::config::schema::{LlmApi, OtlpConfig};
 use crate::ctx::{RequestCtx, UpstreamAttempt};
+use crate::mcp::record::{Outcome, ToolCall};
 use crate::observe::metrics;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
@@ -143,7 +144,40 @@ impl Tracing {
             };
             self.attempt_span(&cx, attempt, end);
         }
+        for call in &request.ctx.mcp_calls {
+            self.tool_call_span(&cx, call, request.ctx.mcp_session.as_deref());
+        }
         cx.span().end_with_timestamp(ended);
+    }
+
+    /// One MCP `tools/call` (OTel's MCP semantic conventions: span
+    /// `tools/call <tool>`); arguments are never attributes.
+    fn tool_call_span(&self, cx: &Context, call: &ToolCall, session: Option<&str>) {
+        let mut attributes = vec![
+            KeyValue::new("mcp.method.name", "tools/call"),
+            KeyValue::new("gen_ai.tool.name", call.tool.clone()),
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("jsonrpc.request.id", call.jsonrpc_id.clone()),
+            KeyValue::new("tollgate.mcp.outcome", call.outcome.label()),
+            KeyValue::new("tollgate.mcp.result", call.outcome.result()),
+        ];
+        if let Outcome::Denied(reason) = call.outcome {
+            attributes.push(KeyValue::new("tollgate.mcp.denied_by", reason));
+        }
+        if let Some(session) = session {
+            attributes.push(KeyValue::new("mcp.session.id", session.to_string()));
+        }
+        let mut span = self
+            .tracer
+            .span_builder(format!("tools/call {}", call.tool))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(call.started)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, cx);
+        if call.outcome.label() != "allowed" {
+            span.set_status(Status::error(call.outcome.result()));
+        }
+        span.end_with_timestamp(call.ended);
     }
 
     fn attempt_span(&self, cx: &Context, attempt: &UpstreamAttempt, end: SystemTime) {

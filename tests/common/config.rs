@@ -152,6 +152,23 @@ impl Route {
             .set("kind", "llm")
     }
 
+    /// A `kind: mcp` route to the pool `upstream` (POST, GET, DELETE).
+    pub fn mcp(name: &str, path: &str, upstream: &str) -> Route {
+        Route::default()
+            .set("name", name)
+            .set("path", path)
+            .set("kind", "mcp")
+            .set("upstream", upstream)
+    }
+
+    /// `tools:` of an mcp route: `default` and `rules` as JSON.
+    pub fn tools(self, default: &str, rules: serde_json::Value) -> Route {
+        self.set(
+            "tools",
+            serde_json::json!({"default": default, "rules": rules}),
+        )
+    }
+
     /// `owner: { param, bypass_roles }`.
     pub fn owner(self, param: &str, bypass_roles: &[&str]) -> Route {
         self.set(

@@ -16,6 +16,7 @@ pub mod llm;
 pub use config::{Budget, ConfigBuilder, Fields, Model, Pool, Route};
 pub use llm::*;
 
+pub mod otlp;
 pub mod postgres;
 pub mod redis;
 

@@ -32,6 +32,8 @@
 //!   `x-mock-endless-event: 1` (one SSE event that never ends),
 //!   `x-mock-headers: N` (N extra response headers)
 //!
+//! `/mcp` is a support-tools MCP server (Streamable HTTP, see `mcp`):
+//! `x-mock-mcp-sse: 1` answers POSTs as SSE streams.
 //! `/bench` answers a fixed small JSON body (load benchmarks).
 //! Control endpoints: `POST /__mock/health/{ok|fail}` flips `/healthz`;
 //! `POST /__mock/force-status/{code}` answers every other request with that
@@ -42,6 +44,7 @@ mod chat;
 mod embeddings;
 mod gemini;
 mod llm;
+mod mcp;
 mod reply;
 mod responses;
 
@@ -182,6 +185,9 @@ impl MockBackend {
         }
         if let Some(api) = (method == "POST").then(|| MockApi::of(&path)).flatten() {
             return self.llm_call(session, api, &body).await;
+        }
+        if path == "/mcp" {
+            return mcp::serve(session, &self.name, &method, &body).await;
         }
         let reply = match (method.as_str(), path.as_str()) {
             (_, "/healthz") => self.health_reply(),
