@@ -520,7 +520,7 @@ fn config_check_names_every_output_guard_problem() {
     assert_check_reports(
         run_check(&bad),
         &[
-            "routes[4].output_guards: only kind: llm routes have output guards",
+            "routes[4].output_guards: only kind: llm and kind: mcp routes have output guards",
             "routes[2].output_guards[1]: unknown output guard 'tone'",
             "routes[1].output_guards[1]: output guard 'secrets' has no section under guards.output:",
             "guards.output.holdback_bytes: must be at least 240",
