@@ -39,6 +39,9 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// OpenAI-style `x-ratelimit-*-tokens` headers of an LLM call.
     pub token_headers: Vec<(&'static str, String)>,
+    /// The LLM call's conversation id (validated, client-chosen): its
+    /// budget scope, the ledger's and the access line's `conversation`.
+    pub conversation: Option<String>,
     /// Accounting of an LLM call, settled in `logging`.
     pub llm: Option<LlmCall>,
     /// What the settled LLM call was billed (access log, trace span).
@@ -76,6 +79,7 @@ impl RequestCtx {
             retries_left: 0,
             upstream_started: None,
             token_headers: Vec::new(),
+            conversation: None,
             llm: None,
             llm_summary: None,
             attempts: Vec::new(),

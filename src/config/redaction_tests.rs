@@ -108,6 +108,8 @@ observability:
   audit_log: stderr
   log_level: info
   otlp: { endpoint: "http://127.0.0.1:4318", service_name: s, sample_ratio: 1.0 }
+attribution:
+  conversation_header: X-Conversation-Id
 "#;
 
 /// Fields that hold a secret, or point at one by a name an operator may
@@ -191,6 +193,7 @@ fn every_field_is_public_or_redacted() {
 
 /// Fields shown as they are.
 const PUBLIC: &[&str] = &[
+    "attribution.conversation_header",
     "auth.api_keys[].expires_at",
     "auth.api_keys[].id",
     "auth.api_keys[].roles[]",

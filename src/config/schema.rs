@@ -31,6 +31,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub observability: ObservabilityConfig,
+    #[serde(default)]
+    pub attribution: AttributionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -591,6 +593,24 @@ impl Default for ObservabilityConfig {
     }
 }
 
+/// Who a call is billed to beyond the caller (DESIGN §3 `attribution`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// The request header naming the conversation; absent, the body's
+    /// `metadata.conversation_id`.
+    #[serde(default = "defaults::conversation_header")]
+    pub conversation_header: String,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        Self {
+            conversation_header: defaults::conversation_header(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
@@ -606,6 +626,9 @@ pub struct OtlpConfig {
 }
 
 mod defaults {
+    pub fn conversation_header() -> String {
+        "X-Conversation-Id".into()
+    }
     pub fn service_name() -> String {
         "tollgate".into()
     }

@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::guards::output::{OutputGuardSet, OutputScanner};
 use crate::guards::{GuardSet, Guards};
 use crate::limits::policy::BudgetPolicy;
+use crate::llm::conversation::Attribution;
 use crate::llm::model::Model;
 use crate::router::{MethodSet, PathTemplate, Routable};
 use crate::upstream::pool::Pool;
@@ -97,6 +98,8 @@ pub struct Snapshot {
     pub guards: Option<Guards>,
     /// `guards.output` compiled, with the gateway's own upstream secrets.
     pub output_guards: Option<Arc<OutputScanner>>,
+    /// `attribution` compiled: where a call's conversation id comes from.
+    pub attribution: Attribution,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -175,6 +178,10 @@ impl Snapshot {
             },
             None => None,
         };
+        let attribution = Attribution::compile(&config.attribution).unwrap_or_else(|e| {
+            problems.push("attribution", e);
+            Attribution::default()
+        });
         if !problems.is_empty() {
             return None;
         }
@@ -188,6 +195,7 @@ impl Snapshot {
             budgets,
             guards,
             output_guards,
+            attribution,
         })
     }
 

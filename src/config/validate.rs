@@ -26,6 +26,7 @@ pub fn validate(config: &Config, p: &mut Problems) {
     routes(config, p);
     models(config, p);
     limits(&config.limits, p);
+    attribution(&config.attribution, p);
     if let Some(guards) = &config.guards {
         guards_section(guards, p);
     }
@@ -472,6 +473,15 @@ fn models(config: &Config, p: &mut Problems) {
 fn usd(path: String, value: Option<f64>, p: &mut Problems) {
     if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
         p.push(path, "must be a non-negative number of USD");
+    }
+}
+
+fn attribution(a: &AttributionConfig, p: &mut Problems) {
+    if http::HeaderName::from_bytes(a.conversation_header.as_bytes()).is_err() {
+        p.push(
+            "attribution.conversation_header",
+            "must be a valid HTTP header name",
+        );
     }
 }
 

@@ -234,7 +234,7 @@ impl ServerCertVerifier for EncryptOnly {
 /// Versioned migrations, applied in order, each in its own transaction
 /// with its row in `tollgate_migrations`. Never edit one that shipped:
 /// add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
 
 /// The calls, one row per request id (a row forwarded twice is one row),
 /// and the daily rollup the reports read. Indexes: time (ranges, the
@@ -280,6 +280,14 @@ CREATE TABLE usage_daily (
     estimated_calls   BIGINT NOT NULL,
     PRIMARY KEY (day, tenant_id, user_id, key_id, model, api)
 );
+";
+
+/// The conversation id of a call (attribution); old rows have none. The
+/// index serves a conversation budget rebuilt from the ledger.
+const MIGRATION_2: &str = "
+ALTER TABLE usage ADD COLUMN conversation_id TEXT;
+CREATE INDEX usage_conversation_time ON usage (tenant_id, conversation_id, time_ms)
+    WHERE conversation_id IS NOT NULL;
 ";
 
 /// Applies the migrations this database lacks. Instances starting at once
@@ -340,14 +348,14 @@ WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
         $12::bigint[], $13::bigint[], $14::int[], $15::bool[], $16::text[], $17::bigint[],
-        $18::bool[])
+        $18::bool[], $19::text[])
     AS r(request_id, time_ms, user_id, tenant_id, key_id, route, model, upstream_model,
         prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, micro_usd,
-        status, estimated, api, cache_write_tokens, over_cap)
+        status, estimated, api, cache_write_tokens, over_cap, conversation_id)
 ), inserted AS (
     INSERT INTO usage (request_id, time_ms, user_id, tenant_id, key_id, route, model,
         upstream_model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
-        micro_usd, status, estimated, api, cache_write_tokens, over_cap)
+        micro_usd, status, estimated, api, cache_write_tokens, over_cap, conversation_id)
     SELECT * FROM input
     ON CONFLICT (request_id) DO NOTHING
     RETURNING time_ms, tenant_id, user_id, key_id, model, api, prompt_tokens,
@@ -397,6 +405,7 @@ pub async fn insert_batch(client: &Client, rows: &[LedgerRow]) -> Result<u64, Pg
     let api = text(|r| &r.api);
     let cache_write = int(|r| r.cache_write_tokens);
     let over_cap: Vec<bool> = rows.iter().map(|r| r.over_cap).collect();
+    let conversation = opt(|r| r.conversation.as_deref());
     let row = client
         .query_one(
             INSERT_BATCH,
@@ -419,6 +428,7 @@ pub async fn insert_batch(client: &Client, rows: &[LedgerRow]) -> Result<u64, Pg
                 &api,
                 &cache_write,
                 &over_cap,
+                &conversation,
             ],
         )
         .await?;

@@ -39,6 +39,9 @@ pub struct LedgerRow {
     /// The output went past the request's output cap (a runaway stream cut
     /// off by the gateway, or an upstream that reported more than asked).
     pub over_cap: bool,
+    /// The call's conversation id (client-chosen text, see
+    /// `llm::conversation`), when it named one.
+    pub conversation: Option<String>,
 }
 
 impl LedgerRow {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// How long a connection waits on a lock held by another connection.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The columns a usage row has in both SQLite tables (the ledger's `usage`
 /// and the PostgreSQL spool), up to `estimated`.
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS usage (
     usage_row_columns!(),
     "    api               TEXT    NOT NULL DEFAULT 'openai_chat',
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    over_cap          INTEGER NOT NULL DEFAULT 0
+    over_cap          INTEGER NOT NULL DEFAULT 0,
+    conversation_id   TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
 "
@@ -93,6 +94,18 @@ SELECT time_ms / 86400000, COALESCE(tenant_id, ''), COALESCE(user_id, ''), model
 FROM usage GROUP BY 1, 2, 3, 4;
 ";
 
+/// Schema 3 → 4: the conversation id of a call (attribution), in the
+/// ledger and the spool; old rows have none.
+const ADD_CONVERSATION: &str = "ADD COLUMN conversation_id TEXT";
+
+/// Written after the migrations, on a new file and a migrated one alike:
+/// a conversation budget rebuilt from the ledger reads one conversation's
+/// rows of one day.
+const CONVERSATION_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS usage_conversation_time
+    ON usage(tenant_id, conversation_id, time_ms) WHERE conversation_id IS NOT NULL;
+";
+
 /// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the
 /// flag of a call whose output went past the request's cap. `ADD COLUMN`
 /// with a default rewrites nothing: old rows read as chat calls.
@@ -115,7 +128,8 @@ CREATE TABLE IF NOT EXISTS spool (
     usage_row_columns!(),
     "    api               TEXT    NOT NULL,
     cache_write_tokens INTEGER NOT NULL,
-    over_cap          INTEGER NOT NULL
+    over_cap          INTEGER NOT NULL,
+    conversation_id   TEXT
 );
 "
 );
@@ -131,13 +145,15 @@ pub(super) enum Table {
 
 const COLUMNS: &str = "time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    conversation_id";
 
 const INSERT_SPOOL: &str = "
 INSERT INTO spool (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    conversation_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 /// The oldest spooled rows, with their spool ids, at most `?1`.
 pub(super) fn select_spooled() -> String {
@@ -147,13 +163,15 @@ pub(super) fn select_spooled() -> String {
 const INSERT: &str = "
 INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    conversation_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 pub(super) const SELECT_ROW: &str = "
 SELECT time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap
+    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
+    conversation_id
 FROM usage";
 
 pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
@@ -177,6 +195,13 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     if version < 3 {
         conn.execute_batch(&format!("BEGIN; {MIGRATE_2_TO_3} COMMIT;"))?;
     }
+    // Per table: one made by the statements above already has it.
+    for table in ["usage", "spool"] {
+        if !has_column(&conn, table, "conversation_id")? {
+            conn.execute(&format!("ALTER TABLE {table} {ADD_CONVERSATION}"), [])?;
+        }
+    }
+    conn.execute_batch(CONVERSATION_INDEX)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
 }
@@ -212,6 +237,7 @@ pub(super) fn insert_batch(
                 r.api,
                 to_sql_int(r.cache_write_tokens),
                 r.over_cap,
+                r.conversation,
             ])?;
         }
     }
@@ -243,7 +269,19 @@ pub(super) fn read_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<LedgerRow>
         api: r.get(at + 15)?,
         cache_write_tokens: from_sql_int(r.get(at + 16)?),
         over_cap: r.get(at + 17)?,
+        conversation: r.get(at + 18)?,
     })
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    for name in names {
+        if name? == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// SQLite integers are i64; values beyond it are clamped (never reached in practice).

@@ -73,6 +73,7 @@ pub struct CallFacts<'a> {
     pub tenant: Option<&'a str>,
     pub key_id: Option<&'a str>,
     pub route: &'a str,
+    pub conversation: Option<&'a str>,
 }
 
 /// Tokens billed for the call, and whether they are an estimate.
@@ -233,6 +234,7 @@ impl LlmCall {
             api: self.api.name().to_string(),
             cache_write_tokens: usage.cache_write_tokens,
             over_cap: over_cap.is_some(),
+            conversation: facts.conversation.map(str::to_string),
         });
         summary
     }

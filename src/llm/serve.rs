@@ -97,6 +97,9 @@ async fn serve_call(
     let mut request =
         LlmRequest::parse(api, &body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
     drop(body);
+    ctx.conversation = snapshot
+        .attribution
+        .conversation(&session.req_header().headers, request.body_mut())?;
     check_shape(&request, &snapshot)?;
     if let Some(compiled) = snapshot.guards.as_ref() {
         compiled.apply(guards, &mut request)?;

@@ -160,6 +160,7 @@ pub async fn request_done(
             tenant: identity.map(|i| i.tenant.as_str()),
             key_id: identity.map(|i| i.key_id.as_str()),
             route: ctx.route_name(),
+            conversation: ctx.conversation.as_deref(),
         };
         // Boxed: the settlement's future is large (store round trips) and
         // would otherwise size every request's `logging` future.
@@ -229,6 +230,7 @@ pub async fn request_done(
             user: identity.map(|i| i.user.as_str()),
             tenant: identity.map(|i| i.tenant.as_str()),
             key_id: identity.map(|i| i.key_id.as_str()),
+            conversation: ctx.conversation.as_deref(),
             upstream_peer: ctx.peer,
             error: e.map(|e| e.etype().as_str()),
             error_code: ctx.error.as_ref().map(GatewayError::code),

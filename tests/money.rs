@@ -1,0 +1,403 @@
+//! Money controls (issue 27) against the real gateway: a call's
+//! conversation id (attribution) in the ledger, the access log and the
+//! reports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::llm::*;
+use common::postgres::Postgres;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const CONVERSATION: &str = "X-Conversation-Id";
+
+/// bob (acme) and alice (acme) and root (ops) on one chat route, model
+/// `m` priced 0.15/0.60 per Mtok.
+fn money(llm: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .keys(&[BOB, ALICE, ROOT_OPS])
+        .pool("llm", Pool::new(&[llm]).timeouts(300, 5000))
+        .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent", "admin"]))
+        .route(
+            Route::llm("messages", "/v1/messages")
+                .api("anthropic_messages")
+                .roles(&["agent", "admin"]),
+        )
+        .model(Model::new("m", "llm", 0.15, 0.60, 100))
+        .default_rate_limit(100_000)
+}
+
+fn chat_in(gw: &Gateway, key: &str, conversation: Option<&str>) -> reqwest::blocking::Response {
+    let headers: Vec<(&str, &str)> = conversation
+        .map(|c| (CONVERSATION, c))
+        .into_iter()
+        .collect();
+    chat(gw, key, &chat_body("m", json!({})), &headers)
+}
+
+/// (conversation id, tenant, micro-USD) of every row of the gateway's ledger, in order.
+fn ledger_conversations(gw: &Gateway) -> Vec<(Option<String>, String, i64)> {
+    conversations_at(&gw.dir.path().join("usage.db"))
+}
+
+fn conversations_at(path: &std::path::Path) -> Vec<(Option<String>, String, i64)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT conversation_id, tenant_id, micro_usd FROM usage ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn today() -> String {
+    let secs = unix_millis() / 1000;
+    let date = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .unwrap()
+        .date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+fn report(gw: &Gateway, group_by: &str, format: &str) -> reqwest::blocking::Response {
+    let day = today();
+    client()
+        .get(gw.admin_url(&format!(
+            "/admin/usage/report?from={day}&to={day}&group_by={group_by}&format={format}"
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+}
+
+fn micro(usd: &str) -> i64 {
+    let (whole, frac) = usd.split_once('.').unwrap();
+    whole.parse::<i64>().unwrap() * 1_000_000 + frac.parse::<i64>().unwrap()
+}
+
+/// Report rows as (tenant, conversation) -> (calls, micro-USD).
+fn by_conversation(rows: &[Value]) -> BTreeMap<(String, String), (i64, i64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                (
+                    r["tenant"].as_str().unwrap().to_string(),
+                    r["conversation"].as_str().unwrap().to_string(),
+                ),
+                (
+                    r["calls"].as_i64().unwrap(),
+                    micro(r["usd"].as_str().unwrap()),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn ledger_by_conversation(
+    rows: &[(Option<String>, String, i64)],
+) -> BTreeMap<(String, String), (i64, i64)> {
+    let mut want = BTreeMap::new();
+    for (conversation, tenant, usd) in rows {
+        let t: &mut (i64, i64) = want
+            .entry((tenant.clone(), conversation.clone().unwrap_or_default()))
+            .or_default();
+        t.0 += 1;
+        t.1 += usd;
+    }
+    want
+}
+
+#[test]
+fn conversation_ids_reach_the_ledger_the_access_log_and_every_report() {
+    let llm = Backend::start();
+    let gw = money(&llm.addr).start();
+    // Header, body metadata, both (the header wins), none; a hostile id.
+    let hostile = "=HYPERLINK(\"http://evil.test\")";
+    assert_eq!(chat_in(&gw, BOB_KEY, Some("c-1")).status(), 200);
+    assert_eq!(chat_in(&gw, BOB_KEY, Some("c-1")).status(), 200);
+    let in_body = chat_body("m", json!({"metadata": {"conversation_id": "c-2"}}));
+    assert_eq!(chat(&gw, ALICE_KEY, &in_body, &[]).status(), 200);
+    assert_eq!(
+        chat(&gw, ALICE_KEY, &in_body, &[(CONVERSATION, "c-1")]).status(),
+        200
+    );
+    assert_eq!(chat_in(&gw, ROOT_KEY, Some("c-1")).status(), 200);
+    assert_eq!(chat_in(&gw, BOB_KEY, None).status(), 200);
+    assert_eq!(chat_in(&gw, BOB_KEY, Some(hostile)).status(), 200);
+    rows_eventually(&gw, 7);
+    let ledger = ledger_conversations(&gw);
+    let ids: Vec<Option<&str>> = ledger.iter().map(|r| r.0.as_deref()).collect();
+    assert_eq!(
+        ids,
+        [
+            Some("c-1"),
+            Some("c-1"),
+            Some("c-2"),
+            Some("c-1"),
+            Some("c-1"),
+            None,
+            Some(hostile)
+        ]
+    );
+
+    // The access log names it on LLM lines that had one.
+    let lines = poll_until(Duration::from_secs(5), || gw.access_log(), |l| l.len() >= 7);
+    let logged: Vec<Option<&str>> = lines
+        .iter()
+        .filter(|l| l["route"] == "chat")
+        .map(|l| l["conversation"].as_str())
+        .collect();
+    assert_eq!(logged, ids);
+
+    // The report by conversation equals the ledger: acme's c-1 and ops'
+    // c-1 are two groups; calls without one are the "" group.
+    let body: Value = report(&gw, "tenant,conversation", "json").json().unwrap();
+    assert_eq!(body["group_by"], json!(["tenant", "conversation"]));
+    let got = by_conversation(body["rows"].as_array().unwrap());
+    assert_eq!(got, ledger_by_conversation(&ledger));
+    assert_eq!(got[&("acme".to_string(), "c-1".to_string())].0, 3);
+    assert_eq!(got[&("ops".to_string(), "c-1".to_string())].0, 1);
+    // Biggest spender first.
+    let usd: Vec<i64> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| micro(r["usd"].as_str().unwrap()))
+        .collect();
+    assert!(usd.windows(2).all(|w| w[0] >= w[1]), "{usd:?}");
+
+    // CSV: the hostile id cannot run as a formula.
+    let csv = report(&gw, "conversation", "csv").text().unwrap();
+    assert!(csv.starts_with("conversation,calls,"), "{csv}");
+    assert!(
+        csv.contains("\"'=HYPERLINK(\"\"http://evil.test\"\")\""),
+        "{csv}"
+    );
+
+    // `tollgate usage --group-by conversation` reads the same ledger.
+    let day = today();
+    let out = tollgate(
+        "usage",
+        &gw.config_path,
+        &[
+            "--from",
+            &day,
+            "--to",
+            &day,
+            "--group-by",
+            "tenant,conversation",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["rows"], body["rows"]);
+
+    // Grouped with other keys too.
+    let body: Value = report(&gw, "user,conversation,model", "json")
+        .json()
+        .unwrap();
+    let bob_c1 = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user"] == "bob" && r["conversation"] == "c-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(bob_c1["calls"], 2);
+    assert_eq!(bob_c1["model"], "m");
+}
+
+#[test]
+fn a_bad_conversation_id_is_a_400_naming_it() {
+    let llm = Backend::start();
+    let gw = money(&llm.addr).start();
+    let long = "x".repeat(129);
+    let refused = |resp: reqwest::blocking::Response, names: &str| {
+        let body = assert_error!(resp, 400, "invalid_request");
+        let message = body["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(names), "{message}");
+    };
+    refused(
+        chat_in(&gw, BOB_KEY, Some(&long)),
+        "x-conversation-id header",
+    );
+    let raw = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("X-API-Key", BOB_KEY)
+        .header(
+            CONVERSATION,
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .json(&chat_body("m", json!({})))
+        .send()
+        .unwrap();
+    refused(raw, "x-conversation-id header");
+    for bad in [
+        json!(42),
+        json!("bell\u{7}"),
+        json!(""),
+        json!("é".repeat(65)),
+    ] {
+        let body = chat_body("m", json!({"metadata": {"conversation_id": bad}}));
+        refused(chat(&gw, BOB_KEY, &body, &[]), "metadata.conversation_id");
+    }
+    // Exactly 128 bytes is fine; nothing refused reached the ledger.
+    assert_eq!(chat_in(&gw, BOB_KEY, Some(&"x".repeat(128))).status(), 200);
+    assert_eq!(rows_eventually(&gw, 1).len(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rows(&gw).len(), 1);
+}
+
+/// A one-shot upstream that records the body it got and answers an
+/// Anthropic message.
+fn recording_upstream() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            while let Some((_, body)) = read_request(&mut reader) {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                let answer = json!({"id": "msg_1", "type": "message", "role": "assistant",
+                    "model": "m", "content": [{"type": "text", "text": "hi"}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 5, "output_tokens": 1}})
+                .to_string();
+                let _ = write!(
+                    writer,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn the_conversation_field_never_goes_upstream() {
+    let (upstream, seen) = recording_upstream();
+    let gw = money(&upstream).start();
+    let body = json!({"model": "m", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hello"}],
+        "metadata": {"user_id": "u-7", "conversation_id": "ticket-42"}});
+    let resp = post(&gw, "/v1/messages", BOB_KEY, &body, &[]);
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    let only = json!({"model": "m", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hello"}],
+        "metadata": {"conversation_id": "ticket-42"}});
+    assert_eq!(post(&gw, "/v1/messages", BOB_KEY, &only, &[]).status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    // Anthropic refuses unknown metadata fields: only the client's own stay.
+    assert_eq!(seen[0]["metadata"], json!({"user_id": "u-7"}));
+    assert!(seen[1].get("metadata").is_none(), "{}", seen[1]);
+    rows_eventually(&gw, 2);
+    let ids: Vec<Option<String>> = ledger_conversations(&gw).into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, [Some("ticket-42".into()), Some("ticket-42".into())]);
+}
+
+#[test]
+fn a_ledger_of_the_previous_schema_gains_the_conversation_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    // Schema 3, as the previous release left it (no conversation_id).
+    create_ledger(&path);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX usage_conversation_time;
+             ALTER TABLE usage DROP COLUMN conversation_id;
+             ALTER TABLE spool DROP COLUMN conversation_id;
+             PRAGMA user_version = 3;
+             INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
+                 upstream_model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
+                 micro_usd, status, estimated) VALUES
+                 (1, 'old', 'bob', 'acme', 'k', 'chat', 'm', 'm', 1, 1, 0, 0, 5, 200, 0);",
+        )
+        .unwrap();
+    }
+    let llm = Backend::start();
+    let gw = money(&llm.addr)
+        .store_path(&path.display().to_string())
+        .start();
+    assert_eq!(chat_in(&gw, BOB_KEY, Some("c-9")).status(), 200);
+    let rows = poll_until(
+        Duration::from_secs(5),
+        || conversations_at(&path),
+        |r| r.len() >= 2,
+    );
+    assert_eq!(rows[0].0, None);
+    assert_eq!(rows[1].0.as_deref(), Some("c-9"));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
+}
+
+#[test]
+fn postgres_ledger_keeps_conversations_and_reports_them() {
+    let Some(pg) = Postgres::start() else {
+        return skipped("PostgreSQL is not installed");
+    };
+    let llm = Backend::start();
+    let gw = money(&llm.addr)
+        .section(
+            "ledger",
+            &format!("kind: postgres\npostgres_url: \"{}\"", pg.url()),
+        )
+        .start();
+    for (key, c) in [
+        (BOB_KEY, "c-1"),
+        (BOB_KEY, "c-1"),
+        (ALICE_KEY, "c-2"),
+        (ROOT_KEY, "c-1"),
+    ] {
+        assert_eq!(chat_in(&gw, key, Some(c)).status(), 200);
+    }
+    assert_eq!(chat_in(&gw, BOB_KEY, None).status(), 200);
+    assert!(eventually(Duration::from_secs(10), || {
+        pg.try_psql("SELECT COUNT(*) FROM usage").ok().as_deref() == Some("5")
+    }));
+    let body: Value = report(&gw, "tenant,conversation", "json").json().unwrap();
+    let got = by_conversation(body["rows"].as_array().unwrap());
+    let want: BTreeMap<(String, String), (i64, i64)> = pg
+        .psql(
+            "SELECT string_agg(tenant_id || '|' || COALESCE(conversation_id, '') || '|' || n || '|' || usd, ';')
+             FROM (SELECT tenant_id, conversation_id, COUNT(*) AS n, SUM(micro_usd) AS usd
+                   FROM usage GROUP BY 1, 2) g",
+        )
+        .split(';')
+        .map(|row| {
+            let f: Vec<&str> = row.split('|').collect();
+            (
+                (f[0].to_string(), f[1].to_string()),
+                (f[2].parse().unwrap(), f[3].parse().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[&("acme".to_string(), "c-1".to_string())].0, 2);
+}
