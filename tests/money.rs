@@ -401,3 +401,181 @@ fn postgres_ledger_keeps_conversations_and_reports_them() {
     assert_eq!(got, want);
     assert_eq!(got[&("acme".to_string(), "c-1".to_string())].0, 2);
 }
+
+/// Where the counters live in a conversation-budget test.
+enum Counters {
+    Local,
+    Redis(common::redis::Redis),
+}
+
+impl Counters {
+    /// The local store, or a fresh redis-server (None: not installed).
+    fn all() -> Vec<Counters> {
+        let mut all = vec![Counters::Local];
+        all.extend(common::redis::Redis::start().map(Counters::Redis));
+        all
+    }
+
+    fn apply(&self, builder: ConfigBuilder) -> ConfigBuilder {
+        match self {
+            Counters::Local => builder,
+            Counters::Redis(redis) => builder
+                .redis(&format!("redis://127.0.0.1:{}/0", redis.port))
+                .redis_timeouts(200, 1000)
+                .on_store_error("deny"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Counters::Local => "local",
+            Counters::Redis(_) => "redis",
+        }
+    }
+}
+
+/// Settled (tokens, micro-USD) of one conversation in the ledger.
+fn conversation_spend(gw: &Gateway, tenant: &str, conversation: &str) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
+    conn.query_row(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(micro_usd), 0)
+         FROM usage WHERE tenant_id = ?1 AND conversation_id = ?2",
+        rusqlite::params![tenant, conversation],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// A model at $1000 per Mtok both ways: a call of ~25 tokens costs ~$0.025
+/// and reserves ~$0.13 (its prompt bound plus the 100-token cap).
+fn pricey(llm: &str) -> ConfigBuilder {
+    money(llm).model(Model::new("pricey", "llm", 1000.0, 1000.0, 100))
+}
+
+fn pricey_call(gw: &Gateway, key: &str, conversation: &str) -> reqwest::blocking::Response {
+    chat(
+        gw,
+        key,
+        &chat_body("pricey", json!({})),
+        &[(CONVERSATION, conversation)],
+    )
+}
+
+#[test]
+fn a_conversation_budget_refuses_the_call_that_would_pass_it() {
+    let llm = Backend::start();
+    for counters in Counters::all() {
+        let mode = counters.name();
+        let gw = counters
+            .apply(pricey(&llm.addr))
+            .budget(Budget::scope("conversation").usd_per_day(0.5))
+            .start();
+        let mut served = 0;
+        let refusal = loop {
+            let resp = pricey_call(&gw, BOB_KEY, "c-1");
+            if resp.status() != 200 {
+                break resp;
+            }
+            served += 1;
+            assert!(served < 40, "{mode}: never refused");
+            // Settled before the next call reserves.
+            wait_rows(&gw, served);
+        };
+        let retry_after = retry_after(&refusal);
+        let body = assert_error!(refusal, 429, "usd_budget_exceeded", "{mode}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert_eq!(
+            message, "daily budget of $0.50 exhausted for conversation c-1",
+            "{mode}"
+        );
+        assert!((1..=86_400).contains(&retry_after), "{mode}: {retry_after}");
+        let (_, spent) = conversation_spend(&gw, "acme", "c-1");
+        assert!(
+            served >= 3 && spent <= 500_000,
+            "{mode}: {served} calls, {spent}"
+        );
+        // Another conversation, the same id in another tenant, and a call
+        // without a conversation are not affected.
+        assert_eq!(pricey_call(&gw, ALICE_KEY, "c-2").status(), 200, "{mode}");
+        assert_eq!(pricey_call(&gw, ROOT_KEY, "c-1").status(), 200, "{mode}");
+        assert_eq!(
+            chat(&gw, BOB_KEY, &chat_body("pricey", json!({})), &[]).status(),
+            200,
+            "{mode}"
+        );
+        // alice in the same tenant and conversation is refused too.
+        assert_eq!(pricey_call(&gw, ALICE_KEY, "c-1").status(), 429, "{mode}");
+    }
+}
+
+/// Waits for `n` rows in the gateway's ledger.
+fn wait_rows(gw: &Gateway, n: usize) {
+    assert!(rows_eventually(gw, n).len() >= n);
+}
+
+#[test]
+fn twenty_concurrent_calls_in_one_conversation_never_overspend_it() {
+    let llm = Backend::start();
+    for counters in Counters::all() {
+        let mode = counters.name();
+        let limit = 1_000;
+        let gw = counters
+            .apply(money(&llm.addr))
+            .budget(Budget::scope("conversation").tokens_per_day(limit))
+            .start();
+        // Streams paced at 20 ms a token: the 20 calls overlap.
+        let body = chat_body("m", json!({"stream": true}));
+        let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..20)
+                .map(|i| {
+                    let (gw, body) = (&gw, &body);
+                    s.spawn(move || {
+                        let key = if i % 2 == 0 { BOB_KEY } else { ALICE_KEY };
+                        let resp = chat(
+                            gw,
+                            key,
+                            body,
+                            &[(CONVERSATION, "c-1"), ("x-mock-chunk-delay-ms", "20")],
+                        );
+                        let status = resp.status().as_u16();
+                        (status, resp.text().unwrap_or_default())
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+        for (status, text) in &statuses {
+            assert!(
+                *status == 200
+                    || (*status == 429
+                        && text.contains("token_budget_exceeded")
+                        && text.contains("conversation c-1")),
+                "{mode}: {status} {text}"
+            );
+        }
+        assert!(served >= 1 && served < 20, "{mode}: {served} served");
+        wait_rows(&gw, served);
+        let (tokens, _) = conversation_spend(&gw, "acme", "c-1");
+        assert!(tokens <= limit as i64, "{mode}: spent {tokens} of {limit}");
+    }
+}
+
+#[test]
+fn a_restarted_gateway_remembers_a_conversations_day() {
+    let llm = Backend::start();
+    let mut gw = pricey(&llm.addr)
+        .budget(Budget::scope("conversation").usd_per_day(0.2))
+        .start();
+    let mut served = 0;
+    while pricey_call(&gw, BOB_KEY, "c-1").status() == 200 {
+        served += 1;
+        assert!(served < 20);
+        wait_rows(&gw, served);
+    }
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw.spawn(false);
+    assert_eq!(pricey_call(&gw, BOB_KEY, "c-1").status(), 429);
+    assert_eq!(pricey_call(&gw, BOB_KEY, "c-2").status(), 200);
+}

@@ -80,7 +80,7 @@ models:
     cache_write_usd_per_mtok: 1.0
 limits:
   default: { requests_per_minute: 1 }
-  budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }]
+  budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }, { scope: conversation, tokens_per_day: 1, usd_per_day: 1.0 }]
   overrides: { alice: { requests_per_minute: 1, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 } }
 guards:
   pii: { detect: [email], action: redact }
@@ -194,6 +194,7 @@ fn every_field_is_public_or_redacted() {
 /// Fields shown as they are.
 const PUBLIC: &[&str] = &[
     "attribution.conversation_header",
+    "limits.budgets[].usd_per_day",
     "auth.api_keys[].expires_at",
     "auth.api_keys[].id",
     "auth.api_keys[].roles[]",

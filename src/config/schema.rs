@@ -345,6 +345,8 @@ pub struct LimitsConfig {
 pub enum BudgetScope {
     User,
     Tenant,
+    /// Per tenant and conversation id (`attribution`).
+    Conversation,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -357,6 +359,9 @@ pub struct BudgetConfig {
     pub tokens_per_day: Option<u64>,
     #[serde(default)]
     pub usd_per_month: Option<f64>,
+    /// Conversation scope only.
+    #[serde(default)]
+    pub usd_per_day: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -485,6 +485,30 @@ fn attribution(a: &AttributionConfig, p: &mut Problems) {
     }
 }
 
+/// A conversation counts only its day (its counters expire daily); the
+/// other scopes have no daily USD window.
+fn budget_windows(i: usize, b: &BudgetConfig, p: &mut Problems) {
+    let conversation = b.scope == BudgetScope::Conversation;
+    let misplaced: &[(&str, bool)] = if conversation {
+        &[
+            ("tokens_per_minute", b.tokens_per_minute.is_some()),
+            ("usd_per_month", b.usd_per_month.is_some()),
+        ]
+    } else {
+        &[("usd_per_day", b.usd_per_day.is_some())]
+    };
+    for (field, set) in misplaced {
+        if *set {
+            let allowed = if conversation {
+                "scope conversation has tokens_per_day and usd_per_day only"
+            } else {
+                "only scope conversation has usd_per_day"
+            };
+            p.push(format!("limits.budgets[{i}].{field}"), allowed);
+        }
+    }
+}
+
 fn limits(l: &LimitsConfig, p: &mut Problems) {
     if l.default.is_some_and(|d| d.requests_per_minute == 0) {
         p.push("limits.default.requests_per_minute", "must be at least 1");
@@ -502,6 +526,8 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
             b.usd_per_month,
             p,
         );
+        usd(format!("limits.budgets[{i}].usd_per_day"), b.usd_per_day, p);
+        budget_windows(i, b, p);
     }
     for (user, o) in &l.overrides {
         usd(

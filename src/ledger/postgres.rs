@@ -472,9 +472,9 @@ pub async fn current_spend(
         {
             let id: String = row.get(0);
             let spend = SpendInWindows {
-                tokens_minute: 0,
                 tokens_day: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
                 micro_usd_month: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                ..SpendInWindows::default()
             };
             index.insert(id.clone(), out.len());
             out.push((scope(id), spend));
@@ -499,8 +499,33 @@ pub async fn current_spend(
             }
         }
     }
+    let day = (
+        ms(window_start(Window::Day, now_unix)),
+        ms(reset_at(Window::Day, now_unix)),
+    );
+    for row in client.query(CONVERSATIONS_TODAY, &[&day.0, &day.1]).await? {
+        out.push((
+            ScopeKey::conversation(
+                row.get::<_, Option<String>>(0).unwrap_or_default(),
+                row.get::<_, String>(1),
+            ),
+            SpendInWindows {
+                tokens_day: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                micro_usd_day: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                ..SpendInWindows::default()
+            },
+        ));
+    }
     Ok(out)
 }
+
+/// Every conversation's spend in one day (`$1..$2`, unix ms); a
+/// conversation counts only its day.
+const CONVERSATIONS_TODAY: &str = "
+SELECT tenant_id, conversation_id,
+    COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT, COALESCE(SUM(micro_usd), 0)::BIGINT
+FROM usage WHERE time_ms >= $1 AND time_ms < $2 AND conversation_id IS NOT NULL
+GROUP BY tenant_id, conversation_id";
 
 /// Runs `f` with a fresh connection on a thread of its own with its own
 /// runtime: for the blocking callers (start-up, CLI, the resync pass),
@@ -560,11 +585,32 @@ pub async fn scope_spend(
     scope: &ScopeKey,
     now_unix: u64,
 ) -> Result<SpendInWindows, PgError> {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let (column, id) = match scope {
         ScopeKey::User(id) => ("user_id", id),
         ScopeKey::Tenant(id) => ("tenant_id", id),
+        ScopeKey::Conversation { tenant, id } => {
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT,
+                        COALESCE(SUM(micro_usd), 0)::BIGINT
+                     FROM usage WHERE tenant_id = $3 AND conversation_id = $4
+                        AND time_ms >= $1 AND time_ms < $2",
+                    &[
+                        &ms(window_start(Window::Day, now_unix)),
+                        &ms(reset_at(Window::Day, now_unix)),
+                        tenant,
+                        id,
+                    ],
+                )
+                .await?;
+            return Ok(SpendInWindows {
+                tokens_day: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                micro_usd_day: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+                ..SpendInWindows::default()
+            });
+        }
     };
-    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let today = ms(window_start(Window::Day, now_unix)) / MS_PER_DAY;
     let month_first = ms(window_start(Window::Month, now_unix)) / MS_PER_DAY;
     let month_end = ms(reset_at(Window::Month, now_unix)) / MS_PER_DAY;
@@ -596,5 +642,6 @@ pub async fn scope_spend(
         tokens_minute: int(minute.get(0)),
         tokens_day: int(daily.get(0)),
         micro_usd_month: int(daily.get(1)),
+        micro_usd_day: 0,
     })
 }

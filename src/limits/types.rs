@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::limits::budget::{BudgetRefusal, Charge, ScopeKey};
+use crate::limits::budget::{BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::rate::RateDecision;
 use crate::limits::window::Window;
 
@@ -34,6 +34,30 @@ pub struct SpendInWindows {
     pub tokens_minute: u64,
     pub tokens_day: u64,
     pub micro_usd_month: u64,
+    /// Counted for conversations only (their one USD window).
+    pub micro_usd_day: u64,
+}
+
+impl SpendInWindows {
+    /// The settled amount in the window of `kind`.
+    pub fn of(&self, kind: LimitKind) -> u64 {
+        match kind {
+            LimitKind::TokensPerMinute => self.tokens_minute,
+            LimitKind::TokensPerDay => self.tokens_day,
+            LimitKind::UsdPerDay => self.micro_usd_day,
+            LimitKind::UsdPerMonth => self.micro_usd_month,
+        }
+    }
+
+    /// The larger of each window's two figures.
+    pub fn max(self, other: SpendInWindows) -> SpendInWindows {
+        SpendInWindows {
+            tokens_minute: self.tokens_minute.max(other.tokens_minute),
+            tokens_day: self.tokens_day.max(other.tokens_day),
+            micro_usd_month: self.micro_usd_month.max(other.micro_usd_month),
+            micro_usd_day: self.micro_usd_day.max(other.micro_usd_day),
+        }
+    }
 }
 
 /// Where Redis mode rebuilds a scope's budget windows that Redis lost:
@@ -51,6 +75,8 @@ pub struct ScopeUsage {
     pub tokens_minute: u64,
     pub tokens_day: u64,
     pub micro_usd_month: u64,
+    /// Settled micro-USD today (conversations only).
+    pub micro_usd_day: u64,
     /// Held by in-flight requests; counted against every current window.
     pub reserved_tokens: u64,
     pub reserved_micro_usd: u64,

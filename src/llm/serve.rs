@@ -25,7 +25,7 @@ use crate::ctx::RequestCtx;
 use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
 use crate::guards::output::Findings;
-use crate::limits::budget::{Charge, LimitKind, ScopeKey};
+use crate::limits::budget::{Charge, ScopeKey};
 use crate::limits::store::{Reservation, Store};
 use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
@@ -350,7 +350,9 @@ async fn reserve(
     let Some(identity) = ctx.identity.clone() else {
         return Err(GatewayError::Internal("llm call without identity".into()).into());
     };
-    let scopes = snapshot.budgets.scopes_for(&identity);
+    let scopes = snapshot
+        .budgets
+        .scopes_for(&identity, ctx.conversation.as_deref());
     let hold = reservation_hold(snapshot, candidates);
     let now = now_unix();
     let route = ctx.route_index.and_then(|i| snapshot.routes.get(i));
@@ -379,15 +381,16 @@ async fn reserve(
         Err(ReserveError::Refused(refusal)) => {
             let message = refusal.to_string();
             let retry_after = refusal.retry_after_secs.max(1);
-            Ok(Reserved::OverBudget(match refusal.kind {
-                LimitKind::UsdPerMonth => GatewayError::UsdBudgetExceeded {
+            Ok(Reserved::OverBudget(if refusal.kind.is_usd() {
+                GatewayError::UsdBudgetExceeded {
                     message,
                     retry_after,
-                },
-                _ => GatewayError::TokenBudgetExceeded {
+                }
+            } else {
+                GatewayError::TokenBudgetExceeded {
                     message,
                     retry_after,
-                },
+                }
             }))
         }
         // The store counted and logged it; with `allow` it answered from

@@ -175,21 +175,28 @@ impl RedisStore {
             },
             None => (SpendInWindows::default(), MARKER_TTL_SECS),
         };
-        let [minute, day, month, _] =
+        let [minute, day, usd_day, month, _] =
             keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
         let marker = keys::marker_key(&self.settings.prefix, tenant, scope);
         let ttl = |w: Window| seconds_to_reset(w, now_unix).saturating_add(KEY_TTL_MARGIN_SECS);
+        // A conversation lives a day: its marker must not keep a million
+        // of them in Redis for 40.
+        let marker_ttl = match scope {
+            ScopeKey::Conversation { .. } => marker_ttl.min(ttl(Window::Day)),
+            _ => marker_ttl,
+        };
         let mut pipe = redis::pipe();
         self.scripts.rebuild.call(
             &mut pipe,
-            &[minute, day, month, marker],
+            &[minute, day, usd_day, month, marker],
             (
-                spend.tokens_minute,
-                spend.tokens_day,
-                spend.micro_usd_month,
-                ttl(Window::Minute),
-                ttl(Window::Day),
-                ttl(Window::Month),
+                vec![
+                    spend.tokens_minute,
+                    spend.tokens_day,
+                    spend.micro_usd_day,
+                    spend.micro_usd_month,
+                ],
+                window_ttls(now_unix),
                 marker_ttl,
             ),
         );
@@ -522,7 +529,7 @@ impl RedisStore {
         now_unix: u64,
     ) -> Result<(), StoreError> {
         let tenant = hash_tag(ticket.scopes.iter());
-        let mut keys = Vec::with_capacity(ticket.scopes.len() * 4);
+        let mut keys = Vec::with_capacity(ticket.scopes.len() * 5);
         for scope in &ticket.scopes {
             keys.extend(keys::budget_keys(
                 &self.settings.prefix,
@@ -531,14 +538,13 @@ impl RedisStore {
                 now_unix,
             ));
         }
-        let ttl = |w: Window| seconds_to_reset(w, now_unix).saturating_add(KEY_TTL_MARGIN_SECS);
+        let counts: Vec<String> = ticket.scopes.iter().map(counted_windows).collect();
         let args = (
             member(ticket.id, ticket.charge),
             actual.tokens,
             actual.micro_usd,
-            ttl(Window::Minute),
-            ttl(Window::Day),
-            ttl(Window::Month),
+            window_ttls(now_unix),
+            counts,
         );
         let mut pipe = redis::pipe();
         self.scripts.settle.call(&mut pipe, &keys, args);
@@ -561,7 +567,7 @@ impl RedisStore {
         now_unix: u64,
     ) -> Result<(ScopeUsage, Backend), StoreError> {
         let tenant = match scope {
-            ScopeKey::Tenant(t) => t.as_str(),
+            ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => t.as_str(),
             ScopeKey::User(_) => tenant,
         };
         let keys = keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
@@ -571,14 +577,15 @@ impl RedisStore {
             .call(&mut pipe, &keys, now_unix.saturating_mul(1000));
         match self.query::<Vec<Vec<u64>>>(&pipe).await {
             Ok(rows) => {
-                let (tm, td, um, rt, ru) = match rows.first().map(Vec::as_slice) {
-                    Some(&[tm, td, um, rt, ru]) => (tm, td, um, rt, ru),
-                    _ => (0, 0, 0, 0, 0),
+                let (tm, td, ud, um, rt, ru) = match rows.first().map(Vec::as_slice) {
+                    Some(&[tm, td, ud, um, rt, ru]) => (tm, td, ud, um, rt, ru),
+                    _ => (0, 0, 0, 0, 0, 0),
                 };
                 Ok((
                     ScopeUsage {
                         tokens_minute: tm,
                         tokens_day: td,
+                        micro_usd_day: ud,
                         micro_usd_month: um,
                         reserved_tokens: rt,
                         reserved_micro_usd: ru,
@@ -613,16 +620,35 @@ pub fn password(config: &crate::config::schema::StoreConfig) -> Result<Option<St
 }
 
 /// The tenant whose hash slot holds these scopes: the tenant scope's id
-/// (the gateway always passes one), else the first scope's id.
+/// (the gateway always passes one) or a conversation's tenant, else the
+/// first scope's id.
 fn hash_tag<'a>(mut scopes: impl Iterator<Item = &'a ScopeKey> + Clone) -> &'a str {
     scopes
         .clone()
         .find_map(|s| match s {
-            ScopeKey::Tenant(t) => Some(t.as_str()),
+            ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => Some(t.as_str()),
             ScopeKey::User(_) => None,
         })
         .or_else(|| scopes.next().map(ScopeKey::id))
         .unwrap_or("")
+}
+
+/// The TTL of each window key current at `now_unix`, in `LimitKind::ALL`
+/// order: its window's end plus a margin.
+fn window_ttls(now_unix: u64) -> Vec<u64> {
+    LimitKind::ALL
+        .iter()
+        .map(|kind| seconds_to_reset(kind.window(), now_unix).saturating_add(KEY_TTL_MARGIN_SECS))
+        .collect()
+}
+
+/// The windows `scope` counts, as settle.lua reads them ('1' counted, in
+/// `LimitKind::ALL` order).
+fn counted_windows(scope: &ScopeKey) -> String {
+    LimitKind::ALL
+        .iter()
+        .map(|kind| if scope.counts(*kind) { '1' } else { '0' })
+        .collect()
 }
 
 /// A request counter as the scripts take it, and what its count means.
@@ -708,8 +734,8 @@ impl<'s> ReservePlan<'s> {
             }
         }
         let tenant = hash_tag(unique.iter().map(|s| &s.0));
-        let mut keys = Vec::with_capacity(unique.len() * 5 + 1);
-        let mut limits = Vec::with_capacity(unique.len() * 3);
+        let mut keys = Vec::with_capacity(unique.len() * 6 + 1);
+        let mut limits = Vec::with_capacity(unique.len() * 4);
         for (scope, scope_limits) in &unique {
             keys.extend(keys::budget_keys(prefix, tenant, scope, now_unix));
             keys.push(keys::marker_key(prefix, tenant, scope));
