@@ -6,6 +6,7 @@ use crate::config::snapshot::Snapshot;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
 use crate::llm::account::{LlmCall, LlmSummary};
+use crate::observe::metrics;
 use crate::upstream::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub struct RequestCtx {
     /// The LLM call's conversation id (validated, client-chosen): its
     /// budget scope, the ledger's and the access line's `conversation`.
     pub conversation: Option<String>,
+    /// The `error.code` a limit in shadow mode (`enforce: false`) would
+    /// have answered: the first one (access log `shadow_refusal`).
+    pub shadow_refused: Option<&'static str>,
     /// Accounting of an LLM call, settled in `logging`.
     pub llm: Option<LlmCall>,
     /// What the settled LLM call was billed (access log, trace span).
@@ -80,6 +84,7 @@ impl RequestCtx {
             upstream_started: None,
             token_headers: Vec::new(),
             conversation: None,
+            shadow_refused: None,
             llm: None,
             llm_summary: None,
             attempts: Vec::new(),
@@ -102,6 +107,14 @@ impl RequestCtx {
             a.ended = Some(SystemTime::now());
             a.status = status;
         }
+    }
+
+    /// A refusal a limit in shadow mode would have answered, served
+    /// instead: counted in `tollgate_shadow_refusals_total{code}`, the
+    /// first one kept for the access log.
+    pub fn record_shadow_refusal(&mut self, code: &'static str) {
+        metrics::inc(&metrics::SHADOW_REFUSALS, &[code]);
+        self.shadow_refused.get_or_insert(code);
     }
 
     pub fn route(&self) -> Option<&Route> {

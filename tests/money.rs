@@ -579,3 +579,143 @@ fn a_restarted_gateway_remembers_a_conversations_day() {
     assert_eq!(pricey_call(&gw, BOB_KEY, "c-1").status(), 429);
     assert_eq!(pricey_call(&gw, BOB_KEY, "c-2").status(), 200);
 }
+
+#[test]
+fn check_reports_misplaced_money_fields_with_their_location() {
+    let llm = "127.0.0.1:1";
+    let (code, out, err) = money(llm)
+        .budget(
+            Budget::scope("conversation")
+                .tokens_per_minute(10)
+                .usd_per_month(1.0),
+        )
+        .budget(Budget::user().usd_per_day(1.0))
+        .section("attribution", "conversation_header: \"bad header\"")
+        .check();
+    let text = format!("{out}{err}");
+    assert_eq!(code, 1, "{text}");
+    for wanted in [
+        "limits.budgets[0].tokens_per_minute: scope conversation has tokens_per_day and usd_per_day only",
+        "limits.budgets[0].usd_per_month: scope conversation has",
+        "limits.budgets[1].usd_per_day: only scope conversation has usd_per_day",
+        "attribution.conversation_header: must be a valid HTTP header name",
+    ] {
+        assert!(text.contains(wanted), "{wanted} in {text}");
+    }
+    // Every problem carries FILE:LINE:COL.
+    for line in text.lines().filter(|l| l.contains("limits.budgets[")) {
+        assert!(line.contains("tollgate.yaml:"), "{line}");
+    }
+    let (code, _, err) = money(llm)
+        .budget(
+            Budget::scope("conversation")
+                .tokens_per_day(10)
+                .usd_per_day(1.0),
+        )
+        .section("attribution", "conversation_header: X-Ticket-Id")
+        .check();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `tollgate_shadow_refusals_total{code}` (0 when not yet counted).
+fn shadow_count(gw: &Gateway, code: &str) -> f64 {
+    gw.metric(&format!(
+        "tollgate_shadow_refusals_total{{code=\"{code}\"}}"
+    ))
+}
+
+#[test]
+fn a_shadow_conversation_budget_serves_counts_logs_and_still_settles() {
+    let llm = Backend::start();
+    for counters in Counters::all() {
+        let mode = counters.name();
+        let gw = counters
+            .apply(pricey(&llm.addr))
+            .budget(
+                Budget::scope("conversation")
+                    .usd_per_day(0.2)
+                    .enforce(false),
+            )
+            .budget(Budget::scope("tenant").usd_per_month(1000.0))
+            .start();
+        let calls = 12;
+        for n in 1..=calls {
+            let resp = pricey_call(&gw, BOB_KEY, "c-1");
+            assert_eq!(resp.status(), 200, "{mode}: call {n}");
+            wait_rows(&gw, n);
+        }
+        // Real use went past the shadow limit: the counters show it all.
+        let (_, spent) = conversation_spend(&gw, "acme", "c-1");
+        assert!(spent > 200_000, "{mode}: {spent}");
+        let shadowed = shadow_count(&gw, "usd_budget_exceeded");
+        assert!(
+            shadowed >= 1.0 && shadowed < calls as f64,
+            "{mode}: {shadowed}"
+        );
+        // The access log names each call a limit would have refused.
+        let lines = poll_until(
+            Duration::from_secs(5),
+            || gw.access_log(),
+            |l| l.len() >= calls,
+        );
+        let logged = lines
+            .iter()
+            .filter(|l| l["shadow_refusal"] == "usd_budget_exceeded")
+            .count();
+        assert_eq!(logged as f64, shadowed, "{mode}");
+        assert!(lines.iter().all(|l| l["status"] == 200), "{mode}");
+        // Nothing was refused.
+        assert_eq!(
+            gw.metric("tollgate_rejections_total{code=\"usd_budget_exceeded\"}"),
+            0.0,
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn shadow_rate_limits_serve_count_and_log() {
+    let llm = Backend::start();
+    let gw = money(&llm.addr)
+        .limits(
+            "default",
+            json!({"requests_per_minute": 2, "enforce": false}),
+        )
+        .pool("support", Pool::new(&[&llm.addr]))
+        .route(
+            Route::http("tickets", "/api/v1/tickets/**", &["GET"], "support")
+                .roles(&["agent"])
+                .set(
+                    "rate_limit",
+                    json!({"requests_per_minute": 1, "enforce": false}),
+                ),
+        )
+        .route(
+            Route::http("users", "/api/v1/users/**", &["GET"], "support")
+                .roles(&["agent"])
+                .set("rate_limit", json!({"requests_per_minute": 1})),
+        )
+        .start();
+    // limits.default in shadow: the LLM route past 2 a minute is served.
+    for _ in 0..4 {
+        let resp = chat_in(&gw, BOB_KEY, None);
+        assert_eq!(resp.status(), 200);
+        // A shadow limit sends no RateLimit headers: nothing changes for the client.
+        assert!(resp.headers().get("ratelimit").is_none());
+    }
+    // A route's rate_limit in shadow: served past 1 a minute.
+    for _ in 0..3 {
+        assert_eq!(gw.get("/api/v1/tickets/1", BOB_KEY).status(), 200);
+    }
+    // An enforced route limit still refuses.
+    assert_eq!(gw.get("/api/v1/users/1", BOB_KEY).status(), 200);
+    assert_error!(gw.get("/api/v1/users/1", BOB_KEY), 429, "rate_limited");
+    assert_eq!(shadow_count(&gw, "rate_limited"), 2.0 + 2.0);
+    let lines = poll_until(Duration::from_secs(5), || gw.access_log(), |l| l.len() >= 9);
+    let shadowed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["shadow_refusal"] == "rate_limited")
+        .map(|l| l["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(shadowed, ["chat", "chat", "tickets", "tickets"]);
+}

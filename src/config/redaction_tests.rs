@@ -61,7 +61,7 @@ routes:
     roles: [r]
     owner: { param: p, bypass_roles: [r] }
     guards: [pii]
-    rate_limit: { requests_per_minute: 1 }
+    rate_limit: { requests_per_minute: 1, enforce: false }
     websocket: false
     api: openai_chat
     output_guards: [pii]
@@ -79,8 +79,8 @@ models:
     cached_input_usd_per_mtok: 1.0
     cache_write_usd_per_mtok: 1.0
 limits:
-  default: { requests_per_minute: 1 }
-  budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }, { scope: conversation, tokens_per_day: 1, usd_per_day: 1.0 }]
+  default: { requests_per_minute: 1, enforce: false }
+  budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }, { scope: conversation, tokens_per_day: 1, usd_per_day: 1.0, enforce: false }]
   overrides: { alice: { requests_per_minute: 1, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 } }
 guards:
   pii: { detect: [email], action: redact }
@@ -195,6 +195,9 @@ fn every_field_is_public_or_redacted() {
 const PUBLIC: &[&str] = &[
     "attribution.conversation_header",
     "limits.budgets[].usd_per_day",
+    "limits.budgets[].enforce",
+    "limits.default.enforce",
+    "routes[].rate_limit.enforce",
     "auth.api_keys[].expires_at",
     "auth.api_keys[].id",
     "auth.api_keys[].roles[]",

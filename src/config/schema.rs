@@ -294,6 +294,10 @@ pub struct OwnerRule {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub requests_per_minute: u32,
+    /// `false`: shadow mode, the would-be refusal is counted and logged,
+    /// the request served.
+    #[serde(default = "defaults::enforce")]
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -362,6 +366,9 @@ pub struct BudgetConfig {
     /// Conversation scope only.
     #[serde(default)]
     pub usd_per_day: Option<f64>,
+    /// `false`: shadow mode (see `RateLimitConfig::enforce`).
+    #[serde(default = "defaults::enforce")]
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -631,6 +638,9 @@ pub struct OtlpConfig {
 }
 
 mod defaults {
+    pub fn enforce() -> bool {
+        true
+    }
     pub fn conversation_header() -> String {
         "X-Conversation-Id".into()
     }

@@ -25,6 +25,8 @@ pub struct Route {
     pub roles: Vec<String>,
     pub owner: Option<OwnerRule>,
     pub rate_limit: Option<u32>,
+    /// `rate_limit.enforce`: false counts and logs instead of refusing.
+    pub rate_limit_enforced: bool,
     pub websocket: bool,
     /// Where the route's requests go, by kind.
     pub target: Target,
@@ -214,6 +216,12 @@ impl Snapshot {
     }
 
     /// Requests per minute for `user` on the shared default counter.
+    /// `limits.default.enforce`; a user's `requests_per_minute` override
+    /// changes the number, not the mode.
+    pub fn default_rate_limit_enforced(&self) -> bool {
+        self.config.limits.default.is_none_or(|d| d.enforce)
+    }
+
     pub fn default_rate_limit(&self, user: &str) -> Option<u32> {
         self.config
             .limits
@@ -247,6 +255,7 @@ fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<
         roles: r.roles.clone(),
         owner: r.owner.clone(),
         rate_limit: r.rate_limit.map(|l| l.requests_per_minute),
+        rate_limit_enforced: r.rate_limit.is_none_or(|l| l.enforce),
         websocket: r.websocket,
         target,
     })

@@ -28,6 +28,9 @@ pub struct BudgetLimits {
     pub micro_usd_per_month: Option<u64>,
     /// Conversation scope only (validation refuses it elsewhere).
     pub micro_usd_per_day: Option<u64>,
+    /// `enforce: false`: a refusal of these limits is reported on the
+    /// reservation (`ReservationTicket::shadow`), never answered.
+    pub shadow: bool,
 }
 
 impl BudgetLimits {
@@ -47,6 +50,7 @@ impl BudgetLimits {
             tokens_per_day: over.tokens_per_day.or(self.tokens_per_day),
             micro_usd_per_month: over.micro_usd_per_month.or(self.micro_usd_per_month),
             micro_usd_per_day: over.micro_usd_per_day.or(self.micro_usd_per_day),
+            shadow: self.shadow,
         }
     }
 
@@ -367,6 +371,7 @@ mod tests {
             tokens_per_day: Some(200_000),
             micro_usd_per_month: Some(50_000_000),
             micro_usd_per_day: None,
+            shadow: false,
         };
         let over = BudgetLimits {
             tokens_per_day: Some(500_000),

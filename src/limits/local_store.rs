@@ -146,14 +146,19 @@ struct Inner {
     ops_since_prune: u64,
 }
 
+/// What checking a charge against every scope found.
+#[derive(Debug, Default)]
+struct Verdict {
+    /// The first enforced limit the charge would pass: refused.
+    refusal: Option<BudgetRefusal>,
+    /// The first limit in shadow mode it would pass: reported only.
+    shadow: Option<BudgetRefusal>,
+}
+
 impl Inner {
-    fn first_refusal(
-        &self,
-        scopes: &[(ScopeKey, BudgetLimits)],
-        charge: Charge,
-        now_unix: u64,
-    ) -> Option<BudgetRefusal> {
+    fn check(&self, scopes: &[(ScopeKey, BudgetLimits)], charge: Charge, now_unix: u64) -> Verdict {
         let ids = WindowIds::at(now_unix);
+        let mut verdict = Verdict::default();
         for (key, limits) in scopes {
             let state = self.scopes.get(key);
             for kind in LimitKind::ALL {
@@ -164,17 +169,24 @@ impl Inner {
                     s.settled(kind, ids).saturating_add(s.reserved.amount(kind))
                 });
                 if used.saturating_add(charge.amount(kind)) > limit {
-                    return Some(BudgetRefusal {
+                    let refusal = BudgetRefusal {
                         scope: key.clone(),
                         kind,
                         limit,
                         used,
                         retry_after_secs: seconds_to_reset(kind.window(), now_unix),
-                    });
+                    };
+                    if !limits.shadow {
+                        verdict.refusal = Some(refusal);
+                        return verdict;
+                    }
+                    // One report per scope: its other windows are not read.
+                    verdict.shadow.get_or_insert(refusal);
+                    break;
                 }
             }
         }
-        None
+        verdict
     }
 
     /// Counts a mutating operation and sweeps idle entries when due.
@@ -248,7 +260,8 @@ impl LocalStore {
     ) -> Result<ReservationTicket, ReserveError> {
         let mut inner = self.lock();
         // Check everything before touching anything: all-or-none.
-        if let Some(refusal) = inner.first_refusal(scopes, charge, now_unix) {
+        let verdict = inner.check(scopes, charge, now_unix);
+        if let Some(refusal) = verdict.refusal {
             return Err(ReserveError::Refused(refusal));
         }
         let mut keys: Vec<ScopeKey> = Vec::with_capacity(scopes.len());
@@ -278,6 +291,7 @@ impl LocalStore {
             reserved_at: now_unix,
             backend: Backend::Local,
             tokens_in_use,
+            shadow: verdict.shadow,
         })
     }
 
@@ -446,6 +460,7 @@ mod tests {
             tokens_per_day: Some(5),
             micro_usd_per_month: Some(5),
             micro_usd_per_day: None,
+            shadow: false,
         };
         let scopes = [(ScopeKey::user("u"), tight), (ScopeKey::tenant("t"), tight)];
         let r = refusal(s.reserve(
@@ -542,6 +557,7 @@ mod tests {
             tokens_per_day: Some(150),
             micro_usd_per_month: None,
             micro_usd_per_day: None,
+            shadow: false,
         };
         let scopes = [(ScopeKey::user("u"), limits)];
         for now in [NOW, NOW + 60] {
@@ -741,6 +757,39 @@ mod tests {
         );
         let r = refusal(s.reserve(&[(key, conversation_limits())], Charge::tokens(101), NOW));
         assert_eq!((r.kind, r.used), (LimitKind::TokensPerDay, 900));
+    }
+
+    #[test]
+    fn a_shadow_budget_holds_and_reports_but_never_refuses() {
+        let s = LocalStore::new();
+        let shadow = BudgetLimits {
+            shadow: true,
+            ..tpm(100)
+        };
+        let scopes = [
+            (ScopeKey::user("u"), shadow),
+            (ScopeKey::tenant("t"), tpm(1_000)),
+        ];
+        let first = s.reserve(&scopes, Charge::tokens(80), NOW);
+        let first = first.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(first.shadow, None);
+        // Past the shadow limit: held all the same, the would-be refusal reported.
+        let second = s.reserve(&scopes, Charge::tokens(80), NOW);
+        let second = second.unwrap_or_else(|e| panic!("{e:?}"));
+        let r = second
+            .shadow
+            .clone()
+            .unwrap_or_else(|| panic!("no shadow refusal"));
+        assert_eq!(
+            (r.scope, r.kind, r.used),
+            (ScopeKey::user("u"), LimitKind::TokensPerMinute, 80)
+        );
+        assert!(s.settle(first, Charge::tokens(80), NOW).is_ok());
+        assert!(s.settle(second, Charge::tokens(80), NOW).is_ok());
+        assert_eq!(usage(&s, &ScopeKey::user("u"), NOW).tokens_minute, 160);
+        // An enforced limit still refuses, whatever a shadow one says.
+        let r = refusal(s.reserve(&scopes, Charge::tokens(900), NOW));
+        assert_eq!(r.scope, ScopeKey::tenant("t"));
     }
 
     #[test]

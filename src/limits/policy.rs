@@ -33,6 +33,7 @@ impl BudgetPolicy {
                 tokens_per_day: budget.tokens_per_day,
                 micro_usd_per_month: usd(budget.usd_per_month)?,
                 micro_usd_per_day: usd(budget.usd_per_day)?,
+                shadow: !budget.enforce,
             };
             match budget.scope {
                 BudgetScope::User => policy.user = compiled,
@@ -46,6 +47,7 @@ impl BudgetPolicy {
                 tokens_per_day: o.tokens_per_day,
                 micro_usd_per_month: usd(o.usd_per_month)?,
                 micro_usd_per_day: None,
+                shadow: false,
             };
             policy.overrides.insert(user.clone(), over);
         }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limits::budget::{BudgetLimits, Charge, ScopeKey};
+use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, ScopeKey};
 use crate::limits::local_counters::LocalCounters;
 use crate::limits::redis_store::RedisStore;
 use crate::limits::types::{
@@ -227,6 +227,11 @@ impl Reservation {
             .as_ref()
             .filter(|t| t.scopes.first() == Some(scope))
             .map(|t| t.tokens_in_use)
+    }
+
+    /// The refusal a budget in shadow mode would have answered.
+    pub fn shadow_refusal(&self) -> Option<&BudgetRefusal> {
+        self.ticket.as_ref().and_then(|t| t.shadow.as_ref())
     }
 
     /// Which backend holds it (its errors are counted under that name).

@@ -118,6 +118,10 @@ pub struct ReservationTicket {
     pub backend: Backend,
     /// The first scope's token use as the reservation saw it.
     pub tokens_in_use: TokensInUse,
+    /// The refusal a budget in shadow mode (`enforce: false`) would have
+    /// answered: the first such, in check order. The charge is held in it
+    /// all the same, so its counters show the real use.
+    pub shadow: Option<BudgetRefusal>,
 }
 
 /// Tokens in use (settled + every hold, this reservation's included) in

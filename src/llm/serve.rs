@@ -25,7 +25,7 @@ use crate::ctx::RequestCtx;
 use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
 use crate::guards::output::Findings;
-use crate::limits::budget::{Charge, ScopeKey};
+use crate::limits::budget::{BudgetRefusal, Charge, ScopeKey};
 use crate::limits::store::{Reservation, Store};
 use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
@@ -377,7 +377,12 @@ async fn reserve(
         _ => Reservation::reserve(store, &scopes, estimate, now, hold).await,
     };
     match reserved {
-        Ok(r) => Ok(Reserved::Held(r)),
+        Ok(r) => {
+            if let Some(shadow) = r.shadow_refusal() {
+                ctx.record_shadow_refusal(over_budget_code(shadow));
+            }
+            Ok(Reserved::Held(r))
+        }
         Err(ReserveError::Refused(refusal)) => {
             let message = refusal.to_string();
             let retry_after = refusal.retry_after_secs.max(1);
@@ -396,6 +401,15 @@ async fn reserve(
         // The store counted and logged it; with `allow` it answered from
         // its local counters instead of failing.
         Err(ReserveError::Unavailable(_)) => Err(GatewayError::StoreUnavailable.into()),
+    }
+}
+
+/// The `error.code` a budget refusal is answered with.
+fn over_budget_code(refusal: &BudgetRefusal) -> &'static str {
+    if refusal.kind.is_usd() {
+        "usd_budget_exceeded"
+    } else {
+        "token_budget_exceeded"
     }
 }
 

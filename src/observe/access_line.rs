@@ -48,6 +48,9 @@ pub struct AccessLine<'a> {
     /// Outer `None`: not an LLM call; inner `None`: no model served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub served_model: Option<Option<&'a str>>,
+    /// The refusal a limit in shadow mode would have answered (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_refusal: Option<&'static str>,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
@@ -77,6 +80,7 @@ pub struct RequestFacts<'a> {
     pub tenant: Option<&'a str>,
     pub key_id: Option<&'a str>,
     pub conversation: Option<&'a str>,
+    pub shadow_refusal: Option<&'static str>,
     pub upstream_peer: Option<SocketAddr>,
     pub error: Option<&'a str>,
     pub error_code: Option<&'static str>,
@@ -109,6 +113,7 @@ impl<'a> AccessLine<'a> {
             request_id: facts.request_id,
             route: facts.route,
             served_model: llm.map(|l| l.served_model.as_deref()),
+            shadow_refusal: facts.shadow_refusal,
             status: facts.status,
             stream: llm.map(|l| l.stream),
             tenant: facts.tenant,
@@ -148,6 +153,7 @@ mod tests {
             tenant: Some("acme"),
             key_id: Some("k1"),
             conversation: None,
+            shadow_refusal: None,
             upstream_peer: Some("127.0.0.1:9000".parse().unwrap()),
             error: None,
             error_code: None,

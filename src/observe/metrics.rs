@@ -60,6 +60,9 @@ metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
     "tollgate_llm_over_cap_total",
     "LLM calls whose output went past the request's cap (stream_cut: cut off by the gateway; reported: billed as the upstream reported)",
     &["model", "kind"]));
+metric!(SHADOW_REFUSALS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_shadow_refusals_total",
+    "Requests a limit with enforce: false would have refused (served anyway)", &["code"]));
 metric!(OTLP_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
     "tollgate_otlp_spans_dropped_total", "Trace spans not exported", &["reason"]));
 
@@ -76,6 +79,7 @@ pub fn init() {
         &LEDGER_ERRORS,
         &LLM_OVER_CAP,
         &OTLP_SPANS_DROPPED,
+        &SHADOW_REFUSALS,
     ] {
         Lazy::force(lazy);
     }

@@ -231,6 +231,7 @@ pub async fn request_done(
             tenant: identity.map(|i| i.tenant.as_str()),
             key_id: identity.map(|i| i.key_id.as_str()),
             conversation: ctx.conversation.as_deref(),
+            shadow_refusal: ctx.shadow_refused,
             upstream_peer: ctx.peer,
             error: e.map(|e| e.etype().as_str()),
             error_code: ctx.error.as_ref().map(GatewayError::code),

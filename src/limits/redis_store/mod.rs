@@ -735,13 +735,14 @@ impl<'s> ReservePlan<'s> {
         }
         let tenant = hash_tag(unique.iter().map(|s| &s.0));
         let mut keys = Vec::with_capacity(unique.len() * 6 + 1);
-        let mut limits = Vec::with_capacity(unique.len() * 4);
+        let mut limits = Vec::with_capacity(unique.len() * 5);
         for (scope, scope_limits) in &unique {
             keys.extend(keys::budget_keys(prefix, tenant, scope, now_unix));
             keys.push(keys::marker_key(prefix, tenant, scope));
             for kind in LimitKind::ALL {
                 limits.push(scope_limits.limit(kind).map_or(-1, saturating_i64));
             }
+            limits.push(i64::from(scope_limits.shadow));
         }
         ReservePlan {
             unique,
@@ -788,7 +789,7 @@ impl<'s> ReservePlan<'s> {
             Some(&[-3, scope]) => usize::try_from(scope)
                 .map_or(ReserveOutcome::Unexpected, ReserveOutcome::NeedsRebuild),
             Some(&[-2, counted]) => ReserveOutcome::RateRefused(seen(counted)),
-            Some(&[-1, minute, day, counted]) => ReserveOutcome::Held(
+            Some(&[-1, minute, day, counted, scope, window, limit, used]) => ReserveOutcome::Held(
                 ReservationTicket {
                     id: self.id,
                     scopes: self.unique.iter().map(|s| s.0.clone()).collect(),
@@ -800,33 +801,40 @@ impl<'s> ReservePlan<'s> {
                         minute: u64::try_from(minute).ok(),
                         day: u64::try_from(day).ok(),
                     },
+                    // -1: no shadow-mode limit was passed.
+                    shadow: self.refusal(scope, window, limit, used),
                 },
                 seen(counted),
             ),
             Some(&[scope, window, limit, used, counted]) => {
-                let scope = usize::try_from(scope)
-                    .ok()
-                    .and_then(|i| self.unique.get(i))
-                    .map(|s| s.0.clone());
-                let kind = usize::try_from(window - 1)
-                    .ok()
-                    .and_then(|i| LimitKind::ALL.get(i).copied());
-                match (scope, kind) {
-                    (Some(scope), Some(kind)) => ReserveOutcome::Refused(
-                        BudgetRefusal {
-                            scope,
-                            kind,
-                            limit: seen(limit),
-                            used: seen(used),
-                            retry_after_secs: seconds_to_reset(kind.window(), self.now_unix),
-                        },
-                        seen(counted),
-                    ),
-                    _ => ReserveOutcome::Unexpected,
+                match self.refusal(scope, window, limit, used) {
+                    Some(refusal) => ReserveOutcome::Refused(refusal, seen(counted)),
+                    None => ReserveOutcome::Unexpected,
                 }
             }
             _ => ReserveOutcome::Unexpected,
         }
+    }
+}
+
+impl ReservePlan<'_> {
+    /// The refusal the script named by scope index and window (1-based),
+    /// `None` for indexes it cannot have meant (-1: none).
+    fn refusal(&self, scope: i64, window: i64, limit: i64, used: i64) -> Option<BudgetRefusal> {
+        let scope = usize::try_from(scope)
+            .ok()
+            .and_then(|i| self.unique.get(i))
+            .map(|s| s.0.clone())?;
+        let kind = usize::try_from(window - 1)
+            .ok()
+            .and_then(|i| LimitKind::ALL.get(i).copied())?;
+        Some(BudgetRefusal {
+            scope,
+            kind,
+            limit: limit.max(0).unsigned_abs(),
+            used: used.max(0).unsigned_abs(),
+            retry_after_secs: seconds_to_reset(kind.window(), self.now_unix),
+        })
     }
 }
 

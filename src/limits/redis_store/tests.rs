@@ -330,6 +330,7 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
         tokens_per_day: Some(10_000),
         micro_usd_per_month: Some(1_000_000),
         micro_usd_per_day: None,
+        shadow: false,
     };
     let scopes = in_acme("bob", limits);
     let mut raw = redis.raw().await;
@@ -616,6 +617,7 @@ async fn redis_memory_per_10k_users() {
         tokens_per_day: Some(10_000_000),
         micro_usd_per_month: Some(100_000_000),
         micro_usd_per_day: None,
+        shadow: false,
     };
     let users = 10_000;
     for i in 0..users {
@@ -839,6 +841,53 @@ async fn a_conversation_redis_lost_is_rebuilt_from_the_ledger() {
         (r.kind, r.used, r.limit),
         (LimitKind::UsdPerDay, 900, 1_000)
     );
+}
+
+#[tokio::test]
+async fn a_shadow_budget_holds_and_reports_but_never_refuses() {
+    let Some((_redis, store)) = deny_store() else {
+        return;
+    };
+    let now = ts(datetime!(2026-12-01 12:00:00));
+    let shadow = BudgetLimits {
+        tokens_per_day: Some(100),
+        shadow: true,
+        ..Default::default()
+    };
+    let enforced = BudgetLimits {
+        tokens_per_day: Some(1_000),
+        ..Default::default()
+    };
+    let scopes = [
+        (ScopeKey::user("bob"), shadow),
+        (ScopeKey::tenant("acme"), enforced),
+    ];
+    spend(&store, &scopes, Charge::tokens(80), now).await;
+    let t = store
+        .reserve(&scopes, Charge::tokens(80), now, HOLD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = t
+        .shadow
+        .clone()
+        .unwrap_or_else(|| panic!("no shadow refusal"));
+    assert_eq!(
+        (r.scope, r.kind, r.limit, r.used),
+        (ScopeKey::user("bob"), LimitKind::TokensPerDay, 100, 80)
+    );
+    assert_eq!(t.tokens_in_use.day, Some(160));
+    store
+        .settle(t, Charge::tokens(80), now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        usage(&store, &ScopeKey::user("bob"), now).await.tokens_day,
+        160
+    );
+    let r = refusal(store.reserve(&scopes, Charge::tokens(900), now, HOLD).await);
+    assert_eq!(r.scope, ScopeKey::tenant("acme"));
+    let fine = store.reserve(&scopes, Charge::tokens(1), now, HOLD).await;
+    assert!(fine.is_ok_and(|t| t.shadow.is_some()));
 }
 
 /// A budget `limits` for `user` and the same for their tenant `acme`.
