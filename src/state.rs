@@ -2,6 +2,7 @@
 //! services. Only the config snapshot is swapped on reload; counters,
 //! budgets and the ledger live beside it and survive reloads.
 
+use crate::alerts::Alerts;
 use crate::config::snapshot::Snapshot;
 use crate::ledger::Ledger;
 use crate::limits::store::Store;
@@ -29,6 +30,8 @@ pub struct GatewayState {
     pub connector: Connector,
     /// OTLP trace export, when `observability.otlp` is set.
     pub tracing: Option<crate::observe::otel::Tracing>,
+    /// Budget threshold alerts waiting for their sender.
+    pub alerts: Arc<Alerts>,
 }
 
 /// What a gateway process needs besides its configuration.
@@ -51,6 +54,7 @@ impl GatewayState {
             ledger: services.ledger,
             connector: services.connector,
             tracing: services.tracing,
+            alerts: Arc::new(Alerts::default()),
         })
     }
 

@@ -719,3 +719,219 @@ fn shadow_rate_limits_serve_count_and_log() {
         .collect();
     assert_eq!(shadowed, ["chat", "chat", "tickets", "tickets"]);
 }
+
+const WEBHOOK_SECRET: &str = "whsec-test-5f2c";
+
+/// A webhook receiver started by the test: records every POST (headers,
+/// body) and answers 204.
+struct Receiver {
+    addr: String,
+    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        Receiver::on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn on(listener: TcpListener) -> Receiver {
+        let addr = listener.local_addr().unwrap().to_string();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&got);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    while let Some((head, body)) = read_request(&mut reader) {
+                        sink.lock().unwrap().push((head, body));
+                        let _ = writer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                    }
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks/tollgate", self.addr)
+    }
+
+    /// The events received, each checked: its signature is the HMAC-SHA256
+    /// of its body under the shared secret.
+    fn events(&self) -> Vec<Value> {
+        use hmac::Mac;
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(head, body)| {
+                assert!(head.starts_with("POST /hooks/tollgate "), "{head}");
+                let signature = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("x-tollgate-signature")
+                            .then(|| value.trim().to_string())
+                    })
+                    .unwrap_or_else(|| panic!("unsigned: {head}"));
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+                mac.update(body);
+                let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                assert_eq!(
+                    signature,
+                    want,
+                    "signature of {}",
+                    String::from_utf8_lossy(body)
+                );
+                serde_json::from_slice(body).unwrap()
+            })
+            .collect()
+    }
+}
+
+/// A webhook entry for `url`: conversation crossings of 0.5, 0.8 and 1.0.
+fn webhook(url: &str, retry_for_seconds: u64) -> Value {
+    json!({"url": url, "secret_env": "TOLLGATE_WEBHOOK_SECRET", "scopes": ["conversation"],
+        "thresholds": [0.5, 0.8, 1.0], "retry_for_seconds": retry_for_seconds, "timeout_ms": 1000})
+}
+
+/// `pricey` with a conversation budget of $0.20 a day in shadow mode
+/// (calls go on past it, so every threshold is crossed) and `webhooks`.
+fn alerting(llm: &str, webhooks: Vec<Value>) -> ConfigBuilder {
+    std::env::set_var("TOLLGATE_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let section = serde_yaml::to_string(&json!({ "webhooks": webhooks })).unwrap();
+    pricey(llm)
+        .budget(
+            Budget::scope("conversation")
+                .usd_per_day(0.2)
+                .enforce(false),
+        )
+        .section("alerts", &section)
+}
+
+/// Calls in conversation c-1 until its spend is past $0.30, alternating
+/// between the gateways; returns how many.
+fn spend_past_the_budget(gateways: &[&Gateway]) -> usize {
+    let mut calls = 0;
+    while conversation_spend_any(gateways) <= 300_000 {
+        let gw = gateways[calls % gateways.len()];
+        let before = rows(gw).len();
+        assert_eq!(pricey_call(gw, BOB_KEY, "c-1").status(), 200);
+        calls += 1;
+        assert!(calls < 40);
+        // Settled (and in its ledger) before the next call.
+        let _ = poll_until(Duration::from_secs(5), || rows(gw).len(), |n| *n > before);
+    }
+    calls
+}
+
+fn conversation_spend_any(gateways: &[&Gateway]) -> i64 {
+    gateways
+        .iter()
+        .map(|gw| conversation_spend(gw, "acme", "c-1").1)
+        .sum()
+}
+
+fn thresholds_of(events: &[Value]) -> Vec<f64> {
+    let mut t: Vec<f64> = events
+        .iter()
+        .map(|e| e["threshold"].as_f64().unwrap())
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+#[test]
+fn a_receiver_gets_one_signed_event_per_threshold_crossed() {
+    let llm = Backend::start();
+    let receiver = Receiver::start();
+    let gw = alerting(&llm.addr, vec![webhook(&receiver.url(), 60)]).start();
+    spend_past_the_budget(&[&gw]);
+    let events = poll_until(
+        Duration::from_secs(10),
+        || receiver.got.lock().unwrap().len(),
+        |n| *n >= 3,
+    );
+    assert_eq!(events, 3);
+    // More calls past every threshold send nothing more.
+    for _ in 0..3 {
+        assert_eq!(pricey_call(&gw, BOB_KEY, "c-1").status(), 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let events = receiver.events();
+    assert_eq!(thresholds_of(&events), [0.5, 0.8, 1.0]);
+    for e in &events {
+        assert_eq!(e["event"], "budget_threshold");
+        assert_eq!(e["scope"], "conversation");
+        assert_eq!(e["id"], "c-1");
+        assert_eq!(e["tenant"], "acme");
+        assert_eq!(e["window"], "usd_per_day");
+        assert_eq!(e["limit"], 0.2);
+        assert_eq!(e["enforce"], false);
+        let spent = e["spent"].as_f64().unwrap();
+        assert!(
+            spent >= 0.2 * e["threshold"].as_f64().unwrap() - 1e-9,
+            "{e}"
+        );
+        assert!(e["time"].as_str().unwrap().ends_with('Z'), "{e}");
+    }
+    assert_eq!(gw.metric("tollgate_alerts_total{result=\"sent\"}"), 3.0);
+    assert_eq!(gw.metric("tollgate_alerts_total{result=\"dropped\"}"), 0.0);
+}
+
+#[test]
+fn two_instances_sharing_redis_send_each_crossing_once() {
+    let Some(redis) = common::redis::Redis::start() else {
+        return;
+    };
+    let llm = Backend::start();
+    let receiver = Receiver::start();
+    let template = Counters::Redis(redis);
+    let config = template
+        .apply(alerting(&llm.addr, vec![webhook(&receiver.url(), 60)]))
+        .render();
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    spend_past_the_budget(&[&a, &b]);
+    let _ = poll_until(
+        Duration::from_secs(10),
+        || receiver.got.lock().unwrap().len(),
+        |n| *n >= 3,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let events = receiver.events();
+    assert_eq!(thresholds_of(&events), [0.5, 0.8, 1.0], "{events:?}");
+    let sent = |gw: &Gateway| gw.metric("tollgate_alerts_total{result=\"sent\"}");
+    assert_eq!(sent(&a) + sent(&b), 3.0);
+}
+
+#[test]
+fn a_receiver_down_slows_nothing_then_gets_its_events_or_they_are_dropped() {
+    let llm = Backend::start();
+    // `later` comes up after the crossings; `never` stays down.
+    let later_port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let later_addr = later_port.local_addr().unwrap().to_string();
+    drop(later_port);
+    let never = format!("http://{}/hooks/tollgate", free_addr());
+    let later_url = format!("http://{later_addr}/hooks/tollgate");
+    let gw = alerting(&llm.addr, vec![webhook(&later_url, 60), webhook(&never, 2)]).start();
+    // Every call is served while both receivers are down.
+    spend_past_the_budget(&[&gw]);
+    assert!(eventually(Duration::from_secs(10), || {
+        gw.metric("tollgate_alerts_total{result=\"dropped\"}") >= 3.0
+    }));
+    assert!(gw.metric("tollgate_alerts_total{result=\"retried\"}") >= 3.0);
+    // The first receiver recovers: its retries deliver each event once.
+    let receiver = Receiver::on(TcpListener::bind(&later_addr).unwrap());
+    let _ = poll_until(
+        Duration::from_secs(20),
+        || receiver.got.lock().unwrap().len(),
+        |n| *n >= 3,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(thresholds_of(&receiver.events()), [0.5, 0.8, 1.0]);
+    assert_eq!(gw.metric("tollgate_alerts_total{result=\"sent\"}"), 3.0);
+    assert_eq!(gw.metric("tollgate_alerts_total{result=\"dropped\"}"), 3.0);
+}

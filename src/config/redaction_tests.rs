@@ -110,6 +110,9 @@ observability:
   otlp: { endpoint: "http://127.0.0.1:4318", service_name: s, sample_ratio: 1.0 }
 attribution:
   conversation_header: X-Conversation-Id
+alerts:
+  webhooks:
+    - { url: "SECRET", secret_env: NAME, scopes: [tenant], thresholds: [0.5], retry_for_seconds: 1, timeout_ms: 1 }
 "#;
 
 /// Fields that hold a secret, or point at one by a name an operator may
@@ -118,6 +121,7 @@ const SECRET: &[&str] = &[
     "auth.api_keys[].sha256",
     "auth.jwt.keys[].secret_env",
     "auth.jwt.keys[].secret_file",
+    "alerts.webhooks[].url",
     "ledger.postgres_url",
     "server.admin_token_sha256",
     "store.redis_url",
@@ -198,6 +202,11 @@ const PUBLIC: &[&str] = &[
     "limits.budgets[].enforce",
     "limits.default.enforce",
     "routes[].rate_limit.enforce",
+    "alerts.webhooks[].secret_env",
+    "alerts.webhooks[].scopes[]",
+    "alerts.webhooks[].thresholds[]",
+    "alerts.webhooks[].retry_for_seconds",
+    "alerts.webhooks[].timeout_ms",
     "auth.api_keys[].expires_at",
     "auth.api_keys[].id",
     "auth.api_keys[].roles[]",

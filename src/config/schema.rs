@@ -33,6 +33,8 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     #[serde(default)]
     pub attribution: AttributionConfig,
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -623,6 +625,34 @@ impl Default for AttributionConfig {
     }
 }
 
+/// Budget threshold alerts (DESIGN §3 `alerts`, §4 "Alerts").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A secret: chat webhooks carry their credential in the URL.
+    pub url: Secret<String>,
+    /// The HMAC-SHA256 key of `X-Tollgate-Signature`.
+    pub secret_env: String,
+    /// Budget scopes whose crossings are sent (default: every scope).
+    #[serde(default = "defaults::alert_scopes")]
+    pub scopes: Vec<BudgetScope>,
+    /// Fractions of a budget window's limit, e.g. `[0.5, 0.8, 1.0]`.
+    pub thresholds: Vec<f64>,
+    /// Extension: how long an undelivered event is retried before it is
+    /// dropped (counted).
+    #[serde(default = "defaults::alert_retry_for_seconds")]
+    pub retry_for_seconds: u64,
+    /// Extension: one delivery attempt's deadline.
+    #[serde(default = "defaults::alert_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
@@ -638,6 +668,16 @@ pub struct OtlpConfig {
 }
 
 mod defaults {
+    pub fn alert_scopes() -> Vec<super::BudgetScope> {
+        use super::BudgetScope::*;
+        vec![User, Tenant, Conversation]
+    }
+    pub fn alert_retry_for_seconds() -> u64 {
+        600
+    }
+    pub fn alert_timeout_ms() -> u64 {
+        5000
+    }
     pub fn enforce() -> bool {
         true
     }

@@ -5,6 +5,7 @@
 use super::api_keys::ApiKeyConfig;
 use super::problems::Problems;
 use super::schema::*;
+use crate::alerts::webhook::Webhook;
 use crate::auth::api_key::KeyIndex;
 use crate::auth::Authenticator;
 use crate::guards::output::{OutputGuardSet, OutputScanner};
@@ -102,6 +103,8 @@ pub struct Snapshot {
     pub output_guards: Option<Arc<OutputScanner>>,
     /// `attribution` compiled: where a call's conversation id comes from.
     pub attribution: Attribution,
+    /// `alerts.webhooks` compiled (signing keys read).
+    pub webhooks: Vec<Arc<Webhook>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -184,6 +187,13 @@ impl Snapshot {
             problems.push("attribution", e);
             Attribution::default()
         });
+        let mut webhooks = Vec::new();
+        for (i, w) in config.alerts.iter().flat_map(|a| &a.webhooks).enumerate() {
+            match Webhook::compile(w) {
+                Ok(webhook) => webhooks.push(Arc::new(webhook)),
+                Err(e) => problems.push(format!("alerts.webhooks[{i}]"), e),
+            }
+        }
         if !problems.is_empty() {
             return None;
         }
@@ -198,6 +208,7 @@ impl Snapshot {
             guards,
             output_guards,
             attribution,
+            webhooks,
         })
     }
 

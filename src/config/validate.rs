@@ -27,6 +27,9 @@ pub fn validate(config: &Config, p: &mut Problems) {
     models(config, p);
     limits(&config.limits, p);
     attribution(&config.attribution, p);
+    if let Some(alerts) = &config.alerts {
+        alerts_section(alerts, p);
+    }
     if let Some(guards) = &config.guards {
         guards_section(guards, p);
     }
@@ -473,6 +476,51 @@ fn models(config: &Config, p: &mut Problems) {
 fn usd(path: String, value: Option<f64>, p: &mut Problems) {
     if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
         p.push(path, "must be a non-negative number of USD");
+    }
+}
+
+fn alerts_section(a: &AlertsConfig, p: &mut Problems) {
+    for (i, w) in a.webhooks.iter().enumerate() {
+        let path = format!("alerts.webhooks[{i}]");
+        let url = w.url.expose();
+        let valid = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+        if !valid {
+            // Never the value: the URL may hold the receiver's credential.
+            p.push(format!("{path}.url"), "must be an http:// or https:// URL");
+        }
+        if w.secret_env.is_empty() {
+            p.push(
+                format!("{path}.secret_env"),
+                "must name an environment variable",
+            );
+        } else if std::env::var_os(&w.secret_env).is_none_or(|v| v.is_empty()) {
+            p.push(
+                format!("{path}.secret_env"),
+                format!("environment variable {} is not set", w.secret_env),
+            );
+        }
+        if w.thresholds.is_empty() {
+            p.push(
+                format!("{path}.thresholds"),
+                "must list at least one fraction",
+            );
+        }
+        if w.thresholds
+            .iter()
+            .any(|t| !t.is_finite() || *t <= 0.0 || *t > 10.0)
+        {
+            p.push(
+                format!("{path}.thresholds"),
+                "fractions of a limit must be above 0 and at most 10",
+            );
+        }
+        if w.scopes.is_empty() {
+            p.push(format!("{path}.scopes"), "must list at least one scope");
+        }
+        if w.timeout_ms == 0 {
+            p.push(format!("{path}.timeout_ms"), "must be at least 1");
+        }
     }
 }
 

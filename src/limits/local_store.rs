@@ -25,7 +25,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::types::{
-    Backend, ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, StoreError, TokensInUse,
+    Backend, ReservationTicket, ReserveError, ScopeUsage, SettledScope, SpendInWindows, StoreError,
+    TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, window_id, Window};
 
@@ -265,7 +266,8 @@ impl LocalStore {
             return Err(ReserveError::Refused(refusal));
         }
         let mut keys: Vec<ScopeKey> = Vec::with_capacity(scopes.len());
-        for (key, _) in scopes {
+        let mut limits = Vec::with_capacity(scopes.len());
+        for (key, scope_limits) in scopes {
             // A scope listed twice is held once, matching how it was checked.
             if keys.contains(key) {
                 continue;
@@ -274,6 +276,7 @@ impl LocalStore {
             state.reserved = state.reserved.saturating_add(charge);
             state.open_reservations += 1;
             keys.push(key.clone());
+            limits.push(*scope_limits);
         }
         let ids = WindowIds::at(now_unix);
         let tokens_in_use = keys
@@ -287,6 +290,7 @@ impl LocalStore {
         Ok(ReservationTicket {
             id,
             scopes: keys,
+            limits,
             charge,
             reserved_at: now_unix,
             backend: Backend::Local,
@@ -300,18 +304,31 @@ impl LocalStore {
         ticket: ReservationTicket,
         actual: Charge,
         now_unix: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SettledScope>, StoreError> {
         let ids = WindowIds::at(now_unix);
+        let mut settled = Vec::with_capacity(ticket.scopes.len());
         let mut inner = self.lock();
-        for key in &ticket.scopes {
+        for (i, key) in ticket.scopes.into_iter().enumerate() {
             // Entries with open reservations are never pruned, so this is
             // normally present; re-create it rather than lose usage.
             let state = inner.scopes.entry(key.clone()).or_default();
             state.unhold(ticket.charge);
-            state.add_settled(key, actual, ids);
+            state.add_settled(&key, actual, ids);
+            let u = state.usage(ids);
+            settled.push(SettledScope {
+                scope: key,
+                limits: ticket.limits.get(i).copied().unwrap_or_default(),
+                spent: SpendInWindows {
+                    tokens_minute: u.tokens_minute,
+                    tokens_day: u.tokens_day,
+                    micro_usd_month: u.micro_usd_month,
+                    micro_usd_day: u.micro_usd_day,
+                },
+                added: actual,
+            });
         }
         inner.tick(self.prune_every, Some(now_unix));
-        Ok(())
+        Ok(settled)
     }
 
     pub fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::limits::budget::{BudgetRefusal, Charge, LimitKind, ScopeKey};
+use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::rate::RateDecision;
 use crate::limits::window::Window;
 
@@ -68,6 +68,16 @@ pub trait SpendSource: Send + Sync {
     async fn spend(&self, scope: &ScopeKey, now_unix: u64) -> Result<SpendInWindows, String>;
 }
 
+/// One scope after a settlement: its settled spend in the windows it
+/// counts (this call included), what this call added, and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledScope {
+    pub scope: ScopeKey,
+    pub limits: BudgetLimits,
+    pub spent: SpendInWindows,
+    pub added: Charge,
+}
+
 /// Usage of one scope for the admin API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ScopeUsage {
@@ -112,6 +122,9 @@ pub struct ReservationTicket {
     pub id: u64,
     /// Scopes the charge was reserved against, in request order, deduplicated.
     pub scopes: Vec<ScopeKey>,
+    /// Each scope's limits (same order): what a settlement's threshold
+    /// alerts are measured against.
+    pub limits: Vec<BudgetLimits>,
     pub charge: Charge,
     /// `now_unix` at reserve time, so a backend can locate per-window holds.
     pub reserved_at: u64,

@@ -8,6 +8,8 @@ use super::api::LlmApi;
 use super::model::Model;
 use super::pricing::TokenClasses;
 use super::tally::{ParsedUsage, Usage};
+use crate::alerts::webhook::Webhook;
+use crate::alerts::Alerts;
 use crate::ledger::{Ledger, LedgerRow};
 use crate::limits::budget::Charge;
 use crate::limits::store::Reservation;
@@ -64,6 +66,12 @@ pub struct LlmCall {
     pub stream: bool,
     /// Kinds the output guards found in the answer.
     pub output_guard: Vec<&'static str>,
+}
+
+/// Where a settlement's threshold crossings go.
+pub struct AlertSink<'a> {
+    pub alerts: &'a Alerts,
+    pub webhooks: &'a [Arc<Webhook>],
 }
 
 /// Identity and route facts the ledger row needs.
@@ -145,7 +153,12 @@ fn over_cap(call: &LlmCall, usage: &Usage) -> Option<&'static str> {
 impl LlmCall {
     /// Settles the call; the returned summary feeds the access log and the
     /// trace span.
-    pub async fn settle(mut self, ledger: &Ledger, facts: &CallFacts<'_>) -> LlmSummary {
+    pub async fn settle(
+        mut self,
+        ledger: &Ledger,
+        alerts: AlertSink<'_>,
+        facts: &CallFacts<'_>,
+    ) -> LlmSummary {
         let api = self.api;
         let mut summary = LlmSummary {
             model: self.requested_model.clone(),
@@ -196,12 +209,21 @@ impl LlmCall {
                 micro_usd,
             };
             let backend = r.backend();
-            if let Err(e) = r.settle(actual, clock::unix_secs().max(0) as u64).await {
-                // Redis failures are counted by the store itself.
-                if backend == Backend::Local {
-                    metrics::inc(&metrics::STORE_ERRORS, &[backend.name()]);
+            let now = clock::unix_secs().max(0) as u64;
+            match r.settle(actual, now).await {
+                Ok(settled) => alerts.alerts.observe(
+                    alerts.webhooks,
+                    &settled,
+                    facts.tenant.unwrap_or(""),
+                    now,
+                ),
+                Err(e) => {
+                    // Redis failures are counted by the store itself.
+                    if backend == Backend::Local {
+                        metrics::inc(&metrics::STORE_ERRORS, &[backend.name()]);
+                    }
+                    tracing::error!(request_id = facts.request_id, "settling budget failed: {e}");
                 }
-                tracing::error!(request_id = facts.request_id, "settling budget failed: {e}");
             }
         }
         let tenant = facts.tenant.unwrap_or("");

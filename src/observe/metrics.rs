@@ -63,6 +63,10 @@ metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
 metric!(SHADOW_REFUSALS: IntCounterVec = register_int_counter_vec!(
     "tollgate_shadow_refusals_total",
     "Requests a limit with enforce: false would have refused (served anyway)", &["code"]));
+metric!(ALERTS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_alerts_total",
+    "Budget threshold alerts: sent, retried (one per retry), dropped (queue full or never taken)",
+    &["result"]));
 metric!(OTLP_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
     "tollgate_otlp_spans_dropped_total", "Trace spans not exported", &["reason"]));
 
@@ -80,6 +84,7 @@ pub fn init() {
         &LLM_OVER_CAP,
         &OTLP_SPANS_DROPPED,
         &SHADOW_REFUSALS,
+        &ALERTS,
     ] {
         Lazy::force(lazy);
     }

@@ -6,7 +6,7 @@ use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
-use crate::llm::account::CallFacts;
+use crate::llm::account::{AlertSink, CallFacts};
 use crate::observe::access_line::{AccessLine, RequestFacts};
 use crate::observe::metrics;
 use crate::state::GatewayState;
@@ -164,7 +164,11 @@ pub async fn request_done(
         };
         // Boxed: the settlement's future is large (store round trips) and
         // would otherwise size every request's `logging` future.
-        let summary = Box::pin(call.settle(&state.ledger, &facts)).await;
+        let alerts = AlertSink {
+            alerts: &state.alerts,
+            webhooks: &ctx.snapshot.webhooks,
+        };
+        let summary = Box::pin(call.settle(&state.ledger, alerts, &facts)).await;
         ctx.llm_summary = Some(summary);
     }
     let status_code = session.response_written().map(|r| r.status);

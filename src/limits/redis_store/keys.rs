@@ -84,6 +84,14 @@ pub fn marker_key(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
     key
 }
 
+/// A one-time claim (an alert's threshold crossing) on the tenant's slot.
+pub fn claim_key(prefix: &str, tenant: &str, token: &str) -> String {
+    let mut key = tenant_base(prefix, tenant);
+    key.push_str("al:");
+    push_escaped(&mut key, token);
+    key
+}
+
 /// The request counter of `user` in the minute of `now_unix`: the route's
 /// own (`Some(route)`, for routes with a `rate_limit`) or the default one.
 /// Distinct prefixes keep a route named `default` off the default counter.

@@ -27,7 +27,7 @@ use crate::limits::local_counters::LocalCounters;
 use crate::limits::rate::RateDecision;
 use crate::limits::types::{
     AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
-    ReserveError, ScopeUsage, SpendInWindows, SpendSource, StoreError, TokensInUse,
+    ReserveError, ScopeUsage, SettledScope, SpendInWindows, SpendSource, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
 use crate::observe::metrics;
@@ -527,7 +527,7 @@ impl RedisStore {
         ticket: ReservationTicket,
         actual: Charge,
         now_unix: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SettledScope>, StoreError> {
         let tenant = hash_tag(ticket.scopes.iter());
         let mut keys = Vec::with_capacity(ticket.scopes.len() * 5);
         for scope in &ticket.scopes {
@@ -548,16 +548,59 @@ impl RedisStore {
         );
         let mut pipe = redis::pipe();
         self.scripts.settle.call(&mut pipe, &keys, args);
-        self.query::<()>(&pipe).await.map_err(|e| {
+        let answer: Vec<Vec<u64>> = self.query(&pipe).await.map_err(|e| {
             // Not failed over: the hold expires by itself in Redis.
             self.failed("settle", &e);
             StoreError::Unavailable(e.to_string())
-        })
+        })?;
+        let spent = answer.into_iter().next().unwrap_or_default();
+        let settled = ticket
+            .scopes
+            .into_iter()
+            .enumerate()
+            .map(|(i, scope)| {
+                let at = |w: usize| spent.get(i * 4 + w).copied().unwrap_or(0);
+                SettledScope {
+                    scope,
+                    limits: ticket.limits.get(i).copied().unwrap_or_default(),
+                    spent: SpendInWindows {
+                        tokens_minute: at(0),
+                        tokens_day: at(1),
+                        micro_usd_day: at(2),
+                        micro_usd_month: at(3),
+                    },
+                    added: actual,
+                }
+            })
+            .collect();
+        Ok(settled)
     }
 
     pub async fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
         let now = ticket.reserved_at;
-        self.settle(ticket, Charge::default(), now).await
+        self.settle(ticket, Charge::default(), now).await.map(drop)
+    }
+
+    /// `SET key 1 NX EX ttl` on the tenant's slot: true for the first
+    /// claim of `token` (threshold alerts, deduplicated across instances).
+    pub async fn claim_once(
+        &self,
+        tenant: &str,
+        token: &str,
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(keys::claim_key(&self.settings.prefix, tenant, token))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1));
+        let answer: Vec<Option<String>> = self.query(&pipe).await.map_err(|e| {
+            self.failed("alert claim", &e);
+            StoreError::Unavailable(e.to_string())
+        })?;
+        Ok(answer.first().is_some_and(Option::is_some))
     }
 
     pub async fn usage(
@@ -793,6 +836,7 @@ impl<'s> ReservePlan<'s> {
                 ReservationTicket {
                     id: self.id,
                     scopes: self.unique.iter().map(|s| s.0.clone()).collect(),
+                    limits: self.unique.iter().map(|s| s.1).collect(),
                     charge: self.charge,
                     reserved_at: self.now_unix,
                     backend: Backend::Redis,
