@@ -554,7 +554,7 @@ fn twenty_concurrent_calls_in_one_conversation_never_overspend_it() {
                 "{mode}: {status} {text}"
             );
         }
-        assert!(served >= 1 && served < 20, "{mode}: {served} served");
+        assert!((1..20).contains(&served), "{mode}: {served} served");
         wait_rows(&gw, served);
         let (tokens, _) = conversation_spend(&gw, "acme", "c-1");
         assert!(tokens <= limit as i64, "{mode}: spent {tokens} of {limit}");
@@ -722,11 +722,14 @@ fn shadow_rate_limits_serve_count_and_log() {
 
 const WEBHOOK_SECRET: &str = "whsec-test-5f2c";
 
+/// Requests received: (head, body).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A webhook receiver started by the test: records every POST (headers,
 /// body) and answers 204.
 struct Receiver {
     addr: String,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Received,
 }
 
 impl Receiver {

@@ -261,7 +261,7 @@ mod tests {
         let c = ScopeKey::conversation("acme", "c-1");
         // 0.9 -> 1.7 of 2.0: crosses 0.5 (1.0) and 0.8 (1.6), not 1.0.
         let got = crossings(
-            &[w.clone()],
+            std::slice::from_ref(&w),
             &[settled(c.clone(), 900_000, 800_000)],
             "acme",
             NOW,
@@ -281,16 +281,27 @@ mod tests {
         assert!(e.enforce);
         assert_ne!(got[0].claim, got[1].claim);
         // Below every threshold, or already past them: nothing.
-        assert!(crossings(&[w.clone()], &[settled(c.clone(), 100, 100)], "acme", NOW).is_empty());
         assert!(crossings(
-            &[w.clone()],
+            std::slice::from_ref(&w),
+            &[settled(c.clone(), 100, 100)],
+            "acme",
+            NOW
+        )
+        .is_empty());
+        assert!(crossings(
+            std::slice::from_ref(&w),
             &[settled(c.clone(), 1_700_000, 200_000)],
             "acme",
             NOW
         )
         .is_empty());
         // Exactly reaching the limit crosses 1.0.
-        let got = crossings(&[w.clone()], &[settled(c, 1_900_000, 100_000)], "acme", NOW);
+        let got = crossings(
+            std::slice::from_ref(&w),
+            &[settled(c, 1_900_000, 100_000)],
+            "acme",
+            NOW,
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].event.threshold, 1.0);
         // A scope the webhook does not watch: nothing.
@@ -309,7 +320,12 @@ mod tests {
             ..Default::default()
         };
         s2.spent.micro_usd_month = 1_500_000;
-        let today = crossings(&[w.clone()], &[s2.clone()], "acme", NOW);
+        let today = crossings(
+            std::slice::from_ref(&w),
+            std::slice::from_ref(&s2),
+            "acme",
+            NOW,
+        );
         let tomorrow = crossings(&[w], &[s2], "acme", NOW + 86_400);
         assert_eq!(today.len(), 1);
         assert_eq!(today[0].event.tenant, "acme");

@@ -172,7 +172,8 @@ mod tests {
     fn invalid_ids_are_refused_naming_their_source() {
         let a = Attribution::default();
         let long = "x".repeat(129);
-        let cases: [(&[(&str, &[u8])], &str); 5] = [
+        type Headers<'a> = &'a [(&'a str, &'a [u8])];
+        let cases: [(Headers, &str); 5] = [
             (&[("x-conversation-id", long.as_bytes())], "at most 128"),
             (&[("x-conversation-id", b"")], "empty"),
             (&[("x-conversation-id", b"a\tb")], "printable"),
