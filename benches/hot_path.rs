@@ -178,6 +178,8 @@ fn access_lines(group: &mut criterion::BenchmarkGroup<criterion::measurement::Wa
         user: Some("alice"),
         tenant: Some("acme"),
         key_id: Some("bench-1"),
+        conversation: None,
+        shadow_refusal: None,
         upstream_peer: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9000))),
         error: None,
         error_code: None,

@@ -1,6 +1,7 @@
 //! RSS before/after 1,000,000 distinct invalid API keys and 1,000,000
-//! distinct users through the admission path (release build):
-//! `cargo bench --bench memory`.
+//! distinct users through the admission path, then 1,000,000 distinct
+//! conversations with a conversation budget through the local store, and
+//! the day after (release build): `cargo bench --bench memory`.
 
 use pingora::http::RequestHeader;
 use std::sync::Arc;
@@ -61,5 +62,49 @@ limits: { default: { requests_per_minute: 10 } }
         "{n} distinct bad keys + {n} distinct users in {:.1} s: RSS before {before} KiB, after {after} KiB (+{} KiB)",
         started.elapsed().as_secs_f64(),
         after.saturating_sub(before)
+    );
+    conversations(n);
+}
+
+/// A day of `n` distinct conversations under a conversation budget, then
+/// the next day's sweep: what a conversation costs while its day lasts,
+/// and that it is given back.
+fn conversations(n: usize) {
+    use tollgate::limits::budget::{BudgetLimits, Charge, ScopeKey};
+    use tollgate::limits::local_store::LocalStore;
+    let store = LocalStore::new();
+    let limits = BudgetLimits {
+        tokens_per_day: Some(1 << 40),
+        micro_usd_per_day: Some(1 << 40),
+        ..Default::default()
+    };
+    let now = tollgate::limits::window::now_unix();
+    let charge = Charge {
+        tokens: 500,
+        micro_usd: 300,
+    };
+    let call = |id: String, at: u64| {
+        let scopes = [(ScopeKey::conversation("acme", id), limits)];
+        if let Ok(ticket) = store.reserve(&scopes, charge, at) {
+            let _ = store.settle(ticket, charge, at);
+        }
+    };
+    tollgate::sys::heap::release_freed_memory();
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        call(format!("conversation-{i:08}"), now);
+    }
+    let peak = rss_kib();
+    let elapsed = started.elapsed().as_secs_f64();
+    for i in 0..=n {
+        call(format!("tomorrow-{}", i % 10), now + 86_400);
+    }
+    tollgate::sys::heap::release_freed_memory();
+    let after = rss_kib();
+    println!(
+        "{n} distinct conversations in {elapsed:.1} s: RSS before {before} KiB, peak {peak} KiB (+{} B each), the next day {after} KiB ({} entries)",
+        (peak.saturating_sub(before) * 1024) / n as u64,
+        store.tracked_scopes()
     );
 }

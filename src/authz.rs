@@ -67,6 +67,7 @@ mod tests {
             roles: roles.iter().map(|s| s.to_string()).collect(),
             owner,
             rate_limit: None,
+            rate_limit_enforced: true,
             websocket: false,
             target: Target::Llm {
                 api: Default::default(),

@@ -51,7 +51,7 @@ pub enum Command {
         /// Last UTC day, YYYY-MM-DD (inclusive).
         #[arg(long)]
         to: String,
-        /// Comma-separated keys: tenant, user, key, model, day.
+        /// Comma-separated keys: tenant, user, key, model, day, conversation.
         #[arg(long = "group-by", default_value = "")]
         group_by: String,
         /// Only this tenant.

@@ -7,6 +7,7 @@ use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
 use crate::llm::account::{LlmCall, LlmSummary};
 use crate::mcp::record::ToolCall;
+use crate::observe::metrics;
 use crate::upstream::pool::Pool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,12 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// OpenAI-style `x-ratelimit-*-tokens` headers of an LLM call.
     pub token_headers: Vec<(&'static str, String)>,
+    /// The LLM call's conversation id (validated, client-chosen): its
+    /// budget scope, the ledger's and the access line's `conversation`.
+    pub conversation: Option<String>,
+    /// The `error.code` a limit in shadow mode (`enforce: false`) would
+    /// have answered: the first one (access log `shadow_refusal`).
+    pub shadow_refused: Option<&'static str>,
     /// Accounting of an LLM call, settled in `logging`.
     pub llm: Option<LlmCall>,
     /// What the settled LLM call was billed (access log, trace span).
@@ -81,6 +88,8 @@ impl RequestCtx {
             retries_left: 0,
             upstream_started: None,
             token_headers: Vec::new(),
+            conversation: None,
+            shadow_refused: None,
             llm: None,
             llm_summary: None,
             attempts: Vec::new(),
@@ -105,6 +114,14 @@ impl RequestCtx {
             a.ended = Some(SystemTime::now());
             a.status = status;
         }
+    }
+
+    /// A refusal a limit in shadow mode would have answered, served
+    /// instead: counted in `tollgate_shadow_refusals_total{code}`, the
+    /// first one kept for the access log.
+    pub fn record_shadow_refusal(&mut self, code: &'static str) {
+        metrics::inc(&metrics::SHADOW_REFUSALS, &[code]);
+        self.shadow_refused.get_or_insert(code);
     }
 
     pub fn route(&self) -> Option<&Route> {

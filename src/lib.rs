@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod alerts;
 pub mod auth;
 pub mod authz;
 pub mod cli;

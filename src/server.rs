@@ -161,6 +161,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         "drain watcher",
         DrainWatcher(state.clone()),
     ));
+    server.add_service(background_service(
+        "budget alerts",
+        crate::alerts::worker::AlertSender::new(state.alerts.clone(), state.store.clone()),
+    ));
     let phases = server.watch_execution_phase();
     server.add_service(background_service(
         "budget resync",

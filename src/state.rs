@@ -2,6 +2,7 @@
 //! services. Only the config snapshot is swapped on reload; counters,
 //! budgets and the ledger live beside it and survive reloads.
 
+use crate::alerts::Alerts;
 use crate::config::snapshot::Snapshot;
 use crate::ledger::Ledger;
 use crate::limits::store::Store;
@@ -31,6 +32,8 @@ pub struct GatewayState {
     pub tracing: Option<crate::observe::otel::Tracing>,
     /// MCP sessions pinned to their peer (survive reloads).
     pub mcp_sessions: crate::mcp::sessions::SessionPins,
+    /// Budget threshold alerts waiting for their sender.
+    pub alerts: Arc<Alerts>,
 }
 
 /// What a gateway process needs besides its configuration.
@@ -54,6 +57,7 @@ impl GatewayState {
             connector: services.connector,
             tracing: services.tracing,
             mcp_sessions: Default::default(),
+            alerts: Arc::new(Alerts::default()),
         })
     }
 

@@ -76,3 +76,60 @@ fn distinct_bad_keys_and_users_do_not_grow_memory() {
         after - before
     );
 }
+
+/// A day's distinct conversations cost memory while their day lasts (a
+/// budget must be exact, so each has its own counter) and give it back
+/// when the day ends: the next day's sweeps drop them and the table.
+#[test]
+fn a_days_distinct_conversations_are_given_back_the_next_day() {
+    use tollgate::limits::budget::{BudgetLimits, Charge, ScopeKey};
+    use tollgate::limits::local_store::LocalStore;
+    let store = LocalStore::new();
+    let limits = BudgetLimits {
+        tokens_per_day: Some(1 << 40),
+        micro_usd_per_day: Some(1 << 40),
+        ..Default::default()
+    };
+    let now = 1_796_126_400; // 2026-12-01 12:00 UTC
+    let charge = Charge {
+        tokens: 100,
+        micro_usd: 50,
+    };
+    let call = |id: String, at: u64| {
+        let scopes = [(ScopeKey::conversation("acme", id), limits)];
+        let ticket = store.reserve(&scopes, charge, at).unwrap();
+        store.settle(ticket, charge, at).unwrap();
+    };
+    for i in 0..10_000 {
+        call(format!("warm-{i}"), now - 86_400);
+    }
+    tollgate::sys::heap::release_freed_memory();
+    let before = rss_kib("self");
+    let n = 200_000;
+    for i in 0..n {
+        call(format!("conversation-{i:08}"), now);
+    }
+    let peak = rss_kib("self");
+    assert!(store.tracked_scopes() >= n);
+    // The next day: as many calls as there are entries sweep them all.
+    for i in 0..=n {
+        call(format!("tomorrow-{}", i % 10), now + 86_400);
+    }
+    tollgate::sys::heap::release_freed_memory();
+    let after = rss_kib("self");
+    let per_conversation = (peak.saturating_sub(before) * 1024) / n as u64;
+    println!(
+        "{n} conversations: RSS {before} KiB -> {peak} KiB ({per_conversation} B each) -> {after} KiB the next day, {} entries left",
+        store.tracked_scopes()
+    );
+    assert!(store.tracked_scopes() <= 10, "{}", store.tracked_scopes());
+    // An entry is a key (tenant, id) and four window slots: bounded.
+    assert!(
+        per_conversation < 512,
+        "{per_conversation} B per conversation"
+    );
+    assert!(
+        after < before + (peak - before) / 4,
+        "not given back: {before} -> {peak} -> {after} KiB"
+    );
+}

@@ -79,6 +79,30 @@ fn seed(path: &std::path::Path) -> Vec<(&'static str, &'static str, i64, i64, i6
     per_user
 }
 
+/// Markup a page would run if it parsed conversation ids as HTML.
+const HOSTILE_CONVERSATION: &str = "<img src=x onerror=\"window.pwned=1\">";
+
+/// Names conversations on seeded rows: (tenant, conversation, micro-USD),
+/// costliest first, as the "top conversations" table must list them.
+fn seed_conversations(path: &std::path::Path) -> Vec<(&'static str, &'static str, i64)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for (request, conversation) in [
+        ("seed-0", "ticket-7"),
+        ("seed-3", "ticket-7"),
+        ("seed-4", HOSTILE_CONVERSATION),
+    ] {
+        conn.execute(
+            "UPDATE usage SET conversation_id = ?1 WHERE request_id = ?2",
+            rusqlite::params![conversation, request],
+        )
+        .unwrap();
+    }
+    vec![
+        ("globex", HOSTILE_CONVERSATION, 4_000_000),
+        ("acme", "ticket-7", 1_500_000),
+    ]
+}
+
 async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
     page.evaluate(js)
         .await
@@ -108,6 +132,7 @@ fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = store_dir.path().join("usage.db");
     let expected = seed(&store);
+    let conversations = seed_conversations(&store);
     let llm = Backend::start();
     let gw = config(&llm.addr, &store.display().to_string()).start();
     // Bob's remaining budget from the live counters (restored from the
@@ -128,6 +153,7 @@ fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
         &chrome,
         &gw.admin_url("/admin/ui/"),
         &expected,
+        &conversations,
         &bob_left,
     ));
 }
@@ -136,6 +162,7 @@ async fn drive(
     chrome: &std::path::Path,
     page_url: &str,
     expected: &[(&str, &str, i64, i64, i64)],
+    conversations: &[(&str, &str, i64)],
     bob_left: &str,
 ) {
     let profile = tempfile::tempdir().unwrap();
@@ -229,6 +256,25 @@ async fn drive(
     // Remaining budget from the live counters (restored from the ledger).
     let bob = table.iter().find(|r| r[1] == "bob").unwrap();
     assert_eq!(bob[6], bob_left);
+
+    // Top conversations by cost; a client-chosen id is text, never markup.
+    let top: Vec<Vec<String>> = eval(
+        &page,
+        "[...document.querySelectorAll('#conversation-table tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
+    )
+    .await;
+    let want: Vec<Vec<String>> = conversations
+        .iter()
+        .map(|(tenant, id, micro)| vec![tenant.to_string(), id.to_string(), usd(*micro)])
+        .collect();
+    let got: Vec<Vec<String>> = top.iter().map(|r| r[..3].to_vec()).collect();
+    assert_eq!(got, want);
+    let injected: bool = eval(
+        &page,
+        "!!document.querySelector('#conversation-table img') || window.pwned === 1",
+    )
+    .await;
+    assert!(!injected, "a conversation id was parsed as HTML");
 
     // The chart: one bar segment per (day, model) with spend, heights in
     // proportion to the spend.

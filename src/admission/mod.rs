@@ -264,7 +264,9 @@ impl Question {
 }
 
 /// Records the rate decision (for the `RateLimit` headers) and refuses
-/// with 429 when it is over.
+/// with 429 when it is over. A limit in shadow mode (`enforce: false`)
+/// never refuses and sends no headers (the client sees what it would
+/// without it); a refusal it would have answered is counted and logged.
 fn judge_rate(
     verdict: AdmitVerdict,
     identity: &Identity,
@@ -273,6 +275,12 @@ fn judge_rate(
     let Some(decision) = verdict.rate else {
         return Ok(());
     };
+    if !rate_enforced(ctx) {
+        if !decision.allowed {
+            ctx.record_shadow_refusal(RATE_LIMITED);
+        }
+        return Ok(());
+    }
     let refused = (!decision.allowed).then(|| GatewayError::RateLimited {
         message: format!(
             "request rate limit of {} per minute exceeded for user {}",
@@ -284,6 +292,18 @@ fn judge_rate(
     match refused {
         Some(error) => Err(error.into()),
         None => Ok(()),
+    }
+}
+
+/// `GatewayError::RateLimited`'s code, for a refusal never made.
+const RATE_LIMITED: &str = "rate_limited";
+
+/// Whether the rate limit that counted this request is enforced: the
+/// route's own when it has one, else `limits.default`.
+fn rate_enforced(ctx: &RequestCtx) -> bool {
+    match ctx.route() {
+        Some(route) if route.rate_limit.is_some() => route.rate_limit_enforced,
+        _ => ctx.snapshot.default_rate_limit_enforced(),
     }
 }
 

@@ -61,7 +61,7 @@ routes:
     roles: [r]
     owner: { param: p, bypass_roles: [r] }
     guards: [pii]
-    rate_limit: { requests_per_minute: 1 }
+    rate_limit: { requests_per_minute: 1, enforce: false }
     websocket: false
     api: openai_chat
     output_guards: [pii]
@@ -85,8 +85,8 @@ models:
     cache_write_usd_per_mtok: 1.0
     upstream_api: anthropic_messages
 limits:
-  default: { requests_per_minute: 1 }
-  budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }]
+  default: { requests_per_minute: 1, enforce: false }
+  budgets: [{ scope: user, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 }, { scope: conversation, tokens_per_day: 1, usd_per_day: 1.0, enforce: false }]
   overrides: { alice: { requests_per_minute: 1, tokens_per_minute: 1, tokens_per_day: 1, usd_per_month: 1.0 } }
 guards:
   pii: { detect: [email], action: redact }
@@ -114,6 +114,11 @@ observability:
   audit_log: stderr
   log_level: info
   otlp: { endpoint: "http://127.0.0.1:4318", service_name: s, sample_ratio: 1.0 }
+attribution:
+  conversation_header: X-Conversation-Id
+alerts:
+  webhooks:
+    - { url: "SECRET", secret_env: NAME, scopes: [tenant], thresholds: [0.5], retry_for_seconds: 1, timeout_ms: 1 }
 "#;
 
 /// Fields that hold a secret, or point at one by a name an operator may
@@ -122,6 +127,7 @@ const SECRET: &[&str] = &[
     "auth.api_keys[].sha256",
     "auth.jwt.keys[].secret_env",
     "auth.jwt.keys[].secret_file",
+    "alerts.webhooks[].url",
     "ledger.postgres_url",
     "server.admin_token_sha256",
     "store.redis_url",
@@ -197,6 +203,16 @@ fn every_field_is_public_or_redacted() {
 
 /// Fields shown as they are.
 const PUBLIC: &[&str] = &[
+    "attribution.conversation_header",
+    "limits.budgets[].usd_per_day",
+    "limits.budgets[].enforce",
+    "limits.default.enforce",
+    "routes[].rate_limit.enforce",
+    "alerts.webhooks[].secret_env",
+    "alerts.webhooks[].scopes[]",
+    "alerts.webhooks[].thresholds[]",
+    "alerts.webhooks[].retry_for_seconds",
+    "alerts.webhooks[].timeout_ms",
     "auth.api_keys[].expires_at",
     "auth.api_keys[].id",
     "auth.api_keys[].roles[]",

@@ -30,6 +30,10 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub observability: ObservabilityConfig,
+    #[serde(default)]
+    pub attribution: AttributionConfig,
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -354,6 +358,10 @@ pub struct OwnerRule {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub requests_per_minute: u32,
+    /// `false`: shadow mode, the would-be refusal is counted and logged,
+    /// the request served.
+    #[serde(default = "defaults::enforce")]
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -423,6 +431,8 @@ pub struct LimitsConfig {
 pub enum BudgetScope {
     User,
     Tenant,
+    /// Per tenant and conversation id (`attribution`).
+    Conversation,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -432,6 +442,12 @@ pub struct BudgetConfig {
     pub tokens_per_minute: Option<u64>,
     pub tokens_per_day: Option<u64>,
     pub usd_per_month: Option<f64>,
+    /// Conversation scope only.
+    #[serde(default)]
+    pub usd_per_day: Option<f64>,
+    /// `false`: shadow mode (see `RateLimitConfig::enforce`).
+    #[serde(default = "defaults::enforce")]
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -648,6 +664,52 @@ impl Default for ObservabilityConfig {
     }
 }
 
+/// Who a call is billed to beyond the caller (DESIGN §3 `attribution`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// The request header naming the conversation; absent, the body's
+    /// `metadata.conversation_id`.
+    #[serde(default = "defaults::conversation_header")]
+    pub conversation_header: String,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        Self {
+            conversation_header: defaults::conversation_header(),
+        }
+    }
+}
+
+/// Budget threshold alerts (DESIGN §3 `alerts`, §4 "Alerts").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A secret: chat webhooks carry their credential in the URL.
+    pub url: Secret<String>,
+    /// The HMAC-SHA256 key of `X-Tollgate-Signature`.
+    pub secret_env: String,
+    /// Budget scopes whose crossings are sent (default: every scope).
+    #[serde(default = "defaults::alert_scopes")]
+    pub scopes: Vec<BudgetScope>,
+    /// Fractions of a budget window's limit, e.g. `[0.5, 0.8, 1.0]`.
+    pub thresholds: Vec<f64>,
+    /// Extension: how long an undelivered event is retried before it is
+    /// dropped (counted).
+    #[serde(default = "defaults::alert_retry_for_seconds")]
+    pub retry_for_seconds: u64,
+    /// Extension: one delivery attempt's deadline.
+    #[serde(default = "defaults::alert_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
@@ -671,6 +733,22 @@ mod defaults {
     }
     pub fn mcp_max_stream_seconds() -> u64 {
         300
+    }
+    pub fn alert_scopes() -> Vec<super::BudgetScope> {
+        use super::BudgetScope::*;
+        vec![User, Tenant, Conversation]
+    }
+    pub fn alert_retry_for_seconds() -> u64 {
+        600
+    }
+    pub fn alert_timeout_ms() -> u64 {
+        5000
+    }
+    pub fn enforce() -> bool {
+        true
+    }
+    pub fn conversation_header() -> String {
+        "X-Conversation-Id".into()
     }
     pub fn service_name() -> String {
         "tollgate".into()

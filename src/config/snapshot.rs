@@ -5,11 +5,13 @@
 use super::api_keys::ApiKeyConfig;
 use super::problems::Problems;
 use super::schema::*;
+use crate::alerts::webhook::Webhook;
 use crate::auth::api_key::KeyIndex;
 use crate::auth::Authenticator;
 use crate::guards::output::{OutputGuardSet, OutputScanner};
 use crate::guards::{GuardSet, Guards};
 use crate::limits::policy::BudgetPolicy;
+use crate::llm::conversation::Attribution;
 use crate::llm::model::Model;
 use crate::mcp::rules::ToolPolicy;
 use crate::router::{MethodSet, PathTemplate, Routable};
@@ -25,6 +27,8 @@ pub struct Route {
     pub roles: Vec<String>,
     pub owner: Option<OwnerRule>,
     pub rate_limit: Option<u32>,
+    /// `rate_limit.enforce`: false counts and logs instead of refusing.
+    pub rate_limit_enforced: bool,
     pub websocket: bool,
     /// Where the route's requests go, by kind.
     pub target: Target,
@@ -127,6 +131,10 @@ pub struct Snapshot {
     pub guards: Option<Guards>,
     /// `guards.output` compiled, with the gateway's own upstream secrets.
     pub output_guards: Option<Arc<OutputScanner>>,
+    /// `attribution` compiled: where a call's conversation id comes from.
+    pub attribution: Attribution,
+    /// `alerts.webhooks` compiled (signing keys read).
+    pub webhooks: Vec<Arc<Webhook>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -205,6 +213,17 @@ impl Snapshot {
             },
             None => None,
         };
+        let attribution = Attribution::compile(&config.attribution).unwrap_or_else(|e| {
+            problems.push("attribution", e);
+            Attribution::default()
+        });
+        let mut webhooks = Vec::new();
+        for (i, w) in config.alerts.iter().flat_map(|a| &a.webhooks).enumerate() {
+            match Webhook::compile(w) {
+                Ok(webhook) => webhooks.push(Arc::new(webhook)),
+                Err(e) => problems.push(format!("alerts.webhooks[{i}]"), e),
+            }
+        }
         if !problems.is_empty() {
             return None;
         }
@@ -218,6 +237,8 @@ impl Snapshot {
             budgets,
             guards,
             output_guards,
+            attribution,
+            webhooks,
         })
     }
 
@@ -236,6 +257,12 @@ impl Snapshot {
     }
 
     /// Requests per minute for `user` on the shared default counter.
+    /// `limits.default.enforce`; a user's `requests_per_minute` override
+    /// changes the number, not the mode.
+    pub fn default_rate_limit_enforced(&self) -> bool {
+        self.config.limits.default.is_none_or(|d| d.enforce)
+    }
+
     pub fn default_rate_limit(&self, user: &str) -> Option<u32> {
         self.config
             .limits
@@ -287,6 +314,7 @@ fn compile_route(r: &RouteConfig, pools: &HashMap<String, Arc<Pool>>) -> Option<
         roles: r.roles.clone(),
         owner: r.owner.clone(),
         rate_limit: r.rate_limit.map(|l| l.requests_per_minute),
+        rate_limit_enforced: r.rate_limit.is_none_or(|l| l.enforce),
         websocket: r.websocket,
         target,
     })

@@ -26,6 +26,10 @@ pub fn validate(config: &Config, p: &mut Problems) {
     routes(config, p);
     models(config, p);
     limits(&config.limits, p);
+    attribution(&config.attribution, p);
+    if let Some(alerts) = &config.alerts {
+        alerts_section(alerts, p);
+    }
     if let Some(guards) = &config.guards {
         guards_section(guards, p);
     }
@@ -487,6 +491,84 @@ fn usd(path: String, value: Option<f64>, p: &mut Problems) {
     }
 }
 
+fn alerts_section(a: &AlertsConfig, p: &mut Problems) {
+    for (i, w) in a.webhooks.iter().enumerate() {
+        let path = format!("alerts.webhooks[{i}]");
+        let url = w.url.expose();
+        let valid = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+        if !valid {
+            // Never the value: the URL may hold the receiver's credential.
+            p.push(format!("{path}.url"), "must be an http:// or https:// URL");
+        }
+        if w.secret_env.is_empty() {
+            p.push(
+                format!("{path}.secret_env"),
+                "must name an environment variable",
+            );
+        } else if std::env::var_os(&w.secret_env).is_none_or(|v| v.is_empty()) {
+            p.push(
+                format!("{path}.secret_env"),
+                format!("environment variable {} is not set", w.secret_env),
+            );
+        }
+        if w.thresholds.is_empty() {
+            p.push(
+                format!("{path}.thresholds"),
+                "must list at least one fraction",
+            );
+        }
+        if w.thresholds
+            .iter()
+            .any(|t| !t.is_finite() || *t <= 0.0 || *t > 10.0)
+        {
+            p.push(
+                format!("{path}.thresholds"),
+                "fractions of a limit must be above 0 and at most 10",
+            );
+        }
+        if w.scopes.is_empty() {
+            p.push(format!("{path}.scopes"), "must list at least one scope");
+        }
+        if w.timeout_ms == 0 {
+            p.push(format!("{path}.timeout_ms"), "must be at least 1");
+        }
+    }
+}
+
+fn attribution(a: &AttributionConfig, p: &mut Problems) {
+    if http::HeaderName::from_bytes(a.conversation_header.as_bytes()).is_err() {
+        p.push(
+            "attribution.conversation_header",
+            "must be a valid HTTP header name",
+        );
+    }
+}
+
+/// A conversation counts only its day (its counters expire daily); the
+/// other scopes have no daily USD window.
+fn budget_windows(i: usize, b: &BudgetConfig, p: &mut Problems) {
+    let conversation = b.scope == BudgetScope::Conversation;
+    let misplaced: &[(&str, bool)] = if conversation {
+        &[
+            ("tokens_per_minute", b.tokens_per_minute.is_some()),
+            ("usd_per_month", b.usd_per_month.is_some()),
+        ]
+    } else {
+        &[("usd_per_day", b.usd_per_day.is_some())]
+    };
+    for (field, set) in misplaced {
+        if *set {
+            let allowed = if conversation {
+                "scope conversation has tokens_per_day and usd_per_day only"
+            } else {
+                "only scope conversation has usd_per_day"
+            };
+            p.push(format!("limits.budgets[{i}].{field}"), allowed);
+        }
+    }
+}
+
 fn limits(l: &LimitsConfig, p: &mut Problems) {
     if l.default.is_some_and(|d| d.requests_per_minute == 0) {
         p.push("limits.default.requests_per_minute", "must be at least 1");
@@ -504,6 +586,8 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
             b.usd_per_month,
             p,
         );
+        usd(format!("limits.budgets[{i}].usd_per_day"), b.usd_per_day, p);
+        budget_windows(i, b, p);
     }
     for (user, o) in &l.overrides {
         usd(
@@ -771,6 +855,14 @@ fn mcp_route(route: &RouteConfig, path: &str, p: &mut Problems) {
                 p.push(
                     format!("{rpath}.rate_limit.requests_per_minute"),
                     "must be at least 1",
+                );
+            }
+            // A tool's refusal is a JSON-RPC error inside a served session:
+            // shadow mode is not offered there (it would be enforced anyway).
+            if rule.rate_limit.is_some_and(|r| !r.enforce) {
+                p.push(
+                    format!("{rpath}.rate_limit.enforce"),
+                    "a tool's rate limit is always enforced (shadow limits apply to routes and budgets)",
                 );
             }
         }

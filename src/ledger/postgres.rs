@@ -234,7 +234,7 @@ impl ServerCertVerifier for EncryptOnly {
 /// Versioned migrations, applied in order, each in its own transaction
 /// with its row in `tollgate_migrations`. Never edit one that shipped:
 /// add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
 
 /// The calls, one row per request id (a row forwarded twice is one row),
 /// and the daily rollup the reports read. Indexes: time (ranges, the
@@ -287,6 +287,14 @@ CREATE TABLE usage_daily (
 const MIGRATION_2: &str = "
 ALTER TABLE usage ADD COLUMN requested_model TEXT NOT NULL DEFAULT '';
 ALTER TABLE usage ADD COLUMN upstream_api TEXT NOT NULL DEFAULT '';
+";
+
+/// The conversation id of a call (attribution); old rows have none. The
+/// index serves a conversation budget rebuilt from the ledger.
+const MIGRATION_3: &str = "
+ALTER TABLE usage ADD COLUMN conversation_id TEXT;
+CREATE INDEX usage_conversation_time ON usage (tenant_id, conversation_id, time_ms)
+    WHERE conversation_id IS NOT NULL;
 ";
 
 /// Applies the migrations this database lacks. Instances starting at once
@@ -347,15 +355,16 @@ WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
         $12::bigint[], $13::bigint[], $14::int[], $15::bool[], $16::text[], $17::bigint[],
-        $18::bool[], $19::text[], $20::text[])
+        $18::bool[], $19::text[], $20::text[], $21::text[])
     AS r(request_id, time_ms, user_id, tenant_id, key_id, route, model, upstream_model,
         prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, micro_usd,
-        status, estimated, api, cache_write_tokens, over_cap, requested_model, upstream_api)
+        status, estimated, api, cache_write_tokens, over_cap, requested_model, upstream_api,
+        conversation_id)
 ), inserted AS (
     INSERT INTO usage (request_id, time_ms, user_id, tenant_id, key_id, route, model,
         upstream_model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
         micro_usd, status, estimated, api, cache_write_tokens, over_cap, requested_model,
-        upstream_api)
+        upstream_api, conversation_id)
     SELECT * FROM input
     ON CONFLICT (request_id) DO NOTHING
     RETURNING time_ms, tenant_id, user_id, key_id, model, api, prompt_tokens,
@@ -407,6 +416,7 @@ pub async fn insert_batch(client: &Client, rows: &[LedgerRow]) -> Result<u64, Pg
     let over_cap: Vec<bool> = rows.iter().map(|r| r.over_cap).collect();
     let requested_model = text(|r| &r.requested_model);
     let upstream_api = text(|r| &r.upstream_api);
+    let conversation = opt(|r| r.conversation.as_deref());
     let row = client
         .query_one(
             INSERT_BATCH,
@@ -431,6 +441,7 @@ pub async fn insert_batch(client: &Client, rows: &[LedgerRow]) -> Result<u64, Pg
                 &over_cap,
                 &requested_model,
                 &upstream_api,
+                &conversation,
             ],
         )
         .await?;
@@ -474,9 +485,9 @@ pub async fn current_spend(
         {
             let id: String = row.get(0);
             let spend = SpendInWindows {
-                tokens_minute: 0,
                 tokens_day: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
                 micro_usd_month: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                ..SpendInWindows::default()
             };
             index.insert(id.clone(), out.len());
             out.push((scope(id), spend));
@@ -501,8 +512,33 @@ pub async fn current_spend(
             }
         }
     }
+    let day = (
+        ms(window_start(Window::Day, now_unix)),
+        ms(reset_at(Window::Day, now_unix)),
+    );
+    for row in client.query(CONVERSATIONS_TODAY, &[&day.0, &day.1]).await? {
+        out.push((
+            ScopeKey::conversation(
+                row.get::<_, Option<String>>(0).unwrap_or_default(),
+                row.get::<_, String>(1),
+            ),
+            SpendInWindows {
+                tokens_day: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                micro_usd_day: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
+                ..SpendInWindows::default()
+            },
+        ));
+    }
     Ok(out)
 }
+
+/// Every conversation's spend in one day (`$1..$2`, unix ms); a
+/// conversation counts only its day.
+const CONVERSATIONS_TODAY: &str = "
+SELECT tenant_id, conversation_id,
+    COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT, COALESCE(SUM(micro_usd), 0)::BIGINT
+FROM usage WHERE time_ms >= $1 AND time_ms < $2 AND conversation_id IS NOT NULL
+GROUP BY tenant_id, conversation_id";
 
 /// Runs `f` with a fresh connection on a thread of its own with its own
 /// runtime: for the blocking callers (start-up, CLI, the resync pass),
@@ -562,11 +598,32 @@ pub async fn scope_spend(
     scope: &ScopeKey,
     now_unix: u64,
 ) -> Result<SpendInWindows, PgError> {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let (column, id) = match scope {
         ScopeKey::User(id) => ("user_id", id),
         ScopeKey::Tenant(id) => ("tenant_id", id),
+        ScopeKey::Conversation { tenant, id } => {
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT,
+                        COALESCE(SUM(micro_usd), 0)::BIGINT
+                     FROM usage WHERE tenant_id = $3 AND conversation_id = $4
+                        AND time_ms >= $1 AND time_ms < $2",
+                    &[
+                        &ms(window_start(Window::Day, now_unix)),
+                        &ms(reset_at(Window::Day, now_unix)),
+                        tenant,
+                        id,
+                    ],
+                )
+                .await?;
+            return Ok(SpendInWindows {
+                tokens_day: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                micro_usd_day: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+                ..SpendInWindows::default()
+            });
+        }
     };
-    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let today = ms(window_start(Window::Day, now_unix)) / MS_PER_DAY;
     let month_first = ms(window_start(Window::Month, now_unix)) / MS_PER_DAY;
     let month_end = ms(reset_at(Window::Month, now_unix)) / MS_PER_DAY;
@@ -598,5 +655,6 @@ pub async fn scope_spend(
         tokens_minute: int(minute.get(0)),
         tokens_day: int(daily.get(0)),
         micro_usd_month: int(daily.get(1)),
+        micro_usd_day: 0,
     })
 }

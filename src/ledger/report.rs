@@ -27,6 +27,10 @@ pub enum GroupKey {
     Key,
     Model,
     Day,
+    /// The call's conversation id (attribution): read from the calls
+    /// themselves, not the rollup (one row per conversation and day
+    /// would make the rollup as large as the calls).
+    Conversation,
 }
 
 impl GroupKey {
@@ -37,6 +41,7 @@ impl GroupKey {
             "key" => Some(GroupKey::Key),
             "model" => Some(GroupKey::Model),
             "day" => Some(GroupKey::Day),
+            "conversation" => Some(GroupKey::Conversation),
             _ => None,
         }
     }
@@ -48,6 +53,7 @@ impl GroupKey {
             GroupKey::Key => "key",
             GroupKey::Model => "model",
             GroupKey::Day => "day",
+            GroupKey::Conversation => "conversation",
         }
     }
 
@@ -58,6 +64,7 @@ impl GroupKey {
             GroupKey::Key => "key_id".into(),
             GroupKey::Model => "model".into(),
             GroupKey::Day => "day".into(),
+            GroupKey::Conversation => "conversation_id".into(),
         }
     }
 }
@@ -117,7 +124,7 @@ pub fn parse_group_by(value: &str) -> Result<Vec<GroupKey>, ReportError> {
         let key = GroupKey::parse(name).ok_or_else(|| {
             invalid(
                 "group_by",
-                format!("unknown key {name:?} (tenant, user, key, model, day)"),
+                format!("unknown key {name:?} (tenant, user, key, model, day, conversation)"),
             )
         })?;
         if keys.contains(&key) {
@@ -205,8 +212,9 @@ impl ReportQuery {
             .map(|c| format!("CAST(SUM({c}) AS BIGINT)")),
         );
         let mut sql = format!(
-            "SELECT {} FROM usage_daily WHERE day >= {mark}1 AND day < {mark}2",
-            select.join(", ")
+            "SELECT {} FROM {} WHERE day >= {mark}1 AND day < {mark}2",
+            select.join(", "),
+            self.source(mark)
         );
         let mut next = 3;
         if self.tenant.is_some() {
@@ -228,6 +236,24 @@ impl ReportQuery {
         order.extend((1..=keys.len()).map(|i| format!("{i} ASC")));
         sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         sql
+    }
+
+    /// What the report sums: the daily rollup, or with a conversation
+    /// among the keys the calls of those days (an index range on time)
+    /// shaped as the rollup's columns.
+    fn source(&self, mark: char) -> String {
+        if !self.group_by.contains(&GroupKey::Conversation) {
+            return "usage_daily".into();
+        }
+        format!(
+            "(SELECT time_ms / {MS_PER_DAY} AS day, COALESCE(tenant_id, '') AS tenant_id,
+                COALESCE(user_id, '') AS user_id, model,
+                COALESCE(conversation_id, '') AS conversation_id, 1 AS calls,
+                prompt_tokens, completion_tokens, cached_tokens, micro_usd,
+                CAST(estimated AS INTEGER) AS estimated_calls
+              FROM usage WHERE time_ms >= CAST({mark}1 AS BIGINT) * {MS_PER_DAY}
+                AND time_ms < CAST({mark}2 AS BIGINT) * {MS_PER_DAY}) AS calls_by_day"
+        )
     }
 
     /// The UTC day numbers `[from, to)` of the rollup.

@@ -58,11 +58,12 @@ pub fn resync_once(state: &GatewayState) -> Result<usize, ResyncError> {
     let mut merged = Vec::with_capacity(spend.len());
     for (key, from_ledger) in spend {
         let mine = local.budgets.usage(&key, now);
-        let best = SpendInWindows {
-            tokens_minute: from_ledger.tokens_minute.max(mine.tokens_minute),
-            tokens_day: from_ledger.tokens_day.max(mine.tokens_day),
-            micro_usd_month: from_ledger.micro_usd_month.max(mine.micro_usd_month),
-        };
+        let best = from_ledger.max(SpendInWindows {
+            tokens_minute: mine.tokens_minute,
+            tokens_day: mine.tokens_day,
+            micro_usd_month: mine.micro_usd_month,
+            micro_usd_day: mine.micro_usd_day,
+        });
         merged.push((key, best));
     }
     local.budgets.restore(&merged, now)?;

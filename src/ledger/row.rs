@@ -46,6 +46,9 @@ pub struct LedgerRow {
     /// (`openai_chat`, `anthropic_messages`, `gemini`); empty when it spoke
     /// the route's `api`.
     pub upstream_api: String,
+    /// The call's conversation id (client-chosen text, see
+    /// `llm::conversation`), when it named one.
+    pub conversation: Option<String>,
 }
 
 impl LedgerRow {

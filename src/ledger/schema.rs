@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS usage (
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
     over_cap          INTEGER NOT NULL DEFAULT 0,
     requested_model   TEXT    NOT NULL DEFAULT '',
-    upstream_api      TEXT    NOT NULL DEFAULT ''
+    upstream_api      TEXT    NOT NULL DEFAULT '',
+    conversation_id   TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
 "
@@ -105,6 +106,18 @@ SELECT time_ms / 86400000, COALESCE(tenant_id, ''), COALESCE(user_id, ''),
 FROM usage GROUP BY 1, 2, 3, 4, 5, 6;
 ";
 
+/// Schema 3 → 4: the conversation id of a call (attribution), in the
+/// ledger and the spool; old rows have none.
+const ADD_CONVERSATION: &str = "ADD COLUMN conversation_id TEXT";
+
+/// Written after the migrations, on a new file and a migrated one alike:
+/// a conversation budget rebuilt from the ledger reads one conversation's
+/// rows of one day.
+const CONVERSATION_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS usage_conversation_time
+    ON usage(tenant_id, conversation_id, time_ms) WHERE conversation_id IS NOT NULL;
+";
+
 /// Schema 1 → 2: the API of the call, Anthropic cache-write tokens, and the
 /// flag of a call whose output went past the request's cap. `ADD COLUMN`
 /// with a default rewrites nothing: old rows read as chat calls.
@@ -154,7 +167,8 @@ CREATE TABLE IF NOT EXISTS spool (
     cache_write_tokens INTEGER NOT NULL,
     over_cap          INTEGER NOT NULL,
     requested_model   TEXT    NOT NULL DEFAULT '',
-    upstream_api      TEXT    NOT NULL DEFAULT ''
+    upstream_api      TEXT    NOT NULL DEFAULT '',
+    conversation_id   TEXT
 );
 "
 );
@@ -171,14 +185,15 @@ pub(super) enum Table {
 const COLUMNS: &str = "time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
     reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api";
+    requested_model, upstream_api, conversation_id";
 
 const INSERT_SPOOL: &str = "
 INSERT INTO spool (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
     reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    requested_model, upstream_api, conversation_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+    ?21)";
 
 /// The oldest spooled rows, with their spool ids, at most `?1`.
 pub(super) fn select_spooled() -> String {
@@ -189,14 +204,15 @@ const INSERT: &str = "
 INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
     reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    requested_model, upstream_api, conversation_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+    ?21)";
 
 pub(super) const SELECT_ROW: &str = "
 SELECT time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
     reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api
+    requested_model, upstream_api, conversation_id
 FROM usage";
 
 pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
@@ -227,6 +243,13 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     }
     conn.execute_batch(ROLLUP_SCHEMA)?;
     conn.execute_batch(SPOOL_SCHEMA)?;
+    // Per table: one made by the statements above already has it.
+    for table in ["usage", "spool"] {
+        if !has_column(&conn, table, "conversation_id")? {
+            conn.execute(&format!("ALTER TABLE {table} {ADD_CONVERSATION}"), [])?;
+        }
+    }
+    conn.execute_batch(CONVERSATION_INDEX)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
 }
@@ -264,6 +287,7 @@ pub(super) fn insert_batch(
                 r.over_cap,
                 r.requested_model,
                 r.upstream_api,
+                r.conversation,
             ])?;
         }
     }
@@ -297,7 +321,19 @@ pub(super) fn read_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<LedgerRow>
         over_cap: r.get(at + 17)?,
         requested_model: r.get(at + 18)?,
         upstream_api: r.get(at + 19)?,
+        conversation: r.get(at + 20)?,
     })
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    for name in names {
+        if name? == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// SQLite integers are i64; values beyond it are clamped (never reached in practice).

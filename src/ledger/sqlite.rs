@@ -177,14 +177,25 @@ impl Ledger {
                 return Ok(local);
             }
         };
+        // Indexed: a day's conversations make this list long.
+        let mut index: std::collections::HashMap<ScopeKey, usize> = shared
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
         for (key, spend) in local {
-            match shared.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, s)) => {
+            match index.get(&key) {
+                Some(&i) => {
+                    let s = &mut shared[i].1;
                     s.tokens_minute += spend.tokens_minute;
                     s.tokens_day += spend.tokens_day;
                     s.micro_usd_month += spend.micro_usd_month;
+                    s.micro_usd_day += spend.micro_usd_day;
                 }
-                None => shared.push((key, spend)),
+                None => {
+                    index.insert(key.clone(), shared.len());
+                    shared.push((key, spend));
+                }
             }
         }
         Ok(shared)
@@ -233,6 +244,7 @@ impl Ledger {
                             tokens_minute: from_sql_int(r.get(1)?),
                             tokens_day: from_sql_int(r.get(2)?),
                             micro_usd_month: from_sql_int(r.get(3)?),
+                            micro_usd_day: 0,
                         },
                     ))
                 },
@@ -246,6 +258,31 @@ impl Ledger {
                 };
                 out.push((key, spend));
             }
+        }
+        // Conversations count only today (their index: tenant, id, time).
+        let sql = format!(
+            "SELECT tenant_id, conversation_id,
+                COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(micro_usd), 0)
+             FROM {table}
+             WHERE time_ms >= ?1 AND time_ms < ?2 AND conversation_id IS NOT NULL
+             GROUP BY tenant_id, conversation_id"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![day.0, day.1], |r| {
+            Ok((
+                ScopeKey::conversation(
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, String>(1)?,
+                ),
+                SpendInWindows {
+                    tokens_day: from_sql_int(r.get(2)?),
+                    micro_usd_day: from_sql_int(r.get(3)?),
+                    ..SpendInWindows::default()
+                },
+            ))
+        })?;
+        for row in rows {
+            out.push(row?);
         }
         Ok(out)
     }

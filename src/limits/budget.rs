@@ -26,6 +26,11 @@ pub struct BudgetLimits {
     pub tokens_per_minute: Option<u64>,
     pub tokens_per_day: Option<u64>,
     pub micro_usd_per_month: Option<u64>,
+    /// Conversation scope only (validation refuses it elsewhere).
+    pub micro_usd_per_day: Option<u64>,
+    /// `enforce: false`: a refusal of these limits is reported on the
+    /// reservation (`ReservationTicket::shadow`), never answered.
+    pub shadow: bool,
 }
 
 impl BudgetLimits {
@@ -34,6 +39,7 @@ impl BudgetLimits {
         self.tokens_per_minute.is_none()
             && self.tokens_per_day.is_none()
             && self.micro_usd_per_month.is_none()
+            && self.micro_usd_per_day.is_none()
     }
 
     /// These limits with every field set in `over` replacing ours
@@ -43,6 +49,8 @@ impl BudgetLimits {
             tokens_per_minute: over.tokens_per_minute.or(self.tokens_per_minute),
             tokens_per_day: over.tokens_per_day.or(self.tokens_per_day),
             micro_usd_per_month: over.micro_usd_per_month.or(self.micro_usd_per_month),
+            micro_usd_per_day: over.micro_usd_per_day.or(self.micro_usd_per_day),
+            shadow: self.shadow,
         }
     }
 
@@ -52,6 +60,7 @@ impl BudgetLimits {
             LimitKind::TokensPerMinute => self.tokens_per_minute,
             LimitKind::TokensPerDay => self.tokens_per_day,
             LimitKind::UsdPerMonth => self.micro_usd_per_month,
+            LimitKind::UsdPerDay => self.micro_usd_per_day,
         }
     }
 }
@@ -61,6 +70,11 @@ impl BudgetLimits {
 pub enum ScopeKey {
     User(String),
     Tenant(String),
+    /// One conversation of one tenant (`acme`'s `c-1` is not `globex`'s).
+    Conversation {
+        tenant: String,
+        id: String,
+    },
 }
 
 impl ScopeKey {
@@ -72,24 +86,48 @@ impl ScopeKey {
         ScopeKey::Tenant(id.into())
     }
 
-    /// `"user"` or `"tenant"`.
+    pub fn conversation(tenant: impl Into<String>, id: impl Into<String>) -> Self {
+        ScopeKey::Conversation {
+            tenant: tenant.into(),
+            id: id.into(),
+        }
+    }
+
+    /// `"user"`, `"tenant"` or `"conversation"`.
     pub fn kind(&self) -> &'static str {
         match self {
             ScopeKey::User(_) => "user",
             ScopeKey::Tenant(_) => "tenant",
+            ScopeKey::Conversation { .. } => "conversation",
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
             ScopeKey::User(id) | ScopeKey::Tenant(id) => id,
+            ScopeKey::Conversation { id, .. } => id,
+        }
+    }
+
+    /// Whether this scope counts the window of `kind`. A conversation
+    /// counts only its day: its entry (and its Redis keys) expire with the
+    /// day, so a million conversations do not stay for a month.
+    pub fn counts(&self, kind: LimitKind) -> bool {
+        match self {
+            ScopeKey::User(_) | ScopeKey::Tenant(_) => kind != LimitKind::UsdPerDay,
+            ScopeKey::Conversation { .. } => {
+                matches!(kind, LimitKind::TokensPerDay | LimitKind::UsdPerDay)
+            }
         }
     }
 }
 
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind(), self.id())
+        match self {
+            ScopeKey::Conversation { tenant, id } => write!(f, "conversation:{tenant}/{id}"),
+            _ => write!(f, "{}:{}", self.kind(), self.id()),
+        }
     }
 }
 
@@ -137,7 +175,7 @@ impl Charge {
     pub fn amount(&self, kind: LimitKind) -> u64 {
         match kind {
             LimitKind::TokensPerMinute | LimitKind::TokensPerDay => self.tokens,
-            LimitKind::UsdPerMonth => self.micro_usd,
+            LimitKind::UsdPerDay | LimitKind::UsdPerMonth => self.micro_usd,
         }
     }
 
@@ -162,22 +200,40 @@ impl Charge {
 pub enum LimitKind {
     TokensPerMinute,
     TokensPerDay,
+    UsdPerDay,
     UsdPerMonth,
 }
 
 impl LimitKind {
-    /// Check order inside one scope: shortest window first.
-    pub const ALL: [LimitKind; 3] = [
+    /// Check order inside one scope: shortest window first (the order of
+    /// the Redis scripts' window keys too).
+    pub const ALL: [LimitKind; 4] = [
         LimitKind::TokensPerMinute,
         LimitKind::TokensPerDay,
+        LimitKind::UsdPerDay,
         LimitKind::UsdPerMonth,
     ];
 
     pub fn window(self) -> Window {
         match self {
             LimitKind::TokensPerMinute => Window::Minute,
-            LimitKind::TokensPerDay => Window::Day,
+            LimitKind::TokensPerDay | LimitKind::UsdPerDay => Window::Day,
             LimitKind::UsdPerMonth => Window::Month,
+        }
+    }
+
+    /// A USD limit (`usd_budget_exceeded`), not a token one.
+    pub fn is_usd(self) -> bool {
+        matches!(self, LimitKind::UsdPerDay | LimitKind::UsdPerMonth)
+    }
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            LimitKind::TokensPerMinute => 0,
+            LimitKind::TokensPerDay => 1,
+            LimitKind::UsdPerDay => 2,
+            LimitKind::UsdPerMonth => 3,
         }
     }
 }
@@ -213,6 +269,11 @@ impl fmt::Display for BudgetRefusal {
             LimitKind::UsdPerMonth => write!(
                 f,
                 "monthly budget of ${} exhausted for {who} {id}",
+                format_micro_usd(self.limit)
+            ),
+            LimitKind::UsdPerDay => write!(
+                f,
+                "daily budget of ${} exhausted for {who} {id}",
                 format_micro_usd(self.limit)
             ),
         }
@@ -260,6 +321,33 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_counts_only_its_day_and_is_named_in_refusals() {
+        let c = ScopeKey::conversation("acme", "c-1");
+        assert_ne!(c, ScopeKey::conversation("globex", "c-1"));
+        assert_eq!(c.to_string(), "conversation:acme/c-1");
+        let counted: Vec<LimitKind> = LimitKind::ALL
+            .into_iter()
+            .filter(|k| c.counts(*k))
+            .collect();
+        assert_eq!(counted, [LimitKind::TokensPerDay, LimitKind::UsdPerDay]);
+        assert!(!ScopeKey::user("u").counts(LimitKind::UsdPerDay));
+        let r = BudgetRefusal {
+            scope: c,
+            kind: LimitKind::UsdPerDay,
+            limit: 2_000_000,
+            used: 1_999_000,
+            retry_after_secs: 5,
+        };
+        assert_eq!(
+            r.to_string(),
+            "daily budget of $2.00 exhausted for conversation c-1"
+        );
+        for (i, k) in LimitKind::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+    }
+
+    #[test]
     fn scope_key_display_parse_roundtrip() {
         let k = ScopeKey::User("alice".into());
         assert_eq!(k.to_string(), "user:alice");
@@ -282,6 +370,8 @@ mod tests {
             tokens_per_minute: Some(20_000),
             tokens_per_day: Some(200_000),
             micro_usd_per_month: Some(50_000_000),
+            micro_usd_per_day: None,
+            shadow: false,
         };
         let over = BudgetLimits {
             tokens_per_day: Some(500_000),

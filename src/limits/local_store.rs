@@ -12,22 +12,28 @@
 //! at settle time — a long stream that started at 23:59 is billed to the new
 //! day, where its tokens were really produced.
 //!
-//! Memory: an entry exists per scope that spent in the current month or has
-//! an open reservation. Every `prune_every` mutating operations, entries with
-//! no open reservation and no usage in any current window are dropped, so
-//! memory grows only with the users and tenants who actually spend this month.
+//! Memory: an entry exists per scope that spent in a current window it
+//! counts or has an open reservation. Every `prune_every` mutating
+//! operations (or as many as there are entries, when more: the sweep's
+//! cost stays constant per operation), entries with no open reservation
+//! and no usage in any current window are dropped, so memory grows only
+//! with the users and tenants who spend this month and the conversations
+//! that spend today (a conversation counts only its day).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::types::{
-    Backend, ReservationTicket, ReserveError, ScopeUsage, SpendInWindows, StoreError, TokensInUse,
+    Backend, ReservationTicket, ReserveError, ScopeUsage, SettledScope, SpendInWindows, StoreError,
+    TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, window_id, Window};
 
 /// Default number of mutating operations between prune sweeps.
 pub const DEFAULT_PRUNE_EVERY: u64 = 4096;
+/// Below this many entries the table keeps its capacity after a sweep.
+const MIN_KEPT_CAPACITY: usize = 1024;
 
 /// Settled amount in one window; stale once `window` is not the current id.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,40 +84,47 @@ impl WindowIds {
             month: window_id(Window::Month, now_unix),
         }
     }
+
+    fn of(&self, kind: LimitKind) -> u64 {
+        match kind.window() {
+            Window::Minute => self.minute,
+            Window::Day => self.day,
+            Window::Month => self.month,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct ScopeState {
-    tokens_minute: Slot,
-    tokens_day: Slot,
-    micro_usd_month: Slot,
+    /// Settled amounts, one per [`LimitKind::ALL`] entry (those the
+    /// scope does not count stay empty).
+    settled: [Slot; 4],
     reserved: Charge,
     open_reservations: u64,
 }
 
 impl ScopeState {
     fn settled(&self, kind: LimitKind, ids: WindowIds) -> u64 {
-        match kind {
-            LimitKind::TokensPerMinute => self.tokens_minute.current(ids.minute),
-            LimitKind::TokensPerDay => self.tokens_day.current(ids.day),
-            LimitKind::UsdPerMonth => self.micro_usd_month.current(ids.month),
-        }
+        self.settled[kind.index()].current(ids.of(kind))
     }
 
     fn usage(&self, ids: WindowIds) -> ScopeUsage {
         ScopeUsage {
-            tokens_minute: self.tokens_minute.current(ids.minute),
-            tokens_day: self.tokens_day.current(ids.day),
-            micro_usd_month: self.micro_usd_month.current(ids.month),
+            tokens_minute: self.settled(LimitKind::TokensPerMinute, ids),
+            tokens_day: self.settled(LimitKind::TokensPerDay, ids),
+            micro_usd_month: self.settled(LimitKind::UsdPerMonth, ids),
+            micro_usd_day: self.settled(LimitKind::UsdPerDay, ids),
             reserved_tokens: self.reserved.tokens,
             reserved_micro_usd: self.reserved.micro_usd,
         }
     }
 
-    fn add_settled(&mut self, c: Charge, ids: WindowIds) {
-        self.tokens_minute.add(ids.minute, c.tokens);
-        self.tokens_day.add(ids.day, c.tokens);
-        self.micro_usd_month.add(ids.month, c.micro_usd);
+    fn add_settled(&mut self, scope: &ScopeKey, c: Charge, ids: WindowIds) {
+        for kind in LimitKind::ALL {
+            if scope.counts(kind) {
+                self.settled[kind.index()].add(ids.of(kind), c.amount(kind));
+            }
+        }
     }
 
     fn unhold(&mut self, c: Charge) {
@@ -121,9 +134,9 @@ impl ScopeState {
 
     fn is_idle(&self, ids: WindowIds) -> bool {
         self.open_reservations == 0
-            && self.tokens_minute.is_spent_or_empty(ids.minute)
-            && self.tokens_day.is_spent_or_empty(ids.day)
-            && self.micro_usd_month.is_spent_or_empty(ids.month)
+            && LimitKind::ALL
+                .into_iter()
+                .all(|kind| self.settled[kind.index()].is_spent_or_empty(ids.of(kind)))
     }
 }
 
@@ -134,14 +147,19 @@ struct Inner {
     ops_since_prune: u64,
 }
 
+/// What checking a charge against every scope found.
+#[derive(Debug, Default)]
+struct Verdict {
+    /// The first enforced limit the charge would pass: refused.
+    refusal: Option<BudgetRefusal>,
+    /// The first limit in shadow mode it would pass: reported only.
+    shadow: Option<BudgetRefusal>,
+}
+
 impl Inner {
-    fn first_refusal(
-        &self,
-        scopes: &[(ScopeKey, BudgetLimits)],
-        charge: Charge,
-        now_unix: u64,
-    ) -> Option<BudgetRefusal> {
+    fn check(&self, scopes: &[(ScopeKey, BudgetLimits)], charge: Charge, now_unix: u64) -> Verdict {
         let ids = WindowIds::at(now_unix);
+        let mut verdict = Verdict::default();
         for (key, limits) in scopes {
             let state = self.scopes.get(key);
             for kind in LimitKind::ALL {
@@ -152,17 +170,24 @@ impl Inner {
                     s.settled(kind, ids).saturating_add(s.reserved.amount(kind))
                 });
                 if used.saturating_add(charge.amount(kind)) > limit {
-                    return Some(BudgetRefusal {
+                    let refusal = BudgetRefusal {
                         scope: key.clone(),
                         kind,
                         limit,
                         used,
                         retry_after_secs: seconds_to_reset(kind.window(), now_unix),
-                    });
+                    };
+                    if !limits.shadow {
+                        verdict.refusal = Some(refusal);
+                        return verdict;
+                    }
+                    // One report per scope: its other windows are not read.
+                    verdict.shadow.get_or_insert(refusal);
+                    break;
                 }
             }
         }
-        None
+        verdict
     }
 
     /// Counts a mutating operation and sweeps idle entries when due.
@@ -173,10 +198,17 @@ impl Inner {
         let Some(now_unix) = now_unix else {
             return;
         };
-        if self.ops_since_prune >= prune_every {
+        // At least one operation per entry between sweeps: a sweep visits
+        // every entry, so its cost per operation stays constant.
+        let due = prune_every.max(self.scopes.len() as u64);
+        if self.ops_since_prune >= due {
             self.ops_since_prune = 0;
             let ids = WindowIds::at(now_unix);
             self.scopes.retain(|_, s| !s.is_idle(ids));
+            // A day's million conversations gone: give the table back too.
+            if self.scopes.capacity() > 4 * self.scopes.len().max(MIN_KEPT_CAPACITY) {
+                self.scopes.shrink_to_fit();
+            }
         }
     }
 }
@@ -229,11 +261,13 @@ impl LocalStore {
     ) -> Result<ReservationTicket, ReserveError> {
         let mut inner = self.lock();
         // Check everything before touching anything: all-or-none.
-        if let Some(refusal) = inner.first_refusal(scopes, charge, now_unix) {
+        let verdict = inner.check(scopes, charge, now_unix);
+        if let Some(refusal) = verdict.refusal {
             return Err(ReserveError::Refused(refusal));
         }
         let mut keys: Vec<ScopeKey> = Vec::with_capacity(scopes.len());
-        for (key, _) in scopes {
+        let mut limits = Vec::with_capacity(scopes.len());
+        for (key, scope_limits) in scopes {
             // A scope listed twice is held once, matching how it was checked.
             if keys.contains(key) {
                 continue;
@@ -242,6 +276,7 @@ impl LocalStore {
             state.reserved = state.reserved.saturating_add(charge);
             state.open_reservations += 1;
             keys.push(key.clone());
+            limits.push(*scope_limits);
         }
         let ids = WindowIds::at(now_unix);
         let tokens_in_use = keys
@@ -255,10 +290,12 @@ impl LocalStore {
         Ok(ReservationTicket {
             id,
             scopes: keys,
+            limits,
             charge,
             reserved_at: now_unix,
             backend: Backend::Local,
             tokens_in_use,
+            shadow: verdict.shadow,
         })
     }
 
@@ -267,18 +304,31 @@ impl LocalStore {
         ticket: ReservationTicket,
         actual: Charge,
         now_unix: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SettledScope>, StoreError> {
         let ids = WindowIds::at(now_unix);
+        let mut settled = Vec::with_capacity(ticket.scopes.len());
         let mut inner = self.lock();
-        for key in &ticket.scopes {
+        for (i, key) in ticket.scopes.into_iter().enumerate() {
             // Entries with open reservations are never pruned, so this is
             // normally present; re-create it rather than lose usage.
             let state = inner.scopes.entry(key.clone()).or_default();
             state.unhold(ticket.charge);
-            state.add_settled(actual, ids);
+            state.add_settled(&key, actual, ids);
+            let u = state.usage(ids);
+            settled.push(SettledScope {
+                scope: key,
+                limits: ticket.limits.get(i).copied().unwrap_or_default(),
+                spent: SpendInWindows {
+                    tokens_minute: u.tokens_minute,
+                    tokens_day: u.tokens_day,
+                    micro_usd_month: u.micro_usd_month,
+                    micro_usd_day: u.micro_usd_day,
+                },
+                added: actual,
+            });
         }
         inner.tick(self.prune_every, Some(now_unix));
-        Ok(())
+        Ok(settled)
     }
 
     pub fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
@@ -314,18 +364,12 @@ impl LocalStore {
         let mut inner = self.lock();
         for (key, s) in spend {
             let state = inner.scopes.entry(key.clone()).or_default();
-            state.tokens_minute = Slot {
-                window: ids.minute,
-                amount: s.tokens_minute,
-            };
-            state.tokens_day = Slot {
-                window: ids.day,
-                amount: s.tokens_day,
-            };
-            state.micro_usd_month = Slot {
-                window: ids.month,
-                amount: s.micro_usd_month,
-            };
+            for kind in LimitKind::ALL.into_iter().filter(|k| key.counts(*k)) {
+                state.settled[kind.index()] = Slot {
+                    window: ids.of(kind),
+                    amount: s.of(kind),
+                };
+            }
         }
         Ok(())
     }
@@ -432,6 +476,8 @@ mod tests {
             tokens_per_minute: Some(5),
             tokens_per_day: Some(5),
             micro_usd_per_month: Some(5),
+            micro_usd_per_day: None,
+            shadow: false,
         };
         let scopes = [(ScopeKey::user("u"), tight), (ScopeKey::tenant("t"), tight)];
         let r = refusal(s.reserve(
@@ -527,6 +573,8 @@ mod tests {
             tokens_per_minute: Some(100),
             tokens_per_day: Some(150),
             micro_usd_per_month: None,
+            micro_usd_per_day: None,
+            shadow: false,
         };
         let scopes = [(ScopeKey::user("u"), limits)];
         for now in [NOW, NOW + 60] {
@@ -579,6 +627,7 @@ mod tests {
             tokens_minute: 10,
             tokens_day: 90,
             micro_usd_month: 5_000,
+            micro_usd_day: 0,
         };
         assert!(s.restore(&[(ScopeKey::user("a"), spend)], NOW).is_ok());
         assert!(s.restore(&[(ScopeKey::user("a"), spend)], NOW).is_ok()); // idempotent
@@ -614,16 +663,150 @@ mod tests {
         // Next sweep runs on this op.
         assert!(s.reserve(&scopes("holder"), Charge::tokens(0), NOW).is_ok());
         assert_eq!(s.tracked_scopes(), 2);
-        // Next month the spender's usage is stale: dropped.
+        // Next month the spender's usage is stale: dropped by the sweep
+        // after as many operations as there are entries (two).
         let next_month = NOW + 31 * 86_400;
-        assert!(s
-            .reserve(&scopes("holder"), Charge::tokens(0), next_month)
-            .is_ok());
+        for _ in 0..2 {
+            assert!(s
+                .reserve(&scopes("holder"), Charge::tokens(0), next_month)
+                .is_ok());
+        }
         assert_eq!(s.tracked_scopes(), 1);
         assert_eq!(
             usage(&s, &ScopeKey::user("spender"), next_month),
             ScopeUsage::default()
         );
+    }
+
+    fn conversation_limits() -> BudgetLimits {
+        BudgetLimits {
+            tokens_per_day: Some(1_000),
+            micro_usd_per_day: Some(2_000_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_conversation_counts_its_day_only_and_per_tenant() {
+        let s = LocalStore::new();
+        let acme = ScopeKey::conversation("acme", "c-1");
+        let globex = ScopeKey::conversation("globex", "c-1");
+        let c = Charge {
+            tokens: 600,
+            micro_usd: 1_500_000,
+        };
+        let t = s.reserve(&[(acme.clone(), conversation_limits())], c, NOW);
+        assert!(s
+            .settle(t.unwrap_or_else(|e| panic!("{e}")), c, NOW)
+            .is_ok());
+        let u = usage(&s, &acme, NOW);
+        assert_eq!((u.tokens_day, u.micro_usd_day), (600, 1_500_000));
+        // Neither the minute nor the month is counted for a conversation.
+        assert_eq!((u.tokens_minute, u.micro_usd_month), (0, 0));
+        // The USD day refuses the call that would pass it, naming the scope.
+        let r = refusal(s.reserve(
+            &[(acme.clone(), conversation_limits())],
+            Charge {
+                tokens: 1,
+                micro_usd: 500_001,
+            },
+            NOW,
+        ));
+        assert_eq!(
+            (r.scope.clone(), r.kind),
+            (acme.clone(), LimitKind::UsdPerDay)
+        );
+        assert_eq!(r.used, 1_500_000);
+        assert!(r.to_string().contains("conversation c-1"));
+        // globex's c-1 is another conversation.
+        assert!(s
+            .reserve(&[(globex, conversation_limits())], c, NOW)
+            .is_ok());
+        // The next day it starts again.
+        assert!(s
+            .reserve(&[(acme, conversation_limits())], c, NOW + 86_400)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_day_of_conversations_is_dropped_the_next_day() {
+        let s = LocalStore::with_prune_every(1);
+        let c = Charge {
+            tokens: 1,
+            micro_usd: 1,
+        };
+        let n = 20_000;
+        for i in 0..n {
+            let key = ScopeKey::conversation("acme", format!("c-{i}"));
+            let t = s.reserve(&[(key, conversation_limits())], c, NOW);
+            assert!(s
+                .settle(t.unwrap_or_else(|e| panic!("{e}")), c, NOW)
+                .is_ok());
+        }
+        assert_eq!(s.tracked_scopes(), n);
+        // Sweeps come at most once per `len` operations, so a day later the
+        // next `len` operations see them all gone.
+        let tomorrow = NOW + 86_400;
+        let user = [(ScopeKey::user("u"), BudgetLimits::default())];
+        for _ in 0..=n {
+            let t = s.reserve(&user, Charge::tokens(0), tomorrow);
+            assert!(s.release(t.unwrap_or_else(|e| panic!("{e}"))).is_ok());
+        }
+        assert!(s.tracked_scopes() <= 1, "{}", s.tracked_scopes());
+        assert!(s.lock().scopes.capacity() < 4 * MIN_KEPT_CAPACITY + 1);
+    }
+
+    #[test]
+    fn restore_seeds_a_conversations_day() {
+        let s = LocalStore::new();
+        let key = ScopeKey::conversation("acme", "c-1");
+        let spend = SpendInWindows {
+            tokens_day: 900,
+            micro_usd_day: 1_900_000,
+            micro_usd_month: 7,
+            ..Default::default()
+        };
+        assert!(s.restore(&[(key.clone(), spend)], NOW).is_ok());
+        let u = usage(&s, &key, NOW);
+        assert_eq!(
+            (u.tokens_day, u.micro_usd_day, u.micro_usd_month),
+            (900, 1_900_000, 0)
+        );
+        let r = refusal(s.reserve(&[(key, conversation_limits())], Charge::tokens(101), NOW));
+        assert_eq!((r.kind, r.used), (LimitKind::TokensPerDay, 900));
+    }
+
+    #[test]
+    fn a_shadow_budget_holds_and_reports_but_never_refuses() {
+        let s = LocalStore::new();
+        let shadow = BudgetLimits {
+            shadow: true,
+            ..tpm(100)
+        };
+        let scopes = [
+            (ScopeKey::user("u"), shadow),
+            (ScopeKey::tenant("t"), tpm(1_000)),
+        ];
+        let first = s.reserve(&scopes, Charge::tokens(80), NOW);
+        let first = first.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(first.shadow, None);
+        // Past the shadow limit: held all the same, the would-be refusal reported.
+        let second = s.reserve(&scopes, Charge::tokens(80), NOW);
+        let second = second.unwrap_or_else(|e| panic!("{e:?}"));
+        let r = second
+            .shadow
+            .clone()
+            .unwrap_or_else(|| panic!("no shadow refusal"));
+        assert_eq!(
+            (r.scope, r.kind, r.used),
+            (ScopeKey::user("u"), LimitKind::TokensPerMinute, 80)
+        );
+        assert!(s.settle(first, Charge::tokens(80), NOW).is_ok());
+        assert!(s.settle(second, Charge::tokens(80), NOW).is_ok());
+        assert_eq!(usage(&s, &ScopeKey::user("u"), NOW).tokens_minute, 160);
+        // An enforced limit still refuses, whatever a shadow one says.
+        let r = refusal(s.reserve(&scopes, Charge::tokens(900), NOW));
+        assert_eq!(r.scope, ScopeKey::tenant("t"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Which budgets apply to a caller: the user-scope limits (with the
-//! caller's overrides) and the tenant-scope limits, compiled from config.
+//! Which budgets apply to a call: the user-scope limits (with the
+//! caller's overrides), the tenant-scope limits and, for a call naming a
+//! conversation, the conversation-scope limits, compiled from config.
 
 use super::budget::{BudgetLimits, ScopeKey};
 use crate::auth::Identity;
@@ -11,6 +12,9 @@ use std::collections::HashMap;
 pub struct BudgetPolicy {
     user: BudgetLimits,
     tenant: BudgetLimits,
+    /// `None` without a conversation budget entry: conversations are then
+    /// not tracked at all (no counter per conversation id).
+    conversation: Option<BudgetLimits>,
     overrides: HashMap<String, BudgetLimits>,
 }
 
@@ -28,10 +32,13 @@ impl BudgetPolicy {
                 tokens_per_minute: budget.tokens_per_minute,
                 tokens_per_day: budget.tokens_per_day,
                 micro_usd_per_month: usd(budget.usd_per_month)?,
+                micro_usd_per_day: usd(budget.usd_per_day)?,
+                shadow: !budget.enforce,
             };
             match budget.scope {
                 BudgetScope::User => policy.user = compiled,
                 BudgetScope::Tenant => policy.tenant = compiled,
+                BudgetScope::Conversation => policy.conversation = Some(compiled),
             }
         }
         for (user, o) in &limits.overrides {
@@ -39,6 +46,8 @@ impl BudgetPolicy {
                 tokens_per_minute: o.tokens_per_minute,
                 tokens_per_day: o.tokens_per_day,
                 micro_usd_per_month: usd(o.usd_per_month)?,
+                micro_usd_per_day: None,
+                shadow: false,
             };
             policy.overrides.insert(user.clone(), over);
         }
@@ -57,18 +66,27 @@ impl BudgetPolicy {
     }
 
     /// Scopes to reserve against, user first (its refusal is reported
-    /// first). Unlimited scopes are included too, so that spend is tracked
-    /// and shown by /admin/usage even where nothing caps it.
-    pub fn scopes_for(&self, identity: &Identity) -> [(ScopeKey, BudgetLimits); 2] {
-        [
-            (
-                ScopeKey::User(identity.user.clone()),
-                self.user_limits(&identity.user),
-            ),
-            (
-                ScopeKey::Tenant(identity.tenant.clone()),
-                self.tenant_limits(),
-            ),
-        ]
+    /// first), then tenant, then the call's conversation when it names one
+    /// and a conversation budget exists. Unlimited user and tenant scopes
+    /// are included too, so that spend is tracked and shown by
+    /// /admin/usage even where nothing caps it.
+    pub fn scopes_for(
+        &self,
+        identity: &Identity,
+        conversation: Option<&str>,
+    ) -> Vec<(ScopeKey, BudgetLimits)> {
+        let mut scopes = Vec::with_capacity(3);
+        scopes.push((
+            ScopeKey::User(identity.user.clone()),
+            self.user_limits(&identity.user),
+        ));
+        scopes.push((
+            ScopeKey::Tenant(identity.tenant.clone()),
+            self.tenant_limits(),
+        ));
+        if let (Some(id), Some(limits)) = (conversation, self.conversation) {
+            scopes.push((ScopeKey::conversation(&identity.tenant, id), limits));
+        }
+        scopes
     }
 }

@@ -12,12 +12,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limits::budget::{BudgetLimits, Charge, ScopeKey};
+use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, ScopeKey};
 use crate::limits::local_counters::LocalCounters;
 use crate::limits::redis_store::RedisStore;
 use crate::limits::types::{
     AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, ReservationTicket, ReserveError,
-    ScopeUsage, StoreError, TokensInUse,
+    ScopeUsage, SettledScope, StoreError, TokensInUse,
 };
 
 /// The counters of this gateway: in process, or shared through Redis.
@@ -116,13 +116,14 @@ impl Store {
 
     /// Replaces the reservation by the real usage, counted in the windows
     /// current at `now_unix`. `actual` may exceed the reservation and push
-    /// usage over the limit; later requests are then refused.
+    /// usage over the limit; later requests are then refused. Returns each
+    /// scope's settled spend after it (threshold alerts).
     pub async fn settle(
         &self,
         ticket: ReservationTicket,
         actual: Charge,
         now_unix: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SettledScope>, StoreError> {
         match (self, ticket.backend) {
             (Store::Redis(redis), Backend::Redis) => {
                 Box::pin(redis.settle(ticket, actual, now_unix)).await
@@ -139,6 +140,24 @@ impl Store {
         match (self, ticket.backend) {
             (Store::Redis(redis), Backend::Redis) => Box::pin(redis.release(ticket)).await,
             _ => self.local_counters().budgets.release(ticket),
+        }
+    }
+
+    /// Claims `token` for `ttl_secs` across every instance: `Some(true)`
+    /// for the first claim, `Some(false)` when another made it; `None` in
+    /// local mode (the caller keeps its own record). A Redis failure is an
+    /// error: the caller decides.
+    pub async fn claim_once(
+        &self,
+        tenant: &str,
+        token: &str,
+        ttl_secs: u64,
+    ) -> Result<Option<bool>, StoreError> {
+        match self {
+            Store::Local(_) => Ok(None),
+            Store::Redis(redis) => Box::pin(redis.claim_once(tenant, token, ttl_secs))
+                .await
+                .map(Some),
         }
     }
 
@@ -229,16 +248,26 @@ impl Reservation {
             .map(|t| t.tokens_in_use)
     }
 
+    /// The refusal a budget in shadow mode would have answered.
+    pub fn shadow_refusal(&self) -> Option<&BudgetRefusal> {
+        self.ticket.as_ref().and_then(|t| t.shadow.as_ref())
+    }
+
     /// Which backend holds it (its errors are counted under that name).
     pub fn backend(&self) -> Backend {
         self.ticket.as_ref().map_or(Backend::Local, |t| t.backend)
     }
 
-    /// Records the real usage in place of the reservation.
-    pub async fn settle(mut self, actual: Charge, now_unix: u64) -> Result<(), StoreError> {
+    /// Records the real usage in place of the reservation; each scope's
+    /// spend after it.
+    pub async fn settle(
+        mut self,
+        actual: Charge,
+        now_unix: u64,
+    ) -> Result<Vec<SettledScope>, StoreError> {
         match self.ticket.take() {
             Some(ticket) => self.store.settle(ticket, actual, now_unix).await,
-            None => Ok(()),
+            None => Ok(Vec::new()),
         }
     }
 

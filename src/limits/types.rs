@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::limits::budget::{BudgetRefusal, Charge, ScopeKey};
+use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::rate::RateDecision;
 use crate::limits::window::Window;
 
@@ -34,6 +34,30 @@ pub struct SpendInWindows {
     pub tokens_minute: u64,
     pub tokens_day: u64,
     pub micro_usd_month: u64,
+    /// Counted for conversations only (their one USD window).
+    pub micro_usd_day: u64,
+}
+
+impl SpendInWindows {
+    /// The settled amount in the window of `kind`.
+    pub fn of(&self, kind: LimitKind) -> u64 {
+        match kind {
+            LimitKind::TokensPerMinute => self.tokens_minute,
+            LimitKind::TokensPerDay => self.tokens_day,
+            LimitKind::UsdPerDay => self.micro_usd_day,
+            LimitKind::UsdPerMonth => self.micro_usd_month,
+        }
+    }
+
+    /// The larger of each window's two figures.
+    pub fn max(self, other: SpendInWindows) -> SpendInWindows {
+        SpendInWindows {
+            tokens_minute: self.tokens_minute.max(other.tokens_minute),
+            tokens_day: self.tokens_day.max(other.tokens_day),
+            micro_usd_month: self.micro_usd_month.max(other.micro_usd_month),
+            micro_usd_day: self.micro_usd_day.max(other.micro_usd_day),
+        }
+    }
 }
 
 /// Where Redis mode rebuilds a scope's budget windows that Redis lost:
@@ -44,6 +68,16 @@ pub trait SpendSource: Send + Sync {
     async fn spend(&self, scope: &ScopeKey, now_unix: u64) -> Result<SpendInWindows, String>;
 }
 
+/// One scope after a settlement: its settled spend in the windows it
+/// counts (this call included), what this call added, and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledScope {
+    pub scope: ScopeKey,
+    pub limits: BudgetLimits,
+    pub spent: SpendInWindows,
+    pub added: Charge,
+}
+
 /// Usage of one scope for the admin API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ScopeUsage {
@@ -51,6 +85,8 @@ pub struct ScopeUsage {
     pub tokens_minute: u64,
     pub tokens_day: u64,
     pub micro_usd_month: u64,
+    /// Settled micro-USD today (conversations only).
+    pub micro_usd_day: u64,
     /// Held by in-flight requests; counted against every current window.
     pub reserved_tokens: u64,
     pub reserved_micro_usd: u64,
@@ -86,12 +122,19 @@ pub struct ReservationTicket {
     pub id: u64,
     /// Scopes the charge was reserved against, in request order, deduplicated.
     pub scopes: Vec<ScopeKey>,
+    /// Each scope's limits (same order): what a settlement's threshold
+    /// alerts are measured against.
+    pub limits: Vec<BudgetLimits>,
     pub charge: Charge,
     /// `now_unix` at reserve time, so a backend can locate per-window holds.
     pub reserved_at: u64,
     pub backend: Backend,
     /// The first scope's token use as the reservation saw it.
     pub tokens_in_use: TokensInUse,
+    /// The refusal a budget in shadow mode (`enforce: false`) would have
+    /// answered: the first such, in check order. The charge is held in it
+    /// all the same, so its counters show the real use.
+    pub shadow: Option<BudgetRefusal>,
 }
 
 /// Tokens in use (settled + every hold, this reservation's included) in

@@ -8,6 +8,8 @@ use super::api::LlmApi;
 use super::model::Model;
 use super::pricing::TokenClasses;
 use super::tally::{ParsedUsage, Usage};
+use crate::alerts::webhook::Webhook;
+use crate::alerts::Alerts;
 use crate::config::schema::UpstreamApi;
 use crate::ledger::{Ledger, LedgerRow};
 use crate::limits::budget::Charge;
@@ -71,6 +73,12 @@ pub struct LlmCall {
     pub output_guard: Vec<&'static str>,
 }
 
+/// Where a settlement's threshold crossings go.
+pub struct AlertSink<'a> {
+    pub alerts: &'a Alerts,
+    pub webhooks: &'a [Arc<Webhook>],
+}
+
 /// Identity and route facts the ledger row needs.
 pub struct CallFacts<'a> {
     pub request_id: &'a str,
@@ -78,6 +86,7 @@ pub struct CallFacts<'a> {
     pub tenant: Option<&'a str>,
     pub key_id: Option<&'a str>,
     pub route: &'a str,
+    pub conversation: Option<&'a str>,
 }
 
 /// Tokens billed for the call, and whether they are an estimate.
@@ -149,7 +158,12 @@ fn over_cap(call: &LlmCall, usage: &Usage) -> Option<&'static str> {
 impl LlmCall {
     /// Settles the call; the returned summary feeds the access log and the
     /// trace span.
-    pub async fn settle(mut self, ledger: &Ledger, facts: &CallFacts<'_>) -> LlmSummary {
+    pub async fn settle(
+        mut self,
+        ledger: &Ledger,
+        alerts: AlertSink<'_>,
+        facts: &CallFacts<'_>,
+    ) -> LlmSummary {
         let api = self.api;
         let mut summary = LlmSummary {
             model: self.requested_model.clone(),
@@ -201,12 +215,21 @@ impl LlmCall {
                 micro_usd,
             };
             let backend = r.backend();
-            if let Err(e) = r.settle(actual, clock::unix_secs().max(0) as u64).await {
-                // Redis failures are counted by the store itself.
-                if backend == Backend::Local {
-                    metrics::inc(&metrics::STORE_ERRORS, &[backend.name()]);
+            let now = clock::unix_secs().max(0) as u64;
+            match r.settle(actual, now).await {
+                Ok(settled) => alerts.alerts.observe(
+                    alerts.webhooks,
+                    &settled,
+                    facts.tenant.unwrap_or(""),
+                    now,
+                ),
+                Err(e) => {
+                    // Redis failures are counted by the store itself.
+                    if backend == Backend::Local {
+                        metrics::inc(&metrics::STORE_ERRORS, &[backend.name()]);
+                    }
+                    tracing::error!(request_id = facts.request_id, "settling budget failed: {e}");
                 }
-                tracing::error!(request_id = facts.request_id, "settling budget failed: {e}");
             }
         }
         let tenant = facts.tenant.unwrap_or("");
@@ -243,6 +266,7 @@ impl LlmCall {
             upstream_api: self
                 .upstream_api
                 .map_or_else(String::new, |u| u.name().to_string()),
+            conversation: facts.conversation.map(str::to_string),
         });
         summary
     }

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod api;
 pub mod bpe;
+pub mod conversation;
 pub mod exchange;
 pub mod model;
 pub mod output_guard;

@@ -26,7 +26,7 @@ use crate::ctx::RequestCtx;
 use crate::edge::headers::{decorate_response, HOP_BY_HOP};
 use crate::error::GatewayError;
 use crate::guards::output::Findings;
-use crate::limits::budget::{Charge, LimitKind, ScopeKey};
+use crate::limits::budget::{BudgetRefusal, Charge, ScopeKey};
 use crate::limits::store::{Reservation, Store};
 use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
@@ -98,6 +98,9 @@ async fn serve_call(
     let mut request =
         LlmRequest::parse(api, &body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
     drop(body);
+    ctx.conversation = snapshot
+        .attribution
+        .conversation(&session.req_header().headers, request.body_mut())?;
     check_shape(&request, &snapshot)?;
     if let Some(compiled) = snapshot.guards.as_ref() {
         compiled.apply(guards, &mut request)?;
@@ -370,7 +373,9 @@ async fn reserve(
     let Some(identity) = ctx.identity.clone() else {
         return Err(GatewayError::Internal("llm call without identity".into()).into());
     };
-    let scopes = snapshot.budgets.scopes_for(&identity);
+    let scopes = snapshot
+        .budgets
+        .scopes_for(&identity, ctx.conversation.as_deref());
     let hold = reservation_hold(snapshot, candidates);
     let now = now_unix();
     let route = ctx.route_index.and_then(|i| snapshot.routes.get(i));
@@ -395,24 +400,39 @@ async fn reserve(
         _ => Reservation::reserve(store, &scopes, estimate, now, hold).await,
     };
     match reserved {
-        Ok(r) => Ok(Reserved::Held(r)),
+        Ok(r) => {
+            if let Some(shadow) = r.shadow_refusal() {
+                ctx.record_shadow_refusal(over_budget_code(shadow));
+            }
+            Ok(Reserved::Held(r))
+        }
         Err(ReserveError::Refused(refusal)) => {
             let message = refusal.to_string();
             let retry_after = refusal.retry_after_secs.max(1);
-            Ok(Reserved::OverBudget(match refusal.kind {
-                LimitKind::UsdPerMonth => GatewayError::UsdBudgetExceeded {
+            Ok(Reserved::OverBudget(if refusal.kind.is_usd() {
+                GatewayError::UsdBudgetExceeded {
                     message,
                     retry_after,
-                },
-                _ => GatewayError::TokenBudgetExceeded {
+                }
+            } else {
+                GatewayError::TokenBudgetExceeded {
                     message,
                     retry_after,
-                },
+                }
             }))
         }
         // The store counted and logged it; with `allow` it answered from
         // its local counters instead of failing.
         Err(ReserveError::Unavailable(_)) => Err(GatewayError::StoreUnavailable.into()),
+    }
+}
+
+/// The `error.code` a budget refusal is answered with.
+fn over_budget_code(refusal: &BudgetRefusal) -> &'static str {
+    if refusal.kind.is_usd() {
+        "usd_budget_exceeded"
+    } else {
+        "token_budget_exceeded"
     }
 }
 

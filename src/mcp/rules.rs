@@ -184,6 +184,7 @@ mod tests {
         let mut refund = rule("refund_ticket", &["admin"]);
         refund.rate_limit = Some(RateLimitConfig {
             requests_per_minute: 5,
+            enforce: true,
         });
         let config = ToolsConfig {
             default,

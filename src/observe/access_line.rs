@@ -25,6 +25,9 @@ pub struct AccessLine<'a> {
     pub client_ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
+    /// The LLM call's conversation id (absent when it named none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<&'a str>,
     pub duration_ms: f64,
     pub error: Option<&'a str>,
     pub error_code: Option<&'static str>,
@@ -45,6 +48,9 @@ pub struct AccessLine<'a> {
     /// Outer `None`: not an LLM call; inner `None`: no model served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub served_model: Option<Option<&'a str>>,
+    /// The refusal a limit in shadow mode would have answered (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_refusal: Option<&'static str>,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
@@ -76,6 +82,8 @@ pub struct RequestFacts<'a> {
     pub user: Option<&'a str>,
     pub tenant: Option<&'a str>,
     pub key_id: Option<&'a str>,
+    pub conversation: Option<&'a str>,
+    pub shadow_refusal: Option<&'static str>,
     pub upstream_peer: Option<SocketAddr>,
     pub error: Option<&'a str>,
     pub error_code: Option<&'static str>,
@@ -91,6 +99,7 @@ impl<'a> AccessLine<'a> {
             cached_tokens: llm.map(|l| l.cached_tokens),
             client_ip: facts.client_ip,
             completion_tokens: llm.map(|l| l.completion_tokens),
+            conversation: facts.conversation,
             duration_ms: facts.duration_ms,
             error: facts.error,
             error_code: facts.error_code,
@@ -107,6 +116,7 @@ impl<'a> AccessLine<'a> {
             request_id: facts.request_id,
             route: facts.route,
             served_model: llm.map(|l| l.served_model.as_deref()),
+            shadow_refusal: facts.shadow_refusal,
             status: facts.status,
             stream: llm.map(|l| l.stream),
             tenant: facts.tenant,
@@ -146,6 +156,8 @@ mod tests {
             user: Some("alice"),
             tenant: Some("acme"),
             key_id: Some("k1"),
+            conversation: None,
+            shadow_refusal: None,
             upstream_peer: Some("127.0.0.1:9000".parse().unwrap()),
             error: None,
             error_code: None,
@@ -225,6 +237,16 @@ mod tests {
         llm.served_model = None;
         llm.estimated = true;
         assert_eq!(typed_line(Some(&llm)), value_line(Some(&llm)));
+    }
+
+    #[test]
+    fn a_conversation_is_written_only_when_the_call_named_one() {
+        let line: Value = serde_json::to_value(AccessLine::new(facts(), "t".into(), None)).unwrap();
+        assert!(line.get("conversation").is_none());
+        let mut f = facts();
+        f.conversation = Some("c-\"1\"");
+        let text = serde_json::to_string(&AccessLine::new(f, "t".into(), None)).unwrap();
+        assert!(text.contains(r#""conversation":"c-\"1\"""#), "{text}");
     }
 
     #[test]

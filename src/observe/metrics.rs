@@ -62,6 +62,13 @@ metric!(LLM_OVER_CAP: IntCounterVec = register_int_counter_vec!(
     &["model", "kind"]));
 metric!(MCP_CALLS: IntCounterVec = register_int_counter_vec!(
     "tollgate_mcp_calls_total", "MCP tool calls by outcome (allowed, denied, error)", &["route", "tool", "outcome"]));
+metric!(SHADOW_REFUSALS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_shadow_refusals_total",
+    "Requests a limit with enforce: false would have refused (served anyway)", &["code"]));
+metric!(ALERTS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_alerts_total",
+    "Budget threshold alerts: sent, retried (one per retry), dropped (queue full or never taken)",
+    &["result"]));
 metric!(OTLP_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
     "tollgate_otlp_spans_dropped_total", "Trace spans not exported", &["reason"]));
 
@@ -79,6 +86,8 @@ pub fn init() {
         &LLM_OVER_CAP,
         &OTLP_SPANS_DROPPED,
         &MCP_CALLS,
+        &SHADOW_REFUSALS,
+        &ALERTS,
     ] {
         Lazy::force(lazy);
     }

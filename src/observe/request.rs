@@ -6,7 +6,7 @@ use crate::admission::AuditEvent;
 use crate::auth::AuthFailure;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
-use crate::llm::account::CallFacts;
+use crate::llm::account::{AlertSink, CallFacts};
 use crate::observe::access_line::{AccessLine, RequestFacts};
 use crate::observe::metrics;
 use crate::state::GatewayState;
@@ -160,10 +160,15 @@ pub async fn request_done(
             tenant: identity.map(|i| i.tenant.as_str()),
             key_id: identity.map(|i| i.key_id.as_str()),
             route: ctx.route_name(),
+            conversation: ctx.conversation.as_deref(),
         };
         // Boxed: the settlement's future is large (store round trips) and
         // would otherwise size every request's `logging` future.
-        let summary = Box::pin(call.settle(&state.ledger, &facts)).await;
+        let alerts = AlertSink {
+            alerts: &state.alerts,
+            webhooks: &ctx.snapshot.webhooks,
+        };
+        let summary = Box::pin(call.settle(&state.ledger, alerts, &facts)).await;
         ctx.llm_summary = Some(summary);
     }
     let status_code = session.response_written().map(|r| r.status);
@@ -229,6 +234,8 @@ pub async fn request_done(
             user: identity.map(|i| i.user.as_str()),
             tenant: identity.map(|i| i.tenant.as_str()),
             key_id: identity.map(|i| i.key_id.as_str()),
+            conversation: ctx.conversation.as_deref(),
+            shadow_refusal: ctx.shadow_refused,
             upstream_peer: ctx.peer,
             error: e.map(|e| e.etype().as_str()),
             error_code: ctx.error.as_ref().map(GatewayError::code),

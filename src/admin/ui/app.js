@@ -150,13 +150,40 @@ async function drawTable(report) {
   foot.append(tr);
 }
 
+// The costliest conversations of the range. Ids are client-chosen text:
+// set as textContent only, never parsed as HTML.
+const TOP_CONVERSATIONS = 20;
+
+function drawConversations(report) {
+  const rows = report.rows.filter((r) => r.conversation !== "")
+    .sort((a, b) => parseFloat(b.usd) - parseFloat(a.usd)).slice(0, TOP_CONVERSATIONS);
+  const body = $("conversation-table").tBodies[0];
+  body.replaceChildren();
+  for (const r of rows) {
+    const tr = el("tr");
+    tr.append(el("td", r.tenant), el("td", r.conversation, "conversation"), el("td", r.usd, "num usd"),
+      el("td", String(r.prompt_tokens), "num prompt"), el("td", String(r.completion_tokens), "num completion"),
+      el("td", String(r.calls), "num calls"));
+    body.append(tr);
+  }
+  if (rows.length === 0) {
+    const tr = el("tr");
+    const td = el("td", "No calls named a conversation in this range.");
+    td.colSpan = 6;
+    tr.append(td);
+    body.append(tr);
+  }
+}
+
 async function load() {
   const from = $("from").value, to = $("to").value;
   $("status").textContent = "Loading…";
   try {
-    const [byDay, byUser] = await Promise.all([api(reportUrl("day,model")), api(reportUrl("tenant,user"))]);
+    const [byDay, byUser, byConversation] = await Promise.all([api(reportUrl("day,model")),
+      api(reportUrl("tenant,user")), api(reportUrl("tenant,conversation"))]);
     drawChart(byDay, from, to);
     await drawTable(byUser);
+    drawConversations(byConversation);
     $("status").textContent = `${from} to ${to} (UTC days, inclusive)`;
     document.body.dataset.loaded = "true";
   } catch (e) {
@@ -189,6 +216,7 @@ function showLogin(message) {
   $("login").hidden = false;
   $("login-error").textContent = message || "";
   $("usage-table").tBodies[0].replaceChildren();
+  $("conversation-table").tBodies[0].replaceChildren();
   $("chart").replaceChildren();
   $("token").focus();
 }

@@ -35,7 +35,8 @@ fn tenant_base(prefix: &str, tenant: &str) -> String {
     key
 }
 
-/// `{prefix}{tenant}:u:{user}:` or `{prefix}{tenant}:t:`.
+/// `{prefix}{tenant}:u:{user}:`, `{prefix}{tenant}:t:` or
+/// `{prefix}{tenant}:c:{conversation}:`.
 fn scope_base(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
     let mut key = tenant_base(prefix, tenant);
     match scope {
@@ -45,14 +46,19 @@ fn scope_base(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
             key.push(':');
         }
         ScopeKey::Tenant(_) => key.push_str("t:"),
+        ScopeKey::Conversation { id, .. } => {
+            key.push_str("c:");
+            push_escaped(&mut key, id);
+            key.push(':');
+        }
     }
     key
 }
 
-/// The 4 budget keys of one scope at `now_unix`, in the order the scripts
-/// take them: tokens this minute, tokens today, micro-USD this month, open
-/// reservations.
-pub fn budget_keys(prefix: &str, tenant: &str, scope: &ScopeKey, now_unix: u64) -> [String; 4] {
+/// The 5 budget keys of one scope at `now_unix`, in the order the scripts
+/// take them: tokens this minute, tokens today, micro-USD today, micro-USD
+/// this month (the order of `LimitKind::ALL`), open reservations.
+pub fn budget_keys(prefix: &str, tenant: &str, scope: &ScopeKey, now_unix: u64) -> [String; 5] {
     let base = scope_base(prefix, tenant, scope);
     let windowed = |name: &str, w: Window| {
         let mut key = base.clone();
@@ -62,6 +68,7 @@ pub fn budget_keys(prefix: &str, tenant: &str, scope: &ScopeKey, now_unix: u64) 
     [
         windowed("tm", Window::Minute),
         windowed("td", Window::Day),
+        windowed("ud", Window::Day),
         windowed("um", Window::Month),
         format!("{base}res"),
     ]
@@ -74,6 +81,14 @@ pub fn budget_keys(prefix: &str, tenant: &str, scope: &ScopeKey, now_unix: u64) 
 pub fn marker_key(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
     let mut key = scope_base(prefix, tenant, scope);
     key.push_str("mk");
+    key
+}
+
+/// A one-time claim (an alert's threshold crossing) on the tenant's slot.
+pub fn claim_key(prefix: &str, tenant: &str, token: &str) -> String {
+    let mut key = tenant_base(prefix, tenant);
+    key.push_str("al:");
+    push_escaped(&mut key, token);
     key
 }
 
@@ -127,9 +142,12 @@ mod tests {
 
     #[test]
     fn keys_carry_the_tenant_hash_tag_and_their_window() {
-        let [m, d, mo, res] = budget_keys("tg:", "acme", &ScopeKey::User("bob".into()), NOW);
+        let [m, d, ud, mo, res] = budget_keys("tg:", "acme", &ScopeKey::User("bob".into()), NOW);
         assert_eq!(m, format!("tg:{{acme}}:u:bob:tm:{}", NOW / 60));
         assert_eq!(d, format!("tg:{{acme}}:u:bob:td:{}", NOW / 86_400));
+        assert_eq!(ud, format!("tg:{{acme}}:u:bob:ud:{}", NOW / 86_400));
+        let [_, cd, ..] = budget_keys("tg:", "acme", &ScopeKey::conversation("acme", "c:1}"), NOW);
+        assert_eq!(cd, format!("tg:{{acme}}:c:c%3A1%7D:td:{}", NOW / 86_400));
         assert_eq!(mo, format!("tg:{{acme}}:u:bob:um:{}", 2026 * 12 + 11));
         assert_eq!(res, "tg:{acme}:u:bob:res");
         let [t, ..] = budget_keys("tg:", "acme", &ScopeKey::Tenant("acme".into()), NOW);

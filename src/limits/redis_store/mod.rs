@@ -27,7 +27,7 @@ use crate::limits::local_counters::LocalCounters;
 use crate::limits::rate::RateDecision;
 use crate::limits::types::{
     AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
-    ReserveError, ScopeUsage, SpendInWindows, SpendSource, StoreError, TokensInUse,
+    ReserveError, ScopeUsage, SettledScope, SpendInWindows, SpendSource, StoreError, TokensInUse,
 };
 use crate::limits::window::{seconds_to_reset, Window};
 use crate::observe::metrics;
@@ -175,21 +175,28 @@ impl RedisStore {
             },
             None => (SpendInWindows::default(), MARKER_TTL_SECS),
         };
-        let [minute, day, month, _] =
+        let [minute, day, usd_day, month, _] =
             keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
         let marker = keys::marker_key(&self.settings.prefix, tenant, scope);
         let ttl = |w: Window| seconds_to_reset(w, now_unix).saturating_add(KEY_TTL_MARGIN_SECS);
+        // A conversation lives a day: its marker must not keep a million
+        // of them in Redis for 40.
+        let marker_ttl = match scope {
+            ScopeKey::Conversation { .. } => marker_ttl.min(ttl(Window::Day)),
+            _ => marker_ttl,
+        };
         let mut pipe = redis::pipe();
         self.scripts.rebuild.call(
             &mut pipe,
-            &[minute, day, month, marker],
+            &[minute, day, usd_day, month, marker],
             (
-                spend.tokens_minute,
-                spend.tokens_day,
-                spend.micro_usd_month,
-                ttl(Window::Minute),
-                ttl(Window::Day),
-                ttl(Window::Month),
+                vec![
+                    spend.tokens_minute,
+                    spend.tokens_day,
+                    spend.micro_usd_day,
+                    spend.micro_usd_month,
+                ],
+                window_ttls(now_unix),
                 marker_ttl,
             ),
         );
@@ -520,9 +527,9 @@ impl RedisStore {
         ticket: ReservationTicket,
         actual: Charge,
         now_unix: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SettledScope>, StoreError> {
         let tenant = hash_tag(ticket.scopes.iter());
-        let mut keys = Vec::with_capacity(ticket.scopes.len() * 4);
+        let mut keys = Vec::with_capacity(ticket.scopes.len() * 5);
         for scope in &ticket.scopes {
             keys.extend(keys::budget_keys(
                 &self.settings.prefix,
@@ -531,27 +538,69 @@ impl RedisStore {
                 now_unix,
             ));
         }
-        let ttl = |w: Window| seconds_to_reset(w, now_unix).saturating_add(KEY_TTL_MARGIN_SECS);
+        let counts: Vec<String> = ticket.scopes.iter().map(counted_windows).collect();
         let args = (
             member(ticket.id, ticket.charge),
             actual.tokens,
             actual.micro_usd,
-            ttl(Window::Minute),
-            ttl(Window::Day),
-            ttl(Window::Month),
+            window_ttls(now_unix),
+            counts,
         );
         let mut pipe = redis::pipe();
         self.scripts.settle.call(&mut pipe, &keys, args);
-        self.query::<()>(&pipe).await.map_err(|e| {
+        let answer: Vec<Vec<u64>> = self.query(&pipe).await.map_err(|e| {
             // Not failed over: the hold expires by itself in Redis.
             self.failed("settle", &e);
             StoreError::Unavailable(e.to_string())
-        })
+        })?;
+        let spent = answer.into_iter().next().unwrap_or_default();
+        let settled = ticket
+            .scopes
+            .into_iter()
+            .enumerate()
+            .map(|(i, scope)| {
+                let at = |w: usize| spent.get(i * 4 + w).copied().unwrap_or(0);
+                SettledScope {
+                    scope,
+                    limits: ticket.limits.get(i).copied().unwrap_or_default(),
+                    spent: SpendInWindows {
+                        tokens_minute: at(0),
+                        tokens_day: at(1),
+                        micro_usd_day: at(2),
+                        micro_usd_month: at(3),
+                    },
+                    added: actual,
+                }
+            })
+            .collect();
+        Ok(settled)
     }
 
     pub async fn release(&self, ticket: ReservationTicket) -> Result<(), StoreError> {
         let now = ticket.reserved_at;
-        self.settle(ticket, Charge::default(), now).await
+        self.settle(ticket, Charge::default(), now).await.map(drop)
+    }
+
+    /// `SET key 1 NX EX ttl` on the tenant's slot: true for the first
+    /// claim of `token` (threshold alerts, deduplicated across instances).
+    pub async fn claim_once(
+        &self,
+        tenant: &str,
+        token: &str,
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(keys::claim_key(&self.settings.prefix, tenant, token))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1));
+        let answer: Vec<Option<String>> = self.query(&pipe).await.map_err(|e| {
+            self.failed("alert claim", &e);
+            StoreError::Unavailable(e.to_string())
+        })?;
+        Ok(answer.first().is_some_and(Option::is_some))
     }
 
     pub async fn usage(
@@ -561,7 +610,7 @@ impl RedisStore {
         now_unix: u64,
     ) -> Result<(ScopeUsage, Backend), StoreError> {
         let tenant = match scope {
-            ScopeKey::Tenant(t) => t.as_str(),
+            ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => t.as_str(),
             ScopeKey::User(_) => tenant,
         };
         let keys = keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
@@ -571,14 +620,15 @@ impl RedisStore {
             .call(&mut pipe, &keys, now_unix.saturating_mul(1000));
         match self.query::<Vec<Vec<u64>>>(&pipe).await {
             Ok(rows) => {
-                let (tm, td, um, rt, ru) = match rows.first().map(Vec::as_slice) {
-                    Some(&[tm, td, um, rt, ru]) => (tm, td, um, rt, ru),
-                    _ => (0, 0, 0, 0, 0),
+                let (tm, td, ud, um, rt, ru) = match rows.first().map(Vec::as_slice) {
+                    Some(&[tm, td, ud, um, rt, ru]) => (tm, td, ud, um, rt, ru),
+                    _ => (0, 0, 0, 0, 0, 0),
                 };
                 Ok((
                     ScopeUsage {
                         tokens_minute: tm,
                         tokens_day: td,
+                        micro_usd_day: ud,
                         micro_usd_month: um,
                         reserved_tokens: rt,
                         reserved_micro_usd: ru,
@@ -613,16 +663,35 @@ pub fn password(config: &crate::config::schema::StoreConfig) -> Result<Option<St
 }
 
 /// The tenant whose hash slot holds these scopes: the tenant scope's id
-/// (the gateway always passes one), else the first scope's id.
+/// (the gateway always passes one) or a conversation's tenant, else the
+/// first scope's id.
 fn hash_tag<'a>(mut scopes: impl Iterator<Item = &'a ScopeKey> + Clone) -> &'a str {
     scopes
         .clone()
         .find_map(|s| match s {
-            ScopeKey::Tenant(t) => Some(t.as_str()),
+            ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => Some(t.as_str()),
             ScopeKey::User(_) => None,
         })
         .or_else(|| scopes.next().map(ScopeKey::id))
         .unwrap_or("")
+}
+
+/// The TTL of each window key current at `now_unix`, in `LimitKind::ALL`
+/// order: its window's end plus a margin.
+fn window_ttls(now_unix: u64) -> Vec<u64> {
+    LimitKind::ALL
+        .iter()
+        .map(|kind| seconds_to_reset(kind.window(), now_unix).saturating_add(KEY_TTL_MARGIN_SECS))
+        .collect()
+}
+
+/// The windows `scope` counts, as settle.lua reads them ('1' counted, in
+/// `LimitKind::ALL` order).
+fn counted_windows(scope: &ScopeKey) -> String {
+    LimitKind::ALL
+        .iter()
+        .map(|kind| if scope.counts(*kind) { '1' } else { '0' })
+        .collect()
 }
 
 /// A request counter as the scripts take it, and what its count means.
@@ -708,14 +777,15 @@ impl<'s> ReservePlan<'s> {
             }
         }
         let tenant = hash_tag(unique.iter().map(|s| &s.0));
-        let mut keys = Vec::with_capacity(unique.len() * 5 + 1);
-        let mut limits = Vec::with_capacity(unique.len() * 3);
+        let mut keys = Vec::with_capacity(unique.len() * 6 + 1);
+        let mut limits = Vec::with_capacity(unique.len() * 5);
         for (scope, scope_limits) in &unique {
             keys.extend(keys::budget_keys(prefix, tenant, scope, now_unix));
             keys.push(keys::marker_key(prefix, tenant, scope));
             for kind in LimitKind::ALL {
                 limits.push(scope_limits.limit(kind).map_or(-1, saturating_i64));
             }
+            limits.push(i64::from(scope_limits.shadow));
         }
         ReservePlan {
             unique,
@@ -762,10 +832,11 @@ impl<'s> ReservePlan<'s> {
             Some(&[-3, scope]) => usize::try_from(scope)
                 .map_or(ReserveOutcome::Unexpected, ReserveOutcome::NeedsRebuild),
             Some(&[-2, counted]) => ReserveOutcome::RateRefused(seen(counted)),
-            Some(&[-1, minute, day, counted]) => ReserveOutcome::Held(
+            Some(&[-1, minute, day, counted, scope, window, limit, used]) => ReserveOutcome::Held(
                 ReservationTicket {
                     id: self.id,
                     scopes: self.unique.iter().map(|s| s.0.clone()).collect(),
+                    limits: self.unique.iter().map(|s| s.1).collect(),
                     charge: self.charge,
                     reserved_at: self.now_unix,
                     backend: Backend::Redis,
@@ -774,33 +845,40 @@ impl<'s> ReservePlan<'s> {
                         minute: u64::try_from(minute).ok(),
                         day: u64::try_from(day).ok(),
                     },
+                    // -1: no shadow-mode limit was passed.
+                    shadow: self.refusal(scope, window, limit, used),
                 },
                 seen(counted),
             ),
             Some(&[scope, window, limit, used, counted]) => {
-                let scope = usize::try_from(scope)
-                    .ok()
-                    .and_then(|i| self.unique.get(i))
-                    .map(|s| s.0.clone());
-                let kind = usize::try_from(window - 1)
-                    .ok()
-                    .and_then(|i| LimitKind::ALL.get(i).copied());
-                match (scope, kind) {
-                    (Some(scope), Some(kind)) => ReserveOutcome::Refused(
-                        BudgetRefusal {
-                            scope,
-                            kind,
-                            limit: seen(limit),
-                            used: seen(used),
-                            retry_after_secs: seconds_to_reset(kind.window(), self.now_unix),
-                        },
-                        seen(counted),
-                    ),
-                    _ => ReserveOutcome::Unexpected,
+                match self.refusal(scope, window, limit, used) {
+                    Some(refusal) => ReserveOutcome::Refused(refusal, seen(counted)),
+                    None => ReserveOutcome::Unexpected,
                 }
             }
             _ => ReserveOutcome::Unexpected,
         }
+    }
+}
+
+impl ReservePlan<'_> {
+    /// The refusal the script named by scope index and window (1-based),
+    /// `None` for indexes it cannot have meant (-1: none).
+    fn refusal(&self, scope: i64, window: i64, limit: i64, used: i64) -> Option<BudgetRefusal> {
+        let scope = usize::try_from(scope)
+            .ok()
+            .and_then(|i| self.unique.get(i))
+            .map(|s| s.0.clone())?;
+        let kind = usize::try_from(window - 1)
+            .ok()
+            .and_then(|i| LimitKind::ALL.get(i).copied())?;
+        Some(BudgetRefusal {
+            scope,
+            kind,
+            limit: limit.max(0).unsigned_abs(),
+            used: used.max(0).unsigned_abs(),
+            retry_after_secs: seconds_to_reset(kind.window(), self.now_unix),
+        })
     }
 }
 

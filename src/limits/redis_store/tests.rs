@@ -310,6 +310,8 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
         tokens_per_minute: Some(1_000),
         tokens_per_day: Some(10_000),
         micro_usd_per_month: Some(1_000_000),
+        micro_usd_per_day: None,
+        shadow: false,
     };
     let scopes = in_acme("bob", limits);
     let mut raw = redis.raw().await;
@@ -589,6 +591,8 @@ async fn redis_memory_per_10k_users() {
         tokens_per_minute: Some(1_000_000),
         tokens_per_day: Some(10_000_000),
         micro_usd_per_month: Some(100_000_000),
+        micro_usd_per_day: None,
+        shadow: false,
     };
     let users = 10_000;
     for i in 0..users {
@@ -652,6 +656,7 @@ async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at
         tokens_minute: 0,
         tokens_day: 500,
         micro_usd_month: 700,
+        micro_usd_day: 0,
     };
     let instance = || {
         redis
@@ -693,6 +698,163 @@ async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at
     assert_eq!((refused.used, refused.limit), (500, 1000));
     spend(&a, &scopes, c, now).await;
     assert_eq!(usage(&a, &ScopeKey::user("bob"), now).await.tokens_day, 600);
+}
+
+fn conversation_limits() -> BudgetLimits {
+    BudgetLimits {
+        tokens_per_day: Some(10_000),
+        micro_usd_per_day: Some(1_000),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_counts_its_day_in_its_tenants_slot_and_never_overspends() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        redis.store(OnStoreError::Deny),
+        redis.store(OnStoreError::Deny),
+    );
+    let now = ts(datetime!(2026-12-01 23:00:00));
+    let scopes = |tenant: &str| {
+        [
+            (ScopeKey::user("bob"), BudgetLimits::default()),
+            (ScopeKey::tenant(tenant), BudgetLimits::default()),
+            (ScopeKey::conversation(tenant, "c-1"), conversation_limits()),
+        ]
+    };
+    let c = Charge {
+        tokens: 10,
+        micro_usd: 100,
+    };
+    // 20 calls at once on two instances: exactly 10 fit $0.001 at 100 each.
+    let acme = scopes("acme");
+    let calls = (0..20).map(|i| {
+        let store = if i % 2 == 0 { &a } else { &b };
+        store.reserve(&acme, c, now, HOLD)
+    });
+    let held: Vec<_> = futures::future::join_all(calls).await;
+    let (granted, refused): (Vec<_>, Vec<_>) = held.into_iter().partition(Result::is_ok);
+    assert_eq!((granted.len(), refused.len()), (10, 10));
+    for r in refused {
+        let r = refusal(r);
+        assert_eq!(
+            (r.scope, r.kind),
+            (ScopeKey::conversation("acme", "c-1"), LimitKind::UsdPerDay)
+        );
+    }
+    for t in granted.into_iter().flatten() {
+        a.settle(t, c, now).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let spent = usage(&a, &ScopeKey::conversation("acme", "c-1"), now).await;
+    assert_eq!((spent.tokens_day, spent.micro_usd_day), (100, 1_000));
+    assert_eq!((spent.tokens_minute, spent.micro_usd_month), (0, 0));
+    // globex's c-1 is another conversation, on globex's slot.
+    spend(&b, &scopes("globex"), c, now).await;
+    let mut raw = redis.raw().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tg:*:c:*")
+        .query_async(&mut raw)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        keys.iter().any(|k| k.starts_with("tg:{globex}:c:c-1:")),
+        "{keys:?}"
+    );
+    // Only the day windows, the holds and the marker; all gone within the
+    // day (plus the margin), not the month.
+    for key in &keys {
+        assert!(!key.contains(":tm:") && !key.contains(":um:"), "{key}");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut raw)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ttl > 0 && ttl <= 3600 + 60 + 5, "{key}: {ttl}");
+    }
+    // The next day it starts again.
+    let tomorrow = now + 3600;
+    assert!(a.reserve(&acme, c, tomorrow, HOLD).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_conversation_redis_lost_is_rebuilt_from_the_ledger() {
+    let redis = RedisServer::start();
+    let ledger = SpendInWindows {
+        tokens_day: 40,
+        micro_usd_day: 900,
+        ..Default::default()
+    };
+    let store = redis
+        .store(OnStoreError::Deny)
+        .with_spend_source(Arc::new(FixedSpend(ledger)));
+    let now = ts(datetime!(2026-12-01 12:00:00));
+    let scopes = [
+        (ScopeKey::tenant("acme"), BudgetLimits::default()),
+        (ScopeKey::conversation("acme", "c-1"), conversation_limits()),
+    ];
+    let r = refusal(
+        store
+            .reserve(
+                &scopes,
+                Charge {
+                    tokens: 1,
+                    micro_usd: 101,
+                },
+                now,
+                HOLD,
+            )
+            .await,
+    );
+    assert_eq!(
+        (r.kind, r.used, r.limit),
+        (LimitKind::UsdPerDay, 900, 1_000)
+    );
+}
+
+#[tokio::test]
+async fn a_shadow_budget_holds_and_reports_but_never_refuses() {
+    let (_redis, store) = deny_store();
+    let now = ts(datetime!(2026-12-01 12:00:00));
+    let shadow = BudgetLimits {
+        tokens_per_day: Some(100),
+        shadow: true,
+        ..Default::default()
+    };
+    let enforced = BudgetLimits {
+        tokens_per_day: Some(1_000),
+        ..Default::default()
+    };
+    let scopes = [
+        (ScopeKey::user("bob"), shadow),
+        (ScopeKey::tenant("acme"), enforced),
+    ];
+    spend(&store, &scopes, Charge::tokens(80), now).await;
+    let t = store
+        .reserve(&scopes, Charge::tokens(80), now, HOLD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = t
+        .shadow
+        .clone()
+        .unwrap_or_else(|| panic!("no shadow refusal"));
+    assert_eq!(
+        (r.scope, r.kind, r.limit, r.used),
+        (ScopeKey::user("bob"), LimitKind::TokensPerDay, 100, 80)
+    );
+    assert_eq!(t.tokens_in_use.day, Some(160));
+    store
+        .settle(t, Charge::tokens(80), now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        usage(&store, &ScopeKey::user("bob"), now).await.tokens_day,
+        160
+    );
+    let r = refusal(store.reserve(&scopes, Charge::tokens(900), now, HOLD).await);
+    assert_eq!(r.scope, ScopeKey::tenant("acme"));
+    let fine = store.reserve(&scopes, Charge::tokens(1), now, HOLD).await;
+    assert!(fine.is_ok_and(|t| t.shadow.is_some()));
 }
 
 /// A budget `limits` for `user` and the same for their tenant `acme`.

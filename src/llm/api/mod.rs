@@ -161,6 +161,12 @@ impl LlmRequest {
         self.body
     }
 
+    /// The JSON object, for the gateway's own fields (taken out before
+    /// the body goes upstream).
+    pub fn body_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.body
+    }
+
     pub fn model(&self) -> &str {
         self.body.get("model").and_then(Value::as_str).unwrap_or("")
     }
