@@ -208,6 +208,7 @@ const PUBLIC: &[&str] = &[
     "limits.budgets[].enforce",
     "limits.default.enforce",
     "routes[].rate_limit.enforce",
+    "routes[].tools.rules[].rate_limit.enforce",
     "alerts.webhooks[].secret_env",
     "alerts.webhooks[].scopes[]",
     "alerts.webhooks[].thresholds[]",
