@@ -15,6 +15,7 @@ use super::api::{LlmApi, LlmRequest};
 use super::exchange::{self, Candidate, Opened};
 use super::model::Model;
 use super::output_guard::{guard_json, Guarding, SseGuard};
+use super::pricing::Price;
 use super::pump::{pump, CutOff, PumpEnd, Source};
 use super::tokens;
 use super::translate::Translation;
@@ -148,10 +149,14 @@ async fn serve_call(
         }
     }
     let output_cap = request.output_cap(primary.max_tokens);
-    let charge = |prompt: u64| Charge {
-        tokens: prompt + output_cap,
-        micro_usd: primary.price.cost_micro_usd(prompt, output_cap),
-    };
+    // Any candidate may serve (a fallback of another provider too): the
+    // call is reserved at the dearest of them, tokens and USD apart, so the
+    // budget holds whichever answers; settlement bills the one that did.
+    let priced: Vec<(u64, Price)> = candidates
+        .iter()
+        .map(|c| (request.output_cap(c.model.max_tokens), c.model.price))
+        .collect();
+    let charge = |prompt: u64| dearest_charge(&priced, prompt);
     // An admission refusal (rate, lockout) or a store failure is answered
     // at once; a budget refusal after the token headers.
     let mut reserved = reserve(
@@ -223,6 +228,17 @@ async fn serve_call(
         .filter(|scanner| !output.is_empty() && scanner.guards_any(output))
         .map(|scanner| Guarding::new(scanner.clone(), output));
     stream_back(state, session, ctx, opened, guarding).await
+}
+
+/// The largest charge of the candidates `(output cap, price)` for a
+/// prompt of `prompt` tokens.
+fn dearest_charge(priced: &[(u64, Price)], prompt: u64) -> Charge {
+    priced
+        .iter()
+        .fold(Charge::default(), |dearest, (cap, price)| Charge {
+            tokens: dearest.tokens.max(prompt + cap),
+            micro_usd: dearest.micro_usd.max(price.cost_micro_usd(prompt, *cap)),
+        })
 }
 
 /// Bodies above this are tokenized on the blocking pool: BPE costs about
@@ -812,6 +828,27 @@ limits:
 
     fn names(list: &[Candidate]) -> Vec<&str> {
         list.iter().map(|c| c.model.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_call_is_reserved_at_its_dearest_candidate() {
+        let price = |input, output| {
+            Price::from_usd_per_mtok(input, output).unwrap_or_else(|e| panic!("{e}"))
+        };
+        // A cheap primary with a long cap, a dear fallback with a short one:
+        // tokens come from the first, dollars from the second.
+        let priced = [(1_000, price(1.0, 1.0)), (100, price(10.0, 100.0))];
+        let charge = dearest_charge(&priced, 50);
+        assert_eq!(charge.tokens, 1_050);
+        assert_eq!(
+            charge.micro_usd,
+            priced[1]
+                .1
+                .cost_micro_usd(50, 100)
+                .max(priced[0].1.cost_micro_usd(50, 1_000))
+        );
+        assert_eq!(charge.micro_usd, 10_500);
+        assert_eq!(dearest_charge(&priced[..1], 50).micro_usd, 1_050);
     }
 
     #[test]
