@@ -181,6 +181,7 @@ fn access_lines(group: &mut criterion::BenchmarkGroup<criterion::measurement::Wa
         conversation: None,
         shadow_refusal: None,
         upstream_peer: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9000))),
+        upstream_attempts: 1,
         error: None,
         error_code: None,
         duration_ms: 1.25,

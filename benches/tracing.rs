@@ -83,6 +83,7 @@ fn request() -> RequestCtx {
     let now = SystemTime::now();
     ctx.attempts.push(UpstreamAttempt {
         peer: "127.0.0.1:9101".parse().unwrap(),
+        model: Some("support-fast".into()),
         started: now,
         ended: Some(now),
         status: Some(200),

@@ -63,6 +63,8 @@ pub struct RequestCtx {
 #[derive(Debug, Clone)]
 pub struct UpstreamAttempt {
     pub peer: SocketAddr,
+    /// The model this attempt asked for (LLM calls: a fallback's own).
+    pub model: Option<String>,
     pub started: SystemTime,
     pub ended: Option<SystemTime>,
     /// The response status, when a response header arrived.
@@ -98,9 +100,10 @@ impl RequestCtx {
         }
     }
 
-    pub fn attempt_started(&mut self, peer: SocketAddr) {
+    pub fn attempt_started(&mut self, peer: SocketAddr, model: Option<&str>) {
         self.attempts.push(UpstreamAttempt {
             peer,
+            model: model.map(str::to_string),
             started: SystemTime::now(),
             ended: None,
             status: None,

@@ -691,9 +691,16 @@ fn otlp_spans_carry_the_parent_attributes_and_upstream_attempts() {
         .parse()
         .unwrap();
     assert!(input > 0);
-    assert!(spans
+    // An LLM call's attempt names the model it asked for (a fallback's own).
+    let attempt = spans
         .iter()
-        .any(|(_, s)| s.name == "upstream.attempt" && s.parent_span_id == span.span_id));
+        .map(|(_, s)| s)
+        .find(|s| s.name == "upstream.attempt" && s.parent_span_id == span.span_id)
+        .unwrap_or_else(|| panic!("no upstream.attempt child of the LLM call: {spans:?}"));
+    assert_eq!(
+        attr(attempt, "gen_ai.request.model").as_deref(),
+        Some("support-smart")
+    );
 }
 
 #[test]

@@ -376,6 +376,12 @@ fn an_openai_primary_that_is_down_or_failing_falls_back_to_anthropic_billed_once
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].model, "claude-second");
     assert!(backup.served() >= 3);
+    // The access line counts both attempts and names the model that served.
+    let line = gw
+        .logged("log", "access")
+        .unwrap_or_else(|| panic!("no access line"));
+    assert_eq!(line["attempts"], 2, "{line}");
+    assert_eq!(line["served_model"], "claude-second", "{line}");
 }
 
 #[test]

@@ -318,7 +318,7 @@ pub async fn open(
             ctx.peer = Some(addr);
             ctx.upstream_started
                 .get_or_insert_with(std::time::Instant::now);
-            ctx.attempt_started(addr);
+            ctx.attempt_started(addr, Some(&candidate.model.name));
             let target = (pool.as_ref(), candidate, addr);
             let req = upstream_request(client, ctx, target, client_ip, (body.len(), stream))
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;

@@ -146,7 +146,7 @@ pub async fn open(
         };
         ctx.peer = Some(addr);
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        ctx.attempt_started(addr);
+        ctx.attempt_started(addr, None);
         let req =
             upstream_request(out, ctx, pool).map_err(|e| GatewayError::Internal(e.to_string()))?;
         match attempt(connector, &peer, req, out).await {

@@ -17,6 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 pub struct AccessLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<LlmApi>,
+    /// Upstream attempts when there was more than one (retries, fallbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<usize>,
     pub bytes_sent: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
@@ -85,6 +88,7 @@ pub struct RequestFacts<'a> {
     pub conversation: Option<&'a str>,
     pub shadow_refusal: Option<&'static str>,
     pub upstream_peer: Option<SocketAddr>,
+    pub upstream_attempts: usize,
     pub error: Option<&'a str>,
     pub error_code: Option<&'static str>,
     pub duration_ms: f64,
@@ -95,6 +99,7 @@ impl<'a> AccessLine<'a> {
     pub fn new(facts: RequestFacts<'a>, time: String, llm: Option<&'a LlmSummary>) -> Self {
         AccessLine {
             api: llm.map(|l| l.api),
+            attempts: Some(facts.upstream_attempts).filter(|n| *n > 1),
             bytes_sent: facts.bytes_sent,
             cached_tokens: llm.map(|l| l.cached_tokens),
             client_ip: facts.client_ip,
@@ -159,6 +164,7 @@ mod tests {
             conversation: None,
             shadow_refusal: None,
             upstream_peer: Some("127.0.0.1:9000".parse().unwrap()),
+            upstream_attempts: 1,
             error: None,
             error_code: None,
             duration_ms: 1.25,

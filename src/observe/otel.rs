@@ -185,6 +185,9 @@ impl Tracing {
             KeyValue::new("server.address", attempt.peer.ip().to_string()),
             KeyValue::new("server.port", i64::from(attempt.peer.port())),
         ];
+        if let Some(model) = &attempt.model {
+            attributes.push(KeyValue::new("gen_ai.request.model", model.clone()));
+        }
         match attempt.status {
             Some(status) => attributes.push(KeyValue::new(
                 "http.response.status_code",

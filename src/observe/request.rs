@@ -237,6 +237,7 @@ pub async fn request_done(
             conversation: ctx.conversation.as_deref(),
             shadow_refusal: ctx.shadow_refused,
             upstream_peer: ctx.peer,
+            upstream_attempts: ctx.attempts.len(),
             error: e.map(|e| e.etype().as_str()),
             error_code: ctx.error.as_ref().map(GatewayError::code),
             duration_ms: elapsed.as_secs_f64() * 1000.0,

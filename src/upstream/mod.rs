@@ -35,7 +35,7 @@ pub fn next_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>, GatewayError> {
     };
     ctx.peer = Some(addr);
     ctx.tried_peers.push(addr);
-    ctx.attempt_started(addr);
+    ctx.attempt_started(addr, None);
     ctx.upstream_started.get_or_insert_with(Instant::now);
     Ok(peer)
 }
