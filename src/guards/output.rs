@@ -14,7 +14,7 @@
 use super::pii::PiiKind;
 use crate::config::schema::{GuardAction, OutputGuardsConfig};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 /// What a detector found (its name is the placeholder's and the log's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +319,11 @@ const ORDER: [OutputKind; 10] = [
 /// The compiled output guards of a configuration.
 pub struct OutputScanner {
     detectors: Vec<Detector>,
+    /// Every regex detector's pattern in one set: one pass over a whole
+    /// text says which detectors can match in it at all (`absent_in`).
+    regex_set: RegexSet,
+    /// Per detector: its pattern's index in `regex_set` (regex ones only).
+    set_index: Vec<Option<usize>>,
     pii_action: Option<GuardAction>,
     secrets_action: Option<GuardAction>,
 }
@@ -392,8 +397,22 @@ impl OutputScanner {
                 });
             }
         }
+        let mut patterns = Vec::new();
+        let set_index = detectors
+            .iter()
+            .map(|d| match &d.finder {
+                Finder::Re(re) => {
+                    patterns.push(re.as_str().to_string());
+                    Some(patterns.len() - 1)
+                }
+                Finder::Exact(_) => None,
+            })
+            .collect();
+        let regex_set = RegexSet::new(&patterns).map_err(|e| e.to_string())?;
         Ok(OutputScanner {
             detectors,
+            regex_set,
+            set_index,
             pii_action: config.pii.as_ref().map(|p| p.action),
             secrets_action: config.secrets.as_ref().map(|s| s.action),
         })
@@ -443,19 +462,32 @@ impl OutputScanner {
     /// One decision from `pos` on: the leftmost confirmed match, or how far
     /// the text is clean. With `complete` false, a match is decided only
     /// once its whole window is known (see the module doc).
+    /// Per detector: whether it cannot match anywhere in `text`. A regex
+    /// that matches nowhere in the whole text matches at no offset of it
+    /// either, so a whole text (a JSON answer's field) is scanned once for
+    /// all of them; the few candidates are then searched one by one.
+    fn absent_in(&self, text: &str) -> Vec<bool> {
+        let present = self.regex_set.matches(text);
+        self.set_index
+            .iter()
+            .map(|i| i.is_some_and(|i| !present.matched(i)))
+            .collect()
+    }
+
     fn step(
         &self,
         set: OutputGuardSet,
         hay: &str,
         pos: usize,
         resume: &mut [usize],
+        absent: &[bool],
         complete: bool,
     ) -> Step {
         let len = hay.len();
         let mut best: Option<(usize, usize, usize)> = None;
         let mut bound = len;
         for (i, d) in self.detectors.iter().enumerate() {
-            if !set.has(d.kind.guard()) {
+            if !set.has(d.kind.guard()) || absent.get(i).copied().unwrap_or(false) {
                 continue;
             }
             loop {
@@ -605,6 +637,8 @@ pub struct Redactor {
     pos: usize,
     /// Per detector: where its search resumes after a rejected match.
     resume: Vec<usize>,
+    /// Per detector: known not to match in this channel's whole text.
+    absent: Vec<bool>,
     /// A redacted token's tail is being swallowed.
     swallow: Option<TailFn>,
     blocked: Option<OutputKind>,
@@ -676,7 +710,14 @@ impl Redactor {
                 }
                 self.swallow = None;
             }
-            match scanner.step(set, &self.buf, self.pos, &mut self.resume, complete) {
+            match scanner.step(
+                set,
+                &self.buf,
+                self.pos,
+                &mut self.resume,
+                &self.absent,
+                complete,
+            ) {
                 Step::Clean(upto) => {
                     out.push_str(&self.buf[self.pos..upto]);
                     self.pos = upto;
@@ -732,7 +773,10 @@ pub fn guard_text(
     text: &str,
     findings: &mut Findings,
 ) -> (Option<String>, Option<OutputKind>) {
-    let mut r = Redactor::new();
+    let mut r = Redactor {
+        absent: scanner.absent_in(text),
+        ..Redactor::new()
+    };
     let mut out = String::with_capacity(text.len());
     let blocked = r
         .push(scanner, set, text, &mut out)
