@@ -154,12 +154,7 @@ fn auth(a: &AuthConfig, p: &mut Problems) {
         let mut kids = HashSet::new();
         for (i, key) in jwt.keys.iter().enumerate() {
             let path = format!("auth.jwt.keys[{i}]");
-            if !kids.insert(key.kid.as_str()) {
-                p.push(
-                    format!("{path}.kid"),
-                    format!("duplicate kid '{}'", key.kid),
-                );
-            }
+            not_duplicate(&mut kids, &key.kid, format!("{path}.kid"), "kid", p);
             if !JWT_ALGS.contains(&key.alg.as_str()) {
                 p.push(
                     format!("{path}.alg"),
@@ -218,43 +213,49 @@ fn upstream_pool(path: &str, u: &UpstreamConfig, p: &mut Problems) {
             p.push(format!("{path}.peers[{i}]"), "duplicate peer");
         }
     }
-    if let Some(hc) = &u.health_check {
-        if hc.interval_ms == 0 || hc.timeout_ms == 0 {
-            p.push(
-                format!("{path}.health_check"),
-                "interval_ms and timeout_ms must be greater than 0",
-            );
-        }
-        if hc.unhealthy_after == 0 || hc.healthy_after == 0 {
-            p.push(
-                format!("{path}.health_check"),
-                "unhealthy_after and healthy_after must be at least 1",
-            );
-        }
-        if hc.kind == HealthCheckKind::Http && !hc.path.starts_with('/') {
-            p.push(format!("{path}.health_check.path"), "must start with '/'");
-        }
-    }
-    if let Some(cb) = &u.circuit_breaker {
-        if cb.failure_threshold == 0 || cb.open_seconds == 0 {
-            p.push(
-                format!("{path}.circuit_breaker"),
-                "failure_threshold and open_seconds must be at least 1",
-            );
-        }
-    }
-    if u.timeouts.connect_ms == 0 || u.timeouts.read_ms == 0 {
-        p.push(
-            format!("{path}.timeouts"),
+    let hc = u.health_check.as_ref();
+    let cb = u.circuit_breaker.as_ref();
+    // (broken, field, problem), in the order they are reported.
+    let rules = [
+        (
+            hc.is_some_and(|hc| hc.interval_ms == 0 || hc.timeout_ms == 0),
+            "health_check",
+            "interval_ms and timeout_ms must be greater than 0",
+        ),
+        (
+            hc.is_some_and(|hc| hc.unhealthy_after == 0 || hc.healthy_after == 0),
+            "health_check",
+            "unhealthy_after and healthy_after must be at least 1",
+        ),
+        (
+            hc.is_some_and(|hc| hc.kind == HealthCheckKind::Http && !hc.path.starts_with('/')),
+            "health_check.path",
+            "must start with '/'",
+        ),
+        (
+            cb.is_some_and(|cb| cb.failure_threshold == 0 || cb.open_seconds == 0),
+            "circuit_breaker",
+            "failure_threshold and open_seconds must be at least 1",
+        ),
+        (
+            u.timeouts.connect_ms == 0 || u.timeouts.read_ms == 0,
+            "timeouts",
             "connect_ms and read_ms must be greater than 0",
-        );
-    }
-    if !u.tls {
-        if u.ca_file.is_some() {
-            p.push(format!("{path}.ca_file"), "only valid with tls: true");
-        }
-        if !u.pins_sha256.is_empty() {
-            p.push(format!("{path}.pins_sha256"), "only valid with tls: true");
+        ),
+        (
+            !u.tls && u.ca_file.is_some(),
+            "ca_file",
+            "only valid with tls: true",
+        ),
+        (
+            !u.tls && !u.pins_sha256.is_empty(),
+            "pins_sha256",
+            "only valid with tls: true",
+        ),
+    ];
+    for (broken, field, problem) in rules {
+        if broken {
+            p.push(format!("{path}.{field}"), problem);
         }
     }
     if let Some(ca) = &u.ca_file {
@@ -294,12 +295,13 @@ fn routes(config: &Config, p: &mut Problems) {
     let mut names = HashSet::new();
     for (i, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
-        if !names.insert(route.name.as_str()) {
-            p.push(
-                format!("{path}.name"),
-                format!("duplicate route name '{}'", route.name),
-            );
-        }
+        not_duplicate(
+            &mut names,
+            &route.name,
+            format!("{path}.name"),
+            "route name",
+            p,
+        );
         let template = match PathTemplate::parse(&route.path) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -395,19 +397,42 @@ fn routes(config: &Config, p: &mut Problems) {
     }
 }
 
+/// The `name` of the list item at `path` is set and not one of the names
+/// `seen` before it; `what` the item is, in the message.
+fn unique_name<'a>(
+    seen: &mut HashSet<&'a str>,
+    name: &'a str,
+    path: &str,
+    what: &str,
+    p: &mut Problems,
+) {
+    if name.is_empty() {
+        p.push(format!("{path}.name"), "must not be empty");
+    } else {
+        not_duplicate(seen, name, format!("{path}.name"), what, p);
+    }
+}
+
+/// `value` (at `field`) is not one of the values `seen` before it in its
+/// list; `what` it is, in the message.
+fn not_duplicate<'a>(
+    seen: &mut HashSet<&'a str>,
+    value: &'a str,
+    field: String,
+    what: &str,
+    p: &mut Problems,
+) {
+    if !seen.insert(value) {
+        p.push(field, format!("duplicate {what} '{value}'"));
+    }
+}
+
 fn models(config: &Config, p: &mut Problems) {
     let names: HashSet<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
     let mut seen = HashSet::new();
     for (i, model) in config.models.iter().enumerate() {
         let path = format!("models[{i}]");
-        if model.name.is_empty() {
-            p.push(format!("{path}.name"), "must not be empty");
-        } else if !seen.insert(model.name.as_str()) {
-            p.push(
-                format!("{path}.name"),
-                format!("duplicate model '{}'", model.name),
-            );
-        }
+        unique_name(&mut seen, &model.name, &path, "model", p);
         if !config.upstreams.contains_key(&model.upstream) {
             p.push(
                 format!("{path}.upstream"),
@@ -635,20 +660,25 @@ fn output_guards(config: &Config, route: &RouteConfig, path: &str, p: &mut Probl
     }
 }
 
+/// Every PII kind of a `detect` list (at `path`) is one the guards know.
+fn pii_kinds(path: &str, detect: &[String], p: &mut Problems) {
+    for (i, kind) in detect.iter().enumerate() {
+        if !KNOWN_PII.contains(&kind.as_str()) {
+            p.push(
+                format!("{path}[{i}]"),
+                format!(
+                    "unknown PII kind '{kind}' (known: {})",
+                    KNOWN_PII.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 fn guards_section(g: &GuardsConfig, p: &mut Problems) {
     if let Some(output) = &g.output {
         if let Some(pii) = &output.pii {
-            for (i, kind) in pii.detect.iter().enumerate() {
-                if !KNOWN_PII.contains(&kind.as_str()) {
-                    p.push(
-                        format!("guards.output.pii.detect[{i}]"),
-                        format!(
-                            "unknown PII kind '{kind}' (known: {})",
-                            KNOWN_PII.join(", ")
-                        ),
-                    );
-                }
-            }
+            pii_kinds("guards.output.pii.detect", &pii.detect, p);
         }
         let min = crate::guards::output::MIN_HOLDBACK;
         if output.holdback_bytes < min {
@@ -659,17 +689,7 @@ fn guards_section(g: &GuardsConfig, p: &mut Problems) {
         }
     }
     if let Some(pii) = &g.pii {
-        for (i, kind) in pii.detect.iter().enumerate() {
-            if !KNOWN_PII.contains(&kind.as_str()) {
-                p.push(
-                    format!("guards.pii.detect[{i}]"),
-                    format!(
-                        "unknown PII kind '{kind}' (known: {})",
-                        KNOWN_PII.join(", ")
-                    ),
-                );
-            }
-        }
+        pii_kinds("guards.pii.detect", &pii.detect, p);
     }
     if let Some(inj) = &g.injection {
         if inj.action == GuardAction::Redact {
@@ -832,14 +852,7 @@ fn mcp_route(route: &RouteConfig, path: &str, p: &mut Problems) {
         let mut seen = HashSet::new();
         for (i, rule) in tools.rules.iter().enumerate() {
             let rpath = format!("{path}.tools.rules[{i}]");
-            if rule.name.is_empty() {
-                p.push(format!("{rpath}.name"), "must not be empty");
-            } else if !seen.insert(rule.name.as_str()) {
-                p.push(
-                    format!("{rpath}.name"),
-                    format!("duplicate tool rule '{}'", rule.name),
-                );
-            }
+            unique_name(&mut seen, &rule.name, &rpath, "tool rule", p);
             roles_list(&format!("{rpath}.roles"), &rule.roles, p);
             if let Some(owner) = &rule.owner {
                 if owner.argument.is_empty() {
