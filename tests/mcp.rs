@@ -17,6 +17,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The test virtualenv's Python with the MCP SDK; without it the test
+/// ends here, skipped with the reason printed.
+macro_rules! python_or_skip {
+    () => {
+        match python() {
+            Some(python) => python,
+            None => return skipped("no mcp package in target/venv (make sdk-venv)"),
+        }
+    };
+}
+
 /// The test virtualenv's Python when it has the MCP SDK.
 fn python() -> Option<PathBuf> {
     let python = repo_root().join("target/venv/bin/python");
@@ -258,9 +269,7 @@ fn tool_calls(gw: &Gateway) -> Vec<Value> {
 /// gateway (never reaching the server) while the session goes on, a batch
 /// mixing both, audit lines without argument values, the metric.
 fn flow(json_mode: bool) {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let server = Server::tools(&python, "p1", json_mode);
     let gw = config(&[&server.addr]).start();
     let mut bob = Mcp::new(&gw, BOB_KEY);
@@ -431,9 +440,7 @@ fn sse_answers_are_filtered_judged_and_audited() {
 
 #[test]
 fn a_tool_rate_limit_refuses_with_a_jsonrpc_error() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let server = Server::tools(&python, "p1", true);
     let gw = config(&[&server.addr]).start();
     let mut root = Mcp::new(&gw, ROOT_KEY);
@@ -464,9 +471,7 @@ fn a_tool_rate_limit_refuses_with_a_jsonrpc_error() {
 
 #[test]
 fn sessions_stay_on_the_peer_that_made_them() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let (p1, p2) = (
         Server::tools(&python, "p1", true),
         Server::tools(&python, "p2", false),
@@ -503,9 +508,7 @@ fn sessions_stay_on_the_peer_that_made_them() {
 
 #[test]
 fn credentials_stay_here_and_identity_goes_upstream() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let server = Server::tools(&python, "p1", true);
     let gw = config(&[&server.addr])
         .with_pool("tools", |p| p.set_header("X-Tools-Token", "pool-secret"))
@@ -525,9 +528,7 @@ fn credentials_stay_here_and_identity_goes_upstream() {
 
 #[test]
 fn hostile_clients_get_the_contract_errors() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let server = Server::tools(&python, "p1", true);
     let gw = config(&[&server.addr])
         .max_body_bytes(4096)
@@ -590,9 +591,7 @@ fn hostile_clients_get_the_contract_errors() {
 
 #[test]
 fn hostile_servers_are_bounded() {
-    let Some(python) = python() else {
-        return skipped("no python3 in target/venv");
-    };
+    let python = python_or_skip!();
     for (mode, why) in [
         ("forever", "max_stream_seconds"),
         ("huge", "max_message_bytes"),
@@ -631,9 +630,7 @@ fn hostile_servers_are_bounded() {
 
 #[test]
 fn output_guards_and_pii_guard_cover_tool_traffic() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let server = Server::tools(&python, "p1", false);
     let gw = config(&[&server.addr])
         .pii(&["email"], "block")
@@ -663,9 +660,7 @@ fn output_guards_and_pii_guard_cover_tool_traffic() {
 
 #[test]
 fn the_official_sdk_client_works_through_the_gateway() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     for json_mode in [true, false] {
         let server = Server::tools(&python, "p1", json_mode);
         let gw = config(&[&server.addr]).start();
@@ -714,9 +709,7 @@ fn check_reports_bad_mcp_routes_with_their_location() {
 
 #[test]
 fn each_tool_call_is_a_span_of_the_request() {
-    let Some(python) = python() else {
-        return skipped("no mcp package in target/venv (make sdk-venv)");
-    };
+    let python = python_or_skip!();
     let server = Server::tools(&python, "p1", true);
     let collector = Collector::start();
     let gw = config(&[&server.addr])
