@@ -11,12 +11,11 @@
 
 mod common;
 
-use common::llm::{report, today};
+use common::llm::{report, usage_cli_today};
 use common::postgres::{HostAuth, Postgres, PASSWORD};
 use common::redis::Redis;
 use common::*;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Redis, PostgreSQL, a mock backend and the config of an instance writing
@@ -272,19 +271,7 @@ fn two_instances_share_one_ledger_and_report_the_same_numbers() {
     assert!(csv.starts_with("user,model,calls,"), "{csv}");
     assert_eq!(csv.lines().count(), 4, "{csv}");
     // `tollgate usage -c` reads the configured ledger, with no gateway.
-    let day = today();
-    let out = Command::new(BIN)
-        .args(["usage", "-c"])
-        .arg(&a.config_path)
-        .args(["--from", &day, "--to", &day, "--group-by", "user,model"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = usage_cli_today(&a.config_path, "user,model");
     assert_eq!(cli["rows"].as_array().cloned().unwrap_or_default(), on_a);
     assert_eq!(metric(&a, "tollgate_ledger_spool_rows"), Some(0.0));
 }

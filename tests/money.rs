@@ -163,25 +163,7 @@ fn conversation_ids_reach_the_ledger_the_access_log_and_every_report() {
     );
 
     // `tollgate usage --group-by conversation` reads the same ledger.
-    let day = today();
-    let out = tollgate(
-        "usage",
-        &gw.config_path,
-        &[
-            "--from",
-            &day,
-            "--to",
-            &day,
-            "--group-by",
-            "tenant,conversation",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = usage_cli_today(&gw.config_path, "tenant,conversation");
     assert_eq!(cli["rows"], body["rows"]);
 
     // Grouped with other keys too.

@@ -239,6 +239,23 @@ pub fn report(gw: &Gateway, group_by: &str, format: &str) -> reqwest::blocking::
         .unwrap()
 }
 
+/// `tollgate usage -c CONFIG` of today grouped by `group_by`, as JSON
+/// (the command must succeed).
+pub fn usage_cli_today(config: &Path, group_by: &str) -> Value {
+    let day = today();
+    let out = tollgate(
+        "usage",
+        config,
+        &["--from", &day, "--to", &day, "--group-by", group_by],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Settlement runs in `logging`, just after the answer: polls the usage of
 /// `user` until `pred` holds (5 s at most) and returns the last reading.
 pub fn wait_usage(gw: &Gateway, user: &str, pred: impl Fn(&Value) -> bool) -> Value {
