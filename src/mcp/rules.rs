@@ -4,7 +4,7 @@
 //! (rules, identity, arguments), so every decision is unit-tested here.
 
 use crate::auth::Identity;
-use crate::authz::rule::{allow_role_and_owner, Denial};
+use crate::authz::{allow_role_and_owner, Denial};
 use crate::config::schema::{ArgumentOwnerRule, ToolDefault, ToolsConfig};
 use serde_json::Value;
 use std::collections::HashMap;
