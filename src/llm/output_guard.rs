@@ -14,7 +14,11 @@ use super::api::LlmApi;
 use crate::guards::output::{
     guard_text, Findings, OutputGuardSet, OutputKind, OutputScanner, Redactor,
 };
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The scanner and route set of one call, and what it found.
@@ -220,6 +224,84 @@ fn block_json(api: LlmApi, v: &mut Value) {
 /// or tool index, what: 0 text, 1 refusal, 2 arguments / JSON input).
 type Channel = (u64, u64, u8);
 
+/// What [`SseGuard::text_in_place`] reads of a chat chunk; every other
+/// field is skipped unread and kept as it came.
+#[derive(Deserialize)]
+struct ChatTextChunk<'a> {
+    #[serde(borrow)]
+    choices: Vec<ChatTextChoice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatTextChoice<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<ChatTextDelta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChatTextDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    refusal: Option<IgnoredAny>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+/// A chat chunk of one choice whose delta is text only: the text and its
+/// channel.
+fn chat_text_slot(data: &[u8]) -> Option<(&RawValue, Channel)> {
+    let chunk: ChatTextChunk<'_> = serde_json::from_slice(data).ok()?;
+    let [choice] = chunk.choices.as_slice() else {
+        return None;
+    };
+    let delta = choice.delta.as_ref()?;
+    if choice.finish_reason.is_some() || delta.refusal.is_some() || delta.tool_calls.is_some() {
+        return None;
+    }
+    Some((delta.content?, (choice.index, 0, 0)))
+}
+
+/// What [`SseGuard::text_in_place`] reads of an Anthropic event.
+#[derive(Deserialize)]
+struct AnthropicDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<AnthropicDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    partial_json: Option<&'a RawValue>,
+}
+
+/// An Anthropic `content_block_delta` of text or tool input: the text and
+/// its channel (thinking deltas are signed: left to the general path).
+fn anthropic_text_slot(data: &[u8]) -> Option<(&RawValue, Channel)> {
+    let ev: AnthropicDeltaEvent<'_> = serde_json::from_slice(data).ok()?;
+    if ev.kind != "content_block_delta" {
+        return None;
+    }
+    let delta = ev.delta?;
+    match delta.kind.as_ref() {
+        "text_delta" => Some((delta.text?, (ev.index, 0, 0))),
+        "input_json_delta" => Some((delta.partial_json?, (ev.index, 0, 2))),
+        _ => None,
+    }
+}
+
 /// Largest event assembled: one that never ends is not forwarded unread.
 const MAX_EVENT_BYTES: usize = super::usage::MAX_SSE_EVENT_BYTES;
 
@@ -402,6 +484,9 @@ impl SseGuard {
             out.extend_from_slice(ev.raw);
             return Ok(());
         }
+        if let Some(done) = self.text_in_place(&ev, out) {
+            return done;
+        }
         let Ok(mut v) = serde_json::from_slice::<Value>(&ev.data) else {
             out.extend_from_slice(ev.raw);
             return Ok(());
@@ -433,6 +518,56 @@ impl SseGuard {
         }
         write_event(out, ev.name, &v);
         Ok(())
+    }
+
+    /// Most events of a stream carry one text delta and nothing else to
+    /// guard (a chat chunk of one choice, an Anthropic
+    /// `content_block_delta`): the text is guarded and spliced back into
+    /// the event's own bytes, without a JSON tree of the event (parsing and
+    /// re-serialising it was most of a guarded stream's cost). `None`: not
+    /// such an event, the general path decides.
+    fn text_in_place(&mut self, ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Result<(), Blocked>> {
+        let (raw, key) = match self.api {
+            // The first chunk also gives the stream's id and model.
+            LlmApi::OpenaiChat if !self.meta.is_empty() => chat_text_slot(&ev.data)?,
+            LlmApi::AnthropicMessages => anthropic_text_slot(&ev.data)?,
+            _ => return None,
+        };
+        let raw = raw.get();
+        let text: Cow<'_, str> = serde_json::from_str(raw).ok()?;
+        let start = (raw.as_ptr() as usize).checked_sub(ev.data.as_ptr() as usize)?;
+        let (before, after) = (ev.data.get(..start)?, ev.data.get(start + raw.len()..)?);
+        let scanner = self.g.scanner.clone();
+        let set = self.g.set;
+        let mut released = String::with_capacity(text.len());
+        if let Some(kind) = self.redactor(key).push(&scanner, set, &text, &mut released) {
+            let choice = if self.api == LlmApi::OpenaiChat {
+                key.0
+            } else {
+                0
+            };
+            let b = Blocked { kind, choice };
+            self.blocked = Some(b);
+            if !released.is_empty() {
+                let (name, delta) = self.delta_event(key, released);
+                write_event(out, name, &delta);
+            }
+            return Some(Err(b));
+        }
+        if let Some(name) = ev.name {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(before);
+        // A String's JSON form cannot fail to write into a Vec.
+        if serde_json::to_writer(&mut *out, &released).is_err() {
+            return None;
+        }
+        out.extend_from_slice(after);
+        out.extend_from_slice(b"\n\n");
+        Some(Ok(()))
     }
 
     fn redactor(&mut self, key: Channel) -> &mut Redactor {
