@@ -15,35 +15,10 @@
 # stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-16}
-BIN=${BIN:-target/release/tollgate}
-for tool in wrk python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
-done
-if [ "${SKIP_BUILD:-0}" != 1 ] && [ "$BIN" = target/release/tollgate ]; then
-  cargo build --release --locked --quiet
-fi
 . benches/common.sh
-bench_start tollgate-mcp
+wrk_bench_start tollgate-mcp 16
 
-KEY=tollgate-bench-key
-UP=$(port); GW=$(port); ADMIN=$(port)
-"$BIN" mock-backend --listen 127.0.0.1:"$UP" --threads 2 >"$WORK/mock.out" 2>&1 & PIDS+=("$!")
-cat >"$WORK/gw.yaml" <<EOF
-server:
-  listen: ["127.0.0.1:$GW"]
-  admin_listen: "127.0.0.1:$ADMIN"
-  threads: 2
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - { id: bench, sha256: "$(sha "$KEY")", user: bob, tenant: t, roles: [agent] }
-upstreams:
-  tools:
-    peers: ["127.0.0.1:$UP"]
-    timeouts: { connect_ms: 1000, read_ms: 10000 }
+start_mock_and_gateway bob tools "\"$WORK/access.log\"" <<EOF
 routes:
   - name: tools
     path: /mcp
@@ -56,34 +31,16 @@ routes:
         - { name: list_agent_tickets, roles: [agent], owner: { argument: agent } }
 limits:
   default: { requests_per_minute: 100000000 }
-store:
-  path: "$WORK/usage.db"
-observability:
-  access_log: "$WORK/access.log"
-  log_level: error
 EOF
-"$BIN" check -c "$WORK/gw.yaml" >/dev/null
-"$BIN" run -c "$WORK/gw.yaml" >"$WORK/gw.out" 2>&1 & PIDS+=("$!")
-wait_port "$UP"; wait_port "$GW"; sleep 0.5
 
 BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_agent_tickets","arguments":{"agent":"bob"}}}'
 for sse in 0 1; do
-  cat >"$WORK/$sse.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-wrk.headers["X-API-Key"] = "$KEY"
-wrk.headers["x-mock-mcp-sse"] = "$sse"
-EOF
+  wrk_post_script "$WORK/$sse.lua" "$BODY" Accept "application/json, text/event-stream" x-mock-mcp-sse "$sse"
   for base in "127.0.0.1:$UP" "127.0.0.1:$GW"; do
-    out=$(curl -s -X POST "http://$base/mcp" -H 'Content-Type: application/json' -H "X-API-Key: $KEY" \
-      -H "x-mock-mcp-sse: $sse" -d "$BODY")
-    grep -q 'Broken chair leg' <<<"$out" || { echo "probe $base sse=$sse failed: $out" >&2; exit 1; }
+    probe_post "http://$base/mcp" "$BODY" 'Broken chair leg' x-mock-mcp-sse "$sse"
   done
 done
 
-to_ms() { awk '{l=$1; if (l ~ /us$/) {sub(/us/,"",l); l/=1000} else if (l ~ /ms$/) {sub(/ms/,"",l)} else if (l ~ /s$/) {sub(/s/,"",l); l*=1000}; print l}'; }
 declare -A RPS P50 P99
 run() { # target-name addr sse conns -> "req/s p50_ms p99_ms"
   local r
@@ -105,7 +62,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 calls=$(grep -c '"event":"mcp_tool_call"' "$WORK/access.log" || true)
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "MCP tools/call through tollgate vs direct: $ROUNDS rounds x ${DURATION}s, 1 connection (p50/p99) and $CONNS connections (req/s), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $calls tool calls audited"
 for kind in json sse; do
   d50=$(median <<<"${P50[direct-$kind]}"); t50=$(median <<<"${P50[tollgate-$kind]}")

@@ -14,34 +14,10 @@
 # stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-32}
-BIN=${BIN:-target/release/tollgate}
-for tool in wrk python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
-done
-if [ "${SKIP_BUILD:-0}" != 1 ]; then cargo build --release --locked --quiet; fi
 . benches/common.sh
-bench_start tollgate-money
+wrk_bench_start tollgate-money 32
 
-KEY=tollgate-bench-key
-SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-UP=$(port); GW=$(port); ADMIN=$(port)
-"$BIN" mock-backend --listen 127.0.0.1:"$UP" --threads 2 >"$WORK/mock.out" 2>&1 & PIDS+=("$!")
-cat >"$WORK/gw.yaml" <<EOF
-server:
-  listen: ["127.0.0.1:$GW"]
-  admin_listen: "127.0.0.1:$ADMIN"
-  threads: 2
-  grace_period_seconds: 1
-auth:
-  api_keys:
-    - { id: bench, sha256: "$SHA", user: bench, tenant: t, roles: [agent] }
-upstreams:
-  llm:
-    peers: ["127.0.0.1:$UP"]
-    timeouts: { connect_ms: 1000, read_ms: 10000 }
+start_mock_and_gateway bench llm off <<EOF
 routes:
   - { name: with, path: /v1/chat/completions, methods: [POST], kind: llm }
   - { name: plain, path: /plain/chat/completions, methods: [POST], kind: llm }
@@ -53,22 +29,11 @@ limits:
     - { scope: user, tokens_per_day: 100000000000 }
     - { scope: tenant, usd_per_month: 1000000.0 }
     - { scope: conversation, tokens_per_day: 1000000, usd_per_day: 100.0 }
-store:
-  path: "$WORK/usage.db"
-observability:
-  access_log: off
-  log_level: error
 EOF
-"$BIN" check -c "$WORK/gw.yaml" >/dev/null
-"$BIN" run -c "$WORK/gw.yaml" >"$WORK/gw.out" 2>&1 & PIDS+=("$!")
-wait_port "$UP"; wait_port "$GW"; sleep 0.5
 
 BODY='{"model":"m","messages":[{"role":"user","content":"Where is my order?"}]}'
-cat >"$WORK/with.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-API-Key"] = "$KEY"
+wrk_post_script "$WORK/with.lua" "$BODY"
+cat >>"$WORK/with.lua" <<EOF
 local n = 0
 request = function()
   n = n + 1
@@ -76,12 +41,7 @@ request = function()
   return wrk.format()
 end
 EOF
-cat >"$WORK/plain.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-API-Key"] = "$KEY"
-EOF
+wrk_post_script "$WORK/plain.lua" "$BODY"
 for path in /v1/chat/completions /plain/chat/completions; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$GW$path" -H 'Content-Type: application/json' \
     -H "X-API-Key: $KEY" -H 'X-Conversation-Id: probe' -d "$BODY")
@@ -100,7 +60,6 @@ for round in $(seq "$ROUNDS"); do
     RPS[$1]+="$(run "$2" "$1") "
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 w=$(median <<<"${RPS[with]}"); p=$(median <<<"${RPS[plain]}")
 echo "conversation id + conversation budget vs none: $ROUNDS rounds x ${DURATION}s, $CONNS connections, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 -c "print(f'with {float($w):.0f} req/s, plain {float($p):.0f} req/s, ratio {float($w)/float($p):.3f}')"

@@ -1,6 +1,7 @@
 //! Authorization: may this identity use this route? Role × route (methods
 //! are already matched by the router), then owner rules: an agent reaches
-//! only paths naming themselves unless they hold a bypass role.
+//! only paths naming themselves unless they hold a bypass role. MCP tool
+//! rules follow the same two steps (`allow_role_and_owner`).
 
 use crate::auth::Identity;
 use crate::config::snapshot::Route;
@@ -34,18 +35,30 @@ pub fn authorize(
     identity: &Identity,
     params: &[(&str, &str)],
 ) -> Result<(), Denial> {
-    if !route.roles.is_empty() && !identity.has_any_role(&route.roles) {
-        return Err(Denial::Role);
-    }
-    if let Some(owner) = &route.owner {
-        if identity.has_any_role(&owner.bypass_roles) {
-            return Ok(());
-        }
-        let value = params
+    let owner = route.owner.as_ref().map(|owner| {
+        let named = params
             .iter()
             .find(|(name, _)| *name == owner.param)
             .map(|(_, v)| *v);
-        if value != Some(identity.user.as_str()) {
+        (owner.bypass_roles.as_slice(), named)
+    });
+    allow_role_and_owner(identity, &route.roles, owner)
+}
+
+/// The rule of routes and MCP tools alike: the identity holds one of
+/// `roles` (none listed: anyone may); then, under an owner rule given as
+/// (bypass roles, the owner the request names), the named owner is the
+/// identity's user unless it holds a bypass role.
+pub fn allow_role_and_owner(
+    identity: &Identity,
+    roles: &[String],
+    owner: Option<(&[String], Option<&str>)>,
+) -> Result<(), Denial> {
+    if !roles.is_empty() && !identity.has_any_role(roles) {
+        return Err(Denial::Role);
+    }
+    if let Some((bypass_roles, named)) = owner {
+        if !identity.has_any_role(bypass_roles) && named != Some(identity.user.as_str()) {
             return Err(Denial::Owner);
         }
     }
@@ -78,12 +91,7 @@ mod tests {
     }
 
     fn who(user: &str, roles: &[&str]) -> Identity {
-        Identity {
-            user: user.into(),
-            tenant: "t".into(),
-            roles: roles.iter().map(|s| s.to_string()).collect(),
-            key_id: "k".into(),
-        }
+        Identity::for_tests(user, roles)
     }
 
     #[test]

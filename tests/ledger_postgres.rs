@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::llm::{report, today};
 use common::postgres::{HostAuth, Postgres, PASSWORD};
 use common::redis::Redis;
 use common::*;
@@ -83,28 +84,6 @@ fn chat_with(gw: &Gateway, key: &str, model: &str, headers: &[(&str, &str)]) -> 
     .send()
     .map(|r| r.status().as_u16())
     .unwrap_or(0)
-}
-
-fn today() -> String {
-    let day = tollgate::limits::window::now_unix() / 86_400;
-    let date = time::OffsetDateTime::from_unix_timestamp((day * 86_400) as i64).unwrap();
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
-}
-
-fn report(gw: &Gateway, group_by: &str, format: &str) -> reqwest::blocking::Response {
-    let day = today();
-    client()
-        .get(gw.admin_url(&format!(
-            "/admin/usage/report?from={day}&to={day}&group_by={group_by}&format={format}"
-        )))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
 }
 
 fn report_rows(gw: &Gateway, group_by: &str) -> Vec<Value> {

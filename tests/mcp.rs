@@ -17,13 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The test virtualenv's Python when it has the MCP SDK.
 fn python() -> Option<PathBuf> {
-    let python = root().join("target/venv/bin/python");
+    let python = repo_root().join("target/venv/bin/python");
     let ok = Command::new(&python)
         .args(["-c", "import mcp.server.mcpserver"])
         .output()
@@ -42,7 +38,7 @@ impl Server {
         let addr = free_addr();
         let port = addr.rsplit(':').next().unwrap().to_string();
         let child = Command::new(python)
-            .arg(root().join("tests/mcp").join(script))
+            .arg(repo_root().join("tests/mcp").join(script))
             .arg(&port)
             .args(args)
             .stdout(Stdio::null())
@@ -673,35 +669,27 @@ fn the_official_sdk_client_works_through_the_gateway() {
     for json_mode in [true, false] {
         let server = Server::tools(&python, "p1", json_mode);
         let gw = config(&[&server.addr]).start();
-        let out = Command::new(&python)
-            .arg(root().join("tests/mcp/sdk_client.py"))
-            .env("TG_URL", gw.url("/mcp"))
-            .env("TG_KEY", BOB_KEY)
-            .env("NO_PROXY", "127.0.0.1")
-            .output()
-            .expect("run the SDK client");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "json={json_mode}\n{stdout}\n{stderr}");
-        for scenario in [
-            "initialize",
-            "tools/list filtered",
-            "allowed call",
-            "denied tool raises",
-            "owner rule raises",
-            "session continues",
-        ] {
-            assert!(
-                stdout.contains(&format!("ok {scenario}\n")),
-                "{scenario}: {stdout}"
-            );
-        }
+        let url = gw.url("/mcp");
+        run_client_script(
+            &python,
+            "tests/mcp/sdk_client.py",
+            &[("TG_URL", url.as_str()), ("TG_KEY", BOB_KEY)],
+            &[
+                "initialize",
+                "tools/list filtered",
+                "allowed call",
+                "denied tool raises",
+                "owner rule raises",
+                "session continues",
+            ],
+            &format!("json={json_mode}"),
+        );
     }
 }
 
 #[test]
 fn check_reports_bad_mcp_routes_with_their_location() {
-    let (code, _, stderr) = config(&["127.0.0.1:9"])
+    let result = config(&["127.0.0.1:9"])
         .with_route("tools", |r| {
             r.tools(
                 "deny",
@@ -711,15 +699,15 @@ fn check_reports_bad_mcp_routes_with_their_location() {
         })
         .route(Route::http("plain", "/plain", &["GET"], "tools").tools("allow", json!([])))
         .check();
-    assert_eq!(code, 1, "{stderr}");
-    for problem in [
-        "routes[0].tools.rules[1].name: duplicate tool rule 'get_ticket'",
-        "routes[0].tools.rules[1].rate_limit.requests_per_minute: must be at least 1",
-        "routes[0].mcp.max_batch: must be at least 1",
-        "routes[1].tools: only kind: mcp routes have tools",
-    ] {
-        assert!(stderr.contains(problem), "{problem}: {stderr}");
-    }
+    assert_check_reports(
+        result,
+        &[
+            "routes[0].tools.rules[1].name: duplicate tool rule 'get_ticket'",
+            "routes[0].tools.rules[1].rate_limit.requests_per_minute: must be at least 1",
+            "routes[0].mcp.max_batch: must be at least 1",
+            "routes[1].tools: only kind: mcp routes have tools",
+        ],
+    );
     let (code, _, stderr) = config(&["127.0.0.1:9"]).check();
     assert_eq!(code, 0, "{stderr}");
 }

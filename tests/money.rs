@@ -58,30 +58,6 @@ fn conversations_at(path: &std::path::Path) -> Vec<(Option<String>, String, i64)
         .collect()
 }
 
-fn today() -> String {
-    let secs = unix_millis() / 1000;
-    let date = time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .unwrap()
-        .date();
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
-}
-
-fn report(gw: &Gateway, group_by: &str, format: &str) -> reqwest::blocking::Response {
-    let day = today();
-    client()
-        .get(gw.admin_url(&format!(
-            "/admin/usage/report?from={day}&to={day}&group_by={group_by}&format={format}"
-        )))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
-}
-
 fn micro(usd: &str) -> i64 {
     let (whole, frac) = usd.split_once('.').unwrap();
     whole.parse::<i64>().unwrap() * 1_000_000 + frac.parse::<i64>().unwrap()

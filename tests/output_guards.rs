@@ -464,8 +464,7 @@ fn a_slow_stream_is_released_event_by_event() {
 /// answers (streams with their helpers, and JSON) without an error.
 #[test]
 fn official_sdks_read_redacted_and_blocked_answers() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("target/venv/bin/python");
+    let python = repo_root().join("target/venv/bin/python");
     let importable = std::process::Command::new(&python)
         .args(["-c", "import anthropic, openai"])
         .output()
@@ -476,30 +475,34 @@ fn official_sdks_read_redacted_and_blocked_answers() {
     }
     let redact = start(GuardAction::Redact);
     let block = start(GuardAction::Block);
-    let out = std::process::Command::new(&python)
-        .arg(root.join("tests/sdk/output_guard_check.py"))
-        .env("TG_REDACT_BASE", format!("http://{}", redact.gw.addr))
-        .env("TG_BLOCK_BASE", format!("http://{}", block.gw.addr))
-        .env("TG_KEY", BOB_KEY)
-        .env("NO_PROXY", "127.0.0.1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    for mode in ["redact", "block"] {
-        for scenario in [
-            "openai chat stream",
-            "anthropic stream",
-            "openai responses stream",
-            "json answers",
-        ] {
-            assert!(
-                stdout.contains(&format!("ok {scenario} {mode}\n")),
-                "{scenario} {mode}: {stdout}"
-            );
-        }
-    }
+    let (redact_base, block_base) = (
+        format!("http://{}", redact.gw.addr),
+        format!("http://{}", block.gw.addr),
+    );
+    let scenarios: Vec<String> = ["redact", "block"]
+        .iter()
+        .flat_map(|mode| {
+            [
+                "openai chat stream",
+                "anthropic stream",
+                "openai responses stream",
+                "json answers",
+            ]
+            .map(|scenario| format!("{scenario} {mode}"))
+        })
+        .collect();
+    let scenarios: Vec<&str> = scenarios.iter().map(String::as_str).collect();
+    run_client_script(
+        &python,
+        "tests/sdk/output_guard_check.py",
+        &[
+            ("TG_REDACT_BASE", redact_base.as_str()),
+            ("TG_BLOCK_BASE", block_base.as_str()),
+            ("TG_KEY", BOB_KEY),
+        ],
+        &scenarios,
+        "SDKs on guarded answers",
+    );
 }
 
 #[test]

@@ -32,6 +32,18 @@ pub fn value_problem(value: &str) -> Option<&'static str> {
 }
 
 impl Identity {
+    /// A caller of tenant `t` with key id `k`, for the tests of the rules
+    /// that read identities.
+    #[cfg(test)]
+    pub fn for_tests(user: &str, roles: &[&str]) -> Identity {
+        Identity {
+            user: user.into(),
+            tenant: "t".into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            key_id: "k".into(),
+        }
+    }
+
     pub fn has_any_role(&self, roles: &[String]) -> bool {
         self.roles.iter().any(|r| roles.contains(r))
     }

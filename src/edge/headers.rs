@@ -175,6 +175,21 @@ pub fn prepare_upstream_request(
     Ok(())
 }
 
+/// The response header a served upstream answer gets (the LLM and MCP
+/// flows write their own answers): the upstream's without hop-by-hop
+/// headers, decorated like every answer.
+pub fn client_response_header(
+    ctx: &RequestCtx,
+    upstream: &ResponseHeader,
+) -> Result<ResponseHeader> {
+    let mut resp = upstream.clone();
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
+    }
+    decorate_response(&mut resp, ctx)?;
+    Ok(resp)
+}
+
 /// Headers on every response to the client, proxied or not.
 pub fn decorate_response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;

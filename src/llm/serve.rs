@@ -24,7 +24,7 @@ use crate::admission::{Admitted, Question, Refusal};
 use crate::config::snapshot::Snapshot;
 use crate::config::snapshot::Target;
 use crate::ctx::RequestCtx;
-use crate::edge::headers::{decorate_response, HOP_BY_HOP};
+use crate::edge::headers::client_response_header;
 use crate::error::GatewayError;
 use crate::guards::output::Findings;
 use crate::limits::budget::{BudgetRefusal, Charge, ScopeKey};
@@ -494,15 +494,6 @@ async fn token_headers(
     ]
 }
 
-fn client_response(ctx: &RequestCtx, upstream: &ResponseHeader) -> pingora::Result<ResponseHeader> {
-    let mut resp = upstream.clone();
-    for name in HOP_BY_HOP {
-        resp.remove_header(*name);
-    }
-    decorate_response(&mut resp, ctx)?;
-    Ok(resp)
-}
-
 /// Forwards the answer chunk by chunk, counting usage as it passes. Stops
 /// at once if the client goes away; the upstream connection is then closed
 /// so the model stops generating (and billing).
@@ -545,7 +536,7 @@ async fn stream_back(
     if let Some(call) = ctx.llm.as_mut() {
         call.upstream_api = translation.map(|t| t.upstream);
     }
-    let header = match client_response(ctx, &response) {
+    let header = match client_response_header(ctx, &response) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("building the client response failed: {e}");

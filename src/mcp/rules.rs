@@ -4,6 +4,7 @@
 //! (rules, identity, arguments), so every decision is unit-tested here.
 
 use crate::auth::Identity;
+use crate::authz::{allow_role_and_owner, Denial};
 use crate::config::schema::{ArgumentOwnerRule, ToolDefault, ToolsConfig};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -121,25 +122,25 @@ impl ToolPolicy {
                 ToolDefault::Deny => Err(ToolDenial::NotListed),
             };
         };
-        if !rule.roles.is_empty() && !identity.has_any_role(&rule.roles) {
-            return Err(ToolDenial::Role);
-        }
-        if let Some(owner) = &rule.owner {
-            if identity.has_any_role(&owner.bypass_roles) {
-                return Ok(());
-            }
+        let owner = rule.owner.as_ref().map(|owner| {
             // Only a string equal to the user passes: a number, an array
             // or a missing argument cannot be proven to be the caller's.
             let named = arguments
                 .and_then(|a| a.get(&owner.argument))
                 .and_then(Value::as_str);
-            if named != Some(identity.user.as_str()) {
-                return Err(ToolDenial::Owner {
-                    argument: owner.argument.clone(),
-                });
-            }
-        }
-        Ok(())
+            (owner.bypass_roles.as_slice(), named)
+        });
+        allow_role_and_owner(identity, &rule.roles, owner).map_err(|denial| match denial {
+            Denial::Role => ToolDenial::Role,
+            // Only an owner rule denies as owner: its argument is named.
+            Denial::Owner => ToolDenial::Owner {
+                argument: rule
+                    .owner
+                    .as_ref()
+                    .map(|o| o.argument.clone())
+                    .unwrap_or_default(),
+            },
+        })
     }
 }
 
@@ -158,12 +159,7 @@ mod tests {
     use serde_json::json;
 
     fn who(user: &str, roles: &[&str]) -> Identity {
-        Identity {
-            user: user.into(),
-            tenant: "t".into(),
-            roles: roles.iter().map(|s| s.to_string()).collect(),
-            key_id: "k".into(),
-        }
+        Identity::for_tests(user, roles)
     }
 
     fn rule(name: &str, roles: &[&str]) -> ToolRuleConfig {

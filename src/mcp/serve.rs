@@ -22,7 +22,7 @@ use crate::admission::Refusal;
 use crate::auth::Identity;
 use crate::config::snapshot::{McpTarget, Snapshot};
 use crate::ctx::RequestCtx;
-use crate::edge::headers::{decorate_response, HOP_BY_HOP};
+use crate::edge::headers::{client_response_header, decorate_response};
 use crate::error::GatewayError;
 use crate::limits::types::{AdmitQuery, RateQuery};
 use crate::llm::serve::read_body;
@@ -412,17 +412,6 @@ async fn judge_call(
     Ok((tool, digest))
 }
 
-/// The response header sent to the client: the upstream's, cleaned and
-/// decorated like every proxied answer.
-fn client_header(ctx: &RequestCtx, upstream: &ResponseHeader) -> pingora::Result<ResponseHeader> {
-    let mut resp = upstream.clone();
-    for name in HOP_BY_HOP {
-        resp.remove_header(*name);
-    }
-    decorate_response(&mut resp, ctx)?;
-    Ok(resp)
-}
-
 async fn respond_local(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -516,8 +505,8 @@ async fn relay_answer(
     let is_json = content_type(&response).starts_with("application/json");
     let limits = &target.limits;
     let end = if (200..300).contains(&status) && is_sse {
-        let mut header =
-            client_header(ctx, &response).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let mut header = client_response_header(ctx, &response)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
         // The stream is rewritten: its length is unknown. Chunked, or the
         // client's connection would end with the answer.
         header.remove_header(&http::header::CONTENT_LENGTH);
@@ -546,8 +535,8 @@ async fn relay_answer(
         } else {
             None
         };
-        let mut header =
-            client_header(ctx, &response).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let mut header = client_response_header(ctx, &response)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let body = match rewritten {
             Some((status, rewritten)) => {
                 header
@@ -654,6 +643,16 @@ async fn read_whole(upstream: &mut HttpSession, limit: usize) -> Result<(Vec<u8>
     }
 }
 
+/// Sends what `out` holds to the client (nothing when it is empty);
+/// false when the client is gone.
+async fn write_pending(session: &mut Session, out: &mut BytesMut) -> bool {
+    out.is_empty()
+        || session
+            .write_response_body(Some(out.split().freeze()), false)
+            .await
+            .is_ok()
+}
+
 /// Relays an SSE stream event by event. A POST's stream ends once every
 /// forwarded request is answered (the spec's servers close it then; one
 /// that does not is not waited for); any stream ends at
@@ -672,12 +671,7 @@ async fn relay_stream(
     for refusal in local {
         out.extend_from_slice(&sse::message_event(&refusal.to_string(), None));
     }
-    if !out.is_empty()
-        && session
-            .write_response_body(Some(out.split().freeze()), false)
-            .await
-            .is_err()
-    {
+    if !write_pending(session, &mut out).await {
         return End::Cut;
     }
     session.as_downstream_mut().set_abort_on_close(true);
@@ -729,12 +723,7 @@ async fn relay_stream(
         for event in events {
             out.extend_from_slice(&relay.event(event));
         }
-        if !out.is_empty()
-            && session
-                .write_response_body(Some(out.split().freeze()), false)
-                .await
-                .is_err()
-        {
+        if !write_pending(session, &mut out).await {
             return End::Cut;
         }
         if post && relay.all_answered() && splitter.pending() == 0 {

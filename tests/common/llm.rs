@@ -213,6 +213,32 @@ pub fn usage_of(gw: &Gateway, user: &str) -> Value {
         .unwrap()
 }
 
+/// Today's UTC date, `YYYY-MM-DD`, as the usage report takes it.
+pub fn today() -> String {
+    let secs = unix_millis() / 1000;
+    let date = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .unwrap()
+        .date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// `/admin/usage/report` of today, grouped by `group_by`, in `format`.
+pub fn report(gw: &Gateway, group_by: &str, format: &str) -> reqwest::blocking::Response {
+    let day = today();
+    client()
+        .get(gw.admin_url(&format!(
+            "/admin/usage/report?from={day}&to={day}&group_by={group_by}&format={format}"
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+}
+
 /// Settlement runs in `logging`, just after the answer: polls the usage of
 /// `user` until `pred` holds (5 s at most) and returns the last reading.
 pub fn wait_usage(gw: &Gateway, user: &str, pred: impl Fn(&Value) -> bool) -> Value {

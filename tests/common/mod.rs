@@ -421,6 +421,40 @@ pub fn tollgate(command: &str, config: &Path, more: &[&str]) -> std::process::Ou
         .expect("run tollgate")
 }
 
+/// The repository's root (scripts and the test virtualenv are below it).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the Python client `script` (a path below the root) with `env` and
+/// no proxy for loopback; asserts that it succeeded and printed
+/// `ok SCENARIO` for each of `scenarios`, `what` naming the run in a
+/// failure. Returns its stdout.
+pub fn run_client_script(
+    python: &Path,
+    script: &str,
+    env: &[(&str, &str)],
+    scenarios: &[&str],
+    what: &str,
+) -> String {
+    let out = Command::new(python)
+        .arg(repo_root().join(script))
+        .envs(env.iter().copied())
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("run the client script");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what}\n{stdout}\n{stderr}");
+    for scenario in scenarios {
+        assert!(
+            stdout.contains(&format!("ok {scenario}\n")),
+            "{what}: {scenario}: {stdout}"
+        );
+    }
+    stdout
+}
+
 /// Runs `tollgate check` on `config`: (exit code, stdout, stderr).
 pub fn run_check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,28 +7,19 @@
 //! before it, so a tool round trip works with ids the client kept.
 
 use super::chat_messages::parse_data_url;
+use super::chat_request::{
+    call_arguments, chat_messages, function_tools, present, refuse_chat_extras, stop_sequences,
+    string_at, tool_choice, FunctionTool, Role, Target, ToolChoice,
+};
 use super::wire::unix_now;
 use crate::llm::api::fields::{field_err, num};
 use crate::llm::api::RequestError;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
-/// OpenAI chat request fields a Gemini request can carry.
+/// OpenAI chat request fields a Gemini request can carry besides those
+/// every target does.
 const CHAT_FIELDS_FOR_GEMINI: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "stream",
-    "stream_options",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "n",
-    "logprobs",
     "response_format",
     "seed",
     "presence_penalty",
@@ -36,6 +27,13 @@ const CHAT_FIELDS_FOR_GEMINI: &[&str] = &[
 ];
 
 const NO_EQUIVALENT_IN_GEMINI: &str = "has no equivalent in the Gemini API";
+
+const GEMINI: Target = Target {
+    no_equivalent: NO_EQUIVALENT_IN_GEMINI,
+    n_above_one: "above 1 has no equivalent in the Gemini API",
+    late_system:
+        "a system message after the conversation started has no equivalent in the Gemini API",
+};
 
 /// The path of a Gemini call: the model and the method are in it.
 pub(super) fn path(model: &str, stream: bool) -> String {
@@ -53,28 +51,10 @@ pub(super) fn path(model: &str, stream: bool) -> String {
     }
 }
 
-fn present<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    body.get(key).filter(|v| !v.is_null())
-}
-
 pub(super) fn chat_request_to_gemini(
     body: Map<String, Value>,
 ) -> Result<Map<String, Value>, RequestError> {
-    if let Some((key, _)) = body
-        .iter()
-        .find(|(k, v)| !v.is_null() && !CHAT_FIELDS_FOR_GEMINI.contains(&k.as_str()))
-    {
-        return Err(field_err(key.as_str(), NO_EQUIVALENT_IN_GEMINI));
-    }
-    if present(&body, "n").is_some_and(|n| n.as_u64() != Some(1)) {
-        return Err(field_err(
-            "n",
-            "above 1 has no equivalent in the Gemini API",
-        ));
-    }
-    if present(&body, "logprobs").is_some_and(|v| v != &Value::Bool(false)) {
-        return Err(field_err("logprobs", NO_EQUIVALENT_IN_GEMINI));
-    }
+    refuse_chat_extras(&body, CHAT_FIELDS_FOR_GEMINI, &GEMINI)?;
     if present(&body, "parallel_tool_calls") == Some(&Value::Bool(false)) {
         return Err(field_err("parallel_tool_calls", NO_EQUIVALENT_IN_GEMINI));
     }
@@ -101,15 +81,8 @@ pub(super) fn chat_request_to_gemini(
             config.insert(to.into(), v.clone());
         }
     }
-    match present(&body, "stop") {
-        None => {}
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(list @ Value::Array(_)) => {
-            config.insert("stopSequences".into(), list.clone());
-        }
-        Some(_) => return Err(field_err("stop", "must be a string or an array of strings")),
+    if let Some(stop) = stop_sequences(&body)? {
+        config.insert("stopSequences".into(), stop);
     }
     if let Some(format) = present(&body, "response_format") {
         match format.get("type").and_then(Value::as_str) {
@@ -134,27 +107,11 @@ pub(super) fn chat_request_to_gemini(
         out.insert("tools".into(), tools_of(tools)?);
     }
     if let Some(choice) = present(&body, "tool_choice") {
-        let config = match choice {
-            Value::String(s) => match s.as_str() {
-                "auto" => json!({"mode": "AUTO"}),
-                "required" => json!({"mode": "ANY"}),
-                "none" => json!({"mode": "NONE"}),
-                _ => {
-                    return Err(field_err(
-                        "tool_choice",
-                        "must be auto, required, none or a function",
-                    ))
-                }
-            },
-            other => match other.pointer("/function/name").and_then(Value::as_str) {
-                Some(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
-                None => {
-                    return Err(field_err(
-                        "tool_choice",
-                        "must be auto, required, none or a function",
-                    ))
-                }
-            },
+        let config = match tool_choice(choice)? {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
         };
         out.insert(
             "toolConfig".into(),
@@ -165,39 +122,27 @@ pub(super) fn chat_request_to_gemini(
 }
 
 fn contents_of(body: &Map<String, Value>) -> Result<(Option<Value>, Vec<Value>), RequestError> {
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| field_err("messages", "must be an array"))?;
     let mut system_parts = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
     let mut tool_names: HashMap<&str, &str> = HashMap::new();
     let mut responses: Vec<Value> = Vec::new();
-    for (i, msg) in list.iter().enumerate() {
-        let at = |f: &str| format!("messages[{i}].{f}");
-        if msg.get("name").is_some_and(|v| !v.is_null()) {
-            return Err(field_err(at("name"), NO_EQUIVALENT_IN_GEMINI));
-        }
-        let role = msg.get("role").and_then(Value::as_str).unwrap_or("");
-        if role != "tool" && !responses.is_empty() {
+    for message in chat_messages(body, &GEMINI)? {
+        let message = message?;
+        let (i, msg) = (message.index, message.fields);
+        let at = |f: &str| message.at(f);
+        if message.role != Role::Tool && !responses.is_empty() {
             contents.push(json!({"role": "user", "parts": std::mem::take(&mut responses)}));
         }
-        match role {
-            "system" | "developer" => {
-                if !contents.is_empty() {
-                    return Err(field_err(
-                        at("role"),
-                        "a system message after the conversation started has no equivalent in the Gemini API",
-                    ));
-                }
+        match message.role {
+            Role::System => {
                 system_parts.extend(parts_of(msg.get("content"), &at("content"))?);
             }
-            "user" => {
+            Role::User => {
                 contents.push(
                     json!({"role": "user", "parts": parts_of(msg.get("content"), &at("content"))?}),
                 );
             }
-            "assistant" => {
+            Role::Assistant => {
                 let mut parts = match msg.get("content") {
                     None | Some(Value::Null) => Vec::new(),
                     Some(Value::String(s)) if s.is_empty() => Vec::new(),
@@ -212,35 +157,14 @@ fn contents_of(body: &Map<String, Value>) -> Result<(Option<Value>, Vec<Value>),
                 {
                     let call_at = format!("messages[{i}].tool_calls[{j}]");
                     let id = call.get("id").and_then(Value::as_str).unwrap_or("");
-                    let Some(name) = call.pointer("/function/name").and_then(Value::as_str) else {
-                        return Err(field_err(
-                            format!("{call_at}.function.name"),
-                            "must be a string",
-                        ));
-                    };
-                    let arguments = call
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("{}");
-                    let args: Value = serde_json::from_str(if arguments.trim().is_empty() {
-                        "{}"
-                    } else {
-                        arguments
-                    })
-                    .ok()
-                    .filter(Value::is_object)
-                    .ok_or_else(|| {
-                        field_err(
-                            format!("{call_at}.function.arguments"),
-                            "must be a JSON object",
-                        )
-                    })?;
+                    let name = string_at(call, &call_at, "function.name")?;
+                    let args = call_arguments(call, &call_at)?;
                     tool_names.insert(id, name);
                     parts.push(json!({"functionCall": {"name": name, "args": args}}));
                 }
                 contents.push(json!({"role": "model", "parts": parts}));
             }
-            "tool" => {
+            Role::Tool => {
                 let id = msg
                     .get("tool_call_id")
                     .and_then(Value::as_str)
@@ -260,7 +184,6 @@ fn contents_of(body: &Map<String, Value>) -> Result<(Option<Value>, Vec<Value>),
                     .unwrap_or_else(|| json!({"content": text}));
                 responses.push(json!({"functionResponse": {"name": name, "response": response}}));
             }
-            _ => return Err(field_err(at("role"), NO_EQUIVALENT_IN_GEMINI)),
         }
     }
     if !responses.is_empty() {
@@ -304,18 +227,9 @@ fn parts_of(content: Option<&Value>, at: &str) -> Result<Vec<Value>, RequestErro
             .map(|(j, p)| {
                 let at = format!("{at}[{j}]");
                 match p.get("type").and_then(Value::as_str) {
-                    Some("text") => p
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .map(|t| json!({"text": t}))
-                        .ok_or_else(|| field_err(format!("{at}.text"), "must be a string")),
+                    Some("text") => Ok(json!({"text": string_at(p, &at, "text")?})),
                     Some("image_url") => {
-                        let url = p
-                            .pointer("/image_url/url")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                field_err(format!("{at}.image_url.url"), "must be a string")
-                            })?;
+                        let url = string_at(p, &at, "image_url.url")?;
                         Ok(match parse_data_url(url) {
                             Some((mime, data)) => {
                                 json!({"inlineData": {"mimeType": mime, "data": data}})
@@ -351,22 +265,11 @@ fn mime_of_url(url: &str) -> &'static str {
 }
 
 fn tools_of(tools: &Value) -> Result<Value, RequestError> {
-    let list = tools
-        .as_array()
-        .ok_or_else(|| field_err("tools", "must be an array"))?;
-    let mut declarations = Vec::with_capacity(list.len());
-    for (i, tool) in list.iter().enumerate() {
-        if tool.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(field_err(
-                format!("tools[{i}].type"),
-                NO_EQUIVALENT_IN_GEMINI,
-            ));
-        }
-        let f = tool.get("function").unwrap_or(&Value::Null);
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field_err(format!("tools[{i}].function.name"), "must be a string"))?;
+    let mut declarations = Vec::new();
+    for tool in function_tools(tools, &GEMINI)? {
+        let FunctionTool {
+            function: f, name, ..
+        } = tool?;
         let mut d = json!({"name": name});
         if let Some(desc) = f.get("description").filter(|v| !v.is_null()) {
             d["description"] = desc.clone();

@@ -5,30 +5,18 @@
 //! Anthropic `tool_use.id` and `tool_result.tool_use_id`, and back, so a
 //! tool round trip keeps matching across turns and across the two APIs.
 
+use super::chat_request::{
+    call_arguments, chat_messages, function_tools, present, refuse_chat_extras, refuse_unknown,
+    stop_sequences, string_at, tool_choice, ChatMessage, FunctionTool, Role, Target, ToolChoice,
+};
 use super::wire::unix_now;
 use crate::llm::api::fields::{field_err, num};
 use crate::llm::api::RequestError;
 use serde_json::{json, Map, Value};
 
-/// OpenAI chat request fields the Anthropic request can carry.
-const CHAT_FIELDS_FOR_MESSAGES: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "stream",
-    "stream_options",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "user",
-    "n",
-    "logprobs",
-    "response_format",
-];
+/// OpenAI chat request fields the Anthropic request can carry besides those
+/// every target does.
+const CHAT_FIELDS_FOR_MESSAGES: &[&str] = &["user", "response_format"];
 
 /// Anthropic request fields the OpenAI chat request can carry.
 const MESSAGES_FIELDS_FOR_CHAT: &[&str] = &[
@@ -49,25 +37,11 @@ const MESSAGES_FIELDS_FOR_CHAT: &[&str] = &[
 const NO_EQUIVALENT_IN_MESSAGES: &str = "has no equivalent in the Anthropic Messages API";
 const NO_EQUIVALENT_IN_CHAT: &str = "has no equivalent in the OpenAI chat API";
 
-/// A present, non-null field (clients send `null` for "not set").
-fn present<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    body.get(key).filter(|v| !v.is_null())
-}
-
-/// Refuses fields outside `known` that carry a value.
-fn refuse_unknown(
-    body: &Map<String, Value>,
-    known: &[&str],
-    problem: &'static str,
-) -> Result<(), RequestError> {
-    match body
-        .iter()
-        .find(|(k, v)| !v.is_null() && !known.contains(&k.as_str()))
-    {
-        Some((key, _)) => Err(field_err(key.as_str(), problem)),
-        None => Ok(()),
-    }
-}
+const MESSAGES: Target = Target {
+    no_equivalent: NO_EQUIVALENT_IN_MESSAGES,
+    n_above_one: "above 1 has no equivalent in the Anthropic Messages API",
+    late_system: "a system message after the conversation started has no equivalent in the Anthropic Messages API",
+};
 
 // ---------------------------------------------------------------------------
 // OpenAI chat request → Anthropic request
@@ -75,16 +49,7 @@ fn refuse_unknown(
 pub(super) fn chat_request_to_messages(
     body: Map<String, Value>,
 ) -> Result<Map<String, Value>, RequestError> {
-    refuse_unknown(&body, CHAT_FIELDS_FOR_MESSAGES, NO_EQUIVALENT_IN_MESSAGES)?;
-    if present(&body, "n").is_some_and(|n| n.as_u64() != Some(1)) {
-        return Err(field_err(
-            "n",
-            "above 1 has no equivalent in the Anthropic Messages API",
-        ));
-    }
-    if present(&body, "logprobs").is_some_and(|v| v != &Value::Bool(false)) {
-        return Err(field_err("logprobs", NO_EQUIVALENT_IN_MESSAGES));
-    }
+    refuse_chat_extras(&body, CHAT_FIELDS_FOR_MESSAGES, &MESSAGES)?;
     match present(&body, "response_format")
         .and_then(|f| f.get("type"))
         .and_then(Value::as_str)
@@ -117,22 +82,20 @@ pub(super) fn chat_request_to_messages(
             out.insert(key.into(), v.clone());
         }
     }
-    match present(&body, "stop") {
-        None => {}
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
-            out.insert("stop_sequences".into(), Value::Array(list.clone()));
-        }
-        Some(_) => return Err(field_err("stop", "must be a string or an array of strings")),
+    if let Some(stop) = stop_sequences(&body)? {
+        out.insert("stop_sequences".into(), stop);
     }
     if let Some(tools) = present(&body, "tools") {
         out.insert("tools".into(), chat_tools_to_messages(tools)?);
     }
     let mut choice = match present(&body, "tool_choice") {
         None => None,
-        Some(c) => Some(chat_tool_choice_to_messages(c)?),
+        Some(c) => Some(match tool_choice(c)? {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+        }),
     };
     if present(&body, "parallel_tool_calls") == Some(&Value::Bool(false)) {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
@@ -156,102 +119,37 @@ pub(super) fn chat_request_to_messages(
 fn chat_messages_to_messages(
     body: &Map<String, Value>,
 ) -> Result<(Option<Value>, Vec<Value>), RequestError> {
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| field_err("messages", "must be an array"))?;
     let mut system: Vec<Value> = Vec::new();
     let mut system_is_plain = true;
     let mut out: Vec<Value> = Vec::new();
     let mut tool_results: Vec<Value> = Vec::new();
-    for (i, msg) in list.iter().enumerate() {
-        let at = |f: &str| format!("messages[{i}].{f}");
-        let obj = msg
-            .as_object()
-            .ok_or_else(|| field_err(format!("messages[{i}]"), "must be an object"))?;
-        if obj.get("name").is_some_and(|v| !v.is_null()) {
-            return Err(field_err(at("name"), NO_EQUIVALENT_IN_MESSAGES));
-        }
-        let role = obj.get("role").and_then(Value::as_str).unwrap_or("");
-        if role != "tool" && !tool_results.is_empty() {
+    for msg in chat_messages(body, &MESSAGES)? {
+        let msg = msg?;
+        if msg.role != Role::Tool && !tool_results.is_empty() {
             out.push(json!({"role": "user", "content": std::mem::take(&mut tool_results)}));
         }
-        match role {
-            "system" | "developer" => {
-                if !out.is_empty() {
-                    return Err(field_err(
-                        at("role"),
-                        "a system message after the conversation started has no equivalent in the Anthropic Messages API",
-                    ));
+        match msg.role {
+            Role::System => match chat_content_to_messages(&msg)? {
+                Value::Array(blocks) => {
+                    system_is_plain = false;
+                    system.extend(blocks);
                 }
-                match obj.get("content") {
-                    Some(Value::String(s)) => system.push(json!({"type": "text", "text": s})),
-                    Some(Value::Array(parts)) => {
-                        system_is_plain = false;
-                        for (j, part) in parts.iter().enumerate() {
-                            system.push(chat_part_to_block(
-                                part,
-                                &format!("messages[{i}].content[{j}]"),
-                            )?);
-                        }
-                    }
-                    _ => {
-                        return Err(field_err(
-                            at("content"),
-                            "must be a string or an array of parts",
-                        ))
-                    }
-                }
+                text => system.push(json!({"type": "text", "text": text})),
+            },
+            Role::User => {
+                out.push(json!({"role": "user", "content": chat_content_to_messages(&msg)?}))
             }
-            "user" => {
-                let content = match obj.get("content") {
-                    Some(Value::String(s)) => Value::String(s.clone()),
-                    Some(Value::Array(parts)) => Value::Array(
-                        parts
-                            .iter()
-                            .enumerate()
-                            .map(|(j, p)| {
-                                chat_part_to_block(p, &format!("messages[{i}].content[{j}]"))
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    _ => {
-                        return Err(field_err(
-                            at("content"),
-                            "must be a string or an array of parts",
-                        ))
-                    }
-                };
-                out.push(json!({"role": "user", "content": content}));
-            }
-            "assistant" => out.push(chat_assistant_to_messages(obj, i)?),
-            "tool" => {
-                let id = obj
+            Role::Assistant => out.push(chat_assistant_to_messages(msg.fields, msg.index)?),
+            Role::Tool => {
+                let id = msg
+                    .fields
                     .get("tool_call_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| field_err(at("tool_call_id"), "must be a string"))?;
-                let content = match obj.get("content") {
-                    Some(Value::String(s)) => Value::String(s.clone()),
-                    Some(Value::Array(parts)) => Value::Array(
-                        parts
-                            .iter()
-                            .enumerate()
-                            .map(|(j, p)| {
-                                chat_part_to_block(p, &format!("messages[{i}].content[{j}]"))
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    _ => {
-                        return Err(field_err(
-                            at("content"),
-                            "must be a string or an array of parts",
-                        ))
-                    }
-                };
+                    .ok_or_else(|| field_err(msg.at("tool_call_id"), "must be a string"))?;
+                let content = chat_content_to_messages(&msg)?;
                 tool_results
                     .push(json!({"type": "tool_result", "tool_use_id": id, "content": content}));
             }
-            _ => return Err(field_err(at("role"), NO_EQUIVALENT_IN_MESSAGES)),
         }
     }
     if !tool_results.is_empty() {
@@ -265,16 +163,30 @@ fn chat_messages_to_messages(
     Ok((system, out))
 }
 
+/// A message's content as Anthropic content: a string as it is, parts as
+/// blocks.
+fn chat_content_to_messages(msg: &ChatMessage) -> Result<Value, RequestError> {
+    match msg.fields.get("content") {
+        Some(Value::String(s)) => Ok(Value::String(s.clone())),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| chat_part_to_block(p, &msg.at(&format!("content[{j}]"))))
+            .collect(),
+        _ => Err(field_err(
+            msg.at("content"),
+            "must be a string or an array of parts",
+        )),
+    }
+}
+
 /// One OpenAI content part as an Anthropic block; `cache_control` on a
 /// part (the convention of LiteLLM and OpenRouter) is kept.
 fn chat_part_to_block(part: &Value, at: &str) -> Result<Value, RequestError> {
     let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
     let mut block = match kind {
         "text" => {
-            let text = part
-                .get("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| field_err(format!("{at}.text"), "must be a string"))?;
+            let text = string_at(part, at, "text")?;
             json!({"type": "text", "text": text})
         }
         "image_url" => {
@@ -289,10 +201,7 @@ fn chat_part_to_block(part: &Value, at: &str) -> Result<Value, RequestError> {
                     NO_EQUIVALENT_IN_MESSAGES,
                 ));
             }
-            let url = image
-                .and_then(|i| i.get("url"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| field_err(format!("{at}.image_url.url"), "must be a string"))?;
+            let url = string_at(part, at, "image_url.url")?;
             json!({"type": "image", "source": image_source(url)})
         }
         _ => return Err(field_err(format!("{at}.type"), NO_EQUIVALENT_IN_MESSAGES)),
@@ -360,23 +269,7 @@ fn chat_assistant_to_messages(obj: &Map<String, Value>, i: usize) -> Result<Valu
             let (Some(id), Some(name)) = (id, name) else {
                 return Err(field_err(at, "must have an id and a function name"));
             };
-            let arguments = call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("{}");
-            let input: Value = if arguments.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(arguments).map_err(|_| {
-                    field_err(format!("{at}.function.arguments"), "must be a JSON object")
-                })?
-            };
-            if !input.is_object() {
-                return Err(field_err(
-                    format!("{at}.function.arguments"),
-                    "must be a JSON object",
-                ));
-            }
+            let input = call_arguments(call, &at)?;
             blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
         }
     }
@@ -392,24 +285,14 @@ fn chat_assistant_to_messages(obj: &Map<String, Value>, i: usize) -> Result<Valu
 }
 
 fn chat_tools_to_messages(tools: &Value) -> Result<Value, RequestError> {
-    let list = tools
-        .as_array()
-        .ok_or_else(|| field_err("tools", "must be an array"))?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, tool) in list.iter().enumerate() {
-        if tool.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(field_err(
-                format!("tools[{i}].type"),
-                NO_EQUIVALENT_IN_MESSAGES,
-            ));
-        }
-        let f = tool
-            .get("function")
-            .ok_or_else(|| field_err(format!("tools[{i}].function"), "is required"))?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field_err(format!("tools[{i}].function.name"), "must be a string"))?;
+    let mut out = Vec::new();
+    for tool in function_tools(tools, &MESSAGES)? {
+        let FunctionTool {
+            index: i,
+            tool,
+            function: f,
+            name,
+        } = tool?;
         if f.get("strict") == Some(&Value::Bool(true)) {
             return Err(field_err(
                 format!("tools[{i}].function.strict"),
@@ -428,33 +311,6 @@ fn chat_tools_to_messages(tools: &Value) -> Result<Value, RequestError> {
         out.push(t);
     }
     Ok(Value::Array(out))
-}
-
-fn chat_tool_choice_to_messages(choice: &Value) -> Result<Value, RequestError> {
-    Ok(match choice {
-        Value::String(s) => match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "required" => json!({"type": "any"}),
-            "none" => json!({"type": "none"}),
-            _ => {
-                return Err(field_err(
-                    "tool_choice",
-                    "must be auto, required, none or a function",
-                ))
-            }
-        },
-        other => match other.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) if other.get("type").and_then(Value::as_str) == Some("function") => {
-                json!({"type": "tool", "name": name})
-            }
-            _ => {
-                return Err(field_err(
-                    "tool_choice",
-                    "must be auto, required, none or a function",
-                ))
-            }
-        },
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -567,10 +423,7 @@ pub(super) fn messages_request_to_chat(
 fn block_to_chat_part(block: &Value, at: &str) -> Result<Value, RequestError> {
     let mut part = match block.get("type").and_then(Value::as_str) {
         Some("text") => {
-            let text = block
-                .get("text")
-                .and_then(Value::as_str)
-                .ok_or_else(|| field_err(format!("{at}.text"), "must be a string"))?;
+            let text = string_at(block, at, "text")?;
             json!({"type": "text", "text": text})
         }
         Some("image") => {
@@ -591,11 +444,7 @@ fn block_to_chat_part(block: &Value, at: &str) -> Result<Value, RequestError> {
                         }
                     }
                 }
-                Some("url") => source
-                    .and_then(|s| s.get("url"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| field_err(format!("{at}.source.url"), "must be a string"))?
-                    .to_string(),
+                Some("url") => string_at(block, at, "source.url")?.to_string(),
                 _ => {
                     return Err(field_err(
                         format!("{at}.source.type"),
@@ -637,10 +486,7 @@ fn user_to_chat(msg: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), Reque
             parts.push(block_to_chat_part(block, &at)?);
             continue;
         }
-        let id = block
-            .get("tool_use_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field_err(format!("{at}.tool_use_id"), "must be a string"))?;
+        let id = string_at(block, &at, "tool_use_id")?;
         if block.get("is_error") == Some(&Value::Bool(true)) {
             return Err(field_err(format!("{at}.is_error"), NO_EQUIVALENT_IN_CHAT));
         }
@@ -722,10 +568,7 @@ fn messages_tools_to_chat(tools: &Value) -> Result<Value, RequestError> {
                 return Err(field_err(format!("tools[{i}].type"), NO_EQUIVALENT_IN_CHAT));
             }
         }
-        let name = tool
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field_err(format!("tools[{i}].name"), "must be a string"))?;
+        let name = string_at(tool, &format!("tools[{i}]"), "name")?;
         let mut function = json!({"name": name,
             "parameters": tool.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}))});
         if let Some(d) = tool.get("description").filter(|d| !d.is_null()) {

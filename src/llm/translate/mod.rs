@@ -14,6 +14,7 @@
 
 mod chat_gemini;
 mod chat_messages;
+mod chat_request;
 mod errors;
 mod hop;
 mod sse;

@@ -243,6 +243,17 @@ fn openai_stream_error(message: &str) -> Ev {
     )
 }
 
+/// The message of an upstream's error event (an object under `error`).
+fn upstream_error_message(event: &Value) -> Option<&str> {
+    let error = event.get("error").filter(|v| v.is_object())?;
+    Some(
+        error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("upstream error"),
+    )
+}
+
 fn anthropic_stream_error(message: &str) -> Ev {
     Ev::Json(json!({"type": "error", "error": {"type": "api_error", "message": message}}))
 }
@@ -445,12 +456,8 @@ impl ChatToMessages {
             Ev::Done => return self.finish(out),
             Ev::Json(e) => e,
         };
-        if let Some(error) = e.get("error").filter(|v| v.is_object()) {
+        if let Some(message) = upstream_error_message(&e) {
             self.done = true;
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error");
             out.push(anthropic_stream_error(message));
             return;
         }
@@ -570,12 +577,8 @@ impl GeminiToChat {
         if self.done {
             return;
         }
-        if let Some(error) = e.get("error").filter(|v| v.is_object()) {
+        if let Some(message) = upstream_error_message(&e) {
             self.done = true;
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error");
             out.push(openai_stream_error(message));
             return;
         }
