@@ -268,8 +268,8 @@ impl Keys {
         config: &KeyIndex,
         now_unix: i64,
     ) -> Result<Answer, KeysError> {
-        let req = RotateKey::parse(body)?;
         Self::not_config(config, id, caller)?;
+        let req = RotateKey::parse(body)?;
         let store = self.writable()?;
         self.visible(store, id, caller).await?;
         let (secret, _) = generate_key();
@@ -290,8 +290,8 @@ impl Keys {
         config: &KeyIndex,
         now_unix: i64,
     ) -> Result<StoredKey, KeysError> {
-        let patch = PatchKey::parse(body, now_unix)?;
         Self::not_config(config, id, caller)?;
+        let patch = PatchKey::parse(body, now_unix)?;
         let store = self.writable()?;
         self.visible(store, id, caller).await?;
         self.written(
