@@ -83,6 +83,7 @@ mod tests {
             tenant: "t".into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             key_id: "k".into(),
+            ..Identity::default()
         }
     }
 

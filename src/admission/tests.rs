@@ -193,6 +193,7 @@ fn a_pending_question_is_judged_lockout_first_then_rate() {
         tenant: "acme".into(),
         roles: vec!["agent".into()],
         key_id: "bob-1".into(),
+        ..Identity::default()
     };
     let over = RateDecision {
         policy: "default".into(),

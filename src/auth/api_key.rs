@@ -219,6 +219,7 @@ mod tests {
             tenant: "acme".into(),
             roles: vec!["agent".into()],
             key_id: id.into(),
+            ..Identity::default()
         }
     }
 

@@ -144,6 +144,7 @@ mod tests {
                 tenant: "t".into(),
                 roles: vec![],
                 key_id: id.into(),
+                ..Identity::default()
             }),
             expires_at,
             until,

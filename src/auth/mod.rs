@@ -8,12 +8,14 @@ pub mod identity;
 pub mod jwt;
 pub mod jwt_cache;
 pub mod jwt_config;
+pub mod key_policy;
 pub mod key_table;
 
 pub use api_key::KeyIndex;
 use api_key::KeyRejection;
-pub use identity::Identity;
+pub use identity::{CredentialKind, Identity};
 use jwt::{JwtError, JwtVerifier};
+pub use key_policy::KeyPolicy;
 use key_table::{KeyTable, MadeKeyRejection};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
@@ -207,6 +209,8 @@ impl Authenticator {
                     tenant: id.tenant,
                     roles: id.roles,
                     key_id: id.kid,
+                    credential: identity::CredentialKind::Jwt,
+                    policy: None,
                 });
                 self.jwt_cache
                     .insert(digest, identity.clone(), id.valid_until);

@@ -41,6 +41,7 @@ fn contract_ctx() -> Result<RequestCtx, crate::config::problems::ConfigError> {
         tenant: "acme".into(),
         roles: vec!["agent".into()],
         key_id: "bench-1".into(),
+        ..Identity::default()
     }));
     let template = RequestHeader::build("GET", b"/", None);
     if let Ok(req) = template {

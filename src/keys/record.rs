@@ -3,6 +3,7 @@
 
 use crate::auth::api_key::{KeyDigest, KeyEntry};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Micro-dollars per dollar (budgets are kept as integers).
 pub const MICRO_USD_PER_USD: u64 = 1_000_000;
@@ -80,6 +81,26 @@ fn usd(micro: u64) -> Value {
 }
 
 impl KeyPolicy {
+    /// The policy authentication carries on the key's identity, enforced
+    /// by the same code as the file's keys' (`None`: nothing set).
+    pub fn enforced(&self) -> Option<Arc<crate::auth::KeyPolicy>> {
+        use crate::auth::key_policy::{KeyBudgets, KeyRateLimit};
+        let policy = crate::auth::KeyPolicy {
+            models: self.models.clone().map(Vec::into_boxed_slice),
+            rate_limit: self.requests_per_minute.map(|n| KeyRateLimit {
+                requests_per_minute: n,
+                enforce: true,
+            }),
+            budgets: (self.tokens_per_day.is_some() || self.micro_usd_per_month.is_some())
+                .then_some(KeyBudgets {
+                    tokens_per_day: self.tokens_per_day,
+                    micro_usd_per_month: self.micro_usd_per_month,
+                    enforce: true,
+                }),
+        };
+        (!policy.is_empty()).then(|| Arc::new(policy))
+    }
+
     pub fn rate_limit_json(&self) -> Value {
         self.requests_per_minute
             .map_or(Value::Null, |n| json!({ "requests_per_minute": n }))

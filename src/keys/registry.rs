@@ -13,7 +13,7 @@
 
 use super::record::StoredKey;
 use crate::auth::api_key::KeyDigest;
-use crate::auth::identity::Identity;
+use crate::auth::identity::{CredentialKind, Identity};
 use crate::auth::key_table::{KeyTable, MadeKey, NEVER};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -127,6 +127,8 @@ impl KeyRegistry {
                     tenant: key.tenant.clone(),
                     roles: key.roles.clone(),
                     key_id: key.id.clone(),
+                    credential: CredentialKind::ApiKey,
+                    policy: key.policy.enforced(),
                 });
                 let made = MadeKey {
                     identity,
@@ -232,6 +234,27 @@ mod tests {
         assert_eq!(key_id(&r, "s1", 61), Err(MadeKeyRejection::Unknown));
         assert_eq!(key_id(&r, "s2", 61), Ok("key_2".into()));
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_stored_policy_is_carried_on_the_identity() {
+        let r = KeyRegistry::new();
+        let mut k = sample("key_1", "s1");
+        k.policy.models = Some(vec!["m".into()]);
+        k.policy.requests_per_minute = Some(5);
+        r.apply_loaded(&[k, sample("key_2", "s2")], &|_| false);
+        let table = r.table();
+        let limited = table
+            .lookup(&digest("s1"), 0)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(limited.allows_model("m") && !limited.allows_model("other"));
+        let rate = limited.policy.as_ref().and_then(|p| p.rate_limit);
+        assert_eq!(rate.map(|r| r.requests_per_minute), Some(5));
+        assert_eq!(limited.api_key_id(), Some("key_1"));
+        let open = table
+            .lookup(&digest("s2"), 0)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(open.policy.is_none(), "no policy, nothing carried");
     }
 
     #[test]

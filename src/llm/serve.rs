@@ -889,6 +889,7 @@ limits:
             tenant: "acme".into(),
             roles: agent(),
             key_id: "bob-1".into(),
+            ..Identity::default()
         }));
         ctx
     }
