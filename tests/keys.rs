@@ -759,3 +759,95 @@ fn admin_tokens_are_checked() {
         ],
     );
 }
+
+/// `tollgate keys ...` against `gw`'s admin API with `token`.
+fn cli(gw: &Gateway, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("keys")
+        .args(args)
+        .args(["--admin-url", &gw.admin_url("")])
+        .env_remove("TOLLGATE_ADMIN_TOKEN");
+    if let Some(token) = token {
+        cmd.env("TOLLGATE_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().expect("run tollgate keys");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_manages_keys_through_the_admin_api() {
+    let backend = Backend::start();
+    let gw = builder(&backend).start();
+    let (code, out, err) = cli(
+        &gw,
+        Some(ADMIN_TOKEN),
+        &[
+            "create",
+            "--user",
+            "dana",
+            "--tenant",
+            "acme",
+            "--role",
+            "agent",
+            "--tokens-per-day",
+            "500",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let (id, secret) = (made["id"].as_str().unwrap(), made["key"].as_str().unwrap());
+    assert_eq!(made["budgets"]["tokens_per_day"], 500);
+    assert_eq!(call(&gw, secret), 200);
+
+    let (code, table, _) = cli(&gw, Some(ACME_TOKEN), &["list"]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains(id) && table.contains("bob-1") && table.contains("config"));
+    assert!(!table.contains(secret));
+    let (code, shown, _) = cli(&gw, Some(ADMIN_TOKEN), &["show", id, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&shown).unwrap()["user"],
+        "dana"
+    );
+
+    let (code, rotated, _) = cli(
+        &gw,
+        Some(ADMIN_TOKEN),
+        &["rotate", id, "--grace-seconds", "0"],
+    );
+    assert_eq!(code, 0);
+    let new_secret = rotated
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    assert!(new_secret.starts_with("tg_"), "{rotated}");
+    assert_eq!(call(&gw, &new_secret), 200);
+    assert_eq!(call(&gw, secret), 401);
+    let (code, _, _) = cli(&gw, Some(ADMIN_TOKEN), &["revoke", id]);
+    assert_eq!(code, 0);
+    assert_eq!(call(&gw, &new_secret), 401);
+
+    // Refusals exit 2 with the API's code; no token, no request.
+    let (code, _, err) = cli(&gw, Some(GLOBEX_TOKEN), &["show", id]);
+    assert_eq!((code, err.contains("404 not_found")), (2, true), "{err}");
+    let (code, _, err) = cli(
+        &gw,
+        Some(ADMIN_TOKEN),
+        &["create", "--user", "a,b", "--tenant", "acme"],
+    );
+    assert_eq!((code, err.contains("field user")), (2, true), "{err}");
+    let (code, _, err) = cli(&gw, None, &["list"]);
+    assert_eq!(
+        (code, err.contains("TOLLGATE_ADMIN_TOKEN")),
+        (2, true),
+        "{err}"
+    );
+}

@@ -80,27 +80,41 @@ fn code(e: &KeysError) -> &'static str {
 }
 
 /// Which operation a request is.
-enum Endpoint<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
     List,
     Create,
-    Get(&'a str),
-    Patch(&'a str),
-    Revoke(&'a str),
-    Rotate(&'a str),
+    Get,
+    Patch,
+    Revoke,
+    Rotate,
 }
 
-fn endpoint<'a>(method: &str, path: &'a str) -> Option<Endpoint<'a>> {
+/// The operation and the key id (percent-decoded: an id may hold any
+/// character but a comma or a control character).
+fn endpoint(method: &str, path: &str) -> Option<(Endpoint, String)> {
     let rest = path.strip_prefix("/admin/keys")?;
-    let segments: Vec<&str> = rest.split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
-        ("GET", []) => Some(Endpoint::List),
-        ("POST", []) => Some(Endpoint::Create),
-        ("GET", [id]) if !id.is_empty() => Some(Endpoint::Get(id)),
-        ("PATCH", [id]) if !id.is_empty() => Some(Endpoint::Patch(id)),
-        ("DELETE", [id]) if !id.is_empty() => Some(Endpoint::Revoke(id)),
-        ("POST", [id, "rotate"]) if !id.is_empty() => Some(Endpoint::Rotate(id)),
-        _ => None,
-    }
+    let decoded: Vec<String> = rest
+        .split('/')
+        .skip(1)
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let kind = match (method, segments.as_slice()) {
+        ("GET", []) => Endpoint::List,
+        ("POST", []) => Endpoint::Create,
+        ("GET", [id]) if !id.is_empty() => Endpoint::Get,
+        ("PATCH", [id]) if !id.is_empty() => Endpoint::Patch,
+        ("DELETE", [id]) if !id.is_empty() => Endpoint::Revoke,
+        ("POST", [id, "rotate"]) if !id.is_empty() => Endpoint::Rotate,
+        _ => return None,
+    };
+    Some((kind, decoded.into_iter().next().unwrap_or_default()))
 }
 
 impl AdminApp {
@@ -136,11 +150,11 @@ impl AdminApp {
         path: &str,
         query: Option<&str>,
     ) -> Response<Vec<u8>> {
-        let Some(endpoint) = endpoint(method, path) else {
+        let Some((endpoint, id)) = endpoint(method, path) else {
             return admin_error(StatusCode::NOT_FOUND, "not_found", "unknown admin endpoint");
         };
         let body = match endpoint {
-            Endpoint::Create | Endpoint::Patch(_) | Endpoint::Rotate(_) => {
+            Endpoint::Create | Endpoint::Patch | Endpoint::Rotate => {
                 match read_body(session).await {
                     Ok(b) => b,
                     Err(BodyError::TooLarge) => {
@@ -172,6 +186,7 @@ impl AdminApp {
         let config = snapshot.auth.keys();
         let keys = &self.state.keys;
         let now = clock::unix_secs();
+        let id = id.as_str();
         let answered = |r: Result<Answer, KeysError>, operation: &str, id: &str| match r {
             Ok(a) => {
                 let result = if a.replayed { "replayed" } else { "ok" };
@@ -195,7 +210,7 @@ impl AdminApp {
                 Ok(v) => json_reply(StatusCode::OK, &v),
                 Err(e) => error_reply(&e),
             },
-            Endpoint::Get(id) => match keys.get(id, caller, config).await {
+            Endpoint::Get => match keys.get(id, caller, config).await {
                 Ok(v) => json_reply(StatusCode::OK, &v),
                 Err(e) => error_reply(&e),
             },
@@ -204,12 +219,12 @@ impl AdminApp {
                 "create",
                 "",
             ),
-            Endpoint::Rotate(id) => answered(
+            Endpoint::Rotate => answered(
                 keys.rotate(id, &body, caller, idem, config, now).await,
                 "rotate",
                 id,
             ),
-            Endpoint::Patch(id) => match keys.patch(id, &body, caller, config, now).await {
+            Endpoint::Patch => match keys.patch(id, &body, caller, config, now).await {
                 Ok(k) => {
                     self.audit_key(caller, "update", &k.id, &k.tenant, "ok");
                     json_reply(StatusCode::OK, &k.to_json(now))
@@ -225,7 +240,7 @@ impl AdminApp {
                     error_reply(&e)
                 }
             },
-            Endpoint::Revoke(id) => match keys.revoke(id, caller, config, now).await {
+            Endpoint::Revoke => match keys.revoke(id, caller, config, now).await {
                 Ok(k) => {
                     self.audit_key(caller, "revoke", &k.id, &k.tenant, "ok");
                     reply(StatusCode::NO_CONTENT, "application/json", Vec::new())

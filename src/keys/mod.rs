@@ -9,9 +9,11 @@
 //! the same), `store` (the database: SQLite or PostgreSQL), `registry`
 //! (the in-memory table authentication reads), `sync` (propagation:
 //! LISTEN/NOTIFY plus a version check, and last-use batches), `service`
-//! (the operations the admin API calls).
+//! (the operations the admin API calls), `client` (`tollgate keys`, the
+//! command line over the admin API).
 
 pub mod change;
+pub mod client;
 pub mod idempotency;
 pub mod record;
 pub mod registry;
