@@ -67,7 +67,7 @@ pub fn open(snapshot: &Snapshot, ledger: &Ledger) -> Keys {
         (LedgerKind::Sqlite, StoreKind::Redis) => None,
     };
     let loaded = match &store {
-        Some(KeyStore::Sqlite(s)) => s.run(|c| super::store::sqlite_load_all(c)),
+        Some(KeyStore::Sqlite(s)) => s.run(super::store::sqlite_load_all),
         Some(KeyStore::Postgres(p)) => load_shared(p.settings()),
         None => Ok(Vec::new()),
     };

@@ -3,7 +3,7 @@
 //! sequence and notifies `tollgate_keys` in the same transaction: other
 //! instances hear of it when (and only if) it commits.
 
-use super::{replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS};
+use super::row::{replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS};
 use crate::keys::change::{apply, ChangeError, Operation};
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;

@@ -2,7 +2,7 @@
 //! instance). One connection, used on the blocking pool; the ledger's
 //! writer thread has its own (WAL: neither blocks the other for long).
 
-use super::{replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS};
+use super::row::{replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS};
 use crate::keys::change::{apply, Operation};
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;
