@@ -223,8 +223,8 @@ impl AdminApp {
         }
     }
 
-    /// `GET /admin/usage?user=ID` or `?tenant=ID`: spend in the current
-    /// windows, each limit and what remains.
+    /// `GET /admin/usage?user=ID`, `?tenant=ID` or `?key=ID`: spend in the
+    /// current windows, each limit and what remains.
     async fn usage(&self, caller: &Caller, query: Option<&str>) -> Response<Vec<u8>> {
         let mut pairs: Vec<(String, String)> = query
             .map(|q| {
@@ -265,6 +265,27 @@ impl AdminApp {
         // `&tenant=` may accompany `user=`: Redis keeps a user's counters
         // under the tenant's key; API-key users are found without it.
         let (scope, limits, tenant) = match (find("user"), find("tenant")) {
+            (None, None) if find("key").is_some() => {
+                let id = find("key").unwrap_or_default();
+                let identity = snapshot.auth.keys().identity_of(&id).or_else(|| {
+                    let made = self.state.keys.registry.table();
+                    let found = made
+                        .values()
+                        .find(|k| k.identity.key_id == id)
+                        .map(|k| Arc::clone(&k.identity));
+                    found
+                });
+                // A tenant-bound token: another tenant's key is not found.
+                let Some(identity) =
+                    identity.filter(|i| caller.tenant.as_ref().is_none_or(|own| &i.tenant == own))
+                else {
+                    return admin_error(StatusCode::NOT_FOUND, "not_found", "no such key");
+                };
+                // A key without a budget is not counted (nothing to show
+                // but zeros): its limits say so (all null).
+                let limits = snapshot.budgets.key_limits(&identity).unwrap_or_default();
+                (ScopeKey::Key(id), limits, identity.tenant.clone())
+            }
             (Some(user), tenant) => {
                 let limits = snapshot.budgets.user_limits(&user);
                 let tenant = tenant.or_else(|| {
@@ -302,7 +323,7 @@ impl AdminApp {
                 return admin_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
-                    "give ?user=ID (optionally &tenant=ID) or ?tenant=ID",
+                    "give ?user=ID (optionally &tenant=ID), ?tenant=ID or ?key=ID",
                 )
             }
         };

@@ -174,7 +174,7 @@ fn alert(
     };
     let tenant = match &s.scope {
         ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => t.clone(),
-        ScopeKey::User(_) => tenant.to_string(),
+        ScopeKey::User(_) | ScopeKey::Key(_) => tenant.to_string(),
     };
     let claim = format!(
         "{}|{}|{:?}|{}|{}",

@@ -186,6 +186,14 @@ impl KeyIndex {
         self.records.iter().any(|r| r.identity.key_id == key_id)
     }
 
+    /// The identity of the key with id `key_id` (a scan: admin use only).
+    pub fn identity_of(&self, key_id: &str) -> Option<Arc<Identity>> {
+        self.records
+            .iter()
+            .find(|r| r.identity.key_id == key_id)
+            .map(|r| Arc::clone(&r.identity))
+    }
+
     /// Every key, in file order.
     pub fn entries(&self) -> Vec<KeyEntry> {
         self.records
@@ -230,6 +238,11 @@ mod tests {
         idx.insert(digest("secret-2"), ident("k2"), Some(100));
         assert_eq!(idx.lookup("secret-1", 50).unwrap().key_id, "k1");
         assert_eq!(idx.lookup("nope", 50), Err(KeyRejection::Unknown));
+        assert_eq!(
+            idx.identity_of("k2").map(|i| i.key_id.clone()),
+            Some("k2".into())
+        );
+        assert!(idx.identity_of("k3").is_none());
         assert_eq!(idx.lookup("secret-2", 99).unwrap().key_id, "k2");
         assert_eq!(
             idx.lookup("secret-2", 100),

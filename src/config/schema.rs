@@ -445,6 +445,8 @@ pub struct LimitsConfig {
 pub enum BudgetScope {
     User,
     Tenant,
+    /// Per API key (every key; a key's own `budgets` replace its fields).
+    Key,
     /// Per tenant and conversation id (`attribution`).
     Conversation,
 }
@@ -750,7 +752,7 @@ mod defaults {
     }
     pub fn alert_scopes() -> Vec<super::BudgetScope> {
         use super::BudgetScope::*;
-        vec![User, Tenant, Conversation]
+        vec![User, Tenant, Key, Conversation]
     }
     pub fn alert_retry_for_seconds() -> u64 {
         600

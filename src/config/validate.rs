@@ -435,6 +435,16 @@ fn routes(config: &Config, p: &mut Problems) {
 
 fn models(config: &Config, p: &mut Problems) {
     let names: HashSet<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    for (entry, allowed) in config.auth.api_keys.allow_lists() {
+        for (i, model) in allowed.iter().enumerate() {
+            if !names.contains(model.as_str()) {
+                p.push(
+                    format!("auth.api_keys[{entry}].models[{i}]"),
+                    format!("unknown model '{model}'"),
+                );
+            }
+        }
+    }
     let mut seen = HashSet::new();
     for (i, model) in config.models.iter().enumerate() {
         let path = format!("models[{i}]");

@@ -55,6 +55,7 @@ fn contract_ctx() -> Result<RequestCtx, crate::config::problems::ConfigError> {
         remaining: 99_999_999,
         reset_secs: 42,
         allowed: true,
+        enforced: true,
     });
     Ok(ctx)
 }

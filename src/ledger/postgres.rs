@@ -706,6 +706,7 @@ pub async fn scope_spend(
     let (column, id) = match scope {
         ScopeKey::User(id) => ("user_id", id),
         ScopeKey::Tenant(id) => ("tenant_id", id),
+        ScopeKey::Key(id) => ("key_id", id),
         ScopeKey::Conversation { tenant, id } => {
             let row = client
                 .query_one(
