@@ -125,26 +125,30 @@ pub async fn admit(
     )?);
     let route = &snapshot.routes[route_index];
 
-    let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {
-        Ok(identity) => identity,
-        Err(failure) => {
-            // Only a presented, wrong credential counts as an attempt.
-            let query = AdmitQuery {
-                failed_auth: stuffing(failure.is_attempt()),
-                rate: None,
-            };
-            refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
-            return Err(Refusal {
-                error: match failure {
-                    AuthFailure::Missing => GatewayError::MissingCredentials,
-                    AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
-                    AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
-                    AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
-                },
-                audit: Some(AuditEvent::AuthFailed(failure)),
-            });
-        }
-    };
+    let identity =
+        match snapshot
+            .auth
+            .authenticate(req, clock::unix_secs(), ctx.made_keys.as_deref())
+        {
+            Ok(identity) => identity,
+            Err(failure) => {
+                // Only a presented, wrong credential counts as an attempt.
+                let query = AdmitQuery {
+                    failed_auth: stuffing(failure.is_attempt()),
+                    rate: None,
+                };
+                refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
+                return Err(Refusal {
+                    error: match failure {
+                        AuthFailure::Missing => GatewayError::MissingCredentials,
+                        AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
+                        AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
+                        AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
+                    },
+                    audit: Some(AuditEvent::AuthFailed(failure)),
+                });
+            }
+        };
     ctx.identity = Some(identity.clone());
 
     let authorized = authz::authorize(route, &identity, &params);

@@ -158,7 +158,16 @@ impl KeyIndex {
     }
 
     pub fn lookup(&self, presented: &str, now_unix: i64) -> Result<Arc<Identity>, KeyRejection> {
-        let presented_digest = digest(presented);
+        self.lookup_digest(&digest(presented), now_unix)
+    }
+
+    /// As [`lookup`](Self::lookup), for a digest already computed.
+    pub fn lookup_digest(
+        &self,
+        presented_digest: &KeyDigest,
+        now_unix: i64,
+    ) -> Result<Arc<Identity>, KeyRejection> {
+        let presented_digest = *presented_digest;
         let record = self
             .record(&presented_digest)
             .filter(|r| bool::from(r.digest.ct_eq(&presented_digest)))
@@ -169,6 +178,12 @@ impl KeyIndex {
             });
         }
         Ok(record.identity.clone())
+    }
+
+    /// Whether a key of the file has this id (a linear scan: for the
+    /// admin API's rare writes, not the request path).
+    pub fn has_id(&self, key_id: &str) -> bool {
+        self.records.iter().any(|r| r.identity.key_id == key_id)
     }
 
     /// The identity of the key with id `key_id` (a scan: admin use only).

@@ -332,6 +332,25 @@ impl ConfigBuilder {
 
     section_setters!(server, auth, limits, guards, store, observability);
 
+    /// `server.admin_tokens`: `(id, token, tenant)`, each bound to its tenant.
+    pub fn admin_tokens(self, tokens: &[(&str, &str, &str)]) -> Self {
+        let tokens: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|(id, token, tenant)| {
+                serde_json::json!({"id": id, "sha256": super::sha(token), "tenant": tenant})
+            })
+            .collect();
+        self.server("admin_tokens", tokens)
+    }
+
+    /// `ledger: {kind: postgres, postgres_url: url}`.
+    pub fn postgres_ledger(self, url: &str) -> Self {
+        self.section(
+            "ledger",
+            &format!("kind: postgres\npostgres_url: \"{url}\""),
+        )
+    }
+
     /// The only plain listener.
     pub fn listen(self, addr: &str) -> Self {
         self.server("listen", [addr])
