@@ -264,9 +264,8 @@ impl AdminApp {
         };
         // `&tenant=` may accompany `user=`: Redis keeps a user's counters
         // under the tenant's key; API-key users are found without it.
-        let (scope, limits, tenant) = match (find("user"), find("tenant")) {
-            (None, None) if find("key").is_some() => {
-                let id = find("key").unwrap_or_default();
+        let (scope, limits, tenant) = match (find("user"), find("tenant"), find("key")) {
+            (None, None, Some(id)) => {
                 let identity = snapshot.auth.keys().identity_of(&id).or_else(|| {
                     let made = self.state.keys.registry.table();
                     let found = made
@@ -286,7 +285,7 @@ impl AdminApp {
                 let limits = snapshot.budgets.key_limits(&identity).unwrap_or_default();
                 (ScopeKey::Key(id), limits, identity.tenant.clone())
             }
-            (Some(user), tenant) => {
+            (Some(user), tenant, _) => {
                 let limits = snapshot.budgets.user_limits(&user);
                 let tenant = tenant.or_else(|| {
                     let keys = snapshot.auth.keys().entries();
@@ -314,12 +313,12 @@ impl AdminApp {
                 };
                 (ScopeKey::User(user), limits, tenant)
             }
-            (None, Some(tenant)) => (
+            (None, Some(tenant), _) => (
                 ScopeKey::Tenant(tenant.clone()),
                 snapshot.budgets.tenant_limits(),
                 tenant,
             ),
-            (None, None) => {
+            (None, None, None) => {
                 return admin_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",

@@ -8,7 +8,6 @@
 //! shared with the running one) and a table of id positions, nothing more.
 
 use super::formats::{parse_rfc3339, NOT_A_SHA256_HEX};
-use super::schema::RateLimitConfig;
 use super::secret::Secret;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::{value_problem, Identity};
@@ -38,10 +37,21 @@ pub struct ApiKeyConfig {
     pub models: Option<Vec<String>>,
     /// Optional per-key request rate, counted next to the user's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitConfig>,
+    pub rate_limit: Option<KeyRateLimitConfig>,
     /// Optional per-key budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<KeyBudgetsConfig>,
+}
+
+/// `auth.api_keys[].rate_limit`: a key's own request rate (the shape of a
+/// route's `rate_limit`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRateLimitConfig {
+    pub requests_per_minute: u32,
+    /// `false`: shadow mode.
+    #[serde(default = "enforced")]
+    pub enforce: bool,
 }
 
 /// `auth.api_keys[].budgets`: a key's own budgets.
@@ -147,10 +157,12 @@ fn entry_as_config(e: crate::auth::api_key::KeyEntry) -> ApiKeyConfig {
         roles: e.identity.roles.clone(),
         expires_at: e.expires_at.map(format_rfc3339),
         models: policy.and_then(|p| p.models.as_ref()).map(|m| m.to_vec()),
-        rate_limit: policy.and_then(|p| p.rate_limit).map(|r| RateLimitConfig {
-            requests_per_minute: r.requests_per_minute,
-            enforce: r.enforce,
-        }),
+        rate_limit: policy
+            .and_then(|p| p.rate_limit)
+            .map(|r| KeyRateLimitConfig {
+                requests_per_minute: r.requests_per_minute,
+                enforce: r.enforce,
+            }),
         budgets: policy.and_then(|p| p.budgets).map(|b| KeyBudgetsConfig {
             tokens_per_day: b.tokens_per_day,
             usd_per_month: b
@@ -324,17 +336,18 @@ impl Compiler {
             }
             unix
         });
-        let policy = self.policy(&path, &key);
+        let policy = self.policy(&path, &key).map(Arc::new);
+        // Checked against `models` by validation, also for an entry
+        // refused for another reason.
+        if let Some(p) = policy.as_ref().filter(|p| p.models.is_some()) {
+            self.list
+                .allow_lists
+                .push((self.entries_seen - 1, Arc::clone(p)));
+        }
         let clean = self.list.problems.len() == problems_before;
         match digest {
             Some(digest) if clean => {
                 let position = self.list.index.len() as u32;
-                let policy = policy.map(Arc::new);
-                if let Some(p) = policy.as_ref().filter(|p| p.models.is_some()) {
-                    self.list
-                        .allow_lists
-                        .push((self.entries_seen - 1, Arc::clone(p)));
-                }
                 let identity = Identity {
                     user: key.user,
                     tenant: key.tenant,

@@ -388,6 +388,21 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets fields of the API key `id` (its own policy: `models`,
+    /// `rate_limit`, `budgets`), each field of the JSON object `fields`.
+    pub fn key_fields(mut self, id: &str, fields: serde_json::Value) -> Self {
+        let entry = self
+            .keys
+            .iter_mut()
+            .find(|k| k.get("id") == Some(&Value::from(id)))
+            .and_then(Value::as_mapping_mut)
+            .expect("a key with this id");
+        for (name, value) in fields.as_object().expect("an object of fields") {
+            entry.insert(name.as_str().into(), yaml(value));
+        }
+        self
+    }
+
     /// The API keys of `keys` before those already there.
     pub fn keys_first(mut self, keys: &[TestKey]) -> Self {
         let rest = std::mem::take(&mut self.keys);
