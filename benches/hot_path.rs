@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("key_lookup", |b| {
-        b.iter(|| snapshot.auth.authenticate(black_box(&ok), 0).is_ok())
+        b.iter(|| snapshot.auth.authenticate(black_box(&ok), 0, None).is_ok())
     });
     group.bench_function("rate_check", |b| {
         b.iter(|| limiter.check(black_box("bob"), "r", None, Some(1_000_000_000)))
