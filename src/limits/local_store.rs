@@ -378,17 +378,12 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::test_limits::{micro_usd_per_month, tokens_per_day, tokens_per_minute};
     use std::sync::{Arc, Barrier};
 
     // 2024-05-15 12:00:00 UTC, mid-minute/day/month.
     const NOW: u64 = 1_715_774_400;
 
-    fn tpm(n: u64) -> BudgetLimits {
-        BudgetLimits {
-            tokens_per_minute: Some(n),
-            ..Default::default()
-        }
-    }
     fn usage(store: &LocalStore, k: &ScopeKey, now: u64) -> ScopeUsage {
         store.usage(k, now)
     }
@@ -402,7 +397,7 @@ mod tests {
     #[test]
     fn reserve_counts_until_limit_then_refuses() {
         let s = LocalStore::new();
-        let scopes = [(ScopeKey::user("alice"), tpm(100))];
+        let scopes = [(ScopeKey::user("alice"), tokens_per_minute(100))];
         let a = s.reserve(&scopes, Charge::tokens(60), NOW);
         assert!(a.is_ok());
         let r = refusal(s.reserve(&scopes, Charge::tokens(41), NOW));
@@ -416,8 +411,8 @@ mod tests {
     fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
         let s = LocalStore::new();
         let scopes = [
-            (ScopeKey::user("alice"), tpm(1_000)),
-            (ScopeKey::tenant("acme"), tpm(5_000)),
+            (ScopeKey::user("alice"), tokens_per_minute(1_000)),
+            (ScopeKey::tenant("acme"), tokens_per_minute(5_000)),
         ];
         let first = s.reserve(&scopes, Charge::tokens(100), NOW);
         let first = first.unwrap_or_else(|e| panic!("{e:?}"));
@@ -445,14 +440,8 @@ mod tests {
     fn refusal_is_all_or_none_across_scopes() {
         let s = LocalStore::new();
         let scopes = [
-            (ScopeKey::user("alice"), tpm(1000)),
-            (
-                ScopeKey::tenant("acme"),
-                BudgetLimits {
-                    micro_usd_per_month: Some(1_000),
-                    ..Default::default()
-                },
-            ),
+            (ScopeKey::user("alice"), tokens_per_minute(1000)),
+            (ScopeKey::tenant("acme"), micro_usd_per_month(1_000)),
         ];
         let c = Charge {
             tokens: 10,
@@ -509,7 +498,7 @@ mod tests {
     #[test]
     fn settle_replaces_reservation_with_actual_even_over_limit() {
         let store = LocalStore::new();
-        let scopes = [(ScopeKey::user("alice"), tpm(100))];
+        let scopes = [(ScopeKey::user("alice"), tokens_per_minute(100))];
         let r = store.reserve(&scopes, Charge::tokens(50), NOW);
         let r = r.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -530,8 +519,8 @@ mod tests {
     fn released_reservation_returns_budget() {
         let store = LocalStore::new();
         let scopes = [
-            (ScopeKey::user("alice"), tpm(100)),
-            (ScopeKey::tenant("acme"), tpm(100)),
+            (ScopeKey::user("alice"), tokens_per_minute(100)),
+            (ScopeKey::tenant("acme"), tokens_per_minute(100)),
         ];
         let r = store.reserve(&scopes, Charge::tokens(100), NOW);
         let r = r.unwrap_or_else(|e| panic!("{e}"));
@@ -550,7 +539,7 @@ mod tests {
     #[test]
     fn settle_across_minute_boundary_moves_usage_to_new_window() {
         let s = LocalStore::new();
-        let scopes = [(ScopeKey::user("bob"), tpm(100))];
+        let scopes = [(ScopeKey::user("bob"), tokens_per_minute(100))];
         let t = s.reserve(&scopes, Charge::tokens(80), NOW + 59);
         let t = t.unwrap_or_else(|e| panic!("{e}"));
         // The hold still counts right after the boundary…
@@ -592,8 +581,8 @@ mod tests {
         let store = Arc::new(LocalStore::new());
         let barrier = Arc::new(Barrier::new(50));
         let scopes = vec![
-            (ScopeKey::user("u"), tpm(100)),
-            (ScopeKey::tenant("t"), tpm(1_000)),
+            (ScopeKey::user("u"), tokens_per_minute(100)),
+            (ScopeKey::tenant("t"), tokens_per_minute(1_000)),
         ];
         let handles: Vec<_> = (0..50)
             .map(|_| {
@@ -636,10 +625,7 @@ mod tests {
             (u.tokens_minute, u.tokens_day, u.micro_usd_month),
             (10, 90, 5_000)
         );
-        let limits = BudgetLimits {
-            tokens_per_day: Some(100),
-            ..Default::default()
-        };
+        let limits = tokens_per_day(100);
         let r = refusal(s.reserve(&[(ScopeKey::user("a"), limits)], Charge::tokens(11), NOW));
         assert_eq!(r.used, 90);
         assert_eq!(usage(&s, &ScopeKey::user("a"), NOW + 60).tokens_minute, 0);
@@ -781,11 +767,11 @@ mod tests {
         let s = LocalStore::new();
         let shadow = BudgetLimits {
             shadow: true,
-            ..tpm(100)
+            ..tokens_per_minute(100)
         };
         let scopes = [
             (ScopeKey::user("u"), shadow),
-            (ScopeKey::tenant("t"), tpm(1_000)),
+            (ScopeKey::tenant("t"), tokens_per_minute(1_000)),
         ];
         let first = s.reserve(&scopes, Charge::tokens(80), NOW);
         let first = first.unwrap_or_else(|e| panic!("{e:?}"));
@@ -813,8 +799,8 @@ mod tests {
     fn duplicate_scope_is_held_once() {
         let s = LocalStore::new();
         let scopes = [
-            (ScopeKey::user("a"), tpm(100)),
-            (ScopeKey::user("a"), tpm(100)),
+            (ScopeKey::user("a"), tokens_per_minute(100)),
+            (ScopeKey::user("a"), tokens_per_minute(100)),
         ];
         let t = s.reserve(&scopes, Charge::tokens(60), NOW);
         assert!(t.is_ok());

@@ -9,5 +9,7 @@ pub mod policy;
 pub mod rate;
 pub mod redis_store;
 pub mod store;
+#[cfg(test)]
+mod test_limits;
 pub mod types;
 pub mod window;

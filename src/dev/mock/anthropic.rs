@@ -34,15 +34,9 @@ pub(super) async fn messages(session: &mut ServerSession, call: llm::Call) -> pi
     let output = call
         .knobs
         .output(call.request.get("max_tokens").and_then(Value::as_u64));
-    let has_result = call
-        .request
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("content").and_then(Value::as_array))
-        .flatten()
-        .any(|b| b.get("type") == Some(&json!("tool_result")));
+    let has_result = llm::any_nested_item(&call.request, "messages", "content", |b| {
+        b.get("type") == Some(&json!("tool_result"))
+    });
     let tool = call.knobs.tool_to_call(has_result);
     if !call.stream {
         let mut answer = json!({

@@ -68,15 +68,9 @@ pub(super) async fn generate(session: &mut ServerSession, call: llm::Call) -> pi
         .pointer("/generationConfig/maxOutputTokens")
         .and_then(Value::as_u64);
     let output = call.knobs.output(cap);
-    let has_result = call
-        .request
-        .get("contents")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("parts").and_then(Value::as_array))
-        .flatten()
-        .any(|p| p.get("functionResponse").is_some());
+    let has_result = llm::any_nested_item(&call.request, "contents", "parts", |p| {
+        p.get("functionResponse").is_some()
+    });
     let tool = call.knobs.tool_to_call(has_result);
     let args: Value = serde_json::from_str(&llm::TOOL_ARGUMENTS.concat()).unwrap_or_default();
     let finish = if output < cap.unwrap_or(u64::MAX) || tool.is_some() {

@@ -138,6 +138,25 @@ fn answer(session: &ServerSession) -> Option<Vec<String>> {
 
 /// Prompt tokens as the mock counts them: one per 4 bytes of text.
 /// Deterministic, not realistic.
+/// Whether an item of a list in an item of the list `outer` of `request`,
+/// under `inner`, passes `pred` (Anthropic and Gemini requests carry tool
+/// results two lists deep: messages' content, contents' parts).
+pub(super) fn any_nested_item(
+    request: &Value,
+    outer: &str,
+    inner: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> bool {
+    request
+        .get(outer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get(inner).and_then(Value::as_array))
+        .flatten()
+        .any(pred)
+}
+
 pub(super) fn text_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }

@@ -3,6 +3,7 @@
 //! test fails when it is missing rather than pass without having run.
 
 use super::*;
+use crate::limits::test_limits::{micro_usd_per_month, tokens_per_day, tokens_per_minute};
 use crate::limits::types::{AdmitQuery, FailedAuthQuery, RateQuery};
 use std::net::{IpAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -120,10 +121,7 @@ fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
 #[tokio::test]
 async fn day_window_rolls_over_at_utc_midnight() {
     let (_redis, store) = deny_store();
-    let daily = BudgetLimits {
-        tokens_per_day: Some(100),
-        ..Default::default()
-    };
+    let daily = tokens_per_day(100);
     let scopes = [
         (ScopeKey::user("bob"), daily),
         (ScopeKey::tenant("acme"), BudgetLimits::default()),
@@ -157,10 +155,7 @@ async fn day_window_rolls_over_at_utc_midnight() {
 #[tokio::test]
 async fn month_window_rolls_over_on_the_first() {
     let (_redis, store) = deny_store();
-    let monthly = BudgetLimits {
-        micro_usd_per_month: Some(1_000),
-        ..Default::default()
-    };
+    let monthly = micro_usd_per_month(1_000);
     let scopes = [
         (ScopeKey::user("bob"), BudgetLimits::default()),
         (ScopeKey::tenant("acme"), monthly),
@@ -192,14 +187,8 @@ async fn month_window_rolls_over_on_the_first() {
 async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
     let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
-    let roomy = BudgetLimits {
-        tokens_per_minute: Some(1_000),
-        ..Default::default()
-    };
-    let tight = BudgetLimits {
-        tokens_per_minute: Some(100),
-        ..Default::default()
-    };
+    let roomy = tokens_per_minute(1_000);
+    let tight = tokens_per_minute(100);
     let scopes = [
         (ScopeKey::user("bob"), roomy),
         (ScopeKey::tenant("acme"), tight),
@@ -252,10 +241,7 @@ async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
 async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
     let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
-    let minute_only = BudgetLimits {
-        tokens_per_minute: Some(1_000),
-        ..Default::default()
-    };
+    let minute_only = tokens_per_minute(1_000);
     let scopes = in_acme("alice", minute_only);
     spend(&store, &scopes, Charge::tokens(70), now).await;
     let open = store.reserve(&scopes, Charge::tokens(30), now, HOLD).await;
@@ -279,10 +265,7 @@ async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() 
 async fn an_unsettled_reservation_expires_by_itself() {
     let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
-    let limits = BudgetLimits {
-        tokens_per_day: Some(100),
-        ..Default::default()
-    };
+    let limits = tokens_per_day(100);
     let scopes = in_acme("bob", limits);
     // An instance reserves, then dies: the ticket is never settled.
     let ticket = store
@@ -442,13 +425,7 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
     );
     let now = ts(datetime!(2026-12-01 12:00:30));
     let scopes = [
-        (
-            ScopeKey::user("bob"),
-            BudgetLimits {
-                tokens_per_minute: Some(100),
-                ..Default::default()
-            },
-        ),
+        (ScopeKey::user("bob"), tokens_per_minute(100)),
         (ScopeKey::tenant("acme"), BudgetLimits::default()),
     ];
     let ip = IpAddr::from([192, 0, 2, 10]);
@@ -673,10 +650,7 @@ async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at
     };
     let (a, b) = (instance(), instance());
     let now = ts(datetime!(2026-12-01 12:00:00));
-    let limits = BudgetLimits {
-        tokens_per_day: Some(1000),
-        ..Default::default()
-    };
+    let limits = tokens_per_day(1000);
     let scopes = [
         (ScopeKey::user("bob"), limits),
         (ScopeKey::tenant("acme"), BudgetLimits::default()),
@@ -825,14 +799,10 @@ async fn a_shadow_budget_holds_and_reports_but_never_refuses() {
     let (_redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
     let shadow = BudgetLimits {
-        tokens_per_day: Some(100),
         shadow: true,
-        ..Default::default()
+        ..tokens_per_day(100)
     };
-    let enforced = BudgetLimits {
-        tokens_per_day: Some(1_000),
-        ..Default::default()
-    };
+    let enforced = tokens_per_day(1_000);
     let scopes = [
         (ScopeKey::user("bob"), shadow),
         (ScopeKey::tenant("acme"), enforced),
