@@ -151,7 +151,7 @@ pub async fn admit(
         };
     ctx.identity = Some(identity.clone());
 
-    let authorized = authz::authorize(route, &identity, &params);
+    let authorized = authz::authorize(&route.roles, route.owner.as_ref(), &identity, &params);
     if authorized.is_ok() && route.is_llm() && store.is_shared() {
         return Ok(Admitted::Pending(Question {
             failed_auth: stuffing(false),
