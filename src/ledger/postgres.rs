@@ -291,6 +291,9 @@ impl ServerCertVerifier for EncryptOnly {
 /// Versioned migrations, applied in order, each in its own transaction
 /// with its row in `tollgate_migrations`. Never edit one that shipped:
 /// add the next.
+/// How many migrations a fully migrated database has run.
+pub const MIGRATION_COUNT: usize = MIGRATIONS.len();
+
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, MIGRATION_1),
     (2, MIGRATION_2),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 /// How long a connection waits on a lock held by another connection.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 5;
+/// The SQLite ledger's `user_version` once every upgrade has run.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The columns a usage row has in both SQLite tables (the ledger's `usage`
 /// and the PostgreSQL spool), up to `estimated`.
