@@ -727,6 +727,26 @@ fn keys_of_the_file_cannot_be_changed_and_bad_bodies_name_their_field() {
 }
 
 #[test]
+fn a_reload_may_not_give_a_file_key_the_id_of_an_api_made_key() {
+    let backend = Backend::start();
+    let config = builder(&backend);
+    let gw = config.start();
+    let (id, secret) = create(&gw, "dana", "acme");
+    let rendered = config.render();
+    assert!(rendered.contains("id: bob-1"));
+    gw.rewrite_config(&rendered.replace("id: bob-1", &format!("id: {id}")));
+    let (status, v) = answer(gw.reload());
+    assert_eq!(status, 400, "{v}");
+    let problems = v["error"]["problems"].to_string();
+    assert!(
+        problems.contains("made through the admin API") && problems.contains(&id),
+        "{problems}"
+    );
+    assert_eq!(call(&gw, &secret), 200);
+    assert_eq!(call(&gw, BOB_KEY), 200, "the old config keeps serving");
+}
+
+#[test]
 fn a_restart_keeps_every_key_and_its_last_use() {
     let backend = Backend::start();
     let mut gw = builder(&backend).start();
