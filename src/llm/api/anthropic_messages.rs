@@ -8,7 +8,7 @@
 //! gateway's `prompt_tokens` is their sum.
 
 use super::fields::{
-    cap_field, field_err, named_event, num, validate_positive, Part, RequestError,
+    cap_field, field_err, items, named_event, num, validate_positive, RequestError,
 };
 use crate::llm::tally::{StreamTally, Usage};
 use serde::Deserialize;
@@ -92,15 +92,7 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
 /// Every field whose text reaches the model: the system prompt, every
 /// block of every message (text, `tool_use` input, `tool_result` content,
 /// thinking) and the tool definitions.
-const MODEL_TEXT_FIELDS: &[&str] = &["system", "messages", "tools"];
-
-pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    super::fields::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
-}
-
-pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    super::fields::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
-}
+pub(super) const MODEL_TEXT_FIELDS: &[&str] = &["system", "messages", "tools"];
 
 /// `max_tokens` is required, so capping it is the whole rewrite: usage is
 /// always reported.
@@ -129,12 +121,7 @@ pub(super) fn response_usage(response: &Value) -> Option<Usage> {
 }
 
 pub(super) fn for_each_output_text(response: &Value, f: &mut impl FnMut(&str)) {
-    for block in response
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for block in items(response, "content") {
         for key in ["text", "thinking"] {
             if let Some(t) = block.get(key).and_then(Value::as_str) {
                 f(t);

@@ -201,6 +201,12 @@ pub(crate) fn cap_field(body: &mut Map<String, Value>, key: &str, cap: u64) {
     body.insert(key.to_owned(), Value::from(value));
 }
 
+/// The items of the array under `key` of `v`; none when absent or not an
+/// array.
+pub(crate) fn items<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
 /// Reads a counter of a usage object; absent or non-integer reads as 0.
 pub(crate) fn num(v: &Value, pointer: &str) -> u64 {
     v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)

@@ -220,10 +220,8 @@ impl LlmRequest {
     /// Visits every piece of input the model will read, in order.
     pub fn for_each_part<'a>(&'a self, mut f: impl FnMut(Part<'a>)) {
         match self.api {
-            LlmApi::OpenaiChat => openai_chat::for_each_part(&self.body, &mut f),
-            LlmApi::OpenaiResponses => openai_responses::for_each_part(&self.body, &mut f),
             LlmApi::OpenaiEmbeddings => openai_embeddings::for_each_part(&self.body, &mut f),
-            LlmApi::AnthropicMessages => anthropic_messages::for_each_part(&self.body, &mut f),
+            api => fields::for_each_text_of(&self.body, model_text_fields(api), &mut f),
         }
     }
 
@@ -248,10 +246,8 @@ impl LlmRequest {
             }
         };
         match self.api {
-            LlmApi::OpenaiChat => openai_chat::map_texts(&mut self.body, &mut apply),
-            LlmApi::OpenaiResponses => openai_responses::map_texts(&mut self.body, &mut apply),
             LlmApi::OpenaiEmbeddings => openai_embeddings::map_texts(&mut self.body, &mut apply),
-            LlmApi::AnthropicMessages => anthropic_messages::map_texts(&mut self.body, &mut apply),
+            api => fields::map_texts_of(&mut self.body, model_text_fields(api), &mut apply),
         }
         changed
     }
@@ -329,6 +325,17 @@ fn validate_model_and_stream(body: &Map<String, Value>) -> Result<(), RequestErr
         }
     }
     Ok(())
+}
+
+/// The top-level fields whose texts reach the model, for the APIs whose
+/// texts sit in JSON trees under them (embeddings read their `input`).
+fn model_text_fields(api: LlmApi) -> &'static [&'static str] {
+    match api {
+        LlmApi::OpenaiChat => openai_chat::MODEL_TEXT_FIELDS,
+        LlmApi::OpenaiResponses => openai_responses::MODEL_TEXT_FIELDS,
+        LlmApi::AnthropicMessages => anthropic_messages::MODEL_TEXT_FIELDS,
+        LlmApi::OpenaiEmbeddings => &[],
+    }
 }
 
 #[cfg(test)]

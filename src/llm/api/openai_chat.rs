@@ -3,7 +3,7 @@
 //! usage from `usage` (JSON, or the last SSE chunk once
 //! `stream_options.include_usage` is set, which the rewrite forces).
 
-use super::fields::{field_err, num, validate_positive, Part, RequestError};
+use super::fields::{field_err, num, validate_positive, RequestError};
 use crate::llm::tally::{StreamTally, Usage};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -52,21 +52,13 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
 /// Every field whose text reaches the model: messages (content, refusals,
 /// tool-call arguments), tool and function definitions, the structured
 /// output schema and the predicted output.
-const MODEL_TEXT_FIELDS: &[&str] = &[
+pub(super) const MODEL_TEXT_FIELDS: &[&str] = &[
     "messages",
     "tools",
     "functions",
     "response_format",
     "prediction",
 ];
-
-pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    super::fields::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
-}
-
-pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    super::fields::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
-}
 
 /// Caps both limits at the model's; sets `max_tokens` when neither is
 /// present (else the upstream may generate up to the context size, which
@@ -242,7 +234,7 @@ fn validate_part(i: usize, j: usize, part: &Value) -> Result<(), RequestError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{LlmApi, LlmRequest};
+    use super::super::{LlmApi, LlmRequest, Part};
     use super::*;
     use serde_json::json;
 

@@ -7,7 +7,7 @@
 //! `.failed`) event. Cached tokens are inside `input_tokens`.
 
 use super::fields::{
-    cap_field, field_err, named_event, num, validate_positive, Part, RequestError,
+    cap_field, field_err, items, named_event, num, validate_positive, RequestError,
 };
 use crate::llm::tally::{StreamTally, Usage};
 use serde::Deserialize;
@@ -78,15 +78,7 @@ pub(super) fn requested_output_cap(body: &Map<String, Value>) -> Option<u64> {
 /// Every field whose text reaches the model: instructions, every input
 /// item (messages, tool calls and outputs, reasoning summaries), tool
 /// definitions, the structured-output format and prompt variables.
-const MODEL_TEXT_FIELDS: &[&str] = &["instructions", "input", "tools", "text", "prompt"];
-
-pub(super) fn for_each_part<'a>(body: &'a Map<String, Value>, f: &mut impl FnMut(Part<'a>)) {
-    super::fields::for_each_text_of(body, MODEL_TEXT_FIELDS, f);
-}
-
-pub(super) fn map_texts(body: &mut Map<String, Value>, apply: &mut impl FnMut(&mut String)) {
-    super::fields::map_texts_of(body, MODEL_TEXT_FIELDS, apply);
-}
+pub(super) const MODEL_TEXT_FIELDS: &[&str] = &["instructions", "input", "tools", "text", "prompt"];
 
 /// Usage is always reported (JSON and `response.completed`): only the
 /// output limit needs capping, and setting when absent.
@@ -110,18 +102,8 @@ pub(super) fn response_usage(response: &Value) -> Option<Usage> {
 }
 
 pub(super) fn for_each_output_text(response: &Value, f: &mut impl FnMut(&str)) {
-    for item in response
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for part in item
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+    for item in items(response, "output") {
+        for part in items(item, "content") {
             if let Some(t) = part.get("text").and_then(Value::as_str) {
                 f(t);
             }

@@ -30,6 +30,13 @@ fn anthropic_to_chat() -> Translation {
     to(LlmApi::AnthropicMessages, UpstreamApi::OpenaiChat)
 }
 
+/// An upstream's JSON answer translated: the bytes and their JSON.
+fn translated_answer(t: Translation, upstream: &str) -> (Vec<u8>, Value) {
+    let out = t.answer(upstream.as_bytes()).unwrap_or_default();
+    let v = serde_json::from_slice(&out).unwrap_or_default();
+    (out, v)
+}
+
 fn chat_to_gemini() -> Translation {
     to(LlmApi::OpenaiChat, UpstreamApi::Gemini)
 }
@@ -311,10 +318,7 @@ fn anthropic_answer_becomes_a_chat_completion_billed_the_same() {
             "cache_read_input_tokens": 100, "cache_creation_input_tokens": 50}
     })
     .to_string();
-    let out = chat_to_anthropic()
-        .answer(upstream.as_bytes())
-        .unwrap_or_default();
-    let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+    let (out, v) = translated_answer(chat_to_anthropic(), &upstream);
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(v["choices"][0]["message"]["content"], "Checking.");
@@ -341,10 +345,7 @@ fn chat_answer_becomes_an_anthropic_message_billed_the_same() {
             "prompt_tokens_details": {"cached_tokens": 64}}
     })
     .to_string();
-    let out = anthropic_to_chat()
-        .answer(upstream.as_bytes())
-        .unwrap_or_default();
-    let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+    let (out, v) = translated_answer(anthropic_to_chat(), &upstream);
     assert_eq!(v["type"], "message");
     assert_eq!(v["stop_reason"], "max_tokens");
     assert_eq!(
@@ -374,12 +375,7 @@ fn gemini_answer_becomes_a_chat_completion_and_an_anthropic_message() {
         "modelVersion": "gemini-2.5-flash", "responseId": "r-1"
     })
     .to_string();
-    let chat: Value = serde_json::from_slice(
-        &chat_to_gemini()
-            .answer(upstream.as_bytes())
-            .unwrap_or_default(),
-    )
-    .unwrap_or_default();
+    let (_, chat) = translated_answer(chat_to_gemini(), &upstream);
     assert_eq!(chat["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(chat["choices"][0]["message"]["content"], "Done.");
     assert_eq!(
@@ -401,10 +397,7 @@ fn gemini_answer_becomes_a_chat_completion_and_an_anthropic_message() {
         billed_json(LlmApi::OpenaiChat, chat.to_string().as_bytes()),
         Some(expected)
     );
-    let message = anthropic_to_gemini()
-        .answer(upstream.as_bytes())
-        .unwrap_or_default();
-    let m: Value = serde_json::from_slice(&message).unwrap_or_default();
+    let (message, m) = translated_answer(anthropic_to_gemini(), &upstream);
     assert_eq!(m["stop_reason"], "tool_use");
     assert_eq!(m["usage"]["input_tokens"], 100);
     assert_eq!(m["usage"]["cache_read_input_tokens"], 200);
@@ -457,6 +450,30 @@ fn named(out: &mut String, v: Value) {
     out.push_str(&format!("event: {name}\ndata: {v}\n\n"));
 }
 
+/// One content block of an Anthropic stream: its start, `before` (what
+/// precedes the deltas), a delta per piece and its stop.
+fn content_block(
+    s: &mut String,
+    index: u64,
+    block: Value,
+    pieces: &[&str],
+    delta: impl Fn(&str) -> Value,
+    before: impl FnOnce(&mut String),
+) {
+    named(
+        s,
+        json!({"type": "content_block_start", "index": index, "content_block": block}),
+    );
+    before(s);
+    for piece in pieces {
+        named(
+            s,
+            json!({"type": "content_block_delta", "index": index, "delta": delta(piece)}),
+        );
+    }
+    named(s, json!({"type": "content_block_stop", "index": index}));
+}
+
 fn anthropic_stream() -> String {
     let mut s = String::new();
     named(
@@ -466,31 +483,26 @@ fn anthropic_stream() -> String {
         "usage": {"input_tokens": 20, "output_tokens": 1, "cache_read_input_tokens": 100,
             "cache_creation_input_tokens": 50}}}),
     );
-    named(
+    content_block(
         &mut s,
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        0,
+        json!({"type": "text", "text": ""}),
+        &["Hel", "lo é"],
+        |t| json!({"type": "text_delta", "text": t}),
+        // Comments and pings between events are not events.
+        |s| {
+            s.push_str(": keep-alive comment\r\n\r\n");
+            named(s, json!({"type": "ping"}));
+        },
     );
-    s.push_str(": keep-alive comment\r\n\r\n");
-    named(&mut s, json!({"type": "ping"}));
-    for t in ["Hel", "lo é"] {
-        named(
-            &mut s,
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
-        );
-    }
-    named(&mut s, json!({"type": "content_block_stop", "index": 0}));
-    named(
+    content_block(
         &mut s,
-        json!({"type": "content_block_start", "index": 1, "content_block":
-        {"type": "tool_use", "id": "toolu_1", "name": "get_ticket", "input": {}}}),
+        1,
+        json!({"type": "tool_use", "id": "toolu_1", "name": "get_ticket", "input": {}}),
+        &["{\"id\":", " 42}"],
+        |p| json!({"type": "input_json_delta", "partial_json": p}),
+        |_| {},
     );
-    for p in ["{\"id\":", " 42}"] {
-        named(
-            &mut s,
-            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": p}}),
-        );
-    }
-    named(&mut s, json!({"type": "content_block_stop", "index": 1}));
     named(
         &mut s,
         json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
