@@ -220,11 +220,11 @@ fn migrations_run_once_when_two_instances_migrate_at_once() {
     // it done.
     let mut sorted = applied.clone();
     sorted.sort();
-    assert_eq!(sorted, vec![0, 0, 3], "{applied:?}");
-    assert_eq!(pg_count(&pg, "SELECT COUNT(*) FROM tollgate_migrations"), 3);
+    assert_eq!(sorted, vec![0, 0, 4], "{applied:?}");
+    assert_eq!(pg_count(&pg, "SELECT COUNT(*) FROM tollgate_migrations"), 4);
     assert_eq!(
         pg.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"),
-        "tollgate_migrations,usage,usage_daily"
+        "api_key_requests,api_keys,tollgate_migrations,usage,usage_daily"
     );
     // The lock is free again: a later start migrates nothing, at once.
     let again = runtime.block_on(async {
