@@ -29,6 +29,7 @@ fn builder(backend: &Backend) -> ConfigBuilder {
         .pool("llm", Pool::new(&[&backend.addr]).timeouts(300, 2000))
         .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent"]))
         .model(Model::new("m", "llm", 0.15, 0.6, 100))
+        .model(Model::new("m2", "llm", 0.15, 0.6, 100))
         .admin_tokens(&[
             ("acme-admin", ACME_TOKEN, "acme"),
             ("globex-admin", GLOBEX_TOKEN, "globex"),
@@ -102,15 +103,17 @@ fn call(gw: &Gateway, key: &str) -> u16 {
 }
 
 fn llm_call(gw: &Gateway, key: &str) -> u16 {
-    post(
-        gw,
-        "/v1/chat/completions",
-        key,
-        &chat_body("m", json!({})),
-        &[],
+    llm_call_to(gw, key, "m").0
+}
+
+/// An LLM call of `model`: status and `error.code`.
+fn llm_call_to(gw: &Gateway, key: &str, model: &str) -> (u16, String) {
+    let body = chat_body(model, json!({}));
+    let (status, v) = answer(post(gw, "/v1/chat/completions", key, &body, &[]));
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
     )
-    .status()
-    .as_u16()
 }
 
 /// Whether `key` is answered `status` within the propagation bound.
@@ -257,6 +260,45 @@ fn keys_made_on_one_instance_work_on_every_instance_within_a_second() {
     assert!(audit
         .iter()
         .all(|l| l["admin"] == "full" && l["tenant"] == "acme"));
+}
+
+#[test]
+fn a_keys_own_policy_is_enforced_on_every_instance() {
+    let Some((pg, redis)) = postgres_and_redis() else {
+        return;
+    };
+    let backend = Backend::start();
+    let template = cluster_template(&backend, &pg, &redis);
+    let (a, b) = (Gateway::start(&template), Gateway::start(&template));
+    let (status, v) = create_as(
+        &a,
+        ADMIN_TOKEN,
+        json!({"user": "bot", "tenant": "acme", "roles": ["agent"], "models": ["m"],
+               "rate_limit": {"requests_per_minute": 3}}),
+    );
+    assert_eq!(status, 201, "{v}");
+    let secret = v["key"].as_str().unwrap();
+    assert!(answered_within(&b, secret, 200));
+    assert_eq!(
+        llm_call_to(&b, secret, "m2"),
+        (403, "model_not_allowed".to_string())
+    );
+    // The rate is the key's, shared by both instances (Redis): 3 a minute
+    // in all, and the support call above was the first.
+    assert_eq!(llm_call_to(&a, secret, "m").0, 200);
+    let third = llm_call_to(&b, secret, "m").0;
+    let fourth = llm_call_to(&a, secret, "m");
+    assert!(third == 200 || third == 429, "{third}");
+    assert_eq!(fourth, (429, "rate_limited".to_string()));
+    // A policy changed on A is enforced on B within a second.
+    let id = v["id"].as_str().unwrap();
+    let r = admin(&a, Method::PATCH, &format!("/admin/keys/{id}"), ADMIN_TOKEN)
+        .json(&json!({"models": ["m2"], "rate_limit": null}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(eventually(PROPAGATION, || llm_call_to(&b, secret, "m").1
+        == "model_not_allowed"));
 }
 
 #[test]
@@ -682,6 +724,26 @@ fn keys_of_the_file_cannot_be_changed_and_bad_bodies_name_their_field() {
     let (_, listing) = list(&gw, ADMIN_TOKEN, "");
     let text = listing.to_string();
     assert!(!text.contains("sha256") && !text.contains("digest") && !text.contains("\"key\""));
+}
+
+#[test]
+fn a_reload_may_not_give_a_file_key_the_id_of_an_api_made_key() {
+    let backend = Backend::start();
+    let config = builder(&backend);
+    let gw = config.start();
+    let (id, secret) = create(&gw, "dana", "acme");
+    let rendered = config.render();
+    assert!(rendered.contains("id: bob-1"));
+    gw.rewrite_config(&rendered.replace("id: bob-1", &format!("id: {id}")));
+    let (status, v) = answer(gw.reload());
+    assert_eq!(status, 400, "{v}");
+    let problems = v["error"]["problems"].to_string();
+    assert!(
+        problems.contains("made through the admin API") && problems.contains(&id),
+        "{problems}"
+    );
+    assert_eq!(call(&gw, &secret), 200);
+    assert_eq!(call(&gw, BOB_KEY), 200, "the old config keeps serving");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! skipped.
 
 use super::record::StoredKey;
-use crate::auth::api_key::KeyDigest;
+use crate::auth::api_key::{KeyDigest, KeyIndex};
 use crate::auth::identity::{CredentialKind, Identity};
 use crate::auth::key_table::{KeyTable, MadeKey, NEVER};
 use arc_swap::ArcSwap;
@@ -160,6 +160,21 @@ impl KeyRegistry {
             );
         }
         self.table.store(Arc::new(table));
+    }
+
+    /// The file's keys (position, id) whose id an API-made key has: a
+    /// reload bringing one in is refused (an id names one key).
+    pub fn clashing_ids(&self, file: &KeyIndex) -> Vec<(usize, String)> {
+        let inner = self.lock();
+        if inner.by_id.is_empty() {
+            return Vec::new();
+        }
+        file.entries()
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| inner.by_id.contains_key(e.identity.key_id.as_str()))
+            .map(|(i, e)| (i, e.identity.key_id.clone()))
+            .collect()
     }
 
     /// Keys used since their last use was written: `(id, minute)`, marked

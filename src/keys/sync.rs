@@ -33,6 +33,8 @@ use std::time::Duration;
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often last uses are written.
 pub const FLUSH_USES_EVERY: Duration = Duration::from_secs(30);
+/// A catch-up this large (a bulk import) hands freed memory back.
+const LARGE_BATCH: usize = 1000;
 /// Wait before reconnecting the listening connection.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// Longest the start-up read of the shared ledger may take.
@@ -76,6 +78,8 @@ pub fn open(snapshot: &Snapshot, ledger: &Ledger) -> Keys {
             let ids = config_ids(snapshot.auth.keys());
             registry.apply_loaded(&keys, &|id| ids.contains(id));
             tracing::info!(keys = keys.len(), "API-made keys loaded");
+            drop(keys);
+            crate::sys::heap::release_freed_memory();
         }
         Err(e) => {
             tracing::warn!(error = %e, "API-made keys not loaded yet: the key store is unreachable")
@@ -145,9 +149,22 @@ impl KeySync {
         }
         let snapshot = self.snapshot.load();
         let config = snapshot.auth.keys();
-        self.keys
-            .registry
-            .apply_loaded(&rows, &|id| !config.is_empty() && config.has_id(id));
+        if rows.len() > 64 && !config.is_empty() {
+            let ids = config_ids(config);
+            self.keys
+                .registry
+                .apply_loaded(&rows, &|id| ids.contains(id));
+        } else {
+            self.keys
+                .registry
+                .apply_loaded(&rows, &|id| !config.is_empty() && config.has_id(id));
+        }
+        if rows.len() >= LARGE_BATCH {
+            // The rows read and the table replaced are freed: give the
+            // pages back rather than keep a bulk import's peak for good.
+            drop(rows);
+            crate::sys::heap::release_freed_memory();
+        }
         Ok(())
     }
 
