@@ -441,12 +441,15 @@ impl RedisStore {
         let key_rate = q.rate.and_then(|r| key_rate_counter(prefix, &r, now_unix));
         let mut pipe = redis::pipe();
         self.count_failed_auth(&mut pipe, q, now_unix, ttl);
-        // At most two counters, in this order: the user's, the key's.
-        let counters: Vec<(&str, u64, u64, bool)> = rate
-            .iter()
-            .chain(&key_rate)
-            .map(|c| (c.key.as_str(), c.limit, ttl, c.enforced))
-            .collect();
+        // At most two counters, in this order: the user's, the key's (no
+        // allocation for them).
+        let counters = [
+            rate.as_ref()
+                .map(|c| (c.key.as_str(), c.limit, ttl, c.enforced)),
+            key_rate
+                .as_ref()
+                .map(|c| (c.key.as_str(), c.limit, ttl, c.enforced)),
+        ];
         plan.call(&self.scripts.reserve, &mut pipe, &counters);
         let mut rebuilds = 0;
         let (failures, reserve) = loop {
@@ -827,7 +830,12 @@ impl<'s> ReservePlan<'s> {
     /// `EVALSHA reserve …` into `pipe`; `counters` (key, limit, TTL in
     /// seconds, whether it refuses; at most two) must be on the scopes'
     /// hash slot: the tenant's.
-    fn call(&self, script: &Script, pipe: &mut Pipeline, counters: &[(&str, u64, u64, bool)]) {
+    fn call(
+        &self,
+        script: &Script,
+        pipe: &mut Pipeline,
+        counters: &[Option<(&str, u64, u64, bool)>],
+    ) {
         let now = self.now_unix.saturating_mul(1000);
         let head = (
             now,
@@ -839,13 +847,13 @@ impl<'s> ReservePlan<'s> {
         let cmd = pipe
             .cmd("EVALSHA")
             .arg(&script.sha)
-            .arg(self.keys.len() + counters.len())
+            .arg(self.keys.len() + counters.iter().flatten().count())
             .arg(&self.keys);
-        for (key, ..) in counters {
+        for (key, ..) in counters.iter().flatten() {
             cmd.arg(*key);
         }
         cmd.arg(head).arg(&self.limits);
-        for (_, limit, ttl, enforced) in counters {
+        for (_, limit, ttl, enforced) in counters.iter().flatten() {
             cmd.arg((*limit, *ttl, u8::from(*enforced)));
         }
     }
