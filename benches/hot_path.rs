@@ -12,9 +12,12 @@ use tollgate::ctx::RequestCtx;
 use tollgate::limits::store::Store;
 
 const KEY: &str = "bench-key-bob";
+/// Bob's second key, with a policy of its own (allow-list, rate, budgets).
+const POLICY_KEY: &str = "bench-key-bob-policy";
 
 fn config() -> String {
     let digest = hex::encode(tollgate::auth::api_key::digest(KEY));
+    let policy_digest = hex::encode(tollgate::auth::api_key::digest(POLICY_KEY));
     let mut keys = String::new();
     // A realistic key table: 1,000 keys.
     for i in 0..1000 {
@@ -29,15 +32,22 @@ server: {{ listen: ["127.0.0.1:1"], admin_listen: "127.0.0.1:2" }}
 auth:
   api_keys:
     - {{ id: bob-1, sha256: "{digest}", user: bob, tenant: acme, roles: [agent] }}
+    - {{ id: bob-2, sha256: "{policy_digest}", user: bob, tenant: acme, roles: [agent], models: [m],
+         rate_limit: {{ requests_per_minute: 1000000000 }}, budgets: {{ tokens_per_day: 1000000000000 }} }}
 {keys}
 upstreams:
   support: {{ peers: ["127.0.0.1:9001"] }}
+  llm: {{ peers: ["127.0.0.1:9101"] }}
 routes:
   - {{ name: users, path: "/api/v1/users/**", methods: ["*"], upstream: support, roles: [admin] }}
   - {{ name: agent-tickets, path: "/api/v1/agents/{{agent}}/tickets", methods: [GET], upstream: support, roles: [agent], owner: {{ param: agent }} }}
   - {{ name: tickets, path: "/api/v1/tickets/**", methods: [GET, POST, PATCH], upstream: support, roles: [agent, admin] }}
+models:
+  - {{ name: m, upstream: llm, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6, max_tokens: 100 }}
 limits:
   default: {{ requests_per_minute: 1000000000 }}
+  budgets:
+    - {{ scope: user, tokens_per_day: 1000000000000 }}
 "#
     )
 }
@@ -60,9 +70,15 @@ fn bench(c: &mut Criterion) {
     let limiter = &store.local_counters().limiter;
     let ok = request("/api/v1/agents/bob/tickets?status=open", KEY);
     let bad = request("/api/v1/agents/bob/tickets", "not-a-key");
+    let keyed = request("/api/v1/agents/bob/tickets?status=open", POLICY_KEY);
 
     let mut group = c.benchmark_group("hot_path");
-    for (name, req) in [("admit_ok", &ok), ("admit_invalid_key", &bad)] {
+    for (name, req) in [
+        ("admit_ok", &ok),
+        ("admit_invalid_key", &bad),
+        // + the key's own request counter.
+        ("admit_ok_key_policy", &keyed),
+    ] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut ctx = RequestCtx::new(snapshot.clone());
@@ -78,6 +94,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    llm_budget_checks(&mut group, &snapshot, &ok, &keyed);
     let path = tollgate::router::normalize("/api/v1/agents/bob/tickets").expect("path");
     group.bench_function("route_match", |b| {
         b.iter(|| {
@@ -88,7 +105,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("key_lookup", |b| {
-        b.iter(|| snapshot.auth.authenticate(black_box(&ok), 0).is_ok())
+        b.iter(|| snapshot.auth.authenticate(black_box(&ok), 0, None).is_ok())
     });
     group.bench_function("rate_check", |b| {
         b.iter(|| limiter.check(black_box("bob"), "r", None, Some(1_000_000_000)))
@@ -164,6 +181,39 @@ fn bench(c: &mut Criterion) {
 
 /// The access log's line: the typed record (`access_line`) against the
 /// `serde_json::Value` tree the gateway built before, same fields.
+/// What an LLM call's budgets cost with and without a key policy: the
+/// allow-list check, the scopes (user, tenant; + the key's), one local
+/// reservation and its settlement.
+fn llm_budget_checks(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    snapshot: &Arc<tollgate::config::snapshot::Snapshot>,
+    plain: &RequestHeader,
+    keyed: &RequestHeader,
+) {
+    use tollgate::limits::budget::Charge;
+    let store = Store::local();
+    let hold = std::time::Duration::from_secs(60);
+    for (name, req) in [
+        ("llm_budgets_plain_key", plain),
+        ("llm_budgets_key_policy", keyed),
+    ] {
+        let identity = snapshot
+            .auth
+            .authenticate(req, 0, None)
+            .expect("a known key");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                assert!(identity.allows_model(black_box("m")));
+                let scopes = snapshot.budgets.scopes_for(black_box(&identity), None);
+                let now = 1_796_126_400;
+                let ticket = block_on(store.reserve(&scopes, Charge::tokens(100), now, hold))
+                    .expect("reserved");
+                block_on(store.settle(ticket, Charge::tokens(50), now)).is_ok()
+            })
+        });
+    }
+}
+
 fn access_lines(group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>) {
     use tollgate::observe::access_line::{AccessLine, RequestFacts};
     let facts = || RequestFacts {

@@ -82,10 +82,14 @@ auth:
     let mut req = pingora::http::RequestHeader::build("GET", b"/api/v1/tickets/1", None).unwrap();
     req.insert_header("authorization", format!("Bearer {}", cases[0].1))
         .unwrap();
-    snapshot.auth.authenticate(&req, NOW as i64).unwrap();
+    snapshot.auth.authenticate(&req, NOW as i64, None).unwrap();
     // After the first call the verification is served from the JWT cache.
     group.bench_function("authenticate_rs256_cached", |b| {
-        b.iter(|| snapshot.auth.authenticate(black_box(&req), NOW as i64))
+        b.iter(|| {
+            snapshot
+                .auth
+                .authenticate(black_box(&req), NOW as i64, None)
+        })
     });
     group.finish();
 }

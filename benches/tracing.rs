@@ -70,6 +70,7 @@ fn request() -> RequestCtx {
         tenant: "acme".into(),
         roles: vec!["agent".into()],
         key_id: "alice-1".into(),
+        ..tollgate::auth::Identity::default()
     }));
     ctx.llm_summary = Some(LlmSummary {
         model: "support-fast".into(),

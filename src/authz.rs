@@ -4,7 +4,7 @@
 //! rules follow the same two steps (`allow_role_and_owner`).
 
 use crate::auth::Identity;
-use crate::config::snapshot::Route;
+use crate::config::schema::OwnerRule;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
@@ -30,19 +30,24 @@ impl Denial {
     }
 }
 
+/// A route's rule: its `roles`, then its `owner` rule over the path
+/// parameters the router matched. Takes the rule's parts, not the route,
+/// so that this sits below the compiled config (MCP tool rules, compiled
+/// there, use [`allow_role_and_owner`]).
 pub fn authorize(
-    route: &Route,
+    roles: &[String],
+    owner: Option<&OwnerRule>,
     identity: &Identity,
     params: &[(&str, &str)],
 ) -> Result<(), Denial> {
-    let owner = route.owner.as_ref().map(|owner| {
+    let owner = owner.map(|owner| {
         let named = params
             .iter()
             .find(|(name, _)| *name == owner.param)
             .map(|(_, v)| *v);
         (owner.bypass_roles.as_slice(), named)
     });
-    allow_role_and_owner(identity, &route.roles, owner)
+    allow_role_and_owner(identity, roles, owner)
 }
 
 /// The rule of routes and MCP tools alike: the identity holds one of
@@ -68,26 +73,9 @@ pub fn allow_role_and_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::OwnerRule;
-    use crate::config::snapshot::Target;
-    use crate::router::{MethodSet, PathTemplate};
 
-    fn route(roles: &[&str], owner: Option<OwnerRule>) -> Route {
-        Route {
-            name: "r".into(),
-            template: PathTemplate::parse("/a/{agent}").unwrap(),
-            methods: MethodSet::Any,
-            roles: roles.iter().map(|s| s.to_string()).collect(),
-            owner,
-            rate_limit: None,
-            rate_limit_enforced: true,
-            websocket: false,
-            target: Target::Llm {
-                api: Default::default(),
-                guards: Default::default(),
-                output: Default::default(),
-            },
-        }
+    fn roles(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
     }
 
     fn who(user: &str, roles: &[&str]) -> Identity {
@@ -96,10 +84,13 @@ mod tests {
 
     #[test]
     fn roles_gate_the_route() {
-        let r = route(&["admin"], None);
-        assert_eq!(authorize(&r, &who("a", &["agent"]), &[]), Err(Denial::Role));
-        assert_eq!(authorize(&r, &who("a", &["admin"]), &[]), Ok(()));
-        assert_eq!(authorize(&route(&[], None), &who("a", &[]), &[]), Ok(()));
+        let admin = roles(&["admin"]);
+        assert_eq!(
+            authorize(&admin, None, &who("a", &["agent"]), &[]),
+            Err(Denial::Role)
+        );
+        assert_eq!(authorize(&admin, None, &who("a", &["admin"]), &[]), Ok(()));
+        assert_eq!(authorize(&[], None, &who("a", &[]), &[]), Ok(()));
     }
 
     #[test]
@@ -108,16 +99,13 @@ mod tests {
             param: "agent".into(),
             bypass_roles: vec!["admin".into()],
         };
-        let r = route(&["agent", "admin"], Some(owner));
+        let allowed = roles(&["agent", "admin"]);
+        let check = |identity: &Identity, agent: &str| {
+            authorize(&allowed, Some(&owner), identity, &[("agent", agent)])
+        };
         let bob = who("bob", &["agent"]);
-        assert_eq!(authorize(&r, &bob, &[("agent", "bob")]), Ok(()));
-        assert_eq!(
-            authorize(&r, &bob, &[("agent", "alice")]),
-            Err(Denial::Owner)
-        );
-        assert_eq!(
-            authorize(&r, &who("root", &["admin"]), &[("agent", "alice")]),
-            Ok(())
-        );
+        assert_eq!(check(&bob, "bob"), Ok(()));
+        assert_eq!(check(&bob, "alice"), Err(Denial::Owner));
+        assert_eq!(check(&who("root", &["admin"]), "alice"), Ok(()));
     }
 }

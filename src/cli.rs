@@ -64,6 +64,23 @@ pub enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Manage API keys through the admin API (token from
+    /// TOLLGATE_ADMIN_TOKEN); create and rotate print the new secret once.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// The admin listener, e.g. http://127.0.0.1:9090.
+        #[arg(
+            long = "admin-url",
+            env = "TOLLGATE_ADMIN_URL",
+            global = true,
+            default_value = "http://127.0.0.1:9090"
+        )]
+        admin_url: String,
+        /// The API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Baseline for benchmarks: a bare Pingora proxy hop (bench builds only).
     #[cfg(feature = "bench-tools")]
     BareProxy {
@@ -77,6 +94,58 @@ pub enum Command {
         #[arg(long)]
         contract_headers: bool,
     },
+}
+
+/// `tollgate keys ...` (DESIGN §2, §5).
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a key: prints its secret once.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// Required with the full admin token; a tenant-bound token's own by default.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Repeat for several roles.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// RFC 3339, e.g. 2027-06-30T00:00:00Z.
+        #[arg(long = "expires-at")]
+        expires_at: Option<String>,
+        /// Model allow-list; repeat for several models.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        #[arg(long = "requests-per-minute")]
+        requests_per_minute: Option<u32>,
+        #[arg(long = "tokens-per-day")]
+        tokens_per_day: Option<u64>,
+        #[arg(long = "usd-per-month")]
+        usd_per_month: Option<f64>,
+        #[arg(long)]
+        note: Option<String>,
+        /// Retrying with the same value returns the same key (24 h).
+        #[arg(long = "idempotency-key")]
+        idempotency_key: Option<String>,
+    },
+    /// List keys (every page), optionally one tenant's or user's.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// One key.
+    Show { id: String },
+    /// New secret, same id: prints it once; the old one works for the grace.
+    Rotate {
+        id: String,
+        #[arg(long = "grace-seconds", default_value_t = 0)]
+        grace_seconds: u64,
+        #[arg(long = "idempotency-key")]
+        idempotency_key: Option<String>,
+    },
+    /// Revoke a key (refused everywhere within a second).
+    Revoke { id: String },
 }
 
 pub const DEFAULT_CONFIG: &str = "conf/tollgate.yaml";

@@ -1,5 +1,6 @@
 //! Per-request context carried through Pingora's phases.
 
+use crate::auth::key_table::KeyTable;
 use crate::auth::Identity;
 use crate::config::snapshot::Route;
 use crate::config::snapshot::Snapshot;
@@ -20,6 +21,9 @@ pub struct RequestCtx {
     /// The snapshot this request runs on, loaded once when the context is
     /// made: a reload mid-flight never mixes two configurations.
     pub snapshot: Arc<Snapshot>,
+    /// The API-made keys as they were when the request began (one more
+    /// `ArcSwap` load; `None` where no registry runs: tests, benches).
+    pub made_keys: Option<Arc<KeyTable>>,
     /// Index of the matched route in `snapshot.routes`.
     pub route_index: Option<usize>,
     /// The normalised path (plus the client's query) sent upstream: the
@@ -78,6 +82,7 @@ impl RequestCtx {
             request_id: String::new(),
             traceparent: String::new(),
             snapshot,
+            made_keys: None,
             route_index: None,
             upstream_uri: None,
             forwarded_proto: "http",

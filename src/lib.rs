@@ -17,6 +17,7 @@ pub mod dev;
 pub mod edge;
 pub mod error;
 pub mod guards;
+pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod llm;

@@ -35,6 +35,11 @@ fn main() {
             user,
             csv,
         } => usage(&config, &from, &to, &group_by, tenant, user, csv),
+        Command::Keys {
+            action,
+            admin_url,
+            json,
+        } => tollgate::keys::client::run(&action, &admin_url, json).map_err(CliError::Runtime),
         Command::HashKey { id } => {
             hash_key(&id);
             Ok(())

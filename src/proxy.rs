@@ -28,7 +28,10 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         // One ArcSwap load per request: the whole request sees one config.
-        RequestCtx::new(self.state.snapshot.load_full())
+        let mut ctx = RequestCtx::new(self.state.snapshot.load_full());
+        // And one for the API-made keys (revoked ones gone within 1 s).
+        ctx.made_keys = Some(self.state.keys.registry.table());
+        ctx
     }
 
     async fn early_request_filter(

@@ -114,6 +114,7 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         tracing::warn!("{field}: {message}");
     }
     let (store, ledger) = open_store(&snapshot)?;
+    let keys = crate::keys::sync::open(&snapshot, &ledger);
     // The tokenizer is not loaded here: reservations use a byte bound, and
     // it is built off the event loop the first time a count is needed.
 
@@ -137,6 +138,7 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
         ledger,
         connector,
         tracing,
+        keys,
     };
     let state = GatewayState::new(snapshot, absolute, services);
 
@@ -164,6 +166,10 @@ pub fn build(config_path: &Path, upgrade: bool) -> Result<(Server, Arc<GatewaySt
     server.add_service(background_service(
         "budget alerts",
         crate::alerts::worker::AlertSender::new(state.alerts.clone(), state.store.clone()),
+    ));
+    server.add_service(background_service(
+        "key sync",
+        crate::keys::sync::KeySync::new(state.keys.clone(), state.snapshot.clone()),
     ));
     let phases = server.watch_execution_phase();
     server.add_service(background_service(

@@ -4,6 +4,7 @@
 
 use crate::alerts::Alerts;
 use crate::config::snapshot::Snapshot;
+use crate::keys::Keys;
 use crate::ledger::Ledger;
 use crate::limits::store::Store;
 use crate::observe::logs::LogSink;
@@ -34,6 +35,8 @@ pub struct GatewayState {
     pub mcp_sessions: crate::mcp::sessions::SessionPins,
     /// Budget threshold alerts waiting for their sender.
     pub alerts: Arc<Alerts>,
+    /// API-made keys: their registry (read by authentication) and store.
+    pub keys: Arc<Keys>,
 }
 
 /// What a gateway process needs besides its configuration.
@@ -43,6 +46,7 @@ pub struct Services {
     pub ledger: Ledger,
     pub connector: Connector,
     pub tracing: Option<crate::observe::otel::Tracing>,
+    pub keys: Keys,
 }
 
 impl GatewayState {
@@ -58,6 +62,7 @@ impl GatewayState {
             tracing: services.tracing,
             mcp_sessions: Default::default(),
             alerts: Arc::new(Alerts::default()),
+            keys: Arc::new(services.keys),
         })
     }
 

@@ -198,11 +198,15 @@ fn migrations_run_once_when_two_instances_migrate_at_once() {
     // it done.
     let mut sorted = applied.clone();
     sorted.sort();
-    assert_eq!(sorted, vec![0, 0, 3], "{applied:?}");
-    assert_eq!(pg_count(&pg, "SELECT COUNT(*) FROM tollgate_migrations"), 3);
+    let all = tollgate::ledger::postgres::MIGRATION_COUNT;
+    assert_eq!(sorted, vec![0, 0, all], "{applied:?}");
+    assert_eq!(
+        pg_count(&pg, "SELECT COUNT(*) FROM tollgate_migrations"),
+        all as u64
+    );
     assert_eq!(
         pg.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"),
-        "tollgate_migrations,usage,usage_daily"
+        "api_key_requests,api_keys,tollgate_migrations,usage,usage_daily"
     );
     // The lock is free again: a later start migrates nothing, at once.
     let again = runtime.block_on(async {
@@ -513,6 +517,71 @@ fn redis_restarted_empty_mid_day_the_daily_budget_still_holds() {
     assert!(
         spent <= 2000,
         "{spent} tokens spent on a 2,000-token budget"
+    );
+    assert!(spent > 1500, "{spent}: the budget refused too early");
+}
+
+#[test]
+fn redis_restarted_empty_mid_day_a_keys_budget_is_rebuilt_from_the_ledger() {
+    let Some((mut redis, pg)) = servers() else {
+        return;
+    };
+    let backend = Backend::start();
+    // The user may spend plenty; the key 2,000 tokens a day.
+    let keyed = builder(&backend, &redis, 1_000_000)
+        .key_fields("alice-1", json!({"budgets": {"tokens_per_day": 2000}}));
+    let template = with_ledger(keyed, &pg.url(), "");
+    let (a, b) = (Gateway::start(&template), Gateway::start(&template));
+    let full = [("x-mock-completion-tokens", "100")];
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(chat_with(gw, ALICE_KEY, "m", &full), 200);
+    }
+    assert_all_rows_once(&pg, 8);
+    let key_tokens =
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage WHERE key_id = 'alice-1'";
+    let before = pg_count(&pg, key_tokens);
+    assert!((800..1200).contains(&before), "{before}");
+
+    // Redis restarts without its data: the key's windows come back from
+    // the ledger rows carrying its id.
+    redis.kill();
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut served = 8;
+    let mut refusal = None;
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("X-API-Key", ALICE_KEY)
+            .header(full[0].0, full[0].1)
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "How do I reset my password?"}]}))
+            .send()
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => served += 1,
+            429 => {
+                refusal = Some(resp.json::<Value>().unwrap());
+                break;
+            }
+            other => panic!("call {i} after the restart: {other}"),
+        }
+    }
+    let refusal = refusal.expect("the key's budget never ran out after the restart");
+    assert_eq!(refusal["error"]["code"], "token_budget_exceeded");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("for key alice-1"),
+        "{refusal}"
+    );
+    assert_all_rows_once(&pg, served);
+    let spent = pg_count(&pg, key_tokens);
+    assert!(
+        spent <= 2000,
+        "{spent} tokens spent on a 2,000-token key budget"
     );
     assert!(spent > 1500, "{spent}: the budget refused too early");
 }

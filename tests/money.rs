@@ -312,7 +312,7 @@ fn a_ledger_of_the_previous_schema_gains_the_conversation_column() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, tollgate::ledger::schema::SCHEMA_VERSION);
 }
 
 #[test]

@@ -173,7 +173,7 @@ proptest! {
         }
         if let Ok(v) = http::HeaderValue::from_bytes(&value) {
             req.insert_header(name, v).unwrap();
-            prop_assert!(snapshot.auth.authenticate(&req, 1_800_000_000).is_err());
+            prop_assert!(snapshot.auth.authenticate(&req, 1_800_000_000, None).is_err());
         }
         let _ = tollgate::auth::api_key::parse_digest_hex(&String::from_utf8_lossy(&value));
     }

@@ -315,3 +315,311 @@ async fn drive(
     browser.wait().await.ok();
     events.abort();
 }
+
+/// A tenant-bound admin token (acme) for the Keys view.
+const ACME_TOKEN: &str = "acme-admin-token";
+
+/// Status of an LLM call made with `secret` (blocking client, off the
+/// browser's runtime).
+async fn call_with(gw_url: String, secret: String) -> u16 {
+    tokio::task::spawn_blocking(move || {
+        client()
+            .post(gw_url)
+            .header("X-API-Key", secret)
+            .json(&user_says("support-fast", "hello"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap()
+}
+
+async fn click(page: &Page, selector: &str) {
+    page.find_element(selector)
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+}
+
+async fn type_into(page: &Page, selector: &str, text: &str) {
+    let input = page
+        .find_element(selector)
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"));
+    input.click().await.unwrap();
+    input.type_str(text).await.unwrap();
+}
+
+/// The keys table as the page shows it: one (id, tenant, state, action
+/// button texts) per row.
+async fn key_rows(page: &Page) -> Vec<(String, String, String, Vec<String>)> {
+    eval(
+        page,
+        "[...document.querySelectorAll('#keys-table tbody tr')].map(tr => [tr.cells[0].textContent, \
+         tr.cells[2].textContent, tr.cells[5].textContent, \
+         [...tr.querySelectorAll('button')].map(b => b.textContent)])",
+    )
+    .await
+}
+
+/// Logs in with `token` and opens the Keys view (real clicks and typing).
+async fn open_keys_view(page: &Page, token: &str) {
+    wait_true(page, "!document.getElementById('login').hidden").await;
+    type_into(page, "#token", token).await;
+    click(page, "#token-submit").await;
+    wait_true(page, "!document.getElementById('views').hidden").await;
+    eval::<bool>(page, "delete document.body.dataset.keysLoaded; true").await;
+    click(page, "#show-keys").await;
+    wait_true(page, "document.body.dataset.keysLoaded === 'true'").await;
+}
+
+#[test]
+fn keys_view_creates_shows_the_secret_once_rotates_revokes_and_a_tenant_token_sees_its_tenant() {
+    let Some(chrome) = chromium() else {
+        return skipped("no chromium on PATH (make test installs it: apt-get install chromium)");
+    };
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("usage.db");
+    let llm = Backend::start();
+    let gw = config(&llm.addr, &store.display().to_string())
+        .admin_tokens(&[("acme-admin", ACME_TOKEN, "acme")])
+        .start();
+    // Another tenant's key, made through the API with the full token.
+    let globex: serde_json::Value = client()
+        .post(gw.admin_url("/admin/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"user": "dora", "tenant": "globex", "roles": ["agent"]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let globex_id = globex["id"].as_str().unwrap().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(drive_keys(
+        &chrome,
+        &gw.admin_url("/admin/ui/"),
+        &gw.url("/v1/chat/completions"),
+        &globex_id,
+    ));
+}
+
+async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, globex_id: &str) {
+    let profile = tempfile::tempdir().unwrap();
+    let browser_config = BrowserConfig::builder()
+        .chrome_executable(chrome)
+        .no_sandbox()
+        .user_data_dir(profile.path())
+        .window_size(1280, 1400)
+        .launch_timeout(Duration::from_secs(90))
+        .request_timeout(Duration::from_secs(60))
+        .args([
+            "disable-gpu",
+            "disable-quic",
+            "no-first-run",
+            "disable-background-networking",
+            "disable-component-update",
+            "disable-sync",
+        ])
+        .build()
+        .unwrap();
+    let (mut browser, mut handler) = Browser::launch(browser_config)
+        .await
+        .unwrap_or_else(|e| panic!("launching {}: {e}", chrome.display()));
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page(page_url).await.unwrap();
+    page.wait_for_navigation().await.unwrap();
+
+    // The full token sees every tenant's keys; the file's key cannot be
+    // rotated or revoked from here.
+    open_keys_view(&page, ADMIN_TOKEN).await;
+    let rows = key_rows(&page).await;
+    let bob = rows.iter().find(|r| r.0 == "bob-1").expect("bob-1 listed");
+    assert!(bob.3.is_empty(), "a config key has no buttons: {bob:?}");
+    let dora = rows.iter().find(|r| r.0 == globex_id).expect("globex key");
+    assert_eq!(
+        (dora.1.as_str(), &dora.3[..]),
+        ("globex", &["Rotate".to_string(), "Revoke".to_string()][..])
+    );
+    // Controls carry words; every field of the create form has a label.
+    let unnamed: Vec<String> = eval(
+        &page,
+        "[...document.querySelectorAll('#keys-view button')].filter(b => \
+         !(b.getAttribute('aria-label') || b.textContent).trim()).map(b => b.outerHTML)",
+    )
+    .await;
+    assert!(unnamed.is_empty(), "{unnamed:?}");
+    let labels: Vec<String> = eval(
+        &page,
+        "[...document.querySelectorAll('#key-create input')].map(i => i.labels[0].textContent)",
+    )
+    .await;
+    assert_eq!(
+        labels,
+        ["User", "Tenant", "Roles", "Models", "Expiry", "Note"]
+    );
+    let named: String = eval(
+        &page,
+        &format!("document.querySelector('#keys-table button[data-key=\"{globex_id}\"]').getAttribute('aria-label')"),
+    )
+    .await;
+    assert_eq!(named, format!("Rotate key {globex_id}"));
+
+    // Create: the secret is shown once, in the panel, and works at once.
+    type_into(&page, "#new-user", "erin").await;
+    type_into(&page, "#new-tenant", "acme").await;
+    type_into(&page, "#new-roles", "agent").await;
+    type_into(&page, "#new-models", "support-fast").await;
+    type_into(&page, "#new-note", "support bot <b>7</b>").await;
+    click(&page, "#create-submit").await;
+    wait_true(&page, "!document.getElementById('secret-panel').hidden").await;
+    let secret: String = eval(&page, "document.getElementById('secret-value').value").await;
+    let erin: String = eval(
+        &page,
+        "document.getElementById('secret-key-id').textContent",
+    )
+    .await;
+    assert!(secret.starts_with("tg_"), "{secret}");
+    wait_true(
+        &page,
+        &format!("[...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{erin}')"),
+    )
+    .await;
+    let row: Vec<String> = eval(
+        &page,
+        &format!("[...document.querySelector('#keys-table tr[data-key=\"{erin}\"]').cells].map(c => c.textContent)"),
+    )
+    .await;
+    assert_eq!(
+        &row[1..5],
+        ["erin", "acme", "agent", "support-fast"],
+        "{row:?}"
+    );
+    assert_eq!(row[9], "support bot <b>7</b>", "a note is text");
+    assert_eq!(call_with(chat_url.to_string(), secret.clone()).await, 200);
+    // Copy: a word to click, and an answer a screen reader announces.
+    click(&page, "#secret-copy").await;
+    wait_true(
+        &page,
+        "document.getElementById('secret-copied').textContent.length > 0",
+    )
+    .await;
+    // Done: the secret leaves the page; the listing never had it.
+    click(&page, "#secret-done").await;
+    let leaked: bool = eval(
+        &page,
+        &format!(
+            "document.documentElement.outerHTML.includes('{secret}') || \
+             document.getElementById('secret-value').value !== '' || \
+             JSON.stringify(sessionStorage).includes('{secret}') || \
+             JSON.stringify(localStorage).includes('{secret}')"
+        ),
+    )
+    .await;
+    assert!(!leaked, "the secret stayed in the page");
+    assert!(eval::<bool>(&page, "document.getElementById('secret-panel').hidden").await);
+
+    // Rotate with no grace: a new secret, shown once; the old one is refused.
+    click(
+        &page,
+        &format!("#keys-table button[aria-label='Rotate key {erin}']"),
+    )
+    .await;
+    wait_true(&page, "document.getElementById('rotate-dialog').open").await;
+    let grace = page.find_element("#rotate-grace").await.unwrap();
+    grace.click().await.unwrap();
+    eval::<bool>(
+        &page,
+        "document.getElementById('rotate-grace').value = ''; true",
+    )
+    .await;
+    grace.type_str("0").await.unwrap();
+    click(&page, "#rotate-confirm").await;
+    wait_true(&page, "!document.getElementById('secret-panel').hidden").await;
+    let rotated: String = eval(&page, "document.getElementById('secret-value').value").await;
+    assert!(rotated.starts_with("tg_") && rotated != secret);
+    assert_eq!(call_with(chat_url.to_string(), rotated.clone()).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call_with(chat_url.to_string(), secret.clone()).await != 401 {
+        assert!(Instant::now() < deadline, "the old secret still works");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    click(&page, "#secret-done").await;
+
+    // Revoke asks first: Cancel keeps the key, Revoke removes it.
+    let revoke = format!("#keys-table button[aria-label='Revoke key {erin}']");
+    click(&page, &revoke).await;
+    wait_true(&page, "document.getElementById('revoke-dialog').open").await;
+    let asked: String = eval(&page, "document.getElementById('revoke-title').textContent").await;
+    assert_eq!(asked, format!("Revoke key {erin}?"));
+    click(&page, "#revoke-cancel").await;
+    wait_true(&page, "!document.getElementById('revoke-dialog').open").await;
+    assert!(key_rows(&page).await.iter().any(|r| r.0 == erin));
+    assert_eq!(call_with(chat_url.to_string(), rotated.clone()).await, 200);
+    click(&page, &revoke).await;
+    wait_true(&page, "document.getElementById('revoke-dialog').open").await;
+    click(&page, "#revoke-confirm").await;
+    wait_true(
+        &page,
+        &format!("![...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{erin}')"),
+    )
+    .await;
+    assert_eq!(call_with(chat_url.to_string(), rotated.clone()).await, 401);
+    // Still there as revoked, for whoever asks to see revoked keys.
+    click(&page, "#filter-revoked").await;
+    wait_true(
+        &page,
+        &format!("[...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{erin}' && tr.cells[5].textContent === 'revoked' && tr.querySelectorAll('button').length === 0)"),
+    )
+    .await;
+
+    // A tenant token: its tenant's keys only, and the page does not break
+    // on what it may not see.
+    click(&page, "#logout").await;
+    open_keys_view(&page, ACME_TOKEN).await;
+    let rows = key_rows(&page).await;
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.1 == "acme"), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.0 == globex_id));
+    type_into(&page, "#filter-tenant", "globex").await;
+    eval::<bool>(&page, "delete document.body.dataset.keysLoaded; true").await;
+    click(&page, "#filter-submit").await;
+    wait_true(&page, "document.body.dataset.keysLoaded === 'true' || document.getElementById('keys-status').textContent.startsWith('No keys')").await;
+    assert!(key_rows(&page).await.is_empty());
+    let error: String = eval(&page, "document.getElementById('keys-error').textContent").await;
+    assert_eq!(error, "");
+    // A key it creates lands in its tenant (the Tenant field left empty).
+    eval::<bool>(
+        &page,
+        "document.getElementById('filter-tenant').value = ''; true",
+    )
+    .await;
+    type_into(&page, "#new-user", "finn").await;
+    type_into(&page, "#new-roles", "agent").await;
+    click(&page, "#create-submit").await;
+    wait_true(&page, "!document.getElementById('secret-panel').hidden").await;
+    let finn: String = eval(
+        &page,
+        "document.getElementById('secret-key-id').textContent",
+    )
+    .await;
+    wait_true(
+        &page,
+        &format!("[...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{finn}' && tr.cells[2].textContent === 'acme')"),
+    )
+    .await;
+    // Its usage view loads too (its tenant's rows only).
+    click(&page, "#show-usage").await;
+    wait_true(&page, "document.body.dataset.loaded === 'true'").await;
+    assert!(eval::<bool>(&page, "document.getElementById('secret-panel').hidden").await);
+
+    browser.close().await.ok();
+    browser.wait().await.ok();
+    events.abort();
+}

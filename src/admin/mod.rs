@@ -1,10 +1,12 @@
 //! The admin listener (DESIGN §5): health, readiness, metrics, and the
 //! token-protected `/admin/*` API. Never exposed publicly.
 
+pub mod keys;
 pub mod ui;
 
 use crate::auth::api_key::{digest, parse_digest_hex};
 use crate::config::reload;
+use crate::keys::service::Caller;
 use crate::limits::budget::ScopeKey;
 use crate::limits::failed_auth::FailedAuthGuard;
 use crate::limits::window::now_unix;
@@ -65,28 +67,59 @@ fn admin_error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8
 }
 
 impl AdminApp {
-    fn authorized(&self, session: &ServerSession) -> bool {
+    /// Who the bearer token is: the full admin token, or one of
+    /// `server.admin_tokens` (bound to a tenant). Every configured digest
+    /// is compared (constant time each), so the answer's timing does not
+    /// say which token, if any, nearly matched.
+    fn caller(&self, session: &ServerSession) -> Option<Caller> {
         let snapshot = self.state.snapshot.load();
-        let Some(expected) = snapshot
-            .server()
-            .admin_token_sha256
-            .as_ref()
-            .and_then(|h| parse_digest_hex(&h.expose().to_ascii_lowercase()))
-        else {
-            return false;
-        };
+        let server = snapshot.server();
         let presented = session
             .get_header(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        bool::from(digest(presented.trim()).ct_eq(&expected))
+        let presented = digest(presented.trim());
+        let matches = |hex: &str| {
+            parse_digest_hex(&hex.to_ascii_lowercase())
+                .is_some_and(|expected| bool::from(presented.ct_eq(&expected)))
+        };
+        let mut found = None;
+        if server
+            .admin_token_sha256
+            .as_ref()
+            .is_some_and(|h| matches(h.expose()))
+        {
+            found = Some(Caller::full());
+        }
+        for t in &server.admin_tokens {
+            if matches(t.sha256.expose()) && found.is_none() {
+                found = Some(Caller {
+                    admin_id: t.id.clone(),
+                    tenant: Some(t.tenant.clone()),
+                });
+            }
+        }
+        found
     }
 
-    async fn admin(&self, method: &str, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
+    async fn admin(
+        &self,
+        caller: &Caller,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Response<Vec<u8>> {
+        if caller.tenant.is_some() && matches!(path, "/admin/reload" | "/admin/config") {
+            return admin_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this admin token is bound to a tenant: reload and config need the full admin token",
+            );
+        }
         match (method, path) {
-            ("GET", "/admin/usage") => self.usage(query).await,
-            ("GET", "/admin/usage/report") => self.report(query).await,
+            ("GET", "/admin/usage") => self.usage(caller, query).await,
+            ("GET", "/admin/usage/report") => self.report(caller, query).await,
             ("POST", "/admin/reload") => match reload::reload(&self.state).await {
                 Ok(done) => json_reply(
                     StatusCode::OK,
@@ -142,9 +175,18 @@ impl AdminApp {
     /// `GET /admin/usage/report`: spend from the ledger (report.rs): the
     /// shared one with `ledger.kind: postgres`, else the SQLite file (read
     /// on the blocking pool so a long scan never stalls the admin listener).
-    async fn report(&self, query: Option<&str>) -> Response<Vec<u8>> {
+    async fn report(&self, caller: &Caller, query: Option<&str>) -> Response<Vec<u8>> {
         use crate::ledger::report::{Format, ReportError, ReportQuery};
-        let (report_query, format) = match ReportQuery::from_pairs(&query_pairs(query)) {
+        let mut pairs = query_pairs(query);
+        // A tenant-bound token reads its tenant's rows only.
+        if let Some(own) = &caller.tenant {
+            if pairs.iter().any(|(k, v)| k == "tenant" && v != own) {
+                return admin_error(StatusCode::NOT_FOUND, "not_found", "no such tenant");
+            }
+            pairs.retain(|(k, _)| k != "tenant");
+            pairs.push(("tenant".into(), own.clone()));
+        }
+        let (report_query, format) = match ReportQuery::from_pairs(&pairs) {
             Ok(q) => q,
             Err(e) => {
                 return admin_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
@@ -181,10 +223,10 @@ impl AdminApp {
         }
     }
 
-    /// `GET /admin/usage?user=ID` or `?tenant=ID`: spend in the current
-    /// windows, each limit and what remains.
-    async fn usage(&self, query: Option<&str>) -> Response<Vec<u8>> {
-        let pairs: Vec<(String, String)> = query
+    /// `GET /admin/usage?user=ID`, `?tenant=ID` or `?key=ID`: spend in the
+    /// current windows, each limit and what remains.
+    async fn usage(&self, caller: &Caller, query: Option<&str>) -> Response<Vec<u8>> {
+        let mut pairs: Vec<(String, String)> = query
             .map(|q| {
                 q.split('&')
                     .filter_map(|kv| kv.split_once('='))
@@ -202,16 +244,62 @@ impl AdminApp {
                 .map(|(_, v)| v.clone())
         };
         let snapshot = self.state.snapshot.load_full();
+        if let Some(own) = &caller.tenant {
+            let foreign_tenant = find("tenant").is_some_and(|t| &t != own);
+            let foreign_user =
+                find("user").is_some_and(|u| !self.tenant_has_user(&snapshot, own, &u));
+            if foreign_tenant || foreign_user {
+                return admin_error(StatusCode::NOT_FOUND, "not_found", "no such user or tenant");
+            }
+            if find("user").is_some() {
+                pairs.retain(|(k, _)| k != "tenant");
+                pairs.push(("tenant".into(), own.clone()));
+            }
+        }
+        let find = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         // `&tenant=` may accompany `user=`: Redis keeps a user's counters
         // under the tenant's key; API-key users are found without it.
-        let (scope, limits, tenant) = match (find("user"), find("tenant")) {
-            (Some(user), tenant) => {
+        let (scope, limits, tenant) = match (find("user"), find("tenant"), find("key")) {
+            (None, None, Some(id)) => {
+                let identity = snapshot.auth.keys().identity_of(&id).or_else(|| {
+                    let made = self.state.keys.registry.table();
+                    let found = made
+                        .values()
+                        .find(|k| k.identity.key_id == id)
+                        .map(|k| Arc::clone(&k.identity));
+                    found
+                });
+                // A tenant-bound token: another tenant's key is not found.
+                let Some(identity) =
+                    identity.filter(|i| caller.tenant.as_ref().is_none_or(|own| &i.tenant == own))
+                else {
+                    return admin_error(StatusCode::NOT_FOUND, "not_found", "no such key");
+                };
+                // A key without a budget is not counted (nothing to show
+                // but zeros): its limits say so (all null).
+                let limits = snapshot.budgets.key_limits(&identity).unwrap_or_default();
+                (ScopeKey::Key(id), limits, identity.tenant.clone())
+            }
+            (Some(user), tenant, _) => {
                 let limits = snapshot.budgets.user_limits(&user);
                 let tenant = tenant.or_else(|| {
                     let keys = snapshot.auth.keys().entries();
                     keys.into_iter()
                         .find(|k| k.identity.user == user)
                         .map(|k| k.identity.tenant.clone())
+                        .or_else(|| {
+                            let made = self.state.keys.registry.table();
+                            let tenant = made
+                                .values()
+                                .find(|k| k.identity.user == user)
+                                .map(|k| k.identity.tenant.clone());
+                            tenant
+                        })
                 });
                 let Some(tenant) = tenant.or_else(|| {
                     // Local counters are not kept per tenant.
@@ -225,16 +313,16 @@ impl AdminApp {
                 };
                 (ScopeKey::User(user), limits, tenant)
             }
-            (None, Some(tenant)) => (
+            (None, Some(tenant), _) => (
                 ScopeKey::Tenant(tenant.clone()),
                 snapshot.budgets.tenant_limits(),
                 tenant,
             ),
-            (None, None) => {
+            (None, None, None) => {
                 return admin_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
-                    "give ?user=ID (optionally &tenant=ID) or ?tenant=ID",
+                    "give ?user=ID (optionally &tenant=ID), ?tenant=ID or ?key=ID",
                 )
             }
         };
@@ -275,6 +363,32 @@ impl AdminApp {
                 },
             }),
         )
+    }
+}
+
+impl AdminApp {
+    /// Whether one of `tenant`'s keys (the file's or API-made) belongs to
+    /// `user`: a tenant-bound token may read only its own users' usage.
+    fn tenant_has_user(
+        &self,
+        snapshot: &crate::config::snapshot::Snapshot,
+        tenant: &str,
+        user: &str,
+    ) -> bool {
+        let ours = |t: &str, u: &str| t == tenant && u == user;
+        snapshot
+            .auth
+            .keys()
+            .entries()
+            .iter()
+            .any(|k| ours(&k.identity.tenant, &k.identity.user))
+            || self
+                .state
+                .keys
+                .registry
+                .table()
+                .values()
+                .any(|k| ours(&k.identity.tenant, &k.identity.user))
     }
 }
 
@@ -332,7 +446,7 @@ impl ServeHttp for AdminApp {
                     );
                     return resp;
                 }
-                if !self.authorized(session) {
+                let Some(caller) = self.caller(session) else {
                     if let Some(ip) = ip {
                         self.failed_auth.record_failure(ip);
                     }
@@ -341,9 +455,15 @@ impl ServeHttp for AdminApp {
                         "invalid_admin_token",
                         "admin endpoints need Authorization: Bearer <admin token>",
                     );
-                }
+                };
                 let query = session.req_header().uri.query().map(str::to_string);
-                self.admin(&method, p, query.as_deref()).await
+                if p == "/admin/keys" || p.starts_with("/admin/keys/") {
+                    let path = p.to_string();
+                    return self
+                        .keys(session, &caller, &method, &path, query.as_deref())
+                        .await;
+                }
+                self.admin(&caller, &method, p, query.as_deref()).await
             }
             _ => admin_error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint"),
         }

@@ -11,7 +11,7 @@ use crate::edge::framing;
 use crate::error::GatewayError;
 use crate::limits::rate::RateDecision;
 use crate::limits::store::Store;
-use crate::limits::types::{AdmitQuery, AdmitVerdict, FailedAuthQuery, RateQuery};
+use crate::limits::types::{AdmitQuery, AdmitVerdict, FailedAuthQuery, KeyRateQuery, RateQuery};
 use crate::sys::clock;
 use crate::{authz, router};
 use bytes::Bytes;
@@ -125,29 +125,33 @@ pub async fn admit(
     )?);
     let route = &snapshot.routes[route_index];
 
-    let identity = match snapshot.auth.authenticate(req, clock::unix_secs()) {
-        Ok(identity) => identity,
-        Err(failure) => {
-            // Only a presented, wrong credential counts as an attempt.
-            let query = AdmitQuery {
-                failed_auth: stuffing(failure.is_attempt()),
-                rate: None,
-            };
-            refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
-            return Err(Refusal {
-                error: match failure {
-                    AuthFailure::Missing => GatewayError::MissingCredentials,
-                    AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
-                    AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
-                    AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
-                },
-                audit: Some(AuditEvent::AuthFailed(failure)),
-            });
-        }
-    };
+    let identity =
+        match snapshot
+            .auth
+            .authenticate(req, clock::unix_secs(), ctx.made_keys.as_deref())
+        {
+            Ok(identity) => identity,
+            Err(failure) => {
+                // Only a presented, wrong credential counts as an attempt.
+                let query = AdmitQuery {
+                    failed_auth: stuffing(failure.is_attempt()),
+                    rate: None,
+                };
+                refuse_if_blocked(store, &query, now, stuffing_limit, ctx).await?;
+                return Err(Refusal {
+                    error: match failure {
+                        AuthFailure::Missing => GatewayError::MissingCredentials,
+                        AuthFailure::InvalidApiKey { .. } => GatewayError::InvalidApiKey,
+                        AuthFailure::InvalidToken { .. } => GatewayError::InvalidToken,
+                        AuthFailure::TokenExpired { .. } => GatewayError::TokenExpired,
+                    },
+                    audit: Some(AuditEvent::AuthFailed(failure)),
+                });
+            }
+        };
     ctx.identity = Some(identity.clone());
 
-    let authorized = authz::authorize(route, &identity, &params);
+    let authorized = authz::authorize(&route.roles, route.owner.as_ref(), &identity, &params);
     if authorized.is_ok() && route.is_llm() && store.is_shared() {
         return Ok(Admitted::Pending(Question {
             failed_auth: stuffing(false),
@@ -211,6 +215,19 @@ pub fn rate_query<'a>(
         route: &route.name,
         route_limit: route.rate_limit,
         default_limit: snapshot.default_rate_limit(&identity.user),
+        enforced: match route.rate_limit {
+            Some(_) => route.rate_limit_enforced,
+            None => snapshot.default_rate_limit_enforced(),
+        },
+        key: identity
+            .policy
+            .as_deref()
+            .and_then(|p| p.rate_limit)
+            .map(|r| KeyRateQuery {
+                id: &identity.key_id,
+                limit: r.requests_per_minute,
+                enforced: r.enforce,
+            }),
     }
 }
 
@@ -264,31 +281,53 @@ impl Question {
 }
 
 /// Records the rate decision (for the `RateLimit` headers) and refuses
-/// with 429 when it is over. A limit in shadow mode (`enforce: false`)
-/// never refuses and sends no headers (the client sees what it would
-/// without it); a refusal it would have answered is counted and logged.
+/// with 429 when it is over: the user's counter, then the key's own. A
+/// limit in shadow mode (`enforce: false`) never refuses and sends no
+/// headers (the client sees what it would without it); a refusal it would
+/// have answered is counted and logged. With both limits enforced, the
+/// headers describe the one with fewer requests left.
 fn judge_rate(
     verdict: AdmitVerdict,
     identity: &Identity,
     ctx: &mut RequestCtx,
 ) -> Result<(), Refusal> {
-    let Some(decision) = verdict.rate else {
-        return Ok(());
-    };
-    if !rate_enforced(ctx) {
-        if !decision.allowed {
-            ctx.record_shadow_refusal(RATE_LIMITED);
+    let mut shown: Option<RateDecision> = None;
+    let mut refused = None;
+    for (decision, who) in [(verdict.rate, "user"), (verdict.key_rate, "key")] {
+        let Some(decision) = decision else {
+            continue;
+        };
+        if !decision.enforced {
+            if !decision.allowed {
+                ctx.record_shadow_refusal(RATE_LIMITED);
+            }
+            continue;
         }
-        return Ok(());
+        if !decision.allowed && refused.is_none() {
+            let id = if who == "user" {
+                &identity.user
+            } else {
+                &identity.key_id
+            };
+            refused = Some(GatewayError::RateLimited {
+                message: format!(
+                    "request rate limit of {} per minute exceeded for {who} {id}",
+                    decision.limit
+                ),
+                retry_after: decision.reset_secs,
+            });
+            shown = Some(decision);
+        } else if refused.is_none()
+            && shown
+                .as_ref()
+                .is_none_or(|s| decision.remaining < s.remaining)
+        {
+            shown = Some(decision);
+        }
     }
-    let refused = (!decision.allowed).then(|| GatewayError::RateLimited {
-        message: format!(
-            "request rate limit of {} per minute exceeded for user {}",
-            decision.limit, identity.user
-        ),
-        retry_after: decision.reset_secs,
-    });
-    ctx.rate = Some(decision);
+    if shown.is_some() {
+        ctx.rate = shown;
+    }
     match refused {
         Some(error) => Err(error.into()),
         None => Ok(()),
@@ -298,15 +337,6 @@ fn judge_rate(
 /// `GatewayError::RateLimited`'s code, for a refusal never made.
 const RATE_LIMITED: &str = "rate_limited";
 
-/// Whether the rate limit that counted this request is enforced: the
-/// route's own when it has one, else `limits.default`.
-fn rate_enforced(ctx: &RequestCtx) -> bool {
-    match ctx.route() {
-        Some(route) if route.rate_limit.is_some() => route.rate_limit_enforced,
-        _ => ctx.snapshot.default_rate_limit_enforced(),
-    }
-}
-
 fn locked_out(retry_after: u64, limit: u32, ctx: &mut RequestCtx) -> Refusal {
     ctx.rate = Some(RateDecision {
         policy: "failed_auth".into(),
@@ -314,6 +344,7 @@ fn locked_out(retry_after: u64, limit: u32, ctx: &mut RequestCtx) -> Refusal {
         remaining: 0,
         reset_secs: retry_after,
         allowed: false,
+        enforced: true,
     });
     Refusal {
         error: GatewayError::RateLimited {

@@ -193,6 +193,7 @@ fn a_pending_question_is_judged_lockout_first_then_rate() {
         tenant: "acme".into(),
         roles: vec!["agent".into()],
         key_id: "bob-1".into(),
+        ..Identity::default()
     };
     let over = RateDecision {
         policy: "default".into(),
@@ -200,11 +201,13 @@ fn a_pending_question_is_judged_lockout_first_then_rate() {
         remaining: 0,
         reset_secs: 9,
         allowed: false,
+        enforced: true,
     };
     let mut ctx = RequestCtx::new(snapshot.clone());
     let both = AdmitVerdict {
         blocked_retry_after: Some(30),
         rate: Some(over.clone()),
+        key_rate: None,
     };
     let r = question
         .judge(both, &identity, &mut ctx)
@@ -221,6 +224,7 @@ fn a_pending_question_is_judged_lockout_first_then_rate() {
     let rate_only = AdmitVerdict {
         blocked_retry_after: None,
         rate: Some(over),
+        key_rate: None,
     };
     let r = question
         .judge(rate_only, &identity, &mut ctx)

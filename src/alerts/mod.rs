@@ -174,7 +174,7 @@ fn alert(
     };
     let tenant = match &s.scope {
         ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => t.clone(),
-        ScopeKey::User(_) => tenant.to_string(),
+        ScopeKey::User(_) | ScopeKey::Key(_) => tenant.to_string(),
     };
     let claim = format!(
         "{}|{}|{:?}|{}|{}",
@@ -333,6 +333,31 @@ mod tests {
         // Same month: the same claim, so it is sent once.
         assert_eq!(today[0].claim, tomorrow[0].claim);
         let _ = s;
+    }
+
+    #[test]
+    fn a_keys_budget_alerts_webhooks_watching_keys_with_its_tenant() {
+        let watching = hook(&[0.5], &[BudgetScope::Key]);
+        let others = hook(&[0.5], &[BudgetScope::User, BudgetScope::Tenant]);
+        let mut s = settled(ScopeKey::key("bob-1"), 0, 1_500_000);
+        s.limits = BudgetLimits {
+            micro_usd_per_month: Some(2_000_000),
+            ..Default::default()
+        };
+        s.spent.micro_usd_month = 1_500_000;
+        let got = crossings(&[watching, others], std::slice::from_ref(&s), "acme", NOW);
+        assert_eq!(got.len(), 1, "only the webhook watching keys");
+        let e = &got[0].event;
+        assert_eq!(
+            (e.scope, e.id.as_str(), e.tenant.as_str(), e.window),
+            ("key", "bob-1", "acme", LimitKind::UsdPerMonth)
+        );
+        // Every scope is watched by default, keys included.
+        let all: WebhookConfig = serde_saphyr::from_str(
+            "{ url: \"http://127.0.0.1:1/h\", secret_env: X, thresholds: [0.5] }",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(all.scopes.contains(&BudgetScope::Key));
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl Webhook {
             kind == match s {
                 BudgetScope::User => "user",
                 BudgetScope::Tenant => "tenant",
+                BudgetScope::Key => "key",
                 BudgetScope::Conversation => "conversation",
             }
         })

@@ -158,7 +158,16 @@ impl KeyIndex {
     }
 
     pub fn lookup(&self, presented: &str, now_unix: i64) -> Result<Arc<Identity>, KeyRejection> {
-        let presented_digest = digest(presented);
+        self.lookup_digest(&digest(presented), now_unix)
+    }
+
+    /// As [`lookup`](Self::lookup), for a digest already computed.
+    pub fn lookup_digest(
+        &self,
+        presented_digest: &KeyDigest,
+        now_unix: i64,
+    ) -> Result<Arc<Identity>, KeyRejection> {
+        let presented_digest = *presented_digest;
         let record = self
             .record(&presented_digest)
             .filter(|r| bool::from(r.digest.ct_eq(&presented_digest)))
@@ -169,6 +178,20 @@ impl KeyIndex {
             });
         }
         Ok(record.identity.clone())
+    }
+
+    /// Whether a key of the file has this id (a linear scan: for the
+    /// admin API's rare writes, not the request path).
+    pub fn has_id(&self, key_id: &str) -> bool {
+        self.records.iter().any(|r| r.identity.key_id == key_id)
+    }
+
+    /// The identity of the key with id `key_id` (a scan: admin use only).
+    pub fn identity_of(&self, key_id: &str) -> Option<Arc<Identity>> {
+        self.records
+            .iter()
+            .find(|r| r.identity.key_id == key_id)
+            .map(|r| Arc::clone(&r.identity))
     }
 
     /// Every key, in file order.
@@ -204,6 +227,7 @@ mod tests {
             tenant: "acme".into(),
             roles: vec!["agent".into()],
             key_id: id.into(),
+            ..Identity::default()
         }
     }
 
@@ -214,6 +238,11 @@ mod tests {
         idx.insert(digest("secret-2"), ident("k2"), Some(100));
         assert_eq!(idx.lookup("secret-1", 50).unwrap().key_id, "k1");
         assert_eq!(idx.lookup("nope", 50), Err(KeyRejection::Unknown));
+        assert_eq!(
+            idx.identity_of("k2").map(|i| i.key_id.clone()),
+            Some("k2".into())
+        );
+        assert!(idx.identity_of("k3").is_none());
         assert_eq!(idx.lookup("secret-2", 99).unwrap().key_id, "k2");
         assert_eq!(
             idx.lookup("secret-2", 100),

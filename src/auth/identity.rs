@@ -1,14 +1,31 @@
 //! Who is calling: the same shape whether an API key or a JWT proved it, so
 //! authorization, limits and budgets treat both alike.
 
+use super::key_policy::KeyPolicy;
+use std::sync::Arc;
+
 /// The authenticated caller of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
     pub tenant: String,
     pub roles: Vec<String>,
     /// API key id, or the JWT's `kid`; never a secret.
     pub key_id: String,
+    /// What proved it: only an API key is a key of its own (per-key
+    /// budgets, `scope: key`); a JWT's `kid` is shared by every token it signs.
+    pub credential: CredentialKind,
+    /// The key's own policy (allow-list, rate, budgets); `None` for a key
+    /// without one and for JWTs.
+    pub policy: Option<Arc<KeyPolicy>>,
+}
+
+/// The kind of credential an [`Identity`] was proved with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CredentialKind {
+    #[default]
+    ApiKey,
+    Jwt,
 }
 
 /// Why a user, tenant, role or key id cannot be an identity value.
@@ -41,6 +58,7 @@ impl Identity {
             tenant: "t".into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             key_id: "k".into(),
+            ..Identity::default()
         }
     }
 
@@ -55,6 +73,17 @@ impl Identity {
             .chain(std::iter::once(&self.key_id))
             .chain(self.roles.iter())
             .find_map(|v| value_problem(v))
+    }
+
+    /// Whether this caller may call the model clients name `model`: its
+    /// key's allow-list, if it has one.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.policy.as_deref().is_none_or(|p| p.allows_model(model))
+    }
+
+    /// The key id when the caller authenticated with an API key.
+    pub fn api_key_id(&self) -> Option<&str> {
+        (self.credential == CredentialKind::ApiKey).then_some(self.key_id.as_str())
     }
 
     /// `X-Gateway-Roles` value.
@@ -90,6 +119,7 @@ mod tests {
             tenant: "acme".into(),
             roles: vec!["agent".into(), "x,admin".into()],
             key_id: "k".into(),
+            ..Identity::default()
         };
         assert_eq!(id.problem(), Some("must not contain a comma"));
     }

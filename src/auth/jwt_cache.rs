@@ -69,6 +69,7 @@ mod tests {
             tenant: "t".into(),
             roles: vec![],
             key_id: "k".into(),
+            ..Identity::default()
         })
     }
 

@@ -8,11 +8,15 @@ pub mod identity;
 pub mod jwt;
 pub mod jwt_cache;
 pub mod jwt_config;
+pub mod key_policy;
+pub mod key_table;
 
 pub use api_key::KeyIndex;
 use api_key::KeyRejection;
-pub use identity::Identity;
+pub use identity::{CredentialKind, Identity};
 use jwt::{JwtError, JwtVerifier};
+pub use key_policy::KeyPolicy;
+use key_table::{KeyTable, MadeKeyRejection};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 
@@ -134,6 +138,23 @@ fn jwt_failure(e: JwtError) -> AuthFailure {
     }
 }
 
+fn made_failure(r: MadeKeyRejection) -> AuthFailure {
+    match r {
+        MadeKeyRejection::Unknown => AuthFailure::InvalidApiKey {
+            reason: "unknown_api_key",
+            key_id: None,
+        },
+        MadeKeyRejection::Expired { key_id } => AuthFailure::InvalidApiKey {
+            reason: "expired_api_key",
+            key_id: Some(key_id),
+        },
+        MadeKeyRejection::GraceEnded { key_id } => AuthFailure::InvalidApiKey {
+            reason: "rotated_api_key",
+            key_id: Some(key_id),
+        },
+    }
+}
+
 impl Authenticator {
     pub fn new(keys: KeyIndex) -> Self {
         Self {
@@ -159,10 +180,14 @@ impl Authenticator {
         self
     }
 
+    /// `made`: the API-made keys (`keys::registry`), consulted after the
+    /// file's keys with the same digest: one hash, at most two in-memory
+    /// lookups, never a database read.
     pub fn authenticate(
         &self,
         req: &RequestHeader,
         now_unix: i64,
+        made: Option<&KeyTable>,
     ) -> Result<Arc<Identity>, AuthFailure> {
         match presented(req, self.jwt.is_some()).ok_or(AuthFailure::Missing)? {
             Credential::Jwt(token) => {
@@ -184,6 +209,8 @@ impl Authenticator {
                     tenant: id.tenant,
                     roles: id.roles,
                     key_id: id.kid,
+                    credential: identity::CredentialKind::Jwt,
+                    policy: None,
                 });
                 self.jwt_cache
                     .insert(digest, identity.clone(), id.valid_until);
@@ -193,16 +220,20 @@ impl Authenticator {
                 reason: "unsupported_auth_scheme",
                 key_id: None,
             }),
-            Credential::ApiKey(key) => self.keys.lookup(key, now_unix).map_err(|r| match r {
-                KeyRejection::Unknown => AuthFailure::InvalidApiKey {
-                    reason: "unknown_api_key",
-                    key_id: None,
-                },
-                KeyRejection::Expired { key_id } => AuthFailure::InvalidApiKey {
-                    reason: "expired_api_key",
-                    key_id: Some(key_id),
-                },
-            }),
+            Credential::ApiKey(key) => {
+                let digest = api_key::digest(key);
+                match self.keys.lookup_digest(&digest, now_unix) {
+                    Err(KeyRejection::Unknown) => match made {
+                        Some(made) => made.lookup(&digest, now_unix).map_err(made_failure),
+                        None => Err(made_failure(MadeKeyRejection::Unknown)),
+                    },
+                    Err(KeyRejection::Expired { key_id }) => Err(AuthFailure::InvalidApiKey {
+                        reason: "expired_api_key",
+                        key_id: Some(key_id),
+                    }),
+                    Ok(identity) => Ok(identity),
+                }
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ use super::formats::{parse_rfc3339, NOT_A_SHA256_HEX};
 use super::secret::Secret;
 use crate::auth::api_key::{parse_digest_hex, KeyIndex};
 use crate::auth::identity::{value_problem, Identity};
+use crate::auth::key_policy::{KeyBudgets, KeyPolicy, KeyRateLimit};
+use crate::llm::pricing::{micro_usd_from_usd, MICRO_USD_PER_USD};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -30,6 +32,43 @@ pub struct ApiKeyConfig {
     #[serde(default)]
     pub roles: Vec<String>,
     pub expires_at: Option<String>,
+    /// Optional allow-list of model names (as clients send them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// Optional per-key request rate, counted next to the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<KeyRateLimitConfig>,
+    /// Optional per-key budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<KeyBudgetsConfig>,
+}
+
+/// `auth.api_keys[].rate_limit`: a key's own request rate (the shape of a
+/// route's `rate_limit`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRateLimitConfig {
+    pub requests_per_minute: u32,
+    /// `false`: shadow mode.
+    #[serde(default = "enforced")]
+    pub enforce: bool,
+}
+
+/// `auth.api_keys[].budgets`: a key's own budgets.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBudgetsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_month: Option<f64>,
+    /// `false`: shadow mode.
+    #[serde(default = "enforced")]
+    pub enforce: bool,
+}
+
+fn enforced() -> bool {
+    true
 }
 
 thread_local! {
@@ -60,6 +99,9 @@ pub fn with_previous_keys<T>(previous: Option<Arc<KeyIndex>>, parse: impl FnOnce
 pub struct ApiKeyList {
     index: KeyIndex,
     problems: Vec<(String, String)>,
+    /// Each allow-list with its entry's position in the file, for
+    /// validation against `models` (which is parsed after `auth`).
+    allow_lists: Vec<(usize, Arc<KeyPolicy>)>,
 }
 
 impl ApiKeyList {
@@ -86,6 +128,13 @@ impl ApiKeyList {
         &self.problems
     }
 
+    /// `(entry position, policy)` of every key with a model allow-list.
+    pub fn allow_lists(&self) -> impl Iterator<Item = (usize, &[String])> {
+        self.allow_lists
+            .iter()
+            .filter_map(|(i, p)| p.models.as_deref().map(|m| (*i, m)))
+    }
+
     /// Moves the index out (into the authenticator), leaving this empty.
     pub fn take_index(&mut self) -> KeyIndex {
         std::mem::take(&mut self.index)
@@ -99,6 +148,7 @@ pub fn entries_as_config(index: &KeyIndex) -> Vec<ApiKeyConfig> {
 }
 
 fn entry_as_config(e: crate::auth::api_key::KeyEntry) -> ApiKeyConfig {
+    let policy = e.identity.policy.as_deref();
     ApiKeyConfig {
         id: e.identity.key_id.clone(),
         sha256: hex::encode(e.digest).into(),
@@ -106,6 +156,20 @@ fn entry_as_config(e: crate::auth::api_key::KeyEntry) -> ApiKeyConfig {
         tenant: e.identity.tenant.clone(),
         roles: e.identity.roles.clone(),
         expires_at: e.expires_at.map(format_rfc3339),
+        models: policy.and_then(|p| p.models.as_ref()).map(|m| m.to_vec()),
+        rate_limit: policy
+            .and_then(|p| p.rate_limit)
+            .map(|r| KeyRateLimitConfig {
+                requests_per_minute: r.requests_per_minute,
+                enforce: r.enforce,
+            }),
+        budgets: policy.and_then(|p| p.budgets).map(|b| KeyBudgetsConfig {
+            tokens_per_day: b.tokens_per_day,
+            usd_per_month: b
+                .micro_usd_per_month
+                .map(|m| m as f64 / MICRO_USD_PER_USD as f64),
+            enforce: b.enforce,
+        }),
     }
 }
 
@@ -187,6 +251,7 @@ impl Compiler {
             list: ApiKeyList {
                 index: KeyIndex::with_capacity(expected),
                 problems: Vec::new(),
+                allow_lists: Vec::new(),
             },
             previous,
             ids: HashTable::with_capacity(expected),
@@ -271,6 +336,14 @@ impl Compiler {
             }
             unix
         });
+        let policy = self.policy(&path, &key).map(Arc::new);
+        // Checked against `models` by validation, also for an entry
+        // refused for another reason.
+        if let Some(p) = policy.as_ref().filter(|p| p.models.is_some()) {
+            self.list
+                .allow_lists
+                .push((self.entries_seen - 1, Arc::clone(p)));
+        }
         let clean = self.list.problems.len() == problems_before;
         match digest {
             Some(digest) if clean => {
@@ -280,6 +353,8 @@ impl Compiler {
                     tenant: key.tenant,
                     roles: key.roles,
                     key_id: key.id,
+                    credential: crate::auth::CredentialKind::ApiKey,
+                    policy,
                 };
                 // Not a duplicate digest (checked above).
                 self.list.index.insert_reusing(
@@ -297,6 +372,65 @@ impl Compiler {
             }
             _ => {}
         }
+    }
+
+    /// The entry's own policy (`None` when it sets none), its problems
+    /// reported. Model names are checked against `models` by validation.
+    fn policy(&mut self, path: &str, key: &ApiKeyConfig) -> Option<KeyPolicy> {
+        if let Some(models) = &key.models {
+            let mut seen = std::collections::HashSet::with_capacity(models.len());
+            for (i, model) in models.iter().enumerate() {
+                if !seen.insert(model.as_str()) {
+                    self.problem(
+                        path,
+                        &format!("models[{i}]"),
+                        format!("duplicate model '{model}'"),
+                    );
+                }
+            }
+        }
+        if key.rate_limit.is_some_and(|r| r.requests_per_minute == 0) {
+            self.problem(path, "rate_limit.requests_per_minute", "must be at least 1");
+        }
+        let mut budgets = None;
+        if let Some(b) = key.budgets {
+            if b.tokens_per_day == Some(0) {
+                self.problem(path, "budgets.tokens_per_day", "must be at least 1");
+            }
+            let micro_usd_per_month = match b.usd_per_month.map(micro_usd_from_usd) {
+                Some(Ok(0)) => {
+                    self.problem(path, "budgets.usd_per_month", "must be more than 0");
+                    None
+                }
+                Some(Err(e)) => {
+                    self.problem(
+                        path,
+                        "budgets.usd_per_month",
+                        format!("must be a non-negative number of USD ({e})"),
+                    );
+                    None
+                }
+                Some(Ok(micro)) => Some(micro),
+                None => None,
+            };
+            if b.tokens_per_day.is_none() && b.usd_per_month.is_none() {
+                self.problem(path, "budgets", "set tokens_per_day, usd_per_month or both");
+            }
+            budgets = Some(KeyBudgets {
+                tokens_per_day: b.tokens_per_day,
+                micro_usd_per_month,
+                enforce: b.enforce,
+            });
+        }
+        let policy = KeyPolicy {
+            models: key.models.clone().map(Vec::into_boxed_slice),
+            rate_limit: key.rate_limit.map(|r| KeyRateLimit {
+                requests_per_minute: r.requests_per_minute,
+                enforce: r.enforce,
+            }),
+            budgets,
+        };
+        (!policy.is_empty()).then_some(policy)
     }
 
     fn finish(mut self) -> ApiKeyList {
@@ -317,6 +451,9 @@ mod tests {
             tenant: "acme".into(),
             roles: vec!["agent".into()],
             expires_at: None,
+            models: None,
+            rate_limit: None,
+            budgets: None,
         }
     }
 

@@ -17,6 +17,7 @@ server:
   tls: { listen: "127.0.0.1:8443", cert_file: c.pem, key_file: k.pem }
   admin_listen: "127.0.0.1:9090"
   admin_token_sha256: "SECRET"
+  admin_tokens: [{ id: acme-admin, sha256: "SECRET", tenant: acme }]
   threads: 2
   max_body_bytes: 1
   max_uri_bytes: 1
@@ -130,6 +131,7 @@ const SECRET: &[&str] = &[
     "alerts.webhooks[].url",
     "ledger.postgres_url",
     "server.admin_token_sha256",
+    "server.admin_tokens[].sha256",
     "store.redis_url",
     "upstreams.*.set_headers.*",
 ];
@@ -203,6 +205,8 @@ fn every_field_is_public_or_redacted() {
 
 /// Fields shown as they are.
 const PUBLIC: &[&str] = &[
+    "server.admin_tokens[].id",
+    "server.admin_tokens[].tenant",
     "attribution.conversation_header",
     "limits.budgets[].usd_per_day",
     "limits.budgets[].enforce",

@@ -81,7 +81,31 @@ pub async fn reload(state: &Arc<GatewayState>) -> Result<Reloaded, ConfigError> 
     let result = tokio::task::spawn_blocking(move || {
         let previous = worker_state.snapshot.load_full();
         let generation = previous.generation + 1;
-        load::load_snapshot_with_previous(&worker_state.config_path, generation, Some(&previous))
+        let snapshot = load::load_snapshot_with_previous(
+            &worker_state.config_path,
+            generation,
+            Some(&previous),
+        )?;
+        // An id names one key: the file may not take an API-made key's.
+        let clashes = worker_state
+            .keys
+            .registry
+            .clashing_ids(snapshot.auth.keys());
+        if clashes.is_empty() {
+            return Ok(snapshot);
+        }
+        Err(ConfigError {
+            file: worker_state.config_path.display().to_string(),
+            problems: clashes
+                .into_iter()
+                .map(|(i, id)| crate::config::problems::ConfigProblem {
+                    line: 1,
+                    column: 1,
+                    path: format!("auth.api_keys[{i}].id"),
+                    message: format!("'{id}' is the id of a key made through the admin API"),
+                })
+                .collect(),
+        })
     })
     .await;
     let compiled = match result {

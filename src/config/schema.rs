@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsListenerConfig>,
     pub admin_listen: String,
     pub admin_token_sha256: Option<Secret<String>>,
+    /// More admin tokens, each bound to one tenant (DESIGN §3, §5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_tokens: Vec<AdminTokenConfig>,
     pub threads: Option<usize>,
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -59,6 +62,17 @@ pub struct ServerConfig {
     pub grace_period_seconds: u64,
     pub upgrade_sock: Option<String>,
     pub pid_file: Option<String>,
+}
+
+/// An admin token that sees and manages only one tenant's keys, usage
+/// and report rows.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    /// Non-secret; names the token in the audit log.
+    pub id: String,
+    pub sha256: Secret<String>,
+    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -431,6 +445,8 @@ pub struct LimitsConfig {
 pub enum BudgetScope {
     User,
     Tenant,
+    /// Per API key (every key; a key's own `budgets` replace its fields).
+    Key,
     /// Per tenant and conversation id (`attribution`).
     Conversation,
 }
@@ -736,7 +752,7 @@ mod defaults {
     }
     pub fn alert_scopes() -> Vec<super::BudgetScope> {
         use super::BudgetScope::*;
-        vec![User, Tenant, Conversation]
+        vec![User, Tenant, Key, Conversation]
     }
     pub fn alert_retry_for_seconds() -> u64 {
         600

@@ -93,6 +93,43 @@ fn readable_file(path: &str, file: &str, p: &mut Problems) {
     }
 }
 
+/// `server.admin_tokens`: ids and tenants usable as identity values,
+/// digests well formed, and no two tokens (the full one included) alike.
+fn admin_tokens(s: &ServerConfig, p: &mut Problems) {
+    let mut ids: Vec<&str> = Vec::new();
+    let mut digests: Vec<String> = s
+        .admin_token_sha256
+        .iter()
+        .map(|t| t.expose().to_ascii_lowercase())
+        .collect();
+    for (i, t) in s.admin_tokens.iter().enumerate() {
+        let path = format!("server.admin_tokens[{i}]");
+        match crate::auth::identity::value_problem(&t.id) {
+            Some(problem) => p.push(format!("{path}.id"), problem),
+            None if t.id == "full" => p.push(
+                format!("{path}.id"),
+                "'full' names the full admin token in the audit log",
+            ),
+            None if ids.contains(&t.id.as_str()) => {
+                p.push(format!("{path}.id"), format!("duplicate id '{}'", t.id))
+            }
+            None => ids.push(&t.id),
+        }
+        sha256_hex(&format!("{path}.sha256"), t.sha256.expose(), p);
+        let digest = t.sha256.expose().to_ascii_lowercase();
+        if digests.contains(&digest) {
+            p.push(
+                format!("{path}.sha256"),
+                "the same token as another admin token",
+            );
+        }
+        digests.push(digest);
+        if let Some(problem) = crate::auth::identity::value_problem(&t.tenant) {
+            p.push(format!("{path}.tenant"), problem);
+        }
+    }
+}
+
 fn server(s: &ServerConfig, p: &mut Problems) {
     if s.listen.is_empty() {
         p.push("server.listen", "at least one listen address is required");
@@ -104,6 +141,7 @@ fn server(s: &ServerConfig, p: &mut Problems) {
     if let Some(token) = &s.admin_token_sha256 {
         sha256_hex("server.admin_token_sha256", token.expose(), p);
     }
+    admin_tokens(s, p);
     if let Some(tls) = &s.tls {
         socket_addr("server.tls.listen", &tls.listen, p);
         // Parsed for real (chain, key, key matches cert): `check` catches
@@ -429,6 +467,16 @@ fn not_duplicate<'a>(
 
 fn models(config: &Config, p: &mut Problems) {
     let names: HashSet<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    for (entry, allowed) in config.auth.api_keys.allow_lists() {
+        for (i, model) in allowed.iter().enumerate() {
+            if !names.contains(model.as_str()) {
+                p.push(
+                    format!("auth.api_keys[{entry}].models[{i}]"),
+                    format!("unknown model '{model}'"),
+                );
+            }
+        }
+    }
     let mut seen = HashSet::new();
     for (i, model) in config.models.iter().enumerate() {
         let path = format!("models[{i}]");

@@ -41,6 +41,7 @@ fn contract_ctx() -> Result<RequestCtx, crate::config::problems::ConfigError> {
         tenant: "acme".into(),
         roles: vec!["agent".into()],
         key_id: "bench-1".into(),
+        ..Identity::default()
     }));
     let template = RequestHeader::build("GET", b"/", None);
     if let Ok(req) = template {
@@ -54,6 +55,7 @@ fn contract_ctx() -> Result<RequestCtx, crate::config::problems::ConfigError> {
         remaining: 99_999_999,
         reset_secs: 42,
         allowed: true,
+        enforced: true,
     });
     Ok(ctx)
 }

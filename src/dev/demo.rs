@@ -35,6 +35,9 @@ pub fn run() -> Result<(), CliError> {
         r#"
 tollgate demo is running: gateway {gw}, admin {admin}, mock backends {backends}.
 
+The usage page (spend, and the Keys view: create, rotate, revoke API keys):
+  open {admin}/admin/ui/ and give it the admin token: {ADMIN_TOKEN}
+
 # an agent reads their own tickets (200; the echo shows the X-Gateway-* identity headers)
 curl -s -H 'X-API-Key: {AGENT_KEY}' {gw}/api/v1/agents/bob/tickets
 

@@ -459,9 +459,6 @@ impl OutputScanner {
         self.detectors.iter().any(|d| set.has(d.kind.guard()))
     }
 
-    /// One decision from `pos` on: the leftmost confirmed match, or how far
-    /// the text is clean. With `complete` false, a match is decided only
-    /// once its whole window is known (see the module doc).
     /// Per detector: whether it cannot match anywhere in `text`. A regex
     /// that matches nowhere in the whole text matches at no offset of it
     /// either, so a whole text (a JSON answer's field) is scanned once for
@@ -474,6 +471,9 @@ impl OutputScanner {
             .collect()
     }
 
+    /// One decision from `pos` on: the leftmost confirmed match, or how far
+    /// the text is clean. With `complete` false, a match is decided only
+    /// once its whole window is known (see the module doc).
     fn step(
         &self,
         set: OutputGuardSet,

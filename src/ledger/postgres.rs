@@ -114,6 +114,63 @@ impl PgSettings {
     }
 }
 
+/// Notifications a listening connection may hold before the reader takes
+/// them; more are dropped (the reader's periodic check catches up).
+const NOTIFICATION_QUEUE: usize = 64;
+
+impl PgSettings {
+    /// Connects with the connection's notifications (`LISTEN`) delivered
+    /// to the returned receiver. The receiver closes when the connection
+    /// ends.
+    pub async fn connect_listening(
+        &self,
+    ) -> Result<
+        (
+            Client,
+            tokio::sync::mpsc::Receiver<tokio_postgres::Notification>,
+        ),
+        PgError,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::channel(NOTIFICATION_QUEUE);
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(drive_listening(connection, tx));
+                client
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(drive_listening(connection, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+}
+
+async fn drive_listening<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::Sender<tokio_postgres::Notification>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                // Full or gone: the periodic check catches up.
+                let _ = tx.try_send(n);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "postgres listening connection closed");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
 async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -234,7 +291,15 @@ impl ServerCertVerifier for EncryptOnly {
 /// Versioned migrations, applied in order, each in its own transaction
 /// with its row in `tollgate_migrations`. Never edit one that shipped:
 /// add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+/// How many migrations a fully migrated database has run.
+pub const MIGRATION_COUNT: usize = MIGRATIONS.len();
+
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, MIGRATION_1),
+    (2, MIGRATION_2),
+    (3, MIGRATION_3),
+    (4, MIGRATION_4),
+];
 
 /// The calls, one row per request id (a row forwarded twice is one row),
 /// and the daily rollup the reports read. Indexes: time (ranges, the
@@ -296,6 +361,48 @@ ALTER TABLE usage ADD COLUMN conversation_id TEXT;
 CREATE INDEX usage_conversation_time ON usage (tenant_id, conversation_id, time_ms)
     WHERE conversation_id IS NOT NULL;
 ";
+
+/// API keys made through the admin API (keys::store): digests only.
+/// `version` comes from one sequence, taken under a transaction advisory
+/// lock ([`KEYS_LOCK`]) so versions commit in order and an instance that
+/// reloads "above the version I have" never skips a row. The sealed
+/// answers of idempotent key requests live 24 hours (keys::idempotency).
+const MIGRATION_4: &str = "
+CREATE SEQUENCE api_key_versions;
+CREATE TABLE api_keys (
+    id                  TEXT    PRIMARY KEY,
+    digest              BYTEA   NOT NULL UNIQUE,
+    user_id             TEXT    NOT NULL,
+    tenant_id           TEXT    NOT NULL,
+    roles               TEXT    NOT NULL,
+    models              TEXT,
+    requests_per_minute BIGINT,
+    tokens_per_day      BIGINT,
+    micro_usd_per_month BIGINT,
+    note                TEXT    NOT NULL DEFAULT '',
+    created_at          BIGINT  NOT NULL,
+    expires_at          BIGINT,
+    revoked_at          BIGINT,
+    previous_digest     BYTEA,
+    previous_until      BIGINT,
+    version             BIGINT  NOT NULL,
+    last_used_at        BIGINT
+);
+CREATE INDEX api_keys_version ON api_keys (version);
+CREATE INDEX api_keys_tenant ON api_keys (tenant_id, id);
+CREATE TABLE api_key_requests (
+    lookup      BYTEA   PRIMARY KEY,
+    fingerprint BYTEA   NOT NULL,
+    status      INTEGER NOT NULL,
+    sealed      BYTEA   NOT NULL,
+    created_at  BIGINT  NOT NULL
+);
+CREATE INDEX api_key_requests_created ON api_key_requests (created_at);
+";
+
+/// Key of the transaction advisory lock every API-key change holds:
+/// "tgkeys" in ASCII.
+pub const KEYS_LOCK: i64 = 0x7467_6b65_7973;
 
 /// Applies the migrations this database lacks. Instances starting at once
 /// take turns on a session advisory lock (released by PostgreSQL if this
@@ -602,6 +709,7 @@ pub async fn scope_spend(
     let (column, id) = match scope {
         ScopeKey::User(id) => ("user_id", id),
         ScopeKey::Tenant(id) => ("tenant_id", id),
+        ScopeKey::Key(id) => ("key_id", id),
         ScopeKey::Conversation { tenant, id } => {
             let row = client
                 .query_one(

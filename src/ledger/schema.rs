@@ -8,7 +8,8 @@ use std::time::Duration;
 
 /// How long a connection waits on a lock held by another connection.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 4;
+/// The SQLite ledger's `user_version` once every upgrade has run.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The columns a usage row has in both SQLite tables (the ledger's `usage`
 /// and the PostgreSQL spool), up to `estimated`.
@@ -195,6 +196,43 @@ INSERT INTO spool (time_ms, request_id, user_id, tenant_id, key_id, route, model
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
     ?21)";
 
+/// Schema 5: API keys made through the admin API (keys::store), next to
+/// the usage rows they are billed by, and the sealed answers of
+/// idempotent key requests (keys::idempotency). Digests only, never a
+/// secret. `version` grows with every change (one writer at a time: a
+/// `BEGIN IMMEDIATE` transaction).
+const KEYS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS api_keys (
+    id                  TEXT    PRIMARY KEY,
+    digest              BLOB    NOT NULL UNIQUE,
+    user_id             TEXT    NOT NULL,
+    tenant_id           TEXT    NOT NULL,
+    roles               TEXT    NOT NULL,
+    models              TEXT,
+    requests_per_minute INTEGER,
+    tokens_per_day      INTEGER,
+    micro_usd_per_month INTEGER,
+    note                TEXT    NOT NULL DEFAULT '',
+    created_at          INTEGER NOT NULL,
+    expires_at          INTEGER,
+    revoked_at          INTEGER,
+    previous_digest     BLOB,
+    previous_until      INTEGER,
+    version             INTEGER NOT NULL,
+    last_used_at        INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_version ON api_keys(version);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant_id, id);
+CREATE TABLE IF NOT EXISTS api_key_requests (
+    lookup      BLOB    PRIMARY KEY,
+    fingerprint BLOB    NOT NULL,
+    status      INTEGER NOT NULL,
+    sealed      BLOB    NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_key_requests_created ON api_key_requests(created_at);
+";
+
 /// The oldest spooled rows, with their spool ids, at most `?1`.
 pub(super) fn select_spooled() -> String {
     format!("SELECT id, {COLUMNS} FROM spool ORDER BY id LIMIT ?1")
@@ -250,6 +288,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
         }
     }
     conn.execute_batch(CONVERSATION_INDEX)?;
+    conn.execute_batch(KEYS_SCHEMA)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
 }

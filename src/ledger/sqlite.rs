@@ -220,7 +220,7 @@ impl Ledger {
             bounds(Window::Month),
         );
         let mut out = Vec::new();
-        for column in ["user_id", "tenant_id"] {
+        for column in ["user_id", "tenant_id", "key_id"] {
             // The WHERE range on time_ms uses the index; the CASEs split the
             // month's rows into the smaller windows in the same scan.
             let sql = format!(
@@ -251,10 +251,10 @@ impl Ledger {
             )?;
             for row in rows {
                 let (id, spend) = row?;
-                let key = if column == "user_id" {
-                    ScopeKey::User(id)
-                } else {
-                    ScopeKey::Tenant(id)
+                let key = match column {
+                    "user_id" => ScopeKey::User(id),
+                    "key_id" => ScopeKey::Key(id),
+                    _ => ScopeKey::Tenant(id),
                 };
                 out.push((key, spend));
             }
@@ -509,7 +509,9 @@ mod tests {
         }
         let ledger = open(&path);
         let spend = ledger.current_spend(NOW).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(spend.len(), 3); // alice, bob, acme
+        assert_eq!(spend.len(), 4); // alice, bob, acme, key k1 (every row's)
+        let key = spend_of(&spend, &ScopeKey::key("k1"));
+        assert_eq!(key.tokens_minute, 150 + 15 + 1);
         let alice = spend_of(&spend, &ScopeKey::User("alice".into()));
         assert_eq!(alice.tokens_minute, 150);
         assert_eq!(alice.tokens_day, 150 + 300);

@@ -70,6 +70,8 @@ impl BudgetLimits {
 pub enum ScopeKey {
     User(String),
     Tenant(String),
+    /// One API key (by id); counted in its tenant's Redis slot.
+    Key(String),
     /// One conversation of one tenant (`acme`'s `c-1` is not `globex`'s).
     Conversation {
         tenant: String,
@@ -86,6 +88,10 @@ impl ScopeKey {
         ScopeKey::Tenant(id.into())
     }
 
+    pub fn key(id: impl Into<String>) -> Self {
+        ScopeKey::Key(id.into())
+    }
+
     pub fn conversation(tenant: impl Into<String>, id: impl Into<String>) -> Self {
         ScopeKey::Conversation {
             tenant: tenant.into(),
@@ -93,18 +99,19 @@ impl ScopeKey {
         }
     }
 
-    /// `"user"`, `"tenant"` or `"conversation"`.
+    /// `"user"`, `"tenant"`, `"key"` or `"conversation"`.
     pub fn kind(&self) -> &'static str {
         match self {
             ScopeKey::User(_) => "user",
             ScopeKey::Tenant(_) => "tenant",
+            ScopeKey::Key(_) => "key",
             ScopeKey::Conversation { .. } => "conversation",
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
-            ScopeKey::User(id) | ScopeKey::Tenant(id) => id,
+            ScopeKey::User(id) | ScopeKey::Tenant(id) | ScopeKey::Key(id) => id,
             ScopeKey::Conversation { id, .. } => id,
         }
     }
@@ -114,7 +121,9 @@ impl ScopeKey {
     /// day, so a million conversations do not stay for a month.
     pub fn counts(&self, kind: LimitKind) -> bool {
         match self {
-            ScopeKey::User(_) | ScopeKey::Tenant(_) => kind != LimitKind::UsdPerDay,
+            ScopeKey::User(_) | ScopeKey::Tenant(_) | ScopeKey::Key(_) => {
+                kind != LimitKind::UsdPerDay
+            }
             ScopeKey::Conversation { .. } => {
                 matches!(kind, LimitKind::TokensPerDay | LimitKind::UsdPerDay)
             }
@@ -133,7 +142,7 @@ impl fmt::Display for ScopeKey {
 
 /// Error parsing a `ScopeKey` from `"user:<id>"` / `"tenant:<id>"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid scope {0:?}: expected user:<id> or tenant:<id>")]
+#[error("invalid scope {0:?}: expected user:<id>, tenant:<id> or key:<id>")]
 pub struct ParseScopeError(pub String);
 
 impl FromStr for ScopeKey {
@@ -144,6 +153,7 @@ impl FromStr for ScopeKey {
         match s.split_once(':') {
             Some(("user", id)) if !id.is_empty() => Ok(ScopeKey::User(id.to_string())),
             Some(("tenant", id)) if !id.is_empty() => Ok(ScopeKey::Tenant(id.to_string())),
+            Some(("key", id)) if !id.is_empty() => Ok(ScopeKey::Key(id.to_string())),
             _ => Err(ParseScopeError(s.to_string())),
         }
     }
@@ -357,6 +367,10 @@ mod tests {
             Ok(ScopeKey::Tenant("a:b".into()))
         );
         assert!("user:".parse::<ScopeKey>().is_err());
+        assert_eq!("key:k-1".parse::<ScopeKey>(), Ok(ScopeKey::key("k-1")));
+        assert_eq!(ScopeKey::key("k-1").to_string(), "key:k-1");
+        assert!(ScopeKey::key("k").counts(LimitKind::UsdPerMonth));
+        assert!(!ScopeKey::key("k").counts(LimitKind::UsdPerDay));
         assert!("group:x".parse::<ScopeKey>().is_err());
         assert_eq!(
             serde_json::to_string(&ScopeKey::Tenant("acme".into())).ok(),

@@ -4,7 +4,7 @@
 use crate::limits::budget::{BudgetLimits, Charge, ScopeKey};
 use crate::limits::failed_auth::FailedAuthGuard;
 use crate::limits::local_store::LocalStore;
-use crate::limits::rate::RequestLimiter;
+use crate::limits::rate::{RateDecision, RequestLimiter};
 use crate::limits::types::{AdmitQuery, AdmitVerdict, AdmittedReservation};
 
 /// The in-process counters: the whole store in local mode, the fallback of
@@ -28,10 +28,19 @@ impl LocalCounters {
         let rate = q.rate.and_then(|r| {
             self.limiter
                 .check(r.user, r.route, r.route_limit, r.default_limit)
+                .map(|d| RateDecision {
+                    enforced: r.enforced,
+                    ..d
+                })
+        });
+        let key_rate = q.rate.and_then(|r| r.key).map(|k| RateDecision {
+            enforced: k.enforced,
+            ..self.limiter.check_key(k.id, k.limit)
         });
         AdmitVerdict {
             blocked_retry_after,
             rate,
+            key_rate,
         }
     }
 

@@ -15,6 +15,9 @@ const WINDOW: Duration = Duration::from_secs(60);
 const HASHES: usize = 4;
 const SLOTS: usize = 16 * 1024;
 
+/// `RateLimit-Policy`'s name for a key's own rate.
+pub const KEY_POLICY: &str = "key";
+
 pub fn new_rate() -> Rate {
     Rate::new_with_estimator_config(WINDOW, HASHES, SLOTS)
 }
@@ -28,6 +31,9 @@ pub struct RateDecision {
     pub remaining: u64,
     pub reset_secs: u64,
     pub allowed: bool,
+    /// `false`: the limit is in shadow mode (`enforce: false`); a refusal
+    /// is counted and logged, never answered.
+    pub enforced: bool,
 }
 
 impl RateDecision {
@@ -72,12 +78,16 @@ pub fn count(rate: &Rate, key: &str, limit: u64, policy: &str) -> RateDecision {
         remaining: limit.saturating_sub(seen),
         reset_secs,
         allowed: seen <= limit,
+        enforced: true,
     }
 }
 
 pub struct RequestLimiter {
     default: Rate,
     routes: RwLock<HashMap<String, Arc<Rate>>>,
+    /// Per-key counters (keys with a `rate_limit`), one sketch for all:
+    /// fixed memory however many key ids are seen.
+    keys: Rate,
 }
 
 impl Default for RequestLimiter {
@@ -91,6 +101,7 @@ impl RequestLimiter {
         Self {
             default: new_rate(),
             routes: RwLock::new(HashMap::new()),
+            keys: new_rate(),
         }
     }
 
@@ -104,6 +115,11 @@ impl RequestLimiter {
         map.entry(route.to_string())
             .or_insert_with(|| Arc::new(new_rate()))
             .clone()
+    }
+
+    /// Counts a request made with API key `key_id` against its own rate.
+    pub fn check_key(&self, key_id: &str, limit: u32) -> RateDecision {
+        count(&self.keys, key_id, limit.into(), KEY_POLICY)
     }
 
     /// Counts a request of `user`: on the route's own counter when the route
@@ -139,6 +155,14 @@ mod tests {
         assert!(!refused.allowed);
         assert!(refused.reset_secs >= 1 && refused.reset_secs <= 60);
         assert!(limiter.check("bob", "r", None, Some(10)).unwrap().allowed);
+        // A key counts on its own counter, whatever its user's.
+        for _ in 0..2 {
+            assert!(limiter.check_key("alice-1", 2).allowed);
+        }
+        let key = limiter.check_key("alice-1", 2);
+        assert!(!key.allowed);
+        assert_eq!(key.policy, "key");
+        assert!(limiter.check_key("alice-2", 2).allowed);
         // A route with its own limit counts separately.
         assert!(
             limiter
@@ -156,6 +180,7 @@ mod tests {
             remaining: 42,
             reset_secs: 30,
             allowed: true,
+            enforced: true,
         };
         let [policy, current] = d.headers();
         assert_eq!(policy.1, "\"default\";q=100;w=60");

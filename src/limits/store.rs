@@ -399,6 +399,8 @@ mod tests {
                 route: "chat",
                 route_limit: Some(1),
                 default_limit: None,
+                enforced: true,
+                key: None,
             }),
         };
         let first = block_on(store.admit_and_reserve(&q, &scopes(), charge(10), NOW, HOLD))
@@ -422,6 +424,8 @@ mod tests {
             route: "r",
             route_limit: Some(2),
             default_limit: None,
+            enforced: true,
+            key: None,
         };
         for expected in [true, true, false] {
             let v = block_on(store.admit(

@@ -188,6 +188,18 @@ pub struct RateQuery<'a> {
     /// The route's own `rate_limit`: counted per route, else on the default counter.
     pub route_limit: Option<u32>,
     pub default_limit: Option<u32>,
+    /// The user's limit refuses (`false`: shadow mode, counted only).
+    pub enforced: bool,
+    /// The API key's own rate, counted next to the user's.
+    pub key: Option<KeyRateQuery<'a>>,
+}
+
+/// A key's own request rate (`rate_limit` of the key).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRateQuery<'a> {
+    pub id: &'a str,
+    pub limit: u32,
+    pub enforced: bool,
 }
 
 /// Everything one request's admission asks the store, answered at once.
@@ -202,12 +214,15 @@ pub struct AdmitVerdict {
     /// `Some(seconds to the window's end)` when the client IP is locked out.
     pub blocked_retry_after: Option<u64>,
     pub rate: Option<RateDecision>,
+    /// The API key's own rate, when it has one.
+    pub key_rate: Option<RateDecision>,
 }
 
 impl AdmitVerdict {
-    /// Neither locked out nor over the request rate.
+    /// Neither locked out nor over an enforced request rate.
     pub fn admits(&self) -> bool {
-        self.blocked_retry_after.is_none() && self.rate.as_ref().is_none_or(|r| r.allowed)
+        let within = |r: &Option<RateDecision>| r.as_ref().is_none_or(|r| r.allowed || !r.enforced);
+        self.blocked_retry_after.is_none() && within(&self.rate) && within(&self.key_rate)
     }
 }
 

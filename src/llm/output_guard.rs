@@ -14,7 +14,11 @@ use super::api::LlmApi;
 use crate::guards::output::{
     guard_text, Findings, OutputGuardSet, OutputKind, OutputScanner, Redactor,
 };
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The scanner and route set of one call, and what it found.
@@ -220,6 +224,105 @@ fn block_json(api: LlmApi, v: &mut Value) {
 /// or tool index, what: 0 text, 1 refusal, 2 arguments / JSON input).
 type Channel = (u64, u64, u8);
 
+/// An event's one text (its JSON string as sent), its channel, and its
+/// sequence number (Responses).
+type TextSlot<'a> = (&'a RawValue, Channel, Option<u64>);
+
+/// What [`SseGuard::text_in_place`] reads of a chat chunk; every other
+/// field is skipped unread and kept as it came.
+#[derive(Deserialize)]
+struct ChatTextChunk<'a> {
+    #[serde(borrow)]
+    choices: Vec<ChatTextChoice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatTextChoice<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<ChatTextDelta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChatTextDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    refusal: Option<IgnoredAny>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+/// A chat chunk of one choice whose delta is text only: the text and its
+/// channel.
+fn chat_text_slot(data: &[u8]) -> Option<TextSlot<'_>> {
+    let chunk: ChatTextChunk<'_> = serde_json::from_slice(data).ok()?;
+    let [choice] = chunk.choices.as_slice() else {
+        return None;
+    };
+    let delta = choice.delta.as_ref()?;
+    if choice.finish_reason.is_some() || delta.refusal.is_some() || delta.tool_calls.is_some() {
+        return None;
+    }
+    Some((delta.content?, (choice.index, 0, 0), None))
+}
+
+/// What [`SseGuard::text_in_place`] reads of an Anthropic event.
+#[derive(Deserialize)]
+struct AnthropicDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<AnthropicDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    partial_json: Option<&'a RawValue>,
+}
+
+/// What [`SseGuard::text_in_place`] reads of a Responses event.
+#[derive(Deserialize)]
+struct ResponsesDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    output_index: u64,
+    #[serde(default)]
+    content_index: u64,
+    #[serde(borrow, default)]
+    item_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    delta: Option<&'a RawValue>,
+    #[serde(default)]
+    sequence_number: Option<u64>,
+}
+
+/// An Anthropic `content_block_delta` of text or tool input: the text and
+/// its channel (thinking deltas are signed: left to the general path).
+fn anthropic_text_slot(data: &[u8]) -> Option<TextSlot<'_>> {
+    let ev: AnthropicDeltaEvent<'_> = serde_json::from_slice(data).ok()?;
+    if ev.kind != "content_block_delta" {
+        return None;
+    }
+    let delta = ev.delta?;
+    match delta.kind.as_ref() {
+        "text_delta" => Some((delta.text?, (ev.index, 0, 0), None)),
+        "input_json_delta" => Some((delta.partial_json?, (ev.index, 0, 2), None)),
+        _ => None,
+    }
+}
+
 /// Largest event assembled: one that never ends is not forwarded unread.
 const MAX_EVENT_BYTES: usize = super::usage::MAX_SSE_EVENT_BYTES;
 
@@ -402,6 +505,9 @@ impl SseGuard {
             out.extend_from_slice(ev.raw);
             return Ok(());
         }
+        if let Some(done) = self.text_in_place(&ev, out) {
+            return done;
+        }
         let Ok(mut v) = serde_json::from_slice::<Value>(&ev.data) else {
             out.extend_from_slice(ev.raw);
             return Ok(());
@@ -433,6 +539,90 @@ impl SseGuard {
         }
         write_event(out, ev.name, &v);
         Ok(())
+    }
+
+    /// Most events of a stream carry one text delta and nothing else to
+    /// guard (a chat chunk of one choice, an Anthropic
+    /// `content_block_delta`, a Responses `*.delta`): the text is guarded and spliced back into
+    /// the event's own bytes, without a JSON tree of the event (parsing and
+    /// re-serialising it was most of a guarded stream's cost). `None`: not
+    /// such an event, the general path decides.
+    fn text_in_place(&mut self, ev: &Event<'_>, out: &mut Vec<u8>) -> Option<Result<(), Blocked>> {
+        let (raw, key, seq) = match self.api {
+            // The first chunk also gives the stream's id and model.
+            LlmApi::OpenaiChat if !self.meta.is_empty() => chat_text_slot(&ev.data)?,
+            LlmApi::AnthropicMessages => anthropic_text_slot(&ev.data)?,
+            // Once an event was added, later sequence numbers move: the
+            // general path rewrites them.
+            LlmApi::OpenaiResponses if self.seq_shift == 0 => self.responses_text_slot(&ev.data)?,
+            _ => return None,
+        };
+        let raw = raw.get();
+        let text: Cow<'_, str> = serde_json::from_str(raw).ok()?;
+        let start = (raw.as_ptr() as usize).checked_sub(ev.data.as_ptr() as usize)?;
+        let (before, after) = (ev.data.get(..start)?, ev.data.get(start + raw.len()..)?);
+        let scanner = self.g.scanner.clone();
+        let set = self.g.set;
+        let mut released = String::with_capacity(text.len());
+        if let Some(kind) = self.redactor(key).push(&scanner, set, &text, &mut released) {
+            let choice = if self.api == LlmApi::OpenaiChat {
+                key.0
+            } else {
+                0
+            };
+            let b = Blocked { kind, choice };
+            self.blocked = Some(b);
+            if !released.is_empty() {
+                let (name, delta) = self.delta_event(key, released);
+                write_event(out, name, &delta);
+            }
+            return Some(Err(b));
+        }
+        if let Some(name) = ev.name {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(before);
+        // A String's JSON form cannot fail to write into a Vec.
+        if serde_json::to_writer(&mut *out, &released).is_err() {
+            return None;
+        }
+        out.extend_from_slice(after);
+        out.extend_from_slice(b"\n\n");
+        if let Some(seq) = seq {
+            self.next_seq = seq + 1;
+        }
+        Some(Ok(()))
+    }
+
+    /// A Responses text, refusal or arguments delta: the text and its
+    /// channel; notes its sequence number and item id as the general path
+    /// does (the ending and a flushed delta need them).
+    fn responses_text_slot<'a>(&mut self, data: &'a [u8]) -> Option<TextSlot<'a>> {
+        let ev: ResponsesDeltaEvent<'a> = serde_json::from_slice(data).ok()?;
+        let (o, c) = (ev.output_index, ev.content_index);
+        let slot = match ev.kind.as_ref() {
+            "response.output_text.delta" => (ev.delta?, (o, c, 0), ev.sequence_number),
+            "response.refusal.delta" => (ev.delta?, (o, c, 1), ev.sequence_number),
+            "response.function_call_arguments.delta" => (ev.delta?, (o, 0, 2), ev.sequence_number),
+            _ => return None,
+        };
+        // As the general path: a delta flushed before this event (a
+        // blocking match) takes this event's number.
+        if let Some(seq) = ev.sequence_number {
+            self.next_seq = seq;
+        }
+        if let Some(item) = ev.item_id {
+            let key = format!("item:{o}");
+            if let Ok(item) = serde_json::from_str::<Value>(item.get()) {
+                if self.meta.get(&key) != Some(&item) {
+                    self.meta.insert(key, item);
+                }
+            }
+        }
+        Some(slot)
     }
 
     fn redactor(&mut self, key: Channel) -> &mut Redactor {

@@ -21,6 +21,7 @@ use super::tokens;
 use super::translate::Translation;
 use super::usage::UsageParser;
 use crate::admission::{Admitted, Question, Refusal};
+use crate::auth::Identity;
 use crate::config::snapshot::Snapshot;
 use crate::config::snapshot::Target;
 use crate::ctx::RequestCtx;
@@ -107,12 +108,10 @@ async fn serve_call(
         compiled.apply(guards, &mut request)?;
     }
 
-    let roles = ctx
-        .identity
-        .as_ref()
-        .map(|i| i.roles.clone())
-        .unwrap_or_default();
-    let candidates = candidates(&snapshot, api, request.model(), &roles)?;
+    let Some(identity) = ctx.identity.clone() else {
+        return Err(GatewayError::Internal("llm call without identity".into()).into());
+    };
+    let candidates = candidates(&snapshot, api, request.model(), &identity)?;
     let primary = candidates[0].model.clone();
     // Each answer may use the whole output cap: `n` multiplies the cost
     // (and the reservation), so it is bounded per model.
@@ -311,18 +310,21 @@ fn check_shape(request: &LlmRequest, snapshot: &Snapshot) -> Result<(), GatewayE
 /// The requested model and its fallbacks, in order, each with its pool
 /// and the translation its upstream's API needs. A fallback whose API the
 /// route's cannot be translated to is left out; such a requested model is
-/// a 400.
+/// a 400. The caller's roles and its key's allow-list decide alike: a
+/// requested model outside them is a 403, a fallback outside them is
+/// skipped (a key limited to cheap models is never served by a dear one).
 fn candidates(
     snapshot: &Snapshot,
     api: LlmApi,
     requested: &str,
-    roles: &[String],
+    identity: &Identity,
 ) -> Result<Vec<Candidate>, GatewayError> {
     let model = snapshot
         .models
         .get(requested)
         .ok_or_else(|| GatewayError::ModelNotFound(requested.to_string()))?;
-    if !model.allows(roles) {
+    let allowed = |m: &Model| m.allows(&identity.roles) && identity.allows_model(&m.name);
+    if !allowed(model) {
         return Err(GatewayError::ModelNotAllowed(requested.to_string()));
     }
     let chain = std::iter::once(model.clone()).chain(
@@ -330,7 +332,7 @@ fn candidates(
             .fallbacks
             .iter()
             .filter_map(|name| snapshot.models.get(name))
-            .filter(|m| m.allows(roles))
+            .filter(|m| allowed(m))
             .cloned(),
     );
     let translation_for = |model: &Model| match model.upstream_api {
@@ -845,18 +847,47 @@ limits:
     #[test]
     fn candidates_are_the_model_then_the_fallbacks_the_caller_may_use() {
         let s = snapshot("{ scope: user, tokens_per_day: 100 }");
-        let list =
-            candidates(&s, LlmApi::OpenaiChat, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(names(&list), ["fast", "spare"]);
-        let admin = candidates(&s, LlmApi::OpenaiChat, "fast", &["admin".into()])
+        let list = candidates(&s, LlmApi::OpenaiChat, "fast", &caller(agent()))
             .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&list), ["fast", "spare"]);
+        let admin = candidates(
+            &s,
+            LlmApi::OpenaiChat,
+            "fast",
+            &caller(vec!["admin".into()]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(names(&admin), ["fast", "admin-only", "spare"]);
         assert!(matches!(
-            candidates(&s, LlmApi::OpenaiChat, "nope", &agent()).err(),
+            candidates(&s, LlmApi::OpenaiChat, "nope", &caller(agent())).err(),
             Some(GatewayError::ModelNotFound(_))
         ));
         assert!(matches!(
-            candidates(&s, LlmApi::OpenaiChat, "admin-only", &agent()).err(),
+            candidates(&s, LlmApi::OpenaiChat, "admin-only", &caller(agent())).err(),
+            Some(GatewayError::ModelNotAllowed(_))
+        ));
+    }
+
+    fn caller(roles: Vec<String>) -> Identity {
+        Identity {
+            roles,
+            ..Identity::default()
+        }
+    }
+
+    #[test]
+    fn a_keys_allow_list_refuses_other_models_and_skips_their_fallbacks() {
+        let s = snapshot("{ scope: user, tokens_per_day: 100 }");
+        let mut who = caller(vec!["admin".into()]);
+        who.policy = Some(Arc::new(crate::auth::KeyPolicy {
+            models: Some(vec!["fast".to_string(), "spare".to_string()].into_boxed_slice()),
+            ..crate::auth::KeyPolicy::default()
+        }));
+        let list =
+            candidates(&s, LlmApi::OpenaiChat, "fast", &who).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&list), ["fast", "spare"], "admin-only is not listed");
+        assert!(matches!(
+            candidates(&s, LlmApi::OpenaiChat, "admin-only", &who).err(),
             Some(GatewayError::ModelNotAllowed(_))
         ));
     }
@@ -864,8 +895,8 @@ limits:
     #[test]
     fn a_hold_outlives_every_candidates_timeouts() {
         let s = snapshot("{ scope: user, tokens_per_day: 100 }");
-        let list =
-            candidates(&s, LlmApi::OpenaiChat, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        let list = candidates(&s, LlmApi::OpenaiChat, "fast", &caller(agent()))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             reservation_hold(&s, &list),
             Duration::from_millis(1000 + 1000) + RESERVATION_MARGIN
@@ -880,6 +911,7 @@ limits:
             tenant: "acme".into(),
             roles: agent(),
             key_id: "bob-1".into(),
+            ..Identity::default()
         }));
         ctx
     }
@@ -889,8 +921,8 @@ limits:
         s: &Arc<Snapshot>,
         charge: Charge,
     ) -> Result<Reserved, Refusal> {
-        let list =
-            candidates(s, LlmApi::OpenaiChat, "fast", &agent()).unwrap_or_else(|e| panic!("{e}"));
+        let list = candidates(s, LlmApi::OpenaiChat, "fast", &caller(agent()))
+            .unwrap_or_else(|e| panic!("{e}"));
         futures::executor::block_on(reserve(store, s, &mut call(s), charge, &list, None))
     }
 

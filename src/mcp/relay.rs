@@ -267,6 +267,7 @@ mod tests {
             tenant: "acme".into(),
             roles: vec!["agent".into()],
             key_id: "bob-1".into(),
+            ..Identity::default()
         }
     }
 

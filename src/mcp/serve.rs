@@ -370,6 +370,8 @@ async fn judge_call(
                 route: rule_key,
                 route_limit: Some(limit),
                 default_limit: None,
+                enforced: true,
+                key: None,
             }),
         };
         let now = clock::unix_secs().max(0).unsigned_abs();

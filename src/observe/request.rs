@@ -15,7 +15,7 @@ use pingora::proxy::Session;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default()

@@ -332,6 +332,25 @@ impl ConfigBuilder {
 
     section_setters!(server, auth, limits, guards, store, observability);
 
+    /// `server.admin_tokens`: `(id, token, tenant)`, each bound to its tenant.
+    pub fn admin_tokens(self, tokens: &[(&str, &str, &str)]) -> Self {
+        let tokens: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|(id, token, tenant)| {
+                serde_json::json!({"id": id, "sha256": super::sha(token), "tenant": tenant})
+            })
+            .collect();
+        self.server("admin_tokens", tokens)
+    }
+
+    /// `ledger: {kind: postgres, postgres_url: url}`.
+    pub fn postgres_ledger(self, url: &str) -> Self {
+        self.section(
+            "ledger",
+            &format!("kind: postgres\npostgres_url: \"{url}\""),
+        )
+    }
+
     /// The only plain listener.
     pub fn listen(self, addr: &str) -> Self {
         self.server("listen", [addr])
@@ -365,6 +384,21 @@ impl ConfigBuilder {
                 entry["expires_at"] = at.into();
             }
             self.keys.push(yaml(entry));
+        }
+        self
+    }
+
+    /// Sets fields of the API key `id` (its own policy: `models`,
+    /// `rate_limit`, `budgets`), each field of the JSON object `fields`.
+    pub fn key_fields(mut self, id: &str, fields: serde_json::Value) -> Self {
+        let entry = self
+            .keys
+            .iter_mut()
+            .find(|k| k.get("id") == Some(&Value::from(id)))
+            .and_then(Value::as_mapping_mut)
+            .expect("a key with this id");
+        for (name, value) in fields.as_object().expect("an object of fields") {
+            entry.insert(name.as_str().into(), yaml(value));
         }
         self
     }

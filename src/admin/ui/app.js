@@ -22,6 +22,26 @@ async function api(path, asText) {
   return asText ? resp.text() : resp.json();
 }
 
+// A request with a JSON body (or none) and its answer: { status, body }
+// where body is the parsed JSON (null for 204 or a body that is not JSON).
+async function send(method, path, body, headers) {
+  const init = { method, headers: { Authorization: "Bearer " + token(), ...(headers || {}) }, cache: "no-store" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  if (resp.status === 401) throw new Unauthorized("the admin token was refused");
+  let parsed = null;
+  try { parsed = await resp.json(); } catch (_) { /* 204, or not JSON */ }
+  return { status: resp.status, body: parsed };
+}
+
+function problem(answer) {
+  const error = answer.body && answer.body.error;
+  return (error && error.message) || "the gateway answered " + answer.status;
+}
+
 function isoDay(date) { return date.toISOString().slice(0, 10); }
 
 function days(from, to) {
@@ -209,8 +229,217 @@ async function downloadCsv() {
   }
 }
 
+// ---- Keys view ----------------------------------------------------------
+// Keys as the admin API lists them (DESIGN §5). A tenant-bound token gets
+// its tenant's keys only (the API decides); the page shows what it gets.
+// A secret is shown once, in the panel, and never kept anywhere else.
+
+const keysState = { cursor: null, pending: null, idempotency: null };
+
+function list(text) {
+  return text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function keyButton(label, id, onClick) {
+  const b = el("button", label);
+  b.type = "button";
+  b.dataset.key = id;
+  b.setAttribute("aria-label", `${label} key ${id}`);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function keyRow(k) {
+  const tr = el("tr", undefined, k.state);
+  tr.dataset.key = k.id;
+  const models = k.models === null || k.models === undefined ? "any" : k.models.join(", ");
+  tr.append(el("td", k.id, "id"), el("td", k.user), el("td", k.tenant), el("td", (k.roles || []).join(", ")),
+    el("td", models), el("td", k.state, "state"), el("td", k.source), el("td", k.expires_at || "never"),
+    el("td", k.last_used_at || "never"), el("td", k.note || ""));
+  const actions = el("td", undefined, "actions");
+  if (k.source === "config") {
+    actions.append(el("span", "managed by the config file", "help"));
+  } else if (k.state !== "revoked") {
+    actions.append(keyButton("Rotate", k.id, () => openRotate(k.id)), keyButton("Revoke", k.id, () => openRevoke(k.id)));
+  }
+  tr.append(actions);
+  return tr;
+}
+
+async function loadKeys(more) {
+  const q = new URLSearchParams();
+  const tenant = $("filter-tenant").value.trim(), user = $("filter-user").value.trim();
+  if (tenant) q.set("tenant", tenant);
+  if (user) q.set("user", user);
+  if (more && keysState.cursor) q.set("cursor", keysState.cursor);
+  const body = $("keys-table").tBodies[0];
+  $("keys-status").textContent = "Loading keys…";
+  try {
+    const answer = await send("GET", "/admin/keys" + (q.toString() ? "?" + q.toString() : ""));
+    if (answer.status !== 200) {
+      // A tenant token asking for another tenant gets 404: nothing to show.
+      if (!more) body.replaceChildren();
+      $("keys-more").hidden = true;
+      $("keys-status").textContent = answer.status === 404 ? "No keys visible to this token." : "";
+      if (answer.status !== 404) $("keys-error").textContent = "Could not list the keys: " + problem(answer);
+      return;
+    }
+    if (!more) body.replaceChildren();
+    const showRevoked = $("filter-revoked").checked;
+    for (const k of answer.body.keys || []) {
+      if (k.state === "revoked" && !showRevoked) continue;
+      body.append(keyRow(k));
+    }
+    keysState.cursor = answer.body.next_cursor || null;
+    $("keys-more").hidden = keysState.cursor === null;
+    const shown = body.rows.length;
+    $("keys-status").textContent = shown === 0 ? "No keys." : `${shown} key${shown === 1 ? "" : "s"} shown.`;
+    $("keys-error").textContent = "";
+    document.body.dataset.keysLoaded = "true";
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin(e.message);
+    $("keys-error").textContent = "Could not list the keys: " + e.message;
+  }
+}
+
+function showSecret(id, secret) {
+  $("secret-key-id").textContent = id;
+  $("secret-value").value = secret;
+  $("secret-copied").textContent = "";
+  $("secret-panel").hidden = false;
+  $("secret-value").focus();
+  $("secret-value").select();
+}
+
+function hideSecret() {
+  $("secret-value").value = "";
+  $("secret-key-id").textContent = "";
+  $("secret-copied").textContent = "";
+  $("secret-panel").hidden = true;
+}
+
+async function copySecret() {
+  const value = $("secret-value").value;
+  try {
+    await navigator.clipboard.writeText(value);
+    $("secret-copied").textContent = "Copied to the clipboard.";
+  } catch (_) {
+    // No clipboard permission: copy the selected field the old way.
+    $("secret-value").select();
+    const copied = document.execCommand && document.execCommand("copy");
+    $("secret-copied").textContent = copied ? "Copied to the clipboard."
+      : "Could not copy: the secret is selected, copy it with the keyboard.";
+  }
+}
+
+function newIdempotencyKey() {
+  return (self.crypto && crypto.randomUUID) ? crypto.randomUUID() : null;
+}
+
+async function createKey() {
+  const body = { user: $("new-user").value.trim(), roles: list($("new-roles").value) };
+  const tenant = $("new-tenant").value.trim();
+  if (tenant) body.tenant = tenant;
+  const models = list($("new-models").value);
+  if (models.length > 0) body.models = models;
+  if ($("new-expiry").value) body.expires_at = $("new-expiry").value + "T00:00:00Z";
+  const note = $("new-note").value.trim();
+  if (note) body.note = note;
+  // One idempotency key per form content: a double click or a retry after
+  // a lost answer creates one key, not two.
+  const fingerprint = JSON.stringify(body);
+  if (!keysState.idempotency || keysState.idempotency.fingerprint !== fingerprint) {
+    keysState.idempotency = { fingerprint, key: newIdempotencyKey() };
+  }
+  const headers = keysState.idempotency.key ? { "Idempotency-Key": keysState.idempotency.key } : {};
+  $("create-submit").disabled = true;
+  try {
+    const answer = await send("POST", "/admin/keys", body, headers);
+    if (answer.status !== 201 && answer.status !== 200) {
+      $("keys-error").textContent = "Could not create the key: " + problem(answer);
+      return;
+    }
+    keysState.idempotency = null;
+    $("key-create").reset();
+    $("keys-error").textContent = "";
+    showSecret(answer.body.id, answer.body.key);
+    await loadKeys(false);
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin(e.message);
+    $("keys-error").textContent = "Could not create the key: " + e.message;
+  } finally {
+    $("create-submit").disabled = false;
+  }
+}
+
+function openRotate(id) {
+  keysState.pending = id;
+  $("rotate-key-id").textContent = id;
+  $("rotate-dialog").showModal();
+  $("rotate-grace").focus();
+}
+
+function openRevoke(id) {
+  keysState.pending = id;
+  $("revoke-key-id").textContent = id;
+  $("revoke-dialog").showModal();
+  $("revoke-cancel").focus();
+}
+
+function keyPath(id) { return "/admin/keys/" + encodeURIComponent(id); }
+
+async function rotateKey() {
+  const id = keysState.pending;
+  const grace = parseInt($("rotate-grace").value, 10);
+  try {
+    const idempotency = newIdempotencyKey();
+    const answer = await send("POST", keyPath(id) + "/rotate", { grace_seconds: Number.isFinite(grace) ? grace : 0 },
+      idempotency ? { "Idempotency-Key": idempotency } : {});
+    if (answer.status !== 200) {
+      $("keys-error").textContent = `Could not rotate key ${id}: ` + problem(answer);
+      return;
+    }
+    $("keys-error").textContent = "";
+    showSecret(answer.body.id, answer.body.key);
+    await loadKeys(false);
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin(e.message);
+    $("keys-error").textContent = `Could not rotate key ${id}: ` + e.message;
+  }
+}
+
+async function revokeKey() {
+  const id = keysState.pending;
+  try {
+    const answer = await send("DELETE", keyPath(id));
+    if (answer.status !== 204 && answer.status !== 404) {
+      $("keys-error").textContent = `Could not revoke key ${id}: ` + problem(answer);
+      return;
+    }
+    $("keys-error").textContent = "";
+    $("keys-status").textContent = `Key ${id} revoked.`;
+    await loadKeys(false);
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin(e.message);
+    $("keys-error").textContent = `Could not revoke key ${id}: ` + e.message;
+  }
+}
+
+function showView(name) {
+  const keys = name === "keys";
+  $("usage-view").hidden = keys;
+  $("keys-view").hidden = !keys;
+  $("range").hidden = keys;
+  $("show-usage").setAttribute("aria-pressed", String(!keys));
+  $("show-keys").setAttribute("aria-pressed", String(keys));
+  if (keys) loadKeys(false); else hideSecret();
+}
+
 function showLogin(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  hideSecret();
+  $("keys-table").tBodies[0].replaceChildren();
+  $("views").hidden = true;
   $("app").hidden = true;
   $("range").hidden = true;
   $("login").hidden = false;
@@ -224,7 +453,8 @@ function showLogin(message) {
 function showApp() {
   $("login").hidden = true;
   $("app").hidden = false;
-  $("range").hidden = false;
+  $("views").hidden = false;
+  showView("usage");
   load();
 }
 
@@ -243,5 +473,17 @@ document.addEventListener("DOMContentLoaded", () => {
   $("range").addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
   $("csv").addEventListener("click", downloadCsv);
   $("logout").addEventListener("click", () => showLogin(""));
+  $("show-usage").addEventListener("click", () => showView("usage"));
+  $("show-keys").addEventListener("click", () => showView("keys"));
+  $("key-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadKeys(false); });
+  $("filter-revoked").addEventListener("change", () => loadKeys(false));
+  $("keys-more").addEventListener("click", () => loadKeys(true));
+  $("key-create").addEventListener("submit", (ev) => { ev.preventDefault(); createKey(); });
+  $("secret-copy").addEventListener("click", copySecret);
+  $("secret-done").addEventListener("click", hideSecret);
+  $("rotate-form").addEventListener("submit", () => { rotateKey(); });
+  $("rotate-cancel").addEventListener("click", () => $("rotate-dialog").close());
+  $("revoke-form").addEventListener("submit", () => { revokeKey(); });
+  $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
   if (token()) showApp(); else showLogin("");
 });

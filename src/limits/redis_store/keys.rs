@@ -35,7 +35,7 @@ fn tenant_base(prefix: &str, tenant: &str) -> String {
     key
 }
 
-/// `{prefix}{tenant}:u:{user}:`, `{prefix}{tenant}:t:` or
+/// `{prefix}{tenant}:u:{user}:`, `{prefix}{tenant}:t:`, `{prefix}{tenant}:k:{key}:` or
 /// `{prefix}{tenant}:c:{conversation}:`.
 fn scope_base(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
     let mut key = tenant_base(prefix, tenant);
@@ -46,6 +46,11 @@ fn scope_base(prefix: &str, tenant: &str, scope: &ScopeKey) -> String {
             key.push(':');
         }
         ScopeKey::Tenant(_) => key.push_str("t:"),
+        ScopeKey::Key(id) => {
+            key.push_str("k:");
+            push_escaped(&mut key, id);
+            key.push(':');
+        }
         ScopeKey::Conversation { id, .. } => {
             key.push_str("c:");
             push_escaped(&mut key, id);
@@ -114,6 +119,14 @@ pub fn rate_key(
     key
 }
 
+/// The request counter of API key `key_id` (of `tenant`) in the minute of
+/// `now_unix`, counted next to its user's.
+pub fn key_rate_key(prefix: &str, tenant: &str, key_id: &str, now_unix: u64) -> String {
+    let mut key = scope_base(prefix, tenant, &ScopeKey::Key(key_id.to_string()));
+    let _ = write!(key, "rq:{}", window_id(Window::Minute, now_unix));
+    key
+}
+
 /// The failed-authentication counter of a client address in the minute of
 /// `now_unix`. IPv6 is counted per /64, like the local guard.
 pub fn failed_auth_key(prefix: &str, ip: IpAddr, now_unix: u64) -> String {
@@ -159,6 +172,12 @@ mod tests {
         assert_ne!(
             rate_key("x:", "acme", "bob", Some("default"), NOW),
             rate_key("x:", "acme", "bob", None, NOW)
+        );
+        let [k, ..] = budget_keys("tg:", "acme", &ScopeKey::key("k:1"), NOW);
+        assert_eq!(k, format!("tg:{{acme}}:k:k%3A1:tm:{}", NOW / 60));
+        assert_eq!(
+            key_rate_key("tg:", "acme", "k:1", NOW),
+            format!("tg:{{acme}}:k:k%3A1:rq:{}", NOW / 60)
         );
     }
 

@@ -24,7 +24,7 @@ use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
 use crate::config::schema::OnStoreError;
 use crate::limits::budget::{BudgetLimits, BudgetRefusal, Charge, LimitKind, ScopeKey};
 use crate::limits::local_counters::LocalCounters;
-use crate::limits::rate::RateDecision;
+use crate::limits::rate::{RateDecision, KEY_POLICY};
 use crate::limits::types::{
     AdmitQuery, AdmitVerdict, AdmittedReservation, Backend, RateQuery, ReservationTicket,
     ReserveError, ScopeUsage, SettledScope, SpendInWindows, SpendSource, StoreError, TokensInUse,
@@ -331,12 +331,13 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         self.count_failed_auth(&mut pipe, q, now_unix, ttl);
         let rate = q.rate.and_then(|r| rate_counter(prefix, &r, now_unix));
-        if let Some(counter) = &rate {
+        let key_rate = q.rate.and_then(|r| key_rate_counter(prefix, &r, now_unix));
+        for counter in rate.iter().chain(&key_rate) {
             self.scripts
                 .count
                 .call(&mut pipe, &[&counter.key], (1u8, ttl));
         }
-        if q.failed_auth.is_none() && rate.is_none() {
+        if q.failed_auth.is_none() && rate.is_none() && key_rate.is_none() {
             return Ok(AdmitVerdict::default());
         }
         let counts: Vec<u64> = match self.query(&pipe).await {
@@ -353,9 +354,12 @@ impl RedisStore {
         let failures = q.failed_auth.and_then(|_| counts.next());
         let blocked_retry_after = lockout(q, failures, now_unix);
         let rate = rate.map(|counter| counter.decision(counts.next().unwrap_or(0) + 1, now_unix));
+        let key_rate =
+            key_rate.map(|counter| counter.decision(counts.next().unwrap_or(0) + 1, now_unix));
         Ok(AdmitVerdict {
             blocked_retry_after,
             rate,
+            key_rate,
         })
     }
 
@@ -379,7 +383,7 @@ impl RedisStore {
     ) -> Result<ReservationTicket, ReserveError> {
         let plan = ReservePlan::new(&self.settings.prefix, scopes, charge, now_unix, hold);
         let mut pipe = redis::pipe();
-        plan.call(&self.scripts.reserve, &mut pipe, None);
+        plan.call(&self.scripts.reserve, &mut pipe, &[]);
         let mut rebuilds = 0;
         let answer = loop {
             let answer: Vec<Vec<i64>> = match self.query(&pipe).await {
@@ -434,13 +438,19 @@ impl RedisStore {
         let ttl = seconds_to_reset(Window::Minute, now_unix) + KEY_TTL_MARGIN_SECS;
         let plan = ReservePlan::new(prefix, scopes, charge, now_unix, hold);
         let rate = q.rate.and_then(|r| rate_counter(prefix, &r, now_unix));
+        let key_rate = q.rate.and_then(|r| key_rate_counter(prefix, &r, now_unix));
         let mut pipe = redis::pipe();
         self.count_failed_auth(&mut pipe, q, now_unix, ttl);
-        plan.call(
-            &self.scripts.reserve,
-            &mut pipe,
-            rate.as_ref().map(|c| (c.key.as_str(), c.limit, ttl)),
-        );
+        // At most two counters, in this order: the user's, the key's (no
+        // allocation for them).
+        let counters = [
+            rate.as_ref()
+                .map(|c| (c.key.as_str(), c.limit, ttl, c.enforced)),
+            key_rate
+                .as_ref()
+                .map(|c| (c.key.as_str(), c.limit, ttl, c.enforced)),
+        ];
+        plan.call(&self.scripts.reserve, &mut pipe, &counters);
         let mut rebuilds = 0;
         let (failures, reserve) = loop {
             let answers: Vec<redis::Value> = match self.query(&pipe).await {
@@ -477,7 +487,7 @@ impl RedisStore {
             }
         };
         let blocked_retry_after = lockout(q, failures, now_unix);
-        let (seen, reserved) = match plan.outcome(reserve.as_deref()) {
+        let (counted, reserved) = match plan.outcome(reserve.as_deref()) {
             ReserveOutcome::Held(ticket, seen) => (seen, Some(Ok(ticket))),
             ReserveOutcome::Refused(refusal, seen) => {
                 (seen, Some(Err(ReserveError::Refused(refusal))))
@@ -489,9 +499,14 @@ impl RedisStore {
                 )))
             }
         };
+        // The counters' values in the order they were passed.
+        let mut counted = counted.into_iter();
+        let rate = rate.map(|c| c.decision(counted.next().unwrap_or(0), now_unix));
+        let key_rate = key_rate.map(|c| c.decision(counted.next().unwrap_or(0), now_unix));
         let verdict = AdmitVerdict {
             blocked_retry_after,
-            rate: rate.map(|counter| counter.decision(seen, now_unix)),
+            rate,
+            key_rate,
         };
         let reserved = match reserved {
             Some(Ok(ticket)) if blocked_retry_after.is_some() => {
@@ -611,7 +626,7 @@ impl RedisStore {
     ) -> Result<(ScopeUsage, Backend), StoreError> {
         let tenant = match scope {
             ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => t.as_str(),
-            ScopeKey::User(_) => tenant,
+            ScopeKey::User(_) | ScopeKey::Key(_) => tenant,
         };
         let keys = keys::budget_keys(&self.settings.prefix, tenant, scope, now_unix);
         let mut pipe = redis::pipe();
@@ -670,7 +685,7 @@ fn hash_tag<'a>(mut scopes: impl Iterator<Item = &'a ScopeKey> + Clone) -> &'a s
         .clone()
         .find_map(|s| match s {
             ScopeKey::Tenant(t) | ScopeKey::Conversation { tenant: t, .. } => Some(t.as_str()),
-            ScopeKey::User(_) => None,
+            ScopeKey::User(_) | ScopeKey::Key(_) => None,
         })
         .or_else(|| scopes.next().map(ScopeKey::id))
         .unwrap_or("")
@@ -700,6 +715,7 @@ struct RateCounter<'a> {
     policy: &'a str,
     key: String,
     limit: u64,
+    enforced: bool,
 }
 
 impl RateCounter<'_> {
@@ -711,6 +727,7 @@ impl RateCounter<'_> {
             remaining: self.limit.saturating_sub(seen),
             reset_secs: seconds_to_reset(Window::Minute, now_unix).max(1),
             allowed: seen <= self.limit,
+            enforced: self.enforced,
         }
     }
 }
@@ -726,6 +743,18 @@ fn rate_counter<'a>(prefix: &str, r: &RateQuery<'a>, now_unix: u64) -> Option<Ra
         policy,
         key: keys::rate_key(prefix, r.tenant, r.user, route, now_unix),
         limit: u64::from(limit),
+        enforced: r.enforced,
+    })
+}
+
+/// The key's own counter, when the key has a `rate_limit`.
+fn key_rate_counter<'a>(prefix: &str, r: &RateQuery<'a>, now_unix: u64) -> Option<RateCounter<'a>> {
+    let k = r.key?;
+    Some(RateCounter {
+        policy: KEY_POLICY,
+        key: keys::key_rate_key(prefix, r.tenant, k.id, now_unix),
+        limit: u64::from(k.limit),
+        enforced: k.enforced,
     })
 }
 
@@ -750,11 +779,11 @@ struct ReservePlan<'s> {
 
 /// What the reserve script answered.
 enum ReserveOutcome {
-    /// Held; the request counter's value (0 without one).
-    Held(ReservationTicket, u64),
-    Refused(BudgetRefusal, u64),
-    /// The request rate refused the call before any budget was read.
-    RateRefused(u64),
+    /// Held; the request counters' values in the order passed (0 for none).
+    Held(ReservationTicket, [u64; 2]),
+    Refused(BudgetRefusal, [u64; 2]),
+    /// A request rate refused the call before any budget was read.
+    RateRefused([u64; 2]),
     /// Redis lost this scope's windows (its marker is gone): rebuild them
     /// from the ledger, then ask again. Nothing was counted.
     NeedsRebuild(usize),
@@ -798,9 +827,15 @@ impl<'s> ReservePlan<'s> {
         }
     }
 
-    /// `EVALSHA reserve …` into `pipe`; `counter` (key, limit, TTL in
-    /// seconds) must be on the scopes' hash slot: the tenant's.
-    fn call(&self, script: &Script, pipe: &mut Pipeline, counter: Option<(&str, u64, u64)>) {
+    /// `EVALSHA reserve …` into `pipe`; `counters` (key, limit, TTL in
+    /// seconds, whether it refuses; at most two) must be on the scopes'
+    /// hash slot: the tenant's.
+    fn call(
+        &self,
+        script: &Script,
+        pipe: &mut Pipeline,
+        counters: &[Option<(&str, u64, u64, bool)>],
+    ) {
         let now = self.now_unix.saturating_mul(1000);
         let head = (
             now,
@@ -809,21 +844,18 @@ impl<'s> ReservePlan<'s> {
             self.charge.tokens,
             self.charge.micro_usd,
         );
-        let cmd = pipe.cmd("EVALSHA").arg(&script.sha);
-        match counter {
-            Some((key, limit, ttl)) => cmd
-                .arg(self.keys.len() + 1)
-                .arg(&self.keys)
-                .arg(key)
-                .arg(head)
-                .arg(&self.limits)
-                .arg((limit, ttl)),
-            None => cmd
-                .arg(self.keys.len())
-                .arg(&self.keys)
-                .arg(head)
-                .arg(&self.limits),
-        };
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(&script.sha)
+            .arg(self.keys.len() + counters.iter().flatten().count())
+            .arg(&self.keys);
+        for (key, ..) in counters.iter().flatten() {
+            cmd.arg(*key);
+        }
+        cmd.arg(head).arg(&self.limits);
+        for (_, limit, ttl, enforced) in counters.iter().flatten() {
+            cmd.arg((*limit, *ttl, u8::from(*enforced)));
+        }
     }
 
     fn outcome(&self, answer: Option<&[i64]>) -> ReserveOutcome {
@@ -831,8 +863,8 @@ impl<'s> ReservePlan<'s> {
         match answer {
             Some(&[-3, scope]) => usize::try_from(scope)
                 .map_or(ReserveOutcome::Unexpected, ReserveOutcome::NeedsRebuild),
-            Some(&[-2, counted]) => ReserveOutcome::RateRefused(seen(counted)),
-            Some(&[-1, minute, day, counted, scope, window, limit, used]) => ReserveOutcome::Held(
+            Some(&[-2, a, b]) => ReserveOutcome::RateRefused([seen(a), seen(b)]),
+            Some(&[-1, minute, day, scope, window, limit, used, a, b]) => ReserveOutcome::Held(
                 ReservationTicket {
                     id: self.id,
                     scopes: self.unique.iter().map(|s| s.0.clone()).collect(),
@@ -848,11 +880,11 @@ impl<'s> ReservePlan<'s> {
                     // -1: no shadow-mode limit was passed.
                     shadow: self.refusal(scope, window, limit, used),
                 },
-                seen(counted),
+                [seen(a), seen(b)],
             ),
-            Some(&[scope, window, limit, used, counted]) => {
+            Some(&[scope, window, limit, used, a, b]) => {
                 match self.refusal(scope, window, limit, used) {
-                    Some(refusal) => ReserveOutcome::Refused(refusal, seen(counted)),
+                    Some(refusal) => ReserveOutcome::Refused(refusal, [seen(a), seen(b)]),
                     None => ReserveOutcome::Unexpected,
                 }
             }

@@ -1,24 +1,26 @@
 -- Checks and holds one LLM call's estimated charge in every scope, all or none;
--- first, when given a request counter, counts the call against its request
--- rate (an LLM call's admission, folded in here to save a round trip).
+-- first, when given request counters (the user's, a key's), counts the call
+-- against each request rate (an LLM call's admission, folded in here to save
+-- a round trip).
 -- KEYS: per scope, 6 keys: tokens this minute, tokens today, micro-USD
 --       today, micro-USD this month, the scope's open reservations (ZSET
---       member -> expiry ms), and its marker (see rebuild.lua); then,
---       optionally, the request counter (same hash slot).
+--       member -> expiry ms), and its marker (see rebuild.lua); then up to
+--       two request counters (same hash slot).
 -- ARGV: now_ms, expires_at_ms, member ("id:tokens:micro_usd"), tokens,
 --       micro_usd, then per scope 4 limits (minute tokens, day tokens, day
 --       micro-USD, month micro-USD; -1 = none) and 1 when the scope's
 --       limits are in shadow mode (reported, never refusing), else 0;
---       then with a request counter: its limit and its TTL in seconds.
+--       then per request counter: its limit, its TTL in seconds, and 1 when
+--       it refuses (0: shadow mode, counted only).
 -- Returns {-3, scope index} when a scope's marker is missing: Redis lost its
 -- windows, which must be rebuilt from the ledger first (nothing counted);
--- {-2, seen} when the request rate refuses the call (nothing held);
--- else {-1, minute, day, seen, s, w, limit, used} when held, where minute
--- and day are the first scope's tokens in use in that window (settled +
--- every hold, this one included; -1 for a window without a limit, which
+-- {-2, seen1, seen2} when a request rate refuses the call (nothing held);
+-- else {-1, minute, day, s, w, limit, used, seen1, seen2} when held, where
+-- minute and day are the first scope's tokens in use in that window (settled
+-- + every hold, this one included; -1 for a window without a limit, which
 -- is not read) and s.. the first shadow-mode limit passed (-1 for none);
--- else {scope index (0-based), window (1..4), limit, used, seen}. `seen` is
--- the counter after this call (0 without a counter).
+-- else {scope index (0-based), window (1..4), limit, used, seen1, seen2}.
+-- `seenN` is counter N after this call (0 without it).
 local now = tonumber(ARGV[1])
 local expires_at = tonumber(ARGV[2])
 local member = ARGV[3]
@@ -32,17 +34,21 @@ for s = 0, scopes - 1 do
 end
 
 -- Counted like count.lua: every call, a refused one included.
-local seen = 0
-if #KEYS > scopes * 6 then
-  local counter = KEYS[#KEYS]
-  local rate_limit = tonumber(ARGV[6 + scopes * 5])
-  seen = redis.call('INCR', counter)
-  if seen == 1 then
-    redis.call('EXPIRE', counter, ARGV[7 + scopes * 5])
+local seen = { 0, 0 }
+local rate_refused = false
+for c = 1, #KEYS - scopes * 6 do
+  local counter = KEYS[scopes * 6 + c]
+  local arg = 5 + scopes * 5 + (c - 1) * 3
+  seen[c] = redis.call('INCR', counter)
+  if seen[c] == 1 then
+    redis.call('EXPIRE', counter, ARGV[arg + 2])
   end
-  if seen > rate_limit then
-    return { -2, seen }
+  if seen[c] > tonumber(ARGV[arg + 1]) and ARGV[arg + 3] == '1' then
+    rate_refused = true
   end
+end
+if rate_refused then
+  return { -2, seen[1], seen[2] }
 end
 
 -- Drops holds whose instance never settled them (crashed), then sums the rest.
@@ -71,7 +77,7 @@ for s = 0, scopes - 1 do
       end
       if used + charge[w] > limit then
         if not in_shadow then
-          return { s, w, limit, used, seen }
+          return { s, w, limit, used, seen[1], seen[2] }
         end
         if shadow[1] < 0 then
           shadow = { s, w, limit, used }
@@ -90,4 +96,4 @@ for s = 0, scopes - 1 do
     redis.call('PEXPIRE', reservations, expires_at - now)
   end
 end
-return { -1, in_use[1], in_use[2], seen, shadow[1], shadow[2], shadow[3], shadow[4] }
+return { -1, in_use[1], in_use[2], shadow[1], shadow[2], shadow[3], shadow[4], seen[1], seen[2] }

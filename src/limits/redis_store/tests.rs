@@ -328,6 +328,8 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
             route: "chat",
             route_limit: None,
             default_limit: Some(10),
+            enforced: true,
+            key: None,
         }),
     };
     assert!(store.admit(&query, now).await.is_ok());
@@ -369,6 +371,8 @@ async fn two_instances_share_rate_and_failed_auth_counters() {
             route: "r",
             route_limit: Some(4),
             default_limit: None,
+            enforced: true,
+            key: None,
         }),
     };
     let mut allowed = 0;
@@ -437,6 +441,8 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
             route: "chat",
             route_limit: Some(route_limit),
             default_limit: None,
+            enforced: true,
+            key: None,
         }),
     };
     // Two calls fit the rate of 3 and hold 40 tokens each, across instances.
@@ -583,6 +589,8 @@ async fn redis_memory_per_10k_users() {
                 route: "chat",
                 route_limit: None,
                 default_limit: Some(100),
+                enforced: true,
+                key: None,
             }),
         };
         assert!(store.admit(&rate, now).await.is_ok());

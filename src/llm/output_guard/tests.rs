@@ -460,3 +460,57 @@ fn a_clean_stream_is_released_event_by_event() {
     guard.finish(&mut out);
     assert_eq!(client_view(LlmApi::OpenaiChat, &out).0, pieces.concat());
 }
+
+/// A text-only delta is rewritten in place: every byte of the event but
+/// its text stays as the upstream sent it (field order, unknown fields,
+/// escapes), and the text is what the redactor released.
+#[test]
+fn a_text_delta_keeps_the_rest_of_its_event_byte_for_byte() {
+    let cases: [(LlmApi, &str, &str, &str); 3] = [
+        (
+            LlmApi::OpenaiChat,
+            "",
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":TEXT},"logprobs":null,"finish_reason":null}],"obfuscation":"a\u00e9b"}"#,
+        ),
+        (
+            LlmApi::AnthropicMessages,
+            "event: content_block_delta\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":TEXT},"extra":[1, 2]}"#,
+        ),
+        (
+            LlmApi::OpenaiResponses,
+            "event: response.output_text.delta\n",
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\",\"output\":[]}}",
+            r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":TEXT,"sequence_number":1,"logprobs":[]}"#,
+        ),
+    ];
+    for (api, name, first, template) in cases {
+        let mut guard = SseGuard::new(api, guarding(GuardAction::Redact));
+        let mut out = Vec::new();
+        guard.feed(format!("{first}\n\n").as_bytes(), &mut out);
+        out.clear();
+        let text = format!("mail ana@example.com now {}", "and more words ".repeat(40));
+        let event = template.replace("TEXT", &json!(text).to_string());
+        guard.feed(format!("{name}data: {event}\n\n").as_bytes(), &mut out);
+        let got = String::from_utf8(out).unwrap_or_default();
+        let (before, after) = template.split_once("TEXT").unwrap_or_default();
+        let released = got
+            .strip_prefix(&format!("{name}data: {before}"))
+            .and_then(|rest| rest.strip_suffix(&format!("{after}\n\n")))
+            .unwrap_or_else(|| panic!("{api:?}: event not kept around its text: {got}"));
+        let released: String = serde_json::from_str(released).unwrap_or_default();
+        assert!(
+            released.starts_with("mail [REDACTED:email] now"),
+            "{released}"
+        );
+        assert!(!released.contains("ana@"), "{released}");
+        let redacted = text.replace("ana@example.com", "[REDACTED:email]");
+        assert_eq!(
+            released.len() + guard.held(),
+            redacted.len(),
+            "the rest is held"
+        );
+    }
+}

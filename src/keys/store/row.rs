@@ -1,0 +1,187 @@
+//! What both databases share: the errors, the shape of a write and of a
+//! listing, and a key's columns.
+
+use crate::auth::api_key::KeyDigest;
+use crate::keys::change::ChangeError;
+use crate::keys::idempotency::{IdempotencySlot, StoredAnswer};
+use crate::keys::record::{KeyPolicy, StoredKey};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error("this Idempotency-Key was used for another request")]
+    IdempotencyReused,
+    #[error("stored key {id} is unreadable: {message}")]
+    Corrupt { id: String, message: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::ledger::postgres::PgError> for StoreError {
+    fn from(e: crate::ledger::postgres::PgError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Renders the answer an idempotent request stores (sealed) with the key
+/// as written.
+pub type Answer = Arc<dyn Fn(&StoredKey) -> Vec<u8> + Send + Sync>;
+
+/// An idempotent write: its slot, and the answer to keep.
+#[derive(Clone)]
+pub struct Idempotent {
+    pub slot: IdempotencySlot,
+    pub status: u16,
+    pub answer: Answer,
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub enum Written {
+    Changed(StoredKey),
+    /// Nothing to change (revoking a revoked key): the key as it is.
+    Unchanged(StoredKey),
+    /// The same idempotent request was answered before: that answer.
+    Replayed(StoredAnswer),
+}
+
+/// Filters and position of a listing page.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub tenant: Option<String>,
+    pub user: Option<String>,
+    /// Ids after this one (the cursor).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// The columns of `api_keys`, in the order both databases read them.
+pub(crate) const COLUMNS: &str = "id, digest, user_id, tenant_id, roles, models,
+    requests_per_minute, tokens_per_day, micro_usd_per_month, note, created_at, expires_at,
+    revoked_at, previous_digest, previous_until, version, last_used_at";
+
+/// A row's columns, as both databases give them.
+pub(crate) struct RawRow {
+    pub id: String,
+    pub digest: Vec<u8>,
+    pub user: String,
+    pub tenant: String,
+    pub roles: String,
+    pub models: Option<String>,
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_day: Option<i64>,
+    pub micro_usd_per_month: Option<i64>,
+    pub note: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub previous_digest: Option<Vec<u8>>,
+    pub previous_until: Option<i64>,
+    pub version: i64,
+    pub last_used_at: Option<i64>,
+}
+
+fn to_digest(id: &str, bytes: Vec<u8>) -> Result<KeyDigest, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt {
+        id: id.to_string(),
+        message: "digest is not 32 bytes".into(),
+    })
+}
+
+impl RawRow {
+    pub fn into_key(self) -> Result<StoredKey, StoreError> {
+        let corrupt = |m: String| StoreError::Corrupt {
+            id: self.id.clone(),
+            message: m,
+        };
+        let roles: Vec<String> =
+            serde_json::from_str(&self.roles).map_err(|e| corrupt(format!("roles: {e}")))?;
+        let models: Option<Vec<String>> = self
+            .models
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(format!("models: {e}")))?;
+        let unsigned = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+        let previous_digest = self
+            .previous_digest
+            .map(|d| to_digest(&self.id, d))
+            .transpose()?;
+        Ok(StoredKey {
+            digest: to_digest(&self.id, self.digest)?,
+            id: self.id,
+            user: self.user,
+            tenant: self.tenant,
+            roles,
+            policy: KeyPolicy {
+                models,
+                requests_per_minute: self.requests_per_minute.and_then(|n| u32::try_from(n).ok()),
+                tokens_per_day: unsigned(self.tokens_per_day),
+                micro_usd_per_month: unsigned(self.micro_usd_per_month),
+            },
+            note: self.note,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            previous_digest,
+            previous_until: self.previous_until,
+            version: self.version,
+            last_used_at: self.last_used_at,
+        })
+    }
+}
+
+/// A key's columns for a write.
+pub(crate) struct RowValues {
+    pub roles: String,
+    pub models: Option<String>,
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_day: Option<i64>,
+    pub micro_usd_per_month: Option<i64>,
+}
+
+impl RowValues {
+    pub fn of(k: &StoredKey) -> RowValues {
+        let signed = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        RowValues {
+            roles: serde_json::to_string(&k.roles).unwrap_or_else(|_| "[]".into()),
+            models: k
+                .policy
+                .models
+                .as_ref()
+                .and_then(|m| serde_json::to_string(m).ok()),
+            requests_per_minute: k.policy.requests_per_minute.map(i64::from),
+            tokens_per_day: signed(k.policy.tokens_per_day),
+            micro_usd_per_month: signed(k.policy.micro_usd_per_month),
+        }
+    }
+}
+
+/// What a write found in the idempotency window: the stored answer of
+/// the same request, or a refusal if the key was used for another.
+pub(crate) fn replay(
+    found: Option<StoredAnswer>,
+    idempotent: Option<&Idempotent>,
+) -> Result<Option<Written>, StoreError> {
+    match (found, idempotent) {
+        (Some(answer), Some(i)) if answer.fingerprint == i.slot.fingerprint => {
+            Ok(Some(Written::Replayed(answer)))
+        }
+        (Some(_), Some(_)) => Err(StoreError::IdempotencyReused),
+        _ => Ok(None),
+    }
+}
