@@ -184,3 +184,21 @@ measure_json_and_sse() { # url-of name...
     done
   done
 }
+
+# A throwaway PostgreSQL cluster in $WORK/data on a free loopback port (after
+# bench_start): sets PG_BIN and PGPORT, defines as_pg and psql, and stops the
+# server before $WORK is removed. PostgreSQL refuses to run as root: as root
+# it runs as the `postgres` system user.
+pg_start() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL is missing: apt-get install -y postgresql" >&2; exit 1; }
+  PGPORT=$(port)
+  chmod 755 "$WORK"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$WORK"; fi
+  as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust --no-sync -E UTF8 >"$WORK/initdb.log"
+  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
+    -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
+  trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true; stop_all' EXIT
+}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+psql() { as_pg "$PG_BIN/psql" -h "$WORK" -p "$PGPORT" -U postgres -d postgres -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }

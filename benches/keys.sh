@@ -20,19 +20,9 @@ KEYS=${KEYS:-100000}
 BIN=${BIN:-target/release/tollgate}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --quiet
 BIN=$(realpath "$BIN")
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL is missing: apt-get install -y postgresql" >&2; exit 1; }
 . benches/common.sh
 bench_start tollgate-keys
-PGPORT=$(port)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$WORK"
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust --no-sync -E UTF8 >"$WORK/initdb.log"
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
-  -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
-trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true; stop_all' EXIT
-psql() { as_pg "$PG_BIN/psql" -h "$WORK" -p "$PGPORT" -U postgres -d postgres -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+pg_start
 echo "tollgate keys bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $("$PG_BIN/postgres" --version), $KEYS keys, $BIN"
 
 BACKEND=$(port)

@@ -14,19 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-10000000}
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL is missing: apt-get install -y postgresql" >&2; exit 1; }
 . benches/common.sh
 bench_start tollgate-ledger-pg
-PGPORT=$(port)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$WORK"
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust --no-sync -E UTF8 >"$WORK/initdb.log"
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
-  -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
-# Stopped before $WORK is removed (stop_all runs on exit).
-trap 'as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true; stop_all' EXIT
+pg_start
 echo "tollgate ledger_postgres bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $("$PG_BIN/postgres" --version), $ROWS generated rows"
 TOLLGATE_BENCH_PG_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable" TOLLGATE_BENCH_ROWS="$ROWS" \
   cargo bench --locked --quiet --bench ledger_postgres
