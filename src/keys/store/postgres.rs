@@ -3,7 +3,9 @@
 //! sequence and notifies `tollgate_keys` in the same transaction: other
 //! instances hear of it when (and only if) it commits.
 
-use super::row::{replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS};
+use super::row::{
+    replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS, UPSERT_BY_ID,
+};
 use crate::keys::change::{apply, ChangeError, Operation};
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;
@@ -253,13 +255,8 @@ async fn write(
         &format!(
             "INSERT INTO api_keys ({COLUMNS}) VALUES
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (id) DO UPDATE SET digest = EXCLUDED.digest, roles = EXCLUDED.roles,
-               models = EXCLUDED.models, requests_per_minute = EXCLUDED.requests_per_minute,
-               tokens_per_day = EXCLUDED.tokens_per_day,
-               micro_usd_per_month = EXCLUDED.micro_usd_per_month, note = EXCLUDED.note,
-               expires_at = EXCLUDED.expires_at, revoked_at = EXCLUDED.revoked_at,
-               previous_digest = EXCLUDED.previous_digest,
-               previous_until = EXCLUDED.previous_until, version = EXCLUDED.version"
+
+             {UPSERT_BY_ID}"
         ),
         &[
             &key.id,

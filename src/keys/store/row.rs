@@ -70,6 +70,16 @@ pub struct ListQuery {
 }
 
 /// The columns of `api_keys`, in the order both databases read them.
+/// What a write of a key row changes when the id exists (both databases
+/// read `excluded` as the row that was proposed).
+pub(crate) const UPSERT_BY_ID: &str = "ON CONFLICT (id) DO UPDATE SET digest = excluded.digest,
+    roles = excluded.roles, models = excluded.models,
+    requests_per_minute = excluded.requests_per_minute, tokens_per_day = excluded.tokens_per_day,
+    micro_usd_per_month = excluded.micro_usd_per_month, note = excluded.note,
+    expires_at = excluded.expires_at, revoked_at = excluded.revoked_at,
+    previous_digest = excluded.previous_digest, previous_until = excluded.previous_until,
+    version = excluded.version";
+
 pub(crate) const COLUMNS: &str = "id, digest, user_id, tenant_id, roles, models,
     requests_per_minute, tokens_per_day, micro_usd_per_month, note, created_at, expires_at,
     revoked_at, previous_digest, previous_until, version, last_used_at";

@@ -2,7 +2,9 @@
 //! instance). One connection, used on the blocking pool; the ledger's
 //! writer thread has its own (WAL: neither blocks the other for long).
 
-use super::row::{replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS};
+use super::row::{
+    replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS, UPSERT_BY_ID,
+};
 use crate::keys::change::{apply, Operation};
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;
@@ -215,13 +217,8 @@ pub fn write(
         &format!(
             "INSERT INTO api_keys ({COLUMNS}) VALUES
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-             ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, roles = excluded.roles,
-               models = excluded.models, requests_per_minute = excluded.requests_per_minute,
-               tokens_per_day = excluded.tokens_per_day,
-               micro_usd_per_month = excluded.micro_usd_per_month, note = excluded.note,
-               expires_at = excluded.expires_at, revoked_at = excluded.revoked_at,
-               previous_digest = excluded.previous_digest,
-               previous_until = excluded.previous_until, version = excluded.version"
+
+             {UPSERT_BY_ID}"
         ),
         params![
             key.id,
