@@ -913,3 +913,117 @@ fn the_command_line_manages_keys_through_the_admin_api() {
         "{err}"
     );
 }
+
+/// `grant_roles` bounds what a tenant's token may hand out: it cannot
+/// mint a key with another role, give one to its key, or take over (rotate,
+/// change) a more privileged key the full token made for its tenant; it
+/// may still see and revoke it. A token without `grant_roles` is unbounded,
+/// and `tollgate check` warns about it.
+#[test]
+fn a_tenant_token_grants_only_its_grant_roles() {
+    let backend = Backend::start();
+    let tokens = json!([
+        {"id": "acme-admin", "sha256": sha(ACME_TOKEN), "tenant": "acme", "grant_roles": ["agent"]},
+        {"id": "globex-admin", "sha256": sha(GLOBEX_TOKEN), "tenant": "globex"},
+    ]);
+    let (code, _, stderr) = builder(&backend)
+        .server("admin_tokens", tokens.clone())
+        .check();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: server.admin_tokens[1].grant_roles")
+            && !stderr.contains("server.admin_tokens[0].grant_roles"),
+        "{stderr}"
+    );
+    let gw = builder(&backend).server("admin_tokens", tokens).start();
+    let forbidden = |(status, v): (u16, Value)| {
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (403, json!("forbidden")),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("'admin'"));
+    };
+
+    let (status, agent) = create_as(&gw, ACME_TOKEN, json!({"user": "dana", "roles": ["agent"]}));
+    assert_eq!(status, 201, "{agent}");
+    let agent_id = agent["id"].as_str().unwrap();
+    forbidden(create_as(
+        &gw,
+        ACME_TOKEN,
+        json!({"user": "eve", "roles": ["agent", "admin"]}),
+    ));
+    let made: Vec<String> = ids(&list(&gw, ACME_TOKEN, "?user=eve").1);
+    assert!(made.is_empty(), "a refused create writes nothing: {made:?}");
+
+    let patch = |id: &str, body: Value| {
+        answer(
+            admin(&gw, Method::PATCH, &format!("/admin/keys/{id}"), ACME_TOKEN)
+                .json(&body)
+                .send()
+                .unwrap(),
+        )
+    };
+    forbidden(patch(agent_id, json!({"roles": ["admin"]})));
+    assert_eq!(patch(agent_id, json!({"note": "ok"})).0, 200);
+    assert_eq!(call(&gw, agent["key"].as_str().unwrap()), 200);
+
+    // The full token made an acme admin key: acme's token may not rotate
+    // it (it would get the admin secret) nor change it, only revoke it.
+    let (admin_id, admin_secret) = {
+        let (status, v) = create_as(
+            &gw,
+            ADMIN_TOKEN,
+            json!({"user": "root", "tenant": "acme", "roles": ["admin"]}),
+        );
+        assert_eq!(status, 201, "{v}");
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["key"].as_str().unwrap().to_string(),
+        )
+    };
+    forbidden(answer(
+        admin(
+            &gw,
+            Method::POST,
+            &format!("/admin/keys/{admin_id}/rotate"),
+            ACME_TOKEN,
+        )
+        .json(&json!({"grace_seconds": 0}))
+        .send()
+        .unwrap(),
+    ));
+    forbidden(patch(&admin_id, json!({"expires_at": null})));
+    assert!(
+        answered_within(&gw, &admin_secret, 200),
+        "still the old secret"
+    );
+    assert_eq!(
+        answer(
+            admin(
+                &gw,
+                Method::GET,
+                &format!("/admin/keys/{admin_id}"),
+                ACME_TOKEN
+            )
+            .send()
+            .unwrap()
+        )
+        .0,
+        200
+    );
+    assert_eq!(revoke(&gw, &admin_id, ACME_TOKEN), 204);
+    assert!(answered_within(&gw, &admin_secret, 401));
+
+    // Unbounded token: any role.
+    let (status, v) = create_as(&gw, GLOBEX_TOKEN, json!({"user": "g", "roles": ["admin"]}));
+    assert_eq!(status, 201, "{v}");
+
+    let (code, out, err) = builder(&backend)
+        .server(
+            "admin_tokens",
+            json!([{"id": "a", "sha256": sha("a"), "tenant": "acme", "grant_roles": ["a b"]}]),
+        )
+        .check();
+    assert_check_reports((code, out, err), &["server.admin_tokens[0].grant_roles[0]"]);
+}

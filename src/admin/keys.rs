@@ -35,48 +35,37 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, BodyError> {
 
 fn error_reply(e: &KeysError) -> Response<Vec<u8>> {
     let message = e.to_string();
+    let (status, code) = status_and_code(e);
     match e {
         KeysError::BadRequest(bad) => super::json_reply(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": {"type": "admin_error", "code": "invalid_request",
+            status,
+            &json!({"error": {"type": "admin_error", "code": code,
                               "message": message, "field": bad.field}}),
         ),
-        KeysError::NotFound => admin_error(StatusCode::NOT_FOUND, "not_found", &message),
-        KeysError::ManagedByConfig(_) => {
-            admin_error(StatusCode::CONFLICT, "key_managed_by_config", &message)
-        }
-        KeysError::SharedLedgerRequired => {
-            admin_error(StatusCode::CONFLICT, "shared_ledger_required", &message)
-        }
-        KeysError::Revoked => admin_error(StatusCode::CONFLICT, "key_revoked", &message),
-        KeysError::IdempotencyReused => admin_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            &message,
-        ),
-        KeysError::Unavailable(_) => admin_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            &message,
-        ),
-        KeysError::Internal(_) => {
-            admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message)
-        }
+        _ => admin_error(status, code, &message),
     }
 }
 
-/// The `error.code` of a failed operation, for the audit line.
-fn code(e: &KeysError) -> &'static str {
+/// The status and `error.code` of a failed operation (the answer's, and
+/// the audit line's).
+fn status_and_code(e: &KeysError) -> (StatusCode, &'static str) {
     match e {
-        KeysError::BadRequest(_) => "invalid_request",
-        KeysError::NotFound => "not_found",
-        KeysError::ManagedByConfig(_) => "key_managed_by_config",
-        KeysError::SharedLedgerRequired => "shared_ledger_required",
-        KeysError::Revoked => "key_revoked",
-        KeysError::IdempotencyReused => "idempotency_key_reused",
-        KeysError::Unavailable(_) => "store_unavailable",
-        KeysError::Internal(_) => "internal",
+        KeysError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        KeysError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        KeysError::ManagedByConfig(_) => (StatusCode::CONFLICT, "key_managed_by_config"),
+        KeysError::SharedLedgerRequired => (StatusCode::CONFLICT, "shared_ledger_required"),
+        KeysError::Revoked => (StatusCode::CONFLICT, "key_revoked"),
+        KeysError::RoleNotGrantable(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        KeysError::IdempotencyReused => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+        }
+        KeysError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        KeysError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
+}
+
+fn code(e: &KeysError) -> &'static str {
+    status_and_code(e).1
 }
 
 /// Which operation a request is.

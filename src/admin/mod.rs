@@ -97,6 +97,7 @@ impl AdminApp {
                 found = Some(Caller {
                     admin_id: t.id.clone(),
                     tenant: Some(t.tenant.clone()),
+                    grant_roles: t.grant_roles.clone(),
                 });
             }
         }

@@ -17,7 +17,7 @@ server:
   tls: { listen: "127.0.0.1:8443", cert_file: c.pem, key_file: k.pem }
   admin_listen: "127.0.0.1:9090"
   admin_token_sha256: "SECRET"
-  admin_tokens: [{ id: acme-admin, sha256: "SECRET", tenant: acme }]
+  admin_tokens: [{ id: acme-admin, sha256: "SECRET", tenant: acme, grant_roles: [agent] }]
   threads: 2
   max_body_bytes: 1
   max_uri_bytes: 1
@@ -207,6 +207,7 @@ fn every_field_is_public_or_redacted() {
 const PUBLIC: &[&str] = &[
     "server.admin_tokens[].id",
     "server.admin_tokens[].tenant",
+    "server.admin_tokens[].grant_roles[]",
     "attribution.conversation_header",
     "limits.budgets[].usd_per_day",
     "limits.budgets[].enforce",

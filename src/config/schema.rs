@@ -73,6 +73,11 @@ pub struct AdminTokenConfig {
     pub id: String,
     pub sha256: Secret<String>,
     pub tenant: String,
+    /// The roles this token may give its keys (create, PATCH) and that a
+    /// key must stay within for this token to change or rotate it. Unset:
+    /// any role (`tollgate check` warns: `admin` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -127,6 +127,9 @@ fn admin_tokens(s: &ServerConfig, p: &mut Problems) {
         if let Some(problem) = crate::auth::identity::value_problem(&t.tenant) {
             p.push(format!("{path}.tenant"), problem);
         }
+        if let Some(roles) = &t.grant_roles {
+            roles_list(&format!("{path}.grant_roles"), roles, p);
+        }
     }
 }
 
@@ -811,11 +814,19 @@ fn store(s: &StoreConfig, p: &mut Problems) {
 
 /// Valid but probably not what the operator wants: `(field, message)`
 /// pairs that `tollgate check` prints and the gateway logs at start.
-pub fn warnings(config: &Config) -> Vec<(&'static str, &'static str)> {
+pub fn warnings(config: &Config) -> Vec<(String, &'static str)> {
     let mut out = Vec::new();
+    for (i, t) in config.server.admin_tokens.iter().enumerate() {
+        if t.grant_roles.is_none() {
+            out.push((
+                format!("server.admin_tokens[{i}].grant_roles"),
+                "not set: this tenant's token may give its keys any role, admin included",
+            ));
+        }
+    }
     if config.store.kind == StoreKind::Redis && config.ledger.kind == LedgerKind::Sqlite {
         out.push((
-            "ledger.kind",
+            "ledger.kind".into(),
             "store.kind is redis but the ledger is each instance's own SQLite file: \
              budgets reset when Redis loses its data, and reports show only this \
              instance's calls (use ledger.kind: postgres)",

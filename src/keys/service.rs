@@ -9,7 +9,7 @@ use super::record::{config_key_json, StoredKey};
 use super::registry::KeyRegistry;
 use super::request::{BadField, CreateKey, PatchKey, RotateKey};
 use super::store::{Idempotent, KeyStore, ListQuery, StoreError, Written};
-use crate::auth::api_key::{digest, generate_key, KeyIndex};
+use crate::auth::api_key::{digest, generate_key, KeyDigest, KeyIndex};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -17,12 +17,14 @@ use std::sync::Arc;
 pub const PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
-/// Who asks: the admin token's id ("full", or an `admin_tokens` id) and
-/// the tenant it is bound to.
+/// Who asks: the admin token's id ("full", or an `admin_tokens` id), the
+/// tenant it is bound to and the roles it may grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub admin_id: String,
     pub tenant: Option<String>,
+    /// `None`: any role.
+    pub grant_roles: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -30,11 +32,25 @@ impl Caller {
         Caller {
             admin_id: "full".into(),
             tenant: None,
+            grant_roles: None,
         }
     }
 
     fn sees(&self, tenant: &str) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+
+    /// Refuses roles beyond the token's `grant_roles`: a tenant's token
+    /// must not mint (or take over, by rotating) a key more privileged
+    /// than the operator allowed it.
+    fn may_grant(&self, roles: &[String]) -> Result<(), KeysError> {
+        let Some(grantable) = &self.grant_roles else {
+            return Ok(());
+        };
+        match roles.iter().find(|r| !grantable.contains(r)) {
+            Some(role) => Err(KeysError::RoleNotGrantable(role.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -51,6 +67,8 @@ pub enum KeysError {
     SharedLedgerRequired,
     #[error("the key is revoked")]
     Revoked,
+    #[error("role '{0}' is not in this admin token's grant_roles")]
+    RoleNotGrantable(String),
     #[error("this Idempotency-Key was used for another request")]
     IdempotencyReused,
     #[error("{0}")]
@@ -98,6 +116,15 @@ pub struct Keys {
 pub struct IdempotencyRequest<'a> {
     pub header: Option<&'a str>,
     pub body: &'a [u8],
+}
+
+/// How an operation that makes a new secret answers: its name and key id
+/// in the idempotency slot (empty for create: the id is made by it), and
+/// its status.
+struct NewSecret<'a> {
+    operation: &'static str,
+    idempotency_id: &'a str,
+    status: u16,
 }
 
 fn new_id() -> String {
@@ -164,20 +191,24 @@ impl Keys {
     fn idempotent(
         caller: &Caller,
         idem: &IdempotencyRequest<'_>,
-        operation: &str,
-        key_id: &str,
-        status: u16,
+        answer: &NewSecret<'_>,
         secret: &str,
         now_unix: i64,
     ) -> Result<Option<Idempotent>, KeysError> {
         let Some(header) = idem.header else {
             return Ok(None);
         };
-        let slot = IdempotencySlot::new(header, &caller.admin_id, operation, key_id, idem.body)?;
+        let slot = IdempotencySlot::new(
+            header,
+            &caller.admin_id,
+            answer.operation,
+            answer.idempotency_id,
+            idem.body,
+        )?;
         let secret = secret.to_string();
         Ok(Some(Idempotent {
             slot,
-            status,
+            status: answer.status,
             answer: Arc::new(move |k: &StoredKey| with_secret(k, &secret, now_unix)),
         }))
     }
@@ -239,24 +270,29 @@ impl Keys {
                 .into())
             }
         };
+        caller.may_grant(&req.roles)?;
         let mut id = new_id();
         while config.has_id(&id) {
             id = new_id();
         }
-        let (secret, _) = generate_key();
-        let idempotent = Self::idempotent(caller, &idem, "create", "", 201, &secret, now_unix)?;
-        let op = Operation::Create(Box::new(NewKey {
-            id: id.clone(),
-            digest: digest(&secret),
-            user: req.user,
-            tenant,
-            roles: req.roles,
-            expires_at: req.expires_at,
-            policy: req.policy,
-            note: req.note,
-        }));
-        let written = store.write(&id, op, idempotent.clone(), now_unix).await?;
-        self.finish(written, idempotent.as_ref(), &secret, 201, now_unix)
+        let answer = NewSecret {
+            operation: "create",
+            idempotency_id: "",
+            status: 201,
+        };
+        self.write_new_secret(store, &id, caller, &idem, answer, now_unix, |digest| {
+            Operation::Create(Box::new(NewKey {
+                id: id.clone(),
+                digest,
+                user: req.user,
+                tenant,
+                roles: req.roles,
+                expires_at: req.expires_at,
+                policy: req.policy,
+                note: req.note,
+            }))
+        })
+        .await
     }
 
     pub async fn rotate(
@@ -271,15 +307,47 @@ impl Keys {
         Self::not_config(config, id, caller)?;
         let req = RotateKey::parse(body)?;
         let store = self.writable()?;
-        self.visible(store, id, caller).await?;
-        let (secret, _) = generate_key();
-        let idempotent = Self::idempotent(caller, &idem, "rotate", id, 200, &secret, now_unix)?;
-        let op = Operation::Rotate {
-            digest: digest(&secret),
-            grace_seconds: req.grace_seconds,
+        let key = self.visible(store, id, caller).await?;
+        caller.may_grant(&key.roles)?;
+        let answer = NewSecret {
+            operation: "rotate",
+            idempotency_id: id,
+            status: 200,
         };
+        self.write_new_secret(store, id, caller, &idem, answer, now_unix, |digest| {
+            Operation::Rotate {
+                digest,
+                grace_seconds: req.grace_seconds,
+            }
+        })
+        .await
+    }
+
+    /// Writes an operation that gives the key a new secret (create,
+    /// rotate) and answers with the secret, once, or replays the stored
+    /// answer of an earlier request with the same `Idempotency-Key`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_new_secret(
+        &self,
+        store: &KeyStore,
+        id: &str,
+        caller: &Caller,
+        idem: &IdempotencyRequest<'_>,
+        answer: NewSecret<'_>,
+        now_unix: i64,
+        operation: impl FnOnce(KeyDigest) -> Operation,
+    ) -> Result<Answer, KeysError> {
+        let (secret, _) = generate_key();
+        let idempotent = Self::idempotent(caller, idem, &answer, &secret, now_unix)?;
+        let op = operation(digest(&secret));
         let written = store.write(id, op, idempotent.clone(), now_unix).await?;
-        self.finish(written, idempotent.as_ref(), &secret, 200, now_unix)
+        self.finish(
+            written,
+            idempotent.as_ref(),
+            &secret,
+            answer.status,
+            now_unix,
+        )
     }
 
     pub async fn patch(
@@ -292,8 +360,12 @@ impl Keys {
     ) -> Result<StoredKey, KeysError> {
         Self::not_config(config, id, caller)?;
         let patch = PatchKey::parse(body, now_unix)?;
+        if let Some(roles) = &patch.roles {
+            caller.may_grant(roles)?;
+        }
         let store = self.writable()?;
-        self.visible(store, id, caller).await?;
+        let key = self.visible(store, id, caller).await?;
+        caller.may_grant(&key.roles)?;
         self.written(
             store
                 .write(id, Operation::Patch(Box::new(patch)), None, now_unix)
