@@ -112,6 +112,16 @@ pub struct Keys {
     store: Option<KeyStore>,
 }
 
+/// What every keys operation is asked with: who asks, the configuration
+/// file's keys (which the API may not change) and the time of the call.
+#[derive(Clone, Copy)]
+pub struct KeysCall<'a> {
+    pub caller: &'a Caller,
+    pub config: &'a KeyIndex,
+    /// Unix seconds.
+    pub now_unix: i64,
+}
+
 /// A request's idempotency, from its `Idempotency-Key` header.
 pub struct IdempotencyRequest<'a> {
     pub header: Option<&'a str>,
@@ -251,14 +261,12 @@ impl Keys {
     pub async fn create(
         &self,
         body: &[u8],
-        caller: &Caller,
         idem: IdempotencyRequest<'_>,
-        config: &KeyIndex,
-        now_unix: i64,
+        call: &KeysCall<'_>,
     ) -> Result<Answer, KeysError> {
         let store = self.writable()?;
-        let req = CreateKey::parse(body, now_unix)?;
-        let tenant = match (req.tenant, &caller.tenant) {
+        let req = CreateKey::parse(body, call.now_unix)?;
+        let tenant = match (req.tenant, &call.caller.tenant) {
             (Some(t), Some(own)) if &t != own => return Err(KeysError::NotFound),
             (Some(t), _) => t,
             (None, Some(own)) => own.clone(),
@@ -270,9 +278,9 @@ impl Keys {
                 .into())
             }
         };
-        caller.may_grant(&req.roles)?;
+        call.caller.may_grant(&req.roles)?;
         let mut id = new_id();
-        while config.has_id(&id) {
+        while call.config.has_id(&id) {
             id = new_id();
         }
         let answer = NewSecret {
@@ -280,7 +288,7 @@ impl Keys {
             idempotency_id: "",
             status: 201,
         };
-        self.write_new_secret(store, &id, caller, &idem, answer, now_unix, |digest| {
+        self.write_new_secret(store, &id, &idem, answer, call, |digest| {
             Operation::Create(Box::new(NewKey {
                 id: id.clone(),
                 digest,
@@ -299,26 +307,22 @@ impl Keys {
         &self,
         id: &str,
         body: &[u8],
-        caller: &Caller,
         idem: IdempotencyRequest<'_>,
-        config: &KeyIndex,
-        now_unix: i64,
+        call: &KeysCall<'_>,
     ) -> Result<Answer, KeysError> {
-        Self::not_config(config, id, caller)?;
+        Self::not_config(call.config, id, call.caller)?;
         let req = RotateKey::parse(body)?;
         let store = self.writable()?;
-        let key = self.visible(store, id, caller).await?;
-        caller.may_grant(&key.roles)?;
+        let key = self.visible(store, id, call.caller).await?;
+        call.caller.may_grant(&key.roles)?;
         let answer = NewSecret {
             operation: "rotate",
             idempotency_id: id,
             status: 200,
         };
-        self.write_new_secret(store, id, caller, &idem, answer, now_unix, |digest| {
-            Operation::Rotate {
-                digest,
-                grace_seconds: req.grace_seconds,
-            }
+        self.write_new_secret(store, id, &idem, answer, call, |digest| Operation::Rotate {
+            digest,
+            grace_seconds: req.grace_seconds,
         })
         .await
     }
@@ -326,19 +330,18 @@ impl Keys {
     /// Writes an operation that gives the key a new secret (create,
     /// rotate) and answers with the secret, once, or replays the stored
     /// answer of an earlier request with the same `Idempotency-Key`.
-    #[allow(clippy::too_many_arguments)]
     async fn write_new_secret(
         &self,
         store: &KeyStore,
         id: &str,
-        caller: &Caller,
         idem: &IdempotencyRequest<'_>,
         answer: NewSecret<'_>,
-        now_unix: i64,
+        call: &KeysCall<'_>,
         operation: impl FnOnce(KeyDigest) -> Operation,
     ) -> Result<Answer, KeysError> {
+        let now_unix = call.now_unix;
         let (secret, _) = generate_key();
-        let idempotent = Self::idempotent(caller, idem, &answer, &secret, now_unix)?;
+        let idempotent = Self::idempotent(call.caller, idem, &answer, &secret, now_unix)?;
         let op = operation(digest(&secret));
         let written = store.write(id, op, idempotent.clone(), now_unix).await?;
         self.finish(
@@ -354,36 +357,32 @@ impl Keys {
         &self,
         id: &str,
         body: &[u8],
-        caller: &Caller,
-        config: &KeyIndex,
-        now_unix: i64,
+        call: &KeysCall<'_>,
     ) -> Result<StoredKey, KeysError> {
-        Self::not_config(config, id, caller)?;
-        let patch = PatchKey::parse(body, now_unix)?;
+        Self::not_config(call.config, id, call.caller)?;
+        let patch = PatchKey::parse(body, call.now_unix)?;
         if let Some(roles) = &patch.roles {
-            caller.may_grant(roles)?;
+            call.caller.may_grant(roles)?;
         }
         let store = self.writable()?;
-        let key = self.visible(store, id, caller).await?;
-        caller.may_grant(&key.roles)?;
+        let key = self.visible(store, id, call.caller).await?;
+        call.caller.may_grant(&key.roles)?;
         self.written(
             store
-                .write(id, Operation::Patch(Box::new(patch)), None, now_unix)
+                .write(id, Operation::Patch(Box::new(patch)), None, call.now_unix)
                 .await?,
         )
     }
 
-    pub async fn revoke(
-        &self,
-        id: &str,
-        caller: &Caller,
-        config: &KeyIndex,
-        now_unix: i64,
-    ) -> Result<StoredKey, KeysError> {
-        Self::not_config(config, id, caller)?;
+    pub async fn revoke(&self, id: &str, call: &KeysCall<'_>) -> Result<StoredKey, KeysError> {
+        Self::not_config(call.config, id, call.caller)?;
         let store = self.writable()?;
-        self.visible(store, id, caller).await?;
-        self.written(store.write(id, Operation::Revoke, None, now_unix).await?)
+        self.visible(store, id, call.caller).await?;
+        self.written(
+            store
+                .write(id, Operation::Revoke, None, call.now_unix)
+                .await?,
+        )
     }
 
     fn written(&self, written: Written) -> Result<StoredKey, KeysError> {
@@ -396,21 +395,16 @@ impl Keys {
         }
     }
 
-    pub async fn get(
-        &self,
-        id: &str,
-        caller: &Caller,
-        config: &KeyIndex,
-    ) -> Result<Value, KeysError> {
-        if let Some(v) = Self::config_key(config, id, caller) {
+    pub async fn get(&self, id: &str, call: &KeysCall<'_>) -> Result<Value, KeysError> {
+        if let Some(v) = Self::config_key(call.config, id, call.caller) {
             return Ok(v);
         }
-        if config.has_id(id) {
+        if call.config.has_id(id) {
             return Err(KeysError::NotFound);
         }
         let store = self.store.as_ref().ok_or(KeysError::NotFound)?;
-        let key = self.visible(store, id, caller).await?;
-        Ok(key.to_json(crate::sys::clock::unix_secs()))
+        let key = self.visible(store, id, call.caller).await?;
+        Ok(key.to_json(call.now_unix))
     }
 
     /// One page of the file's keys and the stored ones, merged in id
@@ -418,8 +412,7 @@ impl Keys {
     pub async fn list(
         &self,
         pairs: &[(String, String)],
-        caller: &Caller,
-        config: &KeyIndex,
+        call: &KeysCall<'_>,
     ) -> Result<Value, KeysError> {
         let mut q = ListQuery {
             limit: PAGE,
@@ -445,14 +438,15 @@ impl Keys {
                 _ => return Err(field("unknown parameter (tenant, user, cursor, limit)").into()),
             }
         }
-        if let Some(own) = &caller.tenant {
+        if let Some(own) = &call.caller.tenant {
             match &q.tenant {
                 Some(t) if t != own => return Ok(json!({"keys": [], "next_cursor": null})),
                 _ => q.tenant = Some(own.clone()),
             }
         }
-        let now = crate::sys::clock::unix_secs();
-        let mut from_file: Vec<(String, Value)> = config
+        let now = call.now_unix;
+        let mut from_file: Vec<(String, Value)> = call
+            .config
             .entries()
             .into_iter()
             .filter(|e| q.tenant.as_ref().is_none_or(|t| &e.identity.tenant == t))
