@@ -31,19 +31,16 @@ fn config(llm: &Backend, backup: &Backend) -> ConfigBuilder {
         .route(Route::http("tickets", "/api/v1/tickets/**", &["GET"], "support").roles(&["agent"]))
 }
 
-fn usage_of_key(gw: &Gateway, key: &str) -> reqwest::blocking::Response {
-    client()
-        .get(gw.admin_url(&format!("/admin/usage?key={key}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
+/// Fresh `llm` and `backup` backends (they stop when dropped) and `config`
+/// on them, bob's key with the policy fields `bob`.
+fn config_with_bob(bob: Value) -> (Backend, Backend, ConfigBuilder) {
+    let (llm, backup) = (Backend::start(), Backend::start());
+    let config = config(&llm, &backup).key_fields("bob-1", bob);
+    (llm, backup, config)
 }
 
-/// `tollgate_shadow_refusals_total{code}` (0 when not yet counted).
-fn shadow_count(gw: &Gateway, code: &str) -> f64 {
-    gw.metric(&format!(
-        "tollgate_shadow_refusals_total{{code=\"{code}\"}}"
-    ))
+fn usage_of_key(gw: &Gateway, key: &str) -> reqwest::blocking::Response {
+    gw.admin_get(&format!("/admin/usage?key={key}"))
 }
 
 /// Fixed windows are UTC minutes: start a rate test early in one.
@@ -56,12 +53,9 @@ fn away_from_minute_edge() {
 
 #[test]
 fn an_allow_list_refuses_other_models_on_every_api_and_skips_fallbacks_outside_it() {
-    let (llm, backup) = (Backend::start(), Backend::start());
-    let gw = config(&llm, &backup)
-        .key_fields(
-            "bob-1",
-            json!({"models": ["gpt", "claude-via-chat", "gpt-first"]}),
-        )
+    let (llm, backup, config) =
+        config_with_bob(json!({"models": ["gpt", "claude-via-chat", "gpt-first"]}));
+    let gw = config
         .key_fields("alice-1", json!({"models": ["gpt-first", "claude-second"]}))
         .start();
     let hello = |model: &str| user_says(model, "hello");
@@ -134,10 +128,9 @@ fn an_allow_list_refuses_other_models_on_every_api_and_skips_fallbacks_outside_i
 
 #[test]
 fn a_keys_own_rate_refuses_with_headers_apart_from_its_users_other_keys() {
-    let (llm, backup) = (Backend::start(), Backend::start());
-    let gw = config(&llm, &backup)
-        .key_fields("bob-1", json!({"rate_limit": {"requests_per_minute": 3}}))
-        .start();
+    let (_llm, _backup, config) =
+        config_with_bob(json!({"rate_limit": {"requests_per_minute": 3}}));
+    let gw = config.start();
     away_from_minute_edge();
     for n in 1..=3 {
         let resp = gw.get("/api/v1/tickets/1", BOB_KEY);
@@ -161,13 +154,7 @@ fn a_keys_own_rate_refuses_with_headers_apart_from_its_users_other_keys() {
         .unwrap()
         .starts_with("\"key\";r=0;t="));
     let body = assert_error!(resp, 429, "rate_limited");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("for key bob-1"),
-        "{body}"
-    );
+    assert_message_has(&body, "for key bob-1");
     // LLM calls count on the same counter.
     assert_error!(
         chat(&gw, BOB_KEY, &user_says("gpt", "hi"), &[]),
@@ -186,16 +173,11 @@ fn a_keys_own_rate_refuses_with_headers_apart_from_its_users_other_keys() {
 
 #[test]
 fn shadow_key_limits_serve_count_and_log() {
-    let (llm, backup) = (Backend::start(), Backend::start());
-    let gw = config(&llm, &backup)
-        .key_fields(
-            "bob-1",
-            json!({
-                "rate_limit": {"requests_per_minute": 1, "enforce": false},
-                "budgets": {"tokens_per_day": 30, "enforce": false},
-            }),
-        )
-        .start();
+    let (_llm, _backup, config) = config_with_bob(json!({
+        "rate_limit": {"requests_per_minute": 1, "enforce": false},
+        "budgets": {"tokens_per_day": 30, "enforce": false},
+    }));
+    let gw = config.start();
     away_from_minute_edge();
     for n in 1..=3 {
         let resp = chat(&gw, BOB_KEY, &user_says("gpt", "hello"), &[]);
@@ -203,8 +185,8 @@ fn shadow_key_limits_serve_count_and_log() {
         // A shadow limit sends no headers of its own.
         assert_ne!(resp.headers()["ratelimit-policy"], "\"key\";q=1;w=60");
     }
-    assert_eq!(shadow_count(&gw, "rate_limited"), 2.0);
-    assert!(shadow_count(&gw, "token_budget_exceeded") >= 1.0);
+    assert_eq!(gw.shadow_refusals("rate_limited"), 2.0);
+    assert!(gw.shadow_refusals("token_budget_exceeded") >= 1.0);
     assert_eq!(
         gw.metric("tollgate_rejections_total{code=\"rate_limited\"}"),
         0.0
@@ -237,22 +219,15 @@ fn spend_until_refused(gws: &[&Gateway], key: &str) -> (reqwest::blocking::Respo
 
 #[test]
 fn a_keys_token_budget_and_scope_key_usd_budget_refuse_that_key_only() {
-    let (llm, backup) = (Backend::start(), Backend::start());
     // scope: key gives every key $0.001 a month (gpt: ~$0.00006 a call);
     // bob's own token budget replaces none of its fields but adds a day's.
-    let gw = config(&llm, &backup)
+    let (_llm, _backup, config) = config_with_bob(json!({"budgets": {"tokens_per_day": 500}}));
+    let gw = config
         .budget(Budget::scope("key").usd_per_month(0.001))
-        .key_fields("bob-1", json!({"budgets": {"tokens_per_day": 500}}))
         .start();
     let (resp, served) = spend_until_refused(&[&gw], BOB_KEY);
     let body = assert_error!(resp, 429, "token_budget_exceeded");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("for key bob-1"),
-        "{body}"
-    );
+    assert_message_has(&body, "for key bob-1");
     assert!((2..=5).contains(&served), "{served} served");
     // The key's usage: its windows, its limits.
     let usage: Value = usage_of_key(&gw, "bob-1").json().unwrap();
@@ -263,22 +238,11 @@ fn a_keys_token_budget_and_scope_key_usd_budget_refuse_that_key_only() {
     // Bob's other key has its own (scope: key) budget: USD runs out first.
     let (resp, served) = spend_until_refused(&[&gw], BOB_SPARE_KEY);
     let body = assert_error!(resp, 429, "usd_budget_exceeded");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("for key bob-2"),
-        "{body}"
-    );
+    assert_message_has(&body, "for key bob-2");
     assert!(served >= 5, "{served} served");
     // Unknown key: 404; no key at all: 400.
     assert_eq!(usage_of_key(&gw, "nobody").status(), 404);
-    let resp = client()
-        .get(gw.admin_url("/admin/usage"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(gw.admin_get("/admin/usage").status(), 400);
 }
 
 #[test]
@@ -286,13 +250,11 @@ fn a_keys_rate_and_budgets_are_shared_by_two_instances_in_redis_mode() {
     let Some(redis) = Redis::start() else {
         return;
     };
-    let (llm, backup) = (Backend::start(), Backend::start());
-    let template = config(&llm, &backup)
-        .key_fields(
-            "bob-1",
-            json!({"rate_limit": {"requests_per_minute": 4},
-                   "budgets": {"tokens_per_day": 100000}}),
-        )
+    let (_llm, _backup, config) = config_with_bob(json!({
+        "rate_limit": {"requests_per_minute": 4},
+        "budgets": {"tokens_per_day": 100000},
+    }));
+    let template = config
         .key_fields(
             "alice-1",
             json!({"budgets": {"tokens_per_day": 600, "usd_per_month": 1.0}}),

@@ -58,6 +58,21 @@ fn create_as(gw: &Gateway, token: &str, body: Value) -> (u16, Value) {
     )
 }
 
+/// Asserts that creating a key in `tenant` with `token` is refused with
+/// `(status, error code)`.
+fn assert_create_refused(gw: &Gateway, token: &str, tenant: &str, refusal: (u16, &str)) {
+    let (status, v) = create_as(
+        gw,
+        token,
+        json!({"user": "x", "tenant": tenant, "roles": []}),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str().unwrap_or("")),
+        refusal,
+        "{v}"
+    );
+}
+
 /// Creates a key (full token) and returns `(id, secret)`.
 fn create(gw: &Gateway, user: &str, tenant: &str) -> (String, String) {
     let (status, v) = create_as(
@@ -140,27 +155,37 @@ fn ids(listing: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn postgres_and_redis() -> Option<(Postgres, Redis)> {
-    let pg = Postgres::start()?;
-    let redis = Redis::start()?;
-    Some((pg, redis))
+/// What the instances of a cluster share: one PostgreSQL ledger, one Redis
+/// and one mock backend (all stop when dropped).
+struct Shared {
+    pg: Postgres,
+    _redis: Redis,
+    _backend: Backend,
 }
 
-/// Two instances on one PostgreSQL ledger and one Redis.
-fn cluster_template(backend: &Backend, pg: &Postgres, redis: &Redis) -> String {
-    builder(backend)
+/// The shared servers and the config of an instance on them; None
+/// (skipped) when PostgreSQL or redis-server is not installed.
+fn cluster() -> Option<(Shared, String)> {
+    let pg = Postgres::start()?;
+    let redis = Redis::start()?;
+    let backend = Backend::start();
+    let template = builder(&backend)
         .redis(&format!("redis://127.0.0.1:{}/0", redis.port))
         .postgres_ledger(&pg.url())
-        .render()
+        .render();
+    let shared = Shared {
+        pg,
+        _redis: redis,
+        _backend: backend,
+    };
+    Some((shared, template))
 }
 
 #[test]
 fn keys_made_on_one_instance_work_on_every_instance_within_a_second() {
-    let Some((pg, redis)) = postgres_and_redis() else {
+    let Some((shared, template)) = cluster() else {
         return;
     };
-    let backend = Backend::start();
-    let template = cluster_template(&backend, &pg, &redis);
     let (a, mut b) = (Gateway::start(&template), Gateway::start(&template));
 
     // Create on A: at once on A, within a second on B.
@@ -195,14 +220,18 @@ fn keys_made_on_one_instance_work_on_every_instance_within_a_second() {
     let key_ids = poll_until(
         Duration::from_secs(10),
         || {
-            pg.try_psql(&format!("SELECT count(*) FROM usage WHERE key_id = '{id}'"))
+            shared
+                .pg
+                .try_psql(&format!("SELECT count(*) FROM usage WHERE key_id = '{id}'"))
                 .unwrap_or_default()
         },
         |n| n == "2",
     );
     assert_eq!(key_ids, "2", "usage of both secrets under {id}");
     assert_eq!(
-        pg.psql("SELECT count(DISTINCT key_id) FROM usage WHERE user_id = 'dana'"),
+        shared
+            .pg
+            .psql("SELECT count(DISTINCT key_id) FROM usage WHERE user_id = 'dana'"),
         "1"
     );
 
@@ -264,11 +293,9 @@ fn keys_made_on_one_instance_work_on_every_instance_within_a_second() {
 
 #[test]
 fn a_keys_own_policy_is_enforced_on_every_instance() {
-    let Some((pg, redis)) = postgres_and_redis() else {
+    let Some((_shared, template)) = cluster() else {
         return;
     };
-    let backend = Backend::start();
-    let template = cluster_template(&backend, &pg, &redis);
     let (a, b) = (Gateway::start(&template), Gateway::start(&template));
     let (status, v) = create_as(
         &a,
@@ -380,16 +407,7 @@ fn with_postgres_down_keys_keep_working_and_changes_are_refused_whole() {
         200,
         "existing key works with PostgreSQL down"
     );
-    let (status, v) = create_as(
-        &gw,
-        ADMIN_TOKEN,
-        json!({"user": "x", "tenant": "acme", "roles": []}),
-    );
-    assert_eq!(
-        (status, v["error"]["code"].clone()),
-        (503, json!("store_unavailable")),
-        "{v}"
-    );
+    assert_create_refused(&gw, ADMIN_TOKEN, "acme", (503, "store_unavailable"));
     let r = admin(
         &gw,
         Method::POST,
@@ -423,15 +441,7 @@ fn tenant_tokens_see_and_manage_only_their_tenant() {
     assert_eq!(status, 201, "{mine}");
     assert_eq!(mine["tenant"], "acme");
     let mine_id = mine["id"].as_str().unwrap();
-    let (status, v) = create_as(
-        &gw,
-        ACME_TOKEN,
-        json!({"user": "x", "tenant": "globex", "roles": []}),
-    );
-    assert_eq!(
-        (status, v["error"]["code"].clone()),
-        (404, json!("not_found"))
-    );
+    assert_create_refused(&gw, ACME_TOKEN, "globex", (404, "not_found"));
 
     let (_, acme_list) = list(&gw, ACME_TOKEN, "");
     let acme_ids = ids(&acme_list);
@@ -782,16 +792,7 @@ fn per_instance_ledgers_in_a_redis_cluster_refuse_the_keys_api() {
     let gw = builder(&backend)
         .redis(&format!("redis://127.0.0.1:{}/0", redis.port))
         .start();
-    let (status, v) = create_as(
-        &gw,
-        ADMIN_TOKEN,
-        json!({"user": "u", "tenant": "acme", "roles": []}),
-    );
-    assert_eq!(
-        (status, v["error"]["code"].clone()),
-        (409, json!("shared_ledger_required")),
-        "{v}"
-    );
+    assert_create_refused(&gw, ADMIN_TOKEN, "acme", (409, "shared_ledger_required"));
     // The file's keys are still listed.
     let (status, listing) = list(&gw, ADMIN_TOKEN, "");
     assert_eq!(status, 200);

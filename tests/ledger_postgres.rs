@@ -470,81 +470,31 @@ fn check_warns_when_redis_counters_meet_a_per_instance_ledger() {
     }
 }
 
-#[test]
-fn redis_restarted_empty_mid_day_the_daily_budget_still_holds() {
-    let Some((mut redis, pg)) = servers() else {
-        return;
-    };
+/// Two instances of `configure`'s config with the ledger in PostgreSQL
+/// spend about half of a 2,000-token day as `key` (8 calls of ~110 tokens),
+/// Redis restarts without its data (no persistence), then they spend until
+/// refused: the budget must still hold, rebuilt from the ledger. Asserts
+/// every call landed once and that what `spent_sql` sums stayed within the
+/// 2,000 tokens, refused no earlier than 1,500; returns the refusal's body.
+/// None (skipped) when a server is not installed.
+fn spend_a_day_across_a_redis_restart(
+    configure: impl FnOnce(&Backend, &Redis) -> ConfigBuilder,
+    key: &str,
+    spent_sql: &str,
+) -> Option<Value> {
+    let (mut redis, pg) = servers()?;
     let backend = Backend::start();
-    let template = with_ledger(builder(&backend, &redis, 2000), &pg.url(), "");
-    let (a, b) = (Gateway::start(&template), Gateway::start(&template));
-    // ~110 tokens a call: 8 calls, about half the day's 2,000.
-    let full = [("x-mock-completion-tokens", "100")];
-    for i in 0..8 {
-        let gw = if i % 2 == 0 { &a } else { &b };
-        assert_eq!(chat_with(gw, BOB_KEY, "m", &full), 200);
-    }
-    assert_all_rows_once(&pg, 8);
-    let before = pg_count(
-        &pg,
-        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage",
-    );
-    assert!((800..1200).contains(&before), "{before}");
-
-    // Redis restarts without its data (no persistence).
-    redis.kill();
-    redis.restart();
-    std::thread::sleep(Duration::from_millis(500));
-    let mut served = 8;
-    let mut refused = false;
-    for i in 0..40 {
-        let gw = if i % 2 == 0 { &a } else { &b };
-        match chat_with(gw, BOB_KEY, "m", &full) {
-            200 => served += 1,
-            429 => {
-                refused = true;
-                break;
-            }
-            other => panic!("call {i} after the restart: {other}"),
-        }
-    }
-    assert!(refused, "the budget never ran out after the restart");
-    assert_all_rows_once(&pg, served);
-    let spent = pg_count(
-        &pg,
-        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage",
-    );
-    assert!(
-        spent <= 2000,
-        "{spent} tokens spent on a 2,000-token budget"
-    );
-    assert!(spent > 1500, "{spent}: the budget refused too early");
-}
-
-#[test]
-fn redis_restarted_empty_mid_day_a_keys_budget_is_rebuilt_from_the_ledger() {
-    let Some((mut redis, pg)) = servers() else {
-        return;
-    };
-    let backend = Backend::start();
-    // The user may spend plenty; the key 2,000 tokens a day.
-    let keyed = builder(&backend, &redis, 1_000_000)
-        .key_fields("alice-1", json!({"budgets": {"tokens_per_day": 2000}}));
-    let template = with_ledger(keyed, &pg.url(), "");
+    let template = with_ledger(configure(&backend, &redis), &pg.url(), "");
     let (a, b) = (Gateway::start(&template), Gateway::start(&template));
     let full = [("x-mock-completion-tokens", "100")];
     for i in 0..8 {
         let gw = if i % 2 == 0 { &a } else { &b };
-        assert_eq!(chat_with(gw, ALICE_KEY, "m", &full), 200);
+        assert_eq!(chat_with(gw, key, "m", &full), 200);
     }
     assert_all_rows_once(&pg, 8);
-    let key_tokens =
-        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage WHERE key_id = 'alice-1'";
-    let before = pg_count(&pg, key_tokens);
+    let before = pg_count(&pg, spent_sql);
     assert!((800..1200).contains(&before), "{before}");
 
-    // Redis restarts without its data: the key's windows come back from
-    // the ledger rows carrying its id.
     redis.kill();
     redis.restart();
     std::thread::sleep(Duration::from_millis(500));
@@ -552,13 +502,13 @@ fn redis_restarted_empty_mid_day_a_keys_budget_is_rebuilt_from_the_ledger() {
     let mut refusal = None;
     for i in 0..40 {
         let gw = if i % 2 == 0 { &a } else { &b };
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .header("X-API-Key", ALICE_KEY)
-            .header(full[0].0, full[0].1)
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "How do I reset my password?"}]}))
-            .send()
-            .unwrap();
+        let resp = post(
+            gw,
+            "/v1/chat/completions",
+            key,
+            &chat_body("m", json!({})),
+            &full,
+        );
         match resp.status().as_u16() {
             200 => served += 1,
             429 => {
@@ -568,20 +518,43 @@ fn redis_restarted_empty_mid_day_a_keys_budget_is_rebuilt_from_the_ledger() {
             other => panic!("call {i} after the restart: {other}"),
         }
     }
-    let refusal = refusal.expect("the key's budget never ran out after the restart");
-    assert_eq!(refusal["error"]["code"], "token_budget_exceeded");
-    assert!(
-        refusal["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("for key alice-1"),
-        "{refusal}"
-    );
+    let refusal = refusal.expect("the budget never ran out after the restart");
     assert_all_rows_once(&pg, served);
-    let spent = pg_count(&pg, key_tokens);
+    let spent = pg_count(&pg, spent_sql);
     assert!(
         spent <= 2000,
-        "{spent} tokens spent on a 2,000-token key budget"
+        "{spent} tokens spent on a 2,000-token budget"
     );
     assert!(spent > 1500, "{spent}: the budget refused too early");
+    Some(refusal)
+}
+
+#[test]
+fn redis_restarted_empty_mid_day_the_daily_budget_still_holds() {
+    let Some(refusal) = spend_a_day_across_a_redis_restart(
+        |backend, redis| builder(backend, redis, 2000),
+        BOB_KEY,
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage",
+    ) else {
+        return;
+    };
+    assert_eq!(refusal["error"]["code"], "token_budget_exceeded");
+}
+
+/// The key's windows come back from the ledger rows carrying its id.
+#[test]
+fn redis_restarted_empty_mid_day_a_keys_budget_is_rebuilt_from_the_ledger() {
+    // The user may spend plenty; the key 2,000 tokens a day.
+    let Some(refusal) = spend_a_day_across_a_redis_restart(
+        |backend, redis| {
+            builder(backend, redis, 1_000_000)
+                .key_fields("alice-1", json!({"budgets": {"tokens_per_day": 2000}}))
+        },
+        ALICE_KEY,
+        "SELECT SUM(prompt_tokens + completion_tokens) FROM usage WHERE key_id = 'alice-1'",
+    ) else {
+        return;
+    };
+    assert_eq!(refusal["error"]["code"], "token_budget_exceeded");
+    assert_message_has(&refusal, "for key alice-1");
 }

@@ -392,6 +392,16 @@ impl Counters {
     }
 }
 
+/// Runs `test` once per counter store (local, and redis when installed) on
+/// a gateway of `config` with that store; `test` gets the store's name, for
+/// its messages, and the gateway.
+fn on_each_store(config: impl Fn() -> ConfigBuilder, mut test: impl FnMut(&str, &Gateway)) {
+    for counters in Counters::all() {
+        let gw = counters.apply(config()).start();
+        test(counters.name(), &gw);
+    }
+}
+
 /// Settled (tokens, micro-USD) of one conversation in the ledger.
 fn conversation_spend(gw: &Gateway, tenant: &str, conversation: &str) -> (i64, i64) {
     let conn = rusqlite::Connection::open(gw.dir.path().join("usage.db")).unwrap();
@@ -422,48 +432,46 @@ fn pricey_call(gw: &Gateway, key: &str, conversation: &str) -> reqwest::blocking
 #[test]
 fn a_conversation_budget_refuses_the_call_that_would_pass_it() {
     let llm = Backend::start();
-    for counters in Counters::all() {
-        let mode = counters.name();
-        let gw = counters
-            .apply(pricey(&llm.addr))
-            .budget(Budget::scope("conversation").usd_per_day(0.5))
-            .start();
-        let mut served = 0;
-        let refusal = loop {
-            let resp = pricey_call(&gw, BOB_KEY, "c-1");
-            if resp.status() != 200 {
-                break resp;
-            }
-            served += 1;
-            assert!(served < 40, "{mode}: never refused");
-            // Settled before the next call reserves.
-            wait_rows(&gw, served);
-        };
-        let retry_after = retry_after(&refusal);
-        let body = assert_error!(refusal, 429, "usd_budget_exceeded", "{mode}");
-        let message = body["error"]["message"].as_str().unwrap();
-        assert_eq!(
-            message, "daily budget of $0.50 exhausted for conversation c-1",
-            "{mode}"
-        );
-        assert!((1..=86_400).contains(&retry_after), "{mode}: {retry_after}");
-        let (_, spent) = conversation_spend(&gw, "acme", "c-1");
-        assert!(
-            served >= 3 && spent <= 500_000,
-            "{mode}: {served} calls, {spent}"
-        );
-        // Another conversation, the same id in another tenant, and a call
-        // without a conversation are not affected.
-        assert_eq!(pricey_call(&gw, ALICE_KEY, "c-2").status(), 200, "{mode}");
-        assert_eq!(pricey_call(&gw, ROOT_KEY, "c-1").status(), 200, "{mode}");
-        assert_eq!(
-            chat(&gw, BOB_KEY, &chat_body("pricey", json!({})), &[]).status(),
-            200,
-            "{mode}"
-        );
-        // alice in the same tenant and conversation is refused too.
-        assert_eq!(pricey_call(&gw, ALICE_KEY, "c-1").status(), 429, "{mode}");
-    }
+    on_each_store(
+        || pricey(&llm.addr).budget(Budget::scope("conversation").usd_per_day(0.5)),
+        |mode, gw| {
+            let mut served = 0;
+            let refusal = loop {
+                let resp = pricey_call(gw, BOB_KEY, "c-1");
+                if resp.status() != 200 {
+                    break resp;
+                }
+                served += 1;
+                assert!(served < 40, "{mode}: never refused");
+                // Settled before the next call reserves.
+                wait_rows(gw, served);
+            };
+            let retry_after = retry_after(&refusal);
+            let body = assert_error!(refusal, 429, "usd_budget_exceeded", "{mode}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert_eq!(
+                message, "daily budget of $0.50 exhausted for conversation c-1",
+                "{mode}"
+            );
+            assert!((1..=86_400).contains(&retry_after), "{mode}: {retry_after}");
+            let (_, spent) = conversation_spend(gw, "acme", "c-1");
+            assert!(
+                served >= 3 && spent <= 500_000,
+                "{mode}: {served} calls, {spent}"
+            );
+            // Another conversation, the same id in another tenant, and a call
+            // without a conversation are not affected.
+            assert_eq!(pricey_call(gw, ALICE_KEY, "c-2").status(), 200, "{mode}");
+            assert_eq!(pricey_call(gw, ROOT_KEY, "c-1").status(), 200, "{mode}");
+            assert_eq!(
+                chat(gw, BOB_KEY, &chat_body("pricey", json!({})), &[]).status(),
+                200,
+                "{mode}"
+            );
+            // alice in the same tenant and conversation is refused too.
+            assert_eq!(pricey_call(gw, ALICE_KEY, "c-1").status(), 429, "{mode}");
+        },
+    );
 }
 
 /// Waits for `n` rows in the gateway's ledger.
@@ -474,49 +482,47 @@ fn wait_rows(gw: &Gateway, n: usize) {
 #[test]
 fn twenty_concurrent_calls_in_one_conversation_never_overspend_it() {
     let llm = Backend::start();
-    for counters in Counters::all() {
-        let mode = counters.name();
-        let limit = 1_000;
-        let gw = counters
-            .apply(money(&llm.addr))
-            .budget(Budget::scope("conversation").tokens_per_day(limit))
-            .start();
-        // Streams paced at 20 ms a token: the 20 calls overlap.
-        let body = chat_body("m", json!({"stream": true}));
-        let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
-            let calls: Vec<_> = (0..20)
-                .map(|i| {
-                    let (gw, body) = (&gw, &body);
-                    s.spawn(move || {
-                        let key = if i % 2 == 0 { BOB_KEY } else { ALICE_KEY };
-                        let resp = chat(
-                            gw,
-                            key,
-                            body,
-                            &[(CONVERSATION, "c-1"), ("x-mock-chunk-delay-ms", "20")],
-                        );
-                        let status = resp.status().as_u16();
-                        (status, resp.text().unwrap_or_default())
+    let limit = 1_000;
+    on_each_store(
+        || money(&llm.addr).budget(Budget::scope("conversation").tokens_per_day(limit)),
+        |mode, gw| {
+            // Streams paced at 20 ms a token: the 20 calls overlap.
+            let body = chat_body("m", json!({"stream": true}));
+            let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+                let calls: Vec<_> = (0..20)
+                    .map(|i| {
+                        let body = &body;
+                        s.spawn(move || {
+                            let key = if i % 2 == 0 { BOB_KEY } else { ALICE_KEY };
+                            let resp = chat(
+                                gw,
+                                key,
+                                body,
+                                &[(CONVERSATION, "c-1"), ("x-mock-chunk-delay-ms", "20")],
+                            );
+                            let status = resp.status().as_u16();
+                            (status, resp.text().unwrap_or_default())
+                        })
                     })
-                })
-                .collect();
-            calls.into_iter().map(|c| c.join().unwrap()).collect()
-        });
-        let served = statuses.iter().filter(|(s, _)| *s == 200).count();
-        for (status, text) in &statuses {
-            assert!(
-                *status == 200
-                    || (*status == 429
-                        && text.contains("token_budget_exceeded")
-                        && text.contains("conversation c-1")),
-                "{mode}: {status} {text}"
-            );
-        }
-        assert!((1..20).contains(&served), "{mode}: {served} served");
-        wait_rows(&gw, served);
-        let (tokens, _) = conversation_spend(&gw, "acme", "c-1");
-        assert!(tokens <= limit as i64, "{mode}: spent {tokens} of {limit}");
-    }
+                    .collect();
+                calls.into_iter().map(|c| c.join().unwrap()).collect()
+            });
+            let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+            for (status, text) in &statuses {
+                assert!(
+                    *status == 200
+                        || (*status == 429
+                            && text.contains("token_budget_exceeded")
+                            && text.contains("conversation c-1")),
+                    "{mode}: {status} {text}"
+                );
+            }
+            assert!((1..20).contains(&served), "{mode}: {served} served");
+            wait_rows(gw, served);
+            let (tokens, _) = conversation_spend(gw, "acme", "c-1");
+            assert!(tokens <= limit as i64, "{mode}: spent {tokens} of {limit}");
+        },
+    );
 }
 
 #[test]
@@ -575,60 +581,54 @@ fn check_reports_misplaced_money_fields_with_their_location() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// `tollgate_shadow_refusals_total{code}` (0 when not yet counted).
-fn shadow_count(gw: &Gateway, code: &str) -> f64 {
-    gw.metric(&format!(
-        "tollgate_shadow_refusals_total{{code=\"{code}\"}}"
-    ))
-}
-
 #[test]
 fn a_shadow_conversation_budget_serves_counts_logs_and_still_settles() {
     let llm = Backend::start();
-    for counters in Counters::all() {
-        let mode = counters.name();
-        let gw = counters
-            .apply(pricey(&llm.addr))
-            .budget(
-                Budget::scope("conversation")
-                    .usd_per_day(0.2)
-                    .enforce(false),
-            )
-            .budget(Budget::scope("tenant").usd_per_month(1000.0))
-            .start();
-        let calls = 12;
-        for n in 1..=calls {
-            let resp = pricey_call(&gw, BOB_KEY, "c-1");
-            assert_eq!(resp.status(), 200, "{mode}: call {n}");
-            wait_rows(&gw, n);
-        }
-        // Real use went past the shadow limit: the counters show it all.
-        let (_, spent) = conversation_spend(&gw, "acme", "c-1");
-        assert!(spent > 200_000, "{mode}: {spent}");
-        let shadowed = shadow_count(&gw, "usd_budget_exceeded");
-        assert!(
-            shadowed >= 1.0 && shadowed < calls as f64,
-            "{mode}: {shadowed}"
-        );
-        // The access log names each call a limit would have refused.
-        let lines = poll_until(
-            Duration::from_secs(5),
-            || gw.access_log(),
-            |l| l.len() >= calls,
-        );
-        let logged = lines
-            .iter()
-            .filter(|l| l["shadow_refusal"] == "usd_budget_exceeded")
-            .count();
-        assert_eq!(logged as f64, shadowed, "{mode}");
-        assert!(lines.iter().all(|l| l["status"] == 200), "{mode}");
-        // Nothing was refused.
-        assert_eq!(
-            gw.metric("tollgate_rejections_total{code=\"usd_budget_exceeded\"}"),
-            0.0,
-            "{mode}"
-        );
-    }
+    on_each_store(
+        || {
+            pricey(&llm.addr)
+                .budget(
+                    Budget::scope("conversation")
+                        .usd_per_day(0.2)
+                        .enforce(false),
+                )
+                .budget(Budget::scope("tenant").usd_per_month(1000.0))
+        },
+        |mode, gw| {
+            let calls = 12;
+            for n in 1..=calls {
+                let resp = pricey_call(gw, BOB_KEY, "c-1");
+                assert_eq!(resp.status(), 200, "{mode}: call {n}");
+                wait_rows(gw, n);
+            }
+            // Real use went past the shadow limit: the counters show it all.
+            let (_, spent) = conversation_spend(gw, "acme", "c-1");
+            assert!(spent > 200_000, "{mode}: {spent}");
+            let shadowed = gw.shadow_refusals("usd_budget_exceeded");
+            assert!(
+                shadowed >= 1.0 && shadowed < calls as f64,
+                "{mode}: {shadowed}"
+            );
+            // The access log names each call a limit would have refused.
+            let lines = poll_until(
+                Duration::from_secs(5),
+                || gw.access_log(),
+                |l| l.len() >= calls,
+            );
+            let logged = lines
+                .iter()
+                .filter(|l| l["shadow_refusal"] == "usd_budget_exceeded")
+                .count();
+            assert_eq!(logged as f64, shadowed, "{mode}");
+            assert!(lines.iter().all(|l| l["status"] == 200), "{mode}");
+            // Nothing was refused.
+            assert_eq!(
+                gw.metric("tollgate_rejections_total{code=\"usd_budget_exceeded\"}"),
+                0.0,
+                "{mode}"
+            );
+        },
+    );
 }
 
 #[test]
@@ -668,7 +668,7 @@ fn shadow_rate_limits_serve_count_and_log() {
     // An enforced route limit still refuses.
     assert_eq!(gw.get("/api/v1/users/1", BOB_KEY).status(), 200);
     assert_error!(gw.get("/api/v1/users/1", BOB_KEY), 429, "rate_limited");
-    assert_eq!(shadow_count(&gw, "rate_limited"), 2.0 + 2.0);
+    assert_eq!(gw.shadow_refusals("rate_limited"), 2.0 + 2.0);
     let lines = poll_until(Duration::from_secs(5), || gw.access_log(), |l| l.len() >= 9);
     let shadowed: Vec<&str> = lines
         .iter()

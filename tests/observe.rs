@@ -308,11 +308,7 @@ fn seed_ledger(path: &std::path::Path) -> Vec<SeededRow> {
 }
 
 fn report(gw: &Gateway, query: &str) -> reqwest::blocking::Response {
-    client()
-        .get(gw.admin_url(&format!("/admin/usage/report?{query}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
+    gw.admin_get(&format!("/admin/usage/report?{query}"))
 }
 
 /// Expected totals per group key tuple, computed from the seeded rows.

@@ -16,18 +16,32 @@ use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The Chromium on PATH; `None`, saying the test is skipped, when there is
+/// none.
 fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
+    let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
         .flat_map(|name| {
             std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
                 .map(move |dir| dir.join(name))
                 .collect::<Vec<_>>()
         })
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    if found.is_none() {
+        skipped("no chromium on PATH (make test installs it: apt-get install chromium)");
+    }
+    found
 }
 
-fn config(llm: &str, store: &str) -> ConfigBuilder {
+/// A fresh usage store's path, in a directory that lives as long as the
+/// `TempDir` returned with it.
+fn usage_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.db");
+    (dir, store)
+}
+
+fn config(llm: &str, store: &std::path::Path) -> ConfigBuilder {
     ConfigBuilder::new()
         .threads(1)
         .keys(&[BOB])
@@ -35,7 +49,7 @@ fn config(llm: &str, store: &str) -> ConfigBuilder {
         .route(Route::llm("chat", "/v1/chat/completions").roles(&["agent"]))
         .model(Model::new("support-fast", "llm", 0.15, 0.60, 100))
         .budget(Budget::user().tokens_per_day(500_000).usd_per_month(50.0))
-        .store_path(store)
+        .store_path(&store.display().to_string())
 }
 
 /// Today and the two days before, UTC, with rows for two tenants, three
@@ -124,17 +138,78 @@ fn usd(micro: i64) -> String {
     format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
 }
 
+/// Runs a test's browser half on a runtime of its own: the blocking HTTP
+/// client of its set-up must not live inside the runtime.
+fn block_on<F: std::future::Future>(test: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test)
+}
+
+/// A headless Chromium with a throwaway profile, showing one page.
+struct Session {
+    browser: Browser,
+    events: tokio::task::JoinHandle<()>,
+    page: Page,
+    _profile: tempfile::TempDir,
+}
+
+impl Session {
+    /// Launches `chrome` in a 1280 × `height` window and loads `url`.
+    async fn open(chrome: &std::path::Path, url: &str, height: u32) -> Session {
+        let profile = tempfile::tempdir().unwrap();
+        let browser_config = BrowserConfig::builder()
+            .chrome_executable(chrome)
+            .no_sandbox()
+            .user_data_dir(profile.path())
+            .window_size(1280, height)
+            // A loaded CI machine can take a while to start a browser.
+            .launch_timeout(Duration::from_secs(90))
+            .request_timeout(Duration::from_secs(60))
+            .args([
+                "disable-gpu",
+                "disable-quic",
+                "no-first-run",
+                "disable-background-networking",
+                "disable-component-update",
+                "disable-sync",
+            ])
+            .build()
+            .unwrap();
+        let (browser, mut handler) = Browser::launch(browser_config)
+            .await
+            .unwrap_or_else(|e| panic!("launching {}: {e}", chrome.display()));
+        let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        let page = browser.new_page(url).await.unwrap();
+        page.wait_for_navigation().await.unwrap();
+        Session {
+            browser,
+            events,
+            page,
+            _profile: profile,
+        }
+    }
+
+    async fn close(mut self) {
+        self.browser.close().await.ok();
+        self.browser.wait().await.ok();
+        self.events.abort();
+    }
+}
+
 #[test]
 fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
     let Some(chrome) = chromium() else {
-        return skipped("no chromium on PATH (make test installs it: apt-get install chromium)");
+        return;
     };
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = store_dir.path().join("usage.db");
+    let (_store_dir, store) = usage_store();
     let expected = seed(&store);
     let conversations = seed_conversations(&store);
     let llm = Backend::start();
-    let gw = config(&llm.addr, &store.display().to_string()).start();
+    let gw = config(&llm.addr, &store).start();
     // Bob's remaining budget from the live counters (restored from the
     // ledger); nothing changes them during the test.
     let usage = usage_of(&gw, "bob");
@@ -143,13 +218,7 @@ fn usage_page_asks_for_the_token_then_shows_table_and_chart() {
         .unwrap()
         .to_string();
     assert_ne!(bob_left, "50.000000", "bob spent today");
-    // The blocking HTTP client above must not live inside the runtime.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(drive(
+    block_on(drive(
         &chrome,
         &gw.admin_url("/admin/ui/"),
         &expected,
@@ -165,50 +234,26 @@ async fn drive(
     conversations: &[(&str, &str, i64)],
     bob_left: &str,
 ) {
-    let profile = tempfile::tempdir().unwrap();
-    let browser_config = BrowserConfig::builder()
-        .chrome_executable(chrome)
-        .no_sandbox()
-        .user_data_dir(profile.path())
-        .window_size(1280, 900)
-        // A loaded CI machine can take a while to start a browser.
-        .launch_timeout(Duration::from_secs(90))
-        .request_timeout(Duration::from_secs(60))
-        .args([
-            "disable-gpu",
-            "disable-quic",
-            "no-first-run",
-            "disable-background-networking",
-            "disable-component-update",
-            "disable-sync",
-        ])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(browser_config)
-        .await
-        .unwrap_or_else(|e| panic!("launching {}: {e}", chrome.display()));
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-
-    let page = browser.new_page(page_url).await.unwrap();
-    page.wait_for_navigation().await.unwrap();
+    let session = Session::open(chrome, page_url, 900).await;
+    let page = &session.page;
     // No token yet: only the prompt, and no data.
     wait_true(
-        &page,
+        page,
         "document.readyState === 'complete' && !!document.getElementById('token')",
     )
     .await;
-    let login_shown: bool = eval(&page, "!document.getElementById('login').hidden").await;
-    let app_hidden: bool = eval(&page, "document.getElementById('app').hidden").await;
+    let login_shown: bool = eval(page, "!document.getElementById('login').hidden").await;
+    let app_hidden: bool = eval(page, "document.getElementById('app').hidden").await;
     let rows: u64 = eval(
-        &page,
+        page,
         "document.querySelectorAll('#usage-table tbody tr').length",
     )
     .await;
-    let bars: u64 = eval(&page, "document.querySelectorAll('#chart rect').length").await;
+    let bars: u64 = eval(page, "document.querySelectorAll('#chart rect').length").await;
     assert!(login_shown && app_hidden, "the token prompt shows first");
     assert_eq!((rows, bars), (0, 0), "no data without a token");
     // The token never appears in the URL.
-    let url: String = eval(&page, "location.href").await;
+    let url: String = eval(page, "location.href").await;
     assert!(!url.contains(ADMIN_TOKEN));
 
     // A wrong token is refused and the prompt comes back.
@@ -222,12 +267,12 @@ async fn drive(
         .await
         .unwrap();
     wait_true(
-        &page,
+        page,
         "document.getElementById('login-error').textContent.length > 0",
     )
     .await;
     let rows: u64 = eval(
-        &page,
+        page,
         "document.querySelectorAll('#usage-table tbody tr').length",
     )
     .await;
@@ -238,10 +283,10 @@ async fn drive(
     input.click().await.unwrap();
     input.type_str(ADMIN_TOKEN).await.unwrap();
     input.press_key("Enter").await.unwrap();
-    wait_true(&page, "document.body.dataset.loaded === 'true'").await;
+    wait_true(page, "document.body.dataset.loaded === 'true'").await;
 
     let table: Vec<Vec<String>> = eval(
-        &page,
+        page,
         "[...document.querySelectorAll('#usage-table tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
     )
     .await;
@@ -259,7 +304,7 @@ async fn drive(
 
     // Top conversations by cost; a client-chosen id is text, never markup.
     let top: Vec<Vec<String>> = eval(
-        &page,
+        page,
         "[...document.querySelectorAll('#conversation-table tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
     )
     .await;
@@ -270,7 +315,7 @@ async fn drive(
     let got: Vec<Vec<String>> = top.iter().map(|r| r[..3].to_vec()).collect();
     assert_eq!(got, want);
     let injected: bool = eval(
-        &page,
+        page,
         "!!document.querySelector('#conversation-table img') || window.pwned === 1",
     )
     .await;
@@ -279,7 +324,7 @@ async fn drive(
     // The chart: one bar segment per (day, model) with spend, heights in
     // proportion to the spend.
     let segments: Vec<(String, String, f64)> = eval(
-        &page,
+        page,
         "[...document.querySelectorAll('#chart svg rect.bar')].map(r => [r.dataset.day, r.dataset.model, parseFloat(r.dataset.usd)])",
     )
     .await;
@@ -289,16 +334,16 @@ async fn drive(
     let want_total: i64 = expected.iter().map(|u| u.2).sum();
     assert!((total - want_total as f64 / 1e6).abs() < 1e-6, "{total}");
     let legend: u64 = eval(
-        &page,
+        page,
         "document.querySelectorAll('#chart .legend span').length",
     )
     .await;
     assert_eq!(legend, 2);
 
     // The token lives in sessionStorage, never in the URL.
-    let stored: String = eval(&page, "sessionStorage.getItem('tollgate-admin-token')").await;
+    let stored: String = eval(page, "sessionStorage.getItem('tollgate-admin-token')").await;
     assert_eq!(stored, ADMIN_TOKEN);
-    let url: String = eval(&page, "location.href").await;
+    let url: String = eval(page, "location.href").await;
     assert!(!url.contains(ADMIN_TOKEN));
 
     // The screenshot in the README.
@@ -311,9 +356,7 @@ async fn drive(
         std::fs::write("conf/usage-page.png", &png).unwrap();
     }
 
-    browser.close().await.ok();
-    browser.wait().await.ok();
-    events.abort();
+    session.close().await;
 }
 
 /// A tenant-bound admin token (acme) for the Keys view.
@@ -379,12 +422,11 @@ async fn open_keys_view(page: &Page, token: &str) {
 #[test]
 fn keys_view_creates_shows_the_secret_once_rotates_revokes_and_a_tenant_token_sees_its_tenant() {
     let Some(chrome) = chromium() else {
-        return skipped("no chromium on PATH (make test installs it: apt-get install chromium)");
+        return;
     };
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = store_dir.path().join("usage.db");
+    let (_store_dir, store) = usage_store();
     let llm = Backend::start();
-    let gw = config(&llm.addr, &store.display().to_string())
+    let gw = config(&llm.addr, &store)
         .admin_tokens(&[("acme-admin", ACME_TOKEN, "acme")])
         .start();
     // Another tenant's key, made through the API with the full token.
@@ -397,12 +439,7 @@ fn keys_view_creates_shows_the_secret_once_rotates_revokes_and_a_tenant_token_se
         .json()
         .unwrap();
     let globex_id = globex["id"].as_str().unwrap().to_string();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(drive_keys(
+    block_on(drive_keys(
         &chrome,
         &gw.admin_url("/admin/ui/"),
         &gw.url("/v1/chat/completions"),
@@ -411,35 +448,13 @@ fn keys_view_creates_shows_the_secret_once_rotates_revokes_and_a_tenant_token_se
 }
 
 async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, globex_id: &str) {
-    let profile = tempfile::tempdir().unwrap();
-    let browser_config = BrowserConfig::builder()
-        .chrome_executable(chrome)
-        .no_sandbox()
-        .user_data_dir(profile.path())
-        .window_size(1280, 1400)
-        .launch_timeout(Duration::from_secs(90))
-        .request_timeout(Duration::from_secs(60))
-        .args([
-            "disable-gpu",
-            "disable-quic",
-            "no-first-run",
-            "disable-background-networking",
-            "disable-component-update",
-            "disable-sync",
-        ])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(browser_config)
-        .await
-        .unwrap_or_else(|e| panic!("launching {}: {e}", chrome.display()));
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let page = browser.new_page(page_url).await.unwrap();
-    page.wait_for_navigation().await.unwrap();
+    let session = Session::open(chrome, page_url, 1400).await;
+    let page = &session.page;
 
     // The full token sees every tenant's keys; the file's key cannot be
     // rotated or revoked from here.
-    open_keys_view(&page, ADMIN_TOKEN).await;
-    let rows = key_rows(&page).await;
+    open_keys_view(page, ADMIN_TOKEN).await;
+    let rows = key_rows(page).await;
     let bob = rows.iter().find(|r| r.0 == "bob-1").expect("bob-1 listed");
     assert!(bob.3.is_empty(), "a config key has no buttons: {bob:?}");
     let dora = rows.iter().find(|r| r.0 == globex_id).expect("globex key");
@@ -449,14 +464,14 @@ async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, gl
     );
     // Controls carry words; every field of the create form has a label.
     let unnamed: Vec<String> = eval(
-        &page,
+        page,
         "[...document.querySelectorAll('#keys-view button')].filter(b => \
          !(b.getAttribute('aria-label') || b.textContent).trim()).map(b => b.outerHTML)",
     )
     .await;
     assert!(unnamed.is_empty(), "{unnamed:?}");
     let labels: Vec<String> = eval(
-        &page,
+        page,
         "[...document.querySelectorAll('#key-create input')].map(i => i.labels[0].textContent)",
     )
     .await;
@@ -465,34 +480,30 @@ async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, gl
         ["User", "Tenant", "Roles", "Models", "Expiry", "Note"]
     );
     let named: String = eval(
-        &page,
+        page,
         &format!("document.querySelector('#keys-table button[data-key=\"{globex_id}\"]').getAttribute('aria-label')"),
     )
     .await;
     assert_eq!(named, format!("Rotate key {globex_id}"));
 
     // Create: the secret is shown once, in the panel, and works at once.
-    type_into(&page, "#new-user", "erin").await;
-    type_into(&page, "#new-tenant", "acme").await;
-    type_into(&page, "#new-roles", "agent").await;
-    type_into(&page, "#new-models", "support-fast").await;
-    type_into(&page, "#new-note", "support bot <b>7</b>").await;
-    click(&page, "#create-submit").await;
-    wait_true(&page, "!document.getElementById('secret-panel').hidden").await;
-    let secret: String = eval(&page, "document.getElementById('secret-value').value").await;
-    let erin: String = eval(
-        &page,
-        "document.getElementById('secret-key-id').textContent",
-    )
-    .await;
+    type_into(page, "#new-user", "erin").await;
+    type_into(page, "#new-tenant", "acme").await;
+    type_into(page, "#new-roles", "agent").await;
+    type_into(page, "#new-models", "support-fast").await;
+    type_into(page, "#new-note", "support bot <b>7</b>").await;
+    click(page, "#create-submit").await;
+    wait_true(page, "!document.getElementById('secret-panel').hidden").await;
+    let secret: String = eval(page, "document.getElementById('secret-value').value").await;
+    let erin: String = eval(page, "document.getElementById('secret-key-id').textContent").await;
     assert!(secret.starts_with("tg_"), "{secret}");
     wait_true(
-        &page,
+        page,
         &format!("[...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{erin}')"),
     )
     .await;
     let row: Vec<String> = eval(
-        &page,
+        page,
         &format!("[...document.querySelector('#keys-table tr[data-key=\"{erin}\"]').cells].map(c => c.textContent)"),
     )
     .await;
@@ -504,16 +515,16 @@ async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, gl
     assert_eq!(row[9], "support bot <b>7</b>", "a note is text");
     assert_eq!(call_with(chat_url.to_string(), secret.clone()).await, 200);
     // Copy: a word to click, and an answer a screen reader announces.
-    click(&page, "#secret-copy").await;
+    click(page, "#secret-copy").await;
     wait_true(
-        &page,
+        page,
         "document.getElementById('secret-copied').textContent.length > 0",
     )
     .await;
     // Done: the secret leaves the page; the listing never had it.
-    click(&page, "#secret-done").await;
+    click(page, "#secret-done").await;
     let leaked: bool = eval(
-        &page,
+        page,
         &format!(
             "document.documentElement.outerHTML.includes('{secret}') || \
              document.getElementById('secret-value').value !== '' || \
@@ -523,26 +534,26 @@ async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, gl
     )
     .await;
     assert!(!leaked, "the secret stayed in the page");
-    assert!(eval::<bool>(&page, "document.getElementById('secret-panel').hidden").await);
+    assert!(eval::<bool>(page, "document.getElementById('secret-panel').hidden").await);
 
     // Rotate with no grace: a new secret, shown once; the old one is refused.
     click(
-        &page,
+        page,
         &format!("#keys-table button[aria-label='Rotate key {erin}']"),
     )
     .await;
-    wait_true(&page, "document.getElementById('rotate-dialog').open").await;
+    wait_true(page, "document.getElementById('rotate-dialog').open").await;
     let grace = page.find_element("#rotate-grace").await.unwrap();
     grace.click().await.unwrap();
     eval::<bool>(
-        &page,
+        page,
         "document.getElementById('rotate-grace').value = ''; true",
     )
     .await;
     grace.type_str("0").await.unwrap();
-    click(&page, "#rotate-confirm").await;
-    wait_true(&page, "!document.getElementById('secret-panel').hidden").await;
-    let rotated: String = eval(&page, "document.getElementById('secret-value').value").await;
+    click(page, "#rotate-confirm").await;
+    wait_true(page, "!document.getElementById('secret-panel').hidden").await;
+    let rotated: String = eval(page, "document.getElementById('secret-value').value").await;
     assert!(rotated.starts_with("tg_") && rotated != secret);
     assert_eq!(call_with(chat_url.to_string(), rotated.clone()).await, 200);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -550,76 +561,70 @@ async fn drive_keys(chrome: &std::path::Path, page_url: &str, chat_url: &str, gl
         assert!(Instant::now() < deadline, "the old secret still works");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    click(&page, "#secret-done").await;
+    click(page, "#secret-done").await;
 
     // Revoke asks first: Cancel keeps the key, Revoke removes it.
     let revoke = format!("#keys-table button[aria-label='Revoke key {erin}']");
-    click(&page, &revoke).await;
-    wait_true(&page, "document.getElementById('revoke-dialog').open").await;
-    let asked: String = eval(&page, "document.getElementById('revoke-title').textContent").await;
+    click(page, &revoke).await;
+    wait_true(page, "document.getElementById('revoke-dialog').open").await;
+    let asked: String = eval(page, "document.getElementById('revoke-title').textContent").await;
     assert_eq!(asked, format!("Revoke key {erin}?"));
-    click(&page, "#revoke-cancel").await;
-    wait_true(&page, "!document.getElementById('revoke-dialog').open").await;
-    assert!(key_rows(&page).await.iter().any(|r| r.0 == erin));
+    click(page, "#revoke-cancel").await;
+    wait_true(page, "!document.getElementById('revoke-dialog').open").await;
+    assert!(key_rows(page).await.iter().any(|r| r.0 == erin));
     assert_eq!(call_with(chat_url.to_string(), rotated.clone()).await, 200);
-    click(&page, &revoke).await;
-    wait_true(&page, "document.getElementById('revoke-dialog').open").await;
-    click(&page, "#revoke-confirm").await;
+    click(page, &revoke).await;
+    wait_true(page, "document.getElementById('revoke-dialog').open").await;
+    click(page, "#revoke-confirm").await;
     wait_true(
-        &page,
+        page,
         &format!("![...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{erin}')"),
     )
     .await;
     assert_eq!(call_with(chat_url.to_string(), rotated.clone()).await, 401);
     // Still there as revoked, for whoever asks to see revoked keys.
-    click(&page, "#filter-revoked").await;
+    click(page, "#filter-revoked").await;
     wait_true(
-        &page,
+        page,
         &format!("[...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{erin}' && tr.cells[5].textContent === 'revoked' && tr.querySelectorAll('button').length === 0)"),
     )
     .await;
 
     // A tenant token: its tenant's keys only, and the page does not break
     // on what it may not see.
-    click(&page, "#logout").await;
-    open_keys_view(&page, ACME_TOKEN).await;
-    let rows = key_rows(&page).await;
+    click(page, "#logout").await;
+    open_keys_view(page, ACME_TOKEN).await;
+    let rows = key_rows(page).await;
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.1 == "acme"), "{rows:?}");
     assert!(!rows.iter().any(|r| r.0 == globex_id));
-    type_into(&page, "#filter-tenant", "globex").await;
-    eval::<bool>(&page, "delete document.body.dataset.keysLoaded; true").await;
-    click(&page, "#filter-submit").await;
-    wait_true(&page, "document.body.dataset.keysLoaded === 'true' || document.getElementById('keys-status').textContent.startsWith('No keys')").await;
-    assert!(key_rows(&page).await.is_empty());
-    let error: String = eval(&page, "document.getElementById('keys-error').textContent").await;
+    type_into(page, "#filter-tenant", "globex").await;
+    eval::<bool>(page, "delete document.body.dataset.keysLoaded; true").await;
+    click(page, "#filter-submit").await;
+    wait_true(page, "document.body.dataset.keysLoaded === 'true' || document.getElementById('keys-status').textContent.startsWith('No keys')").await;
+    assert!(key_rows(page).await.is_empty());
+    let error: String = eval(page, "document.getElementById('keys-error').textContent").await;
     assert_eq!(error, "");
     // A key it creates lands in its tenant (the Tenant field left empty).
     eval::<bool>(
-        &page,
+        page,
         "document.getElementById('filter-tenant').value = ''; true",
     )
     .await;
-    type_into(&page, "#new-user", "finn").await;
-    type_into(&page, "#new-roles", "agent").await;
-    click(&page, "#create-submit").await;
-    wait_true(&page, "!document.getElementById('secret-panel').hidden").await;
-    let finn: String = eval(
-        &page,
-        "document.getElementById('secret-key-id').textContent",
-    )
-    .await;
+    type_into(page, "#new-user", "finn").await;
+    type_into(page, "#new-roles", "agent").await;
+    click(page, "#create-submit").await;
+    wait_true(page, "!document.getElementById('secret-panel').hidden").await;
+    let finn: String = eval(page, "document.getElementById('secret-key-id').textContent").await;
     wait_true(
-        &page,
+        page,
         &format!("[...document.querySelectorAll('#keys-table tbody tr')].some(tr => tr.dataset.key === '{finn}' && tr.cells[2].textContent === 'acme')"),
     )
     .await;
     // Its usage view loads too (its tenant's rows only).
-    click(&page, "#show-usage").await;
-    wait_true(&page, "document.body.dataset.loaded === 'true'").await;
-    assert!(eval::<bool>(&page, "document.getElementById('secret-panel').hidden").await);
+    click(page, "#show-usage").await;
+    wait_true(page, "document.body.dataset.loaded === 'true'").await;
+    assert!(eval::<bool>(page, "document.getElementById('secret-panel').hidden").await);
 
-    browser.close().await.ok();
-    browser.wait().await.ok();
-    events.abort();
+    session.close().await;
 }

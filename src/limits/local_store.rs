@@ -378,7 +378,9 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::test_limits::{micro_usd_per_month, tokens_per_day, tokens_per_minute};
+    use crate::limits::test_limits::{
+        limited, micro_usd_per_month, spent, tokens_per_day, tokens_per_minute,
+    };
     use std::sync::{Arc, Barrier};
 
     // 2024-05-15 12:00:00 UTC, mid-minute/day/month.
@@ -461,13 +463,7 @@ mod tests {
     #[test]
     fn first_failure_reported_in_scope_then_window_order() {
         let s = LocalStore::new();
-        let tight = BudgetLimits {
-            tokens_per_minute: Some(5),
-            tokens_per_day: Some(5),
-            micro_usd_per_month: Some(5),
-            micro_usd_per_day: None,
-            shadow: false,
-        };
+        let tight = limited(5, 5, 5);
         let scopes = [(ScopeKey::user("u"), tight), (ScopeKey::tenant("t"), tight)];
         let r = refusal(s.reserve(
             &scopes,
@@ -612,12 +608,7 @@ mod tests {
     #[test]
     fn restore_seeds_current_windows() {
         let s = LocalStore::new();
-        let spend = SpendInWindows {
-            tokens_minute: 10,
-            tokens_day: 90,
-            micro_usd_month: 5_000,
-            micro_usd_day: 0,
-        };
+        let spend = spent(10, 90, 5_000);
         assert!(s.restore(&[(ScopeKey::user("a"), spend)], NOW).is_ok());
         assert!(s.restore(&[(ScopeKey::user("a"), spend)], NOW).is_ok()); // idempotent
         let u = usage(&s, &ScopeKey::user("a"), NOW);

@@ -204,11 +204,7 @@ pub fn post(
 
 /// `/admin/usage` of `user`.
 pub fn usage_of(gw: &Gateway, user: &str) -> Value {
-    client()
-        .get(gw.admin_url(&format!("/admin/usage?user={user}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
+    gw.admin_get(&format!("/admin/usage?user={user}"))
         .json()
         .unwrap()
 }
@@ -230,13 +226,9 @@ pub fn today() -> String {
 /// `/admin/usage/report` of today, grouped by `group_by`, in `format`.
 pub fn report(gw: &Gateway, group_by: &str, format: &str) -> reqwest::blocking::Response {
     let day = today();
-    client()
-        .get(gw.admin_url(&format!(
-            "/admin/usage/report?from={day}&to={day}&group_by={group_by}&format={format}"
-        )))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .unwrap()
+    gw.admin_get(&format!(
+        "/admin/usage/report?from={day}&to={day}&group_by={group_by}&format={format}"
+    ))
 }
 
 /// `tollgate usage -c CONFIG` of today grouped by `group_by`, as JSON

@@ -317,6 +317,15 @@ impl Gateway {
         req.send().unwrap()
     }
 
+    /// GET `path` of the admin API with the admin token.
+    pub fn admin_get(&self, path: &str) -> reqwest::blocking::Response {
+        client()
+            .get(self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+    }
+
     /// `POST /admin/reload` with the admin token.
     pub fn reload(&self) -> reqwest::blocking::Response {
         client()
@@ -343,6 +352,14 @@ impl Gateway {
             .lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// `tollgate_shadow_refusals_total{code}`: calls a limit in shadow
+    /// mode would have refused (0 when not yet counted).
+    pub fn shadow_refusals(&self, code: &str) -> f64 {
+        self.metric(&format!(
+            "tollgate_shadow_refusals_total{{code=\"{code}\"}}"
+        ))
     }
 
     pub fn pid(&self) -> u32 {
@@ -569,6 +586,12 @@ pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u
     let mut body = vec![0u8; content_length(&head).unwrap_or(0)];
     reader.read_exact(&mut body).ok()?;
     Some((head, body))
+}
+
+/// Asserts that the message of a gateway error body contains `part`.
+pub fn assert_message_has(body: &serde_json::Value, part: &str) {
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(part), "{part:?} not in {body}");
 }
 
 /// Parses the JSON error body of a gateway answer.

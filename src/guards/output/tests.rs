@@ -210,8 +210,19 @@ const PARTS: &[&str] = &[
     "\n",
 ];
 
-/// Splits `text` at the given fractions, on char boundaries.
-fn split_at<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
+/// An answer made of 1 to `most` of `parts`, each maybe more than once, in
+/// any order.
+pub(crate) fn answer_of(
+    parts: &'static [&'static str],
+    most: usize,
+) -> impl Strategy<Value = String> {
+    proptest::collection::vec(0..parts.len(), 1..most)
+        .prop_map(move |picks| picks.iter().map(|i| parts[*i]).collect())
+}
+
+/// Splits `text` at the given cut points (taken modulo its length, moved
+/// back to a char boundary).
+pub(crate) fn split_at<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
     let mut points: Vec<usize> = cuts
         .iter()
         .map(|c| c % (text.len() + 1))
@@ -236,12 +247,11 @@ proptest! {
     /// whole answer, and no more than the window is ever held.
     #[test]
     fn any_chunking_gives_the_whole_answer_guarded(
-        picks in proptest::collection::vec(0..PARTS.len(), 1..24),
+        text in answer_of(PARTS, 24),
         cuts in proptest::collection::vec(0usize..4096, 0..40),
         action in prop_oneof![Just(GuardAction::Redact), Just(GuardAction::Log), Just(GuardAction::Block)],
     ) {
         let s = scanner(action, action);
-        let text: String = picks.iter().map(|i| PARTS[*i]).collect();
         let pieces = split_at(&text, &cuts);
         let (want, _, _) = whole(&s, &text);
         let (got, most_held) = streamed(&s, &pieces);

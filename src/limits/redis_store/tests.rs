@@ -3,7 +3,9 @@
 //! test fails when it is missing rather than pass without having run.
 
 use super::*;
-use crate::limits::test_limits::{micro_usd_per_month, tokens_per_day, tokens_per_minute};
+use crate::limits::test_limits::{
+    limited, micro_usd_per_month, spent, tokens_per_day, tokens_per_minute,
+};
 use crate::limits::types::{AdmitQuery, FailedAuthQuery, RateQuery};
 use std::net::{IpAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -109,6 +111,31 @@ async fn admits(
     now: u64,
 ) -> bool {
     store.reserve(scopes, charge, now, HOLD).await.is_ok()
+}
+
+/// `user`'s request on `route`, under the route's own limit, else the
+/// default; enforced, no key rate.
+fn rate<'a>(
+    user: &'a str,
+    tenant: &'a str,
+    route: &'a str,
+    route_limit: Option<u32>,
+    default_limit: Option<u32>,
+) -> Option<RateQuery<'a>> {
+    Some(RateQuery {
+        user,
+        tenant,
+        route,
+        route_limit,
+        default_limit,
+        enforced: true,
+        key: None,
+    })
+}
+
+/// A failed-auth check of `ip` against `limit`; `record`: count this one.
+fn failed_auth(ip: IpAddr, limit: u32, record: bool) -> Option<FailedAuthQuery> {
+    Some(FailedAuthQuery { ip, limit, record })
 }
 
 fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
@@ -289,13 +316,7 @@ async fn an_unsettled_reservation_expires_by_itself() {
 async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
     let (redis, store) = deny_store();
     let now = ts(datetime!(2026-12-01 12:00:00));
-    let limits = BudgetLimits {
-        tokens_per_minute: Some(1_000),
-        tokens_per_day: Some(10_000),
-        micro_usd_per_month: Some(1_000_000),
-        micro_usd_per_day: None,
-        shadow: false,
-    };
+    let limits = limited(1_000, 10_000, 1_000_000);
     let scopes = in_acme("bob", limits);
     let mut raw = redis.raw().await;
     let _: () = redis::cmd("SCRIPT")
@@ -317,20 +338,8 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
     assert!(held.is_ok());
     let ip = IpAddr::from([192, 0, 2, 1]);
     let query = AdmitQuery {
-        failed_auth: Some(FailedAuthQuery {
-            ip,
-            limit: 5,
-            record: true,
-        }),
-        rate: Some(RateQuery {
-            user: "bob",
-            tenant: "acme",
-            route: "chat",
-            route_limit: None,
-            default_limit: Some(10),
-            enforced: true,
-            key: None,
-        }),
+        failed_auth: failed_auth(ip, 5, true),
+        rate: rate("bob", "acme", "chat", None, Some(10)),
     };
     assert!(store.admit(&query, now).await.is_ok());
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -357,23 +366,11 @@ async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
 
 #[tokio::test]
 async fn two_instances_share_rate_and_failed_auth_counters() {
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis.store(OnStoreError::Deny),
-        redis.store(OnStoreError::Deny),
-    );
+    let (_redis, a, b) = two_deny_stores();
     let now = ts(datetime!(2026-12-01 12:00:30));
     let rate = AdmitQuery {
         failed_auth: None,
-        rate: Some(RateQuery {
-            user: "bob",
-            tenant: "acme",
-            route: "r",
-            route_limit: Some(4),
-            default_limit: None,
-            enforced: true,
-            key: None,
-        }),
+        rate: rate("bob", "acme", "r", Some(4), None),
     };
     let mut allowed = 0;
     for i in 0..6 {
@@ -389,11 +386,7 @@ async fn two_instances_share_rate_and_failed_auth_counters() {
     assert_eq!(allowed, 4);
     let ip = IpAddr::from([192, 0, 2, 9]);
     let fail = |record| AdmitQuery {
-        failed_auth: Some(FailedAuthQuery {
-            ip,
-            limit: 2,
-            record,
-        }),
+        failed_auth: failed_auth(ip, 2, record),
         rate: None,
     };
     for _ in 0..2 {
@@ -418,11 +411,7 @@ async fn two_instances_share_rate_and_failed_auth_counters() {
 
 #[tokio::test]
 async fn an_llm_calls_admission_rides_on_its_reservation() {
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis.store(OnStoreError::Deny),
-        redis.store(OnStoreError::Deny),
-    );
+    let (_redis, a, b) = two_deny_stores();
     let now = ts(datetime!(2026-12-01 12:00:30));
     let scopes = [
         (ScopeKey::user("bob"), tokens_per_minute(100)),
@@ -430,20 +419,8 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
     ];
     let ip = IpAddr::from([192, 0, 2, 10]);
     let query = |route_limit| AdmitQuery {
-        failed_auth: Some(FailedAuthQuery {
-            ip,
-            limit: 2,
-            record: false,
-        }),
-        rate: Some(RateQuery {
-            user: "bob",
-            tenant: "acme",
-            route: "chat",
-            route_limit: Some(route_limit),
-            default_limit: None,
-            enforced: true,
-            key: None,
-        }),
+        failed_auth: failed_auth(ip, 2, false),
+        rate: rate("bob", "acme", "chat", Some(route_limit), None),
     };
     // Two calls fit the rate of 3 and hold 40 tokens each, across instances.
     let mut held = Vec::new();
@@ -506,11 +483,7 @@ async fn an_llm_calls_admission_rides_on_its_reservation() {
         a.release(ticket).await.unwrap_or_else(|e| panic!("{e}"));
     }
     let fail = AdmitQuery {
-        failed_auth: Some(FailedAuthQuery {
-            ip,
-            limit: 2,
-            record: true,
-        }),
+        failed_auth: failed_auth(ip, 2, true),
         rate: None,
     };
     for _ in 0..2 {
@@ -570,28 +543,14 @@ async fn redis_memory_per_10k_users() {
     let info = || redis::cmd("INFO").arg("memory").clone();
     let before = used(info().query_async(&mut raw).await.unwrap_or_default());
     let now = crate::limits::window::now_unix();
-    let limits = BudgetLimits {
-        tokens_per_minute: Some(1_000_000),
-        tokens_per_day: Some(10_000_000),
-        micro_usd_per_month: Some(100_000_000),
-        micro_usd_per_day: None,
-        shadow: false,
-    };
+    let limits = limited(1_000_000, 10_000_000, 100_000_000);
     let users = 10_000;
     for i in 0..users {
         let name = format!("user-{i:05}");
         let tenant_id = format!("tenant-{}", i % 100);
         let rate = AdmitQuery {
             failed_auth: None,
-            rate: Some(RateQuery {
-                user: &name,
-                tenant: &tenant_id,
-                route: "chat",
-                route_limit: None,
-                default_limit: Some(100),
-                enforced: true,
-                key: None,
-            }),
+            rate: rate(&name, &tenant_id, "chat", None, Some(100)),
         };
         assert!(store.admit(&rate, now).await.is_ok());
         let scopes = [
@@ -637,12 +596,7 @@ impl SpendSource for FixedSpend {
 #[tokio::test]
 async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at_once() {
     let redis = RedisServer::start();
-    let ledger = SpendInWindows {
-        tokens_minute: 0,
-        tokens_day: 500,
-        micro_usd_month: 700,
-        micro_usd_day: 0,
-    };
+    let ledger = spent(0, 500, 700);
     let instance = || {
         redis
             .store(OnStoreError::Deny)
@@ -692,11 +646,7 @@ fn conversation_limits() -> BudgetLimits {
 
 #[tokio::test]
 async fn a_conversation_counts_its_day_in_its_tenants_slot_and_never_overspends() {
-    let redis = RedisServer::start();
-    let (a, b) = (
-        redis.store(OnStoreError::Deny),
-        redis.store(OnStoreError::Deny),
-    );
+    let (redis, a, b) = two_deny_stores();
     let now = ts(datetime!(2026-12-01 23:00:00));
     let scopes = |tenant: &str| {
         [
@@ -841,6 +791,16 @@ fn in_acme(user: &str, limits: BudgetLimits) -> [(ScopeKey, BudgetLimits); 2] {
         (ScopeKey::user(user), limits),
         (ScopeKey::tenant("acme"), limits),
     ]
+}
+
+/// Two instances' stores on one fresh redis-server, failing closed.
+fn two_deny_stores() -> (RedisServer, RedisStore, RedisStore) {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        redis.store(OnStoreError::Deny),
+        redis.store(OnStoreError::Deny),
+    );
+    (redis, a, b)
 }
 
 /// A fresh redis-server and a store on it that fails closed.

@@ -1,9 +1,8 @@
 use super::*;
-use crate::config::schema::OutputGuardsConfig;
-use crate::config::schema::{GuardAction, PiiGuardConfig, SecretsGuardConfig};
+use crate::config::schema::GuardAction;
+use crate::guards::output::tests::{answer_of, scanner, split_at, GATEWAY_KEY as KEY};
 use proptest::prelude::*;
 
-const KEY: &str = "sk-gw-UPSTREAM-0123456789abcdef";
 const APIS: [LlmApi; 3] = [
     LlmApi::OpenaiChat,
     LlmApi::AnthropicMessages,
@@ -11,20 +10,8 @@ const APIS: [LlmApi; 3] = [
 ];
 
 fn guarding(action: GuardAction) -> Guarding {
-    let config = OutputGuardsConfig {
-        pii: Some(PiiGuardConfig {
-            detect: ["email", "phone", "credit_card", "ssn", "iban"]
-                .map(String::from)
-                .to_vec(),
-            action,
-        }),
-        secrets: Some(SecretsGuardConfig { action }),
-        holdback_bytes: 256,
-    };
-    let scanner =
-        OutputScanner::compile(&config, &[KEY.to_string()]).unwrap_or_else(|e| panic!("{e}"));
     Guarding::new(
-        Arc::new(scanner),
+        Arc::new(scanner(action, action)),
         OutputGuardSet {
             pii: true,
             secrets: true,
@@ -250,7 +237,7 @@ proptest! {
     /// reads, the client's text is the guard applied to the whole answer.
     #[test]
     fn any_events_and_reads_give_the_whole_answer_guarded(
-        picks in proptest::collection::vec(0..PARTS.len(), 1..12),
+        text in answer_of(PARTS, 12),
         event_cuts in proptest::collection::vec(0usize..512, 0..12),
         read_cuts in proptest::collection::vec(0usize..8192, 0..30),
         api_i in 0..3usize,
@@ -258,16 +245,7 @@ proptest! {
     ) {
         let api = APIS[api_i];
         let action = if redact { GuardAction::Redact } else { GuardAction::Log };
-        let text: String = picks.iter().map(|i| PARTS[*i]).collect();
-        let mut points: Vec<usize> = event_cuts.iter().map(|c| {
-            let mut c = c % (text.len() + 1);
-            while !text.is_char_boundary(c) { c -= 1; }
-            c
-        }).collect();
-        points.extend([0, text.len()]);
-        points.sort_unstable();
-        points.dedup();
-        let pieces: Vec<&str> = points.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+        let pieces = split_at(&text, &event_cuts);
         let upstream = stream(api, &pieces);
         let (out, blocked) = run(api, action, upstream.as_bytes(), &read_cuts);
         prop_assert!(!blocked);
