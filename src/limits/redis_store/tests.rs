@@ -145,34 +145,47 @@ fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
     }
 }
 
+/// Spends `first` in the last second of a window and reserves `then`:
+/// refused, retry in 1 s; one second later (a new window) the refusing
+/// scope's `window_use` starts from zero. The refusal, for more checks.
+async fn refused_until_the_window_rolls_over(
+    store: &RedisStore,
+    scopes: &[(ScopeKey, BudgetLimits)],
+    (first, then): (Charge, Charge),
+    last_second: u64,
+    window_use: fn(&ScopeUsage) -> u64,
+) -> BudgetRefusal {
+    spend(store, scopes, first, last_second).await;
+    let r = refusal(store.reserve(scopes, then, last_second, HOLD).await);
+    assert_eq!(r.retry_after_secs, 1);
+    assert_eq!(
+        window_use(&usage(store, &r.scope, last_second + 1).await),
+        0
+    );
+    r
+}
+
 #[tokio::test]
 async fn day_window_rolls_over_at_utc_midnight() {
     let (_redis, store) = deny_store();
-    let daily = tokens_per_day(100);
     let scopes = [
-        (ScopeKey::user("bob"), daily),
+        (ScopeKey::user("bob"), tokens_per_day(100)),
         (ScopeKey::tenant("acme"), BudgetLimits::default()),
     ];
     let last_second = ts(datetime!(2026-12-01 23:59:59));
-    spend(&store, &scopes, Charge::tokens(90), last_second).await;
-    let r = refusal(
-        store
-            .reserve(&scopes, Charge::tokens(20), last_second, HOLD)
-            .await,
-    );
+    let r = refused_until_the_window_rolls_over(
+        &store,
+        &scopes,
+        (Charge::tokens(90), Charge::tokens(20)),
+        last_second,
+        |u| u.tokens_day,
+    )
+    .await;
     assert_eq!(
-        (r.kind, r.limit, r.used),
-        (LimitKind::TokensPerDay, 100, 90)
+        (r.scope, r.kind, r.limit, r.used),
+        (ScopeKey::user("bob"), LimitKind::TokensPerDay, 100, 90)
     );
-    assert_eq!(r.retry_after_secs, 1);
-    // One second later it is a new UTC day: nothing spent yet.
     let midnight = last_second + 1;
-    assert_eq!(
-        usage(&store, &ScopeKey::user("bob"), midnight)
-            .await
-            .tokens_day,
-        0
-    );
     assert!(admits(&store, &scopes, Charge::tokens(100), midnight).await);
     // The tenant's day rolled over too, while its month did not.
     let t = usage(&store, &ScopeKey::tenant("acme"), midnight).await;
@@ -182,10 +195,9 @@ async fn day_window_rolls_over_at_utc_midnight() {
 #[tokio::test]
 async fn month_window_rolls_over_on_the_first() {
     let (_redis, store) = deny_store();
-    let monthly = micro_usd_per_month(1_000);
     let scopes = [
         (ScopeKey::user("bob"), BudgetLimits::default()),
-        (ScopeKey::tenant("acme"), monthly),
+        (ScopeKey::tenant("acme"), micro_usd_per_month(1_000)),
     ];
     let usd = |micro_usd| Charge {
         tokens: 1,
@@ -193,21 +205,16 @@ async fn month_window_rolls_over_on_the_first() {
     };
     // February 2028 is a leap month: the 29th still belongs to it.
     let feb29 = ts(datetime!(2028-02-29 23:59:59));
-    spend(&store, &scopes, usd(1_000), feb29).await;
-    let r = refusal(store.reserve(&scopes, usd(1), feb29, HOLD).await);
+    let r =
+        refused_until_the_window_rolls_over(&store, &scopes, (usd(1_000), usd(1)), feb29, |u| {
+            u.micro_usd_month
+        })
+        .await;
     assert_eq!(
         (r.scope, r.kind),
         (ScopeKey::tenant("acme"), LimitKind::UsdPerMonth)
     );
-    assert_eq!(r.retry_after_secs, 1);
-    let march = feb29 + 1;
-    assert_eq!(
-        usage(&store, &ScopeKey::tenant("acme"), march)
-            .await
-            .micro_usd_month,
-        0
-    );
-    assert!(admits(&store, &scopes, usd(1_000), march).await);
+    assert!(admits(&store, &scopes, usd(1_000), feb29 + 1).await);
 }
 
 #[tokio::test]
