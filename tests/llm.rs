@@ -402,6 +402,39 @@ fn keep_alive_clients_send_many_calls_back_to_back() {
     }
 }
 
+/// A streamed answer is chunked to the client whether the upstream chunked
+/// it or ended it by closing: the client's keep-alive connection survives
+/// it and carries the next call.
+#[test]
+fn a_streamed_answer_is_chunked_and_keeps_the_connection() {
+    let llm = Backend::start();
+    let gw = llm_config(&[&llm.addr], &[&llm.addr], 100_000_000).start();
+    let body = chat_body("support-fast", json!({"stream": true})).to_string();
+    let request = |extra: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-API-Key: {BOB_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        )
+    };
+    let mut stream = TcpStream::connect(&gw.addr).unwrap();
+    for upstream in ["", "x-mock-close-delimited: 1\r\n", ""] {
+        stream.write_all(request(upstream).as_bytes()).unwrap();
+        let answer = read_answer(&mut stream, Duration::from_secs(3));
+        let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.starts_with("HTTP/1.1 200"), "{upstream:?}: {answer}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\ntransfer-encoding: chunked"),
+            "{upstream:?}: {head}"
+        );
+        assert!(
+            rest.contains("[DONE]") && rest.ends_with("\r\n0\r\n\r\n"),
+            "{upstream:?}: {rest}"
+        );
+    }
+}
+
 /// Pingora never answers `Expect: 100-continue` itself; clients like curl
 /// would wait a second before sending large bodies.
 #[test]

@@ -555,8 +555,6 @@ async fn stream_back(
                 translated_json(session, read, header, (api, status, t), guarding, ctx).await?;
             return finish_call(state, ctx, parser, upstream, peer, body, api, status, end).await;
         }
-        // Events change size: the length is the framing's business.
-        header.remove_header(&http::header::CONTENT_LENGTH);
         translator = Some(t.stream());
     }
     let mut sse_guard = None;
@@ -577,6 +575,11 @@ async fn stream_back(
     // an error at once instead of waiting for a failed write.
     session.as_downstream_mut().set_pipelining_enabled(true);
     session.as_downstream_mut().set_abort_on_close(true);
+    stream_framing(
+        &mut header,
+        status,
+        translator.is_some() || sse_guard.is_some(),
+    )?;
     let mut end = PumpEnd::Failed;
     if session
         .write_response_header(Box::new(header), false)
@@ -750,6 +753,30 @@ async fn read_whole(
             }
         }
     }
+}
+
+/// The framing of an answer passed on as it arrives. A rewritten one
+/// (translated, guarded) changes size, so its upstream length no longer
+/// holds; and without a length the answer is chunked, never ended by
+/// closing the client's connection as an upstream may end its own (an
+/// HTTP/1.1 client would lose its keep-alive connection with every
+/// streamed answer). HTTP/2 sessions drop the header: their frames carry
+/// the ends.
+fn stream_framing(
+    header: &mut ResponseHeader,
+    status: u16,
+    rewritten: bool,
+) -> Result<(), Refusal> {
+    if rewritten {
+        header.remove_header(&http::header::CONTENT_LENGTH);
+    }
+    let bodiless = status < 200 || status == 204 || status == 304;
+    if !bodiless && header.headers.get(http::header::CONTENT_LENGTH).is_none() {
+        header
+            .insert_header(http::header::TRANSFER_ENCODING, "chunked")
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Sends a whole answer with its length.

@@ -528,8 +528,8 @@ pub fn raw_request(addr: &str, request: &[u8]) -> String {
     read_answer(&mut stream, Duration::from_secs(3))
 }
 
-/// Reads one answer: until its body is complete by its Content-Length, the
-/// connection closes, or nothing arrives for `timeout`.
+/// Reads one answer: until its body is complete by its Content-Length or
+/// its last chunk, the connection closes, or nothing arrives for `timeout`.
 pub fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
     stream.set_read_timeout(Some(timeout)).expect("timeout");
     let mut out = Vec::new();
@@ -541,7 +541,12 @@ pub fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
         }
         let text = String::from_utf8_lossy(&out);
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            if content_length(head).is_some_and(|l| body.len() >= l) {
+            let chunked = head
+                .to_ascii_lowercase()
+                .contains("\r\ntransfer-encoding: chunked");
+            if content_length(head).is_some_and(|l| body.len() >= l)
+                || (chunked && (body.starts_with("0\r\n\r\n") || body.ends_with("\r\n0\r\n\r\n")))
+            {
                 break;
             }
         }

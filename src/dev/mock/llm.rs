@@ -243,6 +243,11 @@ pub(super) async fn start_stream(
     header.insert_header("content-type", "text/event-stream")?;
     header.insert_header("cache-control", "no-cache")?;
     header.insert_header("x-mock-backend", backend)?;
+    // Chunked, as the providers answer; `x-mock-close-delimited: 1` ends
+    // the answer by closing instead (no length, no chunks: RFC 9112 §6.3).
+    if session.get_header("x-mock-close-delimited").is_none() {
+        header.insert_header("transfer-encoding", "chunked")?;
+    }
     session.write_response_header(Box::new(header)).await
 }
 
