@@ -18,7 +18,7 @@ use super::store::{KeyStore, PgKeys, SqliteKeys};
 use crate::auth::api_key::KeyIndex;
 use crate::config::schema::{LedgerKind, StoreKind};
 use crate::config::snapshot::Snapshot;
-use crate::ledger::postgres::{migrate, PgSettings};
+use crate::ledger::postgres::{blocking, migrate, PgSettings};
 use crate::ledger::Ledger;
 use crate::state::SharedSnapshot;
 use async_trait::async_trait;
@@ -91,29 +91,10 @@ pub fn open(snapshot: &Snapshot, ledger: &Ledger) -> Keys {
 /// Every stored key, read on a thread of its own (start-up runs outside
 /// any runtime), migrating the schema first.
 fn load_shared(settings: &PgSettings) -> Result<Vec<super::StoredKey>, super::store::StoreError> {
-    use super::store::StoreError;
-    let settings = settings.clone();
-    let worker = std::thread::Builder::new()
-        .name("tollgate-keys".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| StoreError::Unavailable(format!("runtime: {e}")))?;
-            runtime.block_on(async move {
-                tokio::time::timeout(START_TIMEOUT, async move {
-                    let mut client = settings.connect().await?;
-                    migrate(&mut client).await?;
-                    super::store::pg_load_since(&client, 0).await
-                })
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("postgres timed out".into())))
-            })
-        })
-        .map_err(|e| StoreError::Unavailable(format!("thread: {e}")))?;
-    worker
-        .join()
-        .unwrap_or_else(|_| Err(StoreError::Unavailable("key loader panicked".into())))
+    blocking(settings, START_TIMEOUT, |mut client| async move {
+        migrate(&mut client).await?;
+        super::store::pg_load_since(&client, 0).await
+    })
 }
 
 /// The background service: propagation and last uses.

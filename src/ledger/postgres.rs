@@ -288,12 +288,12 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
-/// Versioned migrations, applied in order, each in its own transaction
-/// with its row in `tollgate_migrations`. Never edit one that shipped:
-/// add the next.
 /// How many migrations a fully migrated database has run.
 pub const MIGRATION_COUNT: usize = MIGRATIONS.len();
 
+/// Versioned migrations, applied in order, each in its own transaction
+/// with its row in `tollgate_migrations`. Never edit one that shipped:
+/// add the next.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, MIGRATION_1),
     (2, MIGRATION_2),
@@ -650,11 +650,14 @@ GROUP BY tenant_id, conversation_id";
 /// Runs `f` with a fresh connection on a thread of its own with its own
 /// runtime: for the blocking callers (start-up, CLI, the resync pass),
 /// which may be on a runtime's thread where `block_on` is not allowed.
-pub fn blocking<T, F, Fut>(settings: &PgSettings, timeout: Duration, f: F) -> Result<T, PgError>
+/// `E`: the caller's error, which a connection's, a timeout's or the
+/// worker's own failure becomes.
+pub fn blocking<T, E, F, Fut>(settings: &PgSettings, timeout: Duration, f: F) -> Result<T, E>
 where
     T: Send + 'static,
+    E: From<PgError> + Send + 'static,
     F: FnOnce(Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, PgError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let settings = settings.clone();
     let worker = std::thread::Builder::new()
@@ -667,13 +670,13 @@ where
             runtime.block_on(async move {
                 tokio::time::timeout(timeout, async move { f(settings.connect().await?).await })
                     .await
-                    .unwrap_or(Err(PgError::Timeout("query")))
+                    .unwrap_or_else(|_| Err(PgError::Timeout("query").into()))
             })
         })
         .map_err(|e| config_error("ledger", format!("thread: {e}")))?;
     worker
         .join()
-        .unwrap_or_else(|_| Err(config_error("ledger", "postgres worker panicked")))
+        .unwrap_or_else(|_| Err(config_error("ledger", "postgres worker panicked").into()))
 }
 
 /// Longest a budget rebuild may wait for the shared ledger (the call that

@@ -183,18 +183,34 @@ pub(super) enum Table {
     Spool,
 }
 
-const COLUMNS: &str = "time_ms, request_id, user_id, tenant_id, key_id, route, model,
+/// A usage row's columns in both SQLite tables (`usage` and `spool`), in
+/// the order `insert_batch` binds them and `read_row_at` reads them.
+macro_rules! row_column_names {
+    () => {
+        "time_ms, request_id, user_id, tenant_id, key_id, route, model,
     upstream_model, prompt_tokens, completion_tokens, cached_tokens,
     reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api, conversation_id";
+    requested_model, upstream_api, conversation_id"
+    };
+}
 
-const INSERT_SPOOL: &str = "
-INSERT INTO spool (time_ms, request_id, user_id, tenant_id, key_id, route, model,
-    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api, conversation_id)
+/// A row into `$table`: one placeholder per column of `row_column_names!`.
+macro_rules! insert_row {
+    ($table:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (",
+            row_column_names!(),
+            ")
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-    ?21)";
+    ?21)"
+        )
+    };
+}
+
+const INSERT: &str = insert_row!("usage");
+const INSERT_SPOOL: &str = insert_row!("spool");
 
 /// Schema 5: API keys made through the admin API (keys::store), next to
 /// the usage rows they are billed by, and the sealed answers of
@@ -234,24 +250,13 @@ CREATE INDEX IF NOT EXISTS api_key_requests_created ON api_key_requests(created_
 ";
 
 /// The oldest spooled rows, with their spool ids, at most `?1`.
-pub(super) fn select_spooled() -> String {
-    format!("SELECT id, {COLUMNS} FROM spool ORDER BY id LIMIT ?1")
-}
+pub(super) const SELECT_SPOOLED: &str = concat!(
+    "SELECT id, ",
+    row_column_names!(),
+    " FROM spool ORDER BY id LIMIT ?1"
+);
 
-const INSERT: &str = "
-INSERT INTO usage (time_ms, request_id, user_id, tenant_id, key_id, route, model,
-    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api, conversation_id)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-    ?21)";
-
-pub(super) const SELECT_ROW: &str = "
-SELECT time_ms, request_id, user_id, tenant_id, key_id, route, model,
-    upstream_model, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, micro_usd, status, estimated, api, cache_write_tokens, over_cap,
-    requested_model, upstream_api, conversation_id
-FROM usage";
+pub(super) const SELECT_ROW: &str = concat!("SELECT ", row_column_names!(), "\nFROM usage");
 
 pub(super) fn open_writer(path: &Path) -> Result<Connection, LedgerError> {
     let conn = Connection::open(path)?;

@@ -15,7 +15,7 @@
 
 use super::postgres::{insert_batch, migrate, PgError, PgSettings};
 use super::row::LedgerRow;
-use super::schema::{read_row_at, select_spooled, BUSY_TIMEOUT};
+use super::schema::{read_row_at, BUSY_TIMEOUT, SELECT_SPOOLED};
 use crate::observe::metrics;
 use rusqlite::Connection;
 use std::path::Path;
@@ -63,7 +63,7 @@ pub(super) fn forward_once(
     max_rows: usize,
 ) -> Result<usize, ForwardError> {
     let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(&select_spooled())?;
+    let mut stmt = conn.prepare_cached(SELECT_SPOOLED)?;
     let mut last_id = 0i64;
     let mut rows = Vec::new();
     for row in stmt.query_map([limit], |r| Ok((r.get::<_, i64>(0)?, read_row_at(r, 1)?)))? {

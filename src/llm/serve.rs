@@ -34,6 +34,7 @@ use crate::limits::types::{ReserveError, TokensInUse};
 use crate::limits::window::{now_unix, seconds_to_reset, Window};
 use crate::observe::metrics;
 use crate::state::GatewayState;
+use crate::upstream;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
@@ -45,7 +46,6 @@ use std::time::Duration;
 
 /// Upper bound on a JSON answer buffered for usage parsing.
 const MAX_USAGE_BUFFER: usize = 8 * 1024 * 1024;
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 /// Serves the call admission let through. `Err` is a refusal answered by
 /// the caller; once the response has started, problems end the stream and
@@ -628,15 +628,7 @@ async fn finish_call(
         call.parsed = Some(parsed);
         call.cut_off = end == PumpEnd::CutOff;
     }
-    if end == PumpEnd::Clean {
-        state
-            .connector
-            .release_http_session(upstream, &*peer, Some(UPSTREAM_IDLE))
-            .await;
-    } else {
-        let mut upstream = upstream;
-        upstream.shutdown().await;
-    }
+    upstream::give_back(&state.connector, upstream, &peer, end == PumpEnd::Clean).await;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use crate::llm::serve::read_body;
 use crate::observe::metrics;
 use crate::state::GatewayState;
 use crate::sys::clock;
+use crate::upstream;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora::http::ResponseHeader;
@@ -44,7 +45,6 @@ const MAX_SESSION_ID: usize = 256;
 /// How long a relayed POST stream's end is awaited after its last answer,
 /// so its connection can be pooled (the client already has everything).
 const STREAM_END_GRACE: Duration = Duration::from_millis(100);
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 /// The POST's messages after the gateway's judgement.
 struct Plan {
@@ -573,14 +573,7 @@ async fn relay_answer(
             end
         }
     };
-    if end == End::Clean {
-        state
-            .connector
-            .release_http_session(upstream, &*peer, Some(UPSTREAM_IDLE))
-            .await;
-    } else {
-        upstream.shutdown().await;
-    }
+    upstream::give_back(&state.connector, upstream, &peer, end == End::Clean).await;
     Ok(())
 }
 

@@ -9,8 +9,32 @@ pub mod tls;
 
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
+use pingora::connectors::http::Connector;
+use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a connection the gateway opened itself (LLM and MCP calls)
+/// may idle in the pool.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Returns a connection the gateway opened itself once its answer is
+/// done: pooled after a clean end, closed otherwise (a provider stops
+/// generating, and billing, when its connection goes).
+pub async fn give_back(
+    connector: &Connector,
+    mut session: HttpSession,
+    peer: &HttpPeer,
+    clean: bool,
+) {
+    if clean {
+        connector
+            .release_http_session(session, peer, Some(IDLE))
+            .await;
+    } else {
+        session.shutdown().await;
+    }
+}
 
 /// The next peer for a proxied request: load balanced, healthy, breaker
 /// closed, and not one this request already tried (retries go elsewhere).

@@ -59,6 +59,15 @@ function el(tag, text, cls) {
   return e;
 }
 
+// A table body's one row saying it has none, across all `columns`.
+function appendEmptyRow(body, text, columns) {
+  const tr = el("tr");
+  const td = el("td", text);
+  td.colSpan = columns;
+  tr.append(td);
+  body.append(tr);
+}
+
 function svg(tag, attrs) {
   const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -157,11 +166,7 @@ async function drawTable(report) {
   const foot = $("usage-table").tFoot;
   foot.replaceChildren();
   if (rows.length === 0) {
-    const tr = el("tr");
-    const td = el("td", "No LLM calls in this range.");
-    td.colSpan = 8;
-    tr.append(td);
-    body.append(tr);
+    appendEmptyRow(body, "No LLM calls in this range.", 8);
     return;
   }
   const tr = el("tr", undefined, "total");
@@ -187,11 +192,7 @@ function drawConversations(report) {
     body.append(tr);
   }
   if (rows.length === 0) {
-    const tr = el("tr");
-    const td = el("td", "No calls named a conversation in this range.");
-    td.colSpan = 6;
-    tr.append(td);
-    body.append(tr);
+    appendEmptyRow(body, "No calls named a conversation in this range.", 6);
   }
 }
 

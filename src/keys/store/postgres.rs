@@ -4,9 +4,10 @@
 //! instances hear of it when (and only if) it commits.
 
 use super::row::{
-    replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS, UPSERT_BY_ID,
+    raw_row, replay, unchanged, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written,
+    COLUMNS, UPSERT_BY_ID,
 };
-use crate::keys::change::{apply, ChangeError, Operation};
+use crate::keys::change::{apply, Operation};
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;
 use crate::ledger::postgres::{migrate, PgSettings, KEYS_LOCK};
@@ -25,25 +26,7 @@ pub struct PgKeys {
 }
 
 fn raw(r: &Row) -> Result<RawRow, tokio_postgres::Error> {
-    Ok(RawRow {
-        id: r.try_get(0)?,
-        digest: r.try_get(1)?,
-        user: r.try_get(2)?,
-        tenant: r.try_get(3)?,
-        roles: r.try_get(4)?,
-        models: r.try_get(5)?,
-        requests_per_minute: r.try_get(6)?,
-        tokens_per_day: r.try_get(7)?,
-        micro_usd_per_month: r.try_get(8)?,
-        note: r.try_get(9)?,
-        created_at: r.try_get(10)?,
-        expires_at: r.try_get(11)?,
-        revoked_at: r.try_get(12)?,
-        previous_digest: r.try_get(13)?,
-        previous_until: r.try_get(14)?,
-        version: r.try_get(15)?,
-        last_used_at: r.try_get(16)?,
-    })
+    Ok(raw_row!(r.try_get))
 }
 
 fn keys_of(rows: Vec<Row>) -> Result<Vec<StoredKey>, StoreError> {
@@ -244,10 +227,7 @@ async fn write(
         .await?
         .try_get(0)?;
     let Some(key) = apply(op, current.as_ref(), now_unix, version)? else {
-        return match current {
-            Some(k) => Ok(Written::Unchanged(k)),
-            None => Err(ChangeError::NotFound.into()),
-        };
+        return unchanged(current);
     };
     let v = RowValues::of(&key);
     let previous = key.previous_digest.as_ref().map(|d| &d[..]);
@@ -280,10 +260,7 @@ async fn write(
     )
     .await?;
     if let Some(i) = idempotent {
-        let sealed = i
-            .slot
-            .seal(&(i.answer)(&key))
-            .ok_or_else(|| StoreError::Unavailable("cannot seal the answer".into()))?;
+        let sealed = i.sealed(&key)?;
         tx.execute(
             "INSERT INTO api_key_requests (lookup, fingerprint, status, sealed, created_at)
              VALUES ($1, $2, $3, $4, $5)",

@@ -49,6 +49,15 @@ pub struct Idempotent {
     pub answer: Answer,
 }
 
+impl Idempotent {
+    /// The answer to keep for `key` as written, sealed.
+    pub(crate) fn sealed(&self, key: &StoredKey) -> Result<Vec<u8>, StoreError> {
+        self.slot
+            .seal(&(self.answer)(key))
+            .ok_or_else(|| StoreError::Unavailable("cannot seal the answer".into()))
+    }
+}
+
 /// What a write did.
 #[derive(Debug)]
 pub enum Written {
@@ -69,7 +78,6 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
-/// The columns of `api_keys`, in the order both databases read them.
 /// What a write of a key row changes when the id exists (both databases
 /// read `excluded` as the row that was proposed).
 pub(crate) const UPSERT_BY_ID: &str = "ON CONFLICT (id) DO UPDATE SET digest = excluded.digest,
@@ -80,9 +88,38 @@ pub(crate) const UPSERT_BY_ID: &str = "ON CONFLICT (id) DO UPDATE SET digest = e
     previous_digest = excluded.previous_digest, previous_until = excluded.previous_until,
     version = excluded.version";
 
+/// The columns of `api_keys`, in the order both databases read them.
 pub(crate) const COLUMNS: &str = "id, digest, user_id, tenant_id, roles, models,
     requests_per_minute, tokens_per_day, micro_usd_per_month, note, created_at, expires_at,
     revoked_at, previous_digest, previous_until, version, last_used_at";
+
+/// A row of `SELECT {COLUMNS}` read with the database's getter (`get`
+/// for SQLite, `try_get` for PostgreSQL): the positions follow
+/// [`COLUMNS`], written once for both.
+macro_rules! raw_row {
+    ($row:ident . $get:ident) => {
+        RawRow {
+            id: $row.$get(0)?,
+            digest: $row.$get(1)?,
+            user: $row.$get(2)?,
+            tenant: $row.$get(3)?,
+            roles: $row.$get(4)?,
+            models: $row.$get(5)?,
+            requests_per_minute: $row.$get(6)?,
+            tokens_per_day: $row.$get(7)?,
+            micro_usd_per_month: $row.$get(8)?,
+            note: $row.$get(9)?,
+            created_at: $row.$get(10)?,
+            expires_at: $row.$get(11)?,
+            revoked_at: $row.$get(12)?,
+            previous_digest: $row.$get(13)?,
+            previous_until: $row.$get(14)?,
+            version: $row.$get(15)?,
+            last_used_at: $row.$get(16)?,
+        }
+    };
+}
+pub(crate) use raw_row;
 
 /// A row's columns, as both databases give them.
 pub(crate) struct RawRow {
@@ -178,6 +215,15 @@ impl RowValues {
             tokens_per_day: signed(k.policy.tokens_per_day),
             micro_usd_per_month: signed(k.policy.micro_usd_per_month),
         }
+    }
+}
+
+/// A write that `apply` found nothing to do for: the key as it is, or
+/// no key of that id.
+pub(crate) fn unchanged(current: Option<StoredKey>) -> Result<Written, StoreError> {
+    match current {
+        Some(k) => Ok(Written::Unchanged(k)),
+        None => Err(ChangeError::NotFound.into()),
     }
 }
 

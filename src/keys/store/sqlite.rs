@@ -3,7 +3,8 @@
 //! writer thread has its own (WAL: neither blocks the other for long).
 
 use super::row::{
-    replay, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written, COLUMNS, UPSERT_BY_ID,
+    raw_row, replay, unchanged, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written,
+    COLUMNS, UPSERT_BY_ID,
 };
 use crate::keys::change::{apply, Operation};
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
@@ -70,25 +71,7 @@ impl SqliteKeys {
 }
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok(RawRow {
-        id: r.get(0)?,
-        digest: r.get(1)?,
-        user: r.get(2)?,
-        tenant: r.get(3)?,
-        roles: r.get(4)?,
-        models: r.get(5)?,
-        requests_per_minute: r.get(6)?,
-        tokens_per_day: r.get(7)?,
-        micro_usd_per_month: r.get(8)?,
-        note: r.get(9)?,
-        created_at: r.get(10)?,
-        expires_at: r.get(11)?,
-        revoked_at: r.get(12)?,
-        previous_digest: r.get(13)?,
-        previous_until: r.get(14)?,
-        version: r.get(15)?,
-        last_used_at: r.get(16)?,
-    })
+    Ok(raw_row!(r.get))
 }
 
 fn collect(
@@ -207,10 +190,7 @@ pub fn write(
         |r| r.get(0),
     )?;
     let Some(key) = apply(op, current.as_ref(), now_unix, version)? else {
-        return match current {
-            Some(k) => Ok(Written::Unchanged(k)),
-            None => Err(crate::keys::change::ChangeError::NotFound.into()),
-        };
+        return unchanged(current);
     };
     let v = RowValues::of(&key);
     tx.execute(
@@ -241,10 +221,7 @@ pub fn write(
         ],
     )?;
     if let Some(i) = idempotent {
-        let sealed = i
-            .slot
-            .seal(&(i.answer)(&key))
-            .ok_or_else(|| StoreError::Unavailable("cannot seal the answer".into()))?;
+        let sealed = i.sealed(&key)?;
         tx.execute(
             "INSERT INTO api_key_requests (lookup, fingerprint, status, sealed, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -8,7 +8,7 @@
 //! gateway's `prompt_tokens` is their sum.
 
 use super::fields::{
-    cap_field, field_err, items, named_event, num, validate_positive, RequestError,
+    cap_field, field_err, items, num, typed_events, validate_positive, RequestError,
 };
 use crate::llm::tally::{StreamTally, Usage};
 use serde::Deserialize;
@@ -204,16 +204,12 @@ pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
 /// `message_delta` with stop_reason "max_tokens" (and the output counted),
 /// then `message_stop`.
 pub(super) fn cut_off_tail(_model: &str, output_tokens: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    named_event(
-        &mut out,
-        "message_delta",
-        &json!({"type": "message_delta",
-                "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
-                "usage": {"output_tokens": output_tokens}}),
-    );
-    named_event(&mut out, "message_stop", &json!({"type": "message_stop"}));
-    out
+    typed_events(&[
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
+               "usage": {"output_tokens": output_tokens}}),
+        json!({"type": "message_stop"}),
+    ])
 }
 
 #[cfg(test)]

@@ -212,11 +212,17 @@ pub(crate) fn num(v: &Value, pointer: &str) -> u64 {
     v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// One SSE event with a named `event:` line (Anthropic and Responses).
-pub(crate) fn named_event(out: &mut Vec<u8>, name: &str, data: &Value) {
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(data.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
+/// SSE events whose `event:` line names each by its `type` field, as
+/// Anthropic and Responses streams do.
+pub(crate) fn typed_events(events: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    for data in events {
+        let name = data.get("type").and_then(Value::as_str).unwrap_or_default();
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(data.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+    out
 }

@@ -7,7 +7,7 @@
 //! `.failed`) event. Cached tokens are inside `input_tokens`.
 
 use super::fields::{
-    cap_field, field_err, items, named_event, num, validate_positive, RequestError,
+    cap_field, field_err, items, num, typed_events, validate_positive, RequestError,
 };
 use crate::llm::tally::{StreamTally, Usage};
 use serde::Deserialize;
@@ -162,16 +162,10 @@ pub(super) fn on_stream_event(event: &Value, tally: &mut StreamTally) {
 
 /// A `response.incomplete` event with reason `max_output_tokens`.
 pub(super) fn cut_off_tail(model: &str, output_tokens: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    named_event(
-        &mut out,
-        "response.incomplete",
-        &json!({"type": "response.incomplete", "response": {
-            "id": "resp_tollgate_cutoff", "object": "response", "model": model,
-            "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
-            "output": [], "usage": {"output_tokens": output_tokens}}}),
-    );
-    out
+    typed_events(&[json!({"type": "response.incomplete", "response": {
+        "id": "resp_tollgate_cutoff", "object": "response", "model": model,
+        "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+        "output": [], "usage": {"output_tokens": output_tokens}}})])
 }
 
 #[cfg(test)]
