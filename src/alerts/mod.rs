@@ -259,13 +259,13 @@ mod tests {
     fn each_threshold_crossed_is_one_alert_and_a_settle_below_none() {
         let w = hook(&[1.0, 0.5, 0.8], &[BudgetScope::Conversation]);
         let c = ScopeKey::conversation("acme", "c-1");
+        // The alerts of one settle of the conversation, before + added.
+        let cross = |before, added| {
+            let scope = settled(c.clone(), before, added);
+            crossings(std::slice::from_ref(&w), &[scope], "acme", NOW)
+        };
         // 0.9 -> 1.7 of 2.0: crosses 0.5 (1.0) and 0.8 (1.6), not 1.0.
-        let got = crossings(
-            std::slice::from_ref(&w),
-            &[settled(c.clone(), 900_000, 800_000)],
-            "acme",
-            NOW,
-        );
+        let got = cross(900_000, 800_000);
         let thresholds: Vec<f64> = got.iter().map(|a| a.event.threshold).collect();
         assert_eq!(thresholds, [0.5, 0.8]);
         let e = &got[0].event;
@@ -281,27 +281,11 @@ mod tests {
         assert!(e.enforce);
         assert_ne!(got[0].claim, got[1].claim);
         // Below every threshold, or already past them: nothing.
-        assert!(crossings(
-            std::slice::from_ref(&w),
-            &[settled(c.clone(), 100, 100)],
-            "acme",
-            NOW
-        )
-        .is_empty());
-        assert!(crossings(
-            std::slice::from_ref(&w),
-            &[settled(c.clone(), 1_700_000, 200_000)],
-            "acme",
-            NOW
-        )
-        .is_empty());
+        for (before, added) in [(100, 100), (1_700_000, 200_000)] {
+            assert!(cross(before, added).is_empty(), "{before} + {added}");
+        }
         // Exactly reaching the limit crosses 1.0.
-        let got = crossings(
-            std::slice::from_ref(&w),
-            &[settled(c, 1_900_000, 100_000)],
-            "acme",
-            NOW,
-        );
+        let got = cross(1_900_000, 100_000);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].event.threshold, 1.0);
         // A scope the webhook does not watch: nothing.

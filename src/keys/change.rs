@@ -140,29 +140,30 @@ mod tests {
     use crate::auth::api_key::digest;
     use crate::keys::record::sample;
 
+    /// `key` after `op` at `now` as `version`, which must change it.
+    fn applied(op: &Operation, key: &StoredKey, now: i64, version: i64) -> StoredKey {
+        match apply(op, Some(key), now, version) {
+            Ok(Some(changed)) => changed,
+            other => panic!("{} gave {other:?}", op.name()),
+        }
+    }
+
+    fn rotate(secret: &str, grace_seconds: u64) -> Operation {
+        Operation::Rotate {
+            digest: digest(secret),
+            grace_seconds,
+        }
+    }
+
     #[test]
     fn rotating_during_a_grace_ends_the_earlier_grace() {
         let k = sample("key_1", "s1");
-        let r1 = Operation::Rotate {
-            digest: digest("s2"),
-            grace_seconds: 60,
-        };
-        let once = apply(&r1, Some(&k), 100, 2)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!());
+        let once = applied(&rotate("s2", 60), &k, 100, 2);
         assert_eq!(once.digest, digest("s2"));
         assert_eq!(once.previous_digest, Some(digest("s1")));
         assert_eq!(once.previous_until, Some(160));
         assert_eq!(once.version, 2);
-        let r2 = Operation::Rotate {
-            digest: digest("s3"),
-            grace_seconds: 0,
-        };
-        let twice = apply(&r2, Some(&once), 110, 3)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!());
+        let twice = applied(&rotate("s3", 0), &once, 110, 3);
         assert_eq!(twice.digest, digest("s3"));
         assert_eq!(twice.previous_digest, None, "s1 and s2 end at once");
     }
@@ -170,16 +171,10 @@ mod tests {
     #[test]
     fn revoked_keys_stay_revoked() {
         let k = sample("key_1", "s1");
-        let revoked = apply(&Operation::Revoke, Some(&k), 100, 2)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!());
+        let revoked = applied(&Operation::Revoke, &k, 100, 2);
         assert_eq!(revoked.revoked_at, Some(100));
         assert_eq!(apply(&Operation::Revoke, Some(&revoked), 200, 3), Ok(None));
-        let rotate = Operation::Rotate {
-            digest: digest("s2"),
-            grace_seconds: 0,
-        };
+        let rotate = rotate("s2", 0);
         assert_eq!(
             apply(&rotate, Some(&revoked), 200, 3),
             Err(ChangeError::Revoked)
@@ -197,10 +192,7 @@ mod tests {
             requests_per_minute: Some(None),
             ..PatchKey::default()
         };
-        let p = apply(&Operation::Patch(Box::new(patch)), Some(&k), 100, 9)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!());
+        let p = applied(&Operation::Patch(Box::new(patch)), &k, 100, 9);
         assert_eq!(p.note, "old");
         assert_eq!(p.policy.requests_per_minute, None);
         assert_eq!(p.policy.tokens_per_day, Some(10));

@@ -298,11 +298,15 @@ mod tests {
 
     #[test]
     fn usd_formatting() {
-        assert_eq!(format_micro_usd(50_000_000), "50.00");
-        assert_eq!(format_micro_usd(2_000_500_000), "2000.50");
-        assert_eq!(format_micro_usd(125_000), "0.125");
-        assert_eq!(format_micro_usd(1_000_001), "1.000001");
-        assert_eq!(format_micro_usd(0), "0.00");
+        for (micro_usd, shown) in [
+            (50_000_000, "50.00"),
+            (2_000_500_000, "2000.50"),
+            (125_000, "0.125"),
+            (1_000_001, "1.000001"),
+            (0, "0.00"),
+        ] {
+            assert_eq!(format_micro_usd(micro_usd), shown, "{micro_usd}");
+        }
     }
 
     #[test]
