@@ -214,6 +214,7 @@ pub(super) fn cut_off_tail(_model: &str, output_tokens: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::json_usage;
     use super::super::{LlmApi, LlmRequest};
     use crate::llm::usage::UsageParser;
     use serde_json::json;
@@ -283,9 +284,7 @@ mod tests {
         let answer = json!({"type": "message", "content": [{"type": "text", "text": "Hi"}],
             "usage": {"input_tokens": 100, "output_tokens": 50,
                       "cache_creation_input_tokens": 200, "cache_read_input_tokens": 1000}});
-        let mut p = UsageParser::json(LlmApi::AnthropicMessages, 1 << 20);
-        p.feed(answer.to_string().as_bytes());
-        let u = p.finish().usage.unwrap();
+        let u = json_usage(LlmApi::AnthropicMessages, &answer);
         assert_eq!(
             (
                 u.prompt_tokens,

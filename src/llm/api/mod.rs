@@ -347,6 +347,15 @@ mod tests {
         LlmRequest::parse(api, v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{api:?}: {e}"))
     }
 
+    /// The usage billed from a whole JSON answer of `api`.
+    pub(super) fn json_usage(api: LlmApi, answer: &Value) -> crate::llm::tally::Usage {
+        let mut p = crate::llm::usage::UsageParser::json(api, 1 << 20);
+        p.feed(answer.to_string().as_bytes());
+        p.finish()
+            .usage
+            .unwrap_or_else(|| panic!("{api:?}: no usage in {answer}"))
+    }
+
     #[test]
     fn every_api_validates_model_and_stream() {
         for api in [

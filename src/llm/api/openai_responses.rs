@@ -170,6 +170,7 @@ pub(super) fn cut_off_tail(model: &str, output_tokens: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::json_usage;
     use super::super::{LlmApi, LlmRequest};
     use crate::llm::usage::UsageParser;
     use serde_json::json;
@@ -220,9 +221,7 @@ mod tests {
             "output_tokens_details": {"reasoning_tokens": 12}});
         let answer = json!({"object": "response", "output": [{"type": "message",
             "content": [{"type": "output_text", "text": "Hi"}]}], "usage": usage});
-        let mut p = UsageParser::json(LlmApi::OpenaiResponses, 1 << 20);
-        p.feed(answer.to_string().as_bytes());
-        let u = p.finish().usage.unwrap();
+        let u = json_usage(LlmApi::OpenaiResponses, &answer);
         assert_eq!(
             (
                 u.prompt_tokens,
