@@ -78,9 +78,12 @@ fn store_at(url: &str, on_error: OnStoreError) -> RedisStore {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn ts(dt: time::PrimitiveDateTime) -> u64 {
+const fn ts(dt: time::PrimitiveDateTime) -> u64 {
     dt.assume_utc().unix_timestamp().unsigned_abs()
 }
+
+/// The time most tests run at.
+const NOON: u64 = ts(datetime!(2026-12-01 12:00:00));
 
 const HOLD: Duration = Duration::from_secs(60);
 
@@ -220,7 +223,7 @@ async fn month_window_rolls_over_on_the_first() {
 #[tokio::test]
 async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
     let (_redis, store) = deny_store();
-    let now = ts(datetime!(2026-12-01 12:00:00));
+    let now = NOON;
     let roomy = tokens_per_minute(1_000);
     let tight = tokens_per_minute(100);
     let scopes = [
@@ -273,10 +276,8 @@ async fn all_or_none_when_the_tenant_is_short_but_the_user_is_not() {
 
 #[tokio::test]
 async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
-    let (_redis, store) = deny_store();
-    let now = ts(datetime!(2026-12-01 12:00:00));
-    let minute_only = tokens_per_minute(1_000);
-    let scopes = in_acme("alice", minute_only);
+    let (_redis, store, scopes) = deny_store_in_acme("alice", tokens_per_minute(1_000));
+    let now = NOON;
     spend(&store, &scopes, Charge::tokens(70), now).await;
     let open = store.reserve(&scopes, Charge::tokens(30), now, HOLD).await;
     let open = open.unwrap_or_else(|e| panic!("{e}"));
@@ -297,10 +298,8 @@ async fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() 
 
 #[tokio::test]
 async fn an_unsettled_reservation_expires_by_itself() {
-    let (_redis, store) = deny_store();
-    let now = ts(datetime!(2026-12-01 12:00:00));
-    let limits = tokens_per_day(100);
-    let scopes = in_acme("bob", limits);
+    let (_redis, store, scopes) = deny_store_in_acme("bob", tokens_per_day(100));
+    let now = NOON;
     // An instance reserves, then dies: the ticket is never settled.
     let ticket = store
         .reserve(&scopes, Charge::tokens(100), now, Duration::from_secs(30))
@@ -321,10 +320,8 @@ async fn an_unsettled_reservation_expires_by_itself() {
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_a_flush_and_every_key_expires() {
-    let (redis, store) = deny_store();
-    let now = ts(datetime!(2026-12-01 12:00:00));
-    let limits = limited(1_000, 10_000, 1_000_000);
-    let scopes = in_acme("bob", limits);
+    let (redis, store, scopes) = deny_store_in_acme("bob", limited(1_000, 10_000, 1_000_000));
+    let now = NOON;
     let mut raw = redis.raw().await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -516,7 +513,7 @@ async fn unreachable_redis_denies_or_counts_locally() {
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"));
     let url = format!("redis://127.0.0.1:{port}/0");
-    let now = ts(datetime!(2026-12-01 12:00:00));
+    let now = NOON;
     let scopes = [(ScopeKey::user("bob"), BudgetLimits::default())];
     let deny = store_at(&url, OnStoreError::Deny);
     assert!(matches!(
@@ -610,7 +607,7 @@ async fn windows_redis_lost_are_rebuilt_once_from_the_ledger_by_two_instances_at
             .with_spend_source(Arc::new(FixedSpend(ledger)))
     };
     let (a, b) = (instance(), instance());
-    let now = ts(datetime!(2026-12-01 12:00:00));
+    let now = NOON;
     let limits = tokens_per_day(1000);
     let scopes = [
         (ScopeKey::user("bob"), limits),
@@ -727,7 +724,7 @@ async fn a_conversation_redis_lost_is_rebuilt_from_the_ledger() {
     let store = redis
         .store(OnStoreError::Deny)
         .with_spend_source(Arc::new(FixedSpend(ledger)));
-    let now = ts(datetime!(2026-12-01 12:00:00));
+    let now = NOON;
     let scopes = [
         (ScopeKey::tenant("acme"), BudgetLimits::default()),
         (ScopeKey::conversation("acme", "c-1"), conversation_limits()),
@@ -754,7 +751,7 @@ async fn a_conversation_redis_lost_is_rebuilt_from_the_ledger() {
 #[tokio::test]
 async fn a_shadow_budget_holds_and_reports_but_never_refuses() {
     let (_redis, store) = deny_store();
-    let now = ts(datetime!(2026-12-01 12:00:00));
+    let now = NOON;
     let shadow = BudgetLimits {
         shadow: true,
         ..tokens_per_day(100)
@@ -815,4 +812,13 @@ fn deny_store() -> (RedisServer, RedisStore) {
     let redis = RedisServer::start();
     let store = redis.store(OnStoreError::Deny);
     (redis, store)
+}
+
+/// A denying store, and `user` of acme with `limits` in both scopes.
+fn deny_store_in_acme(
+    user: &str,
+    limits: BudgetLimits,
+) -> (RedisServer, RedisStore, [(ScopeKey, BudgetLimits); 2]) {
+    let (redis, store) = deny_store();
+    (redis, store, in_acme(user, limits))
 }
