@@ -389,6 +389,21 @@ mod tests {
     fn usage(store: &LocalStore, k: &ScopeKey, now: u64) -> ScopeUsage {
         store.usage(k, now)
     }
+    /// User alice, then her tenant acme.
+    fn alice_in_acme(alice: BudgetLimits, acme: BudgetLimits) -> [(ScopeKey, BudgetLimits); 2] {
+        [
+            (ScopeKey::user("alice"), alice),
+            (ScopeKey::tenant("acme"), acme),
+        ]
+    }
+    fn ticket(r: Result<ReservationTicket, ReserveError>) -> ReservationTicket {
+        r.unwrap_or_else(|e| panic!("expected a reservation, got {e:?}"))
+    }
+    /// Reserves `c` and settles exactly that.
+    fn spend(s: &LocalStore, scopes: &[(ScopeKey, BudgetLimits)], c: Charge, now: u64) {
+        let t = ticket(s.reserve(scopes, c, now));
+        assert!(s.settle(t, c, now).is_ok());
+    }
     fn refusal(r: Result<ReservationTicket, ReserveError>) -> BudgetRefusal {
         match r {
             Err(ReserveError::Refused(r)) => r,
@@ -412,17 +427,11 @@ mod tests {
     #[test]
     fn a_reservation_reports_the_first_scopes_tokens_in_use_as_a_read_would() {
         let s = LocalStore::new();
-        let scopes = [
-            (ScopeKey::user("alice"), tokens_per_minute(1_000)),
-            (ScopeKey::tenant("acme"), tokens_per_minute(5_000)),
-        ];
-        let first = s.reserve(&scopes, Charge::tokens(100), NOW);
-        let first = first.unwrap_or_else(|e| panic!("{e:?}"));
+        let scopes = alice_in_acme(tokens_per_minute(1_000), tokens_per_minute(5_000));
+        let first = ticket(s.reserve(&scopes, Charge::tokens(100), NOW));
         assert!(s.settle(first, Charge::tokens(70), NOW).is_ok());
-        let open = s.reserve(&scopes, Charge::tokens(30), NOW);
-        let open = open.unwrap_or_else(|e| panic!("{e:?}"));
-        let t = s.reserve(&scopes, Charge::tokens(25), NOW);
-        let t = t.unwrap_or_else(|e| panic!("{e:?}"));
+        let open = ticket(s.reserve(&scopes, Charge::tokens(30), NOW));
+        let t = ticket(s.reserve(&scopes, Charge::tokens(25), NOW));
         let read = usage(&s, &ScopeKey::user("alice"), NOW);
         // Settled 70 + holds 30 and 25 (its own).
         assert_eq!(t.tokens_in_use.minute, Some(125));
@@ -441,10 +450,7 @@ mod tests {
     #[test]
     fn refusal_is_all_or_none_across_scopes() {
         let s = LocalStore::new();
-        let scopes = [
-            (ScopeKey::user("alice"), tokens_per_minute(1000)),
-            (ScopeKey::tenant("acme"), micro_usd_per_month(1_000)),
-        ];
+        let scopes = alice_in_acme(tokens_per_minute(1000), micro_usd_per_month(1_000));
         let c = Charge {
             tokens: 10,
             micro_usd: 2_000,
@@ -464,39 +470,26 @@ mod tests {
     fn first_failure_reported_in_scope_then_window_order() {
         let s = LocalStore::new();
         let tight = limited(5, 5, 5);
-        let scopes = [(ScopeKey::user("u"), tight), (ScopeKey::tenant("t"), tight)];
-        let r = refusal(s.reserve(
-            &scopes,
-            Charge {
-                tokens: 10,
+        let scopes = alice_in_acme(tight, tight);
+        // Both scopes and both kinds fail for 10 tokens; USD alone for 1.
+        for (tokens, kind) in [
+            (10, LimitKind::TokensPerMinute),
+            (1, LimitKind::UsdPerMonth),
+        ] {
+            let c = Charge {
+                tokens,
                 micro_usd: 10,
-            },
-            NOW,
-        ));
-        assert_eq!(
-            (r.scope, r.kind),
-            (ScopeKey::user("u"), LimitKind::TokensPerMinute)
-        );
-        let r = refusal(s.reserve(
-            &scopes,
-            Charge {
-                tokens: 1,
-                micro_usd: 10,
-            },
-            NOW,
-        ));
-        assert_eq!(
-            (r.scope, r.kind),
-            (ScopeKey::user("u"), LimitKind::UsdPerMonth)
-        );
+            };
+            let r = refusal(s.reserve(&scopes, c, NOW));
+            assert_eq!((r.scope, r.kind), (ScopeKey::user("alice"), kind));
+        }
     }
 
     #[test]
     fn settle_replaces_reservation_with_actual_even_over_limit() {
         let store = LocalStore::new();
         let scopes = [(ScopeKey::user("alice"), tokens_per_minute(100))];
-        let r = store.reserve(&scopes, Charge::tokens(50), NOW);
-        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        let r = ticket(store.reserve(&scopes, Charge::tokens(50), NOW));
         assert_eq!(
             usage(&store, &ScopeKey::user("alice"), NOW).reserved_tokens,
             50
@@ -514,12 +507,8 @@ mod tests {
     #[test]
     fn released_reservation_returns_budget() {
         let store = LocalStore::new();
-        let scopes = [
-            (ScopeKey::user("alice"), tokens_per_minute(100)),
-            (ScopeKey::tenant("acme"), tokens_per_minute(100)),
-        ];
-        let r = store.reserve(&scopes, Charge::tokens(100), NOW);
-        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        let scopes = alice_in_acme(tokens_per_minute(100), tokens_per_minute(100));
+        let r = ticket(store.reserve(&scopes, Charge::tokens(100), NOW));
         assert!(store.reserve(&scopes, Charge::tokens(1), NOW).is_err());
         assert!(store.release(r).is_ok());
         assert_eq!(
@@ -536,8 +525,7 @@ mod tests {
     fn settle_across_minute_boundary_moves_usage_to_new_window() {
         let s = LocalStore::new();
         let scopes = [(ScopeKey::user("bob"), tokens_per_minute(100))];
-        let t = s.reserve(&scopes, Charge::tokens(80), NOW + 59);
-        let t = t.unwrap_or_else(|e| panic!("{e}"));
+        let t = ticket(s.reserve(&scopes, Charge::tokens(80), NOW + 59));
         // The hold still counts right after the boundary…
         assert!(s.reserve(&scopes, Charge::tokens(30), NOW + 60).is_err());
         assert!(s.settle(t, Charge::tokens(70), NOW + 61).is_ok());
@@ -563,9 +551,7 @@ mod tests {
         };
         let scopes = [(ScopeKey::user("u"), limits)];
         for now in [NOW, NOW + 60] {
-            let t = s.reserve(&scopes, Charge::tokens(70), now);
-            let t = t.unwrap_or_else(|e| panic!("{e}"));
-            assert!(s.settle(t, Charge::tokens(70), now).is_ok());
+            spend(&s, &scopes, Charge::tokens(70), now);
         }
         let r = refusal(s.reserve(&scopes, Charge::tokens(70), NOW + 120));
         assert_eq!((r.kind, r.used), (LimitKind::TokensPerDay, 140));
@@ -576,10 +562,7 @@ mod tests {
     fn concurrent_reservations_admit_exactly_capacity() {
         let store = Arc::new(LocalStore::new());
         let barrier = Arc::new(Barrier::new(50));
-        let scopes = vec![
-            (ScopeKey::user("u"), tokens_per_minute(100)),
-            (ScopeKey::tenant("t"), tokens_per_minute(1_000)),
-        ];
+        let scopes = alice_in_acme(tokens_per_minute(100), tokens_per_minute(1_000));
         let handles: Vec<_> = (0..50)
             .map(|_| {
                 let (store, barrier, scopes) = (store.clone(), barrier.clone(), scopes.clone());
@@ -596,11 +579,11 @@ mod tests {
             .count();
         assert_eq!(admitted, 10);
         assert_eq!(
-            usage(&store, &ScopeKey::user("u"), NOW).reserved_tokens,
+            usage(&store, &ScopeKey::user("alice"), NOW).reserved_tokens,
             100
         );
         assert_eq!(
-            usage(&store, &ScopeKey::tenant("t"), NOW).reserved_tokens,
+            usage(&store, &ScopeKey::tenant("acme"), NOW).reserved_tokens,
             100
         );
     }
@@ -627,16 +610,13 @@ mod tests {
         let s = LocalStore::with_prune_every(1);
         let scopes = |id: &str| [(ScopeKey::user(id), BudgetLimits::default())];
         // Spent this month: kept.
-        let t = s.reserve(&scopes("spender"), Charge::tokens(5), NOW);
-        assert!(s
-            .settle(t.unwrap_or_else(|e| panic!("{e}")), Charge::tokens(5), NOW)
-            .is_ok());
+        spend(&s, &scopes("spender"), Charge::tokens(5), NOW);
         // Open reservation: kept.
         let held = s.reserve(&scopes("holder"), Charge::tokens(5), NOW);
         assert!(held.is_ok());
         // Reserved then released with no usage: dropped.
-        let t = s.reserve(&scopes("idle"), Charge::tokens(5), NOW);
-        assert!(s.release(t.unwrap_or_else(|e| panic!("{e}"))).is_ok());
+        let t = ticket(s.reserve(&scopes("idle"), Charge::tokens(5), NOW));
+        assert!(s.release(t).is_ok());
         // Next sweep runs on this op.
         assert!(s.reserve(&scopes("holder"), Charge::tokens(0), NOW).is_ok());
         assert_eq!(s.tracked_scopes(), 2);
@@ -672,10 +652,7 @@ mod tests {
             tokens: 600,
             micro_usd: 1_500_000,
         };
-        let t = s.reserve(&[(acme.clone(), conversation_limits())], c, NOW);
-        assert!(s
-            .settle(t.unwrap_or_else(|e| panic!("{e}")), c, NOW)
-            .is_ok());
+        spend(&s, &[(acme.clone(), conversation_limits())], c, NOW);
         let u = usage(&s, &acme, NOW);
         assert_eq!((u.tokens_day, u.micro_usd_day), (600, 1_500_000));
         // Neither the minute nor the month is counted for a conversation.
@@ -715,10 +692,7 @@ mod tests {
         let n = 20_000;
         for i in 0..n {
             let key = ScopeKey::conversation("acme", format!("c-{i}"));
-            let t = s.reserve(&[(key, conversation_limits())], c, NOW);
-            assert!(s
-                .settle(t.unwrap_or_else(|e| panic!("{e}")), c, NOW)
-                .is_ok());
+            spend(&s, &[(key, conversation_limits())], c, NOW);
         }
         assert_eq!(s.tracked_scopes(), n);
         // Sweeps come at most once per `len` operations, so a day later the
@@ -726,8 +700,8 @@ mod tests {
         let tomorrow = NOW + 86_400;
         let user = [(ScopeKey::user("u"), BudgetLimits::default())];
         for _ in 0..=n {
-            let t = s.reserve(&user, Charge::tokens(0), tomorrow);
-            assert!(s.release(t.unwrap_or_else(|e| panic!("{e}"))).is_ok());
+            let t = ticket(s.reserve(&user, Charge::tokens(0), tomorrow));
+            assert!(s.release(t).is_ok());
         }
         assert!(s.tracked_scopes() <= 1, "{}", s.tracked_scopes());
         assert!(s.lock().scopes.capacity() < 4 * MIN_KEPT_CAPACITY + 1);
@@ -760,30 +734,25 @@ mod tests {
             shadow: true,
             ..tokens_per_minute(100)
         };
-        let scopes = [
-            (ScopeKey::user("u"), shadow),
-            (ScopeKey::tenant("t"), tokens_per_minute(1_000)),
-        ];
-        let first = s.reserve(&scopes, Charge::tokens(80), NOW);
-        let first = first.unwrap_or_else(|e| panic!("{e:?}"));
+        let scopes = alice_in_acme(shadow, tokens_per_minute(1_000));
+        let first = ticket(s.reserve(&scopes, Charge::tokens(80), NOW));
         assert_eq!(first.shadow, None);
         // Past the shadow limit: held all the same, the would-be refusal reported.
-        let second = s.reserve(&scopes, Charge::tokens(80), NOW);
-        let second = second.unwrap_or_else(|e| panic!("{e:?}"));
+        let second = ticket(s.reserve(&scopes, Charge::tokens(80), NOW));
         let r = second
             .shadow
             .clone()
             .unwrap_or_else(|| panic!("no shadow refusal"));
         assert_eq!(
             (r.scope, r.kind, r.used),
-            (ScopeKey::user("u"), LimitKind::TokensPerMinute, 80)
+            (ScopeKey::user("alice"), LimitKind::TokensPerMinute, 80)
         );
         assert!(s.settle(first, Charge::tokens(80), NOW).is_ok());
         assert!(s.settle(second, Charge::tokens(80), NOW).is_ok());
-        assert_eq!(usage(&s, &ScopeKey::user("u"), NOW).tokens_minute, 160);
+        assert_eq!(usage(&s, &ScopeKey::user("alice"), NOW).tokens_minute, 160);
         // An enforced limit still refuses, whatever a shadow one says.
         let r = refusal(s.reserve(&scopes, Charge::tokens(900), NOW));
-        assert_eq!(r.scope, ScopeKey::tenant("t"));
+        assert_eq!(r.scope, ScopeKey::tenant("acme"));
     }
 
     #[test]
