@@ -212,12 +212,26 @@ const PARTS: &[&str] = &[
 
 /// An answer made of 1 to `most` of `parts`, each maybe more than once, in
 /// any order.
-pub(crate) fn answer_of(
+fn answer_of(
     parts: &'static [&'static str],
     most: usize,
 ) -> impl Strategy<Value = String> {
     proptest::collection::vec(0..parts.len(), 1..most)
         .prop_map(move |picks| picks.iter().map(|i| parts[*i]).collect())
+}
+
+/// An answer of up to `most` of `parts`, and up to `most_cuts` points below
+/// `cut_below` to cut it at with [`split_at`].
+pub(crate) fn cut_answer(
+    parts: &'static [&'static str],
+    most: usize,
+    cut_below: usize,
+    most_cuts: usize,
+) -> impl Strategy<Value = (String, Vec<usize>)> {
+    (
+        answer_of(parts, most),
+        proptest::collection::vec(0..cut_below, 0..most_cuts),
+    )
 }
 
 /// Splits `text` at the given cut points (taken modulo its length, moved
@@ -247,8 +261,7 @@ proptest! {
     /// whole answer, and no more than the window is ever held.
     #[test]
     fn any_chunking_gives_the_whole_answer_guarded(
-        text in answer_of(PARTS, 24),
-        cuts in proptest::collection::vec(0usize..4096, 0..40),
+        (text, cuts) in cut_answer(PARTS, 24, 4096, 40),
         action in prop_oneof![Just(GuardAction::Redact), Just(GuardAction::Log), Just(GuardAction::Block)],
     ) {
         let s = scanner(action, action);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::schema::GuardAction;
-use crate::guards::output::tests::{answer_of, scanner, split_at, GATEWAY_KEY as KEY};
+use crate::guards::output::tests::{cut_answer, scanner, split_at, GATEWAY_KEY as KEY};
 use proptest::prelude::*;
 
 const APIS: [LlmApi; 3] = [
@@ -237,8 +237,7 @@ proptest! {
     /// reads, the client's text is the guard applied to the whole answer.
     #[test]
     fn any_events_and_reads_give_the_whole_answer_guarded(
-        text in answer_of(PARTS, 12),
-        event_cuts in proptest::collection::vec(0usize..512, 0..12),
+        (text, event_cuts) in cut_answer(PARTS, 12, 512, 12),
         read_cuts in proptest::collection::vec(0usize..8192, 0..30),
         api_i in 0..3usize,
         redact in any::<bool>(),
