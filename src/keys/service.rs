@@ -8,7 +8,7 @@ use super::idempotency::IdempotencySlot;
 use super::record::{config_key_json, StoredKey};
 use super::registry::KeyRegistry;
 use super::request::{BadField, CreateKey, PatchKey, RotateKey};
-use super::store::{Idempotent, KeyStore, ListQuery, StoreError, Written};
+use super::store::{Idempotent, KeyStore, KeyWrite, ListQuery, StoreError, Written};
 use crate::auth::api_key::{digest, generate_key, KeyDigest, KeyIndex};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -343,7 +343,14 @@ impl Keys {
         let (secret, _) = generate_key();
         let idempotent = Self::idempotent(call.caller, idem, &answer, &secret, now_unix)?;
         let op = operation(digest(&secret));
-        let written = store.write(id, op, idempotent.clone(), now_unix).await?;
+        let written = store
+            .write(KeyWrite {
+                id: id.to_string(),
+                op,
+                idempotent: idempotent.clone(),
+                now_unix,
+            })
+            .await?;
         self.finish(
             written,
             idempotent.as_ref(),
@@ -369,7 +376,11 @@ impl Keys {
         call.caller.may_grant(&key.roles)?;
         self.written(
             store
-                .write(id, Operation::Patch(Box::new(patch)), None, call.now_unix)
+                .write(KeyWrite::new(
+                    id,
+                    Operation::Patch(Box::new(patch)),
+                    call.now_unix,
+                ))
                 .await?,
         )
     }
@@ -380,7 +391,7 @@ impl Keys {
         self.visible(store, id, call.caller).await?;
         self.written(
             store
-                .write(id, Operation::Revoke, None, call.now_unix)
+                .write(KeyWrite::new(id, Operation::Revoke, call.now_unix))
                 .await?,
         )
     }

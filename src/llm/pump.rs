@@ -191,12 +191,7 @@ pub async fn pump(
     loop {
         let read = tokio::select! {
             read = upstream.read() => read,
-            // The request body is fully read: anything here is the client
-            // closing (or resetting) the connection.
-            _ = session.as_downstream_mut().read_body_or_idle(true) => {
-                tracing::info!("client went away mid-response");
-                return PumpEnd::Failed;
-            }
+            _ = crate::edge::client::gone(session, "response") => return PumpEnd::Failed,
         };
         let first = match read {
             Read::Data(bytes) => bytes,

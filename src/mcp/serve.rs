@@ -674,10 +674,7 @@ async fn relay_stream(
     loop {
         let read = tokio::select! {
             read = upstream.read_response_body() => read,
-            _ = session.as_downstream_mut().read_body_or_idle(true) => {
-                tracing::info!("client went away mid MCP stream");
-                return End::Cut;
-            }
+            _ = crate::edge::client::gone(session, "MCP stream") => return End::Cut,
             _ = tokio::time::sleep_until(deadline) => {
                 return end_stream(session, relay, "the server stream exceeded max_stream_seconds").await;
             }

@@ -212,10 +212,7 @@ const PARTS: &[&str] = &[
 
 /// An answer made of 1 to `most` of `parts`, each maybe more than once, in
 /// any order.
-fn answer_of(
-    parts: &'static [&'static str],
-    most: usize,
-) -> impl Strategy<Value = String> {
+fn answer_of(parts: &'static [&'static str], most: usize) -> impl Strategy<Value = String> {
     proptest::collection::vec(0..parts.len(), 1..most)
         .prop_map(move |picks| picks.iter().map(|i| parts[*i]).collect())
 }

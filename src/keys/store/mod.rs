@@ -17,8 +17,7 @@ pub use self::postgres::{
 };
 pub use self::sqlite::{load_since_all as sqlite_load_all, SqliteKeys};
 
-pub use self::row::{Answer, Idempotent, ListQuery, StoreError, Written};
-use super::change::Operation;
+pub use self::row::{Answer, Idempotent, KeyWrite, ListQuery, StoreError, Written};
 use super::record::StoredKey;
 use std::sync::Arc;
 
@@ -62,21 +61,10 @@ impl KeyStore {
         }
     }
 
-    pub async fn write(
-        &self,
-        id: &str,
-        op: Operation,
-        idempotent: Option<Idempotent>,
-        now_unix: i64,
-    ) -> Result<Written, StoreError> {
-        let id = id.to_string();
+    pub async fn write(&self, w: KeyWrite) -> Result<Written, StoreError> {
         match self {
-            KeyStore::Sqlite(s) => {
-                s.clone()
-                    .blocking(move |c| sqlite::write(c, &id, &op, idempotent.as_ref(), now_unix))
-                    .await
-            }
-            KeyStore::Postgres(p) => p.write(&id, &op, idempotent.as_ref(), now_unix).await,
+            KeyStore::Sqlite(s) => s.clone().blocking(move |c| sqlite::write(c, &w)).await,
+            KeyStore::Postgres(p) => p.write(w).await,
         }
     }
 

@@ -4,10 +4,10 @@
 //! instances hear of it when (and only if) it commits.
 
 use super::row::{
-    raw_row, replay, unchanged, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written,
+    raw_row, replay, unchanged, KeyWrite, ListQuery, RawRow, RowValues, StoreError, Written,
     COLUMNS, UPSERT_BY_ID,
 };
-use crate::keys::change::{apply, Operation};
+use crate::keys::change::apply;
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;
 use crate::ledger::postgres::{migrate, PgSettings, KEYS_LOCK};
@@ -161,30 +161,14 @@ impl PgKeys {
         .await
     }
 
-    pub async fn write(
-        &self,
-        id: &str,
-        op: &Operation,
-        idempotent: Option<&Idempotent>,
-        now_unix: i64,
-    ) -> Result<Written, StoreError> {
-        let id = id.to_string();
-        let op = op.clone();
-        let idempotent = idempotent.cloned();
-        self.with_client(|c| {
-            Box::pin(async move { write(c, &id, &op, idempotent.as_ref(), now_unix).await })
-        })
-        .await
+    pub async fn write(&self, w: KeyWrite) -> Result<Written, StoreError> {
+        self.with_client(|c| Box::pin(async move { write(c, &w).await }))
+            .await
     }
 }
 
-async fn write(
-    client: &mut Client,
-    id: &str,
-    op: &Operation,
-    idempotent: Option<&Idempotent>,
-    now_unix: i64,
-) -> Result<Written, StoreError> {
+async fn write(client: &mut Client, w: &KeyWrite) -> Result<Written, StoreError> {
+    let (id, op, idempotent, now_unix) = w.parts();
     let tx = client.transaction().await?;
     // One change at a time: versions commit in the order they are taken.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEYS_LOCK])

@@ -2,7 +2,7 @@
 //! listing, and a key's columns.
 
 use crate::auth::api_key::KeyDigest;
-use crate::keys::change::ChangeError;
+use crate::keys::change::{ChangeError, Operation};
 use crate::keys::idempotency::{IdempotencySlot, StoredAnswer};
 use crate::keys::record::{KeyPolicy, StoredKey};
 use std::sync::Arc;
@@ -40,6 +40,32 @@ impl From<tokio_postgres::Error> for StoreError {
 /// Renders the answer an idempotent request stores (sealed) with the key
 /// as written.
 pub type Answer = Arc<dyn Fn(&StoredKey) -> Vec<u8> + Send + Sync>;
+
+/// One change of one key, as the store writes it in one transaction.
+pub struct KeyWrite {
+    pub id: String,
+    pub op: Operation,
+    /// Set when the request carried an `Idempotency-Key`.
+    pub idempotent: Option<Idempotent>,
+    pub now_unix: i64,
+}
+
+impl KeyWrite {
+    /// A change without an `Idempotency-Key`.
+    pub fn new(id: &str, op: Operation, now_unix: i64) -> KeyWrite {
+        KeyWrite {
+            id: id.to_string(),
+            op,
+            idempotent: None,
+            now_unix,
+        }
+    }
+
+    /// Its parts, borrowed, as each database's write reads them.
+    pub(crate) fn parts(&self) -> (&str, &Operation, Option<&Idempotent>, i64) {
+        (&self.id, &self.op, self.idempotent.as_ref(), self.now_unix)
+    }
+}
 
 /// An idempotent write: its slot, and the answer to keep.
 #[derive(Clone)]

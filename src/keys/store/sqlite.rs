@@ -3,10 +3,10 @@
 //! writer thread has its own (WAL: neither blocks the other for long).
 
 use super::row::{
-    raw_row, replay, unchanged, Idempotent, ListQuery, RawRow, RowValues, StoreError, Written,
+    raw_row, replay, unchanged, KeyWrite, ListQuery, RawRow, RowValues, StoreError, Written,
     COLUMNS, UPSERT_BY_ID,
 };
-use crate::keys::change::{apply, Operation};
+use crate::keys::change::apply;
 use crate::keys::idempotency::{StoredAnswer, WINDOW_SECONDS};
 use crate::keys::record::StoredKey;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -139,13 +139,8 @@ pub fn touch(conn: &mut Connection, used: &[(String, i64)]) -> Result<(), StoreE
     Ok(())
 }
 
-pub fn write(
-    conn: &mut Connection,
-    id: &str,
-    op: &Operation,
-    idempotent: Option<&Idempotent>,
-    now_unix: i64,
-) -> Result<Written, StoreError> {
+pub fn write(conn: &mut Connection, w: &KeyWrite) -> Result<Written, StoreError> {
+    let (id, op, idempotent, now_unix) = w.parts();
     // IMMEDIATE: the write lock from the start, so the version read below
     // is the last one until this commits.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
