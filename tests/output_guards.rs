@@ -164,43 +164,34 @@ fn json_text(api: Api, v: &Value) -> (String, String) {
     }
 }
 
+/// Where each API's stream carries text and the finish reason; the
+/// Responses API names its events instead, so it is read by event name.
 fn stream_text(api: Api, raw: &str) -> (String, String) {
+    let (text_at, finish_at) = match api {
+        Api::Chat => ("/choices/0/delta/content", "/choices/0/finish_reason"),
+        Api::Messages => ("/delta/text", "/delta/stop_reason"),
+        Api::Responses => ("", ""),
+    };
     let mut text = String::new();
     let mut finish = String::new();
     for (name, v) in sse_events(raw) {
-        match api {
-            Api::Chat => {
-                if let Some(c) = v
-                    .pointer("/choices/0/delta/content")
-                    .and_then(Value::as_str)
-                {
-                    text.push_str(c);
-                }
-                if let Some(f) = v
-                    .pointer("/choices/0/finish_reason")
-                    .and_then(Value::as_str)
-                {
-                    finish = f.to_string();
+        let at = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
+        match (api, name.as_str()) {
+            (Api::Responses, "response.output_text.delta") => text.push_str(at("/delta")),
+            (Api::Responses, "response.output_text.done") => {
+                assert_eq!(at("/text"), text, "the done event repeats the text")
+            }
+            (Api::Responses, "response.completed") => finish = "completed".into(),
+            (Api::Responses, "response.incomplete") => {
+                finish = at("/response/incomplete_details/reason").into()
+            }
+            (Api::Responses, _) => {}
+            _ => {
+                text.push_str(at(text_at));
+                if !at(finish_at).is_empty() {
+                    finish = at(finish_at).into();
                 }
             }
-            Api::Messages => match name.as_str() {
-                "content_block_delta" => text.push_str(v["delta"]["text"].as_str().unwrap_or("")),
-                "message_delta" => finish = v["delta"]["stop_reason"].as_str().unwrap_or("").into(),
-                _ => {}
-            },
-            Api::Responses => match name.as_str() {
-                "response.output_text.delta" => text.push_str(v["delta"].as_str().unwrap_or("")),
-                "response.output_text.done" => assert_eq!(v["text"].as_str(), Some(text.as_str())),
-                "response.completed" => finish = "completed".into(),
-                "response.incomplete" => {
-                    finish = v
-                        .pointer("/response/incomplete_details/reason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .into()
-                }
-                _ => {}
-            },
         }
     }
     (text, finish)

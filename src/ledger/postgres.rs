@@ -14,7 +14,9 @@ use crate::limits::budget::ScopeKey;
 use crate::limits::types::{SpendInWindows, SpendSource};
 use crate::limits::window::{reset_at, window_start, Window};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::verify_tls12_signature as tls12_signature;
+use rustls::crypto::verify_tls13_signature as tls13_signature;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -243,6 +245,18 @@ fn tls_config(mode: PgSslMode, ca_file: Option<&str>) -> Result<rustls::ClientCo
 #[derive(Debug)]
 struct EncryptOnly(Arc<CryptoProvider>);
 
+impl EncryptOnly {
+    fn schemes(&self) -> &WebPkiSupportedAlgorithms {
+        &self.0.signature_verification_algorithms
+    }
+}
+
+/// The handshake signature checks' types, short enough that each check
+/// reads on one line.
+type Cert<'a> = CertificateDer<'a>;
+type Dss = DigitallySignedStruct;
+type Signed = Result<HandshakeSignatureValid, rustls::Error>;
+
 impl ServerCertVerifier for EncryptOnly {
     fn verify_server_cert(
         &self,
@@ -255,36 +269,16 @@ impl ServerCertVerifier for EncryptOnly {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, message: &[u8], cert: &Cert<'_>, dss: &Dss) -> Signed {
+        tls12_signature(message, cert, dss, self.schemes())
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, message: &[u8], cert: &Cert<'_>, dss: &Dss) -> Signed {
+        tls13_signature(message, cert, dss, self.schemes())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.schemes().supported_schemes()
     }
 }
 

@@ -25,6 +25,7 @@ use crate::auth::Identity;
 use crate::config::snapshot::Snapshot;
 use crate::config::snapshot::Target;
 use crate::ctx::RequestCtx;
+use crate::edge::client;
 use crate::edge::headers::client_response_header;
 use crate::error::GatewayError;
 use crate::guards::output::Findings;
@@ -771,29 +772,16 @@ fn stream_framing(
     Ok(())
 }
 
-/// Sends a whole answer with its length.
+/// Sends a whole (rewritten) answer; the pump ended cleanly when the
+/// client took it.
 async fn send_whole(
     session: &mut Session,
-    mut header: ResponseHeader,
+    header: ResponseHeader,
     body: Vec<u8>,
 ) -> Result<PumpEnd, Refusal> {
-    header.remove_header(&http::header::TRANSFER_ENCODING);
-    header
-        .insert_header(http::header::CONTENT_LENGTH, body.len())
-        .map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let written = async {
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await
-    }
-    .await;
-    Ok(if written.is_ok() {
-        PumpEnd::Clean
-    } else {
-        PumpEnd::Failed
+    Ok(match client::send_whole(session, header, body).await {
+        Ok(()) => PumpEnd::Clean,
+        Err(_) => PumpEnd::Failed,
     })
 }
 

@@ -22,6 +22,7 @@ use crate::admission::Refusal;
 use crate::auth::Identity;
 use crate::config::snapshot::{McpTarget, Snapshot};
 use crate::ctx::RequestCtx;
+use crate::edge::client;
 use crate::edge::headers::{client_response_header, decorate_response};
 use crate::error::GatewayError;
 use crate::limits::types::{AdmitQuery, RateQuery};
@@ -481,33 +482,28 @@ async fn relay_answer(
     session: &mut Session,
     ctx: &mut RequestCtx,
     target: &McpTarget,
-    opened: Opened,
+    mut opened: Opened,
     relay: &mut Relay<'_>,
     local: Vec<Value>,
     post: bool,
     owner: &str,
 ) -> Result<(), Refusal> {
-    let Opened {
-        session: mut upstream,
-        peer,
-        addr,
-        response,
-    } = opened;
+    let response = &opened.response;
     let status = response.status.as_u16();
     keep_sessions(
         state,
         ctx,
         target,
-        &response,
-        addr,
+        response,
+        opened.addr,
         owner,
         session.req_header().method == Method::DELETE,
     );
-    let is_sse = content_type(&response).starts_with("text/event-stream");
-    let is_json = content_type(&response).starts_with("application/json");
+    let is_sse = content_type(response).starts_with("text/event-stream");
+    let is_json = content_type(response).starts_with("application/json");
     let limits = &target.limits;
     let end = if (200..300).contains(&status) && is_sse {
-        let mut header = client_response_header(ctx, &response)
+        let mut header = client_response_header(ctx, response)
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         // The stream is rewritten: its length is unknown. Chunked, or the
         // client's connection would end with the answer.
@@ -522,10 +518,10 @@ async fn relay_answer(
         {
             End::Cut
         } else {
-            relay_stream(session, &mut upstream, relay, local, limits, post).await
+            relay_stream(session, &mut opened.session, relay, local, limits, post).await
         }
     } else {
-        let (body, end) = read_whole(&mut upstream, limits.max_message_bytes).await?;
+        let (body, end) = read_whole(&mut opened.session, limits.max_message_bytes).await?;
         let rewritten = if status == 202 && !local.is_empty() {
             // The forwarded part needed no answer; the refusals do.
             Some((
@@ -537,7 +533,7 @@ async fn relay_answer(
         } else {
             None
         };
-        let mut header = client_response_header(ctx, &response)
+        let mut header = client_response_header(ctx, response)
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let body = match rewritten {
             Some((status, rewritten)) => {
@@ -551,29 +547,19 @@ async fn relay_answer(
             }
             None => body,
         };
-        header.remove_header(&http::header::TRANSFER_ENCODING);
-        header
-            .insert_header(http::header::CONTENT_LENGTH, body.len())
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let written = async {
-            session
-                .write_response_header(Box::new(header), body.is_empty())
-                .await?;
-            if !body.is_empty() {
-                session
-                    .write_response_body(Some(Bytes::from(body)), true)
-                    .await?;
-            }
-            Ok::<(), pingora::BError>(())
-        }
-        .await;
-        if written.is_err() {
+        if client::send_whole(session, header, body).await.is_err() {
             End::Cut
         } else {
             end
         }
     };
-    upstream::give_back(&state.connector, upstream, &peer, end == End::Clean).await;
+    upstream::give_back(
+        &state.connector,
+        opened.session,
+        &opened.peer,
+        end == End::Clean,
+    )
+    .await;
     Ok(())
 }
 
@@ -674,7 +660,7 @@ async fn relay_stream(
     loop {
         let read = tokio::select! {
             read = upstream.read_response_body() => read,
-            _ = crate::edge::client::gone(session, "MCP stream") => return End::Cut,
+            _ = client::gone(session, "MCP stream") => return End::Cut,
             _ = tokio::time::sleep_until(deadline) => {
                 return end_stream(session, relay, "the server stream exceeded max_stream_seconds").await;
             }

@@ -60,14 +60,6 @@ impl SessionPins {
             pins.pop(&(upstream.to_string(), session.to_string()));
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.pins.lock().map(|p| p.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -91,7 +83,7 @@ mod tests {
         pins.pin("tools", "s2", pin(3));
         // "tools/s1" was the least recently used.
         assert_eq!(pins.lookup("tools", "s1"), None);
-        assert_eq!(pins.len(), 2);
+        assert_eq!(pins.pins.lock().map(|p| p.len()).ok(), Some(2));
         pins.unpin("other", "s1");
         assert_eq!(pins.lookup("other", "s1"), None);
         assert_eq!(pins.lookup("tools", "s2"), Some(pin(3)));
